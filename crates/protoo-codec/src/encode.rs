@@ -1,0 +1,134 @@
+//! Encoding messages into [`Frame`]s, byte-identical to protoo-server.
+//!
+//! Each function writes the whole message into one buffer, in protoo's key
+//! order, and hands it back as a shareable [`Frame`]. `data` is anything
+//! serde can serialise, including a received [`Payload`](crate::Payload)
+//! (forwarded as it came). Data JavaScript finds falsy (`null`, `false`, `0`,
+//! `""`) is sent as `{}`, as protoo does with `data || {}`.
+
+use serde::Serialize;
+
+use crate::payload::is_falsy;
+use crate::{EncodeError, ErrorData, Frame, Id};
+
+/// Room for the fixed parts of a message, so that small messages are written
+/// with a single allocation.
+const HEADROOM: usize = 64;
+
+/// Serialises `data` at the end of `out`, writing `{}` for falsy data.
+pub(crate) fn write_data<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    data: &T,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, data).map_err(EncodeError::Data)?;
+    if is_falsy(&out[start..]) {
+        out.truncate(start);
+        out.extend_from_slice(b"{}");
+    }
+    Ok(())
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// `{"request":true,"id":ID,"method":METHOD,"data":DATA}`
+pub fn request<T: Serialize + ?Sized>(
+    id: &Id,
+    method: &str,
+    data: &T,
+) -> Result<Frame, EncodeError> {
+    let mut out = Vec::with_capacity(HEADROOM + method.len());
+    out.extend_from_slice(b"{\"request\":true,\"id\":");
+    id.write(&mut out);
+    out.extend_from_slice(b",\"method\":");
+    write_str(&mut out, method);
+    out.extend_from_slice(b",\"data\":");
+    write_data(&mut out, data)?;
+    out.push(b'}');
+    Ok(Frame::from_vec_unchecked_utf8(out))
+}
+
+/// `{"response":true,"id":ID,"ok":true,"data":DATA}`
+pub fn success<T: Serialize + ?Sized>(id: &Id, data: &T) -> Result<Frame, EncodeError> {
+    let mut out = Vec::with_capacity(HEADROOM);
+    out.extend_from_slice(b"{\"response\":true,\"id\":");
+    id.write(&mut out);
+    out.extend_from_slice(b",\"ok\":true,\"data\":");
+    write_data(&mut out, data)?;
+    out.push(b'}');
+    Ok(Frame::from_vec_unchecked_utf8(out))
+}
+
+/// `{"response":true,"id":ID,"errorCode":CODE,"errorReason":REASON}`, each
+/// of the last two only when present (no `ok` field, as protoo sends it).
+pub fn error(id: &Id, error: &ErrorData) -> Frame {
+    let mut out = Vec::with_capacity(HEADROOM);
+    out.extend_from_slice(b"{\"response\":true,\"id\":");
+    id.write(&mut out);
+    if let Some(code) = error.raw_code() {
+        out.extend_from_slice(b",\"errorCode\":");
+        out.extend_from_slice(code.as_bytes());
+    }
+    if let Some(reason) = error.raw_reason() {
+        out.extend_from_slice(b",\"errorReason\":");
+        out.extend_from_slice(reason.as_bytes());
+    }
+    out.push(b'}');
+    Frame::from_vec_unchecked_utf8(out)
+}
+
+/// `{"notification":true,"method":METHOD,"data":DATA}`
+pub fn notification<T: Serialize + ?Sized>(method: &str, data: &T) -> Result<Frame, EncodeError> {
+    let mut out = Vec::with_capacity(HEADROOM + method.len());
+    out.extend_from_slice(b"{\"notification\":true,\"method\":");
+    write_str(&mut out, method);
+    out.extend_from_slice(b",\"data\":");
+    write_data(&mut out, data)?;
+    out.push(b'}');
+    Ok(Frame::from_vec_unchecked_utf8(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Payload;
+
+    #[test]
+    fn falsy_data_becomes_empty_object() {
+        for data in [
+            serde_json::json!(null),
+            serde_json::json!(0),
+            serde_json::json!(""),
+            serde_json::json!(false),
+        ] {
+            let f = notification("n", &data).unwrap();
+            assert_eq!(
+                f.as_str(),
+                r#"{"notification":true,"method":"n","data":{}}"#
+            );
+        }
+    }
+
+    #[test]
+    fn payload_is_forwarded_unchanged() {
+        let p = Payload::from_json(r#"{"b": [1,2], "a":"x"}"#).unwrap();
+        let f = success(&Id::from(3u32), &p).unwrap();
+        assert_eq!(
+            f.as_str(),
+            r#"{"response":true,"id":3,"ok":true,"data":{"b": [1,2], "a":"x"}}"#
+        );
+    }
+
+    #[test]
+    fn unserialisable_data_is_an_error() {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(vec![1u8], 1);
+        assert!(matches!(
+            request(&Id::from(1u32), "m", &m),
+            Err(EncodeError::Data(_))
+        ));
+    }
+}

@@ -1,0 +1,43 @@
+use thiserror::Error;
+
+use crate::Frame;
+
+/// Everything that can go wrong in a transport.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The transport is closed; the frame was not sent.
+    #[error("transport closed")]
+    Closed(Frame),
+    /// The frame would have taken the outbound queue past its byte limit;
+    /// the transport has been closed as a slow consumer.
+    #[error("outbound queue limit exceeded, transport closed")]
+    QueueFull(Frame),
+    /// The URL given to connect is not a `ws://` or `wss://` URL we can use.
+    #[error("invalid URL: {0}")]
+    InvalidUrl(String),
+    /// The server did not agree to the `protoo` subprotocol.
+    #[error("server did not accept the protoo subprotocol")]
+    NoSubprotocol,
+    /// Connecting or the WebSocket handshake failed (including an HTTP
+    /// rejection: its status is in the message).
+    #[error("WebSocket handshake failed: {0}")]
+    Handshake(String),
+    /// A socket error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// TLS configuration or handshake failed.
+    #[error("TLS error: {0}")]
+    Tls(String),
+}
+
+impl TransportError {
+    /// The unsent frame, for [`TransportError::Closed`] and
+    /// [`TransportError::QueueFull`].
+    pub fn into_frame(self) -> Option<Frame> {
+        match self {
+            TransportError::Closed(f) | TransportError::QueueFull(f) => Some(f),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Transports: how encoded protoo frames travel between two peers.
+//!
+//! The second layer of protoo-rs, on [`protoo_codec`]. A transport carries
+//! already-encoded [`Frame`]s out and hands incoming text frames in; it knows
+//! nothing of requests or rooms (that is `protoo-core`). Every peer, whatever
+//! carries it, is a [`Transport`], so one room can hold peers on WebSockets,
+//! in-process [`memory`] pairs, or a transport of your own.
+//!
+//! A transport is two halves:
+//! - a [`FrameSink`], shared by every task that sends to the peer: `send`
+//!   queues a frame without waiting (a bounded queue, counted in bytes) and
+//!   `close` ends the transport with a close code and reason;
+//! - a [`FrameStream`], owned by the one task that reads: `recv` yields each
+//!   incoming text frame and, exactly once at the end, the [`CloseReason`]
+//!   (including the remote's close code and reason when it sent one).
+//!
+//! Provided here:
+//! - [`memory::pair`]: two connected transports inside one process (tests,
+//!   bots, recorders, other Rust services);
+//! - the WebSocket transport (tokio-tungstenite) in [`ws`]: server side from
+//!   an accepted stream, client side with [`ws::connect`], and `wss` with the
+//!   `tls` feature.
+//!
+//! # A custom transport
+//!
+//! Implement the two traits and wrap them with [`Transport::new`]. Here, a
+//! transport that carries frames over tokio channels (a stand-in for a
+//! message bus):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicBool, Ordering};
+//! use protoo_transport::{
+//!     async_trait, Bytes, CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator,
+//!     Transport, TransportError,
+//! };
+//! use tokio::sync::mpsc;
+//!
+//! #[derive(Debug)]
+//! struct BusSink { tx: mpsc::Sender<Frame>, closed: AtomicBool }
+//!
+//! impl FrameSink for BusSink {
+//!     fn send(&self, frame: Frame) -> Result<(), TransportError> {
+//!         if self.is_closed() {
+//!             return Err(TransportError::Closed(frame));
+//!         }
+//!         self.tx.try_send(frame).map_err(|e| match e {
+//!             mpsc::error::TrySendError::Full(f) => TransportError::QueueFull(f),
+//!             mpsc::error::TrySendError::Closed(f) => TransportError::Closed(f),
+//!         })
+//!     }
+//!     fn close(&self, _code: u16, _reason: &str) {
+//!         self.closed.store(true, Ordering::Release);
+//!     }
+//!     fn is_closed(&self) -> bool {
+//!         self.closed.load(Ordering::Acquire)
+//!     }
+//!     fn queued_bytes(&self) -> usize {
+//!         0
+//!     }
+//! }
+//!
+//! #[derive(Debug)]
+//! struct BusStream { rx: mpsc::Receiver<Frame> }
+//!
+//! #[async_trait]
+//! impl FrameStream for BusStream {
+//!     async fn recv(&mut self) -> Inbound {
+//!         match self.rx.recv().await {
+//!             Some(frame) => Inbound::Text(frame.into_bytes()),
+//!             None => Inbound::Closed(CloseReason::new(None, "bus closed", Initiator::Remote)),
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (tx, rx) = mpsc::channel(16);
+//! let mut transport = Transport::new(
+//!     BusSink { tx, closed: AtomicBool::new(false) },
+//!     BusStream { rx },
+//! );
+//! transport.send(Frame::from_static(r#"{"notification":true,"method":"hi","data":{}}"#)).unwrap();
+//! let Inbound::Text(text) = transport.recv().await else { panic!() };
+//! assert!(text.starts_with(b"{\"notification\""));
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use async_trait::async_trait;
+pub use bytes::Bytes;
+pub use protoo_codec::Frame;
+
+mod error;
+pub mod memory;
+mod queue;
+pub mod ws;
+
+pub use error::TransportError;
+pub use queue::{FRAME_OVERHEAD, OutboundQueue};
+
+/// The close codes protoo-rs uses. Applications may send any other code in
+/// the 4000-4999 range themselves.
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down (graceful shutdown).
+    pub const GOING_AWAY: u16 = 1001;
+    /// The remote broke the WebSocket protocol.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// The peer's outbound queue passed its byte limit: it stopped reading
+    /// (a slow consumer). Its queued frames are dropped.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// An incoming message or frame was larger than the configured limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// An unexpected server-side error.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The application closed the peer: protoo's `closed by protoo-server`.
+    /// The JavaScript protoo-client does not reconnect after this code.
+    pub const PROTOO_CLOSED: u16 = 4000;
+}
+
+/// The reason protoo sends with [`close_code::PROTOO_CLOSED`].
+pub const PROTOO_CLOSED_REASON: &str = "closed by protoo-server";
+
+/// The reason sent with [`close_code::POLICY_VIOLATION`] when a peer's
+/// outbound queue overflows.
+pub const SLOW_CONSUMER_REASON: &str = "outbound queue limit exceeded";
+
+/// Which side ended a transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Initiator {
+    /// This side closed it: the application, a limit, keepalive, shutdown.
+    Local,
+    /// The remote closed it, or the connection was lost.
+    Remote,
+}
+
+/// How a transport ended. Reported once, as the last thing its
+/// [`FrameStream`] yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CloseReason {
+    /// The close code sent or received; `None` when the connection ended
+    /// without a close frame (lost, reset, keepalive timeout).
+    pub code: Option<u16>,
+    /// The close reason sent or received, or what happened.
+    pub reason: String,
+    /// Which side ended it.
+    pub initiator: Initiator,
+}
+
+impl CloseReason {
+    /// A close reason.
+    pub fn new(code: Option<u16>, reason: impl Into<String>, initiator: Initiator) -> Self {
+        CloseReason {
+            code,
+            reason: reason.into(),
+            initiator,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let by = match self.initiator {
+            Initiator::Local => "locally",
+            Initiator::Remote => "by the remote",
+        };
+        match self.code {
+            Some(code) => write!(f, "closed {by} with {code} \"{}\"", self.reason),
+            None => write!(f, "closed {by}: {}", self.reason),
+        }
+    }
+}
+
+/// What a [`FrameStream`] yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// The UTF-8 text of one incoming text message. Binary messages never
+    /// appear: transports drop them with a warning, as protoo does.
+    Text(Bytes),
+    /// The transport ended. Yielded once; the reader stops here (calls after
+    /// it yield the same reason again).
+    Closed(CloseReason),
+}
+
+/// The sending half of a transport: shared by every task that sends to the
+/// peer, never blocks.
+pub trait FrameSink: Send + Sync + fmt::Debug + 'static {
+    /// Queues `frame` for sending. Fails with the frame given back when the
+    /// transport is closed, or when the frame would take the queue past its
+    /// byte limit (the transport then closes with
+    /// [`close_code::POLICY_VIOLATION`] and drops what it had queued).
+    fn send(&self, frame: Frame) -> Result<(), TransportError>;
+
+    /// Closes the transport with `code` and `reason`: frames already queued
+    /// are still sent, then the close frame. Idempotent: only the first call
+    /// has an effect.
+    fn close(&self, code: u16, reason: &str);
+
+    /// Whether the transport is closed (by either side).
+    fn is_closed(&self) -> bool;
+
+    /// Bytes queued for sending and not yet handed to the connection (frame
+    /// text plus [`FRAME_OVERHEAD`] each).
+    fn queued_bytes(&self) -> usize;
+}
+
+/// The receiving half of a transport, owned by the one task that reads.
+#[async_trait]
+pub trait FrameStream: Send + fmt::Debug + 'static {
+    /// The next incoming text frame, or, once at the end, why the transport
+    /// closed. Cancel-safe: dropping the future loses nothing.
+    async fn recv(&mut self) -> Inbound;
+}
+
+/// One peer's transport: a [`FrameSink`] and a [`FrameStream`].
+pub struct Transport {
+    sink: Arc<dyn FrameSink>,
+    stream: Box<dyn FrameStream>,
+}
+
+impl Transport {
+    /// A transport from its two halves.
+    pub fn new(sink: impl FrameSink, stream: impl FrameStream) -> Self {
+        Transport {
+            sink: Arc::new(sink),
+            stream: Box::new(stream),
+        }
+    }
+
+    /// A transport from halves already boxed.
+    pub fn from_parts(sink: Arc<dyn FrameSink>, stream: Box<dyn FrameStream>) -> Self {
+        Transport { sink, stream }
+    }
+
+    /// The two halves, to send from many tasks and read from one.
+    pub fn into_parts(self) -> (Arc<dyn FrameSink>, Box<dyn FrameStream>) {
+        (self.sink, self.stream)
+    }
+
+    /// The sending half.
+    pub fn sink(&self) -> &Arc<dyn FrameSink> {
+        &self.sink
+    }
+
+    /// Queues a frame; see [`FrameSink::send`].
+    pub fn send(&self, frame: Frame) -> Result<(), TransportError> {
+        self.sink.send(frame)
+    }
+
+    /// The next incoming frame or the close reason; see [`FrameStream::recv`].
+    pub async fn recv(&mut self) -> Inbound {
+        self.stream.recv().await
+    }
+
+    /// Closes with protoo's 4000 `closed by protoo-server`.
+    pub fn close(&self) {
+        self.sink
+            .close(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
+    }
+
+    /// Closes with `code` and `reason`; see [`FrameSink::close`].
+    pub fn close_with(&self, code: u16, reason: &str) {
+        self.sink.close(code, reason);
+    }
+
+    /// Whether the transport is closed.
+    pub fn is_closed(&self) -> bool {
+        self.sink.is_closed()
+    }
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("sink", &self.sink)
+            .field("stream", &self.stream)
+            .finish()
+    }
+}

@@ -1,0 +1,1 @@
+//! The WebSocket transport (tokio-tungstenite). Work in progress.

@@ -1,0 +1,1 @@
+//! Example applications live beside this crate as `[[example]]` targets.
