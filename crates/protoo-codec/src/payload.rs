@@ -2,7 +2,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 /// The bytes of `part` as a slice of `buf` when `part` lies inside it (no
@@ -115,6 +115,16 @@ impl Serialize for Payload {
         let raw: &RawValue =
             serde_json::from_str(self.as_str()).map_err(serde::ser::Error::custom)?;
         raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    /// Keeps the value's JSON text as it was written (one copy, no tree), so
+    /// a field of type `Payload` in a request's data can be forwarded as is.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw: Box<RawValue> = Deserialize::deserialize(deserializer)?;
+        let text: Box<str> = raw.into();
+        Ok(Self::from_json_unchecked(Bytes::from(String::from(text))))
     }
 }
 
@@ -284,6 +294,12 @@ mod tests {
         assert_eq!(Payload::from_json("null").unwrap(), Payload::empty());
         assert!(Payload::from_json("{").is_err());
         assert_eq!(serde_json::to_string(&p).unwrap(), "[1, 2]");
+        #[derive(serde::Deserialize)]
+        struct Ask {
+            data: Payload,
+        }
+        let ask: Ask = serde_json::from_str(r#"{"data": {"x": [1, "y"]}}"#).unwrap();
+        assert_eq!(ask.data.as_str(), r#"{"x": [1, "y"]}"#);
         let e = ErrorData::new(403, "no \"way\"");
         assert_eq!(e.code(), Some(403));
         assert_eq!(e.reason().as_deref(), Some("no \"way\""));

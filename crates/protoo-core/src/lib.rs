@@ -1,1 +1,164 @@
-//! placeholder
+//! protoo peers and rooms.
+//!
+//! The third layer of protoo-rs: on [`protoo_codec`] (the wire format) and
+//! [`protoo_transport`] (how frames travel), under `protoo-server` (the
+//! WebSocket server that hands each accepted connection to this crate). It
+//! gives protoo's semantics to any [`Transport`]:
+//!
+//! - [`Peer`]: one remote. [`Peer::request`] resolves with the response data
+//!   or fails with the remote's error, a timeout (protoo's `2000 × (15 + 0.1
+//!   × pending)` ms by default) or "peer closed"; [`Peer::notify`];
+//!   [`Peer::close`] (4000 `closed by protoo-server`). Incoming requests and
+//!   notifications, then the close, arrive in order in its [`PeerEvents`].
+//!   Each incoming request is an [`IncomingRequest`] that answers exactly
+//!   once, 500 if the application drops it unanswered. A peer needs no room.
+//! - [`Room`]: peers by id (empty and duplicate ids refused, or duplicates
+//!   replaced with [`Room::create_or_replace_peer`]), broadcast encoded once
+//!   for all receivers, close. A closed peer leaves its room by itself.
+//! - [`Rooms`]: rooms by id, created on demand in one atomic step with their
+//!   first peer, removed when their last peer leaves.
+//!
+//! Each peer runs one task that reads its transport. Nothing here holds a
+//! lock across an `.await`, every queue is bounded, and nothing a remote
+//! sends can make it panic: invalid frames and responses to unknown requests
+//! are logged (`tracing`) and dropped.
+//!
+//! # The per-peer loop
+//!
+//! A peer's [`PeerEvents`] is the application's handler: one loop per peer,
+//! usually in its own task. Here the remote end of an in-memory pair is a
+//! `Peer` too, as a client would be:
+//!
+//! ```
+//! use protoo_core::{Peer, PeerConfig, PeerEvent, RequestError};
+//! use protoo_transport::{memory, Initiator};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize)]
+//! struct Add { a: i64, b: i64 }
+//!
+//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
+//! struct Sum { sum: i64 }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
+//!
+//! // The server side of the connection and its loop.
+//! let (peer, mut events) = Peer::new("alice", server_side, (), PeerConfig::default())?;
+//! let server = tokio::spawn(async move {
+//!     while let Some(event) = events.next().await {
+//!         match event {
+//!             PeerEvent::Request(request) => match request.method() {
+//!                 "add" => {
+//!                     // A handler error (here bad data) answers 500 with its message.
+//!                     let result = request.data::<Add>().map(|add| Sum { sum: add.a + add.b });
+//!                     request.respond(result);
+//!                 }
+//!                 "echo" => {
+//!                     let data = request.payload().clone();
+//!                     request.accept(&data);
+//!                 }
+//!                 _ => request.reject(404, "unknown method"),
+//!             },
+//!             PeerEvent::Notification(notification) => {
+//!                 // Tell the remote we saw it.
+//!                 let _ = peer.notify("seen", &serde_json::json!({"method": notification.method()}));
+//!             }
+//!             PeerEvent::Closed(reason) => return reason,
+//!         }
+//!     }
+//!     unreachable!("Closed is always the last event");
+//! });
+//!
+//! // The client side.
+//! let (client, _client_events) = Peer::new("server", client_side, (), PeerConfig::default())?;
+//! let sum: Sum = client.request_as("add", &serde_json::json!({"a": 1, "b": 2})).await?;
+//! assert_eq!(sum, Sum { sum: 3 });
+//! let error = client.request("add", &serde_json::json!({"a": "one"})).await.unwrap_err();
+//! assert_eq!(error.code(), Some(500));
+//! let error = client.request("nope", &()).await.unwrap_err();
+//! assert!(matches!(error, RequestError::Rejected(_)) && error.code() == Some(404));
+//!
+//! client.close();
+//! let reason = server.await?;
+//! assert_eq!((reason.code, reason.initiator), (Some(4000), Initiator::Remote));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A handler that awaits (a database, another peer) is best spawned with its
+//! [`IncomingRequest`], so the loop keeps reading: the request can be
+//! answered from any task.
+//!
+//! # Rooms and broadcast
+//!
+//! [`Rooms::create_peer`] puts a new connection in its room, creating the
+//! room if needed; the room goes away with its last peer. [`Room::broadcast`]
+//! encodes a notification once and queues the same bytes to every peer but
+//! the ones excluded; it never waits, and a peer too slow to keep up is
+//! closed by its own queue limit without holding up the others.
+//!
+//! ```
+//! use protoo_core::{DuplicatePolicy, Peer, PeerConfig, PeerEvent, Rooms};
+//! use protoo_transport::memory;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let rooms = Rooms::new();
+//! let mut clients = Vec::new();
+//! for id in ["alice", "bob"] {
+//!     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
+//!     // Application data: the display name.
+//!     let name = id.to_uppercase();
+//!     let (room, _peer, _events) = rooms.create_peer(
+//!         "r1", id, server_side, name, PeerConfig::default(), DuplicatePolicy::Replace,
+//!     )?;
+//!     room.broadcast("newPeer", &serde_json::json!({"id": id}), &[id])?;
+//!     clients.push(Peer::new("server", client_side, (), PeerConfig::default())?);
+//! }
+//! let room = rooms.get("r1").unwrap();
+//! assert_eq!(room.peer("bob").unwrap().data(), "BOB");
+//!
+//! // alice heard of bob.
+//! let Some(PeerEvent::Notification(n)) = clients[0].1.next().await else { panic!() };
+//! assert_eq!(n.payload().as_str(), r#"{"id":"bob"}"#);
+//!
+//! // Closing the room closes both peers (the clients see 4000).
+//! room.close();
+//! for (_, events) in &mut clients {
+//!     while let Some(event) = events.next().await {
+//!         if let PeerEvent::Closed(reason) = event {
+//!             assert_eq!(reason.code, Some(4000));
+//!         }
+//!     }
+//! }
+//! assert!(rooms.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod error;
+mod events;
+mod ids;
+mod peer;
+mod room;
+mod rooms;
+
+pub use config::{DEFAULT_EVENT_QUEUE, PeerConfig};
+pub use error::{CoreError, PeerError, RequestError};
+pub use events::{
+    IncomingNotification, IncomingRequest, NOT_ANSWERED_REASON, PeerEvent, PeerEvents,
+};
+pub use peer::Peer;
+pub use room::{DuplicatePolicy, Room};
+pub use rooms::Rooms;
+
+pub use protoo_codec::{self as codec, EncodeError, ErrorData, Frame, Id, Payload};
+pub use protoo_transport::{
+    self as transport, CloseReason, Initiator, PROTOO_CLOSED_REASON, Transport, TransportError,
+    close_code,
+};

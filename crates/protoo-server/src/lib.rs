@@ -1,1 +1,101 @@
-//! placeholder
+//! protoo-server for Rust: the crate a signaling application depends on.
+//!
+//! The top of protoo-rs, over [`protoo_core`] (`Peer`, `Room`),
+//! [`protoo_transport`] (WebSocket and in-memory transports) and
+//! [`protoo_codec`] (the wire format), all re-exported here so an
+//! application needs this crate alone.
+//!
+//! A [`WebSocketServer`] listens for WebSocket connections (or, with the
+//! `axum` feature, is mounted on a route of an axum application), checks
+//! what protoo checks (the `protoo` subprotocol: 403 without it) plus what a
+//! public server needs (origin allow-list, connection limit, handshake
+//! timeout, size limits), and hands each connection to the application as a
+//! [`ConnectionRequest`] to accept or reject: protoo's `connectionrequest`
+//! event. An accepted connection becomes a [`Transport`], usually admitted
+//! straight into a [`Room`].
+//!
+//! # A room server in a few lines
+//!
+//! ```no_run
+//! use protoo_server::{DuplicatePolicy, PeerConfig, PeerEvent, Rooms, ServerConfig, WebSocketServer};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let mut server = WebSocketServer::bind("127.0.0.1:4443", ServerConfig::default()).await?;
+//!     let rooms: Rooms = Rooms::new();
+//!     while let Some(request) = server.next_request().await {
+//!         let (Some(room_id), Some(peer_id)) = (request.query_param("roomId"), request.query_param("peerId")) else {
+//!             request.reject(400, "missing roomId or peerId");
+//!             continue;
+//!         };
+//!         let rooms = rooms.clone();
+//!         tokio::spawn(async move {
+//!             let Ok((room, peer, mut events)) = request
+//!                 .accept_into_rooms(&rooms, &room_id, peer_id, (), PeerConfig::default(), DuplicatePolicy::Replace)
+//!                 .await
+//!             else {
+//!                 return;
+//!             };
+//!             while let Some(event) = events.next().await {
+//!                 match event {
+//!                     PeerEvent::Request(request) if request.method() == "chat" => {
+//!                         let _ = room.broadcast("chat", request.payload(), &[peer.id()]);
+//!                         request.accept(&());
+//!                     }
+//!                     PeerEvent::Request(request) => request.reject(404, "unknown method"),
+//!                     PeerEvent::Notification(_) => {}
+//!                     PeerEvent::Closed(_) => {
+//!                         let _ = room.broadcast("peerClosed", &serde_json::json!({ "peerId": peer.id() }), &[]);
+//!                     }
+//!                 }
+//!             }
+//!         });
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Shutdown
+//!
+//! [`ServerHandle::stop`] stops accepting, like protoo's `stop()`.
+//! [`ServerHandle::shutdown`] is the graceful version: stop accepting, let
+//! the requests peers already sent be answered (bounded by
+//! [`ServerConfig::shutdown_grace`]), close every peer with 1001, and return
+//! once every connection task has ended.
+//!
+//! # Features
+//!
+//! - `tls`: `wss://` with rustls ([`WebSocketServer::bind_tls`]).
+//! - `axum`: mount the server on an axum route.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod error;
+mod request;
+mod server;
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
+/// Building TLS settings for `wss://` (re-exported from the transport).
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use protoo_transport::ws::tls;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+pub use request::ConnectionRequest;
+pub use server::{SHUTDOWN_REASON, ServerHandle, WebSocketServer};
+
+pub use protoo_codec as codec;
+pub use protoo_core as core;
+pub use protoo_transport as transport;
+
+pub use protoo_codec::{ErrorData, Frame, Id, Method, Payload};
+pub use protoo_core::{
+    CoreError, DuplicatePolicy, IncomingNotification, IncomingRequest, Peer, PeerConfig, PeerError, PeerEvent,
+    PeerEvents, RequestError, Room, Rooms,
+};
+pub use protoo_transport::ws::{self, WsConfig};
+pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, close_code};

@@ -19,10 +19,24 @@ pub enum TransportError {
     /// The server did not agree to the `protoo` subprotocol.
     #[error("server did not accept the protoo subprotocol")]
     NoSubprotocol,
-    /// Connecting or the WebSocket handshake failed (including an HTTP
-    /// rejection: its status is in the message).
+    /// Connecting or the WebSocket handshake failed (an HTTP rejection is
+    /// [`TransportError::Rejected`] instead).
     #[error("WebSocket handshake failed: {0}")]
     Handshake(String),
+    /// The WebSocket handshake ended in an HTTP rejection with `status`. On
+    /// the client: the server answered the upgrade request with this status
+    /// (for example 403 when it refused the `protoo` subprotocol, 400, 503);
+    /// `reason` is protoo's `X-WebSocket-Reject-Reason` header, else the
+    /// response body, else the status's standard reason phrase. On the
+    /// server: the request could not be accepted and was answered with this
+    /// status (400 malformed, 431 head too large, 426 wrong WebSocket version).
+    #[error("WebSocket upgrade rejected with HTTP {status}: {reason}")]
+    Rejected {
+        /// The HTTP status code.
+        status: u16,
+        /// Why.
+        reason: String,
+    },
     /// A socket error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

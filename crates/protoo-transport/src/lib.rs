@@ -96,10 +96,12 @@ pub use protoo_codec::Frame;
 mod error;
 pub mod memory;
 mod queue;
+mod tracker;
 pub mod ws;
 
 pub use error::TransportError;
-pub use queue::{FRAME_OVERHEAD, OutboundQueue};
+pub use queue::{FRAME_OVERHEAD, OutboundQueue, Work};
+pub use tracker::{Tracker, TrackerGuard};
 
 /// The close codes protoo-rs uses. Applications may send any other code in
 /// the 4000-4999 range themselves.
@@ -110,6 +112,8 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     /// The remote broke the WebSocket protocol.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// The peer's outbound queue passed its byte limit: it stopped reading
     /// (a slow consumer). Its queued frames are dropped.
     pub const POLICY_VIOLATION: u16 = 1008;
@@ -222,6 +226,7 @@ pub trait FrameStream: Send + fmt::Debug + 'static {
 pub struct Transport {
     sink: Arc<dyn FrameSink>,
     stream: Box<dyn FrameStream>,
+    requests: Option<Tracker>,
 }
 
 impl Transport {
@@ -230,12 +235,30 @@ impl Transport {
         Transport {
             sink: Arc::new(sink),
             stream: Box::new(stream),
+            requests: None,
         }
     }
 
     /// A transport from halves already boxed.
     pub fn from_parts(sink: Arc<dyn FrameSink>, stream: Box<dyn FrameStream>) -> Self {
-        Transport { sink, stream }
+        Transport {
+            sink,
+            stream,
+            requests: None,
+        }
+    }
+
+    /// Asks whoever reads this transport to count each incoming request it
+    /// is answering in `tracker` (protoo-core's `Peer` does), so that a
+    /// graceful shutdown can wait until they are answered.
+    pub fn with_request_tracker(mut self, tracker: Tracker) -> Self {
+        self.requests = Some(tracker);
+        self
+    }
+
+    /// The tracker set by [`Transport::with_request_tracker`].
+    pub fn request_tracker(&self) -> Option<&Tracker> {
+        self.requests.as_ref()
     }
 
     /// The two halves, to send from many tasks and read from one.
@@ -280,6 +303,7 @@ impl fmt::Debug for Transport {
         f.debug_struct("Transport")
             .field("sink", &self.sink)
             .field("stream", &self.stream)
+            .field("requests", &self.requests)
             .finish()
     }
 }

@@ -1,6 +1,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
@@ -29,6 +30,38 @@ struct State {
     bytes: usize,
     close: Option<(u16, String)>,
     close_taken: bool,
+    /// The consumer's waker for the poll-based API ([`OutboundQueue::poll_next`],
+    /// [`OutboundQueue::poll_closed`]); woken on the first push after a
+    /// drain and on close.
+    waker: Option<Waker>,
+}
+
+/// Queues whose buffer grew past this many frames give the buffer back once
+/// drained, so that an idle peer does not keep the memory of its last burst.
+const KEEP_CAPACITY: usize = 16;
+
+impl State {
+    fn clear(&mut self) {
+        self.frames = VecDeque::new();
+        self.bytes = 0;
+    }
+
+    fn take_waker(&mut self) -> Option<Waker> {
+        self.waker.take()
+    }
+
+    fn register(&mut self, cx: &Context<'_>) {
+        match &self.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => self.waker = Some(cx.waker().clone()),
+        }
+    }
+
+    fn shrink_if_drained(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > KEEP_CAPACITY {
+            self.frames = VecDeque::new();
+        }
+    }
 }
 
 /// What the consumer of an [`OutboundQueue`] is to do next.
@@ -67,22 +100,29 @@ impl OutboundQueue {
         }
         let cost = frame.len() + FRAME_OVERHEAD;
         if state.bytes + cost > self.limit {
-            state.frames = VecDeque::new();
-            state.bytes = 0;
+            state.clear();
             state.close = Some((
                 close_code::POLICY_VIOLATION,
                 SLOW_CONSUMER_REASON.to_owned(),
             ));
+            let waker = state.take_waker();
             drop(state);
             self.notify.notify_one();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
             return Err(TransportError::QueueFull(frame));
         }
         let was_empty = state.frames.is_empty();
         state.frames.push_back(frame);
         state.bytes += cost;
+        let waker = if was_empty { state.take_waker() } else { None };
         drop(state);
         if was_empty {
             self.notify.notify_one();
+        }
+        if let Some(waker) = waker {
+            waker.wake();
         }
         Ok(())
     }
@@ -102,15 +142,18 @@ impl OutboundQueue {
     fn close_inner(&self, code: u16, reason: &str, clear: bool) -> bool {
         let mut state = self.lock();
         if clear {
-            state.frames = VecDeque::new();
-            state.bytes = 0;
+            state.clear();
         }
         if state.close.is_some() {
             return false;
         }
         state.close = Some((code, reason.to_owned()));
+        let waker = state.take_waker();
         drop(state);
         self.notify.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         true
     }
 
@@ -141,8 +184,13 @@ impl OutboundQueue {
         if !state.frames.is_empty() {
             batch.extend(state.frames.drain(..));
             state.bytes = 0;
+            state.shrink_if_drained();
             return Some(Work::Frames);
         }
+        Self::close_work(&mut state)
+    }
+
+    fn close_work(state: &mut State) -> Option<Work> {
         match &state.close {
             Some(_) if state.close_taken => Some(Work::Done),
             Some((code, reason)) => {
@@ -151,6 +199,55 @@ impl OutboundQueue {
                 Some(work)
             }
             None => None,
+        }
+    }
+
+    /// The poll form of [`OutboundQueue::next`] for a consumer that is a
+    /// hand-written future (the WebSocket connection task): moves queued
+    /// frames into `batch` until about `max_bytes` (counted like
+    /// [`OutboundQueue::queued_bytes`], at least one frame) are taken, or
+    /// returns the close once the queue is drained. Frames left behind stay
+    /// counted in [`OutboundQueue::queued_bytes`]. When there is nothing,
+    /// registers `cx`'s waker, woken by the next push or by the close.
+    pub fn poll_next(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut Vec<Frame>,
+        max_bytes: usize,
+    ) -> Poll<Work> {
+        let mut state = self.lock();
+        if !state.frames.is_empty() {
+            let mut taken = 0;
+            while let Some(frame) = state.frames.pop_front() {
+                taken += frame.len() + FRAME_OVERHEAD;
+                batch.push(frame);
+                if taken >= max_bytes {
+                    break;
+                }
+            }
+            state.bytes = state.bytes.saturating_sub(taken);
+            state.shrink_if_drained();
+            return Poll::Ready(Work::Frames);
+        }
+        match Self::close_work(&mut state) {
+            Some(work) => Poll::Ready(work),
+            None => {
+                state.register(cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Ready once the queue is closed; otherwise registers `cx`'s waker
+    /// (shared with [`OutboundQueue::poll_next`]: one consumer). Meant for a
+    /// writer blocked on a slow socket, to give up when the queue overflows.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        if state.close.is_some() {
+            Poll::Ready(())
+        } else {
+            state.register(cx);
+            Poll::Pending
         }
     }
 

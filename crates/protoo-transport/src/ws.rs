@@ -1,1 +1,136 @@
-//! The WebSocket transport (tokio-tungstenite). Work in progress.
+//! The WebSocket transport (tokio-tungstenite), client and server side.
+//!
+//! # Server side
+//!
+//! The handshake decision belongs to the server (protoo's
+//! `connectionrequest`), so it is split in steps the server facade drives:
+//! [`read_upgrade_request`] reads the HTTP upgrade request from any byte
+//! stream (TCP, TLS) into an [`UpgradeRequest`] exposing path, query,
+//! headers, origin and offered subprotocols; the application decides,
+//! possibly asynchronously; [`UpgradeRequest::accept`] answers `101` with
+//! the `protoo` subprotocol and returns the [`Transport`](crate::Transport),
+//! or [`UpgradeRequest::reject`] answers an HTTP error status. A stream
+//! upgraded by an HTTP framework becomes a transport with
+//! [`from_upgraded`].
+//!
+//! # Client side
+//!
+//! [`connect`] (and [`connect_with`] for extra headers or `wss://`) opens a
+//! connection offering the `protoo` subprotocol, and fails unless the
+//! server selects it.
+//!
+//! # The connection task
+//!
+//! Each connection is driven by one tokio task, which:
+//! - writes the outbound queue: every queued frame (up to 64 KiB per batch)
+//!   is fed to the socket, then the socket is flushed once; a send that
+//!   would take the queue past [`WsConfig::max_queued_bytes`] closes the
+//!   connection with 1008 `outbound queue limit exceeded` and frees the
+//!   queue at once, and a writer blocked on a socket the peer does not read
+//!   gives up and drops the socket;
+//! - reads incoming messages into a small inbox (32 messages or
+//!   [`WsConfig::max_message_size`] bytes) for the transport's reader; when
+//!   the reader is behind, the task stops reading the socket and TCP flow
+//!   control slows the remote down. Text messages are delivered as they
+//!   are (the transport does not parse them); binary messages are dropped
+//!   with a warning, as protoo does. Pings are answered;
+//! - enforces [`WsConfig::max_message_size`] and
+//!   [`WsConfig::max_frame_size`]: a message passing them (even in
+//!   fragments) closes the connection with 1009;
+//! - sends a keepalive ping every [`WsConfig::ping_interval`] and drops the
+//!   connection when nothing at all arrives within
+//!   [`WsConfig::pong_timeout`] after one;
+//! - on `close(code, reason)` writes what was queued, then the close frame,
+//!   and waits (at most [`WsConfig::close_timeout`]) for the remote's reply.
+//!
+//! How each connection ends is reported once by the transport's reader:
+//!
+//! | what happened | `code` | `reason` | `initiator` |
+//! | --- | --- | --- | --- |
+//! | the application closed | its code | its reason | `Local` |
+//! | the remote sent a close frame | its code (1005 if none) | its reason | `Remote` |
+//! | the connection dropped without a close frame | `None` | `connection lost` | `Remote` |
+//! | no answer to a keepalive ping | `None` | `keepalive timeout` | `Local` |
+//! | an incoming message over a limit | 1009 | `message too big` | `Local` |
+//! | the outbound queue overflowed | 1008 | `outbound queue limit exceeded` | `Local` |
+//! | invalid UTF-8 in a text message | 1007 | `invalid UTF-8` | `Local` |
+//! | another WebSocket protocol violation | 1002 | `protocol error` | `Local` |
+//!
+//! [`Transport::is_closed`](crate::Transport::is_closed) is true as soon as
+//! either side closes; sending after that gives the frame back in
+//! [`TransportError::Closed`](crate::TransportError::Closed). Dropping every
+//! handle to the sending half closes the connection (1000); dropping the
+//! receiving half discards incoming messages from then on.
+//!
+//! # Memory
+//!
+//! See [`WsConfig`]: an idle connection costs its task (the
+//! `task_future_size` unit test prints it: about 800 bytes over TCP), a
+//! 1 KiB read buffer, the write buffer its largest write needed, and a few
+//! hundred bytes of shared state.
+//!
+//! # Example
+//!
+//! ```
+//! use protoo_transport::{ws, Frame, Inbound, Initiator};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ws::WsConfig::default();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("ws://{}/?roomId=r1&peerId=alice", listener.local_addr()?);
+//!
+//! let server = tokio::spawn({
+//!     let config = config.clone();
+//!     async move {
+//!         let (socket, _) = listener.accept().await?;
+//!         socket.set_nodelay(true)?;
+//!         let request = ws::read_upgrade_request(socket, &config).await?;
+//!         if !request.wants_protoo() {
+//!             request.reject(403, "invalid/missing Sec-WebSocket-Protocol").await?;
+//!             return Err("rejected".into());
+//!         }
+//!         let peer_id = request.query_param("peerId");
+//!         let transport = request.accept(&config).await?;
+//!         Ok::<_, Box<dyn std::error::Error + Send + Sync>>((peer_id, transport))
+//!     }
+//! });
+//!
+//! let mut client = ws::connect(&url, &config).await?;
+//! let (peer_id, mut server_side) = server.await??;
+//! assert_eq!(peer_id.as_deref(), Some("alice"));
+//!
+//! client.send(Frame::from_static(r#"{"notification":true,"method":"hi","data":{}}"#))?;
+//! let Inbound::Text(text) = server_side.recv().await else { panic!() };
+//! assert!(text.starts_with(b"{\"notification\""));
+//!
+//! server_side.close(); // 4000 "closed by protoo-server"
+//! let Inbound::Closed(reason) = client.recv().await else { panic!() };
+//! assert_eq!(reason.code, Some(4000));
+//! assert_eq!(reason.initiator, Initiator::Remote);
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod config;
+mod conn;
+mod server;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
+
+/// The `http` crate, whose types ([`HeaderMap`](http::HeaderMap),
+/// [`HeaderValue`](http::HeaderValue), [`Uri`](http::Uri)) appear in this
+/// module's API.
+pub use http;
+
+pub use client::{ClientOptions, connect, connect_with};
+pub use config::WsConfig;
+pub use conn::ConnectionTask;
+pub use server::{
+    UpgradeRequest, from_upgraded, from_upgraded_task, from_upgraded_with, read_upgrade_request,
+};
+
+/// The WebSocket subprotocol of protoo.
+pub const PROTOO_SUBPROTOCOL: &str = "protoo";

@@ -1,0 +1,206 @@
+//! A minimal protoo client: raw protoo JSON over tokio-tungstenite.
+//!
+//! Kept independent of the protoo-rs crates on purpose, so that the harness
+//! measures the servers and nothing of ours sits on the client side.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+/// A connected protoo client.
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// Nanoseconds since the first call in this process: the clock of every
+/// timestamp the harness puts into messages.
+pub(crate) fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// `HOST:PORT`.
+    addr: String,
+    /// `ws://HOST:PORT/`.
+    base: String,
+}
+
+impl Target {
+    /// Parses `ws://HOST:PORT/` (the path is ignored).
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| format!("--url must start with ws://, got {url}"))?;
+        let addr = rest.split('/').next().unwrap_or_default().to_owned();
+        if addr.is_empty() {
+            return Err(format!("--url has no HOST:PORT: {url}"));
+        }
+        Ok(Self {
+            base: format!("ws://{addr}/"),
+            addr,
+        })
+    }
+}
+
+/// Read buffer size of clients: small for the mostly idle ones (many
+/// thousands of them in one process), larger for the busy ones. Not larger:
+/// tungstenite zero-fills the whole free read buffer before every read
+/// attempt (including the one that finds the socket empty), so a 64 KiB
+/// buffer costs a 64 KiB memset per wake-up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Buffers {
+    /// 4 KiB.
+    Idle,
+    /// 8 KiB.
+    Busy,
+}
+
+/// Connects as `peer` to `room` with subprotocol `protoo`.
+pub(crate) async fn connect(
+    target: &Target,
+    room: &str,
+    peer: &str,
+    buffers: Buffers,
+) -> Result<Ws, String> {
+    let tcp = TcpStream::connect(&target.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", target.addr))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| format!("set_nodelay: {e}"))?;
+    let mut request = format!("{}?roomId={room}&peerId={peer}", target.base)
+        .into_client_request()
+        .map_err(|e| format!("request: {e}"))?;
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static("protoo"));
+    let read = match buffers {
+        Buffers::Idle => 4 * 1024,
+        Buffers::Busy => 8 * 1024,
+    };
+    let config = WebSocketConfig::default()
+        .read_buffer_size(read)
+        .write_buffer_size(64 * 1024)
+        .max_message_size(Some(16 << 20));
+    let (ws, _response) = client_async_with_config(request, tcp, Some(config))
+        .await
+        .map_err(|e| format!("handshake ({room}/{peer}): {e}"))?;
+    Ok(ws)
+}
+
+fn text(s: String) -> Message {
+    Message::Text(Utf8Bytes::from(s))
+}
+
+/// `echo` request whose data carries the send time: `{"t":NS}`.
+pub(crate) fn echo(id: u64) -> Message {
+    let mut s = String::with_capacity(80);
+    let _ = write!(
+        s,
+        r#"{{"request":true,"id":{id},"method":"echo","data":{{"t":{}}}}}"#,
+        now_ns()
+    );
+    text(s)
+}
+
+/// `broadcast` request with data `{"t":NS,"s":SEQ}` and `pad` appended as
+/// `"p":"…"` when not empty.
+pub(crate) fn broadcast(id: u64, seq: u64, pad: &str) -> Message {
+    let mut s = String::with_capacity(96 + pad.len());
+    let _ = write!(
+        s,
+        r#"{{"request":true,"id":{id},"method":"broadcast","data":{{"t":{},"s":{seq}"#,
+        now_ns()
+    );
+    if !pad.is_empty() {
+        let _ = write!(s, r#","p":"{pad}""#);
+    }
+    s.push_str("}}");
+    text(s)
+}
+
+/// Any protoo message, with `data` left as raw JSON.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Incoming<'a> {
+    #[serde(default)]
+    pub(crate) response: bool,
+    #[serde(default)]
+    pub(crate) notification: bool,
+    pub(crate) id: Option<u64>,
+    pub(crate) ok: Option<bool>,
+    #[serde(borrow)]
+    pub(crate) method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) data: Option<&'a RawValue>,
+    #[serde(rename = "errorReason", borrow)]
+    pub(crate) error_reason: Option<Cow<'a, str>>,
+}
+
+impl<'a> Incoming<'a> {
+    /// Parses a text frame.
+    pub(crate) fn parse(text: &'a str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// The `t` (and `s`) of the harness' own data.
+    pub(crate) fn stamp(&self) -> Option<Stamp> {
+        serde_json::from_str(self.data?.get()).ok()
+    }
+}
+
+/// The timestamp and sequence number the harness puts into data.
+#[derive(Debug, Deserialize, Clone, Copy)]
+pub(crate) struct Stamp {
+    /// Send time, [`now_ns`].
+    pub(crate) t: u64,
+    /// Sequence number (broadcasts).
+    #[serde(default)]
+    pub(crate) s: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_parse_back() {
+        let m = echo(7);
+        let t = m.to_text().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["method"], "echo");
+        let m = broadcast(9, 42, "xyz");
+        let t = m.to_text().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
+        assert_eq!(v["data"]["s"], 42);
+        assert_eq!(v["data"]["p"], "xyz");
+
+        let n = r#"{"notification":true,"method":"chat","data":{"t":5,"s":3,"p":"aa"}}"#;
+        let inc = Incoming::parse(n).map(|i| (i.notification, i.stamp().map(|s| (s.t, s.s))));
+        assert_eq!(inc, Some((true, Some((5, 3)))));
+        let r = r#"{"response":true,"id":3,"ok":true,"data":{"t":1}}"#;
+        let inc = Incoming::parse(r).map(|i| (i.response, i.id, i.ok));
+        assert_eq!(inc, Some((true, Some(3), Some(true))));
+    }
+
+    #[test]
+    fn target() {
+        let t = Target::parse("ws://127.0.0.1:9/").map(|t| (t.addr, t.base));
+        assert_eq!(
+            t,
+            Ok(("127.0.0.1:9".to_owned(), "ws://127.0.0.1:9/".to_owned()))
+        );
+        assert!(Target::parse("http://x/").is_err());
+    }
+}

@@ -1,0 +1,355 @@
+//! `protoo-bench`: the load generator behind `cargo xtask bench`.
+//!
+//! It is a protoo client written directly on tokio-tungstenite (raw protoo
+//! JSON, subprotocol `protoo`), so it depends on none of the protoo-rs crates
+//! and measures any server that implements the room contract of
+//! `examples/room.rs`: ours, and the Node anchor on the real protoo-server.
+//!
+//! One invocation runs one scenario against one server and prints one line
+//! `RESULT key=value ...` on stdout (the xtask reads it); a readable summary
+//! and any errors go to stderr. With `--pid` the server's CPU time and
+//! resident memory are read from `/proc` at the exact edges of the
+//! measurement window.
+//!
+//! Scenarios (see `BENCHMARKS.md`):
+//! - `s1`: request/response (`echo`), 1 client, 1 in flight.
+//! - `s2`: request/response, 50 clients x 4 in flight.
+//! - `s3`: one sender `broadcast`s in a room of `--peers` (100, 1000); the
+//!   others receive `chat`; deliveries per second and send-to-receive latency.
+//! - `s4`: `--peers` (10,000) idle peers, each verified by one echo; server
+//!   RSS per peer.
+//! - `s5`: churn: connect, one echo, close; 8 concurrent.
+//! - `s6`: one member of a room stops reading while another broadcasts 50,000
+//!   notifications of 1 KB: server memory growth, delivery to the readers,
+//!   whether and when the stalled member is closed.
+//! - `s7`: `--peers` (15,000) concurrent peers; then all of them send an echo
+//!   at once and every one must be answered.
+
+mod client;
+mod hist;
+mod procfs;
+mod scenarios;
+
+use std::fmt::Display;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::client::Target;
+use crate::hist::Hist;
+use crate::procfs::Window;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "protoo-bench",
+    about = "protoo load generator (one scenario, one server)"
+)]
+struct Args {
+    /// Server URL, `ws://HOST:PORT/`.
+    #[arg(long)]
+    url: String,
+    /// Scenario to run.
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    /// Server process id: CPU time and RSS are read from /proc/PID.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Measurement window of the throughput scenarios (s1, s2, s3, s5), seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Warm-up before the window, seconds (default: a fifth of --duration, at most 1).
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Clients (s1: 1, s2: 50) or concurrent churn workers (s5: 8).
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Requests in flight per client (s1: 1, s2: 4).
+    #[arg(long)]
+    in_flight: Option<usize>,
+    /// Peers: room size for s3 (100), connected peers for s4 (10,000) and s7 (15,000).
+    #[arg(long)]
+    peers: Option<usize>,
+    /// s3/s6: broadcasts not yet delivered to every receiver, at most
+    /// (default: about 4,096 deliveries' worth for s3, 64 for s6).
+    #[arg(long)]
+    window: Option<u64>,
+    /// s6: notifications to broadcast (50,000).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// s6: size of each notification's data in bytes (1,024).
+    #[arg(long)]
+    size: Option<usize>,
+    /// s6: members that keep reading (3).
+    #[arg(long)]
+    readers: Option<usize>,
+    /// s4/s7: connection attempts in flight at once.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Worker threads of the client runtime (default: available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Upper bound of any wait in a scenario, seconds.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+}
+
+/// The scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    S1,
+    S2,
+    S3,
+    S4,
+    S5,
+    S6,
+    S7,
+}
+
+/// Settings shared by every scenario.
+#[derive(Debug)]
+pub(crate) struct Run {
+    /// The server.
+    pub(crate) target: Target,
+    /// Its process id, for /proc.
+    pub(crate) pid: Option<u32>,
+    /// Measurement window.
+    pub(crate) duration: Duration,
+    /// Warm-up before the window.
+    pub(crate) warmup: Duration,
+    /// Bound of any wait.
+    pub(crate) timeout: Duration,
+    /// Concurrent connection attempts when connecting many peers.
+    pub(crate) connect_concurrency: usize,
+}
+
+/// Errors of a task: counted, and the first few kept.
+#[derive(Debug, Default)]
+pub(crate) struct Errors {
+    count: u64,
+    samples: Vec<String>,
+}
+
+impl Errors {
+    const KEEP: usize = 5;
+
+    /// Counts one error.
+    pub(crate) fn push(&mut self, e: impl Into<String>) {
+        self.count += 1;
+        if self.samples.len() < Self::KEEP {
+            self.samples.push(e.into());
+        }
+    }
+
+    /// Adds the errors of `other`.
+    pub(crate) fn absorb(&mut self, other: Errors) {
+        self.count += other.count;
+        let room = Self::KEEP.saturating_sub(self.samples.len());
+        self.samples.extend(other.samples.into_iter().take(room));
+    }
+}
+
+/// The `RESULT` line: ordered `key=value` pairs.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    fields: Vec<(&'static str, String)>,
+    errors: Errors,
+}
+
+impl Report {
+    /// Sets `key` (later values of the same key replace earlier ones).
+    pub(crate) fn set(&mut self, key: &'static str, value: impl Display) {
+        let value: String = value
+            .to_string()
+            .chars()
+            .map(|c| {
+                if c.is_whitespace() || c == '=' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        match self.fields.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.fields.push((key, value)),
+        }
+    }
+
+    /// Sets a float with `decimals` digits.
+    pub(crate) fn setf(&mut self, key: &'static str, value: f64, decimals: usize) {
+        self.set(key, format!("{value:.decimals$}"));
+    }
+
+    /// Records an error (the first few are printed; all are counted).
+    pub(crate) fn error(&mut self, e: impl Into<String>) {
+        self.errors.push(e);
+    }
+
+    /// Records the errors of a task.
+    pub(crate) fn errors(&mut self, es: Errors) {
+        self.errors.absorb(es);
+    }
+
+    /// Throughput and server/client CPU over a measurement window of `ops`
+    /// operations (`unit`: what one operation is).
+    pub(crate) fn window(&mut self, w: &Window, ops: u64, unit: &'static str) {
+        self.set("unit", unit);
+        self.set("ops", ops);
+        self.setf("secs", w.secs, 3);
+        self.setf("rate", ops as f64 / w.secs.max(1e-9), 1);
+        if let Some(cpu) = w.server_cpu_us {
+            self.setf("srv_cpu_ms", cpu as f64 / 1e3, 1);
+            self.setf("srv_cpu_pct", cpu as f64 / 1e4 / w.secs.max(1e-9), 1);
+            if ops > 0 {
+                self.setf("srv_cpu_us_per_op", cpu as f64 / ops as f64, 3);
+            }
+        }
+        if let Some(cpu) = w.client_cpu_us {
+            self.setf("cli_cpu_pct", cpu as f64 / 1e4 / w.secs.max(1e-9), 1);
+        }
+        if let Some(rss) = w.server_rss_kb {
+            self.set("srv_rss_kb", rss);
+        }
+    }
+
+    /// Latency quantiles (`prefix` `""` or e.g. `"round_"`).
+    pub(crate) fn latency(&mut self, h: &Hist) {
+        self.setf("p50_us", h.quantile(0.50) as f64 / 1e3, 1);
+        self.setf("p99_us", h.quantile(0.99) as f64 / 1e3, 1);
+        self.setf("max_us", h.quantile(1.0) as f64 / 1e3, 1);
+        self.set("samples", h.count());
+    }
+
+    fn finish(mut self) -> (String, Errors) {
+        let errors = std::mem::take(&mut self.errors);
+        self.set("errors", errors.count);
+        let line = self
+            .fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        (line, errors)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let target = match Target::parse(&args.url) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("protoo-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(2)
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("protoo-bench: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let duration = Duration::from_secs_f64(args.duration.clamp(0.1, 3600.0));
+    let warmup = args
+        .warmup
+        .map(|w| Duration::from_secs_f64(w.clamp(0.0, 600.0)))
+        .unwrap_or_else(|| (duration / 5).min(Duration::from_secs(1)));
+    let run = Run {
+        target,
+        pid: args.pid,
+        duration,
+        warmup,
+        timeout: Duration::from_secs_f64(args.timeout.clamp(1.0, 3600.0)),
+        connect_concurrency: args.connect_concurrency.max(1),
+    };
+    let mut report = Report::default();
+    report.set("scenario", format!("{:?}", args.scenario));
+    let outcome = runtime.block_on(async {
+        use scenarios::{broadcast, churn, idle, rr};
+        match args.scenario {
+            Scenario::S1 => {
+                rr::run(
+                    &run,
+                    args.clients.unwrap_or(1),
+                    args.in_flight.unwrap_or(1),
+                    &mut report,
+                )
+                .await
+            }
+            Scenario::S2 => {
+                rr::run(
+                    &run,
+                    args.clients.unwrap_or(50),
+                    args.in_flight.unwrap_or(4),
+                    &mut report,
+                )
+                .await
+            }
+            Scenario::S3 => {
+                let peers = args.peers.unwrap_or(100).max(2);
+                let receivers = (peers - 1) as u64;
+                let window = args.window.unwrap_or_else(|| 4096u64.div_ceil(receivers));
+                let opts = broadcast::Opts {
+                    receivers: peers - 1,
+                    stalled: false,
+                    count: None,
+                    size: 0,
+                    window,
+                };
+                broadcast::run(&run, &opts, &mut report).await
+            }
+            Scenario::S6 => {
+                let opts = broadcast::Opts {
+                    receivers: args.readers.unwrap_or(3).max(1),
+                    stalled: true,
+                    count: Some(args.messages.unwrap_or(50_000).max(1)),
+                    size: args.size.unwrap_or(1024),
+                    window: args.window.unwrap_or(64),
+                };
+                broadcast::run(&run, &opts, &mut report).await
+            }
+            Scenario::S4 => {
+                idle::run(
+                    &run,
+                    args.peers.unwrap_or(10_000).max(1),
+                    false,
+                    &mut report,
+                )
+                .await
+            }
+            Scenario::S7 => {
+                idle::run(&run, args.peers.unwrap_or(15_000).max(1), true, &mut report).await
+            }
+            Scenario::S5 => churn::run(&run, args.clients.unwrap_or(8).max(1), &mut report).await,
+        }
+    });
+    // Connections still open are dropped here without waiting for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Err(e) = outcome {
+        eprintln!("protoo-bench: {:?}: {e}", args.scenario);
+        report.error(e);
+        let (line, _) = report.finish();
+        println!("RESULT {line} failed=1");
+        return ExitCode::FAILURE;
+    }
+    let (line, errors) = report.finish();
+    for e in &errors.samples {
+        eprintln!("protoo-bench: error: {e}");
+    }
+    if errors.count > errors.samples.len() as u64 {
+        eprintln!("protoo-bench: ... {} errors in all", errors.count);
+    }
+    println!("RESULT {line}");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,116 @@
+//! CPU time and memory of a process, from `/proc` (Linux).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Clock ticks per second of `/proc/PID/stat` times (`getconf CLK_TCK`, else 100).
+fn clk_tck() -> u64 {
+    static TCK: OnceLock<u64> = OnceLock::new();
+    *TCK.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// `utime + stime` of a process in microseconds (`pid` `None`: this process).
+pub(crate) fn cpu_us(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) * 1_000_000 / clk_tck())
+}
+
+/// A `Vm*` line of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+pub(crate) fn status_kb(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let v = l.strip_prefix(key)?.strip_prefix(':')?;
+        v.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// Resident memory of `pid` in KiB.
+pub(crate) fn rss_kb(pid: Option<u32>) -> Option<u64> {
+    status_kb(pid?, "VmRSS")
+}
+
+/// One reading of the server and of this process.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Snap {
+    at: Instant,
+    server_cpu_us: Option<u64>,
+    client_cpu_us: Option<u64>,
+    /// Server resident memory in KiB.
+    pub(crate) server_rss_kb: Option<u64>,
+}
+
+impl Snap {
+    /// Reads the server `pid` (if known) and this process now.
+    pub(crate) fn take(pid: Option<u32>) -> Self {
+        Self {
+            at: Instant::now(),
+            server_cpu_us: pid.and_then(|p| cpu_us(Some(p))),
+            client_cpu_us: cpu_us(None),
+            server_rss_kb: rss_kb(pid),
+        }
+    }
+}
+
+/// What happened between two snapshots.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    /// Wall time in seconds.
+    pub(crate) secs: f64,
+    /// Server CPU time in microseconds.
+    pub(crate) server_cpu_us: Option<u64>,
+    /// Client (this process) CPU time in microseconds.
+    pub(crate) client_cpu_us: Option<u64>,
+    /// Server resident memory at the end, KiB.
+    pub(crate) server_rss_kb: Option<u64>,
+}
+
+impl Window {
+    /// The window from `a` to `b`.
+    pub(crate) fn between(a: &Snap, b: &Snap) -> Self {
+        Self {
+            secs: b.at.duration_since(a.at).as_secs_f64(),
+            server_cpu_us: b
+                .server_cpu_us
+                .zip(a.server_cpu_us)
+                .map(|(b, a)| b.saturating_sub(a)),
+            client_cpu_us: b
+                .client_cpu_us
+                .zip(a.client_cpu_us)
+                .map(|(b, a)| b.saturating_sub(a)),
+            server_rss_kb: b.server_rss_kb,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        assert!(cpu_us(Some(pid)).is_some());
+        assert!(cpu_us(None).is_some());
+        assert!(rss_kb(Some(pid)).is_some_and(|k| k > 0));
+        assert!(status_kb(pid, "VmHWM").is_some_and(|k| k > 0));
+    }
+}

@@ -1,0 +1,536 @@
+//! S3 (broadcast throughput) and S6 (a member that stops reading).
+//!
+//! One sender calls `broadcast` with data `{"t":SEND_NS,"s":SEQ[,"p":PAD]}`;
+//! every other member receives `chat` with that data unchanged. The sender is
+//! flow-controlled by what the receivers have got: at most `window`
+//! broadcasts are not yet delivered to every receiver. So the load is as high
+//! as the server can carry while no receiver's queue grows past `window`
+//! notifications, and a server with bounded queues is not pushed into
+//! closing readers that keep up.
+//!
+//! S6 adds a member that completes the WebSocket handshake and then never
+//! reads. It is left out of the flow control. After the run its socket is
+//! read to the end: how many notifications reached it, and whether (with
+//! which close code) the server closed it; the readers' `peerClosed` tells
+//! when.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::sync::{Notify, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{DONE, MEASURE, Phase, WARMUP, read_batch};
+use crate::client::{self, Buffers, Incoming, Ws, now_ns};
+use crate::hist::{Local, Shared};
+use crate::procfs::{self, Snap, Window};
+use crate::{Errors, Report, Run};
+
+/// What to run.
+#[derive(Debug)]
+pub(crate) struct Opts {
+    /// Members that read (everyone but the sender and the stalled member).
+    pub(crate) receivers: usize,
+    /// Add a member that never reads (S6).
+    pub(crate) stalled: bool,
+    /// Broadcasts to send (S6); `None`: for the measurement window (S3).
+    pub(crate) count: Option<u64>,
+    /// Padding added to each broadcast's data so that it is about this many bytes.
+    pub(crate) size: usize,
+    /// Broadcasts not yet delivered to every receiver, at most.
+    pub(crate) window: u64,
+}
+
+/// Flow control and shared counters.
+#[derive(Debug, Default)]
+struct Flow {
+    phase: Phase,
+    /// `chat` deliveries to the counted receivers, since the start.
+    delivered: AtomicU64,
+    /// Broadcasts sent (the measured ones, sequence numbers from 1).
+    sent: AtomicU64,
+    /// Receivers that have got at least one `chat`.
+    started: AtomicUsize,
+    /// The sender waits for `delivered >= target`.
+    waiting: AtomicBool,
+    target: AtomicU64,
+    notify: Notify,
+    /// When the stalled member was reported closed (`peerClosed`): ns since
+    /// the run began and broadcasts sent by then; 0 when not (yet).
+    stalled_closed_ns: AtomicU64,
+    stalled_closed_sent: AtomicU64,
+    run_start_ns: AtomicU64,
+}
+
+impl Flow {
+    fn delivered(&self, n: u64) {
+        let total = self.delivered.fetch_add(n, Ordering::SeqCst) + n;
+        if self.waiting.load(Ordering::SeqCst)
+            && total >= self.target.load(Ordering::SeqCst)
+            && self.waiting.swap(false, Ordering::SeqCst)
+        {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until `delivered >= target`.
+    async fn wait_for(&self, target: u64) {
+        loop {
+            if self.delivered.load(Ordering::SeqCst) >= target {
+                return;
+            }
+            let notified = self.notify.notified();
+            self.target.store(target, Ordering::SeqCst);
+            self.waiting.store(true, Ordering::SeqCst);
+            if self.delivered.load(Ordering::SeqCst) >= target {
+                self.waiting.store(false, Ordering::SeqCst);
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What one reading member saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// `chat` with a sequence number >= 1 (the measured broadcasts).
+    chats: u64,
+    /// Of those, received inside the measurement window.
+    in_window: u64,
+    /// Sequence numbers not in increasing order.
+    out_of_order: u64,
+    /// Responses to the sender's requests.
+    responses_ok: u64,
+    responses_err: u64,
+    /// How the connection ended, if it did before the end of the run.
+    ended: Option<String>,
+    errors: Errors,
+}
+
+/// Runs S3 or S6.
+pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(), String> {
+    let room = if opts.stalled { "s6" } else { "s3" };
+    report.set("peers", opts.receivers + 1 + usize::from(opts.stalled));
+    report.set("window", opts.window);
+
+    // The stalled member joins first and is never polled until the end.
+    let stalled = if opts.stalled {
+        Some(client::connect(&run.target, room, "stalled", Buffers::Busy).await?)
+    } else {
+        None
+    };
+    let receivers = connect_many(run, room, opts.receivers).await?;
+    let sender = client::connect(&run.target, room, "sender", Buffers::Busy).await?;
+    let (mut sink, sender_stream) = sender.split();
+
+    let flow = Arc::new(Flow::default());
+    let hist = Shared::default();
+    let (stop, stop_rx) = watch::channel(false);
+    let mut readers = Vec::with_capacity(receivers.len() + 1);
+    for ws in receivers {
+        readers.push(tokio::spawn(read_loop(
+            ws,
+            Arc::clone(&flow),
+            hist.clone(),
+            stop_rx.clone(),
+            true,
+        )));
+    }
+    let responses = tokio::spawn(read_loop(
+        sender_stream,
+        Arc::clone(&flow),
+        hist.clone(),
+        stop_rx.clone(),
+        false,
+    ));
+
+    // Warm-up: sequence number 0 until every receiver has one.
+    let n = opts.receivers;
+    let warm = Instant::now();
+    let mut id = 1u64;
+    while flow.started.load(Ordering::SeqCst) < n {
+        if warm.elapsed() > Duration::from_secs(15) {
+            let _ = stop.send(true);
+            return Err(format!(
+                "only {} of {n} receivers got a broadcast within 15 s",
+                flow.started.load(Ordering::SeqCst)
+            ));
+        }
+        sink.send(client::broadcast(id, 0, ""))
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let base = flow.delivered.load(Ordering::SeqCst);
+
+    let pad = "x".repeat(opts.size.saturating_sub(40));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = run.pid.map(|pid| {
+        let peak = Arc::clone(&peak);
+        let stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            while !*stop_rx.borrow() {
+                if let Some(kb) = procfs::rss_kb(Some(pid)) {
+                    peak.fetch_max(kb, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    });
+    let hwm_before = run.pid.and_then(|p| procfs::status_kb(p, "VmHWM"));
+    let before = Snap::take(run.pid);
+    flow.run_start_ns.store(now_ns(), Ordering::SeqCst);
+    let writer = {
+        let flow = Arc::clone(&flow);
+        let per_send = n as u64;
+        let window = opts.window.max(1);
+        let count = opts.count;
+        tokio::spawn(async move {
+            write_loop(&mut sink, &flow, base, per_send, window, count, id, &pad).await
+        })
+    };
+
+    let (a, b) = if opts.count.is_some() {
+        // S6: everything counts; the run ends when every reader has every notification.
+        flow.phase.set(MEASURE);
+        let deadline = Instant::now() + run.timeout;
+        let writer_done = writer.await.map_err(|e| format!("writer: {e}"))?;
+        let sent = writer_done.as_ref().copied().unwrap_or(0);
+        if let Err(e) = writer_done {
+            report.error(e);
+        }
+        let all = base + sent * n as u64;
+        if tokio::time::timeout_at(deadline.into(), flow.wait_for(all))
+            .await
+            .is_err()
+        {
+            report.error("not every notification reached every reader in time");
+        }
+        flow.phase.set(DONE);
+        let end = Snap::take(run.pid);
+        (before, end)
+    } else {
+        // S3: warm-up, then the measurement window.
+        flow.phase.set(WARMUP);
+        tokio::time::sleep(run.warmup).await;
+        let a = Snap::take(run.pid);
+        flow.phase.set(MEASURE);
+        tokio::time::sleep(run.duration).await;
+        flow.phase.set(DONE);
+        let b = Snap::take(run.pid);
+        match writer.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => report.error(e),
+            Err(e) => report.error(format!("writer: {e}")),
+        }
+        let all = base + flow.sent.load(Ordering::SeqCst) * n as u64;
+        if tokio::time::timeout(Duration::from_secs(10), flow.wait_for(all))
+            .await
+            .is_err()
+        {
+            report.error("broadcasts still undelivered 10 s after the window");
+        }
+        (a, b)
+    };
+    let sent = flow.sent.load(Ordering::SeqCst);
+
+    // Memory after the run, with a moment for a late close of the stalled member.
+    if opts.stalled {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let after = Snap::take(run.pid);
+    let hwm_after = run.pid.and_then(|p| procfs::status_kb(p, "VmHWM"));
+    let _ = stop.send(true);
+    if let Some(s) = sampler {
+        let _ = s.await;
+    }
+
+    let mut seen = Vec::with_capacity(readers.len());
+    for r in readers {
+        match tokio::time::timeout(Duration::from_secs(10), r).await {
+            Ok(Ok(s)) => seen.push(s),
+            Ok(Err(e)) => report.error(format!("reader: {e}")),
+            Err(_) => report.error("reader did not stop"),
+        }
+    }
+    let sender_seen = match tokio::time::timeout(Duration::from_secs(10), responses).await {
+        Ok(Ok(s)) => s,
+        _ => Seen::default(),
+    };
+
+    let w = Window::between(&a, &b);
+    let deliveries = if opts.count.is_some() {
+        seen.iter().map(|s| s.chats).sum::<u64>()
+    } else {
+        seen.iter().map(|s| s.in_window).sum::<u64>()
+    };
+    report.window(&w, deliveries, "delivery");
+    report.setf(
+        "broadcasts_per_s",
+        deliveries as f64 / n as f64 / w.secs.max(1e-9),
+        1,
+    );
+    let h = hist.lock().map(|h| h.clone()).unwrap_or_default();
+    report.latency(&h);
+    report.set("sent", sent);
+    let min = seen.iter().map(|s| s.chats).min().unwrap_or(0);
+    report.setf(
+        "delivered_pct",
+        if sent == 0 {
+            0.0
+        } else {
+            100.0 * min as f64 / sent as f64
+        },
+        2,
+    );
+    report.set("responses_ok", sender_seen.responses_ok);
+    let out_of_order: u64 = seen.iter().map(|s| s.out_of_order).sum();
+    if out_of_order > 0 {
+        report.error(format!("{out_of_order} notifications out of order"));
+    }
+    if sender_seen.responses_err > 0 {
+        report.error(format!(
+            "{} broadcast requests rejected",
+            sender_seen.responses_err
+        ));
+    }
+    for s in &mut seen {
+        if let Some(e) = s.ended.take() {
+            report.error(format!("a reader's connection ended during the run: {e}"));
+        }
+        report.errors(std::mem::take(&mut s.errors));
+    }
+    report.errors(sender_seen.errors);
+
+    if let Some(stalled) = stalled {
+        let rss_before = before.server_rss_kb.unwrap_or(0);
+        let sampled = peak.load(Ordering::Relaxed);
+        let peak_kb = match (hwm_before, hwm_after) {
+            (Some(hb), Some(ha)) if ha > hb => ha.max(sampled),
+            _ => sampled,
+        };
+        report.set("srv_rss_before_kb", rss_before);
+        report.set("srv_rss_peak_kb", peak_kb);
+        report.set("srv_rss_growth_kb", peak_kb.saturating_sub(rss_before));
+        if let Some(kb) = after.server_rss_kb {
+            report.set("srv_rss_after_kb", kb);
+        }
+        let (received, how) = drain_stalled(stalled).await;
+        report.set("stalled_received", received);
+        report.set("stalled_end", how);
+        let at = flow.stalled_closed_ns.load(Ordering::SeqCst);
+        if at > 0 {
+            let start = flow.run_start_ns.load(Ordering::SeqCst);
+            report.setf(
+                "stalled_closed_ms",
+                at.saturating_sub(start) as f64 / 1e6,
+                1,
+            );
+            report.set(
+                "stalled_closed_after_sent",
+                flow.stalled_closed_sent.load(Ordering::SeqCst),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Connects `n` reading members, 64 handshakes at a time.
+async fn connect_many(run: &Run, room: &str, n: usize) -> Result<Vec<Ws>, String> {
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
+        let chunk = (n - i).min(run.connect_concurrency);
+        let mut set = tokio::task::JoinSet::new();
+        for k in i..i + chunk {
+            let target = run.target.clone();
+            let room = room.to_owned();
+            set.spawn(async move {
+                client::connect(&target, &room, &format!("r{k}"), Buffers::Busy).await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            out.push(r.map_err(|e| e.to_string())??);
+        }
+        i += chunk;
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_loop(
+    sink: &mut SplitSink<Ws, Message>,
+    flow: &Flow,
+    base: u64,
+    per_send: u64,
+    window: u64,
+    count: Option<u64>,
+    mut id: u64,
+    pad: &str,
+) -> Result<u64, String> {
+    const BATCH: u64 = 64;
+    let mut sent = 0u64;
+    loop {
+        if flow.phase.get() == DONE || count.is_some_and(|c| sent >= c) {
+            return Ok(sent);
+        }
+        // Send broadcast number `sent + 1` once at most `window - 1` are undelivered.
+        let need = base + (sent + 1).saturating_sub(window) * per_send;
+        if flow.delivered.load(Ordering::SeqCst) < need {
+            let _ = tokio::time::timeout(Duration::from_millis(100), flow.wait_for(need)).await;
+            continue;
+        }
+        let delivered = flow.delivered.load(Ordering::SeqCst).saturating_sub(base);
+        let mut batch = (delivered / per_send + window)
+            .saturating_sub(sent)
+            .clamp(1, BATCH);
+        if let Some(c) = count {
+            batch = batch.min(c - sent);
+        }
+        for _ in 0..batch {
+            sent += 1;
+            sink.feed(client::broadcast(id, sent, pad))
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+            id += 1;
+        }
+        flow.sent.store(sent, Ordering::SeqCst);
+        sink.flush().await.map_err(|e| format!("flush: {e}"))?;
+    }
+}
+
+async fn read_loop<S>(
+    mut ws: S,
+    flow: Arc<Flow>,
+    hist: Shared,
+    mut stop: watch::Receiver<bool>,
+    counted: bool,
+) -> Seen
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut seen = Seen::default();
+    let mut local = Local::new(&hist);
+    let mut last = 0u64;
+    let mut any = false;
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        let mut n = 0u64;
+        let batch = read_batch(&mut ws, &mut seen.ended, |m| {
+            let Message::Text(t) = m else { return };
+            let Some(inc) = Incoming::parse(&t) else {
+                seen.errors
+                    .push(format!("unparsable message: {}", t.as_str()));
+                return;
+            };
+            if inc.response {
+                if inc.ok == Some(true) {
+                    seen.responses_ok += 1;
+                } else {
+                    seen.responses_err += 1;
+                    seen.errors
+                        .push(format!("broadcast rejected: {}", t.as_str()));
+                }
+                return;
+            }
+            if !inc.notification {
+                return;
+            }
+            match inc.method.as_deref() {
+                Some("chat") => {
+                    let Some(stamp) = inc.stamp() else {
+                        seen.errors
+                            .push(format!("chat without t/s: {}", t.as_str()));
+                        return;
+                    };
+                    n += 1;
+                    if stamp.s == 0 {
+                        return;
+                    }
+                    seen.chats += 1;
+                    if stamp.s <= last {
+                        seen.out_of_order += 1;
+                    }
+                    last = stamp.s;
+                    if flow.phase.get() == MEASURE {
+                        seen.in_window += 1;
+                        local.record(now_ns().saturating_sub(stamp.t));
+                    }
+                }
+                Some("peerClosed") if t.as_str().contains(r#""stalled""#) => {
+                    let _ = flow.stalled_closed_ns.compare_exchange(
+                        0,
+                        now_ns(),
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                    let _ = flow.stalled_closed_sent.compare_exchange(
+                        0,
+                        flow.sent.load(Ordering::SeqCst),
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                }
+                _ => {}
+            }
+        });
+        let open = tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            open = batch => open,
+        };
+        if counted && n > 0 {
+            if !any {
+                any = true;
+                flow.started.fetch_add(1, Ordering::SeqCst);
+            }
+            flow.delivered(n);
+        }
+        if !open {
+            break;
+        }
+    }
+    drop(local);
+    seen
+}
+
+/// Reads the stalled member's socket to its end (bounded): the measured
+/// `chat`s it got, and how it ended.
+async fn drain_stalled(mut ws: Ws) -> (u64, String) {
+    let mut received = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = tokio::time::timeout(left.min(Duration::from_secs(3)), ws.next()).await;
+        match next {
+            Err(_) => return (received, "open".to_owned()),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                if let Some(inc) = Incoming::parse(&t)
+                    && inc.method.as_deref() == Some("chat")
+                    && inc.stamp().is_some_and(|s| s.s > 0)
+                {
+                    received += 1;
+                }
+            }
+            Ok(Some(Ok(Message::Close(f)))) => {
+                let how = match f {
+                    Some(f) => format!("closed:{}", u16::from(f.code)),
+                    None => "closed:none".to_owned(),
+                };
+                return (received, how);
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => return (received, format!("error:{e}")),
+            Ok(None) => return (received, "eof".to_owned()),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+use protoo_codec::{EncodeError, ErrorData};
+use protoo_transport::TransportError;
+use thiserror::Error;
+
+/// Why a peer could not be created or admitted into a room.
+///
+/// Whenever one of these is returned, the transport that was handed in has
+/// been closed (with 4000 `closed by protoo-server`, as protoo does).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The peer id is the empty string.
+    #[error("peer id is empty")]
+    EmptyId,
+    /// The room already has a peer with this id (and the policy was to
+    /// refuse it).
+    #[error("there is already a peer with id {0:?} in the room")]
+    DuplicateId(String),
+    /// The room is closed: it takes no new peers.
+    #[error("room is closed")]
+    RoomClosed,
+    /// Called outside a Tokio runtime: a peer needs one to run its reader
+    /// task.
+    #[error("no Tokio runtime to run the peer on")]
+    NoRuntime,
+}
+
+/// Why a notification or a frame was not sent to a peer.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The peer is closed.
+    #[error("peer closed")]
+    Closed,
+    /// The data could not be encoded to JSON.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The transport refused the frame for another reason than being closed
+    /// (its outbound queue overflowed: it has closed itself as a slow
+    /// consumer).
+    #[error(transparent)]
+    Send(TransportError),
+}
+
+impl PeerError {
+    pub(crate) fn from_transport(error: TransportError) -> Self {
+        match error {
+            TransportError::Closed(_) => PeerError::Closed,
+            other => PeerError::Send(other),
+        }
+    }
+}
+
+/// Why [`Peer::request`](crate::Peer::request) did not give the response
+/// data.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The remote answered with an error response; [`RequestError::code`] and
+    /// [`RequestError::reason`] read it. Forward it unchanged with
+    /// [`IncomingRequest::reject_with`](crate::IncomingRequest::reject_with).
+    #[error("request rejected: {0}")]
+    Rejected(ErrorData),
+    /// No response came within the request timeout
+    /// ([`PeerConfig::request_timeout`](crate::PeerConfig::request_timeout)).
+    #[error("request timeout")]
+    Timeout,
+    /// The peer closed before the response came (or was already closed).
+    #[error("peer closed")]
+    PeerClosed,
+    /// The request data could not be encoded to JSON; nothing was sent.
+    #[error(transparent)]
+    Encode(EncodeError),
+    /// The transport refused the request frame for another reason than being
+    /// closed (its outbound queue overflowed: it has closed itself as a slow
+    /// consumer).
+    #[error(transparent)]
+    Send(TransportError),
+    /// The response data did not deserialise into the requested type
+    /// ([`Peer::request_as`](crate::Peer::request_as)).
+    #[error("invalid response data: {0}")]
+    InvalidResponse(#[source] serde_json::Error),
+}
+
+impl RequestError {
+    /// The remote's `errorCode`, for [`RequestError::Rejected`] with an
+    /// integer code that fits in `u16`.
+    pub fn code(&self) -> Option<u16> {
+        self.error_data().and_then(ErrorData::code)
+    }
+
+    /// The remote's `errorReason`, for [`RequestError::Rejected`] with a
+    /// string reason.
+    pub fn reason(&self) -> Option<String> {
+        self.error_data().and_then(ErrorData::reason)
+    }
+
+    /// The remote's error as received, for [`RequestError::Rejected`].
+    pub fn error_data(&self) -> Option<&ErrorData> {
+        match self {
+            RequestError::Rejected(error) => Some(error),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,644 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use protoo_codec::{ErrorData, Frame, Id, Message, Payload, Response, encode};
+use protoo_transport::{
+    CloseReason, FrameSink, FrameStream, Inbound, Initiator, PROTOO_CLOSED_REASON, Tracker,
+    Transport, TransportError, close_code,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::events::{IncomingNotification, IncomingRequest, PeerEvent, PeerEvents};
+use crate::ids::IdRng;
+use crate::{CoreError, PeerConfig, PeerError, RequestError};
+
+/// Locks a mutex whose every critical section leaves its data consistent,
+/// so a poisoned lock is still usable.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a response hands to the request waiting for it.
+type Outcome = Result<Payload, ErrorData>;
+
+/// Called once when a peer closes, to take it out of its room.
+pub(crate) type LeaveHook = Box<dyn FnOnce(&Arc<Core>) + Send>;
+
+/// Requests waiting for their response.
+struct Pending {
+    /// By request id: a sequence number telling apart two requests that got
+    /// the same id one after the other, and where to send the response.
+    map: HashMap<u32, (u64, oneshot::Sender<Outcome>)>,
+    /// Set when the peer closes: no request is registered after that.
+    closed: bool,
+    next_seq: u64,
+    rng: IdRng,
+}
+
+/// The state of a peer shared by its handles, its reader task, its
+/// [`PeerEvents`] and the [`IncomingRequest`]s it hands out. Independent of
+/// the application data type.
+pub(crate) struct Core {
+    pub(crate) id: Arc<str>,
+    pub(crate) room_id: Option<Arc<str>>,
+    pub(crate) sink: Arc<dyn FrameSink>,
+    /// Counts the incoming requests not yet answered, when the transport
+    /// asks for it (graceful shutdown waits for them).
+    pub(crate) requests: Option<Tracker>,
+    config: PeerConfig,
+    pending: Mutex<Pending>,
+    /// Set once, by whoever closes the peer first.
+    reason: OnceLock<CloseReason>,
+    /// Set when closing is complete (pending failed, room left).
+    done: AtomicBool,
+    done_notify: Notify,
+    /// Wakes the reader task: closed, or handles or events dropped.
+    wake: Notify,
+    handles_gone: AtomicBool,
+    events_gone: AtomicBool,
+    leave: Mutex<Option<LeaveHook>>,
+}
+
+impl Core {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.reason.get().is_some()
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<&CloseReason> {
+        self.reason.get()
+    }
+
+    pub(crate) fn set_leave(&self, hook: LeaveHook) {
+        *lock(&self.leave) = Some(hook);
+    }
+
+    pub(crate) fn events_dropped(&self) {
+        self.events_gone.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Queues a frame to the remote.
+    pub(crate) fn send(&self, frame: Frame) -> Result<(), TransportError> {
+        self.sink.send(frame)
+    }
+
+    /// Closes the peer once: records why, closes the transport when asked
+    /// (a local close), fails every pending request, leaves the room, wakes
+    /// whoever waits. Returns whether this call closed it.
+    pub(crate) fn finish(self: &Arc<Self>, reason: CloseReason, close_transport: bool) -> bool {
+        let code = reason.code.unwrap_or(close_code::PROTOO_CLOSED);
+        let text = close_transport.then(|| reason.reason.clone());
+        if self.reason.set(reason).is_err() {
+            return false;
+        }
+        if let Some(text) = text {
+            self.sink.close(code, &text);
+        }
+        let failed = {
+            let mut pending = lock(&self.pending);
+            pending.closed = true;
+            std::mem::take(&mut pending.map)
+        };
+        // Dropping the senders fails each waiting request with PeerClosed.
+        drop(failed);
+        let hook = lock(&self.leave).take();
+        if let Some(hook) = hook {
+            hook(self);
+        }
+        self.done.store(true, Ordering::Release);
+        self.done_notify.notify_waiters();
+        self.wake.notify_one();
+        tracing::debug!(
+            peer_id = %self.id,
+            room_id = self.room_id.as_deref().unwrap_or(""),
+            reason = %self.reason.get().map(ToString::to_string).unwrap_or_default(),
+            "peer closed"
+        );
+        true
+    }
+
+    fn close_locally(self: &Arc<Self>, code: u16, reason: &str) {
+        self.finish(CloseReason::new(Some(code), reason, Initiator::Local), true);
+    }
+
+    async fn closed(&self) {
+        loop {
+            let notified = self.done_notify.notified();
+            if self.done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn pending_len(&self) -> usize {
+        lock(&self.pending).map.len()
+    }
+
+    /// Registers a request: its id, its sequence number, where its response
+    /// will come, and how many requests were pending before it.
+    fn register(&self) -> Result<(u32, u64, oneshot::Receiver<Outcome>, usize), RequestError> {
+        let (tx, rx) = oneshot::channel();
+        let mut pending = lock(&self.pending);
+        if pending.closed {
+            return Err(RequestError::PeerClosed);
+        }
+        let before = pending.map.len();
+        let Pending {
+            map, rng, next_seq, ..
+        } = &mut *pending;
+        let id = rng.free_id(map);
+        let seq = *next_seq;
+        *next_seq += 1;
+        map.insert(id, (seq, tx));
+        Ok((id, seq, rx, before))
+    }
+
+    /// Removes a request's entry if it is still the one registered.
+    fn unregister(&self, id: u32, seq: u64) {
+        let removed = {
+            let mut pending = lock(&self.pending);
+            match pending.map.get(&id) {
+                Some((s, _)) if *s == seq => pending.map.remove(&id),
+                _ => None,
+            }
+        };
+        drop(removed);
+    }
+
+    /// Hands a response to the request waiting for it.
+    fn complete(&self, response: Response) {
+        let key = response.id.as_i64().and_then(|n| u32::try_from(n).ok());
+        let entry = key.and_then(|key| lock(&self.pending).map.remove(&key));
+        match entry {
+            Some((_, tx)) => {
+                // The requester may have given up meanwhile: nothing to do.
+                let _ = tx.send(response.result);
+            }
+            None => tracing::warn!(
+                id = %response.id,
+                "received response does not match any sent request"
+            ),
+        }
+    }
+
+    /// The reader was woken: stop delivering events once closed, and close
+    /// the peer when nobody can use it any more.
+    fn on_wake(self: &Arc<Self>, events: &mut Option<mpsc::Sender<PeerEvent>>) {
+        if !self.is_closed()
+            && self.handles_gone.load(Ordering::Acquire)
+            && self.events_gone.load(Ordering::Acquire)
+        {
+            tracing::debug!("every handle and the events of the peer dropped: closing it");
+            self.close_locally(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
+        }
+        if self.is_closed() {
+            *events = None;
+        }
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("id", &self.id)
+            .field("room_id", &self.room_id)
+            .field("closed", &self.close_reason())
+            .field("pending", &self.pending_len())
+            .finish()
+    }
+}
+
+/// The reader task of a peer: reads every incoming frame, completes pending
+/// requests, hands requests and notifications to the application, and closes
+/// the peer when the transport ends.
+async fn read(core: Arc<Core>, mut stream: Box<dyn FrameStream>, tx: mpsc::Sender<PeerEvent>) {
+    let mut events = Some(tx);
+    loop {
+        let inbound = tokio::select! {
+            biased;
+            inbound = stream.recv() => inbound,
+            () = core.wake.notified() => {
+                core.on_wake(&mut events);
+                continue;
+            }
+        };
+        let text = match inbound {
+            Inbound::Text(text) => text,
+            Inbound::Closed(reason) => {
+                core.finish(reason, false);
+                break;
+            }
+        };
+        if core.is_closed() {
+            // Closed locally: the transport is draining, nothing more is
+            // delivered.
+            events = None;
+            continue;
+        }
+        match Message::decode(text) {
+            Err(error) => tracing::warn!(%error, "invalid message dropped"),
+            Ok(Message::Response(response)) => core.complete(response),
+            Ok(Message::Request(request)) => {
+                tracing::debug!(method = %request.method, id = %request.id, "request received");
+                let event = PeerEvent::Request(IncomingRequest::new(request, core.clone()));
+                deliver(&core, &mut events, event).await;
+            }
+            Ok(Message::Notification(notification)) => {
+                tracing::debug!(method = %notification.method, "notification received");
+                let event = PeerEvent::Notification(IncomingNotification::new(notification));
+                deliver(&core, &mut events, event).await;
+            }
+        }
+    }
+}
+
+/// Hands an event to the application, waiting for room in the queue. An
+/// event that cannot be delivered (events dropped, peer closed) is dropped:
+/// a request then answers 500 by itself.
+async fn deliver(core: &Arc<Core>, events: &mut Option<mpsc::Sender<PeerEvent>>, event: PeerEvent) {
+    enum Step {
+        Delivered,
+        Gone,
+        Woken,
+    }
+    let mut event = Some(event);
+    loop {
+        let Some(tx) = events.as_ref() else {
+            return;
+        };
+        let step = tokio::select! {
+            biased;
+            permit = tx.reserve() => match permit {
+                Ok(permit) => {
+                    if let Some(event) = event.take() {
+                        permit.send(event);
+                    }
+                    Step::Delivered
+                }
+                Err(_) => Step::Gone,
+            },
+            () = core.wake.notified() => Step::Woken,
+        };
+        match step {
+            Step::Delivered => return,
+            Step::Gone => {
+                // The application dropped its PeerEvents: stop trying.
+                *events = None;
+                return;
+            }
+            Step::Woken => core.on_wake(events),
+        }
+    }
+}
+
+/// A peer built and not yet started: its reader task is spawned by
+/// [`Start::spawn`], once the peer is where it belongs (its room).
+pub(crate) struct Start {
+    core: Arc<Core>,
+    stream: Box<dyn FrameStream>,
+    tx: mpsc::Sender<PeerEvent>,
+    handle: Handle,
+}
+
+impl Start {
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    pub(crate) fn spawn(self) {
+        let span = tracing::debug_span!(
+            "protoo_peer",
+            peer_id = %self.core.id,
+            room_id = self.core.room_id.as_deref().unwrap_or(""),
+        );
+        tracing::debug!(parent: &span, "peer created");
+        self.handle
+            .spawn(read(self.core, self.stream, self.tx).instrument(span));
+    }
+}
+
+/// The current Tokio runtime, or the transport closed and an error.
+pub(crate) fn runtime(transport: &Transport) -> Result<Handle, CoreError> {
+    Handle::try_current().map_err(|_| {
+        transport.close();
+        CoreError::NoRuntime
+    })
+}
+
+/// Builds a peer without starting it.
+pub(crate) fn build<D>(
+    id: Arc<str>,
+    room_id: Option<Arc<str>>,
+    transport: Transport,
+    data: D,
+    config: &PeerConfig,
+    handle: Handle,
+) -> (Peer<D>, PeerEvents, Start) {
+    let requests = transport.request_tracker().cloned();
+    let (sink, stream) = transport.into_parts();
+    let core = Arc::new(Core {
+        id,
+        room_id,
+        sink,
+        requests,
+        config: config.clone(),
+        pending: Mutex::new(Pending {
+            map: HashMap::new(),
+            closed: false,
+            next_seq: 0,
+            rng: IdRng::new(),
+        }),
+        reason: OnceLock::new(),
+        done: AtomicBool::new(false),
+        done_notify: Notify::new(),
+        wake: Notify::new(),
+        handles_gone: AtomicBool::new(false),
+        events_gone: AtomicBool::new(false),
+        leave: Mutex::new(None),
+    });
+    let (tx, rx) = mpsc::channel(config.event_queue.max(1));
+    let peer = Peer {
+        inner: Arc::new(PeerInner {
+            core: core.clone(),
+            data,
+        }),
+    };
+    let events = PeerEvents::new(rx, core.clone());
+    let start = Start {
+        core,
+        stream,
+        tx,
+        handle,
+    };
+    (peer, events, start)
+}
+
+/// One protoo peer: the other end of one transport.
+///
+/// A cheap handle (an `Arc` inside): clone it into every task that sends to
+/// the peer. What the peer receives arrives in its [`PeerEvents`], returned
+/// next to it by [`Peer::new`] or [`Room::create_peer`](crate::Room::create_peer).
+///
+/// A peer works inside a [`Room`](crate::Room) or on its own. It stays open
+/// until either side closes it; when every `Peer` handle and its
+/// [`PeerEvents`] are dropped (nobody can use it any more), it closes itself
+/// as [`Peer::close`] does.
+///
+/// # Application data
+///
+/// protoo gives each peer a free-form `peer.data` object. Here each peer
+/// carries a value of a type `D` of your choosing, set when it is created and
+/// read with [`Peer::data`]. It is shared by every handle, so state that
+/// changes goes behind a lock or in atomics inside `D`:
+///
+/// ```
+/// use std::sync::Mutex;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use protoo_core::{Peer, PeerConfig};
+/// use protoo_transport::memory;
+///
+/// #[derive(Debug, Default)]
+/// struct PeerData {
+///     display_name: Mutex<Option<String>>,
+///     messages: AtomicU32,
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), protoo_core::CoreError> {
+/// let (transport, _remote) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
+/// let (peer, _events) = Peer::new("alice", transport, PeerData::default(), PeerConfig::default())?;
+/// *peer.data().display_name.lock().unwrap() = Some("Alice".into());
+/// peer.data().messages.fetch_add(1, Ordering::Relaxed);
+/// assert_eq!(peer.data().display_name.lock().unwrap().as_deref(), Some("Alice"));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Handles compare equal when they are the same peer (not merely the same
+/// id): a peer that replaced another with its id is a different peer.
+pub struct Peer<D = ()> {
+    inner: Arc<PeerInner<D>>,
+}
+
+struct PeerInner<D> {
+    core: Arc<Core>,
+    data: D,
+}
+
+impl<D> Drop for PeerInner<D> {
+    fn drop(&mut self) {
+        self.core.handles_gone.store(true, Ordering::Release);
+        self.core.wake.notify_one();
+    }
+}
+
+impl<D: Send + Sync + 'static> Peer<D> {
+    /// Creates a peer on `transport`, outside any room, and starts reading
+    /// it (one task, spawned on the current Tokio runtime).
+    ///
+    /// Fails with [`CoreError::EmptyId`] for an empty id and
+    /// [`CoreError::NoRuntime`] outside a Tokio runtime; the transport is
+    /// then closed. The runtime needs its time driver (request timeouts), as
+    /// `#[tokio::main]` and `#[tokio::test]` runtimes have.
+    pub fn new(
+        id: impl Into<String>,
+        transport: Transport,
+        data: D,
+        config: PeerConfig,
+    ) -> Result<(Self, PeerEvents), CoreError> {
+        let id: String = id.into();
+        if id.is_empty() {
+            transport.close();
+            return Err(CoreError::EmptyId);
+        }
+        let handle = runtime(&transport)?;
+        let (peer, events, start) = build(id.into(), None, transport, data, &config, handle);
+        start.spawn();
+        Ok((peer, events))
+    }
+}
+
+impl<D> Peer<D> {
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.inner.core
+    }
+
+    /// The peer id (never empty).
+    pub fn id(&self) -> &str {
+        &self.inner.core.id
+    }
+
+    /// The application data given when the peer was created.
+    pub fn data(&self) -> &D {
+        &self.inner.data
+    }
+
+    /// Whether the peer is closed (by either side).
+    pub fn is_closed(&self) -> bool {
+        self.inner.core.is_closed()
+    }
+
+    /// Why the peer closed, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.inner.core.close_reason().cloned()
+    }
+
+    /// Whether `a` and `b` are handles to the same peer.
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.inner, &b.inner)
+    }
+
+    /// How many requests to this peer wait for their response.
+    pub fn pending_requests(&self) -> usize {
+        self.inner.core.pending_len()
+    }
+
+    /// Bytes queued to this peer and not yet written (see
+    /// [`FrameSink::queued_bytes`]).
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.core.sink.queued_bytes()
+    }
+
+    /// Sends a request and waits for its response: the response data, or
+    /// why there is none.
+    ///
+    /// `data` is anything serde can serialise; `&()` (or any value
+    /// JavaScript finds falsy) sends `{}`. The request is registered as
+    /// pending before it is queued, so the response can never arrive first.
+    /// It fails with [`RequestError::Rejected`] when the remote answers an
+    /// error, [`RequestError::Timeout`] after
+    /// [`PeerConfig::request_timeout`], and [`RequestError::PeerClosed`] when
+    /// the peer closes first. Cancel-safe: dropping the future forgets the
+    /// request (a late response is then logged and dropped).
+    pub async fn request(
+        &self,
+        method: &str,
+        data: &(impl Serialize + ?Sized),
+    ) -> Result<Payload, RequestError> {
+        let core = &self.inner.core;
+        let (id, seq, rx, before) = core.register()?;
+        let mut guard = PendingGuard {
+            core,
+            id,
+            seq,
+            done: false,
+        };
+        let frame = encode::request(&Id::from(id), method, data).map_err(RequestError::Encode)?;
+        tracing::debug!(peer_id = %core.id, method, id, "request sent");
+        core.send(frame).map_err(|error| match error {
+            TransportError::Closed(_) => RequestError::PeerClosed,
+            other => RequestError::Send(other),
+        })?;
+        let timeout = core.config.request_timeout_for(before);
+        let outcome = tokio::time::timeout(timeout, rx).await;
+        guard.done = outcome.is_ok();
+        match outcome {
+            Ok(Ok(Ok(data))) => Ok(data),
+            Ok(Ok(Err(error))) => Err(RequestError::Rejected(error)),
+            Ok(Err(_)) => Err(RequestError::PeerClosed),
+            Err(_) => {
+                tracing::debug!(peer_id = %core.id, method, id, "request timeout");
+                Err(RequestError::Timeout)
+            }
+        }
+    }
+
+    /// [`Peer::request`], with the response data deserialised into `R`.
+    pub async fn request_as<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        data: &(impl Serialize + ?Sized),
+    ) -> Result<R, RequestError> {
+        self.request(method, data)
+            .await?
+            .deserialize()
+            .map_err(RequestError::InvalidResponse)
+    }
+
+    /// Sends a notification (no response). `data` as in [`Peer::request`].
+    pub fn notify(&self, method: &str, data: &(impl Serialize + ?Sized)) -> Result<(), PeerError> {
+        let frame = encode::notification(method, data)?;
+        tracing::debug!(peer_id = %self.id(), method, "notification sent");
+        self.send_frame(frame).map_err(PeerError::from_transport)
+    }
+
+    /// Queues an already-encoded frame, for instance a notification encoded
+    /// once for many peers. On failure the frame comes back inside the error.
+    pub fn send_frame(&self, frame: Frame) -> Result<(), TransportError> {
+        self.inner.core.send(frame)
+    }
+
+    /// Closes the peer with protoo's 4000 `closed by protoo-server` (after
+    /// which the JavaScript client does not reconnect). See
+    /// [`Peer::close_with`].
+    pub fn close(&self) {
+        self.close_with(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
+    }
+
+    /// Closes the peer with a close code and reason: closes the transport
+    /// (frames already queued are still sent first), fails every pending
+    /// request with [`RequestError::PeerClosed`], takes the peer out of its
+    /// room, and reports [`PeerEvent::Closed`] with a
+    /// [`Initiator::Local`] reason. Only the first close has an effect.
+    pub fn close_with(&self, code: u16, reason: &str) {
+        self.inner.core.close_locally(code, reason);
+    }
+
+    /// Waits until the peer is closed (and out of its room, its pending
+    /// requests failed).
+    pub async fn closed(&self) {
+        self.inner.core.closed().await;
+    }
+}
+
+/// Forgets a request's pending entry when its future ends without a
+/// response (timeout, error, or the caller dropped it).
+struct PendingGuard<'a> {
+    core: &'a Core,
+    id: u32,
+    seq: u64,
+    done: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.core.unregister(self.id, self.seq);
+        }
+    }
+}
+
+impl<D> Clone for Peer<D> {
+    fn clone(&self) -> Self {
+        Peer {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<D> PartialEq for Peer<D> {
+    fn eq(&self, other: &Self) -> bool {
+        Peer::ptr_eq(self, other)
+    }
+}
+
+impl<D> Eq for Peer<D> {}
+
+impl<D> fmt::Debug for Peer<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let core = &self.inner.core;
+        f.debug_struct("Peer")
+            .field("id", &core.id)
+            .field("room_id", &core.room_id)
+            .field("closed", &core.is_closed())
+            .field("pending_requests", &core.pending_len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,424 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use protoo_codec::{EncodeError, Frame, encode};
+use protoo_transport::Transport;
+use serde::Serialize;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+use crate::peer::{Core, Start, build, lock, runtime};
+use crate::rooms::RegistryInner;
+use crate::{CoreError, Peer, PeerConfig, PeerEvents};
+
+/// What to do when a peer joins a room with the id of a peer already in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DuplicatePolicy {
+    /// Refuse the newcomer and close its transport; the peer in the room
+    /// stays (protoo's `createPeer`). The default.
+    #[default]
+    Refuse,
+    /// Close the peer in the room (4000 `closed by protoo-server`) and admit
+    /// the newcomer in its place: a client that reconnects before the server
+    /// noticed its old connection died gets in (mediasoup-demo's policy).
+    Replace,
+}
+
+/// A set of peers by id, with broadcast.
+///
+/// A cheap handle (an `Arc` inside): clone it freely. Joining, leaving and
+/// lookup are O(1); the peers sit behind a short synchronous lock that is
+/// never held while waiting or sending.
+///
+/// A peer that closes leaves its room by itself. [`Room::close`] closes every
+/// peer and then the room. A room created by [`Rooms`](crate::Rooms) is also
+/// closed and removed from the registry when its last peer leaves.
+///
+/// ```
+/// use protoo_core::{Peer, PeerConfig, PeerEvent, Room};
+/// use protoo_transport::memory;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let room = Room::with_id("lobby");
+/// let mut remotes = Vec::new();
+/// for id in ["alice", "bob", "carol"] {
+///     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
+///     let (_peer, _events) = room.create_peer(id, server_side, (), PeerConfig::default())?;
+///     // The client end, as a peer too (no room needed).
+///     remotes.push(Peer::new("server", client_side, (), PeerConfig::default())?);
+/// }
+/// assert_eq!(room.len(), 3);
+///
+/// // Encoded once, the same bytes queued to bob and carol.
+/// let sent = room.broadcast("chat", &serde_json::json!({"text": "hi"}), &["alice"])?;
+/// assert_eq!(sent, 2);
+///
+/// let (_, bob_events) = &mut remotes[1];
+/// let Some(PeerEvent::Notification(chat)) = bob_events.next().await else { panic!() };
+/// assert_eq!((chat.method(), chat.payload().as_str()), ("chat", r#"{"text":"hi"}"#));
+///
+/// room.close();
+/// assert!(room.is_closed() && room.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+pub struct Room<D = ()> {
+    pub(crate) inner: Arc<RoomInner<D>>,
+}
+
+pub(crate) struct RoomInner<D> {
+    pub(crate) id: Arc<str>,
+    pub(crate) state: Mutex<RoomState<D>>,
+    /// Set once the room's close is complete (its peers closed).
+    reported: AtomicBool,
+    closed_notify: Notify,
+    /// The registry holding this room, if any.
+    registry: Weak<RegistryInner<D>>,
+}
+
+pub(crate) struct RoomState<D> {
+    pub(crate) peers: HashMap<Arc<str>, Peer<D>>,
+    pub(crate) closed: bool,
+}
+
+/// A peer admitted into a room, to start once the room's lock is released.
+pub(crate) struct Admitted<D> {
+    pub(crate) peer: Peer<D>,
+    pub(crate) events: PeerEvents,
+    start: Start,
+    replaced: Option<Peer<D>>,
+}
+
+impl<D> Admitted<D> {
+    /// Closes the peer it replaced, then starts the new one.
+    pub(crate) fn start(self) -> (Peer<D>, PeerEvents) {
+        if let Some(old) = self.replaced {
+            tracing::debug!(peer_id = old.id(), "peer replaced by a new one with its id");
+            old.close();
+        }
+        self.start.spawn();
+        (self.peer, self.events)
+    }
+}
+
+impl<D: Send + Sync + 'static> Default for Room<D> {
+    fn default() -> Self {
+        Room::new()
+    }
+}
+
+impl<D: Send + Sync + 'static> Room<D> {
+    /// An empty room with no id.
+    pub fn new() -> Self {
+        Room::with_id("")
+    }
+
+    /// An empty room with an id, used in logs (rooms from
+    /// [`Rooms`](crate::Rooms) have theirs).
+    pub fn with_id(id: impl Into<String>) -> Self {
+        Room::create(id.into().into(), Weak::new())
+    }
+
+    pub(crate) fn create(id: Arc<str>, registry: Weak<RegistryInner<D>>) -> Self {
+        tracing::debug!(room_id = %id, "room created");
+        Room {
+            inner: Arc::new(RoomInner {
+                id,
+                state: Mutex::new(RoomState {
+                    peers: HashMap::new(),
+                    closed: false,
+                }),
+                reported: AtomicBool::new(false),
+                closed_notify: Notify::new(),
+                registry,
+            }),
+        }
+    }
+
+    /// Creates a peer on `transport` and admits it into the room.
+    ///
+    /// Refuses an empty id ([`CoreError::EmptyId`]), an id already in the
+    /// room ([`CoreError::DuplicateId`]) and a closed room
+    /// ([`CoreError::RoomClosed`]), closing the transport in each case, as
+    /// protoo does. The peer leaves the room by itself when it closes.
+    pub fn create_peer(
+        &self,
+        id: impl Into<String>,
+        transport: Transport,
+        data: D,
+        config: PeerConfig,
+    ) -> Result<(Peer<D>, PeerEvents), CoreError> {
+        self.create_peer_with(id, transport, data, config, DuplicatePolicy::Refuse)
+    }
+
+    /// Like [`Room::create_peer`], but a peer already in the room with this
+    /// id is closed (4000) and replaced by the new one
+    /// ([`DuplicatePolicy::Replace`]). The room never holds two peers with
+    /// one id, and the old peer closing later does not remove the new one.
+    pub fn create_or_replace_peer(
+        &self,
+        id: impl Into<String>,
+        transport: Transport,
+        data: D,
+        config: PeerConfig,
+    ) -> Result<(Peer<D>, PeerEvents), CoreError> {
+        self.create_peer_with(id, transport, data, config, DuplicatePolicy::Replace)
+    }
+
+    /// [`Room::create_peer`] with the given policy for duplicate ids.
+    pub fn create_peer_with(
+        &self,
+        id: impl Into<String>,
+        transport: Transport,
+        data: D,
+        config: PeerConfig,
+        policy: DuplicatePolicy,
+    ) -> Result<(Peer<D>, PeerEvents), CoreError> {
+        let id: String = id.into();
+        if id.is_empty() {
+            transport.close();
+            return Err(CoreError::EmptyId);
+        }
+        let handle = runtime(&transport)?;
+        let admitted = {
+            let mut state = lock(&self.inner.state);
+            self.admit(
+                &mut state,
+                id.into(),
+                transport,
+                data,
+                &config,
+                policy,
+                handle,
+            )
+        };
+        admitted.map(Admitted::start)
+    }
+
+    /// Admits a new peer while the caller holds the room's lock. On failure
+    /// the transport is closed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn admit(
+        &self,
+        state: &mut RoomState<D>,
+        id: Arc<str>,
+        transport: Transport,
+        data: D,
+        config: &PeerConfig,
+        policy: DuplicatePolicy,
+        handle: Handle,
+    ) -> Result<Admitted<D>, CoreError> {
+        if state.closed {
+            transport.close();
+            return Err(CoreError::RoomClosed);
+        }
+        if policy == DuplicatePolicy::Refuse && state.peers.contains_key(&id) {
+            tracing::debug!(room_id = %self.inner.id, peer_id = %id, "duplicate peer id refused");
+            transport.close();
+            return Err(CoreError::DuplicateId(id.to_string()));
+        }
+        let (peer, events, start) = build(
+            id.clone(),
+            Some(self.inner.id.clone()),
+            transport,
+            data,
+            config,
+            handle,
+        );
+        let room = Arc::downgrade(&self.inner);
+        start.core().set_leave(Box::new(move |core: &Arc<Core>| {
+            if let Some(inner) = room.upgrade() {
+                Room { inner }.remove(core);
+            }
+        }));
+        let replaced = state.peers.insert(id, peer.clone());
+        Ok(Admitted {
+            peer,
+            events,
+            start,
+            replaced,
+        })
+    }
+}
+
+impl<D> Room<D> {
+    /// Takes a closed peer out of the room, if it is still the one under its
+    /// id; a registry room left empty is then removed and closed.
+    fn remove(&self, core: &Arc<Core>) {
+        let (removed, now_empty) = {
+            let mut state = lock(&self.inner.state);
+            match state.peers.get(&core.id) {
+                Some(peer) if Arc::ptr_eq(peer.core(), core) => {
+                    let removed = state.peers.remove(&core.id);
+                    (removed, state.peers.is_empty() && !state.closed)
+                }
+                _ => (None, false),
+            }
+        };
+        if removed.is_some() {
+            tracing::debug!(room_id = %self.inner.id, peer_id = %core.id, "peer left the room");
+        }
+        // Dropped outside the lock: it may be the peer's last handle.
+        drop(removed);
+        if now_empty && let Some(registry) = self.inner.registry.upgrade() {
+            registry.remove_if_empty(self);
+        }
+    }
+
+    /// The room id (empty for a room made with [`Room::new`]).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The peer with this id, if it is in the room.
+    pub fn peer(&self, id: &str) -> Option<Peer<D>> {
+        lock(&self.inner.state).peers.get(id).cloned()
+    }
+
+    /// Whether a peer with this id is in the room.
+    pub fn has_peer(&self, id: &str) -> bool {
+        lock(&self.inner.state).peers.contains_key(id)
+    }
+
+    /// The peers in the room, in no particular order.
+    pub fn peers(&self) -> Vec<Peer<D>> {
+        lock(&self.inner.state).peers.values().cloned().collect()
+    }
+
+    /// How many peers are in the room.
+    pub fn len(&self) -> usize {
+        lock(&self.inner.state).peers.len()
+    }
+
+    /// Whether the room has no peers.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.inner.state).peers.is_empty()
+    }
+
+    /// Sends a notification to every peer in the room except those whose id
+    /// is in `except`, returning to how many peers it was queued.
+    ///
+    /// The notification is encoded once and the same bytes are queued to
+    /// each peer. Never waits: a peer whose queue is full closes itself (its
+    /// own byte limit, [`close_code::POLICY_VIOLATION`](protoo_transport::close_code::POLICY_VIOLATION))
+    /// and is skipped; closed peers are skipped.
+    pub fn broadcast(
+        &self,
+        method: &str,
+        data: &(impl Serialize + ?Sized),
+        except: &[&str],
+    ) -> Result<usize, EncodeError> {
+        let frame = encode::notification(method, data)?;
+        Ok(self.broadcast_frame(&frame, except))
+    }
+
+    /// Queues an already-encoded frame to every peer except those in
+    /// `except`; see [`Room::broadcast`].
+    pub fn broadcast_frame(&self, frame: &Frame, except: &[&str]) -> usize {
+        let targets: Vec<Peer<D>> = {
+            let state = lock(&self.inner.state);
+            state
+                .peers
+                .values()
+                .filter(|peer| !except.contains(&peer.id()))
+                .cloned()
+                .collect()
+        };
+        let mut sent = 0;
+        for peer in &targets {
+            if peer.is_closed() {
+                continue;
+            }
+            match peer.send_frame(frame.clone()) {
+                Ok(()) => sent += 1,
+                Err(error) => {
+                    tracing::debug!(room_id = %self.inner.id, peer_id = peer.id(), %error, "broadcast skipped a peer");
+                }
+            }
+        }
+        sent
+    }
+
+    /// Closes the room: no peer is admitted any more, every peer in it is
+    /// closed (4000 `closed by protoo-server`), then the room reports its
+    /// close ([`Room::closed`]). Only the first call has an effect.
+    pub fn close(&self) {
+        let peers = {
+            let mut state = lock(&self.inner.state);
+            if state.closed {
+                return;
+            }
+            state.closed = true;
+            std::mem::take(&mut state.peers)
+        };
+        tracing::debug!(room_id = %self.inner.id, peers = peers.len(), "closing room");
+        for peer in peers.values() {
+            peer.close();
+        }
+        drop(peers);
+        if let Some(registry) = self.inner.registry.upgrade() {
+            registry.forget(self);
+        }
+        self.report_closed();
+    }
+
+    /// Marks the room's close as complete and wakes who waits for it.
+    pub(crate) fn report_closed(&self) {
+        if !self.inner.reported.swap(true, Ordering::AcqRel) {
+            tracing::debug!(room_id = %self.inner.id, "room closed");
+        }
+        self.inner.closed_notify.notify_waiters();
+    }
+
+    /// Whether the room is closed (it takes no new peers).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.inner.state).closed
+    }
+
+    /// Waits until the room is closed and its peers with it.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.inner.closed_notify.notified();
+            if self.inner.reported.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether `a` and `b` are handles to the same room.
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.inner, &b.inner)
+    }
+}
+
+impl<D> Clone for Room<D> {
+    fn clone(&self) -> Self {
+        Room {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<D> PartialEq for Room<D> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl<D> Eq for Room<D> {}
+
+impl<D> fmt::Debug for Room<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.inner.state);
+        f.debug_struct("Room")
+            .field("id", &self.inner.id)
+            .field("peers", &state.peers.len())
+            .field("closed", &state.closed)
+            .finish()
+    }
+}

@@ -1,0 +1,174 @@
+//! Helpers shared by the integration tests: peers over in-memory pairs, raw
+//! frames on the remote end, and a transport that records what it is sent.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use protoo_core::{
+    CloseReason, IncomingNotification, IncomingRequest, Peer, PeerConfig, PeerEvent, PeerEvents,
+};
+use protoo_transport::{
+    Frame, FrameSink, FrameStream, Inbound, Initiator, Transport, TransportError, async_trait,
+    memory,
+};
+use tokio::sync::Notify;
+
+/// An in-memory pair with the default queue limit.
+pub(crate) fn pair() -> (Transport, Transport) {
+    memory::pair(memory::DEFAULT_QUEUE_LIMIT)
+}
+
+/// Two peers connected to each other: ("server", "client").
+pub(crate) fn peers() -> ((Peer, PeerEvents), (Peer, PeerEvents)) {
+    let (a, b) = pair();
+    let server = Peer::new("client-A", a, (), PeerConfig::default()).expect("server peer");
+    let client = Peer::new("server", b, (), PeerConfig::default()).expect("client peer");
+    (server, client)
+}
+
+/// The next event, which must be a request.
+pub(crate) async fn expect_request(events: &mut PeerEvents) -> IncomingRequest {
+    match events.next().await {
+        Some(PeerEvent::Request(request)) => request,
+        other => panic!("expected a request, got {other:?}"),
+    }
+}
+
+/// The next event, which must be a notification.
+pub(crate) async fn expect_notification(events: &mut PeerEvents) -> IncomingNotification {
+    match events.next().await {
+        Some(PeerEvent::Notification(notification)) => notification,
+        other => panic!("expected a notification, got {other:?}"),
+    }
+}
+
+/// The next event, which must be the close; the events end after it.
+pub(crate) async fn expect_closed(events: &mut PeerEvents) -> CloseReason {
+    match events.next().await {
+        Some(PeerEvent::Closed(reason)) => {
+            assert!(events.next().await.is_none(), "an event after Closed");
+            assert!(events.next().await.is_none(), "an event after Closed");
+            reason
+        }
+        other => panic!("expected the close, got {other:?}"),
+    }
+}
+
+/// Skips requests and notifications until the close.
+pub(crate) async fn until_closed(events: &mut PeerEvents) -> CloseReason {
+    loop {
+        match events.next().await {
+            Some(PeerEvent::Closed(reason)) => {
+                assert!(events.next().await.is_none(), "an event after Closed");
+                return reason;
+            }
+            Some(_) => {}
+            None => panic!("events ended without Closed"),
+        }
+    }
+}
+
+/// The next raw frame the remote end receives, as text.
+pub(crate) async fn recv_text(transport: &mut Transport) -> String {
+    match transport.recv().await {
+        Inbound::Text(text) => String::from_utf8(text.to_vec()).expect("utf-8"),
+        Inbound::Closed(reason) => panic!("expected a frame, transport closed: {reason}"),
+    }
+}
+
+/// The next raw frame the remote end receives, as JSON.
+pub(crate) async fn recv_json(transport: &mut Transport) -> serde_json::Value {
+    let text = recv_text(transport).await;
+    serde_json::from_str(&text).expect("JSON frame")
+}
+
+/// Skips frames until the transport reports its close.
+pub(crate) async fn recv_close(transport: &mut Transport) -> CloseReason {
+    loop {
+        if let Inbound::Closed(reason) = transport.recv().await {
+            return reason;
+        }
+    }
+}
+
+/// Sends raw text from the remote end.
+pub(crate) fn send_raw(transport: &Transport, text: &str) {
+    transport
+        .send(Frame::from(text.to_owned()))
+        .expect("raw frame sent");
+}
+
+/// What a [`recording`] transport was sent, and its close.
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    frames: Mutex<Vec<Frame>>,
+    closed: Mutex<Option<(u16, String)>>,
+    notify: Notify,
+}
+
+impl Recorder {
+    pub(crate) fn frames(&self) -> Vec<Frame> {
+        self.frames.lock().unwrap().clone()
+    }
+
+    pub(crate) fn close_code(&self) -> Option<u16> {
+        self.closed.lock().unwrap().as_ref().map(|(code, _)| *code)
+    }
+}
+
+#[derive(Debug)]
+struct RecordingSink(Arc<Recorder>);
+
+impl FrameSink for RecordingSink {
+    fn send(&self, frame: Frame) -> Result<(), TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::Closed(frame));
+        }
+        self.0.frames.lock().unwrap().push(frame);
+        Ok(())
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        let mut closed = self.0.closed.lock().unwrap();
+        if closed.is_none() {
+            *closed = Some((code, reason.to_owned()));
+            self.0.notify.notify_waiters();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.closed.lock().unwrap().is_some()
+    }
+
+    fn queued_bytes(&self) -> usize {
+        0
+    }
+}
+
+#[derive(Debug)]
+struct RecordingStream(Arc<Recorder>);
+
+#[async_trait]
+impl FrameStream for RecordingStream {
+    async fn recv(&mut self) -> Inbound {
+        loop {
+            let notified = self.0.notify.notified();
+            if let Some((code, reason)) = self.0.closed.lock().unwrap().clone() {
+                return Inbound::Closed(CloseReason::new(Some(code), reason, Initiator::Local));
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A transport that keeps every frame it is sent (the very `Frame` values,
+/// so tests can compare buffers) and never receives anything.
+pub(crate) fn recording() -> (Transport, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let transport = Transport::new(
+        RecordingSink(recorder.clone()),
+        RecordingStream(recorder.clone()),
+    );
+    (transport, recorder)
+}

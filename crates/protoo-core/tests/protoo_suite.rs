@@ -1,0 +1,184 @@
+//! The cases of protoo's own suite (versatica/protoo,
+//! `test/__tests__/test-client-server.js`), peer to peer over in-memory
+//! transports: the server peer in a room, the client a peer on the other end.
+//! The connection-level cases (connect, reconnect, connection rejected)
+//! belong to the WebSocket server and are not repeated here.
+
+mod common;
+
+use common::*;
+use protoo_core::{Initiator, Peer, PeerConfig, PeerEvents, Room};
+use serde_json::json;
+
+/// protoo's `beforeEach` and a client connecting as `A`.
+fn connect(room: &Room) -> ((Peer, PeerEvents), (Peer, PeerEvents)) {
+    let (server_side, client_side) = pair();
+    let server = room
+        .create_peer("A", server_side, (), PeerConfig::default())
+        .unwrap();
+    let client = Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
+    (server, client)
+}
+
+#[tokio::test]
+async fn server_peer_joins_and_leaves_the_room() {
+    let room = Room::new();
+    let ((server_peer, _server_events), (client_peer, _client_events)) = connect(&room);
+    assert!(room.has_peer("A"));
+    assert_eq!(room.peers(), vec![server_peer.clone()]);
+    assert!(!server_peer.is_closed());
+
+    client_peer.close();
+    server_peer.closed().await;
+    assert!(server_peer.is_closed());
+    assert!(!room.has_peer("A"));
+    assert_eq!(room.peers(), vec![]);
+}
+
+#[tokio::test]
+async fn client_sends_request_to_server() {
+    let room = Room::new();
+    let ((_server_peer, mut server_events), (client_peer, _client_events)) = connect(&room);
+    let server = tokio::spawn(async move {
+        let request = expect_request(&mut server_events).await;
+        assert_eq!(request.method(), "hello");
+        assert_eq!(request.payload().to_value(), json!({"foo": "bar"}));
+        request.accept(&json!({"text": "hi!"}));
+        server_events
+    });
+    let data = client_peer
+        .request("hello", &json!({"foo": "bar"}))
+        .await
+        .unwrap();
+    assert_eq!(data.to_value(), json!({"text": "hi!"}));
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn client_sends_request_to_server_and_server_rejects_it() {
+    let room = Room::new();
+    let ((_server_peer, mut server_events), (client_peer, _client_events)) = connect(&room);
+    tokio::spawn(async move {
+        expect_request(&mut server_events)
+            .await
+            .reject(503, "WHO KNOWS!");
+        server_events
+    });
+    let error = client_peer
+        .request("hello", &json!({"foo": "bar"}))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(503));
+    assert_eq!(error.reason().as_deref(), Some("WHO KNOWS!"));
+}
+
+#[tokio::test]
+async fn client_sends_request_to_server_and_server_throws() {
+    let room = Room::new();
+    let ((_server_peer, mut server_events), (client_peer, _client_events)) = connect(&room);
+    tokio::spawn(async move {
+        let request = expect_request(&mut server_events).await;
+        let handler = || -> Result<(), std::io::Error> { Err(std::io::Error::other("BOOM!!!")) };
+        request.respond(handler());
+        server_events
+    });
+    let error = client_peer
+        .request("hello", &json!({"foo": "bar"}))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(500));
+    assert!(error.reason().unwrap().contains("BOOM!!!"));
+}
+
+#[tokio::test]
+async fn client_sends_notification_to_server() {
+    let room = Room::new();
+    let ((_server_peer, mut server_events), (client_peer, _client_events)) = connect(&room);
+    client_peer.notify("hello", &json!({"foo": "bar"})).unwrap();
+    let notification = expect_notification(&mut server_events).await;
+    assert_eq!(notification.method(), "hello");
+    assert_eq!(notification.payload().to_value(), json!({"foo": "bar"}));
+}
+
+#[tokio::test]
+async fn server_sends_request_to_client() {
+    let room = Room::new();
+    let ((server_peer, _server_events), (_client_peer, mut client_events)) = connect(&room);
+    tokio::spawn(async move {
+        let request = expect_request(&mut client_events).await;
+        assert_eq!(request.method(), "hello");
+        assert_eq!(request.payload().to_value(), json!({"foo": "bar"}));
+        request.accept(&json!({"text": "hi!"}));
+        client_events
+    });
+    let data = server_peer
+        .request("hello", &json!({"foo": "bar"}))
+        .await
+        .unwrap();
+    assert_eq!(data.to_value(), json!({"text": "hi!"}));
+}
+
+#[tokio::test]
+async fn server_sends_request_to_client_and_client_rejects_it() {
+    let room = Room::new();
+    let ((server_peer, _server_events), (_client_peer, mut client_events)) = connect(&room);
+    tokio::spawn(async move {
+        expect_request(&mut client_events)
+            .await
+            .reject(503, "WHO KNOWS!");
+        client_events
+    });
+    let error = server_peer
+        .request("hello", &json!({"foo": "bar"}))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(503));
+    assert_eq!(error.reason().as_deref(), Some("WHO KNOWS!"));
+}
+
+#[tokio::test]
+async fn server_sends_request_to_client_and_client_throws() {
+    let room = Room::new();
+    let ((server_peer, _server_events), (_client_peer, mut client_events)) = connect(&room);
+    tokio::spawn(async move {
+        let request = expect_request(&mut client_events).await;
+        request.respond::<(), _>(Err("BOOM!!!"));
+        client_events
+    });
+    let error = server_peer
+        .request("hello", &json!({"foo": "bar"}))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(500));
+    assert!(error.reason().unwrap().contains("BOOM!!!"));
+}
+
+#[tokio::test]
+async fn server_sends_notification_to_client() {
+    let room = Room::new();
+    let ((server_peer, _server_events), (_client_peer, mut client_events)) = connect(&room);
+    server_peer.notify("hello", &json!({"foo": "bar"})).unwrap();
+    let notification = expect_notification(&mut client_events).await;
+    assert_eq!(notification.method(), "hello");
+    assert_eq!(notification.payload().to_value(), json!({"foo": "bar"}));
+}
+
+#[tokio::test]
+async fn room_close_closes_client_peer_and_server_peer() {
+    let room = Room::new();
+    let ((server_peer, mut server_events), (client_peer, mut client_events)) = connect(&room);
+    room.close();
+    let server_reason = expect_closed(&mut server_events).await;
+    let client_reason = expect_closed(&mut client_events).await;
+    assert_eq!(
+        (server_reason.code, server_reason.initiator),
+        (Some(4000), Initiator::Local)
+    );
+    assert_eq!(
+        (client_reason.code, client_reason.initiator),
+        (Some(4000), Initiator::Remote)
+    );
+    room.closed().await;
+    assert!(room.is_closed() && room.is_empty());
+    assert!(server_peer.is_closed() && client_peer.is_closed());
+}

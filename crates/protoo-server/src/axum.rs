@@ -1,0 +1,205 @@
+//! Mounting a [`WebSocketServer`] on a route of an axum application: the
+//! Rust counterpart of handing protoo an existing `http.Server`.
+//!
+//! [`WebSocketServer::mounted`] gives a server without a listener of its
+//! own and a [`Mount`] to route to. Connection requests reach the
+//! application through [`WebSocketServer::next_request`] exactly as with a
+//! bound server, with the same checks and limits; the HTTP server stays the
+//! application's (serve it with
+//! `into_make_service_with_connect_info::<SocketAddr>()` for
+//! [`ConnectionRequest::remote_addr`](crate::ConnectionRequest::remote_addr)
+//! to be the client's address).
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use protoo_server::{ServerConfig, WebSocketServer};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let (mut server, mount) = WebSocketServer::mounted(ServerConfig::default());
+//! let app = axum::Router::new()
+//!     .route("/health", axum::routing::get(|| async { "ok" }))
+//!     .route("/protoo", mount.route());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! tokio::spawn(async move {
+//!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+//! });
+//! while let Some(request) = server.next_request().await {
+//!     // accept or reject, as with a bound server
+//! #   drop(request);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use axum::routing::{MethodRouter, get};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use protoo_transport::ws;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tracing::Instrument;
+
+use crate::request::{Decision, RequestHead};
+use crate::server::{Shared, decide, hand_over};
+use crate::{ServerConfig, ServerError, WebSocketServer};
+
+/// The route handler of a mounted [`WebSocketServer`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Mount {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Mount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mount").finish_non_exhaustive()
+    }
+}
+
+impl WebSocketServer {
+    /// A server without a listener, fed by the returned [`Mount`] on a route
+    /// of an axum application.
+    pub fn mounted(config: ServerConfig) -> (WebSocketServer, Mount) {
+        let server = WebSocketServer::unbound(config);
+        let mount = Mount {
+            shared: server.handle().shared.clone(),
+        };
+        (server, mount)
+    }
+}
+
+impl Mount {
+    /// A `GET` route serving protoo WebSocket upgrades.
+    pub fn route<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
+        let mount = self.clone();
+        get(move |request: Request| {
+            let mount = mount.clone();
+            async move { mount.upgrade(request).await }
+        })
+    }
+
+    /// Answers one upgrade request.
+    pub async fn upgrade(&self, mut request: Request) -> Response {
+        let shared = &self.shared;
+        if shared.is_stopped() {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
+        }
+        let counted = shared.enter();
+        if shared.over_limit() {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
+        }
+        let headers = request.headers();
+        let key = match upgrade_key(headers) {
+            Ok(key) => key,
+            Err(reason) => return plain(StatusCode::BAD_REQUEST, reason),
+        };
+        let protoo = protoo_protocol(headers);
+        let remote_addr = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| ([0, 0, 0, 0], 0).into(), |info| info.0);
+        let head = RequestHead {
+            target: request
+                .uri()
+                .path_and_query()
+                .map_or_else(|| request.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
+            headers: headers.clone(),
+            remote_addr,
+            tls: request.uri().scheme_str() == Some("https"),
+        };
+        let deadline = Instant::now() + shared.config.ws.handshake_timeout;
+        let give = match decide(shared, head, protoo.is_some(), deadline).await {
+            Decision::Accept(give) => give,
+            Decision::Reject(status, reason) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                let mut response = plain(status, &reason);
+                if let Ok(value) = HeaderValue::from_str(&reason) {
+                    response.headers_mut().insert("x-websocket-reject-reason", value);
+                }
+                return response;
+            }
+        };
+        let on_upgrade = hyper::upgrade::on(&mut request);
+        let shared = shared.clone();
+        tokio::spawn(
+            async move {
+                let result = match tokio::time::timeout_at(deadline, on_upgrade).await {
+                    Ok(Ok(upgraded)) => {
+                        let (transport, task) =
+                            ws::from_upgraded_task(TokioIo::new(upgraded), Vec::new(), &shared.config.ws).await;
+                        Ok(shared.track(transport, task, counted))
+                    }
+                    Ok(Err(error)) => Err(ServerError::Io(std::io::Error::other(error))),
+                    Err(_) => Err(ServerError::HandshakeTimeout),
+                };
+                hand_over(give, result);
+            }
+            .in_current_span(),
+        );
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = response.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if let Some(Ok(protocol)) = protoo.map(|p| HeaderValue::from_str(&p)) {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+        }
+        response
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a valid WebSocket upgrade request, or why it
+/// is not one.
+fn upgrade_key(headers: &HeaderMap) -> Result<String, &'static str> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") {
+        return Err("missing Upgrade: websocket");
+    }
+    if !has_token(header::CONNECTION, "upgrade") {
+        return Err("missing Connection: upgrade");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()).map(str::trim) != Some("13") {
+        return Err("Sec-WebSocket-Version must be 13");
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .ok_or("missing Sec-WebSocket-Key")
+}
+
+/// The client's spelling of the `protoo` subprotocol, if it asked for it.
+fn protoo_protocol(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .find(|token| token.eq_ignore_ascii_case("protoo"))
+        .map(str::to_owned)
+}
+
+fn plain(status: StatusCode, reason: &str) -> Response {
+    let mut response = Response::new(Body::from(reason.to_owned()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}

@@ -1,0 +1,107 @@
+use std::time::Duration;
+
+use protoo_transport::ws::WsConfig;
+
+/// How a [`WebSocketServer`](crate::WebSocketServer) admits connections.
+///
+/// Every field has a default suited to a public signaling server; change
+/// them with the `with_*` methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use protoo_server::{ServerConfig, WsConfig};
+///
+/// let config = ServerConfig::default()
+///     .with_allowed_origins(["https://app.example.com"])
+///     .with_max_connections(5_000)
+///     .with_handshake_timeout(Duration::from_secs(5))
+///     .with_ws(WsConfig::default().with_max_message_size(256 * 1024));
+/// assert_eq!(config.max_connections, 5_000);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The WebSocket transport's limits (message size, outbound queue,
+    /// keepalive, buffers). Default: [`WsConfig::default`].
+    pub ws: WsConfig,
+    /// Origins allowed to connect (the `Origin` header, compared exactly,
+    /// e.g. `https://app.example.com`); others are refused with 403 before
+    /// the application sees them, against cross-site WebSocket hijacking.
+    /// A request without an `Origin` header (not a browser) is allowed.
+    /// Default: `None`, any origin (protoo's behaviour).
+    pub allowed_origins: Option<Vec<String>>,
+    /// Connections at most, counting those still in their handshake; beyond
+    /// it a new connection is answered 503. Default: 20,000 (one process
+    /// holds that many peers in a few hundred MB).
+    pub max_connections: usize,
+    /// Connection requests waiting for the application's
+    /// [`next_request`](crate::WebSocketServer::next_request); beyond it new
+    /// ones are answered 503 at once. Default: 1024.
+    pub request_backlog: usize,
+    /// How long a graceful shutdown waits for requests already received to
+    /// be answered before it closes every peer with 1001. Default: 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            ws: WsConfig::default(),
+            allowed_origins: None,
+            max_connections: 20_000,
+            request_backlog: 1024,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sets [`ServerConfig::ws`].
+    pub fn with_ws(mut self, ws: WsConfig) -> Self {
+        self.ws = ws;
+        self
+    }
+
+    /// Sets [`ServerConfig::allowed_origins`].
+    pub fn with_allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets [`ServerConfig::max_connections`].
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Sets the handshake timeout ([`WsConfig::handshake_timeout`]): the
+    /// time from TCP accept to the end of the upgrade, including the
+    /// application's decision.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.ws = self.ws.with_handshake_timeout(timeout);
+        self
+    }
+
+    /// Sets [`ServerConfig::request_backlog`].
+    pub fn with_request_backlog(mut self, backlog: usize) -> Self {
+        self.request_backlog = backlog.max(1);
+        self
+    }
+
+    /// Sets [`ServerConfig::shutdown_grace`].
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    pub(crate) fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match (&self.allowed_origins, origin) {
+            (None, _) | (Some(_), None) => true,
+            (Some(allowed), Some(origin)) => allowed.iter().any(|a| a == origin),
+        }
+    }
+}

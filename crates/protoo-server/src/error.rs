@@ -1,0 +1,20 @@
+use thiserror::Error;
+
+/// What can go wrong between a connection request and a peer.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The handshake timeout passed (or the server stopped) before the
+    /// connection could be accepted.
+    #[error("connection request timed out or the server stopped")]
+    HandshakeTimeout,
+    /// Completing the WebSocket upgrade failed.
+    #[error(transparent)]
+    Transport(#[from] protoo_transport::TransportError),
+    /// Admitting the peer failed (empty or duplicate id, room closed).
+    #[error(transparent)]
+    Core(#[from] protoo_core::CoreError),
+    /// Binding or accepting failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,481 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protoo_transport::ws::read_upgrade_request;
+use protoo_transport::{FrameSink, Tracker, TrackerGuard, Transport, close_code};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, timeout_at};
+use tracing::Instrument;
+
+use crate::request::{Decision, RequestHead};
+use crate::{ConnectionRequest, ServerConfig, ServerError};
+
+/// The reason sent with 1001 when the server shuts down.
+pub const SHUTDOWN_REASON: &str = "server shutting down";
+
+/// How long writing an HTTP rejection may take before the socket is dropped.
+const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A protoo WebSocket server: protoo-server's `WebSocketServer`.
+///
+/// [`bind`](WebSocketServer::bind) listens on a TCP address (or, with the
+/// `tls` feature, [`bind_tls`](WebSocketServer::bind_tls) serves `wss://`);
+/// the `axum` feature mounts the same server on a route of an existing axum
+/// application instead. Every connection that passes the protocol checks
+/// becomes a [`ConnectionRequest`] that the application takes with
+/// [`next_request`](WebSocketServer::next_request) and accepts or rejects.
+///
+/// ```
+/// use protoo_server::{Peer, PeerEvent, ServerConfig, WebSocketServer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut server = WebSocketServer::bind("127.0.0.1:0", ServerConfig::default()).await?;
+/// println!("listening on ws://{}/", server.local_addr());
+/// # let handle = server.handle();
+/// # tokio::spawn(async move { handle.shutdown().await });
+/// while let Some(request) = server.next_request().await {
+///     let Some(peer_id) = request.query_param("peerId") else {
+///         request.reject(400, "missing peerId");
+///         continue;
+///     };
+///     tokio::spawn(async move {
+///         let transport = request.accept().await?;
+///         let (_peer, mut events) = Peer::new(peer_id, transport, (), Default::default())?;
+///         while let Some(event) = events.next().await {
+///             if let PeerEvent::Request(request) = event {
+///                 let data = request.payload().clone();
+///                 request.accept(&data); // an echo server
+///             }
+///         }
+///         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+///     });
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct WebSocketServer {
+    local_addr: Option<SocketAddr>,
+    requests: mpsc::Receiver<ConnectionRequest>,
+    handle: ServerHandle,
+}
+
+/// Controls a running [`WebSocketServer`]: stop accepting, shut down
+/// gracefully, wait until every connection has ended. Cheap to clone.
+#[derive(Clone)]
+pub struct ServerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    /// Sender side of the connection requests (None once stopped).
+    requests: Mutex<Option<mpsc::Sender<ConnectionRequest>>>,
+    /// `true` once the server stops accepting.
+    stop: watch::Sender<bool>,
+    /// Set (under `live`'s lock) when the shutdown closes every peer.
+    closing: AtomicBool,
+    /// Every connection task, from TCP accept to the end of the WebSocket.
+    connections: Tracker,
+    /// Requests received from peers and not answered yet.
+    in_flight: Tracker,
+    /// The accepted connections, to close them at shutdown.
+    live: Mutex<HashMap<u64, Arc<dyn FrameSink>>>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<dyn FrameSink>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn request_sender(&self) -> Option<mpsc::Sender<ConnectionRequest>> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Held by a connection's task until the connection ends: counts it, and
+/// forgets its transport at the end.
+pub(crate) struct ConnectionGuard {
+    shared: Arc<Shared>,
+    id: u64,
+    _counted: TrackerGuard,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.shared.lock_live().remove(&self.id);
+    }
+}
+
+impl WebSocketServer {
+    /// Listens on `addr` for `ws://` connections.
+    pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Self::from_listener(listener, config)
+    }
+
+    /// Serves `ws://` connections from a listener the application bound.
+    pub fn from_listener(listener: TcpListener, config: ServerConfig) -> io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let mut server = Self::unbound(config);
+        server.local_addr = Some(local_addr);
+        let shared = server.handle.shared.clone();
+        tokio::spawn(accept_loop(listener, shared, Acceptor::Plain).in_current_span());
+        Ok(server)
+    }
+
+    /// Listens on `addr` for `wss://` connections, with the TLS settings of
+    /// `acceptor` (see [`tls`](crate::tls) for building one from PEM files).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub async fn bind_tls(
+        addr: impl ToSocketAddrs,
+        config: ServerConfig,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let mut server = Self::unbound(config);
+        server.local_addr = Some(local_addr);
+        let shared = server.handle.shared.clone();
+        tokio::spawn(accept_loop(listener, shared, Acceptor::Tls(acceptor)).in_current_span());
+        Ok(server)
+    }
+
+    /// A server with no listener of its own, fed by a mount on another HTTP
+    /// server (the `axum` feature).
+    pub(crate) fn unbound(config: ServerConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.request_backlog.max(1));
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            requests: Mutex::new(Some(tx)),
+            stop,
+            closing: AtomicBool::new(false),
+            connections: Tracker::new(),
+            in_flight: Tracker::new(),
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        });
+        WebSocketServer {
+            local_addr: None,
+            requests: rx,
+            handle: ServerHandle { shared },
+        }
+    }
+
+    /// The address the server listens on (with port 0, the one the system
+    /// chose). For a mounted server, the unspecified address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// The next connection request, or `None` once the server has stopped
+    /// and every request was handed out.
+    pub async fn next_request(&mut self) -> Option<ConnectionRequest> {
+        self.requests.recv().await
+    }
+
+    /// A handle to stop or shut down the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.handle.shared.config
+    }
+}
+
+impl fmt::Debug for WebSocketServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketServer")
+            .field("local_addr", &self.local_addr)
+            .field("handle", &self.handle)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// Stops accepting connections (the listener is closed; new upgrades are
+    /// refused). Connections already accepted go on; connection requests
+    /// still being decided are answered 503. Like protoo's `stop()`, this
+    /// does not close existing peers: see [`ServerHandle::shutdown`].
+    pub fn stop(&self) {
+        self.shared.stop.send_replace(true);
+        self.shared.requests.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Whether [`stop`](ServerHandle::stop) (or a shutdown) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.is_stopped()
+    }
+
+    /// Graceful shutdown: stops accepting, waits (at most
+    /// [`ServerConfig::shutdown_grace`]) until the requests peers already
+    /// sent are answered, closes every peer with 1001 `server shutting down`
+    /// (frames already queued go out first), and returns once every
+    /// connection task has ended.
+    pub async fn shutdown(&self) {
+        self.stop();
+        let grace = self.shared.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.shared.in_flight.idle()).await.is_err() {
+            tracing::warn!(
+                unanswered = self.shared.in_flight.count(),
+                "shutdown grace elapsed with requests unanswered"
+            );
+        }
+        let sinks: Vec<Arc<dyn FrameSink>> = {
+            let live = self.shared.lock_live();
+            self.shared.closing.store(true, Ordering::Release);
+            live.values().cloned().collect()
+        };
+        for sink in sinks {
+            sink.close(close_code::GOING_AWAY, SHUTDOWN_REASON);
+        }
+        self.stopped().await;
+    }
+
+    /// Completes once the server has stopped and every connection task has
+    /// ended.
+    pub async fn stopped(&self) {
+        let mut stop = self.shared.stop.subscribe();
+        let _ = stop.wait_for(|stopped| *stopped).await;
+        self.shared.connections.idle().await;
+    }
+
+    /// Connections open now (including those in their handshake).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.count()
+    }
+
+    /// Requests received from peers and not yet answered.
+    pub fn requests_in_flight(&self) -> usize {
+        self.shared.in_flight.count()
+    }
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("stopped", &self.is_stopped())
+            .field("connections", &self.connections())
+            .field("requests_in_flight", &self.requests_in_flight())
+            .finish()
+    }
+}
+
+enum Acceptor {
+    Plain,
+    #[cfg(feature = "tls")]
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acceptor: Acceptor) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote_addr) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off briefly
+                // instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let counted = shared.enter();
+        let span = tracing::debug_span!("connection", remote = %remote_addr);
+        match &acceptor {
+            Acceptor::Plain => {
+                tokio::spawn(connection(stream, remote_addr, false, shared.clone(), counted).instrument(span));
+            }
+            #[cfg(feature = "tls")]
+            Acceptor::Tls(tls) => {
+                let tls = tls.clone();
+                let shared = shared.clone();
+                tokio::spawn(
+                    async move {
+                        let deadline = Instant::now() + shared.config.ws.handshake_timeout;
+                        match timeout_at(deadline, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => connection(stream, remote_addr, true, shared, counted).await,
+                            Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+    }
+    tracing::debug!("stopped accepting connections");
+}
+
+/// One connection, from TCP accept to the application's decision; then the
+/// WebSocket transport's own task carries it.
+async fn connection<S>(stream: S, remote_addr: SocketAddr, tls: bool, shared: Arc<Shared>, counted: TrackerGuard)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &shared.config;
+    let deadline = Instant::now() + config.ws.handshake_timeout;
+    if shared.over_limit() {
+        tracing::debug!("connection limit reached");
+        let mut stream = stream;
+        let answer = stream.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 20\r\n\r\ntoo many connections",
+        );
+        let _ = tokio::time::timeout(REJECT_WRITE_TIMEOUT, answer).await;
+        return;
+    }
+    let upgrade = match timeout_at(deadline, read_upgrade_request(stream, &config.ws)).await {
+        Ok(Ok(upgrade)) => upgrade,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "bad upgrade request");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("handshake timed out reading the request");
+            return;
+        }
+    };
+    if !upgrade.is_websocket_upgrade() {
+        tracing::debug!(reason = upgrade.upgrade_error(), "not a WebSocket upgrade");
+        // Answered by the transport (400, or 426 for another version).
+        let _ = timeout_at(deadline, upgrade.accept_task(&config.ws)).await;
+        return;
+    }
+    let head = RequestHead {
+        target: upgrade.path_and_query().to_owned(),
+        headers: upgrade.headers().clone(),
+        remote_addr,
+        tls,
+    };
+    match decide(&shared, head, upgrade.wants_protoo(), deadline).await {
+        Decision::Accept(give) => {
+            let result = match timeout_at(deadline, upgrade.accept_task(&shared.config.ws)).await {
+                Ok(Ok((transport, task))) => Ok(shared.track(transport, task, counted)),
+                Ok(Err(error)) => Err(ServerError::Transport(error)),
+                Err(_) => Err(ServerError::HandshakeTimeout),
+            };
+            hand_over(give, result);
+        }
+        Decision::Reject(status, reason) => {
+            tracing::debug!(status, %reason, "connection request rejected");
+            let _ = tokio::time::timeout(REJECT_WRITE_TIMEOUT, upgrade.reject(status, &reason)).await;
+        }
+    }
+}
+
+/// The checks every connection request passes (origin, subprotocol, server
+/// state), then the application's decision, bounded by `deadline`.
+pub(crate) async fn decide(shared: &Shared, head: RequestHead, wants_protoo: bool, deadline: Instant) -> Decision {
+    let reject = |status, reason: &str| Decision::Reject(status, reason.to_owned());
+    let origin = head.headers.get(http::header::ORIGIN).and_then(|o| o.to_str().ok());
+    if !shared.config.origin_allowed(origin) {
+        tracing::debug!(?origin, "origin not allowed");
+        return reject(403, "origin not allowed");
+    }
+    if !wants_protoo {
+        tracing::warn!("invalid/missing Sec-WebSocket-Protocol");
+        return reject(403, "invalid/missing Sec-WebSocket-Protocol");
+    }
+    let Some(requests) = shared.request_sender() else {
+        return reject(503, "server shutting down");
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let sent = requests.try_send(ConnectionRequest::new(head, reply_tx));
+    drop(requests);
+    if let Err(error) = sent {
+        return match error {
+            mpsc::error::TrySendError::Full(_) => reject(503, "server busy"),
+            mpsc::error::TrySendError::Closed(_) => reject(503, "server shutting down"),
+        };
+    }
+    let mut stop = shared.stop.subscribe();
+    let decision = tokio::select! {
+        decision = timeout_at(deadline, reply_rx) => decision,
+        _ = stop.wait_for(|stopped| *stopped) => return reject(503, "server shutting down"),
+    };
+    match decision {
+        Ok(Ok(Decision::Reject(status, reason))) => {
+            // protoo's defaults: 403 `Rejected`.
+            let status = if (400..600).contains(&status) { status } else { 403 };
+            let reason = if reason.is_empty() { "Rejected".to_owned() } else { reason };
+            Decision::Reject(status, reason)
+        }
+        Ok(Ok(accept)) => accept,
+        Ok(Err(_)) => reject(500, "connection request not answered"),
+        Err(_) => reject(503, "connection request timed out"),
+    }
+}
+
+/// Gives the application its transport; closes it if nobody waits for it.
+pub(crate) fn hand_over(give: oneshot::Sender<Result<Transport, ServerError>>, result: Result<Transport, ServerError>) {
+    if let Err(Ok(transport)) = give.send(result) {
+        transport.close();
+    }
+}
+
+impl Shared {
+    /// Over the connection limit (counting the connection asking).
+    pub(crate) fn over_limit(&self) -> bool {
+        self.connections.count() > self.config.max_connections
+    }
+
+    /// Registers an accepted transport (closed with 1001 at shutdown, its
+    /// requests counted for the grace period) and spawns its connection
+    /// task, counted until it ends.
+    pub(crate) fn track(
+        self: &Arc<Self>,
+        transport: Transport,
+        task: protoo_transport::ws::ConnectionTask,
+        counted: TrackerGuard,
+    ) -> Transport {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let guard = ConnectionGuard {
+            shared: self.clone(),
+            id,
+            _counted: counted,
+        };
+        {
+            let mut live = self.lock_live();
+            if self.closing.load(Ordering::Acquire) {
+                transport.close_with(close_code::GOING_AWAY, SHUTDOWN_REASON);
+            } else {
+                live.insert(id, transport.sink().clone());
+            }
+        }
+        tokio::spawn(
+            async move {
+                task.await;
+                drop(guard);
+            }
+            .in_current_span(),
+        );
+        transport.with_request_tracker(self.in_flight.clone())
+    }
+
+    /// Whether the server stopped accepting.
+    pub(crate) fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Counts a connection from its first byte.
+    pub(crate) fn enter(&self) -> TrackerGuard {
+        self.connections.enter()
+    }
+}

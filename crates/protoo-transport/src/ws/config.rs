@@ -1,0 +1,224 @@
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Limits, timers and buffer sizes of WebSocket connections, client and
+/// server side.
+///
+/// Start from [`WsConfig::default`] and change what you need with the
+/// `with_*` methods (or by assigning the public fields):
+///
+/// ```
+/// use std::time::Duration;
+/// use protoo_transport::ws::WsConfig;
+///
+/// let config = WsConfig::default()
+///     .with_max_message_size(256 * 1024)
+///     .with_ping_interval(Some(Duration::from_secs(20)));
+/// assert_eq!(config.max_frame_size, 1 << 20);
+/// ```
+///
+/// # Memory per connection
+///
+/// The defaults are chosen for a signaling server: many peers, mostly idle,
+/// exchanging messages of a few hundred bytes to a few tens of kilobytes. An
+/// idle connection holds its connection task (one tokio task, about 1 KB
+/// with a plain TCP socket: see the crate's README), the read buffer
+/// ([`read_buffer_size`](Self::read_buffer_size), 1 KiB), the part of the
+/// write buffer its largest write needed
+/// ([`write_buffer_size`](Self::write_buffer_size) plus one frame) and a few
+/// hundred bytes of shared state. tungstenite's own defaults (128 KiB read
+/// buffer, allocated eagerly and zero-filled on the first read) cost about
+/// 126 KB per idle connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WsConfig {
+    /// Largest incoming message in bytes (all its fragments together).
+    /// A larger one closes the connection with
+    /// [`close_code::MESSAGE_TOO_BIG`](crate::close_code::MESSAGE_TOO_BIG)
+    /// (1009) as soon as the running total passes the limit, before the
+    /// rest is read.
+    ///
+    /// Default: 1 MiB, the same as protoo-server's WebSocket library
+    /// (websocket-node's `maxReceivedMessageSize`). Signaling messages
+    /// (SDP, RTP capabilities) are far smaller.
+    pub max_message_size: usize,
+    /// Largest incoming frame payload in bytes. A frame whose header
+    /// announces more is refused with 1009 before its payload is read.
+    ///
+    /// Default: 1 MiB, the same as the message limit. websocket-node uses
+    /// 64 KiB, but browsers send each message as one frame, so a frame limit
+    /// below the message limit would only refuse messages the message limit
+    /// allows.
+    pub max_frame_size: usize,
+    /// Byte limit of a peer's outbound queue (frame text plus
+    /// [`FRAME_OVERHEAD`](crate::FRAME_OVERHEAD) per frame). A send that
+    /// would pass it closes the connection with
+    /// [`close_code::POLICY_VIOLATION`](crate::close_code::POLICY_VIOLATION)
+    /// (1008, `outbound queue limit exceeded`) and frees the queue at once.
+    ///
+    /// Default: 4 MiB: several seconds of a busy room for a peer on a slow
+    /// link, while a peer that stopped reading costs at most this much (plus
+    /// one batch being written, at most 64 KiB).
+    pub max_queued_bytes: usize,
+    /// How often to send a keepalive ping; `None` disables keepalive.
+    ///
+    /// Default: 60 s, like protoo-server (`keepaliveInterval`). Pings keep
+    /// NAT and proxy mappings alive and find dead peers.
+    pub ping_interval: Option<Duration>,
+    /// How long to wait, after a keepalive ping, for any frame (the pong or
+    /// anything else). When nothing arrives the peer is considered dead: the
+    /// connection is dropped without a close handshake and reports
+    /// `CloseReason { code: None, reason: "keepalive timeout", initiator: Local }`.
+    /// Time during which this side stopped reading (its reader is behind) is
+    /// never held against the peer.
+    ///
+    /// Default: 30 s: long enough for a congested mobile link, short enough
+    /// that a vanished peer leaves its room within 90 s.
+    pub pong_timeout: Duration,
+    /// How long a closing connection waits for the remote's close frame
+    /// (after its own close frame and the frames queued before it were
+    /// written), or for a peer to finish the close handshake, before
+    /// dropping the socket.
+    ///
+    /// Default: 5 s, websocket-node's `closeTimeout`.
+    pub close_timeout: Duration,
+    /// Read buffer size in bytes: allocated when the connection starts, and
+    /// the most read from the socket in one call.
+    ///
+    /// Default: 1 KiB. tungstenite allocates the read buffer eagerly and
+    /// zero-fills it on the first read, so every idle connection holds it;
+    /// at 1 KiB one read still takes several typical signaling messages,
+    /// and larger messages are read in 1 KiB steps into a buffer sized for
+    /// them once their header is known. The buffer keeps the allocation
+    /// size it started with (values below 1 KiB would make it read frame
+    /// headers 14 bytes at a time after the first message, so they are
+    /// raised to 1 KiB).
+    pub read_buffer_size: usize,
+    /// Bytes of outgoing frames gathered before they are written to the
+    /// socket. The connection task writes every queued frame and then
+    /// flushes once, so this bounds how many small frames go out in one
+    /// write call.
+    ///
+    /// Default: 2 KiB: about ten typical notifications per write call. The
+    /// write buffer keeps the largest size it reached (up to this plus one
+    /// frame), so a larger value costs memory on every peer that ever
+    /// received a burst. `0` writes each frame with its own call.
+    pub write_buffer_size: usize,
+    /// How long the server side waits for the upgrade request and answers
+    /// it, and the client side for connecting, TLS and the handshake. The
+    /// server facade applies it around
+    /// [`read_upgrade_request`](super::read_upgrade_request) and the
+    /// decision; [`connect`](super::connect) applies it itself.
+    ///
+    /// Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// Largest HTTP upgrade request head (request line and headers) the
+    /// server reads, in bytes; a larger one is answered with 431.
+    ///
+    /// Default: 16 KiB: browsers' upgrade requests with cookies are a few
+    /// KiB; the limit keeps a slow or hostile client from making the server
+    /// buffer more.
+    pub max_handshake_bytes: usize,
+}
+
+/// The smallest read buffer we configure; see
+/// [`WsConfig::read_buffer_size`].
+const MIN_READ_BUFFER: usize = 1024;
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
+            max_queued_bytes: 4 << 20,
+            ping_interval: Some(Duration::from_secs(60)),
+            pong_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(5),
+            read_buffer_size: 1024,
+            write_buffer_size: 2048,
+            handshake_timeout: Duration::from_secs(10),
+            max_handshake_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl WsConfig {
+    /// Sets [`max_message_size`](Self::max_message_size).
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`max_frame_size`](Self::max_frame_size).
+    pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets [`max_queued_bytes`](Self::max_queued_bytes).
+    pub fn with_max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes;
+        self
+    }
+
+    /// Sets [`ping_interval`](Self::ping_interval) (`None` disables
+    /// keepalive).
+    pub fn with_ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Sets [`pong_timeout`](Self::pong_timeout).
+    pub fn with_pong_timeout(mut self, timeout: Duration) -> Self {
+        self.pong_timeout = timeout;
+        self
+    }
+
+    /// Sets [`close_timeout`](Self::close_timeout).
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`read_buffer_size`](Self::read_buffer_size).
+    pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = bytes;
+        self
+    }
+
+    /// Sets [`write_buffer_size`](Self::write_buffer_size).
+    pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
+        self.write_buffer_size = bytes;
+        self
+    }
+
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_handshake_bytes`](Self::max_handshake_bytes).
+    pub fn with_max_handshake_bytes(mut self, bytes: usize) -> Self {
+        self.max_handshake_bytes = bytes;
+        self
+    }
+
+    /// The tungstenite configuration for these settings.
+    pub(crate) fn tungstenite(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_size.max(MIN_READ_BUFFER))
+            // tungstenite requires max_write_buffer_size > write_buffer_size.
+            .write_buffer_size(self.write_buffer_size.min(usize::MAX - 1))
+            // The write buffer only grows past write_buffer_size + one frame
+            // while the socket refuses data, and the connection task waits
+            // for it to drain before it adds more; the outbound queue is the
+            // real bound.
+            .max_write_buffer_size(usize::MAX)
+            .max_message_size(Some(self.max_message_size))
+            // A single frame larger than the message limit is refused from
+            // its header too, instead of being read first.
+            .max_frame_size(Some(self.max_frame_size.min(self.max_message_size)))
+    }
+}

@@ -1,0 +1,274 @@
+//! A multi-room signaling server shaped like mediasoup-demo's use of protoo.
+//!
+//! ```sh
+//! cargo run --release --example room -- --listen 127.0.0.1:4443
+//! ```
+//!
+//! Clients connect to `ws://HOST:PORT/?roomId=R&peerId=P` with the `protoo`
+//! subprotocol (the JavaScript `protoo-client` does). Rooms are created on
+//! demand and removed when their last peer leaves; a second connection with
+//! a peer id already in the room replaces the old peer.
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `join {displayName}` | `{peers: [{id, displayName}]}` (the other joined peers); the others get `newPeer {id, displayName}` |
+//! | `chat {text}` | `{}`; the others get `chat {peerId, text}` |
+//! | `echo` | the request's data, unchanged |
+//! | `broadcast` | `{}`; the others get `chat` with the request's data unchanged |
+//! | `ask {method, data}` | sends that request back to the same peer; `{response}` or its error |
+//! | `fail {code, reason}` | that error |
+//! | `crash` | the handler fails: 500 |
+//! | `kick` | `{}`, then the server closes the peer (4000) |
+//! | anything else | 404 |
+//!
+//! A notification `chat {text}` is relayed like the request. When a peer
+//! leaves, the others get `peerClosed {peerId}`. This example is the contract
+//! the interop suites and the benchmarks run against.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use clap::Parser;
+use protoo_server::{
+    ConnectionRequest, DuplicatePolicy, ErrorData, IncomingNotification, IncomingRequest, Payload,
+    Peer, PeerConfig, PeerEvent, PeerEvents, Room, Rooms, ServerConfig, WebSocketServer, WsConfig,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// The room example server.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4443")]
+    listen: SocketAddr,
+    /// Largest incoming message in bytes (default: the transport's, 1 MiB).
+    #[arg(long)]
+    max_message_size: Option<usize>,
+    /// Outbound queue limit per peer in bytes (default: 4 MiB).
+    #[arg(long)]
+    max_queue: Option<usize>,
+    /// Keepalive ping interval in seconds (default: 60).
+    #[arg(long)]
+    ping_interval: Option<u64>,
+}
+
+/// What the server keeps per peer.
+#[derive(Debug, Default)]
+struct PeerState {
+    /// Set by `join`: the peer is listed to others from then on.
+    display_name: Mutex<Option<String>>,
+}
+
+impl PeerState {
+    fn display_name(&self) -> Option<String> {
+        self.display_name.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+
+    let mut ws = WsConfig::default();
+    if let Some(size) = args.max_message_size {
+        ws = ws.with_max_message_size(size).with_max_frame_size(size);
+    }
+    if let Some(bytes) = args.max_queue {
+        ws = ws.with_max_queued_bytes(bytes);
+    }
+    if let Some(secs) = args.ping_interval {
+        ws = ws.with_ping_interval(Some(Duration::from_secs(secs)));
+    }
+    let mut server = WebSocketServer::bind(args.listen, ServerConfig::default().with_ws(ws)).await?;
+    println!("listening on ws://{}/", server.local_addr());
+
+    let handle = server.handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        handle.shutdown().await;
+    });
+
+    let rooms: Rooms<PeerState> = Rooms::new();
+    while let Some(request) = server.next_request().await {
+        tokio::spawn(admit(request, rooms.clone()));
+    }
+    server.handle().stopped().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Accepts a connection into its room, or rejects it with 400.
+async fn admit(request: ConnectionRequest, rooms: Rooms<PeerState>) {
+    let param = |name| request.query_param(name).filter(|value| !value.is_empty());
+    let (Some(room_id), Some(peer_id)) = (param("roomId"), param("peerId")) else {
+        request.reject(400, "missing roomId or peerId");
+        return;
+    };
+    let Ok(transport) = request.accept().await else {
+        return;
+    };
+    let admitted = rooms.create_peer(
+        &room_id,
+        peer_id,
+        transport,
+        PeerState::default(),
+        PeerConfig::default(),
+        DuplicatePolicy::Replace,
+    );
+    match admitted {
+        Ok((room, peer, events)) => run_peer(room, peer, events).await,
+        Err(error) => tracing::warn!(%error, "peer refused"),
+    }
+}
+
+/// The per-peer loop: every request and notification of one peer, in order.
+async fn run_peer(room: Room<PeerState>, peer: Peer<PeerState>, mut events: PeerEvents) {
+    while let Some(event) = events.next().await {
+        match event {
+            PeerEvent::Request(request) => handle_request(&room, &peer, request),
+            PeerEvent::Notification(notification) => handle_notification(&room, &peer, notification),
+            PeerEvent::Closed(_) => {
+                let _ = room.broadcast("peerClosed", &json!({ "peerId": peer.id() }), &[peer.id()]);
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Join {
+    #[serde(rename = "displayName", default)]
+    display_name: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PeerInfo {
+    id: String,
+    #[serde(rename = "displayName")]
+    display_name: String,
+}
+
+#[derive(Deserialize)]
+struct Chat {
+    #[serde(default)]
+    text: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct Ask {
+    method: String,
+    #[serde(default)]
+    data: Payload,
+}
+
+#[derive(Deserialize)]
+struct Fail {
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+fn handle_request(room: &Room<PeerState>, peer: &Peer<PeerState>, request: IncomingRequest) {
+    match request.method() {
+        "echo" => {
+            let data = request.payload().clone();
+            request.accept(&data);
+        }
+        "broadcast" => {
+            let result = room.broadcast("chat", request.payload(), &[peer.id()]);
+            request.respond(result.map(|_| json!({})));
+        }
+        "chat" => match request.data::<Chat>() {
+            Ok(chat) => {
+                let data = json!({ "peerId": peer.id(), "text": chat.text });
+                let result = room.broadcast("chat", &data, &[peer.id()]);
+                request.respond(result.map(|_| json!({})));
+            }
+            Err(error) => request.reject(400, error.to_string()),
+        },
+        "join" => {
+            let display_name = request
+                .data::<Join>()
+                .ok()
+                .and_then(|join| join.display_name)
+                .unwrap_or_default();
+            *peer.data().display_name.lock().unwrap_or_else(|e| e.into_inner()) = Some(display_name.clone());
+            let peers: Vec<PeerInfo> = room
+                .peers()
+                .into_iter()
+                .filter(|other| other.id() != peer.id())
+                .filter_map(|other| {
+                    Some(PeerInfo {
+                        id: other.id().to_owned(),
+                        display_name: other.data().display_name()?,
+                    })
+                })
+                .collect();
+            request.accept(&json!({ "peers": peers }));
+            let _ = room.broadcast(
+                "newPeer",
+                &json!({ "id": peer.id(), "displayName": display_name }),
+                &[peer.id()],
+            );
+        }
+        "ask" => {
+            let ask = match request.data::<Ask>() {
+                Ok(ask) => ask,
+                Err(error) => return request.reject(400, error.to_string()),
+            };
+            // The answer comes from the same peer: wait for it in a task of
+            // its own so this loop goes on reading.
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                match peer.request(&ask.method, &ask.data).await {
+                    Ok(response) => request.accept(&json!({ "response": response })),
+                    Err(error) => match error.error_data() {
+                        Some(data) => request.reject_with(data.clone()),
+                        None => request.reject_with(ErrorData::new(500, error.to_string())),
+                    },
+                }
+            });
+        }
+        "fail" => match request.data::<Fail>() {
+            Ok(fail) => request.reject(fail.code, fail.reason),
+            Err(error) => request.reject(400, error.to_string()),
+        },
+        "crash" => request.respond::<(), _>(Err("handler failed on purpose")),
+        "kick" => {
+            request.accept(&());
+            peer.close();
+        }
+        _ => request.reject(404, "unknown method"),
+    }
+}
+
+fn handle_notification(room: &Room<PeerState>, peer: &Peer<PeerState>, notification: IncomingNotification) {
+    if notification.method() == "chat" {
+        if let Ok(chat) = notification.data::<Chat>() {
+            let _ = room.broadcast("chat", &json!({ "peerId": peer.id(), "text": chat.text }), &[peer.id()]);
+        }
+    }
+}
