@@ -12,7 +12,9 @@ use protoo_server::{Peer, PeerConfig, PeerEvent, ServerConfig, WebSocketServer};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:4444".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:4444".into());
     let mut server = WebSocketServer::bind(addr, ServerConfig::default()).await?;
     println!("listening on ws://{}/", server.local_addr());
 
@@ -21,8 +23,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         next_id += 1;
         let peer_id = format!("peer-{next_id}");
         tokio::spawn(async move {
-            let Ok(transport) = request.accept().await else { return };
-            let Ok((_peer, mut events)) = Peer::new(peer_id, transport, (), PeerConfig::default()) else {
+            let Ok(transport) = request.accept().await else {
+                return;
+            };
+            let Ok((_peer, mut events)) = Peer::new(peer_id, transport, (), PeerConfig::default())
+            else {
                 return;
             };
             while let Some(event) = events.next().await {

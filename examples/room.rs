@@ -63,7 +63,10 @@ struct PeerState {
 
 impl PeerState {
     fn display_name(&self) -> Option<String> {
-        self.display_name.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.display_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -86,7 +89,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(secs) = args.ping_interval {
         ws = ws.with_ping_interval(Some(Duration::from_secs(secs)));
     }
-    let mut server = WebSocketServer::bind(args.listen, ServerConfig::default().with_ws(ws)).await?;
+    let mut server =
+        WebSocketServer::bind(args.listen, ServerConfig::default().with_ws(ws)).await?;
     println!("listening on ws://{}/", server.local_addr());
 
     let handle = server.handle();
@@ -150,7 +154,9 @@ async fn run_peer(room: Room<PeerState>, peer: Peer<PeerState>, mut events: Peer
     while let Some(event) = events.next().await {
         match event {
             PeerEvent::Request(request) => handle_request(&room, &peer, request),
-            PeerEvent::Notification(notification) => handle_notification(&room, &peer, notification),
+            PeerEvent::Notification(notification) => {
+                handle_notification(&room, &peer, notification)
+            }
             PeerEvent::Closed(_) => {
                 let _ = room.broadcast("peerClosed", &json!({ "peerId": peer.id() }), &[peer.id()]);
             }
@@ -215,7 +221,11 @@ fn handle_request(room: &Room<PeerState>, peer: &Peer<PeerState>, request: Incom
                 .ok()
                 .and_then(|join| join.display_name)
                 .unwrap_or_default();
-            *peer.data().display_name.lock().unwrap_or_else(|e| e.into_inner()) = Some(display_name.clone());
+            *peer
+                .data()
+                .display_name
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(display_name.clone());
             let peers: Vec<PeerInfo> = room
                 .peers()
                 .into_iter()
@@ -265,10 +275,16 @@ fn handle_request(room: &Room<PeerState>, peer: &Peer<PeerState>, request: Incom
     }
 }
 
-fn handle_notification(room: &Room<PeerState>, peer: &Peer<PeerState>, notification: IncomingNotification) {
-    if notification.method() == "chat" {
-        if let Ok(chat) = notification.data::<Chat>() {
-            let _ = room.broadcast("chat", &json!({ "peerId": peer.id(), "text": chat.text }), &[peer.id()]);
-        }
+fn handle_notification(
+    room: &Room<PeerState>,
+    peer: &Peer<PeerState>,
+    notification: IncomingNotification,
+) {
+    if notification.method() != "chat" {
+        return;
+    }
+    if let Ok(chat) = notification.data::<Chat>() {
+        let data = json!({ "peerId": peer.id(), "text": chat.text });
+        let _ = room.broadcast("chat", &data, &[peer.id()]);
     }
 }

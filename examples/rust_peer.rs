@@ -67,10 +67,14 @@ async fn main() -> std::process::ExitCode {
         while let Some(event) = events.next().await {
             match event {
                 PeerEvent::Request(request) => {
-                    print(json!({ "event": "request", "method": request.method(), "data": request.payload() }));
+                    print(
+                        json!({ "event": "request", "method": request.method(), "data": request.payload() }),
+                    );
                     match request.method() {
                         "add" => {
-                            let sum = request.data::<Add>().map(|add| json!({ "sum": add.a + add.b }));
+                            let sum = request
+                                .data::<Add>()
+                                .map(|add| json!({ "sum": add.a + add.b }));
                             request.respond(sum);
                         }
                         "deny" => request.reject(403, "denied"),
@@ -86,7 +90,9 @@ async fn main() -> std::process::ExitCode {
                     }));
                 }
                 PeerEvent::Closed(reason) => {
-                    print(json!({ "event": "closed", "code": reason.code, "reason": reason.reason }));
+                    print(
+                        json!({ "event": "closed", "code": reason.code, "reason": reason.reason }),
+                    );
                     return true;
                 }
             }
@@ -96,7 +102,9 @@ async fn main() -> std::process::ExitCode {
     match tokio::time::timeout(GIVE_UP, handle_events).await {
         Ok(true) => std::process::ExitCode::SUCCESS,
         _ => {
-            print(json!({ "event": "error", "message": "the server did not close the connection" }));
+            print(
+                json!({ "event": "error", "message": "the server did not close the connection" }),
+            );
             std::process::ExitCode::FAILURE
         }
     }
@@ -127,7 +135,9 @@ fn respond_line(method: &str, result: Result<protoo_server::Payload, RequestErro
                 "errorCode": raw(error.raw_code()), "errorReason": raw(error.raw_reason()),
             })
         }
-        Err(error) => json!({ "event": "response", "method": method, "ok": false, "error": error.to_string() }),
+        Err(error) => {
+            json!({ "event": "response", "method": method, "ok": false, "error": error.to_string() })
+        }
     };
     print(line);
 }

@@ -48,11 +48,21 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         println!("bench: tests/interop/node_modules missing: smoke runs against protoo-rs only");
     }
 
-    step("build protoo-bench", cargo(&root).args(["build", "--release", "-p", "protoo-bench"]))?;
+    step(
+        "build protoo-bench",
+        cargo(&root).args(["build", "--release", "-p", "protoo-bench"]),
+    )?;
     if want_ours {
         step(
             "build the room example",
-            cargo(&root).args(["build", "--release", "-p", "protoo-examples", "--example", "room"]),
+            cargo(&root).args([
+                "build",
+                "--release",
+                "-p",
+                "protoo-examples",
+                "--example",
+                "room",
+            ]),
         )?;
     }
     if with_anchor && !node_ready {
@@ -126,7 +136,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} run(s) failed:\n  {}", failures.len(), failures.join("\n  ")))
+        Err(format!(
+            "{} run(s) failed:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        ))
     }
 }
 
@@ -190,7 +204,10 @@ impl Opts {
                     let list: Vec<String> = v.split(',').map(|s| s.trim().to_lowercase()).collect();
                     for s in &list {
                         if !ALL.contains(&s.as_str()) {
-                            return Err(format!("--scenarios: unknown {s} (known: {})", ALL.join(",")));
+                            return Err(format!(
+                                "--scenarios: unknown {s} (known: {})",
+                                ALL.join(",")
+                            ));
                         }
                     }
                     o.scenarios = Some(list);
@@ -230,13 +247,39 @@ fn scenarios(o: &Opts) -> Vec<Scenario> {
     };
     let mut list = if o.smoke {
         vec![
-            sc("s1", "S1 echo, 1 client x 1 in flight", &["--scenario", "s1", "--duration", "0.3", "--warmup", "0.1"]),
+            sc(
+                "s1",
+                "S1 echo, 1 client x 1 in flight",
+                &["--scenario", "s1", "--duration", "0.3", "--warmup", "0.1"],
+            ),
             sc(
                 "s3",
                 "S3 broadcast, room of 10",
-                &["--scenario", "s3", "--peers", "10", "--duration", "0.3", "--warmup", "0.1"],
+                &[
+                    "--scenario",
+                    "s3",
+                    "--peers",
+                    "10",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
             ),
-            sc("s5", "S5 churn, 2 concurrent", &["--scenario", "s5", "--clients", "2", "--duration", "0.3", "--warmup", "0.1"]),
+            sc(
+                "s5",
+                "S5 churn, 2 concurrent",
+                &[
+                    "--scenario",
+                    "s5",
+                    "--clients",
+                    "2",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
             sc(
                 "s6",
                 "S6 stalled member, 300 x 1 KB",
@@ -245,18 +288,46 @@ fn scenarios(o: &Opts) -> Vec<Scenario> {
         ]
     } else {
         vec![
-            sc("s1", "S1 echo, 1 client x 1 in flight", &["--scenario", "s1", "--duration", &d]),
-            sc("s2", "S2 echo, 50 clients x 4 in flight", &["--scenario", "s2", "--duration", &d]),
-            sc("s3", "S3 broadcast, room of 100", &["--scenario", "s3", "--peers", "100", "--duration", &d]),
-            sc("s3k", "S3 broadcast, room of 1000", &["--scenario", "s3", "--peers", "1000", "--duration", &d]),
-            sc("s4", "S4 10,000 idle peers", &["--scenario", "s4", "--peers", "10000"]),
-            sc("s5", "S5 churn: connect, echo, close; 8 concurrent", &["--scenario", "s5", "--clients", "8", "--duration", &d]),
+            sc(
+                "s1",
+                "S1 echo, 1 client x 1 in flight",
+                &["--scenario", "s1", "--duration", &d],
+            ),
+            sc(
+                "s2",
+                "S2 echo, 50 clients x 4 in flight",
+                &["--scenario", "s2", "--duration", &d],
+            ),
+            sc(
+                "s3",
+                "S3 broadcast, room of 100",
+                &["--scenario", "s3", "--peers", "100", "--duration", &d],
+            ),
+            sc(
+                "s3k",
+                "S3 broadcast, room of 1000",
+                &["--scenario", "s3", "--peers", "1000", "--duration", &d],
+            ),
+            sc(
+                "s4",
+                "S4 10,000 idle peers",
+                &["--scenario", "s4", "--peers", "10000"],
+            ),
+            sc(
+                "s5",
+                "S5 churn: connect, echo, close; 8 concurrent",
+                &["--scenario", "s5", "--clients", "8", "--duration", &d],
+            ),
             sc(
                 "s6",
                 "S6 stalled member, 50,000 x 1 KB broadcast",
                 &["--scenario", "s6", "--messages", "50000", "--size", "1024"],
             ),
-            sc("s7", "S7 15,000 concurrent peers", &["--scenario", "s7", "--peers", "15000"]),
+            sc(
+                "s7",
+                "S7 15,000 concurrent peers",
+                &["--scenario", "s7", "--peers", "15000"],
+            ),
         ]
     };
     for s in &mut list {
@@ -348,7 +419,10 @@ impl Server {
         let (tx, rx) = mpsc::channel::<String>();
         std::thread::spawn(move || {
             // Keeps draining stdout for the server's whole life.
-            for line in BufReader::new(stdout).lines().map_while(std::result::Result::ok) {
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
                 let _ = tx.send(line);
             }
         });
@@ -359,7 +433,12 @@ impl Server {
         server.wait_listening(rx, kind, log)
     }
 
-    fn wait_listening(mut self, rx: mpsc::Receiver<String>, kind: &ServerKind, log: &Path) -> Result<Server> {
+    fn wait_listening(
+        mut self,
+        rx: mpsc::Receiver<String>,
+        kind: &ServerKind,
+        log: &Path,
+    ) -> Result<Server> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
@@ -379,10 +458,17 @@ impl Server {
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("{} exited ({status}) before listening (log: {})", kind.name(), log.display()));
+                return Err(format!(
+                    "{} exited ({status}) before listening (log: {})",
+                    kind.name(),
+                    log.display()
+                ));
             }
             if Instant::now() > deadline {
-                return Err(format!("{} did not print `listening on` within 30 s", kind.name()));
+                return Err(format!(
+                    "{} did not print `listening on` within 30 s",
+                    kind.name()
+                ));
             }
         }
     }
@@ -415,7 +501,8 @@ impl Drop for Server {
 
 /// A port that was free a moment ago on 127.0.0.1.
 fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+    let l =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
@@ -461,7 +548,11 @@ fn run_one(sc: &Scenario, kind: &ServerKind, bench: &Path, logs: &Path, opts: &O
         server.pid().to_string(),
     ];
     args.extend(sc.args.iter().cloned());
-    let limit = Duration::from_secs_f64(if opts.smoke { 60.0 } else { 300.0 + opts.duration * 2.0 });
+    let limit = Duration::from_secs_f64(if opts.smoke {
+        60.0
+    } else {
+        300.0 + opts.duration * 2.0
+    });
     let result = run_bench(bench, &args, limit);
     drop(server);
     outcome(result)
@@ -488,7 +579,10 @@ fn run_bench(bench: &Path, args: &[String], limit: Duration) -> Result<Parsed> {
             Ok(None) if Instant::now() > deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("protoo-bench still running after {} s: killed", limit.as_secs()));
+                return Err(format!(
+                    "protoo-bench still running after {} s: killed",
+                    limit.as_secs()
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
             Err(e) => return Err(format!("wait: {e}")),
@@ -562,56 +656,203 @@ fn rows(key: &str) -> Vec<Row> {
         target,
     };
     let cpu = |unit| r(unit, "srv_cpu_us_per_op", 1.0, 2, Lower, Target::None);
-    let load = r("server / client CPU, % of a core", "@cpu", 1.0, 0, Neither, Target::None);
+    let load = r(
+        "server / client CPU, % of a core",
+        "@cpu",
+        1.0,
+        0,
+        Neither,
+        Target::None,
+    );
     match key {
         "s1" => vec![
-            r("latency p50 (µs)", "p50_us", 1.0, 1, Lower, Target::NotAboveAnchor),
+            r(
+                "latency p50 (µs)",
+                "p50_us",
+                1.0,
+                1,
+                Lower,
+                Target::NotAboveAnchor,
+            ),
             r("latency p99 (µs)", "p99_us", 1.0, 1, Lower, Target::None),
             r("requests/s", "rate", 1.0, 0, Higher, Target::None),
             cpu("server CPU per request (µs)"),
             load,
         ],
         "s2" => vec![
-            r("requests/s", "rate", 1.0, 0, Higher, Target::RatioAtLeast(3.0)),
+            r(
+                "requests/s",
+                "rate",
+                1.0,
+                0,
+                Higher,
+                Target::RatioAtLeast(3.0),
+            ),
             r("latency p50 (µs)", "p50_us", 1.0, 1, Lower, Target::None),
             r("latency p99 (µs)", "p99_us", 1.0, 1, Lower, Target::None),
             cpu("server CPU per request (µs)"),
-            r("server RSS (MB)", "srv_rss_kb", 1024.0, 1, Lower, Target::None),
+            r(
+                "server RSS (MB)",
+                "srv_rss_kb",
+                1024.0,
+                1,
+                Lower,
+                Target::None,
+            ),
             load,
         ],
         "s3" | "s3k" => vec![
-            r("deliveries/s", "rate", 1.0, 0, Higher, Target::RatioAtLeast(5.0)),
-            r("send→receive p50 (µs)", "p50_us", 1.0, 0, Lower, Target::None),
-            r("send→receive p99 (µs)", "p99_us", 1.0, 0, Lower, Target::None),
+            r(
+                "deliveries/s",
+                "rate",
+                1.0,
+                0,
+                Higher,
+                Target::RatioAtLeast(5.0),
+            ),
+            r(
+                "send→receive p50 (µs)",
+                "p50_us",
+                1.0,
+                0,
+                Lower,
+                Target::None,
+            ),
+            r(
+                "send→receive p99 (µs)",
+                "p99_us",
+                1.0,
+                0,
+                Lower,
+                Target::None,
+            ),
             cpu("server CPU per delivery (µs)"),
-            r("delivered to every receiver (%)", "delivered_pct", 1.0, 2, Higher, Target::AtLeast(100.0)),
+            r(
+                "delivered to every receiver (%)",
+                "delivered_pct",
+                1.0,
+                2,
+                Higher,
+                Target::AtLeast(100.0),
+            ),
             load,
         ],
         "s4" => vec![
-            r("server RSS per idle peer (KB)", "rss_per_peer_bytes", 1000.0, 1, Lower, Target::AtMost(5.0)),
-            r("peers connected and echoed", "peers_ok", 1.0, 0, Higher, Target::None),
-            r("connections/s while filling", "rate", 1.0, 0, Higher, Target::None),
+            r(
+                "server RSS per idle peer (KB)",
+                "rss_per_peer_bytes",
+                1000.0,
+                1,
+                Lower,
+                Target::AtMost(5.0),
+            ),
+            r(
+                "peers connected and echoed",
+                "peers_ok",
+                1.0,
+                0,
+                Higher,
+                Target::None,
+            ),
+            r(
+                "connections/s while filling",
+                "rate",
+                1.0,
+                0,
+                Higher,
+                Target::None,
+            ),
             cpu("server CPU per connection (µs)"),
         ],
         "s5" => vec![
-            r("connections/s (connect, echo, close)", "rate", 1.0, 0, Higher, Target::RatioAtLeast(3.0)),
+            r(
+                "connections/s (connect, echo, close)",
+                "rate",
+                1.0,
+                0,
+                Higher,
+                Target::RatioAtLeast(3.0),
+            ),
             r("cycle p50 (µs)", "p50_us", 1.0, 0, Lower, Target::None),
             r("cycle p99 (µs)", "p99_us", 1.0, 0, Lower, Target::None),
             cpu("server CPU per connection (µs)"),
             load,
         ],
         "s6" => vec![
-            r("server RSS growth, peak (MB)", "srv_rss_growth_kb", 1024.0, 1, Lower, Target::AtMost(2.0 * S6_QUEUE as f64 / 1048576.0)),
-            r("delivered to every reader (%)", "delivered_pct", 1.0, 2, Higher, Target::AtLeast(100.0)),
-            r("stalled member: notifications received", "stalled_received", 1.0, 0, Neither, Target::None),
-            r("stalled member: end", "@stalled", 1.0, 0, Neither, Target::None),
-            r("deliveries/s to readers", "rate", 1.0, 0, Higher, Target::None),
+            r(
+                "server RSS growth, peak (MB)",
+                "srv_rss_growth_kb",
+                1024.0,
+                1,
+                Lower,
+                Target::AtMost(2.0 * S6_QUEUE as f64 / 1048576.0),
+            ),
+            r(
+                "delivered to every reader (%)",
+                "delivered_pct",
+                1.0,
+                2,
+                Higher,
+                Target::AtLeast(100.0),
+            ),
+            r(
+                "stalled member: notifications received",
+                "stalled_received",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            r(
+                "stalled member: end",
+                "@stalled",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            r(
+                "deliveries/s to readers",
+                "rate",
+                1.0,
+                0,
+                Higher,
+                Target::None,
+            ),
         ],
         "s7" => vec![
-            r("peers connected and echoed", "peers_ok", 1.0, 0, Higher, Target::AtLeast(15000.0)),
-            r("simultaneous echoes answered", "round_ok", 1.0, 0, Higher, Target::AtLeast(15000.0)),
-            r("all-peer echo round (ms)", "round_ms", 1.0, 0, Lower, Target::None),
-            r("server RSS per peer (KB)", "rss_per_peer_bytes", 1000.0, 1, Lower, Target::None),
+            r(
+                "peers connected and echoed",
+                "peers_ok",
+                1.0,
+                0,
+                Higher,
+                Target::AtLeast(15000.0),
+            ),
+            r(
+                "simultaneous echoes answered",
+                "round_ok",
+                1.0,
+                0,
+                Higher,
+                Target::AtLeast(15000.0),
+            ),
+            r(
+                "all-peer echo round (ms)",
+                "round_ms",
+                1.0,
+                0,
+                Lower,
+                Target::None,
+            ),
+            r(
+                "server RSS per peer (KB)",
+                "rss_per_peer_bytes",
+                1000.0,
+                1,
+                Lower,
+                Target::None,
+            ),
         ],
         _ => Vec::new(),
     }
@@ -623,13 +864,20 @@ fn cell(p: Option<&Parsed>, row: &Row) -> (String, Option<f64>) {
     };
     match row.key {
         "@cpu" => {
-            let s = p.num("srv_cpu_pct").map_or("?".into(), |v| format!("{v:.0}"));
-            let c = p.num("cli_cpu_pct").map_or("?".into(), |v| format!("{v:.0}"));
+            let s = p
+                .num("srv_cpu_pct")
+                .map_or("?".into(), |v| format!("{v:.0}"));
+            let c = p
+                .num("cli_cpu_pct")
+                .map_or("?".into(), |v| format!("{v:.0}"));
             (format!("{s} / {c}"), None)
         }
         "@stalled" => {
             let end = p.get("stalled_end").unwrap_or("?");
-            let s = match (p.get("stalled_closed_ms"), p.get("stalled_closed_after_sent")) {
+            let s = match (
+                p.get("stalled_closed_ms"),
+                p.get("stalled_closed_after_sent"),
+            ) {
                 (Some(ms), Some(n)) => format!("{end} at {ms} ms, after {n} sent"),
                 _ if end == "open" => "still open".to_owned(),
                 _ => end.to_owned(),
@@ -663,14 +911,29 @@ fn table(scenarios: &[Scenario], servers: &[ServerKind], results: &[Outcome]) ->
         let anchor = find(sc.key, "anchor");
         for (i, mut row) in rows(sc.key).into_iter().enumerate() {
             row.scenario = if i == 0 { sc.title } else { "" };
-            let (o_txt, o) = if has("ours") { cell(ours, &row) } else { ("–".into(), None) };
-            let (a_txt, a) = if has("anchor") { cell(anchor, &row) } else { ("–".into(), None) };
+            let (o_txt, o) = if has("ours") {
+                cell(ours, &row)
+            } else {
+                ("–".into(), None)
+            };
+            let (a_txt, a) = if has("anchor") {
+                cell(anchor, &row)
+            } else {
+                ("–".into(), None)
+            };
             let ratio = match (o, a) {
                 (Some(o), Some(a)) if a != 0.0 && row.better != Better::Neither => {
                     let r = o / a;
                     match row.better {
                         Better::Higher => format!("{r:.2}×"),
-                        _ => format!("{r:.2}× ({})", if r <= 1.0 { "lower is better" } else { "higher" }),
+                        _ => format!(
+                            "{r:.2}× ({})",
+                            if r <= 1.0 {
+                                "lower is better"
+                            } else {
+                                "higher"
+                            }
+                        ),
                     }
                 }
                 _ => String::new(),
@@ -681,7 +944,9 @@ fn table(scenarios: &[Scenario], servers: &[ServerKind], results: &[Outcome]) ->
                     format!("≥ {t}× anchor"),
                     yes_no(o.zip(a).map(|(o, a)| a > 0.0 && o / a >= t)),
                 ),
-                Target::NotAboveAnchor => ("≤ anchor".into(), yes_no(o.zip(a).map(|(o, a)| o <= a))),
+                Target::NotAboveAnchor => {
+                    ("≤ anchor".into(), yes_no(o.zip(a).map(|(o, a)| o <= a)))
+                }
                 Target::AtMost(t) => (format!("≤ {t}"), yes_no(o.map(|o| o <= t))),
                 Target::AtLeast(t) => (format!("≥ {t}"), yes_no(o.map(|o| o >= t))),
             };
@@ -705,16 +970,23 @@ fn yes_no(v: Option<bool>) -> String {
 // ---------------------------------------------------------------------------
 // BENCHMARKS.md
 
-const BEGIN: &str = "<!-- bench:begin (generated by `cargo xtask bench`; edit outside these markers) -->";
+const BEGIN: &str =
+    "<!-- bench:begin (generated by `cargo xtask bench`; edit outside these markers) -->";
 const END: &str = "<!-- bench:end -->";
 
-fn write_benchmarks(path: &Path, root: &Path, opts: &Opts, table: &str, results: &[Outcome]) -> Result<()> {
+fn write_benchmarks(
+    path: &Path,
+    root: &Path,
+    opts: &Opts,
+    table: &str,
+    results: &[Outcome],
+) -> Result<()> {
     let machine = machine(root);
-    let mut gen = String::new();
-    gen.push_str(BEGIN);
-    gen.push_str("\n\n## Latest run\n\n");
-    gen.push_str(&machine);
-    gen.push_str(&format!(
+    let mut block = String::new();
+    block.push_str(BEGIN);
+    block.push_str("\n\n## Latest run\n\n");
+    block.push_str(&machine);
+    block.push_str(&format!(
         "\nThroughput scenarios measure a {} s window after a warm-up; each scenario \
          runs against a freshly started server. The load generator and the server \
          share the machine's cores: the \"server / client CPU\" rows show how much of \
@@ -723,22 +995,22 @@ fn write_benchmarks(path: &Path, root: &Path, opts: &Opts, table: &str, results:
          (Node) runs one thread; ours uses every core.\n\n",
         opts.duration
     ));
-    gen.push_str(table);
-    gen.push_str("\n<details><summary>Raw results (<code>protoo-bench</code> RESULT lines)</summary>\n\n```text\n");
+    block.push_str(table);
+    block.push_str("\n<details><summary>Raw results (<code>protoo-bench</code> RESULT lines)</summary>\n\n```text\n");
     for o in results {
         match &o.result {
-            Ok(p) => gen.push_str(&format!("{} {}: {}\n", o.scenario, o.server, p.line)),
-            Err(e) => gen.push_str(&format!("{} {}: FAILED {e}\n", o.scenario, o.server)),
+            Ok(p) => block.push_str(&format!("{} {}: {}\n", o.scenario, o.server, p.line)),
+            Err(e) => block.push_str(&format!("{} {}: FAILED {e}\n", o.scenario, o.server)),
         }
     }
-    gen.push_str("```\n\n</details>\n\n");
-    gen.push_str(END);
+    block.push_str("```\n\n</details>\n\n");
+    block.push_str(END);
 
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{gen}{}", &old[..b], &old[e + END.len()..]),
-        _ if old.trim().is_empty() => format!("{}{gen}\n{}", HEADER, SCENARIOS),
-        _ => format!("{}\n\n{gen}\n", old.trim_end()),
+        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + END.len()..]),
+        _ if old.trim().is_empty() => format!("{}{block}\n{}", HEADER, SCENARIOS),
+        _ => format!("{}\n\n{block}\n", old.trim_end()),
     };
     std::fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -771,11 +1043,17 @@ has no such limit and ignores it).\n\
 moment and every one must be answered.\n";
 
 fn machine(root: &Path) -> String {
-    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(0);
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let out = |cmd: &str, args: &[&str]| {
@@ -836,7 +1114,9 @@ fn cargo(root: &Path) -> Command {
 
 fn step(what: &str, cmd: &mut Command) -> Result<()> {
     println!("==> {what}");
-    let status = cmd.status().map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -854,7 +1134,8 @@ mod tests {
 
     #[test]
     fn options() {
-        let o = Opts::parse(&args("--smoke --only ours --duration=2 --scenarios s1,S3k")).unwrap_or_else(|e| panic!("{e}"));
+        let o = Opts::parse(&args("--smoke --only ours --duration=2 --scenarios s1,S3k"))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(o.smoke);
         assert_eq!(o.only, Some(Which::Ours));
         assert!((o.duration - 2.0).abs() < 1e-9);
@@ -875,16 +1156,34 @@ mod tests {
                 .collect(),
         };
         let results = vec![
-            Outcome { scenario: "s2", server: "ours", result: Ok(parsed("rate=300 p50_us=10")) },
-            Outcome { scenario: "s2", server: "anchor", result: Ok(parsed("rate=100 p50_us=20")) },
+            Outcome {
+                scenario: "s2",
+                server: "ours",
+                result: Ok(parsed("rate=300 p50_us=10")),
+            },
+            Outcome {
+                scenario: "s2",
+                server: "anchor",
+                result: Ok(parsed("rate=100 p50_us=20")),
+            },
         ];
         let o = Opts::parse(&[]).unwrap_or_else(|e| panic!("{e}"));
-        let sc: Vec<_> = scenarios(&o).into_iter().filter(|s| s.key == "s2").collect();
+        let sc: Vec<_> = scenarios(&o)
+            .into_iter()
+            .filter(|s| s.key == "s2")
+            .collect();
         let servers = [
-            ServerKind::Ours { bin: PathBuf::new() },
-            ServerKind::Anchor { dir: PathBuf::new() },
+            ServerKind::Ours {
+                bin: PathBuf::new(),
+            },
+            ServerKind::Anchor {
+                dir: PathBuf::new(),
+            },
         ];
         let t = table(&sc, &servers, &results);
-        assert!(t.contains("| requests/s | 300 | 100 | 3.00× | ≥ 3× anchor | yes |"), "{t}");
+        assert!(
+            t.contains("| requests/s | 300 | 100 | 3.00× | ≥ 3× anchor | yes |"),
+            "{t}"
+        );
     }
 }

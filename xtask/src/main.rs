@@ -95,7 +95,51 @@ fn ci() -> Result {
             ),
     )?;
     check_codec_has_no_runtime()?;
+    interop()?;
     Ok(())
+}
+
+/// The interop suites against the real npm protoo packages
+/// (`tests/interop`): the JavaScript protoo-client against our room
+/// example, and our Rust peer against the Node protoo-server.
+fn interop() -> Result {
+    let dir = root().join("tests/interop");
+    run(
+        "npm ci (tests/interop)",
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir),
+    )?;
+    run(
+        "build the room and rust_peer examples",
+        cargo().args([
+            "build",
+            "-p",
+            "protoo-examples",
+            "--example",
+            "room",
+            "--example",
+            "rust_peer",
+        ]),
+    )?;
+    let examples = target_dir().join("debug/examples");
+    run(
+        "interop suites (node --test)",
+        Command::new("node")
+            .arg("--test")
+            .current_dir(&dir)
+            .env("PROTOO_INTEROP_REQUIRE", "1")
+            .env("PROTOO_ROOM_BIN", examples.join("room"))
+            .env("PROTOO_RUST_PEER_BIN", examples.join("rust_peer")),
+    )
+}
+
+/// Cargo's target directory (honours `CARGO_TARGET_DIR`).
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
 }
 
 /// protoo-codec must stay free of any async runtime.

@@ -104,10 +104,10 @@ impl Mount {
             .get::<ConnectInfo<SocketAddr>>()
             .map_or_else(|| ([0, 0, 0, 0], 0).into(), |info| info.0);
         let head = RequestHead {
-            target: request
-                .uri()
-                .path_and_query()
-                .map_or_else(|| request.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
+            target: request.uri().path_and_query().map_or_else(
+                || request.uri().path().to_owned(),
+                |pq| pq.as_str().to_owned(),
+            ),
             headers: headers.clone(),
             remote_addr,
             tls: request.uri().scheme_str() == Some("https"),
@@ -119,7 +119,9 @@ impl Mount {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
                 let mut response = plain(status, &reason);
                 if let Ok(value) = HeaderValue::from_str(&reason) {
-                    response.headers_mut().insert("x-websocket-reject-reason", value);
+                    response
+                        .headers_mut()
+                        .insert("x-websocket-reject-reason", value);
                 }
                 return response;
             }
@@ -130,8 +132,12 @@ impl Mount {
             async move {
                 let result = match tokio::time::timeout_at(deadline, on_upgrade).await {
                     Ok(Ok(upgraded)) => {
-                        let (transport, task) =
-                            ws::from_upgraded_task(TokioIo::new(upgraded), Vec::new(), &shared.config.ws).await;
+                        let (transport, task) = ws::from_upgraded_task(
+                            TokioIo::new(upgraded),
+                            Vec::new(),
+                            &shared.config.ws,
+                        )
+                        .await;
                         Ok(shared.track(transport, task, counted))
                     }
                     Ok(Err(error)) => Err(ServerError::Io(std::io::Error::other(error))),
@@ -172,7 +178,12 @@ fn upgrade_key(headers: &HeaderMap) -> Result<String, &'static str> {
     if !has_token(header::CONNECTION, "upgrade") {
         return Err("missing Connection: upgrade");
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()).map(str::trim) != Some("13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        != Some("13")
+    {
         return Err("Sec-WebSocket-Version must be 13");
     }
     headers

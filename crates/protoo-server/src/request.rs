@@ -55,7 +55,10 @@ impl ConnectionRequest {
 
     /// The path, without the query.
     pub fn path(&self) -> &str {
-        self.head.target.split_once('?').map_or(&*self.head.target, |(path, _)| path)
+        self.head
+            .target
+            .split_once('?')
+            .map_or(&*self.head.target, |(path, _)| path)
     }
 
     /// The query string, without the `?`.
@@ -176,7 +179,10 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' => match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
                     i += 2;
@@ -217,6 +223,9 @@ mod tests {
         assert_eq!(r.query_param("bad").as_deref(), Some("%zz"));
         assert_eq!(r.query_param("missing"), None);
         assert_eq!(request("/").query_param("roomId"), None);
-        assert_eq!(request("/?%C3%A9=%E2%82%AC").query_param("é").as_deref(), Some("€"));
+        assert_eq!(
+            request("/?%C3%A9=%E2%82%AC").query_param("é").as_deref(),
+            Some("€")
+        );
     }
 }

@@ -97,7 +97,10 @@ impl Shared {
     }
 
     fn request_sender(&self) -> Option<mpsc::Sender<ConnectionRequest>> {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -211,7 +214,11 @@ impl ServerHandle {
     /// does not close existing peers: see [`ServerHandle::shutdown`].
     pub fn stop(&self) {
         self.shared.stop.send_replace(true);
-        self.shared.requests.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// Whether [`stop`](ServerHandle::stop) (or a shutdown) was called.
@@ -227,7 +234,10 @@ impl ServerHandle {
     pub async fn shutdown(&self) {
         self.stop();
         let grace = self.shared.config.shutdown_grace;
-        if tokio::time::timeout(grace, self.shared.in_flight.idle()).await.is_err() {
+        if tokio::time::timeout(grace, self.shared.in_flight.idle())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 unanswered = self.shared.in_flight.count(),
                 "shutdown grace elapsed with requests unanswered"
@@ -301,7 +311,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acceptor: Accep
         let span = tracing::debug_span!("connection", remote = %remote_addr);
         match &acceptor {
             Acceptor::Plain => {
-                tokio::spawn(connection(stream, remote_addr, false, shared.clone(), counted).instrument(span));
+                tokio::spawn(
+                    connection(stream, remote_addr, false, shared.clone(), counted)
+                        .instrument(span),
+                );
             }
             #[cfg(feature = "tls")]
             Acceptor::Tls(tls) => {
@@ -311,7 +324,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acceptor: Accep
                     async move {
                         let deadline = Instant::now() + shared.config.ws.handshake_timeout;
                         match timeout_at(deadline, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => connection(stream, remote_addr, true, shared, counted).await,
+                            Ok(Ok(stream)) => {
+                                connection(stream, remote_addr, true, shared, counted).await
+                            }
                             Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
@@ -326,8 +341,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acceptor: Accep
 
 /// One connection, from TCP accept to the application's decision; then the
 /// WebSocket transport's own task carries it.
-async fn connection<S>(stream: S, remote_addr: SocketAddr, tls: bool, shared: Arc<Shared>, counted: TrackerGuard)
-where
+async fn connection<S>(
+    stream: S,
+    remote_addr: SocketAddr,
+    tls: bool,
+    shared: Arc<Shared>,
+    counted: TrackerGuard,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shared.config;
@@ -375,16 +395,25 @@ where
         }
         Decision::Reject(status, reason) => {
             tracing::debug!(status, %reason, "connection request rejected");
-            let _ = tokio::time::timeout(REJECT_WRITE_TIMEOUT, upgrade.reject(status, &reason)).await;
+            let _ =
+                tokio::time::timeout(REJECT_WRITE_TIMEOUT, upgrade.reject(status, &reason)).await;
         }
     }
 }
 
 /// The checks every connection request passes (origin, subprotocol, server
 /// state), then the application's decision, bounded by `deadline`.
-pub(crate) async fn decide(shared: &Shared, head: RequestHead, wants_protoo: bool, deadline: Instant) -> Decision {
+pub(crate) async fn decide(
+    shared: &Shared,
+    head: RequestHead,
+    wants_protoo: bool,
+    deadline: Instant,
+) -> Decision {
     let reject = |status, reason: &str| Decision::Reject(status, reason.to_owned());
-    let origin = head.headers.get(http::header::ORIGIN).and_then(|o| o.to_str().ok());
+    let origin = head
+        .headers
+        .get(http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok());
     if !shared.config.origin_allowed(origin) {
         tracing::debug!(?origin, "origin not allowed");
         return reject(403, "origin not allowed");
@@ -413,8 +442,16 @@ pub(crate) async fn decide(shared: &Shared, head: RequestHead, wants_protoo: boo
     match decision {
         Ok(Ok(Decision::Reject(status, reason))) => {
             // protoo's defaults: 403 `Rejected`.
-            let status = if (400..600).contains(&status) { status } else { 403 };
-            let reason = if reason.is_empty() { "Rejected".to_owned() } else { reason };
+            let status = if (400..600).contains(&status) {
+                status
+            } else {
+                403
+            };
+            let reason = if reason.is_empty() {
+                "Rejected".to_owned()
+            } else {
+                reason
+            };
             Decision::Reject(status, reason)
         }
         Ok(Ok(accept)) => accept,
@@ -424,7 +461,10 @@ pub(crate) async fn decide(shared: &Shared, head: RequestHead, wants_protoo: boo
 }
 
 /// Gives the application its transport; closes it if nobody waits for it.
-pub(crate) fn hand_over(give: oneshot::Sender<Result<Transport, ServerError>>, result: Result<Transport, ServerError>) {
+pub(crate) fn hand_over(
+    give: oneshot::Sender<Result<Transport, ServerError>>,
+    result: Result<Transport, ServerError>,
+) {
     if let Err(Ok(transport)) = give.send(result) {
         transport.close();
     }

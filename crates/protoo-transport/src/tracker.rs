@@ -50,7 +50,9 @@ impl Tracker {
 
 impl fmt::Debug for Tracker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tracker").field("in_flight", &self.count()).finish()
+        f.debug_struct("Tracker")
+            .field("in_flight", &self.count())
+            .finish()
     }
 }
 
