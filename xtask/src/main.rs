@@ -11,13 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod bench;
+
 type Result<T = ()> = std::result::Result<T, String>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <ci | bench [--smoke]>");
             return ExitCode::from(2);
@@ -96,7 +98,8 @@ fn ci() -> Result {
     )?;
     check_codec_has_no_runtime()?;
     interop()?;
-    Ok(())
+    println!("\n==> benchmark smoke (cargo xtask bench --smoke)");
+    bench::run(&["--smoke".to_owned()])
 }
 
 /// The interop suites against the real npm protoo packages
@@ -173,8 +176,4 @@ fn check_codec_has_no_runtime() -> Result {
             .join(", ")
     );
     Ok(())
-}
-
-fn bench(_args: &[String]) -> Result {
-    Err("the benchmark harness is not written yet".into())
 }

@@ -48,7 +48,7 @@ pub fn request<T: Serialize + ?Sized>(
     out.extend_from_slice(b",\"data\":");
     write_data(&mut out, data)?;
     out.push(b'}');
-    Ok(Frame::from_vec_unchecked_utf8(out))
+    Ok(Frame::from_encoded(out))
 }
 
 /// `{"response":true,"id":ID,"ok":true,"data":DATA}`
@@ -59,7 +59,7 @@ pub fn success<T: Serialize + ?Sized>(id: &Id, data: &T) -> Result<Frame, Encode
     out.extend_from_slice(b",\"ok\":true,\"data\":");
     write_data(&mut out, data)?;
     out.push(b'}');
-    Ok(Frame::from_vec_unchecked_utf8(out))
+    Ok(Frame::from_encoded(out))
 }
 
 /// `{"response":true,"id":ID,"errorCode":CODE,"errorReason":REASON}`, each
@@ -77,7 +77,7 @@ pub fn error(id: &Id, error: &ErrorData) -> Frame {
         out.extend_from_slice(reason.as_bytes());
     }
     out.push(b'}');
-    Frame::from_vec_unchecked_utf8(out)
+    Frame::from_encoded(out)
 }
 
 /// `{"notification":true,"method":METHOD,"data":DATA}`
@@ -88,7 +88,7 @@ pub fn notification<T: Serialize + ?Sized>(method: &str, data: &T) -> Result<Fra
     out.extend_from_slice(b",\"data\":");
     write_data(&mut out, data)?;
     out.push(b'}');
-    Ok(Frame::from_vec_unchecked_utf8(out))
+    Ok(Frame::from_encoded(out))
 }
 
 #[cfg(test)]
@@ -120,6 +120,17 @@ mod tests {
             f.as_str(),
             r#"{"response":true,"id":3,"ok":true,"data":{"b": [1,2], "a":"x"}}"#
         );
+    }
+
+    #[test]
+    fn frames_hold_no_spare_capacity() {
+        // A frame's buffer costs its length, whatever the serialiser grew
+        // it to on the way (the queue limits count frame lengths).
+        let data = serde_json::json!({ "text": "x".repeat(1100) });
+        let frame = notification("chat", &data).unwrap();
+        // The only handle: the buffer comes back as it was allocated.
+        let vec: Vec<u8> = frame.into_bytes().into();
+        assert_eq!(vec.capacity(), vec.len());
     }
 
     #[test]

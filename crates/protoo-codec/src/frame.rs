@@ -51,8 +51,15 @@ impl Frame {
         }
     }
 
-    pub(crate) fn from_vec_unchecked_utf8(buf: Vec<u8>) -> Self {
+    /// A frame over an encoder's buffer (valid UTF-8 by construction).
+    ///
+    /// The buffer is shrunk to its length first: a `Vec` that grew while
+    /// the data was serialised can hold up to twice its length, and a frame
+    /// queued to many slow peers must cost what its byte count says
+    /// (shrinking in place is cheap with the usual allocators).
+    pub(crate) fn from_encoded(mut buf: Vec<u8>) -> Self {
         debug_assert!(std::str::from_utf8(&buf).is_ok());
+        buf.shrink_to_fit();
         Frame(Bytes::from(buf))
     }
 }
