@@ -27,6 +27,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -59,6 +60,9 @@ struct Args {
 struct PeerState {
     /// Set by `join`: the peer is listed to others from then on.
     display_name: Mutex<Option<String>>,
+    /// Set once the others were told that this peer left, so that they are
+    /// told once.
+    left_announced: AtomicBool,
 }
 
 impl PeerState {
@@ -135,6 +139,16 @@ async fn admit(request: ConnectionRequest, rooms: Rooms<PeerState>) {
     let Ok(transport) = request.accept().await else {
         return;
     };
+    // A peer already here with this id is replaced: tell the others it left
+    // now, before the newcomer can join, so that they hear `peerClosed`
+    // before its `newPeer` (its own loop would announce it later, racing
+    // with the newcomer's requests).
+    if let Some(room) = rooms.get(&room_id)
+        && let Some(old) = room.peer(&peer_id)
+    {
+        announce_left(&room, &old);
+        old.close();
+    }
     let admitted = rooms.create_peer(
         &room_id,
         peer_id,
@@ -157,10 +171,15 @@ async fn run_peer(room: Room<PeerState>, peer: Peer<PeerState>, mut events: Peer
             PeerEvent::Notification(notification) => {
                 handle_notification(&room, &peer, notification)
             }
-            PeerEvent::Closed(_) => {
-                let _ = room.broadcast("peerClosed", &json!({ "peerId": peer.id() }), &[peer.id()]);
-            }
+            PeerEvent::Closed(_) => announce_left(&room, &peer),
         }
+    }
+}
+
+/// Notifies the room's other peers `peerClosed` for `peer`, once.
+fn announce_left(room: &Room<PeerState>, peer: &Peer<PeerState>) {
+    if !peer.data().left_announced.swap(true, Ordering::AcqRel) {
+        let _ = room.broadcast("peerClosed", &json!({ "peerId": peer.id() }), &[peer.id()]);
     }
 }
 

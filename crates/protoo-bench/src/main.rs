@@ -72,7 +72,7 @@ struct Args {
     #[arg(long)]
     peers: Option<usize>,
     /// s3/s6: broadcasts not yet delivered to every receiver, at most
-    /// (default: about 4,096 deliveries' worth for s3, 64 for s6).
+    /// (default: about 16,384 deliveries' worth for s3, 64 for s6).
     #[arg(long)]
     window: Option<u64>,
     /// s6: notifications to broadcast (50,000).
@@ -209,6 +209,9 @@ impl Report {
         if let Some(cpu) = w.client_cpu_us {
             self.setf("cli_cpu_pct", cpu as f64 / 1e4 / w.secs.max(1e-9), 1);
         }
+        if let Some(cpu) = w.other_cpu_us {
+            self.setf("other_cpu_pct", cpu as f64 / 1e4 / w.secs.max(1e-9), 1);
+        }
         if let Some(rss) = w.server_rss_kb {
             self.set("srv_rss_kb", rss);
         }
@@ -299,7 +302,7 @@ fn main() -> ExitCode {
             Scenario::S3 => {
                 let peers = args.peers.unwrap_or(100).max(2);
                 let receivers = (peers - 1) as u64;
-                let window = args.window.unwrap_or_else(|| 4096u64.div_ceil(receivers));
+                let window = args.window.unwrap_or_else(|| 16_384u64.div_ceil(receivers));
                 let opts = broadcast::Opts {
                     receivers: peers - 1,
                     stalled: false,

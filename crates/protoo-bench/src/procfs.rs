@@ -34,6 +34,20 @@ pub(crate) fn cpu_us(pid: Option<u32>) -> Option<u64> {
     Some((utime + stime) * 1_000_000 / clk_tck())
 }
 
+/// CPU time spent by the whole machine (all processes, all cores) outside
+/// idle and I/O wait, in microseconds, from `/proc/stat`.
+pub(crate) fn system_busy_us() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_ascii_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    let busy = v.get(0..3)?.iter().sum::<u64>() + v.get(5..8)?.iter().sum::<u64>();
+    Some(busy * 1_000_000 / clk_tck())
+}
+
 /// A `Vm*` line of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
 pub(crate) fn status_kb(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -54,6 +68,7 @@ pub(crate) struct Snap {
     at: Instant,
     server_cpu_us: Option<u64>,
     client_cpu_us: Option<u64>,
+    system_busy_us: Option<u64>,
     /// Server resident memory in KiB.
     pub(crate) server_rss_kb: Option<u64>,
 }
@@ -65,6 +80,7 @@ impl Snap {
             at: Instant::now(),
             server_cpu_us: pid.and_then(|p| cpu_us(Some(p))),
             client_cpu_us: cpu_us(None),
+            system_busy_us: system_busy_us(),
             server_rss_kb: rss_kb(pid),
         }
     }
@@ -79,6 +95,9 @@ pub(crate) struct Window {
     pub(crate) server_cpu_us: Option<u64>,
     /// Client (this process) CPU time in microseconds.
     pub(crate) client_cpu_us: Option<u64>,
+    /// CPU time of every other process on the machine, microseconds: a
+    /// busy machine makes a run noisy.
+    pub(crate) other_cpu_us: Option<u64>,
     /// Server resident memory at the end, KiB.
     pub(crate) server_rss_kb: Option<u64>,
 }
@@ -86,16 +105,16 @@ pub(crate) struct Window {
 impl Window {
     /// The window from `a` to `b`.
     pub(crate) fn between(a: &Snap, b: &Snap) -> Self {
+        let delta = |b: Option<u64>, a: Option<u64>| b.zip(a).map(|(b, a)| b.saturating_sub(a));
+        let server_cpu_us = delta(b.server_cpu_us, a.server_cpu_us);
+        let client_cpu_us = delta(b.client_cpu_us, a.client_cpu_us);
+        let other_cpu_us = delta(b.system_busy_us, a.system_busy_us)
+            .map(|all| all.saturating_sub(server_cpu_us.unwrap_or(0) + client_cpu_us.unwrap_or(0)));
         Self {
             secs: b.at.duration_since(a.at).as_secs_f64(),
-            server_cpu_us: b
-                .server_cpu_us
-                .zip(a.server_cpu_us)
-                .map(|(b, a)| b.saturating_sub(a)),
-            client_cpu_us: b
-                .client_cpu_us
-                .zip(a.client_cpu_us)
-                .map(|(b, a)| b.saturating_sub(a)),
+            server_cpu_us,
+            client_cpu_us,
+            other_cpu_us,
             server_rss_kb: b.server_rss_kb,
         }
     }
@@ -110,6 +129,7 @@ mod tests {
         let pid = std::process::id();
         assert!(cpu_us(Some(pid)).is_some());
         assert!(cpu_us(None).is_some());
+        assert!(system_busy_us().is_some());
         assert!(rss_kb(Some(pid)).is_some_and(|k| k > 0));
         assert!(status_kb(pid, "VmHWM").is_some_and(|k| k > 0));
     }

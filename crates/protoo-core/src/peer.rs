@@ -97,9 +97,6 @@ impl Core {
         if self.reason.set(reason).is_err() {
             return false;
         }
-        if let Some(text) = text {
-            self.sink.close(code, &text);
-        }
         let failed = {
             let mut pending = lock(&self.pending);
             pending.closed = true;
@@ -107,9 +104,14 @@ impl Core {
         };
         // Dropping the senders fails each waiting request with PeerClosed.
         drop(failed);
+        // Leave the room before the remote can see the close: a client that
+        // reconnects at once must not find its old self still listed.
         let hook = lock(&self.leave).take();
         if let Some(hook) = hook {
             hook(self);
+        }
+        if let Some(text) = text {
+            self.sink.close(code, &text);
         }
         self.done.store(true, Ordering::Release);
         self.done_notify.notify_waiters();
@@ -640,5 +642,17 @@ impl<D> fmt::Debug for Peer<D> {
             .field("closed", &core.is_closed())
             .field("pending_requests", &core.pending_len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+    #[tokio::test]
+    async fn probe() {
+        let (t, _r) = protoo_transport::memory::pair(1024);
+        let (_p, _e, start) = build("a".into(), None, t, (), &PeerConfig::default(), Handle::current());
+        let f = read(start.core.clone(), start.stream, start.tx).instrument(tracing::Span::none());
+        println!("PROBE reader future {} bytes; PeerEvent {}; Core {}", std::mem::size_of_val(&f), std::mem::size_of::<PeerEvent>(), std::mem::size_of::<Core>());
     }
 }

@@ -96,7 +96,17 @@ impl Mount {
         let headers = request.headers();
         let key = match upgrade_key(headers) {
             Ok(key) => key,
-            Err(reason) => return plain(StatusCode::BAD_REQUEST, reason),
+            Err((status, reason)) => {
+                let mut response = plain(status, reason);
+                if status == StatusCode::UPGRADE_REQUIRED {
+                    // RFC 6455 4.4: name the version this server speaks.
+                    response.headers_mut().insert(
+                        header::SEC_WEBSOCKET_VERSION,
+                        HeaderValue::from_static("13"),
+                    );
+                }
+                return response;
+            }
         };
         let protoo = protoo_protocol(headers);
         let remote_addr = request
@@ -117,13 +127,7 @@ impl Mount {
             Decision::Accept(give) => give,
             Decision::Reject(status, reason) => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-                let mut response = plain(status, &reason);
-                if let Ok(value) = HeaderValue::from_str(&reason) {
-                    response
-                        .headers_mut()
-                        .insert("x-websocket-reject-reason", value);
-                }
-                return response;
+                return plain(status, &reason);
             }
         };
         let on_upgrade = hyper::upgrade::on(&mut request);
@@ -162,9 +166,11 @@ impl Mount {
     }
 }
 
-/// The `Sec-WebSocket-Key` of a valid WebSocket upgrade request, or why it
-/// is not one.
-fn upgrade_key(headers: &HeaderMap) -> Result<String, &'static str> {
+/// The `Sec-WebSocket-Key` of a valid WebSocket upgrade request, or the
+/// status and reason to refuse it with (400, or 426 for another WebSocket
+/// version, as a bound server answers).
+fn upgrade_key(headers: &HeaderMap) -> Result<String, (StatusCode, &'static str)> {
+    let bad = |reason| Err((StatusCode::BAD_REQUEST, reason));
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
             value
@@ -173,10 +179,10 @@ fn upgrade_key(headers: &HeaderMap) -> Result<String, &'static str> {
         })
     };
     if !has_token(header::UPGRADE, "websocket") {
-        return Err("missing Upgrade: websocket");
+        return bad("missing Upgrade: websocket");
     }
     if !has_token(header::CONNECTION, "upgrade") {
-        return Err("missing Connection: upgrade");
+        return bad("missing Connection: upgrade");
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -184,14 +190,17 @@ fn upgrade_key(headers: &HeaderMap) -> Result<String, &'static str> {
         .map(str::trim)
         != Some("13")
     {
-        return Err("Sec-WebSocket-Version must be 13");
+        return Err((
+            StatusCode::UPGRADE_REQUIRED,
+            "Sec-WebSocket-Version must be 13",
+        ));
     }
     headers
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|v| v.to_str().ok())
         .map(|k| k.trim().to_owned())
         .filter(|k| !k.is_empty())
-        .ok_or("missing Sec-WebSocket-Key")
+        .ok_or((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"))
 }
 
 /// The client's spelling of the `protoo` subprotocol, if it asked for it.
@@ -206,11 +215,15 @@ fn protoo_protocol(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A refusal: `reason` as the body and, as protoo clients expect, in the
+/// `X-WebSocket-Reject-Reason` header.
 fn plain(status: StatusCode, reason: &str) -> Response {
     let mut response = Response::new(Body::from(reason.to_owned()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if let Ok(value) = HeaderValue::from_str(reason) {
+        headers.insert("x-websocket-reject-reason", value);
+    }
     response
 }

@@ -32,6 +32,10 @@ const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// becomes a [`ConnectionRequest`] that the application takes with
 /// [`next_request`](WebSocketServer::next_request) and accepts or rejects.
 ///
+/// Dropping the server [stops](ServerHandle::stop) it: nobody is left to
+/// take connection requests, so it stops accepting (and closes its
+/// listener); connections already accepted go on.
+///
 /// ```
 /// use protoo_server::{Peer, PeerEvent, ServerConfig, WebSocketServer};
 ///
@@ -198,6 +202,12 @@ impl WebSocketServer {
     }
 }
 
+impl Drop for WebSocketServer {
+    fn drop(&mut self) {
+        self.handle.stop();
+    }
+}
+
 impl fmt::Debug for WebSocketServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSocketServer")
@@ -210,7 +220,8 @@ impl fmt::Debug for WebSocketServer {
 impl ServerHandle {
     /// Stops accepting connections (the listener is closed; new upgrades are
     /// refused). Connections already accepted go on; connection requests
-    /// still being decided are answered 503. Like protoo's `stop()`, this
+    /// still being decided are answered 503, and connections still sending
+    /// their upgrade request are dropped. Like protoo's `stop()`, this
     /// does not close existing peers: see [`ServerHandle::shutdown`].
     pub fn stop(&self) {
         self.shared.stop.send_replace(true);
@@ -311,9 +322,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acceptor: Accep
         let span = tracing::debug_span!("connection", remote = %remote_addr);
         match &acceptor {
             Acceptor::Plain => {
+                let deadline = Instant::now() + shared.config.ws.handshake_timeout;
+                let shared = shared.clone();
                 tokio::spawn(
-                    connection(stream, remote_addr, false, shared.clone(), counted)
-                        .instrument(span),
+                    async move {
+                        connection(stream, remote_addr, false, deadline, &shared, counted).await
+                    }
+                    .instrument(span),
                 );
             }
             #[cfg(feature = "tls")]
@@ -322,10 +337,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acceptor: Accep
                 let shared = shared.clone();
                 tokio::spawn(
                     async move {
+                        // One deadline for the TLS handshake and the upgrade.
                         let deadline = Instant::now() + shared.config.ws.handshake_timeout;
-                        match timeout_at(deadline, tls.accept(stream)).await {
+                        let accepted = tokio::select! {
+                            accepted = timeout_at(deadline, tls.accept(stream)) => accepted,
+                            _ = shared.stopped_accepting() => {
+                                tracing::debug!("server stopped during the TLS handshake");
+                                return;
+                            }
+                        };
+                        match accepted {
                             Ok(Ok(stream)) => {
-                                connection(stream, remote_addr, true, shared, counted).await
+                                connection(stream, remote_addr, true, deadline, &shared, counted)
+                                    .await
                             }
                             Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -341,27 +365,41 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acceptor: Accep
 
 /// One connection, from TCP accept to the application's decision; then the
 /// WebSocket transport's own task carries it.
+///
+/// `deadline` bounds the whole handshake (TLS included). A connection still
+/// sending its request when the server stops is dropped: a graceful
+/// shutdown does not wait for handshakes that may never finish.
 async fn connection<S>(
     stream: S,
     remote_addr: SocketAddr,
     tls: bool,
-    shared: Arc<Shared>,
+    deadline: Instant,
+    shared: &Arc<Shared>,
     counted: TrackerGuard,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shared.config;
-    let deadline = Instant::now() + config.ws.handshake_timeout;
     if shared.over_limit() {
         tracing::debug!("connection limit reached");
         let mut stream = stream;
         let answer = stream.write_all(
-            b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 20\r\n\r\ntoo many connections",
+            b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+              Content-Type: text/plain; charset=utf-8\r\n\
+              X-WebSocket-Reject-Reason: too many connections\r\n\
+              Content-Length: 20\r\n\r\ntoo many connections",
         );
         let _ = tokio::time::timeout(REJECT_WRITE_TIMEOUT, answer).await;
         return;
     }
-    let upgrade = match timeout_at(deadline, read_upgrade_request(stream, &config.ws)).await {
+    let read = tokio::select! {
+        read = timeout_at(deadline, read_upgrade_request(stream, &config.ws)) => read,
+        _ = shared.stopped_accepting() => {
+            tracing::debug!("server stopped while the upgrade request was being read");
+            return;
+        }
+    };
+    let upgrade = match read {
         Ok(Ok(upgrade)) => upgrade,
         Ok(Err(error)) => {
             tracing::debug!(%error, "bad upgrade request");
@@ -384,7 +422,7 @@ async fn connection<S>(
         remote_addr,
         tls,
     };
-    match decide(&shared, head, upgrade.wants_protoo(), deadline).await {
+    match decide(shared, head, upgrade.wants_protoo(), deadline).await {
         Decision::Accept(give) => {
             let result = match timeout_at(deadline, upgrade.accept_task(&shared.config.ws)).await {
                 Ok(Ok((transport, task))) => Ok(shared.track(transport, task, counted)),
@@ -512,6 +550,12 @@ impl Shared {
     /// Whether the server stopped accepting.
     pub(crate) fn is_stopped(&self) -> bool {
         *self.stop.borrow()
+    }
+
+    /// Completes once the server stops accepting.
+    pub(crate) async fn stopped_accepting(&self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|stopped| *stopped).await;
     }
 
     /// Counts a connection from its first byte.

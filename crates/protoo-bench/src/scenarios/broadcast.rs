@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{Notify, watch};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{DONE, MEASURE, Phase, WARMUP, read_batch};
 use crate::client::{self, Buffers, Incoming, Ws, now_ns};
@@ -529,6 +530,12 @@ async fn drain_stalled(mut ws: Ws) -> (u64, String) {
                 return (received, how);
             }
             Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)))) => {
+                return (received, "closed:no-close-frame".to_owned());
+            }
+            Ok(Some(Err(WsError::Io(e)))) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (received, "reset".to_owned());
+            }
             Ok(Some(Err(e))) => return (received, format!("error:{e}")),
             Ok(None) => return (received, "eof".to_owned()),
         }
