@@ -21,6 +21,41 @@
 //!   an accepted stream, client side with [`ws::connect`], and `wss` with the
 //!   `tls` feature.
 //!
+//! # WebSocket
+//!
+//! The server reads the upgrade request ([`ws::read_upgrade_request`]),
+//! decides, and accepts (or rejects with an HTTP status); the client
+//! connects with [`ws::connect`]. Both sides get a [`Transport`] driven by
+//! one tokio task per connection, with the limits, keepalive and buffer
+//! sizes of [`ws::WsConfig`] (sized for many mostly idle peers). The
+//! [`ws`] module documents the close codes and reasons each end reports.
+//!
+//! ```
+//! use protoo_transport::{ws, Frame, Inbound};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ws::WsConfig::default();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("ws://{}/?peerId=bob", listener.local_addr()?);
+//! let client = tokio::spawn({
+//!     let config = config.clone();
+//!     async move { ws::connect(&url, &config).await }
+//! });
+//!
+//! let (socket, _) = listener.accept().await?;
+//! socket.set_nodelay(true)?;
+//! let request = ws::read_upgrade_request(socket, &config).await?;
+//! assert!(request.wants_protoo());
+//! let mut server_side = request.accept(&config).await?;
+//!
+//! let client = client.await??;
+//! client.send(Frame::from_static(r#"{"notification":true,"method":"hello","data":{}}"#))?;
+//! assert!(matches!(server_side.recv().await, Inbound::Text(_)));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # A custom transport
 //!
 //! Implement the two traits and wrap them with [`Transport::new`]. Here, a

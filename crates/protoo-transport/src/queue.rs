@@ -320,6 +320,67 @@ mod tests {
         assert_eq!(q.try_next(&mut batch), Some(Work::Done));
     }
 
+    #[test]
+    fn poll_next_takes_a_bounded_batch_and_wakes_on_push_and_close() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+
+        let q = OutboundQueue::new(1 << 20);
+        let mut batch = Vec::new();
+        assert_eq!(q.poll_next(&mut cx, &mut batch, 1000), Poll::Pending);
+        assert_eq!(q.poll_closed(&mut cx), Poll::Pending);
+        for _ in 0..100 {
+            q.push(frame(100)).unwrap();
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken by the first push");
+        let cost = 100 + FRAME_OVERHEAD;
+        assert_eq!(
+            q.poll_next(&mut cx, &mut batch, 3 * cost),
+            Poll::Ready(Work::Frames)
+        );
+        assert_eq!(batch.len(), 3);
+        assert_eq!(q.queued_bytes(), 97 * cost);
+        batch.clear();
+        // At least one frame, even past the bound.
+        assert_eq!(
+            q.poll_next(&mut cx, &mut batch, 1),
+            Poll::Ready(Work::Frames)
+        );
+        assert_eq!(batch.len(), 1);
+        batch.clear();
+        assert_eq!(
+            q.poll_next(&mut cx, &mut batch, usize::MAX),
+            Poll::Ready(Work::Frames)
+        );
+        assert_eq!(batch.len(), 96);
+        assert_eq!(q.queued_bytes(), 0);
+        assert_eq!(
+            q.lock().frames.capacity(),
+            0,
+            "a drained large buffer is freed"
+        );
+        assert_eq!(q.poll_next(&mut cx, &mut batch, 1), Poll::Pending);
+        q.close(4000, "bye");
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "woken by the close");
+        assert_eq!(q.poll_closed(&mut cx), Poll::Ready(()));
+        assert_eq!(
+            q.poll_next(&mut cx, &mut batch, 1),
+            Poll::Ready(Work::Close(4000, "bye".into()))
+        );
+        assert_eq!(q.poll_next(&mut cx, &mut batch, 1), Poll::Ready(Work::Done));
+    }
+
     #[tokio::test]
     async fn frames_then_close() {
         let q = OutboundQueue::new(1 << 20);

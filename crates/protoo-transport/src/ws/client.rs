@@ -189,7 +189,9 @@ async fn connect_inner(
     #[cfg(not(feature = "tls"))]
     {
         drop(tcp);
-        Err(invalid("wss:// needs the `tls` feature of protoo-transport"))
+        Err(invalid(
+            "wss:// needs the `tls` feature of protoo-transport",
+        ))
     }
 }
 
@@ -215,7 +217,10 @@ fn add_headers(request: &mut Request, extra: HeaderMap) {
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
         .collect();
-    if !offered.iter().any(|p| p == PROTOO_SUBPROTOCOL) {
+    if !offered
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(PROTOO_SUBPROTOCOL))
+    {
         let mut all = offered;
         all.push(PROTOO_SUBPROTOCOL.to_owned());
         // Tokens are header-safe (they came from header values, or are ours).
@@ -233,19 +238,16 @@ async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (ws, response) = tokio_tungstenite::client_async_with_config(
-        request,
-        stream,
-        Some(config.tungstenite()),
-    )
-    .await
-    .map_err(handshake_error)?;
+    let (ws, response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config.tungstenite()))
+            .await
+            .map_err(handshake_error)?;
     let selected = response
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    if selected != Some(PROTOO_SUBPROTOCOL) {
+    if !selected.is_some_and(|p| p.eq_ignore_ascii_case(PROTOO_SUBPROTOCOL)) {
         return Err(TransportError::NoSubprotocol);
     }
     let (transport, conn) = conn::start(ws, config);
@@ -310,8 +312,14 @@ mod tests {
 
         let mut r = request();
         let mut extra = HeaderMap::new();
-        extra.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v2"));
-        extra.insert(header::ORIGIN, HeaderValue::from_static("https://a.example"));
+        extra.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("v2"),
+        );
+        extra.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://a.example"),
+        );
         add_headers(&mut r, extra);
         assert_eq!(r.headers()[header::SEC_WEBSOCKET_PROTOCOL], "v2, protoo");
         assert_eq!(r.headers()[header::ORIGIN], "https://a.example");

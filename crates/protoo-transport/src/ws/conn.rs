@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -63,6 +64,9 @@ pub(crate) struct Shared {
     inbox: Mutex<Inbox>,
     /// The inbox's byte limit.
     inbox_bytes: usize,
+    /// The sink and the stream still alive (2, 1, 0): when both are gone
+    /// nobody can use the connection, and it is closed.
+    handles: AtomicU8,
 }
 
 #[derive(Default)]
@@ -97,6 +101,7 @@ impl Shared {
             queue: OutboundQueue::new(config.max_queued_bytes),
             inbox: Mutex::new(Inbox::default()),
             inbox_bytes: config.max_message_size.max(1),
+            handles: AtomicU8::new(2),
         }
     }
 
@@ -174,8 +179,20 @@ impl Shared {
         if let Some(reason) = &inbox.closed {
             return Poll::Ready(Inbound::Closed(reason.clone()));
         }
+        // The reader goes idle: an idle connection keeps no inbox buffer.
+        if inbox.frames.capacity() > 0 {
+            inbox.frames = VecDeque::new();
+        }
         register(&mut inbox.reader, cx);
         Poll::Pending
+    }
+
+    /// One of the two halves was dropped; the last one closes the
+    /// connection (frames already queued are still sent).
+    fn handle_dropped(&self) {
+        if self.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            close(self, close_code::NORMAL, "");
+        }
     }
 
     fn reader_dropped(&self) {
@@ -229,6 +246,15 @@ struct WsSink {
     shared: Arc<Shared>,
 }
 
+/// The application's close: see [`FrameSink::close`].
+fn close(shared: &Shared, code: u16, reason: &str) {
+    let code = sendable_code(code);
+    let reason = close_reason(reason);
+    if shared.queue.close(code, reason) {
+        shared.set_closed(CloseReason::new(Some(code), reason, Initiator::Local));
+    }
+}
+
 impl FrameSink for WsSink {
     fn send(&self, frame: Frame) -> Result<(), TransportError> {
         let result = self.shared.queue.push(frame);
@@ -245,12 +271,7 @@ impl FrameSink for WsSink {
     }
 
     fn close(&self, code: u16, reason: &str) {
-        let code = sendable_code(code);
-        let reason = close_reason(reason);
-        if self.shared.queue.close(code, reason) {
-            self.shared
-                .set_closed(CloseReason::new(Some(code), reason, Initiator::Local));
-        }
+        close(&self.shared, code, reason);
     }
 
     fn is_closed(&self) -> bool {
@@ -263,10 +284,8 @@ impl FrameSink for WsSink {
 }
 
 impl Drop for WsSink {
-    /// Nobody can send any more: close the connection (frames already
-    /// queued are still sent).
     fn drop(&mut self) {
-        self.close(close_code::NORMAL, "");
+        self.shared.handle_dropped();
     }
 }
 
@@ -288,6 +307,7 @@ impl Drop for WsStream {
     /// (the task keeps reading, so pings and the close handshake work).
     fn drop(&mut self) {
         self.shared.reader_dropped();
+        self.shared.handle_dropped();
     }
 }
 
@@ -453,7 +473,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     fn new(ws: WebSocketStream<S>, shared: Arc<Shared>, config: &WsConfig) -> Self {
-        let deadline = config.ping_interval.map(|interval| Instant::now() + interval);
+        let deadline = config
+            .ping_interval
+            .map(|interval| Instant::now() + interval);
         Conn {
             ws,
             shared,
@@ -534,6 +556,10 @@ where
                 progress = true;
             }
             if !progress {
+                // Idle until woken: keep no write batch buffer meanwhile.
+                if self.batch.is_empty() && self.batch.capacity() > 0 {
+                    self.batch = Vec::new();
+                }
                 return Poll::Pending;
             }
         }
@@ -771,7 +797,11 @@ where
                 }
                 return progress;
             }
-            match self.shared.queue.poll_next(cx, &mut self.batch, BATCH_BYTES) {
+            match self
+                .shared
+                .queue
+                .poll_next(cx, &mut self.batch, BATCH_BYTES)
+            {
                 Poll::Ready(Work::Frames) => progress = true,
                 Poll::Ready(Work::Close(code, reason)) => {
                     self.begin_close(code, reason);
@@ -948,7 +978,8 @@ mod tests {
         use tokio_tungstenite::tungstenite::protocol::Role;
         let (a, _b) = tokio::io::duplex(64);
         let config = WsConfig::default();
-        let ws = WebSocketStream::from_raw_socket(a, Role::Server, Some(config.tungstenite())).await;
+        let ws =
+            WebSocketStream::from_raw_socket(a, Role::Server, Some(config.tungstenite())).await;
         let (_transport, conn) = start(ws, &config);
         let future = conn.instrument(tracing::Span::current());
         let size = std::mem::size_of_val(&future);

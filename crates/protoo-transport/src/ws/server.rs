@@ -19,9 +19,9 @@ use crate::{Transport, TransportError};
 const MAX_HEADERS: usize = 64;
 /// Bytes read from the socket per call while reading the request head.
 const READ_CHUNK: usize = 2048;
-/// How long [`UpgradeRequest::reject`] waits for the client to close after
-/// the response, so that closing first does not reset the connection before
-/// the client has read it.
+/// How long a refused connection's input is discarded, at most, before it
+/// is closed, so that closing with unread input does not reset the
+/// connection before the client has read the answer.
 const REJECT_LINGER: Duration = Duration::from_secs(1);
 
 /// Reads the HTTP/1.1 request head of a WebSocket upgrade from `stream`:
@@ -77,8 +77,16 @@ where
             Ok(None) => continue,
             Err(failure) => failure,
         };
-        // Best effort: the request is refused either way.
-        let _ = respond(&mut stream, failure.status, &failure.reason, &[]).await;
+        // Best effort: the request is refused either way. The client may
+        // still be sending (a head over the limit): read what it sends for
+        // a moment, so that closing with unread input does not reset the
+        // connection before it has read the answer.
+        if respond(&mut stream, failure.status, &failure.reason, &[])
+            .await
+            .is_ok()
+        {
+            linger(&mut stream).await;
+        }
         return Err(TransportError::Rejected {
             status: failure.status,
             reason: failure.reason,
@@ -296,7 +304,11 @@ impl<S> UpgradeRequest<S> {
         if !self.header_has_token(header::CONNECTION, "upgrade") {
             return Some((400, "missing Connection: upgrade"));
         }
-        if self.header_str(header::SEC_WEBSOCKET_VERSION).map(str::trim) != Some("13") {
+        if self
+            .header_str(header::SEC_WEBSOCKET_VERSION)
+            .map(str::trim)
+            != Some("13")
+        {
             return Some((426, "Sec-WebSocket-Version must be 13"));
         }
         match self.header_str(header::SEC_WEBSOCKET_KEY) {
@@ -371,7 +383,9 @@ where
                 &[]
             };
             respond(&mut self.stream, status, reason, extra).await?;
-            linger(&mut self.stream).await;
+            if !self.leftover.is_empty() {
+                linger(&mut self.stream).await;
+            }
             return Err(TransportError::Rejected {
                 status,
                 reason: reason.to_owned(),
@@ -404,23 +418,22 @@ where
         } = self;
         stream.write_all(response.as_bytes()).await?;
         stream.flush().await?;
-        Ok(
-            WebSocketStream::from_partially_read(
-                stream,
-                leftover,
-                Role::Server,
-                Some(config.tungstenite()),
-            )
-            .await,
+        Ok(WebSocketStream::from_partially_read(
+            stream,
+            leftover,
+            Role::Server,
+            Some(config.tungstenite()),
         )
+        .await)
     }
 
     /// Rejects the upgrade: answers `status` (the standard reason phrase in
     /// the status line, `reason` in protoo's `X-WebSocket-Reject-Reason`
     /// header and as a `text/plain` body), with `Connection: close`, then
-    /// closes the connection (waiting up to a second for the client to close
-    /// first, so that it reads the answer). A status outside 200..=999 is
-    /// sent as 500.
+    /// closes the connection. (When the client had sent bytes after its
+    /// request, input is discarded for up to a second first, so that
+    /// closing does not reset the connection before the client has read the
+    /// answer.) A status outside 200..=999 is sent as 500.
     ///
     /// # Errors
     ///
@@ -432,7 +445,9 @@ where
             500
         };
         respond(&mut self.stream, status, reason, &[]).await?;
-        linger(&mut self.stream).await;
+        if !self.leftover.is_empty() {
+            linger(&mut self.stream).await;
+        }
         Ok(())
     }
 }
@@ -621,8 +636,19 @@ mod tests {
         assert_eq!(head.method, Method::GET);
         assert_eq!(head.uri.path(), "/chat");
         assert_eq!(head.headers.get("host").unwrap(), "h");
-        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: h\r\n").ok().unwrap().is_none());
-        assert_eq!(parse_head(b"\x01\x02 nonsense\r\n\r\n").err().unwrap().status, 400);
+        assert!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: h\r\n")
+                .ok()
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            parse_head(b"\x01\x02 nonsense\r\n\r\n")
+                .err()
+                .unwrap()
+                .status,
+            400
+        );
         let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(parse_head(raw.as_bytes()).err().unwrap().status, 431);

@@ -62,9 +62,7 @@ pub async fn raw_client(addr: SocketAddr) -> WebSocketStream<MaybeTlsStream<TcpS
 }
 
 /// A raw client and the server transport it is connected to.
-pub async fn raw_pair(
-    config: WsConfig,
-) -> (Transport, WebSocketStream<MaybeTlsStream<TcpStream>>) {
+pub async fn raw_pair(config: WsConfig) -> (Transport, WebSocketStream<MaybeTlsStream<TcpStream>>) {
     let (listener, addr) = listen().await;
     let server = tokio::spawn(async move { accept_one(&listener, &config).await });
     let client = raw_client(addr).await;

@@ -1,0 +1,105 @@
+//! Measures what an idle server-side WebSocket connection costs in resident
+//! memory: each connection is opened by a plain blocking client on another
+//! thread (so the clients cost the process almost nothing), answers one
+//! echo (so both buffers have been used), then stays idle. Not a timed test:
+//! run it by hand,
+//!
+//! ```text
+//! cargo test -p protoo-transport --release --test idle_memory -- --ignored --nocapture
+//! ```
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+use protoo_transport::ws::{self, WsConfig};
+use protoo_transport::{Frame, Inbound, Transport};
+
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Opens `n` connections, each sending one masked text frame and reading
+/// the echo; returns the open sockets.
+fn clients(addr: SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
+    let request = "GET /?roomId=r&peerId=p HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: protoo\r\n\r\n";
+    let payload = br#"{"request":true,"id":1,"method":"echo","data":{"text":"hello"}}"#;
+    let mask = [9u8, 8, 7, 6];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    let mut sockets = Vec::with_capacity(n);
+    let mut buf = [0u8; 1024];
+    for _ in 0..n {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        socket.write_all(request.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let got = socket.read(&mut buf).unwrap();
+            assert!(got > 0);
+            head.extend_from_slice(&buf[..got]);
+        }
+        socket.write_all(&frame).unwrap();
+        // The echo: a 2-byte header and the payload.
+        let mut echo = vec![0u8; 2 + payload.len()];
+        socket.read_exact(&mut echo).unwrap();
+        assert_eq!(&echo[2..], payload);
+        sockets.push(socket);
+    }
+    sockets
+}
+
+async fn serve(listener: &tokio::net::TcpListener, n: usize, held: &mut Vec<Transport>) {
+    let config = WsConfig::default();
+    for _ in 0..n {
+        let (socket, _) = listener.accept().await.unwrap();
+        socket.set_nodelay(true).unwrap();
+        let request = ws::read_upgrade_request(socket, &config).await.unwrap();
+        let mut transport = request.accept(&config).await.unwrap();
+        let Inbound::Text(text) = transport.recv().await else {
+            panic!("closed")
+        };
+        transport
+            .send(Frame::try_from_bytes(text).unwrap())
+            .unwrap();
+        held.push(transport);
+    }
+}
+
+#[tokio::test]
+#[ignore = "measurement, run by hand"]
+async fn idle_connection_memory() {
+    const WARMUP: usize = 500;
+    const N: usize = 4000;
+    let (listener, addr) = common::listen().await;
+    let mut held = Vec::with_capacity(WARMUP + N);
+
+    let warmup = tokio::task::spawn_blocking(move || clients(addr, WARMUP));
+    serve(&listener, WARMUP, &mut held).await;
+    let mut sockets = warmup.await.unwrap();
+    tokio::task::yield_now().await;
+    let before = rss_bytes();
+
+    let measured = tokio::task::spawn_blocking(move || clients(addr, N));
+    serve(&listener, N, &mut held).await;
+    sockets.extend(measured.await.unwrap());
+    // Let every connection task finish writing its echo and go idle.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let after = rss_bytes();
+    let per = (after.saturating_sub(before)) as f64 / N as f64;
+    println!(
+        "{N} idle WebSocket connections (server side): RSS +{} KiB, {per:.0} bytes per connection",
+        (after - before) / 1024
+    );
+    assert!(held.iter().all(|t| !t.is_closed()));
+    drop(sockets);
+}
