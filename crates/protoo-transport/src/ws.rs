@@ -131,7 +131,8 @@ pub use client::{ClientOptions, connect, connect_with};
 pub use config::WsConfig;
 pub use conn::ConnectionTask;
 pub use server::{
-    UpgradeRequest, from_upgraded, from_upgraded_task, from_upgraded_with, read_upgrade_request,
+    UpgradeRequest, from_upgraded, from_upgraded_task, from_upgraded_with, query_param,
+    read_upgrade_request,
 };
 
 /// The WebSocket subprotocol of protoo.

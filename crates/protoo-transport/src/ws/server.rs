@@ -234,11 +234,7 @@ impl<S> UpgradeRequest<S> {
     /// protoo-server applications use). Invalid UTF-8 is replaced by U+FFFD.
     /// `None` when absent; `Some("")` for `?name` or `?name=`.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let query = self.query()?;
-        query.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key) == name).then(|| percent_decode(value))
-        })
+        query_param(self.query()?, name)
     }
 
     /// The request headers.
@@ -523,6 +519,23 @@ where
         }
     };
     let _ = tokio::time::timeout(REJECT_LINGER, drain).await;
+}
+
+/// The first value of the parameter `name` in a query string (without the
+/// `?`), percent-decoded (`+` reads as a space, invalid escapes stay as they
+/// are).
+///
+/// ```
+/// use protoo_transport::ws::query_param;
+///
+/// assert_eq!(query_param("roomId=a%20b&peerId=p+1", "peerId").as_deref(), Some("p 1"));
+/// assert_eq!(query_param("roomId=a", "peerId"), None);
+/// ```
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key) == name).then(|| percent_decode(value))
+    })
 }
 
 /// `%XX` decoded (invalid escapes kept as they are), `+` as a space.
