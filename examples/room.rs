@@ -26,6 +26,7 @@
 //! the interop suites and the benchmarks run against.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -105,7 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let rooms: Rooms<PeerState> = Rooms::new();
     while let Some(request) = server.next_request().await {
-        tokio::spawn(admit(request, rooms.clone()));
+        tokio::spawn(serve(Box::pin(admit(request, rooms.clone()))));
     }
     server.handle().stopped().await;
     Ok(())
@@ -129,16 +130,36 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// What `admit` hands to the peer's loop.
+type Admitted = Option<(Room<PeerState>, Peer<PeerState>, PeerEvents)>;
+
+/// One connection: `admit` (boxed), then the peer's loop.
+///
+/// The task of an idle peer holds this future, so it holds only what the
+/// loop needs: the request (its headers) and the handshake live in the
+/// boxed `admit`, freed once the peer is in its room.
+// An `async` block rather than an `async fn`, whose state would hold its
+// argument twice.
+#[allow(clippy::manual_async_fn)]
+fn serve(
+    admit: Pin<Box<impl Future<Output = Admitted> + Send>>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let admitted = admit.await;
+        if let Some((room, peer, events)) = admitted {
+            run_peer(room, peer, events).await;
+        }
+    }
+}
+
 /// Accepts a connection into its room, or rejects it with 400.
-async fn admit(request: ConnectionRequest, rooms: Rooms<PeerState>) {
+async fn admit(request: ConnectionRequest, rooms: Rooms<PeerState>) -> Admitted {
     let param = |name| request.query_param(name).filter(|value| !value.is_empty());
     let (Some(room_id), Some(peer_id)) = (param("roomId"), param("peerId")) else {
         request.reject(400, "missing roomId or peerId");
-        return;
+        return None;
     };
-    let Ok(transport) = request.accept().await else {
-        return;
-    };
+    let transport = request.accept().await.ok()?;
     // A peer already here with this id is replaced: tell the others it left
     // now, before the newcomer can join, so that they hear `peerClosed`
     // before its `newPeer` (its own loop would announce it later, racing
@@ -158,20 +179,31 @@ async fn admit(request: ConnectionRequest, rooms: Rooms<PeerState>) {
         DuplicatePolicy::Replace,
     );
     match admitted {
-        Ok((room, peer, events)) => run_peer(room, peer, events).await,
-        Err(error) => tracing::warn!(%error, "peer refused"),
+        Ok(admitted) => Some(admitted),
+        Err(error) => {
+            tracing::warn!(%error, "peer refused");
+            None
+        }
     }
 }
 
 /// The per-peer loop: every request and notification of one peer, in order.
-async fn run_peer(room: Room<PeerState>, peer: Peer<PeerState>, mut events: PeerEvents) {
-    while let Some(event) = events.next().await {
-        match event {
-            PeerEvent::Request(request) => handle_request(&room, &peer, request),
-            PeerEvent::Notification(notification) => {
-                handle_notification(&room, &peer, notification)
+// An `async` block rather than an `async fn`, as for `serve`.
+#[allow(clippy::manual_async_fn)]
+fn run_peer(
+    room: Room<PeerState>,
+    peer: Peer<PeerState>,
+    mut events: PeerEvents,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        while let Some(event) = events.next().await {
+            match event {
+                PeerEvent::Request(request) => handle_request(&room, &peer, request),
+                PeerEvent::Notification(notification) => {
+                    handle_notification(&room, &peer, notification)
+                }
+                PeerEvent::Closed(_) => announce_left(&room, &peer),
             }
-            PeerEvent::Closed(_) => announce_left(&room, &peer),
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct PeerConfig {
     /// they wait too: an application that awaits a request to a peer inside
     /// that peer's event loop should spawn it if the remote may send more
     /// than this many messages meanwhile. A value of 0 counts as 1.
+    ///
+    /// The queue takes memory only while events wait in it: a peer whose
+    /// application keeps up (or an idle one) holds no buffer for it.
     pub event_queue: usize,
     /// How long [`Peer::request`](crate::Peer::request) waits for the
     /// response. Default: `None`, protoo's rule: `2000 × (15 + 0.1 ×

@@ -1,13 +1,15 @@
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use protoo_codec::{ErrorData, Id, Notification, Payload, Request, encode};
 use protoo_transport::{CloseReason, Initiator, TrackerGuard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
 
-use crate::peer::Core;
+use crate::peer::{Core, lock};
 
 /// The reason of a request dropped without an answer.
 pub const NOT_ANSWERED_REASON: &str = "request not answered";
@@ -38,15 +40,13 @@ pub enum PeerEvent {
 /// answered with an error (500 `request not answered`), so the remote never
 /// waits for nothing.
 pub struct PeerEvents {
-    rx: mpsc::Receiver<PeerEvent>,
     core: Arc<Core>,
     closed_reported: bool,
 }
 
 impl PeerEvents {
-    pub(crate) fn new(rx: mpsc::Receiver<PeerEvent>, core: Arc<Core>) -> Self {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
         PeerEvents {
-            rx,
             core,
             closed_reported: false,
         }
@@ -57,10 +57,12 @@ impl PeerEvents {
         if self.closed_reported {
             return None;
         }
-        if let Some(event) = self.rx.recv().await {
+        let queue = &self.core.events;
+        if let Some(event) = poll_fn(|cx| queue.poll_pop(cx)).await {
             return Some(event);
         }
-        // The reader task has finished: the peer is closed.
+        // The peer is closed (or its reader task ended) and every event
+        // queued before was handed out.
         self.closed_reported = true;
         let reason = self
             .core
@@ -78,7 +80,7 @@ impl PeerEvents {
 
 impl Drop for PeerEvents {
     fn drop(&mut self) {
-        self.core.events_dropped();
+        self.core.events.consumer_dropped();
     }
 }
 
@@ -86,9 +88,193 @@ impl fmt::Debug for PeerEvents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerEvents")
             .field("peer_id", &self.core.id)
-            .field("queued", &self.rx.len())
+            .field("queued", &self.core.events.len())
             .field("closed_reported", &self.closed_reported)
             .finish()
+    }
+}
+
+/// The queue between a peer's reader task (the one producer) and its
+/// [`PeerEvents`] (the one consumer), bounded by
+/// [`PeerConfig::event_queue`](crate::PeerConfig::event_queue).
+///
+/// An empty queue holds no buffer: an idle peer pays only for this struct.
+/// The lock is held for a few field updates, never across an `.await`, and
+/// events are dropped (a dropped request answers 500) only after it is
+/// released.
+pub(crate) struct EventQueue {
+    state: Mutex<QueueState>,
+}
+
+struct QueueState {
+    events: VecDeque<PeerEvent>,
+    /// At most this many events (at least one); a `u32`, which fits next
+    /// to the flags without making every peer's state larger.
+    limit: u32,
+    /// No event is queued any more (the peer closed, or its reader task
+    /// ended); those already queued are still handed out.
+    closed: bool,
+    /// The [`PeerEvents`] was dropped: events are dropped on arrival.
+    consumer_gone: bool,
+    /// Every [`Peer`](crate::Peer) handle was dropped.
+    handles_gone: bool,
+    /// The application waiting in [`PeerEvents::next`].
+    consumer: Option<Waker>,
+    /// The reader task: waiting for room, or for a reason to look at the
+    /// peer again (handles or events dropped, peer closed).
+    reader: Option<Waker>,
+}
+
+impl QueueState {
+    fn is_full(&self) -> bool {
+        self.events.len() >= self.limit as usize
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+impl EventQueue {
+    /// An empty queue holding at most `limit` events (at least one).
+    pub(crate) fn new(limit: usize) -> Self {
+        EventQueue {
+            state: Mutex::new(QueueState {
+                events: VecDeque::new(),
+                limit: u32::try_from(limit).unwrap_or(u32::MAX).max(1),
+                closed: false,
+                consumer_gone: false,
+                handles_gone: false,
+                consumer: None,
+                reader: None,
+            }),
+        }
+    }
+
+    /// Events waiting for the application.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.state).events.len()
+    }
+
+    /// Reader: queues `event` if there is room, or drops it if nobody will
+    /// take it (the peer closed, or its [`PeerEvents`] was dropped; a
+    /// request dropped this way answers 500 by itself). Gives it back when
+    /// the queue is full.
+    pub(crate) fn try_push(&self, event: PeerEvent) -> Result<(), PeerEvent> {
+        let state = lock(&self.state);
+        if !state.closed && !state.consumer_gone && state.is_full() {
+            return Err(event);
+        }
+        self.push(state, event);
+        Ok(())
+    }
+
+    /// Reader: [`EventQueue::try_push`] once there is room, waiting (the
+    /// peer stops reading its transport meanwhile). Ready once the event in
+    /// `slot` is queued or dropped.
+    pub(crate) fn poll_push(
+        &self,
+        slot: &mut Option<Box<PeerEvent>>,
+        cx: &Context<'_>,
+    ) -> Poll<()> {
+        let mut state = lock(&self.state);
+        if !state.closed && !state.consumer_gone && state.is_full() {
+            register(&mut state.reader, cx);
+            return Poll::Pending;
+        }
+        if let Some(event) = slot.take() {
+            self.push(state, *event);
+        }
+        Poll::Ready(())
+    }
+
+    /// Queues `event` (there is room), or drops it once the lock is
+    /// released when nobody will take it.
+    fn push(&self, mut state: MutexGuard<'_, QueueState>, event: PeerEvent) {
+        if state.closed || state.consumer_gone {
+            drop(state);
+            drop(event);
+            return;
+        }
+        state.events.push_back(event);
+        let consumer = state.consumer.take();
+        drop(state);
+        wake(consumer);
+    }
+
+    /// Reader: registers the task to be woken when the peer's handles or its
+    /// events are dropped, or when the peer closes. Returns whether nobody
+    /// can use the peer any more (every handle and its events dropped).
+    pub(crate) fn watch(&self, cx: &Context<'_>) -> bool {
+        let mut state = lock(&self.state);
+        register(&mut state.reader, cx);
+        state.handles_gone && state.consumer_gone
+    }
+
+    /// Consumer: the next event; `None` once the queue is closed and
+    /// drained. Cancel-safe.
+    pub(crate) fn poll_pop(&self, cx: &Context<'_>) -> Poll<Option<PeerEvent>> {
+        let mut state = lock(&self.state);
+        let was_full = state.is_full();
+        if let Some(event) = state.events.pop_front() {
+            if state.events.is_empty() {
+                // Give the buffer back: an idle peer keeps none.
+                state.events = VecDeque::new();
+            }
+            let reader = if was_full { state.reader.take() } else { None };
+            drop(state);
+            wake(reader);
+            return Poll::Ready(Some(event));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        register(&mut state.consumer, cx);
+        Poll::Pending
+    }
+
+    /// No more events: those queued are still handed out, then `None`.
+    pub(crate) fn close(&self) {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return;
+        }
+        state.closed = true;
+        let consumer = state.consumer.take();
+        let reader = state.reader.take();
+        drop(state);
+        wake(consumer);
+        wake(reader);
+    }
+
+    /// The [`PeerEvents`] was dropped: the queued events are dropped (their
+    /// requests answer 500) and so is every later one.
+    pub(crate) fn consumer_dropped(&self) {
+        let mut state = lock(&self.state);
+        state.consumer_gone = true;
+        let events = std::mem::take(&mut state.events);
+        let reader = state.reader.take();
+        drop(state);
+        drop(events);
+        wake(reader);
+    }
+
+    /// Every [`Peer`](crate::Peer) handle was dropped.
+    pub(crate) fn handles_dropped(&self) {
+        let mut state = lock(&self.state);
+        state.handles_gone = true;
+        let reader = state.reader.take();
+        drop(state);
+        wake(reader);
     }
 }
 
@@ -251,5 +437,148 @@ impl IncomingNotification {
     /// The decoded message.
     pub fn into_inner(self) -> Notification {
         self.notification
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use protoo_codec::Message;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Count {
+        fn get(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn notification(n: u32) -> PeerEvent {
+        let text = format!(r#"{{"notification":true,"method":"n","data":{{"n":{n}}}}}"#);
+        match Message::decode_str(&text) {
+            Ok(Message::Notification(notification)) => {
+                PeerEvent::Notification(IncomingNotification::new(notification))
+            }
+            other => panic!("not a notification: {other:?}"),
+        }
+    }
+
+    fn number(event: Option<PeerEvent>) -> u64 {
+        match event {
+            Some(PeerEvent::Notification(n)) => n.payload().to_value()["n"].as_u64().unwrap(),
+            other => panic!("expected a notification, got {other:?}"),
+        }
+    }
+
+    fn capacity(queue: &EventQueue) -> usize {
+        lock(&queue.state).events.capacity()
+    }
+
+    #[test]
+    fn bounded_in_order_and_wakes_the_waiting_reader() {
+        let queue = EventQueue::new(2);
+        let reader = Arc::new(Count::default());
+        let reader_waker = Waker::from(reader.clone());
+        let consumer_waker = Waker::from(Arc::new(Count::default()));
+        let (rcx, ccx) = (
+            Context::from_waker(&reader_waker),
+            Context::from_waker(&consumer_waker),
+        );
+        assert!(queue.try_push(notification(0)).is_ok());
+        assert!(queue.try_push(notification(1)).is_ok());
+        let Err(third) = queue.try_push(notification(2)) else {
+            panic!("a full queue took an event");
+        };
+        let mut slot = Some(Box::new(third));
+        assert!(queue.poll_push(&mut slot, &rcx).is_pending());
+        assert!(slot.is_some());
+        assert_eq!(queue.len(), 2);
+
+        let Poll::Ready(first) = queue.poll_pop(&ccx) else {
+            panic!("no event")
+        };
+        assert_eq!(number(first), 0);
+        assert_eq!(reader.get(), 1, "room made: the reader is woken");
+        assert!(queue.poll_push(&mut slot, &rcx).is_ready());
+        assert!(slot.is_none());
+        for n in 1..=2 {
+            let Poll::Ready(event) = queue.poll_pop(&ccx) else {
+                panic!("no event")
+            };
+            assert_eq!(number(event), n);
+        }
+        assert!(queue.poll_pop(&ccx).is_pending());
+    }
+
+    #[test]
+    fn a_drained_queue_holds_no_buffer() {
+        let queue = EventQueue::new(256);
+        let waker = Waker::from(Arc::new(Count::default()));
+        let cx = Context::from_waker(&waker);
+        assert_eq!(capacity(&queue), 0);
+        for n in 0..100u32 {
+            assert!(queue.try_push(notification(n)).is_ok());
+        }
+        assert!(capacity(&queue) >= 100);
+        for n in 0..100u64 {
+            let Poll::Ready(event) = queue.poll_pop(&cx) else {
+                panic!("no event")
+            };
+            assert_eq!(number(event), n);
+        }
+        assert_eq!(capacity(&queue), 0);
+    }
+
+    #[test]
+    fn closed_hands_out_what_was_queued_then_ends() {
+        let queue = EventQueue::new(4);
+        let consumer = Arc::new(Count::default());
+        let waker = Waker::from(consumer.clone());
+        let cx = Context::from_waker(&waker);
+        assert!(queue.poll_pop(&cx).is_pending());
+        assert!(queue.try_push(notification(7)).is_ok());
+        assert_eq!(consumer.get(), 1);
+        queue.close();
+        // Dropped: nobody will take it.
+        assert!(queue.try_push(notification(8)).is_ok());
+        let Poll::Ready(event) = queue.poll_pop(&cx) else {
+            panic!("no event")
+        };
+        assert_eq!(number(event), 7);
+        assert!(matches!(queue.poll_pop(&cx), Poll::Ready(None)));
+        assert!(matches!(queue.poll_pop(&cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn a_dropped_consumer_frees_the_queue_and_releases_the_reader() {
+        let queue = EventQueue::new(1);
+        let reader = Arc::new(Count::default());
+        let waker = Waker::from(reader.clone());
+        let cx = Context::from_waker(&waker);
+        assert!(queue.try_push(notification(0)).is_ok());
+        let mut slot = queue.try_push(notification(1)).err().map(Box::new);
+        assert!(queue.poll_push(&mut slot, &cx).is_pending());
+        queue.consumer_dropped();
+        assert_eq!(reader.get(), 1);
+        assert_eq!((queue.len(), capacity(&queue)), (0, 0));
+        assert!(queue.poll_push(&mut slot, &cx).is_ready());
+        assert!(slot.is_none());
+        assert!(queue.try_push(notification(2)).is_ok());
+        assert_eq!(queue.len(), 0);
+        assert!(!queue.watch(&cx), "handles are still there");
+        queue.handles_dropped();
+        assert!(queue.watch(&cx));
     }
 }

@@ -1,20 +1,22 @@
 use std::collections::HashMap;
 use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use protoo_codec::{ErrorData, Frame, Id, Message, Payload, Response, encode};
 use protoo_transport::{
-    CloseReason, FrameSink, FrameStream, Inbound, Initiator, PROTOO_CLOSED_REASON, Tracker,
+    Bytes, CloseReason, FrameSink, FrameStream, Inbound, Initiator, PROTOO_CLOSED_REASON, Tracker,
     Transport, TransportError, close_code,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tracing::Instrument;
 
-use crate::events::{IncomingNotification, IncomingRequest, PeerEvent, PeerEvents};
+use crate::events::{EventQueue, IncomingNotification, IncomingRequest, PeerEvent, PeerEvents};
 use crate::ids::IdRng;
 use crate::{CoreError, PeerConfig, PeerError, RequestError};
 
@@ -27,8 +29,13 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What a response hands to the request waiting for it.
 type Outcome = Result<Payload, ErrorData>;
 
-/// Called once when a peer closes, to take it out of its room.
-pub(crate) type LeaveHook = Box<dyn FnOnce(&Arc<Core>) + Send>;
+/// The room of a peer, told once when the peer closes so that it takes the
+/// peer out. A trait object behind a `Weak` rather than a boxed closure:
+/// no allocation per peer.
+pub(crate) trait Leave: Send + Sync {
+    /// Takes the closed peer `core` out of the room.
+    fn leave(self: Arc<Self>, core: &Arc<Core>);
+}
 
 /// Requests waiting for their response.
 struct Pending {
@@ -58,11 +65,10 @@ pub(crate) struct Core {
     /// Set when closing is complete (pending failed, room left).
     done: AtomicBool,
     done_notify: Notify,
-    /// Wakes the reader task: closed, or handles or events dropped.
-    wake: Notify,
-    handles_gone: AtomicBool,
-    events_gone: AtomicBool,
-    leave: Mutex<Option<LeaveHook>>,
+    /// The events waiting for the application (the reader task queues
+    /// them, [`PeerEvents`] takes them).
+    pub(crate) events: EventQueue,
+    leave: Mutex<Option<Weak<dyn Leave>>>,
 }
 
 impl Core {
@@ -74,13 +80,8 @@ impl Core {
         self.reason.get()
     }
 
-    pub(crate) fn set_leave(&self, hook: LeaveHook) {
-        *lock(&self.leave) = Some(hook);
-    }
-
-    pub(crate) fn events_dropped(&self) {
-        self.events_gone.store(true, Ordering::Release);
-        self.wake.notify_one();
+    pub(crate) fn set_leave(&self, room: Weak<dyn Leave>) {
+        *lock(&self.leave) = Some(room);
     }
 
     /// Queues a frame to the remote.
@@ -106,16 +107,18 @@ impl Core {
         drop(failed);
         // Leave the room before the remote can see the close: a client that
         // reconnects at once must not find its old self still listed.
-        let hook = lock(&self.leave).take();
-        if let Some(hook) = hook {
-            hook(self);
+        let room = lock(&self.leave).take().and_then(|room| room.upgrade());
+        if let Some(room) = room {
+            room.leave(self);
         }
         if let Some(text) = text {
             self.sink.close(code, &text);
         }
         self.done.store(true, Ordering::Release);
         self.done_notify.notify_waiters();
-        self.wake.notify_one();
+        // Events queued before the close are still handed out, then the
+        // close.
+        self.events.close();
         tracing::debug!(
             peer_id = %self.id,
             room_id = self.room_id.as_deref().unwrap_or(""),
@@ -189,21 +192,6 @@ impl Core {
             ),
         }
     }
-
-    /// The reader was woken: stop delivering events once closed, and close
-    /// the peer when nobody can use it any more.
-    fn on_wake(self: &Arc<Self>, events: &mut Option<mpsc::Sender<PeerEvent>>) {
-        if !self.is_closed()
-            && self.handles_gone.load(Ordering::Acquire)
-            && self.events_gone.load(Ordering::Acquire)
-        {
-            tracing::debug!("every handle and the events of the peer dropped: closing it");
-            self.close_locally(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
-        }
-        if self.is_closed() {
-            *events = None;
-        }
-    }
 }
 
 impl fmt::Debug for Core {
@@ -220,83 +208,102 @@ impl fmt::Debug for Core {
 /// The reader task of a peer: reads every incoming frame, completes pending
 /// requests, hands requests and notifications to the application, and closes
 /// the peer when the transport ends.
-async fn read(core: Arc<Core>, mut stream: Box<dyn FrameStream>, tx: mpsc::Sender<PeerEvent>) {
-    let mut events = Some(tx);
-    loop {
-        let inbound = tokio::select! {
-            biased;
-            inbound = stream.recv() => inbound,
-            () = core.wake.notified() => {
-                core.on_wake(&mut events);
-                continue;
-            }
-        };
-        let text = match inbound {
-            Inbound::Text(text) => text,
-            Inbound::Closed(reason) => {
-                core.finish(reason, false);
-                break;
-            }
-        };
-        if core.is_closed() {
-            // Closed locally: the transport is draining, nothing more is
-            // delivered.
-            events = None;
-            continue;
-        }
-        match Message::decode(text) {
-            Err(error) => tracing::warn!(%error, "invalid message dropped"),
-            Ok(Message::Response(response)) => core.complete(response),
-            Ok(Message::Request(request)) => {
-                tracing::debug!(method = %request.method, id = %request.id, "request received");
-                let event = PeerEvent::Request(IncomingRequest::new(request, core.clone()));
-                deliver(&core, &mut events, event).await;
-            }
-            Ok(Message::Notification(notification)) => {
-                tracing::debug!(method = %notification.method, "notification received");
-                let event = PeerEvent::Notification(IncomingNotification::new(notification));
-                deliver(&core, &mut events, event).await;
+///
+/// What this future holds while the peer is idle is the task's whole cost
+/// per peer, so it is kept small: no event is held across the wait for the
+/// next frame, and the waits are polls on the event queue rather than
+/// channel or `Notify` futures.
+// An `async` block rather than an `async fn`, whose state would hold its
+// arguments twice (24 bytes more in every peer's task).
+#[allow(clippy::manual_async_fn)]
+fn read(core: Arc<Core>, mut stream: Box<dyn FrameStream>) -> impl Future<Output = ()> + Send {
+    async move {
+        // However the task ends (the transport's end, or the task dropped by a
+        // runtime shutdown), no event comes after it.
+        let _end = EndOfEvents(&core);
+        loop {
+            // Only `full` (an event, boxed, when the queue is full) lives
+            // across the wait below.
+            let full = match next_inbound(&core, &mut stream).await {
+                Inbound::Text(text) => receive(&core, text),
+                Inbound::Binary(data) => {
+                    // Only transports asked to deliver binary messages do
+                    // (not protoo's): ignored, as protoo does.
+                    tracing::warn!(
+                        bytes = data.len(),
+                        "binary message dropped: protoo uses text"
+                    );
+                    None
+                }
+                Inbound::Closed(reason) => {
+                    core.finish(reason, false);
+                    break;
+                }
+            };
+            if let Some(event) = full {
+                // The queue is full: wait for room, and stop reading meanwhile.
+                let mut slot = Some(event);
+                poll_fn(|cx| core.events.poll_push(&mut slot, cx)).await;
             }
         }
     }
 }
 
-/// Hands an event to the application, waiting for room in the queue. An
-/// event that cannot be delivered (events dropped, peer closed) is dropped:
-/// a request then answers 500 by itself.
-async fn deliver(core: &Arc<Core>, events: &mut Option<mpsc::Sender<PeerEvent>>, event: PeerEvent) {
-    enum Step {
-        Delivered,
-        Gone,
-        Woken,
+/// Handles one incoming frame: completes a pending request, or queues a
+/// request or notification for the application. Returns the event, boxed,
+/// when the queue is full.
+fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
+    if core.is_closed() {
+        // Closed locally: the transport is draining, nothing more is
+        // delivered.
+        return None;
     }
-    let mut event = Some(event);
-    loop {
-        let Some(tx) = events.as_ref() else {
-            return;
-        };
-        let step = tokio::select! {
-            biased;
-            permit = tx.reserve() => match permit {
-                Ok(permit) => {
-                    if let Some(event) = event.take() {
-                        permit.send(event);
-                    }
-                    Step::Delivered
-                }
-                Err(_) => Step::Gone,
-            },
-            () = core.wake.notified() => Step::Woken,
-        };
-        match step {
-            Step::Delivered => return,
-            Step::Gone => {
-                // The application dropped its PeerEvents: stop trying.
-                *events = None;
-                return;
-            }
-            Step::Woken => core.on_wake(events),
+    let event = match Message::decode(text) {
+        Err(error) => {
+            tracing::warn!(%error, "invalid message dropped");
+            return None;
         }
+        Ok(Message::Response(response)) => {
+            core.complete(response);
+            return None;
+        }
+        Ok(Message::Request(request)) => {
+            tracing::debug!(method = %request.method, id = %request.id, "request received");
+            PeerEvent::Request(IncomingRequest::new(request, core.clone()))
+        }
+        Ok(Message::Notification(notification)) => {
+            tracing::debug!(method = %notification.method, "notification received");
+            PeerEvent::Notification(IncomingNotification::new(notification))
+        }
+    };
+    // An event nobody will take (events dropped, peer closed) is dropped: a
+    // request then answers 500 by itself.
+    core.events.try_push(event).err().map(Box::new)
+}
+
+/// The next incoming frame or the transport's end. Meanwhile, closes the
+/// peer when nobody can use it any more (every handle and its events
+/// dropped).
+fn next_inbound<'a>(
+    core: &'a Arc<Core>,
+    stream: &'a mut Box<dyn FrameStream>,
+) -> impl Future<Output = Inbound> + Send + 'a {
+    let mut recv = stream.recv();
+    poll_fn(move |cx| {
+        if core.events.watch(cx) && !core.is_closed() {
+            tracing::debug!("every handle and the events of the peer dropped: closing it");
+            core.close_locally(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
+        }
+        Pin::as_mut(&mut recv).poll(cx)
+    })
+}
+
+/// Closes the event queue when the reader task ends.
+struct EndOfEvents<'a>(&'a Core);
+
+impl Drop for EndOfEvents<'_> {
+    fn drop(&mut self) {
+        self.0.events.close();
     }
 }
 
@@ -304,8 +311,8 @@ async fn deliver(core: &Arc<Core>, events: &mut Option<mpsc::Sender<PeerEvent>>,
 /// [`Start::spawn`], once the peer is where it belongs (its room).
 pub(crate) struct Start {
     core: Arc<Core>,
-    stream: Box<dyn FrameStream>,
-    tx: mpsc::Sender<PeerEvent>,
+    /// Taken by [`Start::spawn`].
+    stream: Option<Box<dyn FrameStream>>,
     handle: Handle,
 }
 
@@ -314,7 +321,10 @@ impl Start {
         &self.core
     }
 
-    pub(crate) fn spawn(self) {
+    pub(crate) fn spawn(mut self) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
         let span = tracing::debug_span!(
             "protoo_peer",
             peer_id = %self.core.id,
@@ -322,7 +332,16 @@ impl Start {
         );
         tracing::debug!(parent: &span, "peer created");
         self.handle
-            .spawn(read(self.core, self.stream, self.tx).instrument(span));
+            .spawn(read(self.core.clone(), stream).instrument(span));
+    }
+}
+
+impl Drop for Start {
+    /// Never started: no event will come (as when the reader task ends).
+    fn drop(&mut self) {
+        if self.stream.is_some() {
+            self.core.events.close();
+        }
     }
 }
 
@@ -360,23 +379,19 @@ pub(crate) fn build<D>(
         reason: OnceLock::new(),
         done: AtomicBool::new(false),
         done_notify: Notify::new(),
-        wake: Notify::new(),
-        handles_gone: AtomicBool::new(false),
-        events_gone: AtomicBool::new(false),
+        events: EventQueue::new(config.event_queue),
         leave: Mutex::new(None),
     });
-    let (tx, rx) = mpsc::channel(config.event_queue.max(1));
     let peer = Peer {
         inner: Arc::new(PeerInner {
             core: core.clone(),
             data,
         }),
     };
-    let events = PeerEvents::new(rx, core.clone());
+    let events = PeerEvents::new(core.clone());
     let start = Start {
         core,
-        stream,
-        tx,
+        stream: Some(stream),
         handle,
     };
     (peer, events, start)
@@ -436,8 +451,7 @@ struct PeerInner<D> {
 
 impl<D> Drop for PeerInner<D> {
     fn drop(&mut self) {
-        self.core.handles_gone.store(true, Ordering::Release);
-        self.core.wake.notify_one();
+        self.core.events.handles_dropped();
     }
 }
 
@@ -646,13 +660,90 @@ impl<D> fmt::Debug for Peer<D> {
 }
 
 #[cfg(test)]
-mod size_probe {
+mod tests {
     use super::*;
+
+    /// The reader task's future is what every idle peer holds (plus the
+    /// tokio task header, about 128 bytes): keep it small.
     #[tokio::test]
-    async fn probe() {
-        let (t, _r) = protoo_transport::memory::pair(1024);
-        let (_p, _e, start) = build("a".into(), None, t, (), &PeerConfig::default(), Handle::current());
-        let f = read(start.core.clone(), start.stream, start.tx).instrument(tracing::Span::none());
-        println!("PROBE reader future {} bytes; PeerEvent {}; Core {}", std::mem::size_of_val(&f), std::mem::size_of::<PeerEvent>(), std::mem::size_of::<Core>());
+    async fn reader_task_future_size() {
+        let (transport, _remote) = protoo_transport::memory::pair(1024);
+        let (_peer, _events, mut start) = build(
+            "a".into(),
+            None,
+            transport,
+            (),
+            &PeerConfig::default(),
+            Handle::current(),
+        );
+        let (core, stream) = (start.core.clone(), start.stream.take().unwrap());
+        let future = read(core, stream).instrument(tracing::Span::none());
+        let size = std::mem::size_of_val(&future);
+        println!(
+            "reader task future: {size} bytes; PeerEvent: {} bytes; Core: {} bytes",
+            std::mem::size_of::<PeerEvent>(),
+            std::mem::size_of::<Core>()
+        );
+        assert!(size <= 128, "reader task future grew to {size} bytes");
+    }
+
+    /// A peer whose reader task never ran reports the end of its events,
+    /// as when the task ends.
+    #[tokio::test]
+    async fn a_peer_never_started_ends_its_events() {
+        let (transport, _remote) = protoo_transport::memory::pair(1024);
+        let (_peer, mut events, start) = build(
+            "a".into(),
+            None,
+            transport,
+            (),
+            &PeerConfig::default(),
+            Handle::current(),
+        );
+        drop(start);
+        let Some(PeerEvent::Closed(reason)) = events.next().await else {
+            panic!("expected the close")
+        };
+        assert_eq!(reason.reason, "peer task ended");
+        assert!(events.next().await.is_none());
+    }
+
+    /// A full event queue stops the reader: what the remote sends next
+    /// (here the response to a request) waits until the application takes
+    /// an event.
+    #[tokio::test]
+    async fn a_full_event_queue_stops_the_reader() {
+        let (transport, mut remote) =
+            protoo_transport::memory::pair(protoo_transport::memory::DEFAULT_QUEUE_LIMIT);
+        let config = PeerConfig::default().with_event_queue(1);
+        let (peer, mut events) = Peer::new("p", transport, (), config).unwrap();
+        let request = tokio::spawn({
+            let peer = peer.clone();
+            async move { peer.request("q", &()).await }
+        });
+        let Inbound::Text(text) = remote.recv().await else {
+            panic!("closed")
+        };
+        let Ok(Message::Request(sent)) = Message::decode(text) else {
+            panic!("not a request")
+        };
+        for n in 0..2 {
+            let text = format!(r#"{{"notification":true,"method":"n{n}"}}"#);
+            remote.send(Frame::from(text)).unwrap();
+        }
+        let response = format!(r#"{{"response":true,"id":{},"ok":true}}"#, sent.id);
+        remote.send(Frame::from(response)).unwrap();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!request.is_finished(), "the reader read past a full queue");
+        assert_eq!(peer.core().events.len(), 1);
+        for n in 0..2 {
+            let Some(PeerEvent::Notification(notification)) = events.next().await else {
+                panic!("expected a notification")
+            };
+            assert_eq!(notification.method(), format!("n{n}"));
+        }
+        assert!(request.await.unwrap().is_ok());
     }
 }

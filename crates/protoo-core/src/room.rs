@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use crate::peer::{Core, Start, build, lock, runtime};
+use crate::peer::{Core, Leave, Start, build, lock, runtime};
 use crate::rooms::RegistryInner;
 use crate::{CoreError, Peer, PeerConfig, PeerEvents};
 
@@ -229,12 +229,8 @@ impl<D: Send + Sync + 'static> Room<D> {
             config,
             handle,
         );
-        let room = Arc::downgrade(&self.inner);
-        start.core().set_leave(Box::new(move |core: &Arc<Core>| {
-            if let Some(inner) = room.upgrade() {
-                Room { inner }.remove(core);
-            }
-        }));
+        let room: Weak<RoomInner<D>> = Arc::downgrade(&self.inner);
+        start.core().set_leave(room);
         let replaced = state.peers.insert(id, peer.clone());
         Ok(Admitted {
             peer,
@@ -242,6 +238,12 @@ impl<D: Send + Sync + 'static> Room<D> {
             start,
             replaced,
         })
+    }
+}
+
+impl<D: Send + Sync + 'static> Leave for RoomInner<D> {
+    fn leave(self: Arc<Self>, core: &Arc<Core>) {
+        Room { inner: self }.remove(core);
     }
 }
 

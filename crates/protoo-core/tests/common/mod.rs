@@ -74,6 +74,7 @@ pub(crate) async fn recv_text(transport: &mut Transport) -> String {
     match transport.recv().await {
         Inbound::Text(text) => String::from_utf8(text.to_vec()).expect("utf-8"),
         Inbound::Closed(reason) => panic!("expected a frame, transport closed: {reason}"),
+        Inbound::Binary(data) => panic!("expected a text frame, got {} binary bytes", data.len()),
     }
 }
 
