@@ -214,9 +214,12 @@ function defineRoomSuite(server, { skipReason } = {})
 					await reopened;
 					assert.equal(peer.connected, true);
 
-					// Back in the room under the same peerId.
+					// Back in the room under the same peerId. "open" is the 101;
+					// the server admits the peer into its room just after it,
+					// so one answered request from the peer marks it admitted.
 					const inbox = new Inbox(peer);
 
+					await peer.request('echo', { ready: true });
 					await observer.request('chat', { text: 'welcome back' });
 					assert.deepEqual(
 						await inbox.next('chat', { where: (d) => d.text === 'welcome back' }),
