@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod autobahn;
 mod bench;
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -20,8 +21,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("autobahn") => autobahn::run(),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench [--smoke]>");
+            eprintln!("usage: cargo xtask <ci | bench [--smoke] | autobahn>");
             return ExitCode::from(2);
         }
     };
@@ -98,6 +100,8 @@ fn ci() -> Result {
     )?;
     check_codec_has_no_runtime()?;
     interop()?;
+    println!("\n==> WebSocket conformance (Autobahn cases through kosoku)");
+    autobahn::run()?;
     println!("\n==> benchmark smoke (cargo xtask bench --smoke)");
     bench::run(&["--smoke".to_owned()])
 }

@@ -1,3 +1,4 @@
+use bytes::Bytes;
 use thiserror::Error;
 
 use crate::Frame;
@@ -13,6 +14,20 @@ pub enum TransportError {
     /// the transport has been closed as a slow consumer.
     #[error("outbound queue limit exceeded, transport closed")]
     QueueFull(Frame),
+    /// A binary message was not sent ([`FrameSink::send_binary`](crate::FrameSink::send_binary)):
+    /// the transport does not send binary messages (protoo uses text; a
+    /// WebSocket transport does only with
+    /// [`WsConfig::binary_messages`](crate::ws::WsConfig::binary_messages)),
+    /// or it is closed, or the message would have taken its outbound queue
+    /// past the limit (the transport has then been closed as a slow
+    /// consumer). The data is given back.
+    #[error("binary message not sent: {reason}")]
+    BinaryNotSent {
+        /// The unsent message.
+        data: Bytes,
+        /// Why.
+        reason: &'static str,
+    },
     /// The URL given to connect is not a `ws://` or `wss://` URL we can use.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),

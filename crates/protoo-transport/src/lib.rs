@@ -219,9 +219,14 @@ impl fmt::Display for CloseReason {
 /// What a [`FrameStream`] yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inbound {
-    /// The UTF-8 text of one incoming text message. Binary messages never
-    /// appear: transports drop them with a warning, as protoo does.
+    /// The UTF-8 text of one incoming text message.
     Text(Bytes),
+    /// One incoming binary message. protoo uses text only: transports drop
+    /// binary messages with a warning, as protoo does, unless asked to
+    /// deliver them (a WebSocket transport with
+    /// [`WsConfig::binary_messages`](ws::WsConfig::binary_messages), for a
+    /// non-protoo endpoint); protoo-core's `Peer` ignores them.
+    Binary(Bytes),
     /// The transport ended. Yielded once; the reader stops here (calls after
     /// it yield the same reason again).
     Closed(CloseReason),
@@ -247,6 +252,19 @@ pub trait FrameSink: Send + Sync + fmt::Debug + 'static {
     /// Bytes queued for sending and not yet handed to the connection (frame
     /// text plus [`FRAME_OVERHEAD`] each).
     fn queued_bytes(&self) -> usize;
+
+    /// Queues a binary message, counted and limited like a frame. protoo
+    /// sends text only, so transports need not support this: the default
+    /// fails with [`TransportError::BinaryNotSent`]. A WebSocket transport
+    /// sends binary messages when
+    /// [`WsConfig::binary_messages`](ws::WsConfig::binary_messages) is set
+    /// (for a non-protoo endpoint).
+    fn send_binary(&self, data: Bytes) -> Result<(), TransportError> {
+        Err(TransportError::BinaryNotSent {
+            data,
+            reason: "binary messages are not supported by this transport",
+        })
+    }
 }
 
 /// The receiving half of a transport, owned by the one task that reads.
@@ -309,6 +327,11 @@ impl Transport {
     /// Queues a frame; see [`FrameSink::send`].
     pub fn send(&self, frame: Frame) -> Result<(), TransportError> {
         self.sink.send(frame)
+    }
+
+    /// Queues a binary message; see [`FrameSink::send_binary`].
+    pub fn send_binary(&self, data: Bytes) -> Result<(), TransportError> {
+        self.sink.send_binary(data)
     }
 
     /// The next incoming frame or the close reason; see [`FrameStream::recv`].

@@ -3,9 +3,42 @@ use std::fmt;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::{Frame, SLOW_CONSUMER_REASON, TransportError, close_code};
+
+/// One queued outbound message: a protoo text frame, or (only on a WebSocket
+/// transport with [`WsConfig::binary_messages`](crate::ws::WsConfig::binary_messages))
+/// a binary message.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Text(Frame),
+    Binary(Bytes),
+}
+
+impl Outbound {
+    fn len(&self) -> usize {
+        match self {
+            Outbound::Text(frame) => frame.len(),
+            Outbound::Binary(data) => data.len(),
+        }
+    }
+}
+
+/// Why a push was refused.
+enum Refused {
+    Closed,
+    Full,
+}
+
+fn binary_not_sent(data: Bytes, refused: Refused) -> TransportError {
+    let reason = match refused {
+        Refused::Closed => "transport closed",
+        Refused::Full => "outbound queue limit exceeded, transport closed",
+    };
+    TransportError::BinaryNotSent { data, reason }
+}
 
 /// Bytes counted for each queued frame on top of its text: the bookkeeping a
 /// queued frame costs, so that a flood of tiny frames is bounded too.
@@ -26,7 +59,7 @@ pub struct OutboundQueue {
 
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Frame>,
+    frames: VecDeque<Outbound>,
     bytes: usize,
     close: Option<(u16, String)>,
     close_taken: bool,
@@ -94,11 +127,32 @@ impl OutboundQueue {
 
     /// Queues a frame; see [`FrameSink::send`](crate::FrameSink::send).
     pub fn push(&self, frame: Frame) -> Result<(), TransportError> {
+        self.push_item(Outbound::Text(frame))
+            .map_err(|(refused, item)| match item {
+                Outbound::Text(frame) => match refused {
+                    Refused::Closed => TransportError::Closed(frame),
+                    Refused::Full => TransportError::QueueFull(frame),
+                },
+                Outbound::Binary(data) => binary_not_sent(data, refused),
+            })
+    }
+
+    /// Queues a binary message, counted like a frame (see
+    /// [`FrameSink::send_binary`](crate::FrameSink::send_binary)).
+    pub(crate) fn push_binary(&self, data: Bytes) -> Result<(), TransportError> {
+        self.push_item(Outbound::Binary(data))
+            .map_err(|(refused, item)| match item {
+                Outbound::Binary(data) => binary_not_sent(data, refused),
+                Outbound::Text(frame) => binary_not_sent(frame.into_bytes(), refused),
+            })
+    }
+
+    fn push_item(&self, item: Outbound) -> Result<(), (Refused, Outbound)> {
         let mut state = self.lock();
         if state.close.is_some() {
-            return Err(TransportError::Closed(frame));
+            return Err((Refused::Closed, item));
         }
-        let cost = frame.len() + FRAME_OVERHEAD;
+        let cost = item.len() + FRAME_OVERHEAD;
         if state.bytes + cost > self.limit {
             state.clear();
             state.close = Some((
@@ -111,10 +165,10 @@ impl OutboundQueue {
             if let Some(waker) = waker {
                 waker.wake();
             }
-            return Err(TransportError::QueueFull(frame));
+            return Err((Refused::Full, item));
         }
         let was_empty = state.frames.is_empty();
-        state.frames.push_back(frame);
+        state.frames.push_back(item);
         state.bytes += cost;
         let waker = if was_empty { state.take_waker() } else { None };
         drop(state);
@@ -182,7 +236,12 @@ impl OutboundQueue {
     pub fn try_next(&self, batch: &mut Vec<Frame>) -> Option<Work> {
         let mut state = self.lock();
         if !state.frames.is_empty() {
-            batch.extend(state.frames.drain(..));
+            // Binary messages are only queued by WebSocket transports, whose
+            // connection task takes them with `poll_next_items`.
+            batch.extend(state.frames.drain(..).filter_map(|item| match item {
+                Outbound::Text(frame) => Some(frame),
+                Outbound::Binary(_) => None,
+            }));
             state.bytes = 0;
             state.shrink_if_drained();
             return Some(Work::Frames);
@@ -215,12 +274,35 @@ impl OutboundQueue {
         batch: &mut Vec<Frame>,
         max_bytes: usize,
     ) -> Poll<Work> {
+        self.poll_take(cx, max_bytes, |item| match item {
+            Outbound::Text(frame) => batch.push(frame),
+            // Only queued by WebSocket transports (see `try_next`).
+            Outbound::Binary(_) => {}
+        })
+    }
+
+    /// [`OutboundQueue::poll_next`] with binary messages too.
+    pub(crate) fn poll_next_items(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut Vec<Outbound>,
+        max_bytes: usize,
+    ) -> Poll<Work> {
+        self.poll_take(cx, max_bytes, |item| batch.push(item))
+    }
+
+    fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        max_bytes: usize,
+        mut take: impl FnMut(Outbound),
+    ) -> Poll<Work> {
         let mut state = self.lock();
         if !state.frames.is_empty() {
             let mut taken = 0;
-            while let Some(frame) = state.frames.pop_front() {
-                taken += frame.len() + FRAME_OVERHEAD;
-                batch.push(frame);
+            while let Some(item) = state.frames.pop_front() {
+                taken += item.len() + FRAME_OVERHEAD;
+                take(item);
                 if taken >= max_bytes {
                     break;
                 }

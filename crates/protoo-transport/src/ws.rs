@@ -33,7 +33,11 @@
 //!   the reader is behind, the task stops reading the socket and TCP flow
 //!   control slows the remote down. Text messages are delivered as they
 //!   are (the transport does not parse them); binary messages are dropped
-//!   with a warning, as protoo does. Pings are answered;
+//!   with a warning, as protoo does (unless
+//!   [`WsConfig::binary_messages`] is set, for a non-protoo endpoint: then
+//!   they are delivered as [`Inbound::Binary`](crate::Inbound::Binary) and
+//!   [`FrameSink::send_binary`](crate::FrameSink::send_binary) sends them).
+//!   Pings are answered;
 //! - enforces [`WsConfig::max_message_size`] and
 //!   [`WsConfig::max_frame_size`]: a message passing them (even in
 //!   fragments) closes the connection with 1009;

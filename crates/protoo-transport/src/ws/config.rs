@@ -124,6 +124,16 @@ pub struct WsConfig {
     /// KiB; the limit keeps a slow or hostile client from making the server
     /// buffer more.
     pub max_handshake_bytes: usize,
+    /// Whether binary messages are delivered and may be sent: incoming ones
+    /// as [`Inbound::Binary`](crate::Inbound::Binary), outgoing ones with
+    /// [`FrameSink::send_binary`](crate::FrameSink::send_binary) (queued and
+    /// limited like text frames). For WebSocket endpoints that are not
+    /// protoo (a conformance test's echo server, say).
+    ///
+    /// Default: `false`: protoo uses text messages only, so binary messages
+    /// are dropped with a warning (as protoo-server does) and
+    /// `send_binary` fails.
+    pub binary_messages: bool,
 }
 
 /// The smallest read buffer we configure; see
@@ -143,6 +153,7 @@ impl Default for WsConfig {
             write_buffer_size: 2048,
             handshake_timeout: Duration::from_secs(10),
             max_handshake_bytes: 16 * 1024,
+            binary_messages: false,
         }
     }
 }
@@ -206,6 +217,12 @@ impl WsConfig {
     /// Sets [`max_handshake_bytes`](Self::max_handshake_bytes).
     pub fn with_max_handshake_bytes(mut self, bytes: usize) -> Self {
         self.max_handshake_bytes = bytes;
+        self
+    }
+
+    /// Sets [`binary_messages`](Self::binary_messages).
+    pub fn with_binary_messages(mut self, enabled: bool) -> Self {
+        self.binary_messages = enabled;
         self
     }
 

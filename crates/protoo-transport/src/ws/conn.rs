@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::Instrument;
 
 use super::WsConfig;
-use crate::queue::{OutboundQueue, Work};
+use crate::queue::{Outbound, OutboundQueue, Work};
 use crate::{
     CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator, SLOW_CONSUMER_REASON,
     Transport, TransportError, async_trait, close_code,
@@ -67,11 +67,19 @@ pub(crate) struct Shared {
     /// The sink and the stream still alive (2, 1, 0): when both are gone
     /// nobody can use the connection, and it is closed.
     handles: AtomicU8,
+    /// [`WsConfig::binary_messages`].
+    binary: bool,
+}
+
+/// An incoming message waiting for the reader.
+struct Incoming {
+    binary: bool,
+    data: Bytes,
 }
 
 #[derive(Default)]
 struct Inbox {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Incoming>,
     bytes: usize,
     closed: Option<CloseReason>,
     /// The reader waiting for a message.
@@ -102,6 +110,7 @@ impl Shared {
             inbox: Mutex::new(Inbox::default()),
             inbox_bytes: config.max_message_size.max(1),
             handles: AtomicU8::new(2),
+            binary: config.binary_messages,
         }
     }
 
@@ -122,13 +131,13 @@ impl Shared {
         false
     }
 
-    fn deliver(&self, text: Bytes) {
+    fn deliver(&self, binary: bool, data: Bytes) {
         let mut inbox = self.inbox();
         if inbox.closed.is_some() || inbox.reader_gone {
             return;
         }
-        inbox.bytes += text.len();
-        inbox.frames.push_back(text);
+        inbox.bytes += data.len();
+        inbox.frames.push_back(Incoming { binary, data });
         let reader = inbox.reader.take();
         drop(inbox);
         wake(reader);
@@ -166,15 +175,19 @@ impl Shared {
 
     fn poll_recv(&self, cx: &Context<'_>) -> Poll<Inbound> {
         let mut inbox = self.inbox();
-        if let Some(text) = inbox.frames.pop_front() {
-            inbox.bytes -= text.len();
+        if let Some(Incoming { binary, data }) = inbox.frames.pop_front() {
+            inbox.bytes -= data.len();
             if inbox.frames.is_empty() && inbox.frames.capacity() > 8 {
                 inbox.frames = VecDeque::new();
             }
             let task = inbox.task.take();
             drop(inbox);
             wake(task);
-            return Poll::Ready(Inbound::Text(text));
+            return Poll::Ready(if binary {
+                Inbound::Binary(data)
+            } else {
+                Inbound::Text(data)
+            });
         }
         if let Some(reason) = &inbox.closed {
             return Poll::Ready(Inbound::Closed(reason.clone()));
@@ -255,12 +268,22 @@ fn close(shared: &Shared, code: u16, reason: &str) {
     }
 }
 
-impl FrameSink for WsSink {
-    fn send(&self, frame: Frame) -> Result<(), TransportError> {
-        let result = self.shared.queue.push(frame);
-        if let Err(TransportError::QueueFull(_)) = &result {
-            // The queue closed itself and dropped its frames; the task sees
-            // the close and gives up on a socket that does not drain.
+impl WsSink {
+    /// After a refused push: when it overflowed the queue, the queue closed
+    /// itself and dropped its frames; report the close (the task sees it
+    /// and gives up on a socket that does not drain).
+    fn after_push(&self, result: Result<(), TransportError>) -> Result<(), TransportError> {
+        if matches!(
+            &result,
+            Err(TransportError::QueueFull(_)) | Err(TransportError::BinaryNotSent { .. })
+        ) && self
+            .shared
+            .queue
+            .close_reason()
+            .is_some_and(|(code, reason)| {
+                code == close_code::POLICY_VIOLATION && reason == SLOW_CONSUMER_REASON
+            })
+        {
             self.shared.set_closed(CloseReason::new(
                 Some(close_code::POLICY_VIOLATION),
                 SLOW_CONSUMER_REASON,
@@ -268,6 +291,24 @@ impl FrameSink for WsSink {
             ));
         }
         result
+    }
+}
+
+impl FrameSink for WsSink {
+    fn send(&self, frame: Frame) -> Result<(), TransportError> {
+        let result = self.shared.queue.push(frame);
+        self.after_push(result)
+    }
+
+    fn send_binary(&self, data: Bytes) -> Result<(), TransportError> {
+        if !self.shared.binary {
+            return Err(TransportError::BinaryNotSent {
+                data,
+                reason: "binary messages are not enabled (WsConfig::binary_messages)",
+            });
+        }
+        let result = self.shared.queue.push_binary(data);
+        self.after_push(result)
     }
 
     fn close(&self, code: u16, reason: &str) {
@@ -420,7 +461,7 @@ pub(crate) struct Conn<S> {
     ws: WebSocketStream<S>,
     shared: Arc<Shared>,
     /// Frames taken from the queue; `batch[..sent]` were written.
-    batch: Vec<Frame>,
+    batch: Vec<Outbound>,
     sent: usize,
     /// Written since the last flush.
     flush: bool,
@@ -621,7 +662,12 @@ where
         match message {
             Message::Text(text) => {
                 if self.state == State::Open {
-                    self.shared.deliver(Bytes::from(text));
+                    self.shared.deliver(false, Bytes::from(text));
+                }
+            }
+            Message::Binary(data) if self.shared.binary => {
+                if self.state == State::Open {
+                    self.shared.deliver(true, data);
                 }
             }
             Message::Binary(data) => {
@@ -747,15 +793,19 @@ where
                     Ready::Blocked => return self.blocked(cx) || progress,
                     Ready::Failed => return self.write_failed(),
                 }
-                let frame = std::mem::replace(&mut self.batch[self.sent], Frame::from_static(""));
-                // Frames are valid UTF-8 by construction: a raw text frame
-                // skips tungstenite's UTF-8 check of every copy of a
-                // broadcast.
-                let message = Message::Frame(WsFrame::message(
-                    frame.into_bytes(),
-                    OpCode::Data(Data::Text),
-                    true,
-                ));
+                let item =
+                    std::mem::replace(&mut self.batch[self.sent], Outbound::Binary(Bytes::new()));
+                let message = match item {
+                    // Frames are valid UTF-8 by construction: a raw text
+                    // frame skips tungstenite's UTF-8 check of every copy
+                    // of a broadcast.
+                    Outbound::Text(frame) => Message::Frame(WsFrame::message(
+                        frame.into_bytes(),
+                        OpCode::Data(Data::Text),
+                        true,
+                    )),
+                    Outbound::Binary(data) => Message::Binary(data),
+                };
                 if !self.feed(message) {
                     return self.write_failed();
                 }
@@ -800,7 +850,7 @@ where
             match self
                 .shared
                 .queue
-                .poll_next(cx, &mut self.batch, BATCH_BYTES)
+                .poll_next_items(cx, &mut self.batch, BATCH_BYTES)
             {
                 Poll::Ready(Work::Frames) => progress = true,
                 Poll::Ready(Work::Close(code, reason)) => {

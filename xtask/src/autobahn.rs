@@ -1,0 +1,700 @@
+//! The WebSocket conformance step: the Autobahn|Testsuite cases, run by
+//! `kosoku` (a Python 3 runner of the Autobahn case files), against
+//! `examples/autobahn_echo.rs`, an echo endpoint on our WebSocket transport.
+//!
+//! 1. creates a virtualenv under `target/autobahn/venv` if there is none, and
+//!    installs the pinned `tests/autobahn/requirements.txt` into it;
+//! 2. builds the example and starts it on a free port;
+//! 3. runs every case but those `tests/autobahn/expected.json` excludes
+//!    (12.* and 13.*: compression, which we do not offer), two at a time,
+//!    writing the report to `target/autobahn/report`;
+//! 4. compares each case's `behavior`, `behaviorClose` and
+//!    `remoteCloseCode` with `tests/autobahn/expected.json`, and fails on
+//!    any difference, any missing or new case, and any outcome other than
+//!    OK, NON-STRICT or INFORMATIONAL;
+//! 5. stops the server.
+//!
+//! The results of the run are also written in the format of
+//! `expected.json` to `target/autobahn/observed.json`, to review and copy
+//! when an intended change alters them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{cargo, root, run as step, target_dir};
+
+/// Cases run in parallel.
+const PARALLELISM: &str = "2";
+/// The whole suite takes under 10 s on a laptop; this bounds a hang.
+const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the echo server may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The outcomes a case may have.
+const PASSING: [&str; 3] = ["OK", "NON-STRICT", "INFORMATIONAL"];
+
+/// Runs the conformance suite and compares it with the expected results.
+pub(crate) fn run() -> Result<(), String> {
+    let root = root();
+    let dir = root.join("tests/autobahn");
+    let expected_text = std::fs::read_to_string(dir.join("expected.json"))
+        .map_err(|e| format!("tests/autobahn/expected.json: {e}"))?;
+    let expected = Expected::parse(&expected_text)?;
+
+    let work = target_dir().join("autobahn");
+    let kosoku = venv(&work, &dir.join("requirements.txt"))?;
+    step(
+        "build the autobahn_echo example",
+        cargo().args([
+            "build",
+            "-p",
+            "protoo-examples",
+            "--example",
+            "autobahn_echo",
+        ]),
+    )?;
+    let server = EchoServer::start(&target_dir().join("debug/examples/autobahn_echo"))?;
+
+    let report = work.join("report");
+    if report.exists() {
+        std::fs::remove_dir_all(&report).map_err(|e| format!("{}: {e}", report.display()))?;
+    }
+    println!("\n==> Autobahn cases (kosoku) against {}", server.addr);
+    let started = Instant::now();
+    let mut cmd = Command::new(&kosoku);
+    cmd.current_dir(&work)
+        .args(["-p", PARALLELISM, "-o"])
+        .arg(&report);
+    for pattern in &expected.excluded {
+        cmd.args(["-x", pattern]);
+    }
+    cmd.arg(&server.addr);
+    let status = run_bounded(&mut cmd, SUITE_TIMEOUT)?;
+    let elapsed = started.elapsed();
+    drop(server);
+    println!("<== kosoku: {status} in {:.1}s", elapsed.as_secs_f64());
+
+    let index = report.join("index.json");
+    let text = std::fs::read_to_string(&index)
+        .map_err(|e| format!("no kosoku report ({}): {e}", index.display()))?;
+    let observed = observed(&text)?;
+    let observed_path = work.join("observed.json");
+    std::fs::write(&observed_path, render(&observed, &expected.excluded))
+        .map_err(|e| format!("{}: {e}", observed_path.display()))?;
+
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for outcome in observed.values() {
+        *counts
+            .entry(format!("{} / {}", outcome.behavior, outcome.behavior_close))
+            .or_default() += 1;
+    }
+    println!("    {} cases (behavior / close):", observed.len());
+    for (outcome, n) in &counts {
+        println!("      {n:4}  {outcome}");
+    }
+
+    let differences = compare(&expected.cases, &observed);
+    if !differences.is_empty() {
+        return Err(format!(
+            "Autobahn results differ from tests/autobahn/expected.json (this run: {}; \
+             report: {}):\n  {}",
+            observed_path.display(),
+            report.join("index.html").display(),
+            differences.join("\n  ")
+        ));
+    }
+    if !status.success() {
+        return Err(format!(
+            "kosoku failed ({status}) although every case was as expected"
+        ));
+    }
+    println!("<== ok: every case as expected");
+    Ok(())
+}
+
+/// The virtualenv's `kosoku`, creating the virtualenv and installing the
+/// pinned requirements first when needed.
+fn venv(work: &Path, requirements: &Path) -> Result<PathBuf, String> {
+    let venv = work.join("venv");
+    let bin = venv.join(if cfg!(windows) { "Scripts" } else { "bin" });
+    let exe = if cfg!(windows) { ".exe" } else { "" };
+    let python = bin.join(format!("python{exe}"));
+    if !python.exists() {
+        std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let system_python = if cfg!(windows) { "python" } else { "python3" };
+        step(
+            "create the Autobahn virtualenv",
+            Command::new(system_python).arg("-m").arg("venv").arg(&venv),
+        )?;
+    }
+    // A no-op when the pinned version is installed.
+    step(
+        "pip install -r tests/autobahn/requirements.txt",
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(requirements),
+    )?;
+    Ok(bin.join(format!("kosoku{exe}")))
+}
+
+/// Runs `cmd`, killing it after `limit`.
+fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<std::process::ExitStatus, String> {
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start kosoku: {e}"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "kosoku still running after {} s: killed",
+                    limit.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("waiting for kosoku: {e}")),
+        }
+    }
+}
+
+/// The echo example, stopped when dropped.
+struct EchoServer {
+    child: Child,
+    addr: String,
+}
+
+impl EchoServer {
+    fn start(bin: &Path) -> Result<Self, String> {
+        let mut child = Command::new(bin)
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let stdout = child.stdout.take();
+        let mut server = EchoServer {
+            child,
+            addr: String::new(),
+        };
+        let stdout = stdout.ok_or("no stdout from the echo server")?;
+        // Read the first line on a thread so that a server that never
+        // prints cannot hang the step.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(START_TIMEOUT)
+            .map_err(|_| "the echo server did not start".to_owned())?;
+        server.addr = line
+            .trim()
+            .strip_prefix("listening on ws://")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .ok_or_else(|| format!("unexpected first line from the echo server: {line:?}"))?
+            .to_owned();
+        Ok(server)
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One case's outcome in a run.
+#[derive(Debug, Clone, PartialEq)]
+struct Outcome {
+    behavior: String,
+    behavior_close: String,
+    remote_close_code: Option<u64>,
+}
+
+/// One case's expected outcome: the values each field may take.
+#[derive(Debug)]
+struct Allowed {
+    behavior: Vec<String>,
+    behavior_close: Vec<String>,
+    remote_close_code: Option<u64>,
+}
+
+/// `tests/autobahn/expected.json`.
+#[derive(Debug)]
+struct Expected {
+    excluded: Vec<String>,
+    cases: BTreeMap<String, Allowed>,
+}
+
+impl Expected {
+    fn parse(text: &str) -> Result<Self, String> {
+        let json = Json::parse(text).map_err(|e| format!("tests/autobahn/expected.json: {e}"))?;
+        let bad = |what: &str| format!("tests/autobahn/expected.json: {what}");
+        let excluded = json
+            .get("excluded")
+            .and_then(Json::as_array)
+            .ok_or_else(|| bad("no \"excluded\" array"))?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad("\"excluded\" holds a non-string"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut cases = BTreeMap::new();
+        for (id, case) in json
+            .get("cases")
+            .and_then(Json::as_object)
+            .ok_or_else(|| bad("no \"cases\" object"))?
+        {
+            let strings = |field: &str| -> Result<Vec<String>, String> {
+                let values = match case.get(field) {
+                    Some(Json::Str(s)) => vec![s.clone()],
+                    Some(Json::Array(items)) => items
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| bad(&format!("case {id}: {field} holds a non-string")))?,
+                    _ => return Err(bad(&format!("case {id}: no {field}"))),
+                };
+                if let Some(v) = values.iter().find(|v| !PASSING.contains(&v.as_str())) {
+                    return Err(bad(&format!(
+                        "case {id}: {field} {v:?} is not a passing outcome"
+                    )));
+                }
+                Ok(values)
+            };
+            let remote_close_code = match case.get("remoteCloseCode") {
+                Some(Json::Num(n)) => Some(*n as u64),
+                Some(Json::Null) | None => None,
+                Some(_) => return Err(bad(&format!("case {id}: remoteCloseCode is not a number"))),
+            };
+            cases.insert(
+                id.clone(),
+                Allowed {
+                    behavior: strings("behavior")?,
+                    behavior_close: strings("behaviorClose")?,
+                    remote_close_code,
+                },
+            );
+        }
+        Ok(Expected { excluded, cases })
+    }
+}
+
+/// The outcomes in kosoku's `index.json` (`{agent: {case id: {...}}}`, one
+/// agent).
+fn observed(text: &str) -> Result<BTreeMap<String, Outcome>, String> {
+    let json = Json::parse(text).map_err(|e| format!("kosoku's index.json: {e}"))?;
+    let agents = json
+        .as_object()
+        .ok_or("kosoku's index.json is not an object")?;
+    let [(_, cases)] = agents.as_slice() else {
+        return Err(format!(
+            "kosoku's index.json holds {} agents, expected one",
+            agents.len()
+        ));
+    };
+    let mut outcomes = BTreeMap::new();
+    for (id, case) in cases
+        .as_object()
+        .ok_or("kosoku's index.json: cases are not an object")?
+    {
+        let field = |name: &str| {
+            case.get(name)
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("kosoku's index.json: case {id} has no {name}"))
+        };
+        outcomes.insert(
+            id.clone(),
+            Outcome {
+                behavior: field("behavior")?,
+                behavior_close: field("behaviorClose")?,
+                remote_close_code: match case.get("remoteCloseCode") {
+                    Some(Json::Num(n)) => Some(*n as u64),
+                    _ => None,
+                },
+            },
+        );
+    }
+    Ok(outcomes)
+}
+
+/// Every difference between the expected and the observed outcomes.
+fn compare(
+    expected: &BTreeMap<String, Allowed>,
+    observed: &BTreeMap<String, Outcome>,
+) -> Vec<String> {
+    let mut differences = Vec::new();
+    for (id, allowed) in expected {
+        let Some(got) = observed.get(id) else {
+            differences.push(format!("{id}: not run"));
+            continue;
+        };
+        if !allowed.behavior.contains(&got.behavior)
+            || !allowed.behavior_close.contains(&got.behavior_close)
+            || allowed.remote_close_code != got.remote_close_code
+        {
+            differences.push(format!(
+                "{id}: expected {} / {} / close code {:?}, got {} / {} / close code {:?}",
+                allowed.behavior.join("|"),
+                allowed.behavior_close.join("|"),
+                allowed.remote_close_code,
+                got.behavior,
+                got.behavior_close,
+                got.remote_close_code
+            ));
+        }
+    }
+    for (id, got) in observed {
+        if !expected.contains_key(id) {
+            differences.push(format!("{id}: not in expected.json (got {got:?})"));
+        }
+    }
+    differences
+}
+
+/// `observed` in the format of `expected.json` (one value per field).
+fn render(observed: &BTreeMap<String, Outcome>, excluded: &[String]) -> String {
+    let mut out = String::from("{\n  \"excluded\": [");
+    let quoted: Vec<String> = excluded.iter().map(|e| format!("\"{e}\"")).collect();
+    out.push_str(&quoted.join(", "));
+    out.push_str("],\n  \"cases\": {\n");
+    let mut ids: Vec<&String> = observed.keys().collect();
+    ids.sort_by_key(|id| case_order(id));
+    for (i, id) in ids.iter().enumerate() {
+        let o = &observed[*id];
+        let code = o
+            .remote_close_code
+            .map_or_else(|| "null".to_owned(), |c| c.to_string());
+        let _ = writeln!(
+            out,
+            "    \"{id}\": {{ \"behavior\": \"{}\", \"behaviorClose\": \"{}\", \"remoteCloseCode\": {code} }}{}",
+            o.behavior,
+            o.behavior_close,
+            if i + 1 == ids.len() { "" } else { "," }
+        );
+    }
+    out.push_str("  }\n}\n");
+    out
+}
+
+/// A case id's numeric parts, to sort `1.2.10` after `1.2.9`.
+fn case_order(id: &str) -> Vec<u64> {
+    id.split('.')
+        .map(|p| p.parse().unwrap_or(u64::MAX))
+        .collect()
+}
+
+/// A JSON value (enough of JSON for kosoku's report and our expectations;
+/// objects keep their order).
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn parse(text: &str) -> Result<Json, String> {
+        let mut parser = Parser {
+            bytes: text.as_bytes(),
+            pos: 0,
+        };
+        let value = parser.value(0)?;
+        parser.ws();
+        if parser.pos != parser.bytes.len() {
+            return Err(parser.error("trailing characters"));
+        }
+        Ok(value)
+    }
+
+    fn get(&self, key: &str) -> Option<&Json> {
+        self.as_object()?
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    fn as_object(&self) -> Option<&Vec<(String, Json)>> {
+        match self {
+            Json::Object(members) => Some(members),
+            _ => None,
+        }
+    }
+
+    fn as_array(&self) -> Option<&Vec<Json>> {
+        match self {
+            Json::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+struct Parser<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn error(&self, what: &str) -> String {
+        format!("{what} at byte {}", self.pos)
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.bytes.get(self.pos), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, literal: &str) -> bool {
+        if self.bytes[self.pos..].starts_with(literal.as_bytes()) {
+            self.pos += literal.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Json, String> {
+        if depth > 64 {
+            return Err(self.error("nested too deep"));
+        }
+        self.ws();
+        match self.bytes.get(self.pos) {
+            Some(b'{') => {
+                self.pos += 1;
+                let mut members = Vec::new();
+                self.ws();
+                if self.eat("}") {
+                    return Ok(Json::Object(members));
+                }
+                loop {
+                    self.ws();
+                    let key = self.string()?;
+                    self.ws();
+                    if !self.eat(":") {
+                        return Err(self.error("expected ':'"));
+                    }
+                    members.push((key, self.value(depth + 1)?));
+                    self.ws();
+                    if self.eat(",") {
+                        continue;
+                    }
+                    if self.eat("}") {
+                        return Ok(Json::Object(members));
+                    }
+                    return Err(self.error("expected ',' or '}'"));
+                }
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.eat("]") {
+                    return Ok(Json::Array(items));
+                }
+                loop {
+                    items.push(self.value(depth + 1)?);
+                    self.ws();
+                    if self.eat(",") {
+                        continue;
+                    }
+                    if self.eat("]") {
+                        return Ok(Json::Array(items));
+                    }
+                    return Err(self.error("expected ',' or ']'"));
+                }
+            }
+            Some(b'"') => Ok(Json::Str(self.string()?)),
+            Some(b't') if self.eat("true") => Ok(Json::Bool(true)),
+            Some(b'f') if self.eat("false") => Ok(Json::Bool(false)),
+            Some(b'n') if self.eat("null") => Ok(Json::Null),
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                while matches!(
+                    self.bytes.get(self.pos),
+                    Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                ) {
+                    self.pos += 1;
+                }
+                std::str::from_utf8(&self.bytes[start..self.pos])
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .map(Json::Num)
+                    .ok_or_else(|| self.error("invalid number"))
+            }
+            _ => Err(self.error("expected a value")),
+        }
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        if !self.eat("\"") {
+            return Err(self.error("expected a string"));
+        }
+        let mut out = Vec::new();
+        loop {
+            let Some(&b) = self.bytes.get(self.pos) else {
+                return Err(self.error("unterminated string"));
+            };
+            self.pos += 1;
+            match b {
+                b'"' => break,
+                b'\\' => {
+                    let Some(&escaped) = self.bytes.get(self.pos) else {
+                        return Err(self.error("unterminated escape"));
+                    };
+                    self.pos += 1;
+                    let c = match escaped {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let hex = self
+                                .bytes
+                                .get(self.pos..self.pos + 4)
+                                .and_then(|h| std::str::from_utf8(h).ok())
+                                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                                .ok_or_else(|| self.error("invalid \\u escape"))?;
+                            self.pos += 4;
+                            // Surrogates (emoji in descriptions) are not
+                            // needed here: replaced.
+                            char::from_u32(hex).unwrap_or('\u{fffd}')
+                        }
+                        _ => return Err(self.error("invalid escape")),
+                    };
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+                b => out.push(b),
+            }
+        }
+        String::from_utf8(out).map_err(|_| self.error("invalid UTF-8 in a string"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_json() {
+        let json =
+            Json::parse(r#" {"a": [1, -2.5e1, true, false, null], "b\u00e9\n": {"c": "d\"e"}} "#)
+                .unwrap();
+        assert_eq!(
+            json.get("a"),
+            Some(&Json::Array(vec![
+                Json::Num(1.0),
+                Json::Num(-25.0),
+                Json::Bool(true),
+                Json::Bool(false),
+                Json::Null
+            ]))
+        );
+        assert_eq!(
+            json.get("bé\n")
+                .and_then(|b| b.get("c"))
+                .and_then(Json::as_str),
+            Some("d\"e")
+        );
+        assert!(Json::parse("{").is_err());
+        assert!(Json::parse("[1,]").is_err());
+        assert!(Json::parse("{} x").is_err());
+        assert!(Json::parse(&"[".repeat(100)).is_err());
+    }
+
+    #[test]
+    fn compares_with_alternatives() {
+        let expected = Expected::parse(
+            r#"{"excluded": ["12.*"], "cases": {
+                "1.1.1": {"behavior": "OK", "behaviorClose": "OK", "remoteCloseCode": 1000},
+                "3.2": {"behavior": ["NON-STRICT", "OK"], "behaviorClose": "OK", "remoteCloseCode": 1002}
+            }}"#,
+        )
+        .unwrap();
+        assert_eq!(expected.excluded, ["12.*"]);
+        let outcome = |b: &str, c: u64| Outcome {
+            behavior: b.into(),
+            behavior_close: "OK".into(),
+            remote_close_code: Some(c),
+        };
+        let mut observed = BTreeMap::new();
+        observed.insert("1.1.1".to_owned(), outcome("OK", 1000));
+        observed.insert("3.2".to_owned(), outcome("OK", 1002));
+        assert!(compare(&expected.cases, &observed).is_empty());
+        observed.insert("3.2".to_owned(), outcome("NON-STRICT", 1002));
+        assert!(compare(&expected.cases, &observed).is_empty());
+        observed.insert("3.2".to_owned(), outcome("FAILED", 1002));
+        assert_eq!(compare(&expected.cases, &observed).len(), 1);
+        observed.insert("3.2".to_owned(), outcome("OK", 1000));
+        assert_eq!(compare(&expected.cases, &observed).len(), 1);
+        observed.remove("3.2");
+        observed.insert("9.9.9".to_owned(), outcome("OK", 1000));
+        assert_eq!(compare(&expected.cases, &observed).len(), 2);
+
+        assert!(
+            Expected::parse(
+                r#"{"excluded": [], "cases": {"1": {"behavior": "FAILED", "behaviorClose": "OK"}}}"#
+            )
+            .is_err(),
+            "a failing outcome cannot be expected"
+        );
+    }
+
+    #[test]
+    fn the_committed_expectations_parse() {
+        let text = std::fs::read_to_string(root().join("tests/autobahn/expected.json")).unwrap();
+        let expected = Expected::parse(&text).unwrap();
+        assert!(expected.cases.len() > 250);
+        assert!(expected.excluded.iter().any(|e| e == "12.*"));
+        // Round trip through the observed format.
+        let observed: BTreeMap<String, Outcome> = expected
+            .cases
+            .iter()
+            .map(|(id, a)| {
+                (
+                    id.clone(),
+                    Outcome {
+                        behavior: a.behavior[0].clone(),
+                        behavior_close: a.behavior_close[0].clone(),
+                        remote_close_code: a.remote_close_code,
+                    },
+                )
+            })
+            .collect();
+        let again = Expected::parse(&render(&observed, &expected.excluded)).unwrap();
+        assert!(compare(&again.cases, &observed).is_empty());
+    }
+}
