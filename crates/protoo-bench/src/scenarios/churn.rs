@@ -4,17 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{DONE, MEASURE, Phase, close, echo_once};
+use super::{DONE, MEASURE, Phase, Stats, close, echo_once};
 use crate::client::{self, Buffers, now_ns};
 use crate::hist::{Local, Shared};
-use crate::procfs::{Snap, Window};
-use crate::{Errors, Report, Run};
-
-#[derive(Debug, Default)]
-struct Stats {
-    ops: u64,
-    errors: Errors,
-}
+use crate::{Report, Run};
 
 /// Runs `workers` concurrent churn loops for the window.
 pub(crate) async fn run(run: &Run, workers: usize, report: &mut Report) -> Result<(), String> {
@@ -61,26 +54,15 @@ pub(crate) async fn run(run: &Run, workers: usize, report: &mut Report) -> Resul
         })
         .collect();
 
-    tokio::time::sleep(run.warmup).await;
-    let a = Snap::take(run.pid);
-    phase.set(MEASURE);
-    tokio::time::sleep(run.duration).await;
-    phase.set(DONE);
-    let b = Snap::take(run.pid);
-
-    let mut ops = 0;
-    for t in tasks {
-        match tokio::time::timeout(Duration::from_secs(15), t).await {
-            Ok(Ok(s)) => {
-                ops += s.ops;
-                report.errors(s.errors);
-            }
-            Ok(Err(e)) => report.error(format!("churn task: {e}")),
-            Err(_) => report.error("churn worker did not finish"),
-        }
-    }
-    report.window(&Window::between(&a, &b), ops, "conn");
-    let h = hist.lock().map(|h| h.clone()).unwrap_or_default();
-    report.latency(&h);
+    super::measure(
+        run,
+        &phase,
+        tasks,
+        &hist,
+        Duration::from_secs(15),
+        "conn",
+        report,
+    )
+    .await;
     Ok(())
 }

@@ -8,10 +8,63 @@ pub(crate) mod rr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
+
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::client::{Incoming, Ws};
+use crate::hist::Shared;
+use crate::procfs::{Snap, Window};
+use crate::{Errors, Report, Run};
+
+/// What one worker task of a closed-loop scenario did in the window.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Operations completed inside the window.
+    pub(crate) ops: u64,
+    /// What went wrong.
+    pub(crate) errors: Errors,
+}
+
+/// Runs the window of a closed-loop scenario whose `workers` are already
+/// going: warm-up, then the measured window (server CPU and RSS read at its
+/// edges), then stops them and reports their operations as `unit` per
+/// second and the latency histogram. A worker not done within `join` of the
+/// window's end is reported as an error.
+pub(crate) async fn measure(
+    run: &Run,
+    phase: &Phase,
+    workers: Vec<JoinHandle<Stats>>,
+    hist: &Shared,
+    join: Duration,
+    unit: &'static str,
+    report: &mut Report,
+) {
+    tokio::time::sleep(run.warmup).await;
+    let a = Snap::take(run.pid);
+    phase.set(MEASURE);
+    tokio::time::sleep(run.duration).await;
+    phase.set(DONE);
+    let b = Snap::take(run.pid);
+
+    let mut ops = 0;
+    for worker in workers {
+        match tokio::time::timeout(join, worker).await {
+            Ok(Ok(s)) => {
+                ops += s.ops;
+                report.errors(s.errors);
+            }
+            Ok(Err(e)) => report.error(format!("worker task: {e}")),
+            Err(_) => report.error(format!(
+                "a worker did not finish within {join:?} of the window's end"
+            )),
+        }
+    }
+    report.window(&Window::between(&a, &b), ops, unit);
+    let h = hist.lock().map(|h| h.clone()).unwrap_or_default();
+    report.latency(&h);
+}
 
 /// Before the measurement window: traffic flows, nothing is recorded.
 pub(crate) const WARMUP: u8 = 0;

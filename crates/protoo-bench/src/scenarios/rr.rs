@@ -8,17 +8,10 @@ use std::time::Duration;
 use futures_util::SinkExt as _;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{DONE, MEASURE, Phase, read_batch};
+use super::{DONE, MEASURE, Phase, Stats, read_batch};
 use crate::client::{self, Buffers, Incoming, Ws, now_ns};
 use crate::hist::{Local, Shared};
-use crate::procfs::{Snap, Window};
-use crate::{Errors, Report, Run};
-
-#[derive(Debug, Default)]
-struct Stats {
-    ops: u64,
-    errors: Errors,
-}
+use crate::{Report, Run};
 
 /// Runs `clients` clients with `in_flight` requests each for the window.
 pub(crate) async fn run(
@@ -42,27 +35,16 @@ pub(crate) async fn run(
         .map(|ws| tokio::spawn(client_loop(ws, in_flight, Arc::clone(&phase), hist.clone())))
         .collect();
 
-    tokio::time::sleep(run.warmup).await;
-    let a = Snap::take(run.pid);
-    phase.set(MEASURE);
-    tokio::time::sleep(run.duration).await;
-    phase.set(DONE);
-    let b = Snap::take(run.pid);
-
-    let mut ops = 0;
-    for t in tasks {
-        match tokio::time::timeout(Duration::from_secs(10), t).await {
-            Ok(Ok(s)) => {
-                ops += s.ops;
-                report.errors(s.errors);
-            }
-            Ok(Err(e)) => report.error(format!("client task: {e}")),
-            Err(_) => report.error("client did not finish within 10 s of the window's end"),
-        }
-    }
-    report.window(&Window::between(&a, &b), ops, "req");
-    let h = hist.lock().map(|h| h.clone()).unwrap_or_default();
-    report.latency(&h);
+    super::measure(
+        run,
+        &phase,
+        tasks,
+        &hist,
+        Duration::from_secs(10),
+        "req",
+        report,
+    )
+    .await;
     Ok(())
 }
 
