@@ -172,12 +172,11 @@ fn check_codec_has_no_runtime() -> Result {
     {
         return Err(format!("protoo-codec depends on an async runtime:\n{tree}"));
     }
+    let crates: std::collections::BTreeSet<&str> =
+        tree.lines().filter_map(|l| l.split(' ').next()).collect();
     println!(
         "<== ok: {}",
-        tree.lines()
-            .map(|l| l.split(' ').next().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join(", ")
+        crates.into_iter().collect::<Vec<_>>().join(", ")
     );
     Ok(())
 }
