@@ -87,7 +87,10 @@ impl ConnectionRequest {
         self.head.remote_addr
     }
 
-    /// Whether the connection came in over TLS (`wss://`).
+    /// Whether the connection came in over TLS (`wss://`) on a server bound
+    /// with `bind_tls`. Behind the axum mount the HTTP server's TLS is not
+    /// visible here, and this is `false` unless the request URI carries the
+    /// `https` scheme.
     pub fn is_tls(&self) -> bool {
         self.head.tls
     }

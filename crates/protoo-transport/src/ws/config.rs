@@ -68,10 +68,14 @@ pub struct WsConfig {
     /// How often to send a keepalive ping; `None` disables keepalive.
     ///
     /// Default: 60 s, like protoo-server (`keepaliveInterval`). Pings keep
-    /// NAT and proxy mappings alive and find dead peers.
+    /// NAT and proxy mappings alive and find dead peers. Keepalive is also
+    /// what bounds a peer that stops in the middle of a frame: with `None`,
+    /// such a connection stays open until the peer goes away.
     pub ping_interval: Option<Duration>,
-    /// How long to wait, after a keepalive ping, for any frame (the pong or
-    /// anything else). When nothing arrives the peer is considered dead: the
+    /// How long to wait, after a keepalive ping, for the pong or any other
+    /// complete message or control frame (fragments and partial frames do
+    /// not count, so a peer dribbling one byte at a time is dropped too).
+    /// When nothing arrives the peer is considered dead: the
     /// connection is dropped without a close handshake and reports
     /// `CloseReason { code: None, reason: "keepalive timeout", initiator: Local }`.
     /// Time during which this side stopped reading (its reader is behind) is
