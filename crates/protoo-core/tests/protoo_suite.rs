@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use protoo_core::{Initiator, Peer, PeerConfig, PeerEvents, Room};
+use protoo_core::{Initiator, Payload, Peer, PeerConfig, PeerEvents, RequestError, Room};
 use serde_json::json;
 
 /// protoo's `beforeEach` and a client connecting as `A`.
@@ -35,132 +35,119 @@ async fn server_peer_joins_and_leaves_the_room() {
     assert_eq!(room.peers(), vec![]);
 }
 
+/// How the side receiving a request answers it.
+#[derive(Clone, Copy)]
+enum Answer {
+    Accept,
+    Reject,
+    /// A handler failing with an error: 500 with its message.
+    Throw,
+}
+
+/// protoo's request case in one direction: `requester` sends
+/// `hello {foo: "bar"}`, the other side (its `events`) checks it and answers
+/// as told; returns what the requester got.
+async fn exchange(
+    requester: &Peer,
+    events: &mut PeerEvents,
+    answer: Answer,
+) -> Result<Payload, RequestError> {
+    let respond = async {
+        let request = expect_request(events).await;
+        assert_eq!(request.method(), "hello");
+        assert_eq!(request.payload().to_value(), json!({"foo": "bar"}));
+        match answer {
+            Answer::Accept => request.accept(&json!({"text": "hi!"})),
+            Answer::Reject => request.reject(503, "WHO KNOWS!"),
+            Answer::Throw => {
+                let handler =
+                    || -> Result<(), std::io::Error> { Err(std::io::Error::other("BOOM!!!")) };
+                request.respond(handler());
+            }
+        }
+    };
+    let data = json!({"foo": "bar"});
+    tokio::join!(requester.request("hello", &data), respond).0
+}
+
+fn assert_accepted(result: Result<Payload, RequestError>) {
+    assert_eq!(result.unwrap().to_value(), json!({"text": "hi!"}));
+}
+
+fn assert_rejected(result: Result<Payload, RequestError>) {
+    let error = result.unwrap_err();
+    assert_eq!(error.code(), Some(503));
+    assert_eq!(error.reason().as_deref(), Some("WHO KNOWS!"));
+}
+
+fn assert_thrown(result: Result<Payload, RequestError>) {
+    let error = result.unwrap_err();
+    assert_eq!(error.code(), Some(500));
+    assert!(error.reason().unwrap().contains("BOOM!!!"));
+}
+
+/// protoo's notification case in one direction.
+async fn notify(sender: &Peer, events: &mut PeerEvents) {
+    sender.notify("hello", &json!({"foo": "bar"})).unwrap();
+    let notification = expect_notification(events).await;
+    assert_eq!(notification.method(), "hello");
+    assert_eq!(notification.payload().to_value(), json!({"foo": "bar"}));
+}
+
 #[tokio::test]
 async fn client_sends_request_to_server() {
     let room = Room::new();
-    let ((_server_peer, mut server_events), (client_peer, _client_events)) = connect(&room);
-    let server = tokio::spawn(async move {
-        let request = expect_request(&mut server_events).await;
-        assert_eq!(request.method(), "hello");
-        assert_eq!(request.payload().to_value(), json!({"foo": "bar"}));
-        request.accept(&json!({"text": "hi!"}));
-        server_events
-    });
-    let data = client_peer
-        .request("hello", &json!({"foo": "bar"}))
-        .await
-        .unwrap();
-    assert_eq!(data.to_value(), json!({"text": "hi!"}));
-    server.await.unwrap();
+    let ((_server, mut server_events), (client, _client_events)) = connect(&room);
+    assert_accepted(exchange(&client, &mut server_events, Answer::Accept).await);
 }
 
 #[tokio::test]
 async fn client_sends_request_to_server_and_server_rejects_it() {
     let room = Room::new();
-    let ((_server_peer, mut server_events), (client_peer, _client_events)) = connect(&room);
-    tokio::spawn(async move {
-        expect_request(&mut server_events)
-            .await
-            .reject(503, "WHO KNOWS!");
-        server_events
-    });
-    let error = client_peer
-        .request("hello", &json!({"foo": "bar"}))
-        .await
-        .unwrap_err();
-    assert_eq!(error.code(), Some(503));
-    assert_eq!(error.reason().as_deref(), Some("WHO KNOWS!"));
+    let ((_server, mut server_events), (client, _client_events)) = connect(&room);
+    assert_rejected(exchange(&client, &mut server_events, Answer::Reject).await);
 }
 
 #[tokio::test]
 async fn client_sends_request_to_server_and_server_throws() {
     let room = Room::new();
-    let ((_server_peer, mut server_events), (client_peer, _client_events)) = connect(&room);
-    tokio::spawn(async move {
-        let request = expect_request(&mut server_events).await;
-        let handler = || -> Result<(), std::io::Error> { Err(std::io::Error::other("BOOM!!!")) };
-        request.respond(handler());
-        server_events
-    });
-    let error = client_peer
-        .request("hello", &json!({"foo": "bar"}))
-        .await
-        .unwrap_err();
-    assert_eq!(error.code(), Some(500));
-    assert!(error.reason().unwrap().contains("BOOM!!!"));
+    let ((_server, mut server_events), (client, _client_events)) = connect(&room);
+    assert_thrown(exchange(&client, &mut server_events, Answer::Throw).await);
 }
 
 #[tokio::test]
 async fn client_sends_notification_to_server() {
     let room = Room::new();
-    let ((_server_peer, mut server_events), (client_peer, _client_events)) = connect(&room);
-    client_peer.notify("hello", &json!({"foo": "bar"})).unwrap();
-    let notification = expect_notification(&mut server_events).await;
-    assert_eq!(notification.method(), "hello");
-    assert_eq!(notification.payload().to_value(), json!({"foo": "bar"}));
+    let ((_server, mut server_events), (client, _client_events)) = connect(&room);
+    notify(&client, &mut server_events).await;
 }
 
 #[tokio::test]
 async fn server_sends_request_to_client() {
     let room = Room::new();
-    let ((server_peer, _server_events), (_client_peer, mut client_events)) = connect(&room);
-    tokio::spawn(async move {
-        let request = expect_request(&mut client_events).await;
-        assert_eq!(request.method(), "hello");
-        assert_eq!(request.payload().to_value(), json!({"foo": "bar"}));
-        request.accept(&json!({"text": "hi!"}));
-        client_events
-    });
-    let data = server_peer
-        .request("hello", &json!({"foo": "bar"}))
-        .await
-        .unwrap();
-    assert_eq!(data.to_value(), json!({"text": "hi!"}));
+    let ((server, _server_events), (_client, mut client_events)) = connect(&room);
+    assert_accepted(exchange(&server, &mut client_events, Answer::Accept).await);
 }
 
 #[tokio::test]
 async fn server_sends_request_to_client_and_client_rejects_it() {
     let room = Room::new();
-    let ((server_peer, _server_events), (_client_peer, mut client_events)) = connect(&room);
-    tokio::spawn(async move {
-        expect_request(&mut client_events)
-            .await
-            .reject(503, "WHO KNOWS!");
-        client_events
-    });
-    let error = server_peer
-        .request("hello", &json!({"foo": "bar"}))
-        .await
-        .unwrap_err();
-    assert_eq!(error.code(), Some(503));
-    assert_eq!(error.reason().as_deref(), Some("WHO KNOWS!"));
+    let ((server, _server_events), (_client, mut client_events)) = connect(&room);
+    assert_rejected(exchange(&server, &mut client_events, Answer::Reject).await);
 }
 
 #[tokio::test]
 async fn server_sends_request_to_client_and_client_throws() {
     let room = Room::new();
-    let ((server_peer, _server_events), (_client_peer, mut client_events)) = connect(&room);
-    tokio::spawn(async move {
-        let request = expect_request(&mut client_events).await;
-        request.respond::<(), _>(Err("BOOM!!!"));
-        client_events
-    });
-    let error = server_peer
-        .request("hello", &json!({"foo": "bar"}))
-        .await
-        .unwrap_err();
-    assert_eq!(error.code(), Some(500));
-    assert!(error.reason().unwrap().contains("BOOM!!!"));
+    let ((server, _server_events), (_client, mut client_events)) = connect(&room);
+    assert_thrown(exchange(&server, &mut client_events, Answer::Throw).await);
 }
 
 #[tokio::test]
 async fn server_sends_notification_to_client() {
     let room = Room::new();
-    let ((server_peer, _server_events), (_client_peer, mut client_events)) = connect(&room);
-    server_peer.notify("hello", &json!({"foo": "bar"})).unwrap();
-    let notification = expect_notification(&mut client_events).await;
-    assert_eq!(notification.method(), "hello");
-    assert_eq!(notification.payload().to_value(), json!({"foo": "bar"}));
+    let ((server, _server_events), (_client, mut client_events)) = connect(&room);
+    notify(&server, &mut client_events).await;
 }
 
 #[tokio::test]
