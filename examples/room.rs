@@ -94,8 +94,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(secs) = args.ping_interval {
         ws = ws.with_ping_interval(Some(Duration::from_secs(secs)));
     }
-    let mut server =
-        WebSocketServer::bind(args.listen, ServerConfig::default().with_ws(ws)).await?;
+    let mut server = WebSocketServer::bind(args.listen, ServerConfig::default().with_ws(ws))
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     println!("listening on ws://{}/", server.local_addr());
 
     let handle = server.handle();
