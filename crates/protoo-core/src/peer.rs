@@ -345,12 +345,18 @@ impl Drop for Start {
     }
 }
 
-/// The current Tokio runtime, or the transport closed and an error.
-pub(crate) fn runtime(transport: &Transport) -> Result<Handle, CoreError> {
-    Handle::try_current().map_err(|_| {
+/// What every way of creating a peer checks first: a non-empty id and a
+/// Tokio runtime to run its reader on. A refused peer's transport is closed
+/// (4000), as protoo does.
+pub(crate) fn admission(id: &str, transport: &Transport) -> Result<Handle, CoreError> {
+    let refused = |error| {
         transport.close();
-        CoreError::NoRuntime
-    })
+        Err(error)
+    };
+    if id.is_empty() {
+        return refused(CoreError::EmptyId);
+    }
+    Handle::try_current().or_else(|_| refused(CoreError::NoRuntime))
 }
 
 /// Builds a peer without starting it.
@@ -470,11 +476,7 @@ impl<D: Send + Sync + 'static> Peer<D> {
         config: PeerConfig,
     ) -> Result<(Self, PeerEvents), CoreError> {
         let id: String = id.into();
-        if id.is_empty() {
-            transport.close();
-            return Err(CoreError::EmptyId);
-        }
-        let handle = runtime(&transport)?;
+        let handle = admission(&id, &transport)?;
         let (peer, events, start) = build(id.into(), None, transport, data, &config, handle);
         start.spawn();
         Ok((peer, events))

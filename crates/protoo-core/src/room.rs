@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use crate::peer::{Core, Leave, Start, build, lock, runtime};
+use crate::peer::{Core, Leave, Start, admission, build, lock};
 use crate::rooms::RegistryInner;
 use crate::{CoreError, Peer, PeerConfig, PeerEvents};
 
@@ -179,11 +179,7 @@ impl<D: Send + Sync + 'static> Room<D> {
         policy: DuplicatePolicy,
     ) -> Result<(Peer<D>, PeerEvents), CoreError> {
         let id: String = id.into();
-        if id.is_empty() {
-            transport.close();
-            return Err(CoreError::EmptyId);
-        }
-        let handle = runtime(&transport)?;
+        let handle = admission(&id, &transport)?;
         let admitted = {
             let mut state = lock(&self.inner.state);
             self.admit(

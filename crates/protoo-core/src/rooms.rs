@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use protoo_transport::Transport;
 
-use crate::peer::{lock, runtime};
+use crate::peer::{admission, lock};
 use crate::room::{Admitted, DuplicatePolicy};
 use crate::{CoreError, Peer, PeerConfig, PeerEvents, Room};
 
@@ -151,11 +151,7 @@ impl<D: Send + Sync + 'static> Rooms<D> {
         policy: DuplicatePolicy,
     ) -> Result<(Room<D>, Peer<D>, PeerEvents), CoreError> {
         let peer_id: String = peer_id.into();
-        if peer_id.is_empty() {
-            transport.close();
-            return Err(CoreError::EmptyId);
-        }
-        let handle = runtime(&transport)?;
+        let handle = admission(&peer_id, &transport)?;
         let mut dropped = Vec::new();
         let (room, admitted) = {
             let mut rooms = lock(&self.inner.rooms);
