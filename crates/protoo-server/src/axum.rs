@@ -136,13 +136,13 @@ impl Mount {
             async move {
                 let result = match tokio::time::timeout_at(deadline, on_upgrade).await {
                     Ok(Ok(upgraded)) => {
-                        let (transport, task) = ws::from_upgraded_task(
-                            TokioIo::new(upgraded),
-                            Vec::new(),
-                            &shared.config.ws,
-                        )
-                        .await;
-                        Ok(shared.track(transport, task, counted))
+                        let guard = shared.connection_guard(counted);
+                        let id = guard.id;
+                        let io = TokioIo::new(upgraded);
+                        let transport =
+                            ws::from_upgraded_holding(io, Vec::new(), &shared.config.ws, guard)
+                                .await;
+                        Ok(shared.register(id, transport))
                     }
                     Ok(Err(error)) => Err(ServerError::Io(std::io::Error::other(error))),
                     Err(_) => Err(ServerError::HandshakeTimeout),

@@ -91,12 +91,12 @@ pub(crate) struct Shared {
     /// Requests received from peers and not answered yet.
     in_flight: Tracker,
     /// The accepted connections, to close them at shutdown.
-    live: Mutex<HashMap<u64, Arc<dyn FrameSink>>>,
+    live: Mutex<HashMap<u64, Option<Arc<dyn FrameSink>>>>,
     next_id: AtomicU64,
 }
 
 impl Shared {
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<dyn FrameSink>>> {
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Option<Arc<dyn FrameSink>>>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -112,7 +112,7 @@ impl Shared {
 /// forgets its transport at the end.
 pub(crate) struct ConnectionGuard {
     shared: Arc<Shared>,
-    id: u64,
+    pub(crate) id: u64,
     _counted: TrackerGuard,
 }
 
@@ -257,7 +257,7 @@ impl ServerHandle {
         let sinks: Vec<Arc<dyn FrameSink>> = {
             let live = self.shared.lock_live();
             self.shared.closing.store(true, Ordering::Release);
-            live.values().cloned().collect()
+            live.values().flatten().cloned().collect()
         };
         for sink in sinks {
             sink.close(close_code::GOING_AWAY, SHUTDOWN_REASON);
@@ -413,7 +413,7 @@ async fn connection<S>(
     if !upgrade.is_websocket_upgrade() {
         tracing::debug!(reason = upgrade.upgrade_error(), "not a WebSocket upgrade");
         // Answered by the transport (400, or 426 for another version).
-        let _ = timeout_at(deadline, upgrade.accept_task(&config.ws)).await;
+        let _ = timeout_at(deadline, upgrade.accept(&config.ws)).await;
         return;
     }
     let head = RequestHead {
@@ -424,8 +424,11 @@ async fn connection<S>(
     };
     match decide(shared, head, upgrade.wants_protoo(), deadline).await {
         Decision::Accept(give) => {
-            let result = match timeout_at(deadline, upgrade.accept_task(&shared.config.ws)).await {
-                Ok(Ok((transport, task))) => Ok(shared.track(transport, task, counted)),
+            let guard = shared.connection_guard(counted);
+            let id = guard.id;
+            let accepted = upgrade.accept_holding(&shared.config.ws, guard);
+            let result = match timeout_at(deadline, accepted).await {
+                Ok(Ok(transport)) => Ok(shared.register(id, transport)),
                 Ok(Err(error)) => Err(ServerError::Transport(error)),
                 Err(_) => Err(ServerError::HandshakeTimeout),
             };
@@ -514,36 +517,33 @@ impl Shared {
         self.connections.count() > self.config.max_connections
     }
 
-    /// Registers an accepted transport (closed with 1001 at shutdown, its
-    /// requests counted for the grace period) and spawns its connection
-    /// task, counted until it ends.
-    pub(crate) fn track(
-        self: &Arc<Self>,
-        transport: Transport,
-        task: protoo_transport::ws::ConnectionTask,
-        counted: TrackerGuard,
-    ) -> Transport {
+    /// The guard an accepted connection's task holds until it ends: it
+    /// counts the connection, and reserves its place among the live
+    /// connections (filled by [`Shared::register`]).
+    pub(crate) fn connection_guard(self: &Arc<Self>, counted: TrackerGuard) -> ConnectionGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let guard = ConnectionGuard {
+        self.lock_live().insert(id, None);
+        ConnectionGuard {
             shared: self.clone(),
             id,
             _counted: counted,
-        };
+        }
+    }
+
+    /// Registers the transport of the connection `id` to be closed with 1001
+    /// at shutdown (at once if the shutdown already closed every peer), and
+    /// has its requests counted for the grace period. A connection that has
+    /// already ended (its guard dropped) is not registered.
+    pub(crate) fn register(&self, id: u64, transport: Transport) -> Transport {
         {
             let mut live = self.lock_live();
-            if self.closing.load(Ordering::Acquire) {
-                transport.close_with(close_code::GOING_AWAY, SHUTDOWN_REASON);
-            } else {
-                live.insert(id, transport.sink().clone());
+            let closing = self.closing.load(Ordering::Acquire);
+            match live.get_mut(&id) {
+                Some(slot) if !closing => *slot = Some(transport.sink().clone()),
+                Some(_) => transport.close_with(close_code::GOING_AWAY, SHUTDOWN_REASON),
+                None => {}
             }
         }
-        tokio::spawn(
-            async move {
-                task.await;
-                drop(guard);
-            }
-            .in_current_span(),
-        );
         transport.with_request_tracker(self.in_flight.clone())
     }
 

@@ -133,9 +133,8 @@ pub use http;
 
 pub use client::{ClientOptions, connect, connect_with};
 pub use config::WsConfig;
-pub use conn::ConnectionTask;
 pub use server::{
-    UpgradeRequest, from_upgraded, from_upgraded_task, from_upgraded_with, query_param,
+    UpgradeRequest, from_upgraded, from_upgraded_holding, from_upgraded_with, query_param,
     read_upgrade_request,
 };
 

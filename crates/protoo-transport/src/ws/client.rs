@@ -251,7 +251,7 @@ where
         return Err(TransportError::NoSubprotocol);
     }
     let (transport, conn) = conn::start(ws, config);
-    conn::spawn(conn);
+    conn::spawn(conn, ());
     Ok(transport)
 }
 

@@ -352,33 +352,6 @@ impl Drop for WsStream {
     }
 }
 
-/// A connection's task, to run on a tokio runtime (`tokio::spawn(task)`).
-///
-/// Returned by the `*_task` functions of [`ws`](super) for callers that
-/// spawn connection tasks themselves, for example to count them for a
-/// graceful shutdown (the functions without `_task` spawn it with
-/// `tokio::spawn`). The task ends when the connection is closed and its
-/// socket dropped; dropping it unpolled (or aborting it) drops the
-/// connection, and the transport reports
-/// `CloseReason { code: None, reason: "connection task ended", initiator: Local }`.
-pub struct ConnectionTask {
-    inner: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
-}
-
-impl Future for ConnectionTask {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-impl fmt::Debug for ConnectionTask {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectionTask").finish_non_exhaustive()
-    }
-}
-
 /// A transport over `ws` and the connection task that drives it.
 pub(crate) fn start<S>(ws: WebSocketStream<S>, config: &WsConfig) -> (Transport, Conn<S>)
 where
@@ -396,21 +369,36 @@ where
     (transport, Conn::new(ws, shared, config))
 }
 
-/// Runs `conn` on a new tokio task, in the caller's tracing span.
-pub(crate) fn spawn<S>(conn: Conn<S>)
+/// Runs `conn` on a new tokio task, in the caller's tracing span, keeping
+/// `guard` alive until the task ends (the task drops its future, and so the
+/// guard, as soon as the connection is done).
+pub(crate) fn spawn<S, G>(conn: Conn<S>, guard: G)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    G: Send + 'static,
 {
-    tokio::spawn(conn.instrument(tracing::Span::current()));
+    tokio::spawn(Holding {
+        task: conn.instrument(tracing::Span::current()),
+        _guard: guard,
+    });
 }
 
-/// `conn` as a [`ConnectionTask`] for the caller to spawn.
-pub(crate) fn task<S>(conn: Conn<S>) -> ConnectionTask
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    ConnectionTask {
-        inner: Box::pin(conn.instrument(tracing::Span::current())),
+/// A connection task and what it keeps alive. Polled in place: no box, and
+/// no second task to wait for the first.
+struct Holding<F, G> {
+    task: F,
+    _guard: G,
+}
+
+// `guard` is never pinned (never polled, only dropped), so `Holding` can
+// move whenever its task can.
+impl<F: Unpin, G> Unpin for Holding<F, G> {}
+
+impl<F: Future + Unpin, G> Future for Holding<F, G> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        Pin::new(&mut self.get_mut().task).poll(cx)
     }
 }
 

@@ -11,7 +11,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::conn::{self, ConnectionTask};
+use super::conn;
 use super::{PROTOO_SUBPROTOCOL, WsConfig};
 use crate::{Transport, TransportError};
 
@@ -353,22 +353,21 @@ where
     /// WebSocket version) and reported as [`TransportError::Rejected`]; a
     /// failure to write the answer is [`TransportError::Io`].
     pub async fn accept(self, config: &WsConfig) -> Result<Transport, TransportError> {
-        let ws = self.upgrade(config).await?;
-        let (transport, conn) = conn::start(ws, config);
-        conn::spawn(conn);
-        Ok(transport)
+        self.accept_holding(config, ()).await
     }
 
-    /// Like [`UpgradeRequest::accept`], but returns the connection task for
-    /// the caller to spawn (to count it for a graceful shutdown, say) instead
-    /// of spawning it. The transport does nothing until the task runs.
-    pub async fn accept_task(
+    /// Like [`UpgradeRequest::accept`], and the connection task keeps
+    /// `guard` until it ends: drop-based bookkeeping, such as counting
+    /// connections for a graceful shutdown, without a task of its own.
+    pub async fn accept_holding<G: Send + 'static>(
         self,
         config: &WsConfig,
-    ) -> Result<(Transport, ConnectionTask), TransportError> {
+        guard: G,
+    ) -> Result<Transport, TransportError> {
         let ws = self.upgrade(config).await?;
         let (transport, conn) = conn::start(ws, config);
-        Ok((transport, conn::task(conn)))
+        conn::spawn(conn, guard);
+        Ok(transport)
     }
 
     async fn upgrade(mut self, config: &WsConfig) -> Result<WebSocketStream<S>, TransportError> {
@@ -594,23 +593,24 @@ pub async fn from_upgraded_with<S>(io: S, leftover: Vec<u8>, config: &WsConfig) 
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (transport, conn) = upgraded(io, leftover, config).await;
-    conn::spawn(conn);
-    transport
+    from_upgraded_holding(io, leftover, config, ()).await
 }
 
-/// Like [`from_upgraded_with`], but returns the connection task for the
-/// caller to spawn.
-pub async fn from_upgraded_task<S>(
+/// Like [`from_upgraded_with`], and the connection task keeps `guard` until
+/// it ends (see [`UpgradeRequest::accept_holding`]).
+pub async fn from_upgraded_holding<S, G>(
     io: S,
     leftover: Vec<u8>,
     config: &WsConfig,
-) -> (Transport, ConnectionTask)
+    guard: G,
+) -> Transport
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    G: Send + 'static,
 {
     let (transport, conn) = upgraded(io, leftover, config).await;
-    (transport, conn::task(conn))
+    conn::spawn(conn, guard);
+    transport
 }
 
 async fn upgraded<S>(io: S, leftover: Vec<u8>, config: &WsConfig) -> (Transport, conn::Conn<S>)

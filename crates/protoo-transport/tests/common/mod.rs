@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use protoo_transport::ws::{self, ConnectionTask, WsConfig};
+use protoo_transport::ws::{self, WsConfig};
 use protoo_transport::{CloseReason, Inbound, Transport};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::ClientRequestBuilder;
@@ -27,15 +27,21 @@ pub async fn accept_one(listener: &TcpListener, config: &WsConfig) -> Transport 
     request.accept(config).await.unwrap()
 }
 
-/// Like [`accept_one`], returning the connection task unspawned.
+/// Like [`accept_one`], with a future that completes when the connection
+/// task has ended (it holds a guard until then).
 pub async fn accept_one_task(
     listener: &TcpListener,
     config: &WsConfig,
-) -> (Transport, ConnectionTask) {
+) -> (Transport, impl Future<Output = ()> + Send + 'static) {
     let (socket, _) = listener.accept().await.unwrap();
     socket.set_nodelay(true).unwrap();
     let request = ws::read_upgrade_request(socket, config).await.unwrap();
-    request.accept_task(config).await.unwrap()
+    let (held, ended) = tokio::sync::oneshot::channel::<()>();
+    let transport = request.accept_holding(config, held).await.unwrap();
+    (transport, async move {
+        // Resolves (with an error) once the task drops the guard.
+        let _ = ended.await;
+    })
 }
 
 /// A connected (server, client) pair of WebSocket transports.
