@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask ci`: everything CI checks, in order: formatting, clippy
 //!   (warnings are errors), the workspace tests, rustdoc (broken links are
-//!   errors), the interop suites against the real npm protoo packages, the
-//!   WebSocket conformance suite, and a short smoke of the benchmarks.
+//!   errors), `cargo package` of the library crates, the interop suites
+//!   against the real npm protoo packages, the WebSocket conformance suite,
+//!   and a short smoke of the benchmarks.
 //! - `cargo xtask bench [--smoke]`: the benchmarks side by side with the Node
 //!   protoo-server (see `BENCHMARKS.md`).
 
@@ -97,6 +98,21 @@ fn ci() -> Result {
                 "RUSTDOCFLAGS",
                 "-D warnings -D rustdoc::broken_intra_doc_links",
             ),
+    )?;
+    run(
+        "cargo package (each library crate packages and builds from its package)",
+        cargo().args([
+            "package",
+            "--allow-dirty",
+            "-p",
+            "protoo-codec",
+            "-p",
+            "protoo-transport",
+            "-p",
+            "protoo-core",
+            "-p",
+            "protoo-server",
+        ]),
     )?;
     check_codec_has_no_runtime()?;
     interop()?;
