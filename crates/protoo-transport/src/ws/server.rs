@@ -522,7 +522,8 @@ where
 
 /// The first value of the parameter `name` in a query string (without the
 /// `?`), percent-decoded (`+` reads as a space, invalid escapes stay as they
-/// are).
+/// are, invalid UTF-8 becomes U+FFFD), by `form_urlencoded`: the rules of
+/// HTML forms and Node's `querystring`, which protoo-server applications use.
 ///
 /// ```
 /// use protoo_transport::ws::query_param;
@@ -531,46 +532,9 @@ where
 /// assert_eq!(query_param("roomId=a", "peerId"), None);
 /// ```
 pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(key) == name).then(|| percent_decode(value))
-    })
-}
-
-/// `%XX` decoded (invalid escapes kept as they are), `+` as a space.
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let decoded = bytes
-                    .get(i + 1)
-                    .zip(bytes.get(i + 2))
-                    .and_then(|(&h, &l)| Some(hex(h)? << 4 | hex(l)?));
-                match decoded {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
 }
 
 /// A server-side transport over `io`, a byte stream on which the WebSocket
@@ -633,12 +597,16 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("ann%20b"), "ann b");
-        assert_eq!(percent_decode("a+b"), "a b");
-        assert_eq!(percent_decode("%E2%82%AC"), "€");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(percent_decode("%FF"), "\u{FFFD}");
+        let decode = |value: &str| query_param(&format!("v={value}"), "v").unwrap();
+        assert_eq!(decode("ann%20b"), "ann b");
+        assert_eq!(decode("a+b"), "a b");
+        assert_eq!(decode("%E2%82%AC"), "€");
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz%4"), "%zz%4");
+        assert_eq!(decode("%FF"), "\u{FFFD}");
+        assert_eq!(query_param("a%20b=1", "a b").as_deref(), Some("1"));
+        assert_eq!(query_param("x&y=", "x").as_deref(), Some(""));
+        assert_eq!(query_param("x=1&x=2", "x").as_deref(), Some("1"));
     }
 
     #[test]
