@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use super::{cargo, root, run as step, target_dir};
 
 /// Cases run in parallel.
@@ -243,11 +245,12 @@ struct Expected {
 
 impl Expected {
     fn parse(text: &str) -> Result<Self, String> {
-        let json = Json::parse(text).map_err(|e| format!("tests/autobahn/expected.json: {e}"))?;
+        let json: Value =
+            serde_json::from_str(text).map_err(|e| format!("tests/autobahn/expected.json: {e}"))?;
         let bad = |what: &str| format!("tests/autobahn/expected.json: {what}");
         let excluded = json
             .get("excluded")
-            .and_then(Json::as_array)
+            .and_then(Value::as_array)
             .ok_or_else(|| bad("no \"excluded\" array"))?
             .iter()
             .map(|v| {
@@ -259,13 +262,13 @@ impl Expected {
         let mut cases = BTreeMap::new();
         for (id, case) in json
             .get("cases")
-            .and_then(Json::as_object)
+            .and_then(Value::as_object)
             .ok_or_else(|| bad("no \"cases\" object"))?
         {
             let strings = |field: &str| -> Result<Vec<String>, String> {
                 let values = match case.get(field) {
-                    Some(Json::Str(s)) => vec![s.clone()],
-                    Some(Json::Array(items)) => items
+                    Some(Value::String(s)) => vec![s.clone()],
+                    Some(Value::Array(items)) => items
                         .iter()
                         .map(|v| v.as_str().map(str::to_owned))
                         .collect::<Option<Vec<_>>>()
@@ -279,11 +282,13 @@ impl Expected {
                 }
                 Ok(values)
             };
-            let remote_close_code = match case.get("remoteCloseCode") {
-                Some(Json::Num(n)) => Some(*n as u64),
-                Some(Json::Null) | None => None,
-                Some(_) => return Err(bad(&format!("case {id}: remoteCloseCode is not a number"))),
-            };
+            let remote_close_code =
+                match case.get("remoteCloseCode") {
+                    Some(Value::Null) | None => None,
+                    Some(code) => Some(code.as_u64().ok_or_else(|| {
+                        bad(&format!("case {id}: remoteCloseCode is not a number"))
+                    })?),
+                };
             cases.insert(
                 id.clone(),
                 Allowed {
@@ -300,11 +305,12 @@ impl Expected {
 /// The outcomes in kosoku's `index.json` (`{agent: {case id: {...}}}`, one
 /// agent).
 fn observed(text: &str) -> Result<BTreeMap<String, Outcome>, String> {
-    let json = Json::parse(text).map_err(|e| format!("kosoku's index.json: {e}"))?;
+    let json: Value =
+        serde_json::from_str(text).map_err(|e| format!("kosoku's index.json: {e}"))?;
     let agents = json
         .as_object()
         .ok_or("kosoku's index.json is not an object")?;
-    let [(_, cases)] = agents.as_slice() else {
+    let (Some(cases), 1) = (agents.values().next(), agents.len()) else {
         return Err(format!(
             "kosoku's index.json holds {} agents, expected one",
             agents.len()
@@ -317,7 +323,7 @@ fn observed(text: &str) -> Result<BTreeMap<String, Outcome>, String> {
     {
         let field = |name: &str| {
             case.get(name)
-                .and_then(Json::as_str)
+                .and_then(Value::as_str)
                 .map(str::to_owned)
                 .ok_or_else(|| format!("kosoku's index.json: case {id} has no {name}"))
         };
@@ -326,10 +332,7 @@ fn observed(text: &str) -> Result<BTreeMap<String, Outcome>, String> {
             Outcome {
                 behavior: field("behavior")?,
                 behavior_close: field("behaviorClose")?,
-                remote_close_code: match case.get("remoteCloseCode") {
-                    Some(Json::Num(n)) => Some(*n as u64),
-                    _ => None,
-                },
+                remote_close_code: case.get("remoteCloseCode").and_then(Value::as_u64),
             },
         );
     }
@@ -373,7 +376,10 @@ fn compare(
 /// `observed` in the format of `expected.json` (one value per field).
 fn render(observed: &BTreeMap<String, Outcome>, excluded: &[String]) -> String {
     let mut out = String::from("{\n  \"excluded\": [");
-    let quoted: Vec<String> = excluded.iter().map(|e| format!("\"{e}\"")).collect();
+    let quoted: Vec<String> = excluded
+        .iter()
+        .map(|e| Value::from(e.as_str()).to_string())
+        .collect();
     out.push_str(&quoted.join(", "));
     out.push_str("],\n  \"cases\": {\n");
     let mut ids: Vec<&String> = observed.keys().collect();
@@ -385,9 +391,10 @@ fn render(observed: &BTreeMap<String, Outcome>, excluded: &[String]) -> String {
             .map_or_else(|| "null".to_owned(), |c| c.to_string());
         let _ = writeln!(
             out,
-            "    \"{id}\": {{ \"behavior\": \"{}\", \"behaviorClose\": \"{}\", \"remoteCloseCode\": {code} }}{}",
-            o.behavior,
-            o.behavior_close,
+            "    {}: {{ \"behavior\": {}, \"behaviorClose\": {}, \"remoteCloseCode\": {code} }}{}",
+            Value::from(id.as_str()),
+            Value::from(o.behavior.as_str()),
+            Value::from(o.behavior_close.as_str()),
             if i + 1 == ids.len() { "" } else { "," }
         );
     }
@@ -402,238 +409,9 @@ fn case_order(id: &str) -> Vec<u64> {
         .collect()
 }
 
-/// A JSON value (enough of JSON for kosoku's report and our expectations;
-/// objects keep their order).
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn parse(text: &str) -> Result<Json, String> {
-        let mut parser = Parser {
-            bytes: text.as_bytes(),
-            pos: 0,
-        };
-        let value = parser.value(0)?;
-        parser.ws();
-        if parser.pos != parser.bytes.len() {
-            return Err(parser.error("trailing characters"));
-        }
-        Ok(value)
-    }
-
-    fn get(&self, key: &str) -> Option<&Json> {
-        self.as_object()?
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
-    }
-
-    fn as_object(&self) -> Option<&Vec<(String, Json)>> {
-        match self {
-            Json::Object(members) => Some(members),
-            _ => None,
-        }
-    }
-
-    fn as_array(&self) -> Option<&Vec<Json>> {
-        match self {
-            Json::Array(items) => Some(items),
-            _ => None,
-        }
-    }
-
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            Json::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-struct Parser<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl Parser<'_> {
-    fn error(&self, what: &str) -> String {
-        format!("{what} at byte {}", self.pos)
-    }
-
-    fn ws(&mut self) {
-        while matches!(self.bytes.get(self.pos), Some(b' ' | b'\t' | b'\r' | b'\n')) {
-            self.pos += 1;
-        }
-    }
-
-    fn eat(&mut self, literal: &str) -> bool {
-        if self.bytes[self.pos..].starts_with(literal.as_bytes()) {
-            self.pos += literal.len();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn value(&mut self, depth: usize) -> Result<Json, String> {
-        if depth > 64 {
-            return Err(self.error("nested too deep"));
-        }
-        self.ws();
-        match self.bytes.get(self.pos) {
-            Some(b'{') => {
-                self.pos += 1;
-                let mut members = Vec::new();
-                self.ws();
-                if self.eat("}") {
-                    return Ok(Json::Object(members));
-                }
-                loop {
-                    self.ws();
-                    let key = self.string()?;
-                    self.ws();
-                    if !self.eat(":") {
-                        return Err(self.error("expected ':'"));
-                    }
-                    members.push((key, self.value(depth + 1)?));
-                    self.ws();
-                    if self.eat(",") {
-                        continue;
-                    }
-                    if self.eat("}") {
-                        return Ok(Json::Object(members));
-                    }
-                    return Err(self.error("expected ',' or '}'"));
-                }
-            }
-            Some(b'[') => {
-                self.pos += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.eat("]") {
-                    return Ok(Json::Array(items));
-                }
-                loop {
-                    items.push(self.value(depth + 1)?);
-                    self.ws();
-                    if self.eat(",") {
-                        continue;
-                    }
-                    if self.eat("]") {
-                        return Ok(Json::Array(items));
-                    }
-                    return Err(self.error("expected ',' or ']'"));
-                }
-            }
-            Some(b'"') => Ok(Json::Str(self.string()?)),
-            Some(b't') if self.eat("true") => Ok(Json::Bool(true)),
-            Some(b'f') if self.eat("false") => Ok(Json::Bool(false)),
-            Some(b'n') if self.eat("null") => Ok(Json::Null),
-            Some(b'-' | b'0'..=b'9') => {
-                let start = self.pos;
-                while matches!(
-                    self.bytes.get(self.pos),
-                    Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                ) {
-                    self.pos += 1;
-                }
-                std::str::from_utf8(&self.bytes[start..self.pos])
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .map(Json::Num)
-                    .ok_or_else(|| self.error("invalid number"))
-            }
-            _ => Err(self.error("expected a value")),
-        }
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        if !self.eat("\"") {
-            return Err(self.error("expected a string"));
-        }
-        let mut out = Vec::new();
-        loop {
-            let Some(&b) = self.bytes.get(self.pos) else {
-                return Err(self.error("unterminated string"));
-            };
-            self.pos += 1;
-            match b {
-                b'"' => break,
-                b'\\' => {
-                    let Some(&escaped) = self.bytes.get(self.pos) else {
-                        return Err(self.error("unterminated escape"));
-                    };
-                    self.pos += 1;
-                    let c = match escaped {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let hex = self
-                                .bytes
-                                .get(self.pos..self.pos + 4)
-                                .and_then(|h| std::str::from_utf8(h).ok())
-                                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                                .ok_or_else(|| self.error("invalid \\u escape"))?;
-                            self.pos += 4;
-                            // Surrogates (emoji in descriptions) are not
-                            // needed here: replaced.
-                            char::from_u32(hex).unwrap_or('\u{fffd}')
-                        }
-                        _ => return Err(self.error("invalid escape")),
-                    };
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                }
-                b => out.push(b),
-            }
-        }
-        String::from_utf8(out).map_err(|_| self.error("invalid UTF-8 in a string"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_json() {
-        let json =
-            Json::parse(r#" {"a": [1, -2.5e1, true, false, null], "b\u00e9\n": {"c": "d\"e"}} "#)
-                .unwrap();
-        assert_eq!(
-            json.get("a"),
-            Some(&Json::Array(vec![
-                Json::Num(1.0),
-                Json::Num(-25.0),
-                Json::Bool(true),
-                Json::Bool(false),
-                Json::Null
-            ]))
-        );
-        assert_eq!(
-            json.get("bé\n")
-                .and_then(|b| b.get("c"))
-                .and_then(Json::as_str),
-            Some("d\"e")
-        );
-        assert!(Json::parse("{").is_err());
-        assert!(Json::parse("[1,]").is_err());
-        assert!(Json::parse("{} x").is_err());
-        assert!(Json::parse(&"[".repeat(100)).is_err());
-    }
 
     #[test]
     fn compares_with_alternatives() {
