@@ -1,0 +1,348 @@
+//! The connection task: one tokio task per WebSocket connection that reads
+//! incoming frames into a small bounded inbox and writes the outbound queue.
+//!
+//! - this file: the task's state ([`Conn`]), its poll loop, and how it is
+//!   started and spawned;
+//! - [`shared`]: the state the task shares with the transport's two halves
+//!   (the outbound queue, the inbox, the close report);
+//! - [`halves`]: the sink and the stream the application holds;
+//! - [`read`]: the read side (incoming messages, the remote's close, read
+//!   failures and the drain after them);
+//! - [`write`]: the write side (one batch from the queue, one flush);
+//! - [`timer`]: the one timer: keepalive pings, then the close deadline.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tracing::Instrument;
+
+mod halves;
+mod read;
+mod shared;
+mod timer;
+mod write;
+
+use super::WsConfig;
+use crate::queue::{Outbound, OutboundQueue, Work};
+use crate::{
+    CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator, SLOW_CONSUMER_REASON,
+    Transport, TransportError, async_trait, close_code,
+};
+
+/// Incoming messages the task holds for a reader that is behind. When the
+/// inbox is full (this many messages, or `max_message_size` bytes) the task
+/// stops reading the socket, so TCP flow control slows the remote down.
+pub(crate) const INBOX_FRAMES: usize = 32;
+/// Most bytes of queued frames (counted like the queue counts them) taken
+/// into one write batch; the rest stays counted in the queue.
+const BATCH_BYTES: usize = 64 * 1024;
+/// Messages read in one step before the task lets the writer and the timer
+/// have a turn.
+const READ_BUDGET: usize = 64;
+/// Steps in one poll before the task yields to other tasks.
+const ROUNDS: usize = 8;
+/// A write batch that grew past this many frames gives its buffer back.
+const KEEP_BATCH: usize = 16;
+/// Close reasons are cut to this many bytes (a close frame's payload is at
+/// most 125 bytes, two of which are the code).
+const MAX_CLOSE_REASON: usize = 123;
+/// Received close frame without a status code (RFC 6455 7.1.5).
+const NO_STATUS: u16 = 1005;
+/// The queue's close code for ends that carry no close code.
+const ABNORMAL: u16 = 1006;
+
+/// The reason reported when the connection ends without a close frame.
+const CONNECTION_LOST: &str = "connection lost";
+/// The reason reported when the remote did not answer a keepalive ping.
+const KEEPALIVE_TIMEOUT: &str = "keepalive timeout";
+use halves::{WsSink, WsStream};
+use shared::{Shared, close};
+
+/// A transport over `ws` and the connection task that drives it.
+pub(crate) fn start<S>(ws: WebSocketStream<S>, config: &WsConfig) -> (Transport, Conn<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::new(Shared::new(config));
+    let transport = Transport::new(
+        WsSink {
+            shared: shared.clone(),
+        },
+        WsStream {
+            shared: shared.clone(),
+        },
+    );
+    (transport, Conn::new(ws, shared, config))
+}
+
+/// Runs `conn` on a new tokio task, in the caller's tracing span, keeping
+/// `guard` alive until the task ends (the task drops its future, and so the
+/// guard, as soon as the connection is done).
+pub(crate) fn spawn<S, G>(conn: Conn<S>, guard: G)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    G: Send + 'static,
+{
+    tokio::spawn(Holding {
+        task: conn.instrument(tracing::Span::current()),
+        _guard: guard,
+    });
+}
+
+/// A connection task and what it keeps alive. Polled in place: no box, and
+/// no second task to wait for the first.
+struct Holding<F, G> {
+    task: F,
+    _guard: G,
+}
+
+// `guard` is never pinned (never polled, only dropped), so `Holding` can
+// move whenever its task can.
+impl<F: Unpin, G> Unpin for Holding<F, G> {}
+
+impl<F: Future + Unpin, G> Future for Holding<F, G> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        Pin::new(&mut self.get_mut().task).poll(cx)
+    }
+}
+
+/// The connection task is this future (hand-written rather than an `async
+/// fn`, whose state would hold the connection twice).
+impl<S> Future for Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().poll_conn(cx)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Frames flow both ways.
+    Open,
+    /// The application closed: the frames it queued before, then our close
+    /// frame, are written; then we read until the remote's close reply and
+    /// the end of the stream.
+    Closing,
+    /// The remote's close frame arrived: tungstenite answers it; we read
+    /// until the end of the stream.
+    PeerClosed,
+    /// Reading failed (a limit, a protocol error): we write our close frame,
+    /// shut the socket down and discard input until the remote closes.
+    Draining {
+        /// The write side is shut down.
+        shut: bool,
+    },
+    /// Finished: the socket is dropped.
+    Done,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Keepalive {
+    /// Waiting to send the next ping.
+    Idle,
+    /// A ping was sent at `since`; any incoming frame counts as its answer.
+    AwaitingPong { since: Instant },
+}
+
+/// The state of one connection task.
+pub(crate) struct Conn<S> {
+    ws: WebSocketStream<S>,
+    shared: Arc<Shared>,
+    /// Frames taken from the queue; `batch[..sent]` were written.
+    batch: Vec<Outbound>,
+    sent: usize,
+    /// Written since the last flush.
+    flush: bool,
+    /// A keepalive ping to write.
+    ping: bool,
+    /// A close frame to write after the batch.
+    close: Option<CloseFrame>,
+    /// Our close frame was flushed.
+    close_flushed: bool,
+    state: State,
+    keepalive: Keepalive,
+    /// Reading stopped because the inbox was full, since the last ping.
+    paused: bool,
+    /// The deadline is a close deadline (not a keepalive one).
+    linger: bool,
+    /// A dropped binary message, kept until the next read so that
+    /// tungstenite does not reclaim (and keep) its large buffer.
+    held: Option<Bytes>,
+    /// When the timer fires; `None`: off.
+    deadline: Option<Instant>,
+    /// `deadline` changed since the timer was last set.
+    rearm: bool,
+    /// The one timer: keepalive, then the close deadline. Boxed so that the
+    /// connection (the task's future) is `Unpin`.
+    sleep: Pin<Box<Sleep>>,
+    ping_interval: Option<Duration>,
+    pong_timeout: Duration,
+    close_timeout: Duration,
+}
+
+impl<S> fmt::Debug for Conn<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("state", &self.state)
+            .field("keepalive", &self.keepalive)
+            .field("batch", &self.batch.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an I/O-level write is blocked, failed, or went through.
+enum Ready {
+    Yes,
+    Blocked,
+    Failed,
+}
+
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn new(ws: WebSocketStream<S>, shared: Arc<Shared>, config: &WsConfig) -> Self {
+        let deadline = config
+            .ping_interval
+            .map(|interval| Instant::now() + interval);
+        Conn {
+            ws,
+            shared,
+            batch: Vec::new(),
+            sent: 0,
+            flush: false,
+            ping: false,
+            close: None,
+            close_flushed: false,
+            state: State::Open,
+            keepalive: Keepalive::Idle,
+            paused: false,
+            linger: false,
+            held: None,
+            deadline,
+            rearm: false,
+            sleep: Box::pin(tokio::time::sleep_until(
+                deadline.unwrap_or_else(Instant::now),
+            )),
+            ping_interval: config.ping_interval,
+            pong_timeout: config.pong_timeout,
+            close_timeout: config.close_timeout,
+        }
+    }
+
+    fn finish(&mut self, reason: CloseReason) {
+        self.shared.end(reason);
+        self.state = State::Done;
+    }
+
+    fn lost(&mut self) {
+        match self.state {
+            State::Open => self.finish(CloseReason::new(None, CONNECTION_LOST, Initiator::Remote)),
+            _ => self.state = State::Done,
+        }
+    }
+
+    fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..ROUNDS {
+            let mut progress = false;
+            match self.state {
+                State::Open | State::Closing | State::PeerClosed => {
+                    progress |= self.read_step(cx);
+                    if matches!(self.state, State::Open | State::Closing) {
+                        progress |= self.write_step(cx);
+                    }
+                }
+                State::Draining { .. } => progress |= self.drain_step(cx),
+                State::Done => {}
+            }
+            if self.state == State::Done {
+                return Poll::Ready(());
+            }
+            if self.rearm {
+                self.rearm = false;
+                if let Some(at) = self.deadline {
+                    self.sleep.as_mut().reset(at);
+                }
+            }
+            if self.deadline.is_some() && self.sleep.as_mut().poll(cx).is_ready() {
+                self.on_timer();
+                if self.state == State::Done {
+                    return Poll::Ready(());
+                }
+                progress = true;
+            }
+            if !progress {
+                // Idle until woken: keep no write batch buffer meanwhile.
+                if self.batch.is_empty() && self.batch.capacity() > 0 {
+                    self.batch = Vec::new();
+                }
+                return Poll::Pending;
+            }
+        }
+        // Busy: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<S> Drop for Conn<S> {
+    fn drop(&mut self) {
+        // Every end already reported itself; this covers a task dropped or
+        // aborted before its end (runtime shutdown).
+        self.shared.end(CloseReason::new(
+            None,
+            "connection task ended",
+            Initiator::Local,
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes one idle connection's task holds inline (the tokio task
+    /// adds its header, about 100 bytes).
+    #[tokio::test]
+    async fn task_future_size() {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (a, _b) = tokio::io::duplex(64);
+        let config = WsConfig::default();
+        let ws =
+            WebSocketStream::from_raw_socket(a, Role::Server, Some(config.tungstenite())).await;
+        let (_transport, conn) = start(ws, &config);
+        let future = conn.instrument(tracing::Span::current());
+        let size = std::mem::size_of_val(&future);
+        println!(
+            "connection task future: {size} bytes inline (WebSocketStream<DuplexStream>: {} bytes), plus a boxed Sleep: {} bytes",
+            std::mem::size_of::<WebSocketStream<tokio::io::DuplexStream>>(),
+            std::mem::size_of::<Sleep>()
+        );
+        assert!(size < 1024, "task future grew to {size} bytes");
+
+        let tcp = std::mem::size_of::<Conn<tokio::net::TcpStream>>();
+        println!("Conn<TcpStream>: {tcp} bytes");
+    }
+}

@@ -1,0 +1,51 @@
+//! The connection task's one timer: a keepalive ping every interval, a
+//! bound on the pong, then a bound on the close handshake.
+
+use super::*;
+
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    pub(super) fn arm(&mut self, at: Instant) {
+        self.deadline = Some(at);
+        self.rearm = true;
+    }
+
+    /// Starts (or keeps) the bound on a closing connection.
+    pub(super) fn arm_close(&mut self) {
+        if !self.linger {
+            self.linger = true;
+            self.arm(Instant::now() + self.close_timeout);
+        }
+    }
+
+    pub(super) fn on_timer(&mut self) {
+        self.deadline = None;
+        if self.linger || self.state != State::Open {
+            tracing::debug!("WebSocket close timed out: dropping the connection");
+            self.state = State::Done;
+            return;
+        }
+        let now = Instant::now();
+        match self.keepalive {
+            Keepalive::Idle => {
+                self.ping = true;
+                self.paused = false;
+                self.keepalive = Keepalive::AwaitingPong { since: now };
+                self.arm(now + self.pong_timeout);
+            }
+            Keepalive::AwaitingPong { .. } if self.paused => {
+                // We were not reading: the answer may be waiting unread.
+                self.keepalive = Keepalive::Idle;
+                if let Some(interval) = self.ping_interval {
+                    self.arm(now + interval);
+                }
+            }
+            Keepalive::AwaitingPong { .. } => {
+                tracing::debug!("no answer to the keepalive ping: dropping the connection");
+                self.finish(CloseReason::new(None, KEEPALIVE_TIMEOUT, Initiator::Local));
+            }
+        }
+    }
+}
