@@ -1,0 +1,311 @@
+//! Process control: starting a fresh server per scenario (ours or the Node
+//! anchor) under the file-descriptor limit, optionally pinned to a CPU,
+//! running the load generator against it, and stopping both by pid.
+
+use super::*;
+
+#[derive(Debug)]
+pub(super) enum ServerKind {
+    Ours { bin: PathBuf },
+    Anchor { dir: PathBuf },
+}
+
+impl ServerKind {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            ServerKind::Ours { .. } => "protoo-rs",
+            ServerKind::Anchor { .. } => "protoo-server",
+        }
+    }
+
+    pub(super) fn short(&self) -> &'static str {
+        match self {
+            ServerKind::Ours { .. } => "ours",
+            ServerKind::Anchor { .. } => "anchor",
+        }
+    }
+
+    pub(super) fn command(&self, listen: &str, extra: &[String], cpus: Option<&str>) -> Command {
+        let (program, mut args, dir): (String, Vec<String>, Option<&Path>) = match self {
+            ServerKind::Ours { bin } => (bin.display().to_string(), Vec::new(), None),
+            ServerKind::Anchor { dir } => (
+                "node".to_owned(),
+                vec!["anchor/room-server.js".to_owned()],
+                Some(dir.as_path()),
+            ),
+        };
+        args.push("--listen".into());
+        args.push(listen.into());
+        args.extend(extra.iter().cloned());
+        let mut cmd = with_fd_limit(&program, &args, cpus);
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
+        cmd
+    }
+}
+
+/// `sh -c 'ulimit -n <hard>; exec [taskset -c CPUS] PROGRAM ARGS...'`: the
+/// exec (and taskset's own exec) keeps the pid.
+pub(super) fn with_fd_limit(program: &str, args: &[String], cpus: Option<&str>) -> Command {
+    let pin = match cpus {
+        Some(c) => format!("taskset -c {c} "),
+        None => String::new(),
+    };
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            r#"ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec {pin}"$0" "$@""#
+        ))
+        .arg(program)
+        .args(args);
+    cmd
+}
+
+/// Whether `taskset` exists and there are two CPUs to pin to.
+pub(super) fn can_pin() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+        && Command::new("taskset")
+            .args(["-c", "0", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// A started server; stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub(super) struct Server {
+    pub(super) child: Child,
+    pub(super) url: String,
+}
+
+impl Server {
+    pub(super) fn start(
+        kind: &ServerKind,
+        extra: &[String],
+        cpus: Option<&str>,
+        log: &Path,
+    ) -> Result<Server> {
+        let port = free_port()?;
+        let listen = format!("127.0.0.1:{port}");
+        let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut child = kind
+            .command(&listen, extra, cpus)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", kind.name()))?;
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("no stdout".into());
+        };
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            // Keeps draining stdout for the server's whole life.
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let server = Server {
+            child,
+            url: String::new(),
+        };
+        server.wait_listening(rx, kind, log)
+    }
+
+    pub(super) fn wait_listening(
+        mut self,
+        rx: mpsc::Receiver<String>,
+        kind: &ServerKind,
+        log: &Path,
+    ) -> Result<Server> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(rest) = line.trim().strip_prefix("listening on ") {
+                        self.url = rest.trim().to_owned();
+                        return Ok(self);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!(
+                        "{} exited before listening (log: {})",
+                        kind.name(),
+                        log.display()
+                    ));
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited ({status}) before listening (log: {})",
+                    kind.name(),
+                    log.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not print `listening on` within 30 s",
+                    kind.name()
+                ));
+            }
+        }
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub(super) fn free_port() -> Result<u16> {
+    let l =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// The `RESULT` line of one run.
+#[derive(Debug)]
+pub(super) struct Parsed {
+    pub(super) line: String,
+    pub(super) fields: BTreeMap<String, String>,
+}
+
+impl Parsed {
+    pub(super) fn get(&self, k: &str) -> Option<&str> {
+        self.fields.get(k).map(String::as_str)
+    }
+
+    pub(super) fn num(&self, k: &str) -> Option<f64> {
+        self.get(k)?.parse().ok()
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Outcome {
+    pub(super) scenario: &'static str,
+    pub(super) server: &'static str,
+    pub(super) result: Result<Parsed>,
+}
+
+pub(super) fn run_one(
+    sc: &Scenario,
+    kind: &ServerKind,
+    bench: &Path,
+    logs: &Path,
+    opts: &Opts,
+) -> Outcome {
+    let log = logs.join(format!("{}-{}.log", kind.short(), sc.key));
+    let outcome = |result| Outcome {
+        scenario: sc.key,
+        server: kind.short(),
+        result,
+    };
+    let (server_cpus, bench_cpus) = if sc.pin {
+        (Some("0"), Some("1"))
+    } else {
+        (None, None)
+    };
+    let server = match Server::start(kind, &sc.server_args, server_cpus, &log) {
+        Ok(s) => s,
+        Err(e) => return outcome(Err(e)),
+    };
+    let mut args = vec![
+        "--url".to_owned(),
+        server.url.clone(),
+        "--pid".to_owned(),
+        server.pid().to_string(),
+    ];
+    args.extend(sc.args.iter().cloned());
+    let limit = Duration::from_secs_f64(if opts.smoke {
+        60.0
+    } else {
+        300.0 + opts.duration * 2.0
+    });
+    let result = run_bench(bench, &args, bench_cpus, limit);
+    drop(server);
+    outcome(result)
+}
+
+/// Runs the load generator (stderr passed through), bounded by `limit`.
+pub(super) fn run_bench(
+    bench: &Path,
+    args: &[String],
+    cpus: Option<&str>,
+    limit: Duration,
+) -> Result<Parsed> {
+    let mut child = with_fd_limit(&bench.display().to_string(), args, cpus)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", bench.display()))?;
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "protoo-bench still running after {} s: killed",
+                    limit.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("wait: {e}")),
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    let line = out
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .ok_or_else(|| format!("protoo-bench ({status}) printed no RESULT line"))?;
+    let fields = line
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect::<BTreeMap<_, _>>();
+    if !status.success() {
+        return Err(format!("protoo-bench failed ({status}): {line}"));
+    }
+    Ok(Parsed {
+        line: line.to_owned(),
+        fields,
+    })
+}

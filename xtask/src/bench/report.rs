@@ -1,0 +1,492 @@
+//! The report: the rows of the table with their targets, the table printed
+//! to stdout, and the generated part of `BENCHMARKS.md`.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// The table.
+
+/// Whether a larger value is better, for the ratio's reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Better {
+    Higher,
+    Lower,
+    Neither,
+}
+
+#[derive(Debug)]
+pub(super) struct Row {
+    pub(super) scenario: &'static str,
+    pub(super) metric: &'static str,
+    pub(super) key: &'static str,
+    /// Value shown = field / scale.
+    pub(super) scale: f64,
+    pub(super) decimals: usize,
+    pub(super) better: Better,
+    pub(super) target: Target,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Target {
+    None,
+    /// ours / anchor at least this.
+    RatioAtLeast(f64),
+    /// ours no higher than the anchor.
+    NotAboveAnchor,
+    /// ours (in displayed units) at most this.
+    AtMost(f64),
+    /// ours (in displayed units) at least this.
+    AtLeast(f64),
+}
+
+pub(super) fn rows(key: &str) -> Vec<Row> {
+    use Better::{Higher, Lower, Neither};
+    let r = |metric, key, scale, decimals, better, target| Row {
+        scenario: "",
+        metric,
+        key,
+        scale,
+        decimals,
+        better,
+        target,
+    };
+    let cpu = |unit| r(unit, "srv_cpu_us_per_op", 1.0, 2, Lower, Target::None);
+    let load = r(
+        "CPU in the window, % of a core: server / client / other processes",
+        "@cpu",
+        1.0,
+        0,
+        Neither,
+        Target::None,
+    );
+    match key {
+        "s1" => vec![
+            r(
+                "latency p50 (µs)",
+                "p50_us",
+                1.0,
+                1,
+                Lower,
+                Target::NotAboveAnchor,
+            ),
+            r("latency p99 (µs)", "p99_us", 1.0, 1, Lower, Target::None),
+            r("requests/s", "rate", 1.0, 0, Higher, Target::None),
+            cpu("server CPU per request (µs)"),
+            load,
+        ],
+        "s2" => vec![
+            r(
+                "requests/s",
+                "rate",
+                1.0,
+                0,
+                Higher,
+                Target::RatioAtLeast(3.0),
+            ),
+            r("latency p50 (µs)", "p50_us", 1.0, 1, Lower, Target::None),
+            r("latency p99 (µs)", "p99_us", 1.0, 1, Lower, Target::None),
+            cpu("server CPU per request (µs)"),
+            r(
+                "server RSS (MB)",
+                "srv_rss_kb",
+                1024.0,
+                1,
+                Lower,
+                Target::None,
+            ),
+            load,
+        ],
+        "s3" | "s3k" => vec![
+            r(
+                "deliveries/s",
+                "rate",
+                1.0,
+                0,
+                Higher,
+                Target::RatioAtLeast(5.0),
+            ),
+            r(
+                "send→receive p50 (µs)",
+                "p50_us",
+                1.0,
+                0,
+                Lower,
+                Target::None,
+            ),
+            r(
+                "send→receive p99 (µs)",
+                "p99_us",
+                1.0,
+                0,
+                Lower,
+                Target::None,
+            ),
+            cpu("server CPU per delivery (µs)"),
+            r(
+                "delivered to every receiver (%)",
+                "delivered_pct",
+                1.0,
+                2,
+                Higher,
+                Target::AtLeast(100.0),
+            ),
+            load,
+        ],
+        "s4" => vec![
+            r(
+                "server RSS per idle peer (KB)",
+                "rss_per_peer_bytes",
+                1000.0,
+                1,
+                Lower,
+                Target::AtMost(5.0),
+            ),
+            r(
+                "peers connected and echoed",
+                "peers_ok",
+                1.0,
+                0,
+                Higher,
+                Target::None,
+            ),
+            r(
+                "connections/s while filling",
+                "rate",
+                1.0,
+                0,
+                Higher,
+                Target::None,
+            ),
+            cpu("server CPU per connection (µs)"),
+        ],
+        "s5" => vec![
+            r(
+                "connections/s (connect, echo, close)",
+                "rate",
+                1.0,
+                0,
+                Higher,
+                Target::RatioAtLeast(3.0),
+            ),
+            r("cycle p50 (µs)", "p50_us", 1.0, 0, Lower, Target::None),
+            r("cycle p99 (µs)", "p99_us", 1.0, 0, Lower, Target::None),
+            cpu("server CPU per connection (µs)"),
+            load,
+        ],
+        "s6" => vec![
+            r(
+                "server RSS growth, peak (MB)",
+                "srv_rss_growth_kb",
+                1024.0,
+                1,
+                Lower,
+                Target::AtMost(2.0 * S6_QUEUE as f64 / 1048576.0),
+            ),
+            r(
+                "delivered to every reader (%)",
+                "delivered_pct",
+                1.0,
+                2,
+                Higher,
+                Target::AtLeast(100.0),
+            ),
+            r(
+                "stalled member: notifications received",
+                "stalled_received",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            r(
+                "stalled member: end",
+                "@stalled",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            r(
+                "deliveries/s to readers",
+                "rate",
+                1.0,
+                0,
+                Higher,
+                Target::None,
+            ),
+        ],
+        "s7" => vec![
+            r(
+                "peers connected and echoed",
+                "peers_ok",
+                1.0,
+                0,
+                Higher,
+                Target::AtLeast(15000.0),
+            ),
+            r(
+                "simultaneous echoes answered",
+                "round_ok",
+                1.0,
+                0,
+                Higher,
+                Target::AtLeast(15000.0),
+            ),
+            r(
+                "all-peer echo round (ms)",
+                "round_ms",
+                1.0,
+                0,
+                Lower,
+                Target::None,
+            ),
+            r(
+                "server RSS per peer (KB)",
+                "rss_per_peer_bytes",
+                1000.0,
+                1,
+                Lower,
+                Target::None,
+            ),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+pub(super) fn cell(p: Option<&Parsed>, row: &Row) -> (String, Option<f64>) {
+    let Some(p) = p else {
+        return ("failed".into(), None);
+    };
+    match row.key {
+        "@cpu" => {
+            let s = p
+                .num("srv_cpu_pct")
+                .map_or("?".into(), |v| format!("{v:.0}"));
+            let c = p
+                .num("cli_cpu_pct")
+                .map_or("?".into(), |v| format!("{v:.0}"));
+            let x = p
+                .num("other_cpu_pct")
+                .map_or("?".into(), |v| format!("{v:.0}"));
+            (format!("{s} / {c} / {x}"), None)
+        }
+        "@stalled" => {
+            let end = p.get("stalled_end").unwrap_or("?");
+            let s = match (
+                p.get("stalled_closed_ms"),
+                p.get("stalled_closed_after_sent"),
+            ) {
+                (Some(ms), Some(n)) => format!("{end} at {ms} ms, after {n} sent"),
+                _ if end == "open" => "still open".to_owned(),
+                _ => end.to_owned(),
+            };
+            (s, None)
+        }
+        k => match p.num(k) {
+            Some(v) => {
+                let v = v / row.scale;
+                (format!("{v:.*}", row.decimals), Some(v))
+            }
+            None => ("–".into(), None),
+        },
+    }
+}
+
+/// A smoke run passes when it had no error, did some work and, where
+/// delivery is measured, delivered everything.
+pub(super) fn smoke_ok(r: &Parsed) -> bool {
+    r.num("errors") == Some(0.0)
+        && r.num("ops").is_some_and(|n| n > 0.0)
+        && r.num("delivered_pct").is_none_or(|p| p >= 100.0)
+}
+
+/// The markdown table; `targets`: fill the Target and Met columns.
+pub(super) fn table(
+    scenarios: &[Scenario],
+    servers: &[ServerKind],
+    results: &[Outcome],
+    targets: bool,
+) -> String {
+    let find = |sc: &str, server: &str| {
+        results
+            .iter()
+            .find(|o| o.scenario == sc && o.server == server)
+            .and_then(|o| o.result.as_ref().ok())
+    };
+    let has = |w: &str| servers.iter().any(|s| s.short() == w);
+    let mut out = String::from(
+        "| Scenario | Metric | protoo-rs | protoo-server | ours / anchor | Target | Met |\n\
+         |---|---|---:|---:|---:|---|---|\n",
+    );
+    for sc in scenarios {
+        let ours = find(sc.key, "ours");
+        let anchor = find(sc.key, "anchor");
+        for (i, mut row) in rows(sc.key).into_iter().enumerate() {
+            row.scenario = if i == 0 { sc.title } else { "" };
+            let (o_txt, o) = if has("ours") {
+                cell(ours, &row)
+            } else {
+                ("–".into(), None)
+            };
+            let (a_txt, a) = if has("anchor") {
+                cell(anchor, &row)
+            } else {
+                ("–".into(), None)
+            };
+            let ratio = match (o, a) {
+                (Some(o), Some(a)) if a != 0.0 && row.better != Better::Neither => {
+                    format!("{:.2}×", o / a)
+                }
+                _ => String::new(),
+            };
+            let (target, met) = match if targets { row.target } else { Target::None } {
+                Target::None => (String::new(), String::new()),
+                Target::RatioAtLeast(t) => (
+                    format!("≥ {t}× anchor"),
+                    yes_no(o.zip(a).map(|(o, a)| a > 0.0 && o / a >= t)),
+                ),
+                Target::NotAboveAnchor => {
+                    ("≤ anchor".into(), yes_no(o.zip(a).map(|(o, a)| o <= a)))
+                }
+                Target::AtMost(t) => (format!("≤ {t}"), yes_no(o.map(|o| o <= t))),
+                Target::AtLeast(t) => (format!("≥ {t}"), yes_no(o.map(|o| o >= t))),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {o_txt} | {a_txt} | {ratio} | {target} | {met} |\n",
+                row.scenario, row.metric
+            ));
+        }
+    }
+    out
+}
+
+pub(super) fn yes_no(v: Option<bool>) -> String {
+    match v {
+        Some(true) => "yes".into(),
+        Some(false) => "**NO**".into(),
+        None => "?".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// BENCHMARKS.md
+
+pub(super) const BEGIN: &str =
+    "<!-- bench:begin (generated by `cargo xtask bench`; edit outside these markers) -->";
+pub(super) const END: &str = "<!-- bench:end -->";
+
+pub(super) fn write_benchmarks(
+    path: &Path,
+    root: &Path,
+    opts: &Opts,
+    table: &str,
+    results: &[Outcome],
+) -> Result<()> {
+    let machine = machine(root);
+    let mut block = String::new();
+    block.push_str(BEGIN);
+    block.push_str("\n\n## Latest run\n\n");
+    block.push_str(&machine);
+    block.push_str(&format!(
+        "\nThroughput scenarios measure a {} s window after a warm-up; each scenario \
+         runs against a freshly started server. The load generator and the server \
+         share the machine's cores: the \"CPU in the window\" rows show how much \
+         each used (100 = one core) and how much other processes took, so a run \
+         where server and client together reach the core count is bounded by the \
+         machine, not by one side alone, and one with much \"other\" CPU is noisy. \
+         The anchor (Node) runs its JavaScript on one thread; ours uses every core. \
+         Ratios are ours / anchor: above 1 is better for rates, below 1 for \
+         latency, CPU and memory. {}\n\n",
+        opts.duration,
+        if results.iter().any(|o| o.scenario == "s1") && can_pin() {
+            PIN_NOTE
+        } else {
+            ""
+        }
+    ));
+    block.push_str(table);
+    block.push_str("\n<details><summary>Raw results (<code>protoo-bench</code> RESULT lines)</summary>\n\n```text\n");
+    for o in results {
+        match &o.result {
+            Ok(p) => block.push_str(&format!("{} {}: {}\n", o.scenario, o.server, p.line)),
+            Err(e) => block.push_str(&format!("{} {}: FAILED {e}\n", o.scenario, o.server)),
+        }
+    }
+    block.push_str("```\n\n</details>\n\n");
+    block.push_str(END);
+
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + END.len()..]),
+        _ if old.trim().is_empty() => format!("{}{block}\n{}", HEADER, SCENARIOS),
+        _ => format!("{}\n\n{block}\n", old.trim_end()),
+    };
+    std::fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub(super) const HEADER: &str = "# Benchmarks\n\n\
+protoo-rs (`examples/room.rs`) side by side with the Node original \
+(`tests/interop/anchor/room-server.js` on protoo-server 4.0.8), same room \
+contract, same load generator (`crates/protoo-bench`), same run. Reproduce \
+with one command:\n\n```sh\ncargo xtask bench            # all scenarios, writes this file\n\
+cargo xtask bench --smoke    # two-second check of the harness (CI)\n```\n\n";
+
+pub(super) const SCENARIOS: &str = "\n## Scenarios\n\n\
+- **S1** request/response (`echo`), 1 client, 1 request in flight: latency.\n\
+- **S2** request/response, 50 clients x 4 requests in flight (closed loop).\n\
+- **S3** one sender calls `broadcast` with `{t, s}` in its data; every other member \
+of a room of 100 (and of 1000) receives `chat` with that data. The sender keeps at \
+most about 16,384 deliveries outstanding (flow control on what receivers have got), \
+so the rate is what the server carries without any queue growing past that. \
+Deliveries per second, and send-to-receive latency, which therefore includes \
+waiting behind up to that many deliveries (it is latency at saturation).\n\
+- **S4** 10,000 peers (rooms of 100) connect and each is verified by one echo; \
+server RSS per peer = (RSS after, settled 1 s - RSS before the first connection) / peers.\n\
+- **S5** churn: connect, one echo, close (close handshake completed), 8 loops in parallel.\n\
+- **S6** a member does the WebSocket handshake and never reads; 3 members read; a \
+sender broadcasts 50,000 notifications of 1 KB (at most 64 not yet delivered to the \
+readers). Server RSS growth (peak - before), what the readers got, and when the \
+stalled member was closed (from the readers' `peerClosed`; its socket is read to the \
+end afterwards). Both servers are started with `--max-queue 1048576` (protoo-server \
+has no such limit and ignores it).\n\
+- **S7** 15,000 peers connected at once; then all of them send an echo at the same \
+moment and every one must be answered.\n";
+
+pub(super) fn machine(root: &Path) -> String {
+    let cores = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let out = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    let date = out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let mut commit = out("git", &["rev-parse", "--short", "HEAD"]);
+    if !out("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        commit.push_str(" (with uncommitted changes)");
+    }
+    let rustc = out("rustc", &["--version"]);
+    let node = out("node", &["--version"]);
+    format!(
+        "- Date: {date}; commit {commit}\n\
+         - Machine: {cores} cores ({model}), Linux {}; the load generator and the server run on the same {cores} cores\n\
+         - {rustc}; Node {node}\n",
+        kernel.trim()
+    )
+}

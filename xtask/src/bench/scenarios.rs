@@ -1,0 +1,135 @@
+//! The scenarios: what each one measures and the load generator's
+//! arguments for it, full size or as a smoke.
+
+use super::*;
+
+/// Per-peer outbound queue limit given to both servers in S6 (the anchor
+/// has no such setting and ignores it).
+pub(super) const S6_QUEUE: u64 = 1024 * 1024;
+
+pub(super) const ALL: [&str; 8] = ["s1", "s2", "s3", "s3k", "s4", "s5", "s6", "s7"];
+
+/// One scenario as run: its key, title and the load generator's arguments.
+#[derive(Debug)]
+pub(super) struct Scenario {
+    pub(super) key: &'static str,
+    pub(super) title: &'static str,
+    pub(super) args: Vec<String>,
+    /// Extra server arguments (both servers).
+    pub(super) server_args: Vec<String>,
+    /// Pin the server to CPU 0 and the load generator to CPU 1 (S1: see
+    /// `PIN_NOTE`).
+    pub(super) pin: bool,
+}
+
+/// Why S1 is pinned.
+pub(super) const PIN_NOTE: &str = "S1 runs with the server pinned to CPU 0 and the load generator \
+to CPU 1 (`taskset`): with one request in flight, the round trip on this kind of \
+virtual machine depends mostly on whether the two processes happen to share a vCPU \
+(about 20-30 µs) or not (60-100 µs), which unpinned is a coin toss between runs.";
+
+pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
+    let d = o.duration.to_string();
+    let sc = |key, title, args: &[&str]| Scenario {
+        key,
+        title,
+        args: args.iter().map(|s| (*s).to_owned()).collect(),
+        server_args: Vec::new(),
+        pin: false,
+    };
+    let mut list = if o.smoke {
+        vec![
+            sc(
+                "s1",
+                "S1 echo, 1 client x 1 in flight",
+                &["--scenario", "s1", "--duration", "0.3", "--warmup", "0.1"],
+            ),
+            sc(
+                "s3",
+                "S3 broadcast, room of 10",
+                &[
+                    "--scenario",
+                    "s3",
+                    "--peers",
+                    "10",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
+            sc(
+                "s5",
+                "S5 churn, 2 concurrent",
+                &[
+                    "--scenario",
+                    "s5",
+                    "--clients",
+                    "2",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
+            sc(
+                "s6",
+                "S6 stalled member, 300 x 1 KB",
+                &["--scenario", "s6", "--messages", "300", "--size", "1024"],
+            ),
+        ]
+    } else {
+        vec![
+            sc(
+                "s1",
+                "S1 echo, 1 client x 1 in flight",
+                &["--scenario", "s1", "--duration", &d],
+            ),
+            sc(
+                "s2",
+                "S2 echo, 50 clients x 4 in flight",
+                &["--scenario", "s2", "--duration", &d],
+            ),
+            sc(
+                "s3",
+                "S3 broadcast, room of 100",
+                &["--scenario", "s3", "--peers", "100", "--duration", &d],
+            ),
+            sc(
+                "s3k",
+                "S3 broadcast, room of 1000",
+                &["--scenario", "s3", "--peers", "1000", "--duration", &d],
+            ),
+            sc(
+                "s4",
+                "S4 10,000 idle peers",
+                &["--scenario", "s4", "--peers", "10000"],
+            ),
+            sc(
+                "s5",
+                "S5 churn: connect, echo, close; 8 concurrent",
+                &["--scenario", "s5", "--clients", "8", "--duration", &d],
+            ),
+            sc(
+                "s6",
+                "S6 stalled member, 50,000 x 1 KB broadcast",
+                &["--scenario", "s6", "--messages", "50000", "--size", "1024"],
+            ),
+            sc(
+                "s7",
+                "S7 15,000 concurrent peers",
+                &["--scenario", "s7", "--peers", "15000"],
+            ),
+        ]
+    };
+    for s in &mut list {
+        if s.key == "s6" {
+            s.server_args = vec!["--max-queue".into(), S6_QUEUE.to_string()];
+        }
+        s.pin = s.key == "s1" && can_pin();
+    }
+    if let Some(only) = &o.scenarios {
+        list.retain(|s| only.iter().any(|k| k == s.key));
+    }
+    list
+}
