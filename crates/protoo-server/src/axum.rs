@@ -38,7 +38,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use protoo_transport::ws;
 use tokio::time::Instant;
@@ -94,10 +94,12 @@ impl Mount {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
         }
         let headers = request.headers();
-        let key = match upgrade_key(headers) {
-            Ok(key) => key,
-            Err((status, reason)) => {
-                let mut response = plain(status, reason);
+        let key = match ws::validate_upgrade(request.method(), request.version(), headers) {
+            Ok(key) => key.to_owned(),
+            Err(invalid) => {
+                let status =
+                    StatusCode::from_u16(invalid.status).unwrap_or(StatusCode::BAD_REQUEST);
+                let mut response = plain(status, invalid.reason);
                 if status == StatusCode::UPGRADE_REQUIRED {
                     // RFC 6455 4.4: name the version this server speaks.
                     response.headers_mut().insert(
@@ -108,7 +110,7 @@ impl Mount {
                 return response;
             }
         };
-        let protoo = protoo_protocol(headers);
+        let protoo = ws::protoo_subprotocol(headers).map(str::to_owned);
         let remote_addr = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -164,55 +166,6 @@ impl Mount {
         }
         response
     }
-}
-
-/// The `Sec-WebSocket-Key` of a valid WebSocket upgrade request, or the
-/// status and reason to refuse it with (400, or 426 for another WebSocket
-/// version, as a bound server answers).
-fn upgrade_key(headers: &HeaderMap) -> Result<String, (StatusCode, &'static str)> {
-    let bad = |reason| Err((StatusCode::BAD_REQUEST, reason));
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|value| {
-            value
-                .to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    if !has_token(header::UPGRADE, "websocket") {
-        return bad("missing Upgrade: websocket");
-    }
-    if !has_token(header::CONNECTION, "upgrade") {
-        return bad("missing Connection: upgrade");
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        != Some("13")
-    {
-        return Err((
-            StatusCode::UPGRADE_REQUIRED,
-            "Sec-WebSocket-Version must be 13",
-        ));
-    }
-    headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(|k| k.trim().to_owned())
-        .filter(|k| !k.is_empty())
-        .ok_or((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"))
-}
-
-/// The client's spelling of the `protoo` subprotocol, if it asked for it.
-fn protoo_protocol(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .find(|token| token.eq_ignore_ascii_case("protoo"))
-        .map(str::to_owned)
 }
 
 /// A refusal: `reason` as the body and, as protoo clients expect, in the

@@ -125,6 +125,7 @@ mod server;
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
+mod upgrade;
 
 /// The `http` crate, whose types ([`HeaderMap`](http::HeaderMap),
 /// [`HeaderValue`](http::HeaderValue), [`Uri`](http::Uri)) appear in this
@@ -137,6 +138,7 @@ pub use server::{
     UpgradeRequest, from_upgraded, from_upgraded_holding, from_upgraded_with, query_param,
     read_upgrade_request,
 };
+pub use upgrade::{InvalidUpgrade, offered_protocols, protoo_subprotocol, validate_upgrade};
 
 /// The WebSocket subprotocol of protoo.
 pub const PROTOO_SUBPROTOCOL: &str = "protoo";

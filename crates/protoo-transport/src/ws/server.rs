@@ -11,8 +11,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use super::WsConfig;
 use super::conn;
-use super::{PROTOO_SUBPROTOCOL, WsConfig};
+use super::upgrade::{offered_protocols, protoo_subprotocol, validate_upgrade};
 use crate::{Transport, TransportError};
 
 /// Most headers an upgrade request may have (more: 431).
@@ -251,14 +252,7 @@ impl<S> UpgradeRequest<S> {
     /// The subprotocols the client offers (`Sec-WebSocket-Protocol`), in
     /// order.
     pub fn protocols(&self) -> impl Iterator<Item = &str> + '_ {
-        self.head
-            .headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .filter(|protocol| !protocol.is_empty())
+        offered_protocols(&self.head.headers)
     }
 
     /// Whether the client offers the `protoo` subprotocol (compared without
@@ -269,8 +263,7 @@ impl<S> UpgradeRequest<S> {
     }
 
     fn protoo_token(&self) -> Option<&str> {
-        self.protocols()
-            .find(|protocol| protocol.eq_ignore_ascii_case(PROTOO_SUBPROTOCOL))
+        protoo_subprotocol(&self.head.headers)
     }
 
     /// Whether this is a valid WebSocket upgrade request: `GET`, HTTP/1.1,
@@ -288,43 +281,13 @@ impl<S> UpgradeRequest<S> {
 
     /// The status and reason to refuse an invalid upgrade with.
     fn check(&self) -> Option<(u16, &'static str)> {
-        if self.head.method != Method::GET {
-            return Some((400, "WebSocket upgrade must be a GET request"));
-        }
-        if self.head.version != Version::HTTP_11 {
-            return Some((400, "WebSocket upgrade must be HTTP/1.1"));
-        }
-        if !self.header_has_token(header::UPGRADE, "websocket") {
-            return Some((400, "missing Upgrade: websocket"));
-        }
-        if !self.header_has_token(header::CONNECTION, "upgrade") {
-            return Some((400, "missing Connection: upgrade"));
-        }
-        if self
-            .header_str(header::SEC_WEBSOCKET_VERSION)
-            .map(str::trim)
-            != Some("13")
-        {
-            return Some((426, "Sec-WebSocket-Version must be 13"));
-        }
-        match self.header_str(header::SEC_WEBSOCKET_KEY) {
-            Some(key) if !key.trim().is_empty() => None,
-            _ => Some((400, "missing Sec-WebSocket-Key")),
-        }
+        validate_upgrade(&self.head.method, self.head.version, &self.head.headers)
+            .err()
+            .map(|invalid| (invalid.status, invalid.reason))
     }
 
     fn header_str(&self, name: HeaderName) -> Option<&str> {
         self.head.headers.get(name)?.to_str().ok()
-    }
-
-    fn header_has_token(&self, name: HeaderName, token: &str) -> bool {
-        self.head
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
 
     /// The underlying stream (for example to read its peer address).
