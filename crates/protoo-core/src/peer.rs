@@ -1,7 +1,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
@@ -288,13 +287,12 @@ fn next_inbound<'a>(
     core: &'a Arc<Core>,
     stream: &'a mut Box<dyn FrameStream>,
 ) -> impl Future<Output = Inbound> + Send + 'a {
-    let mut recv = stream.recv();
     poll_fn(move |cx| {
         if core.events.watch(cx) && !core.is_closed() {
             tracing::debug!("every handle and the events of the peer dropped: closing it");
             core.close_locally(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
         }
-        Pin::as_mut(&mut recv).poll(cx)
+        stream.poll_recv(cx)
     })
 }
 

@@ -66,9 +66,10 @@
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicBool, Ordering};
 //! use protoo_transport::{
-//!     async_trait, Bytes, CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator,
-//!     Transport, TransportError,
+//!     Bytes, CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator, Transport,
+//!     TransportError,
 //! };
+//! use std::task::{Context, Poll};
 //! use tokio::sync::mpsc;
 //!
 //! #[derive(Debug)]
@@ -98,13 +99,12 @@
 //! #[derive(Debug)]
 //! struct BusStream { rx: mpsc::Receiver<Frame> }
 //!
-//! #[async_trait]
 //! impl FrameStream for BusStream {
-//!     async fn recv(&mut self) -> Inbound {
-//!         match self.rx.recv().await {
+//!     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+//!         self.rx.poll_recv(cx).map(|frame| match frame {
 //!             Some(frame) => Inbound::Text(frame.into_bytes()),
 //!             None => Inbound::Closed(CloseReason::new(None, "bus closed", Initiator::Remote)),
-//!         }
+//!         })
 //!     }
 //! }
 //!
@@ -122,9 +122,10 @@
 //! ```
 
 use std::fmt;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-pub use async_trait::async_trait;
 pub use bytes::Bytes;
 pub use protoo_codec::Frame;
 
@@ -266,11 +267,27 @@ pub trait FrameSink: Send + Sync + fmt::Debug + 'static {
 }
 
 /// The receiving half of a transport, owned by the one task that reads.
-#[async_trait]
+///
+/// A poll method rather than an `async fn`, so that reading a message
+/// allocates nothing (a boxed future per message is what an object-safe
+/// `async fn` costs) and a reader that is itself a hand-written future can
+/// poll it in place. [`recv`](trait.FrameStream.html#method.recv) (on
+/// `dyn FrameStream`) and [`Transport::recv`] are the `async` forms.
 pub trait FrameStream: Send + fmt::Debug + 'static {
     /// The next incoming text frame, or, once at the end, why the transport
-    /// closed. Cancel-safe: dropping the future loses nothing.
-    async fn recv(&mut self) -> Inbound;
+    /// closed (and the same reason again on later calls). `Pending` registers
+    /// `cx`'s waker, woken when there is something to read. Nothing is lost
+    /// when the caller stops polling.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound>;
+}
+
+impl dyn FrameStream {
+    /// The next incoming frame or the close reason: the `async` form of
+    /// [`FrameStream::poll_recv`]. Cancel-safe: dropping the future loses
+    /// nothing.
+    pub async fn recv(&mut self) -> Inbound {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
 }
 
 /// One peer's transport: a [`FrameSink`] and a [`FrameStream`].
@@ -334,7 +351,12 @@ impl Transport {
 
     /// The next incoming frame or the close reason; see [`FrameStream::recv`].
     pub async fn recv(&mut self) -> Inbound {
-        self.stream.recv().await
+        poll_fn(|cx| self.stream.poll_recv(cx)).await
+    }
+
+    /// The poll form of [`Transport::recv`]; see [`FrameStream::poll_recv`].
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        self.stream.poll_recv(cx)
     }
 
     /// Closes with protoo's 4000 `closed by protoo-server`.

@@ -21,11 +21,12 @@
 //! ```
 
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 
 use crate::queue::{OutboundQueue, Work};
 use crate::{
     CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator, Transport, TransportError,
-    async_trait, close_code,
+    close_code,
 };
 
 /// The default byte limit of each direction's queue: 4 MiB, the same as the
@@ -131,22 +132,21 @@ struct MemoryStream {
     closed: Option<CloseReason>,
 }
 
-#[async_trait]
 impl FrameStream for MemoryStream {
-    async fn recv(&mut self) -> Inbound {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
         loop {
             if let Some(reason) = &self.closed {
-                return Inbound::Closed(reason.clone());
+                return Poll::Ready(Inbound::Closed(reason.clone()));
             }
             if self.next < self.batch.len() {
                 let frame = std::mem::replace(&mut self.batch[self.next], Frame::from_static(""));
                 self.next += 1;
-                return Inbound::Text(frame.into_bytes());
+                return Poll::Ready(Inbound::Text(frame.into_bytes()));
             }
             self.batch.clear();
             self.next = 0;
             let inbound = &self.link.queues[1 - self.side];
-            match inbound.next(&mut self.batch).await {
+            match ready!(inbound.poll_next(cx, &mut self.batch, usize::MAX)) {
                 Work::Frames => continue,
                 Work::Close(..) | Work::Done => {
                     let (code, reason) = inbound

@@ -1,10 +1,10 @@
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::poll_fn;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use crate::{Frame, SLOW_CONSUMER_REASON, TransportError, close_code};
 
@@ -53,7 +53,6 @@ pub const FRAME_OVERHEAD: usize = 64;
 /// only ever held for a few instructions, never across an `.await`.
 pub struct OutboundQueue {
     state: Mutex<State>,
-    notify: Notify,
     limit: usize,
 }
 
@@ -63,9 +62,10 @@ struct State {
     bytes: usize,
     close: Option<(u16, String)>,
     close_taken: bool,
-    /// The consumer's waker for the poll-based API ([`OutboundQueue::poll_next`],
-    /// [`OutboundQueue::poll_closed`]); woken on the first push after a
-    /// drain and on close.
+    /// The consumer's waker ([`OutboundQueue::poll_next`],
+    /// [`OutboundQueue::poll_closed`] and their async forms): the queue's one
+    /// wake-up mechanism, woken on the first push after a drain and on
+    /// close.
     waker: Option<Waker>,
 }
 
@@ -114,7 +114,6 @@ impl OutboundQueue {
     pub fn new(limit: usize) -> Self {
         OutboundQueue {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
             limit,
         }
     }
@@ -161,7 +160,6 @@ impl OutboundQueue {
             ));
             let waker = state.take_waker();
             drop(state);
-            self.notify.notify_one();
             if let Some(waker) = waker {
                 waker.wake();
             }
@@ -172,9 +170,6 @@ impl OutboundQueue {
         state.bytes += cost;
         let waker = if was_empty { state.take_waker() } else { None };
         drop(state);
-        if was_empty {
-            self.notify.notify_one();
-        }
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -204,7 +199,6 @@ impl OutboundQueue {
         state.close = Some((code, reason.to_owned()));
         let waker = state.take_waker();
         drop(state);
-        self.notify.notify_one();
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -336,27 +330,14 @@ impl OutboundQueue {
     /// Waits for work: every queued frame moved into `batch`, or the close.
     /// Cancel-safe.
     pub async fn next(&self, batch: &mut Vec<Frame>) -> Work {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(work) = self.try_next(batch) {
-                return work;
-            }
-            notified.await;
-        }
+        poll_fn(|cx| self.poll_next(cx, batch, usize::MAX)).await
     }
 
-    /// Waits until the queue is closed. Meant for a writer blocked on a slow
+    /// Waits until the queue is closed: the async form of
+    /// [`OutboundQueue::poll_closed`]. Meant for a writer blocked on a slow
     /// socket, to give up when the queue overflows.
     pub async fn closed(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.is_closed() {
-                // Leave a wake-up for `next`, which shares the notifier.
-                self.notify.notify_one();
-                return;
-            }
-            notified.await;
-        }
+        poll_fn(|cx| self.poll_closed(cx)).await
     }
 }
 

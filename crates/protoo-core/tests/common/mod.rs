@@ -4,15 +4,14 @@
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use protoo_core::{
     CloseReason, IncomingNotification, IncomingRequest, Peer, PeerConfig, PeerEvent, PeerEvents,
 };
 use protoo_transport::{
-    Frame, FrameSink, FrameStream, Inbound, Initiator, Transport, TransportError, async_trait,
-    memory,
+    Frame, FrameSink, FrameStream, Inbound, Initiator, Transport, TransportError, memory,
 };
-use tokio::sync::Notify;
 
 /// An in-memory pair with the default queue limit.
 pub(crate) fn pair() -> (Transport, Transport) {
@@ -105,7 +104,8 @@ pub(crate) fn send_raw(transport: &Transport, text: &str) {
 pub(crate) struct Recorder {
     frames: Mutex<Vec<Frame>>,
     closed: Mutex<Option<(u16, String)>>,
-    notify: Notify,
+    /// The reader waiting for the close.
+    reader: Mutex<Option<Waker>>,
 }
 
 impl Recorder {
@@ -134,7 +134,10 @@ impl FrameSink for RecordingSink {
         let mut closed = self.0.closed.lock().unwrap();
         if closed.is_none() {
             *closed = Some((code, reason.to_owned()));
-            self.0.notify.notify_waiters();
+            drop(closed);
+            if let Some(reader) = self.0.reader.lock().unwrap().take() {
+                reader.wake();
+            }
         }
     }
 
@@ -150,15 +153,17 @@ impl FrameSink for RecordingSink {
 #[derive(Debug)]
 struct RecordingStream(Arc<Recorder>);
 
-#[async_trait]
 impl FrameStream for RecordingStream {
-    async fn recv(&mut self) -> Inbound {
-        loop {
-            let notified = self.0.notify.notified();
-            if let Some((code, reason)) = self.0.closed.lock().unwrap().clone() {
-                return Inbound::Closed(CloseReason::new(Some(code), reason, Initiator::Local));
-            }
-            notified.await;
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        // Register before looking, so a close in between still wakes us.
+        *self.0.reader.lock().unwrap() = Some(cx.waker().clone());
+        match self.0.closed.lock().unwrap().clone() {
+            Some((code, reason)) => Poll::Ready(Inbound::Closed(CloseReason::new(
+                Some(code),
+                reason,
+                Initiator::Local,
+            ))),
+            None => Poll::Pending,
         }
     }
 }

@@ -77,10 +77,9 @@ pub(super) struct WsStream {
     pub(super) shared: Arc<Shared>,
 }
 
-#[async_trait]
 impl FrameStream for WsStream {
-    async fn recv(&mut self) -> Inbound {
-        poll_fn(|cx| self.shared.poll_recv(cx)).await
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        self.shared.poll_recv(cx)
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,7 +42,7 @@ use super::WsConfig;
 use crate::queue::{Outbound, OutboundQueue, Work};
 use crate::{
     CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator, SLOW_CONSUMER_REASON,
-    Transport, TransportError, async_trait, close_code,
+    Transport, TransportError, close_code,
 };
 
 /// Incoming messages the task holds for a reader that is behind. When the
