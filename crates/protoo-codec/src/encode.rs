@@ -5,11 +5,16 @@
 //! serde can serialise, including a received [`Payload`](crate::Payload)
 //! (forwarded as it came). Data JavaScript finds falsy (`null`, `false`, `0`,
 //! `""`) is sent as `{}`, as protoo does with `data || {}`.
+//!
+//! Forwarding a received [`Payload`] is cheapest with the `*_payload`
+//! functions: they copy its text as it is (it is one JSON value by
+//! construction) into a buffer sized once, where serde would scan the JSON
+//! again to serialise it.
 
 use serde::Serialize;
 
 use crate::payload::is_falsy;
-use crate::{EncodeError, ErrorData, Frame, Id};
+use crate::{EncodeError, ErrorData, Frame, Id, Payload};
 
 /// Room for the fixed parts of a message, so that small messages are written
 /// with a single allocation.
@@ -27,6 +32,21 @@ pub(crate) fn write_data<T: Serialize + ?Sized>(
         out.extend_from_slice(b"{}");
     }
     Ok(())
+}
+
+/// Copies a payload's JSON text at the end of `out`, `{}` for falsy data.
+fn write_payload(out: &mut Vec<u8>, data: &Payload) {
+    let text = data.as_bytes();
+    if is_falsy(text) {
+        out.extend_from_slice(b"{}");
+    } else {
+        out.extend_from_slice(text);
+    }
+}
+
+/// Room for a payload of `data`'s length, `{}` and the closing brace.
+fn payload_room(data: &Payload) -> usize {
+    data.as_bytes().len().max(2) + 1
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -91,6 +111,49 @@ pub fn notification<T: Serialize + ?Sized>(method: &str, data: &T) -> Result<Fra
     Ok(Frame::from_encoded(out))
 }
 
+/// [`request`] forwarding a received payload: its text copied as it is.
+pub fn request_payload(id: &Id, method: &str, data: &Payload) -> Frame {
+    let mut out = Vec::with_capacity(HEADROOM + 2 * method.len() + payload_room(data));
+    out.extend_from_slice(b"{\"request\":true,\"id\":");
+    id.write(&mut out);
+    out.extend_from_slice(b",\"method\":");
+    write_str(&mut out, method);
+    out.extend_from_slice(b",\"data\":");
+    write_payload(&mut out, data);
+    out.push(b'}');
+    Frame::from_encoded(out)
+}
+
+/// [`success`] forwarding a received payload: its text copied as it is.
+///
+/// ```
+/// use protoo_codec::{encode, Id, Payload};
+///
+/// let data = Payload::from_json(r#"{"sdp": "v=0"}"#).unwrap();
+/// let frame = encode::success_payload(&Id::from(7u32), &data);
+/// assert_eq!(frame.as_str(), r#"{"response":true,"id":7,"ok":true,"data":{"sdp": "v=0"}}"#);
+/// ```
+pub fn success_payload(id: &Id, data: &Payload) -> Frame {
+    let mut out = Vec::with_capacity(HEADROOM + payload_room(data));
+    out.extend_from_slice(b"{\"response\":true,\"id\":");
+    id.write(&mut out);
+    out.extend_from_slice(b",\"ok\":true,\"data\":");
+    write_payload(&mut out, data);
+    out.push(b'}');
+    Frame::from_encoded(out)
+}
+
+/// [`notification`] forwarding a received payload: its text copied as it is.
+pub fn notification_payload(method: &str, data: &Payload) -> Frame {
+    let mut out = Vec::with_capacity(HEADROOM + 2 * method.len() + payload_room(data));
+    out.extend_from_slice(b"{\"notification\":true,\"method\":");
+    write_str(&mut out, method);
+    out.extend_from_slice(b",\"data\":");
+    write_payload(&mut out, data);
+    out.push(b'}');
+    Frame::from_encoded(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +183,41 @@ mod tests {
             f.as_str(),
             r#"{"response":true,"id":3,"ok":true,"data":{"b": [1,2], "a":"x"}}"#
         );
+    }
+
+    #[test]
+    fn payload_functions_match_the_serde_ones() {
+        let id = Id::from(42u32);
+        for text in [
+            r#"{"b": [1,2], "a":"x", "u": "\u00e9 é"}"#,
+            "null",
+            "0",
+            "\"\"",
+            "false",
+            "[]",
+            "\"text\"",
+            "12.5e3",
+        ] {
+            let p = Payload::from_json(text).unwrap();
+            assert_eq!(
+                success_payload(&id, &p),
+                success(&id, &p).unwrap(),
+                "{text}"
+            );
+            let method = "m\"é";
+            assert_eq!(
+                notification_payload(method, &p),
+                notification(method, &p).unwrap(),
+                "{text}"
+            );
+            assert_eq!(
+                request_payload(&id, method, &p),
+                request(&id, method, &p).unwrap(),
+                "{text}"
+            );
+            let vec: Vec<u8> = success_payload(&id, &p).into_bytes().into();
+            assert_eq!(vec.capacity(), vec.len());
+        }
     }
 
     #[test]
