@@ -214,3 +214,57 @@ async fn real_server_drop_reconnect_and_rejection() {
 fn peer_close(peers: &Mutex<Vec<protoo_server::Peer>>, round: usize) {
     peers.lock().unwrap()[round].close_with(1001, "going away");
 }
+
+/// Real sockets: a request the server holds unanswered fails with
+/// `Disconnected` as soon as the server drops the connection (not after its
+/// timeout), and the client reconnects.
+#[tokio::test]
+async fn a_pending_request_fails_at_once_on_a_real_drop() {
+    let mut server = WebSocketServer::bind("127.0.0.1:0", ServerConfig::default())
+        .await
+        .unwrap();
+    let url = format!("ws://{}/?roomId=r&peerId=p", server.local_addr());
+    let (held_tx, mut held) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(request) = server.next_request().await {
+            let transport = request.accept().await.unwrap();
+            let (peer, mut events) =
+                protoo_server::Peer::new("p", transport, (), PeerConfig::default()).unwrap();
+            let held_tx = held_tx.clone();
+            tokio::spawn(async move {
+                while let Some(event) = events.next().await {
+                    if let PeerEvent::Request(request) = event {
+                        // Held, never answered: the connection drops first.
+                        held_tx.send((peer.clone(), request)).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    // A request timeout far beyond the test's guard: only the drop can end it.
+    let config = ClientConfig::default()
+        .with_peer(PeerConfig::default().with_request_timeout(Duration::from_secs(3600)));
+    let (client, mut events) = Client::connect(ClientOptions::new(url), config);
+    assert!(matches!(events.next().await, Some(ClientEvent::Open)));
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("hold", &()).await }
+    });
+    let (peer, _request) = held.recv().await.unwrap();
+    peer.close_with(1001, "going away");
+    let result = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("the pending request ended")
+        .unwrap();
+    assert!(
+        matches!(result, Err(ClientError::Disconnected)),
+        "{result:?}"
+    );
+    assert!(matches!(
+        events.next().await,
+        Some(ClientEvent::Disconnected)
+    ));
+    assert!(matches!(events.next().await, Some(ClientEvent::Open)));
+    client.close();
+    assert!(matches!(events.next().await, Some(ClientEvent::Close(_))));
+}
