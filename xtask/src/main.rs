@@ -124,7 +124,8 @@ fn ci() -> Result {
 
 /// The interop suites against the real npm protoo packages
 /// (`tests/interop`): the JavaScript protoo-client against our room
-/// example, and our Rust peer against the Node protoo-server.
+/// example, and our Rust peer and our Rust client (the bot example) against
+/// the Node protoo-server.
 fn interop() -> Result {
     let dir = root().join("tests/interop");
     run(
@@ -134,7 +135,7 @@ fn interop() -> Result {
             .current_dir(&dir),
     )?;
     run(
-        "build the room and rust_peer examples",
+        "build the room, rust_peer and bot examples",
         cargo().args([
             "build",
             "-p",
@@ -143,6 +144,8 @@ fn interop() -> Result {
             "room",
             "--example",
             "rust_peer",
+            "--example",
+            "bot",
         ]),
     )?;
     let examples = target_dir().join("debug/examples");
@@ -153,7 +156,8 @@ fn interop() -> Result {
             .current_dir(&dir)
             .env("PROTOO_INTEROP_REQUIRE", "1")
             .env("PROTOO_ROOM_BIN", examples.join("room"))
-            .env("PROTOO_RUST_PEER_BIN", examples.join("rust_peer")),
+            .env("PROTOO_RUST_PEER_BIN", examples.join("rust_peer"))
+            .env("PROTOO_BOT_BIN", examples.join("bot")),
     )
 }
 
