@@ -99,6 +99,7 @@ fn ci() -> Result {
                 "-D warnings -D rustdoc::broken_intra_doc_links",
             ),
     )?;
+    forget_packaged_sources();
     run(
         "cargo package (each library crate packages and builds from its package)",
         cargo().args([
@@ -112,6 +113,8 @@ fn ci() -> Result {
             "protoo-core",
             "-p",
             "protoo-server",
+            "-p",
+            "protoo-client",
         ]),
     )?;
     check_codec_has_no_runtime()?;
@@ -159,6 +162,37 @@ fn interop() -> Result {
             .env("PROTOO_RUST_PEER_BIN", examples.join("rust_peer"))
             .env("PROTOO_BOT_BIN", examples.join("bot")),
     )
+}
+
+/// `cargo package` builds each crate against the packages of the others
+/// through a temporary local registry, whose sources Cargo unpacks under
+/// `$CARGO_HOME/registry/src/-HASH/` and then reuses by name and version, so
+/// a second run would build against the first run's sources. Those
+/// unpacked copies of our own crates are removed first (a local registry's
+/// folder name starts with `-`; crates.io's never does).
+fn forget_packaged_sources() {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry/src")) else {
+        return;
+    };
+    let Ok(registries) = std::fs::read_dir(src) else {
+        return;
+    };
+    for registry in registries.flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        let Ok(crates) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for krate in crates.flatten() {
+            if krate.file_name().to_string_lossy().starts_with("protoo-") {
+                let _ = std::fs::remove_dir_all(krate.path());
+            }
+        }
+    }
 }
 
 /// Cargo's target directory (honours `CARGO_TARGET_DIR`).
