@@ -1,6 +1,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -54,22 +55,31 @@ impl PeerEvents {
 
     /// The next event; `None` after [`PeerEvent::Closed`]. Cancel-safe.
     pub async fn next(&mut self) -> Option<PeerEvent> {
+        poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// Polls for the next event, as [`PeerEvents::next`] waits for it (also
+    /// available as [`futures_core::Stream::poll_next`]).
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
         if self.closed_reported {
-            return None;
+            // The application came back after the close: it is done with it.
+            self.core.events_handled();
+            return Poll::Ready(None);
         }
-        let queue = &self.core.events;
-        if let Some(event) = poll_fn(|cx| queue.poll_pop(cx)).await {
-            return Some(event);
+        match self.core.events.poll_pop(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(event)) => Poll::Ready(Some(event)),
+            Poll::Ready(None) => {
+                // The peer is closed (or its reader task ended) and every
+                // event queued before was handed out.
+                self.closed_reported = true;
+                let reason =
+                    self.core.close_reason().cloned().unwrap_or_else(|| {
+                        CloseReason::new(None, "peer task ended", Initiator::Local)
+                    });
+                Poll::Ready(Some(PeerEvent::Closed(reason)))
+            }
         }
-        // The peer is closed (or its reader task ended) and every event
-        // queued before was handed out.
-        self.closed_reported = true;
-        let reason = self
-            .core
-            .close_reason()
-            .cloned()
-            .unwrap_or_else(|| CloseReason::new(None, "peer task ended", Initiator::Local));
-        Some(PeerEvent::Closed(reason))
     }
 
     /// The id of the peer these events come from.
@@ -78,9 +88,24 @@ impl PeerEvents {
     }
 }
 
+impl futures_core::Stream for PeerEvents {
+    type Item = PeerEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+impl futures_core::FusedStream for PeerEvents {
+    fn is_terminated(&self) -> bool {
+        self.closed_reported
+    }
+}
+
 impl Drop for PeerEvents {
     fn drop(&mut self) {
         self.core.events.consumer_dropped();
+        self.core.events_handled();
     }
 }
 

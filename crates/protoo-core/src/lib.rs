@@ -140,6 +140,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod broadcast;
 mod config;
 mod error;
 mod events;
@@ -148,12 +149,13 @@ mod peer;
 mod room;
 mod rooms;
 
+pub use broadcast::{Broadcast, BroadcastReport};
 pub use config::{DEFAULT_EVENT_QUEUE, PeerConfig};
 pub use error::{CoreError, PeerError, RequestError};
 pub use events::{
     IncomingNotification, IncomingRequest, NOT_ANSWERED_REASON, PeerEvent, PeerEvents,
 };
-pub use peer::Peer;
+pub use peer::{Peer, REPLACEMENT_WAIT};
 pub use room::{DuplicatePolicy, Room};
 pub use rooms::Rooms;
 
