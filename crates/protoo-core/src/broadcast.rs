@@ -24,6 +24,9 @@ pub struct BroadcastReport {
     pub overflowed: usize,
 }
 
+/// A predicate on a peer.
+type Predicate<'a, D> = Box<dyn Fn(&Peer<D>) -> bool + 'a>;
+
 /// A broadcast being aimed: [`Room::to_all`], then
 /// [`except`](Broadcast::except) and [`filter`](Broadcast::filter), then
 /// [`notify`](Broadcast::notify).
@@ -60,7 +63,7 @@ pub struct BroadcastReport {
 pub struct Broadcast<'a, D> {
     room: &'a Room<D>,
     except: Vec<&'a str>,
-    filter: Option<Box<dyn Fn(&Peer<D>) -> bool + 'a>>,
+    filter: Option<Predicate<'a, D>>,
 }
 
 impl<'a, D> Broadcast<'a, D> {

@@ -386,13 +386,54 @@ impl IncomingRequest {
     }
 
     /// Answers `Ok(data)` as [`accept`](Self::accept) and `Err(error)` with
-    /// 500 and the error's message, as protoo answers a request whose
-    /// listener throws. Handy with `?` in an async block.
-    pub fn respond<T: Serialize, E: fmt::Display>(self, result: Result<T, E>) {
+    /// the error's [`IntoErrorData`] conversion: a serde error (bad request
+    /// data) is 400 with serde's message, an [`ErrorData`] is sent as it is,
+    /// a string or another error is 500 with its message, as protoo answers a
+    /// request whose listener throws.
+    pub fn respond<T: Serialize, E: IntoErrorData>(self, result: Result<T, E>) {
         match result {
             Ok(data) => self.accept(&data),
-            Err(error) => self.reject(500, error.to_string()),
+            Err(error) => self.fail(error),
         }
+    }
+
+    /// Answers with the error's [`IntoErrorData`] conversion.
+    pub fn fail(self, error: impl IntoErrorData) {
+        self.reject_with(error.into_error_data());
+    }
+
+    /// A typed handler: deserialises the data into `T` (400 with serde's
+    /// message when it does not fit), calls `handler`, and answers its
+    /// result as [`respond`](Self::respond) does.
+    ///
+    /// ```
+    /// # use protoo_core::{ErrorData, IncomingRequest};
+    /// #[derive(serde::Deserialize)]
+    /// struct Add { a: i64, b: i64 }
+    ///
+    /// fn on_add(request: IncomingRequest) {
+    ///     request.handle(|add: Add| {
+    ///         add.a.checked_add(add.b).ok_or(ErrorData::new(422, "overflow"))
+    ///     });
+    /// }
+    /// ```
+    pub fn handle<T, R, E>(self, handler: impl FnOnce(T) -> Result<R, E>)
+    where
+        T: DeserializeOwned,
+        R: Serialize,
+        E: IntoErrorData,
+    {
+        match self.data::<T>() {
+            Ok(data) => self.respond(handler(data)),
+            Err(error) => self.fail(error),
+        }
+    }
+
+    /// Takes the request data out (leaving `{}`), to answer with it or move
+    /// it elsewhere without a copy: `let data = request.take_payload();
+    /// request.accept(&data)` echoes.
+    pub fn take_payload(&mut self) -> Payload {
+        std::mem::take(&mut self.request.data)
     }
 
     fn answer(&mut self, frame: protoo_codec::Frame) {
@@ -432,6 +473,75 @@ impl fmt::Debug for IncomingRequest {
             .finish()
     }
 }
+
+/// How an application error becomes the error response of a request
+/// ([`IncomingRequest::respond`], [`IncomingRequest::fail`],
+/// [`IncomingRequest::handle`]): implement it for your error types so that a
+/// handler returning `Result<T, YourError>` picks its code.
+///
+/// ```
+/// use protoo_core::{ErrorData, IntoErrorData};
+///
+/// enum RoomError { NoSuchPeer, NotAllowed }
+///
+/// impl IntoErrorData for RoomError {
+///     fn into_error_data(self) -> ErrorData {
+///         match self {
+///             RoomError::NoSuchPeer => ErrorData::new(404, "no such peer"),
+///             RoomError::NotAllowed => ErrorData::new(403, "not allowed"),
+///         }
+///     }
+/// }
+/// assert_eq!(RoomError::NotAllowed.into_error_data().code(), Some(403));
+/// ```
+pub trait IntoErrorData {
+    /// The error response's code and reason.
+    fn into_error_data(self) -> ErrorData;
+}
+
+impl IntoErrorData for ErrorData {
+    fn into_error_data(self) -> ErrorData {
+        self
+    }
+}
+
+/// Bad request data: 400 with serde's message.
+impl IntoErrorData for serde_json::Error {
+    fn into_error_data(self) -> ErrorData {
+        ErrorData::new(400, self.to_string())
+    }
+}
+
+/// A failed request to another peer: its error response as it is, or 500.
+impl IntoErrorData for crate::RequestError {
+    fn into_error_data(self) -> ErrorData {
+        match self {
+            crate::RequestError::Rejected(error) => error,
+            other => ErrorData::new(500, other.to_string()),
+        }
+    }
+}
+
+macro_rules! internal_error {
+    ($($ty:ty),*) => {$(
+        /// 500 with the message.
+        impl IntoErrorData for $ty {
+            fn into_error_data(self) -> ErrorData {
+                ErrorData::new(500, self.to_string())
+            }
+        }
+    )*};
+}
+
+internal_error!(
+    &str,
+    String,
+    protoo_codec::EncodeError,
+    crate::PeerError,
+    crate::CoreError,
+    std::io::Error,
+    Box<dyn std::error::Error + Send + Sync>
+);
 
 /// A notification from the remote.
 #[derive(Clone, Debug)]
