@@ -100,7 +100,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         handle.shutdown().await;
     });
 
-    let rooms: Rooms<PeerState> = Rooms::new();
+    let rooms: Rooms<PeerState> =
+        Rooms::with_defaults(PeerConfig::default(), DuplicatePolicy::Replace);
     while let Some(request) = server.next_request().await {
         let rooms = rooms.clone();
         tokio::spawn(async move {
@@ -141,17 +142,12 @@ async fn admit(request: ConnectionRequest, rooms: &Rooms<PeerState>) -> Admitted
         request.reject(400, "missing roomId or peerId");
         return None;
     };
-    let transport = request.accept().await.ok()?;
-    // A peer already here with this id is replaced: its loop tells the
-    // others it left before the newcomer's first request is handled.
-    let admitted = rooms.create_peer(
-        &room_id,
-        peer_id,
-        transport,
-        PeerState::default(),
-        PeerConfig::default(),
-        DuplicatePolicy::Replace,
-    );
+    // A peer already here with this id is replaced (the registry's
+    // policy): its loop tells the others it left before the newcomer's
+    // first request is handled.
+    let admitted = request
+        .accept_join(rooms, &room_id, peer_id, PeerState::default())
+        .await;
     match admitted {
         Ok(admitted) => Some(admitted),
         Err(error) => {
