@@ -26,9 +26,7 @@
 //! the interop suites and the benchmarks run against.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -56,14 +54,11 @@ struct Args {
     ping_interval: Option<u64>,
 }
 
-/// What the server keeps per peer.
+/// What the server keeps per peer: its display name, set by `join` (the
+/// peer is listed to others from then on).
 #[derive(Debug, Default)]
 struct PeerState {
-    /// Set by `join`: the peer is listed to others from then on.
     display_name: Mutex<Option<String>>,
-    /// Set once the others were told that this peer left, so that they are
-    /// told once.
-    left_announced: AtomicBool,
 }
 
 impl PeerState {
@@ -105,9 +100,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         handle.shutdown().await;
     });
 
-    let rooms: Rooms<PeerState> = Rooms::new();
+    let rooms: Rooms<PeerState> =
+        Rooms::with_defaults(PeerConfig::default(), DuplicatePolicy::Replace);
     while let Some(request) = server.next_request().await {
-        tokio::spawn(serve(Box::pin(admit(request, rooms.clone()))));
+        let rooms = rooms.clone();
+        tokio::spawn(async move {
+            if let Some((room, peer, events)) = admit(request, &rooms).await {
+                run_peer(room, peer, events).await;
+            }
+        });
     }
     server.handle().stopped().await;
     Ok(())
@@ -134,51 +135,19 @@ async fn shutdown_signal() {
 /// What `admit` hands to the peer's loop.
 type Admitted = Option<(Room<PeerState>, Peer<PeerState>, PeerEvents)>;
 
-/// One connection: `admit` (boxed), then the peer's loop.
-///
-/// The task of an idle peer holds this future, so it holds only what the
-/// loop needs: the request (its headers) and the handshake live in the
-/// boxed `admit`, freed once the peer is in its room.
-// An `async` block rather than an `async fn`, whose state would hold its
-// argument twice.
-#[allow(clippy::manual_async_fn)]
-fn serve(
-    admit: Pin<Box<impl Future<Output = Admitted> + Send>>,
-) -> impl Future<Output = ()> + Send {
-    async move {
-        let admitted = admit.await;
-        if let Some((room, peer, events)) = admitted {
-            run_peer(room, peer, events).await;
-        }
-    }
-}
-
 /// Accepts a connection into its room, or rejects it with 400.
-async fn admit(request: ConnectionRequest, rooms: Rooms<PeerState>) -> Admitted {
+async fn admit(request: ConnectionRequest, rooms: &Rooms<PeerState>) -> Admitted {
     let param = |name| request.query_param(name).filter(|value| !value.is_empty());
     let (Some(room_id), Some(peer_id)) = (param("roomId"), param("peerId")) else {
         request.reject(400, "missing roomId or peerId");
         return None;
     };
-    let transport = request.accept().await.ok()?;
-    // A peer already here with this id is replaced: tell the others it left
-    // now, before the newcomer can join, so that they hear `peerClosed`
-    // before its `newPeer` (its own loop would announce it later, racing
-    // with the newcomer's requests).
-    if let Some(room) = rooms.get(&room_id)
-        && let Some(old) = room.peer(&peer_id)
-    {
-        announce_left(&room, &old);
-        old.close();
-    }
-    let admitted = rooms.create_peer(
-        &room_id,
-        peer_id,
-        transport,
-        PeerState::default(),
-        PeerConfig::default(),
-        DuplicatePolicy::Replace,
-    );
+    // A peer already here with this id is replaced (the registry's
+    // policy): its loop tells the others it left before the newcomer's
+    // first request is handled.
+    let admitted = request
+        .accept_join(rooms, &room_id, peer_id, PeerState::default())
+        .await;
     match admitted {
         Ok(admitted) => Some(admitted),
         Err(error) => {
@@ -189,30 +158,17 @@ async fn admit(request: ConnectionRequest, rooms: Rooms<PeerState>) -> Admitted 
 }
 
 /// The per-peer loop: every request and notification of one peer, in order.
-// An `async` block rather than an `async fn`, as for `serve`.
-#[allow(clippy::manual_async_fn)]
-fn run_peer(
-    room: Room<PeerState>,
-    peer: Peer<PeerState>,
-    mut events: PeerEvents,
-) -> impl Future<Output = ()> + Send {
-    async move {
-        while let Some(event) = events.next().await {
-            match event {
-                PeerEvent::Request(request) => handle_request(&room, &peer, request),
-                PeerEvent::Notification(notification) => {
-                    handle_notification(&room, &peer, notification)
-                }
-                PeerEvent::Closed(_) => announce_left(&room, &peer),
+async fn run_peer(room: Room<PeerState>, peer: Peer<PeerState>, mut events: PeerEvents) {
+    while let Some(event) = events.next().await {
+        match event {
+            PeerEvent::Request(request) => handle_request(&room, &peer, request),
+            PeerEvent::Notification(notification) => {
+                handle_notification(&room, &peer, notification)
+            }
+            PeerEvent::Closed(_) => {
+                let _ = room.broadcast("peerClosed", &json!({ "peerId": peer.id() }), &[peer.id()]);
             }
         }
-    }
-}
-
-/// Notifies the room's other peers `peerClosed` for `peer`, once.
-fn announce_left(room: &Room<PeerState>, peer: &Peer<PeerState>) {
-    if !peer.data().left_announced.swap(true, Ordering::AcqRel) {
-        let _ = room.broadcast("peerClosed", &json!({ "peerId": peer.id() }), &[peer.id()]);
     }
 }
 
@@ -252,21 +208,19 @@ struct Fail {
 fn handle_request(room: &Room<PeerState>, peer: &Peer<PeerState>, request: IncomingRequest) {
     match request.method() {
         "echo" => {
-            let data = request.payload().clone();
+            let mut request = request;
+            let data = request.take_payload();
             request.accept(&data);
         }
         "broadcast" => {
             let result = room.broadcast("chat", request.payload(), &[peer.id()]);
             request.respond(result.map(|_| json!({})));
         }
-        "chat" => match request.data::<Chat>() {
-            Ok(chat) => {
-                let data = json!({ "peerId": peer.id(), "text": chat.text });
-                let result = room.broadcast("chat", &data, &[peer.id()]);
-                request.respond(result.map(|_| json!({})));
-            }
-            Err(error) => request.reject(400, error.to_string()),
-        },
+        "chat" => request.handle(|chat: Chat| {
+            let data = json!({ "peerId": peer.id(), "text": chat.text });
+            room.broadcast("chat", &data, &[peer.id()])
+                .map(|_| json!({}))
+        }),
         "join" => {
             let display_name = request
                 .data::<Join>()
@@ -305,20 +259,12 @@ fn handle_request(room: &Room<PeerState>, peer: &Peer<PeerState>, request: Incom
             // its own so this loop goes on reading.
             let peer = peer.clone();
             tokio::spawn(async move {
-                match peer.request(&ask.method, &ask.data).await {
-                    Ok(response) => request.accept(&json!({ "response": response })),
-                    Err(error) => match error.error_data() {
-                        Some(data) => request.reject_with(data.clone()),
-                        None => request.reject_with(ErrorData::new(500, error.to_string())),
-                    },
-                }
+                let response = peer.request(&ask.method, &ask.data).await;
+                request.respond(response.map(|response| json!({ "response": response })));
             });
         }
-        "fail" => match request.data::<Fail>() {
-            Ok(fail) => request.reject(fail.code, fail.reason),
-            Err(error) => request.reject(400, error.to_string()),
-        },
-        "crash" => request.respond::<(), _>(Err("handler failed on purpose")),
+        "fail" => request.handle(|fail: Fail| Err::<(), _>(ErrorData::new(fail.code, fail.reason))),
+        "crash" => request.fail("handler failed on purpose"),
         "kick" => {
             request.accept(&());
             peer.close();

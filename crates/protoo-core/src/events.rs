@@ -1,6 +1,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -54,22 +55,31 @@ impl PeerEvents {
 
     /// The next event; `None` after [`PeerEvent::Closed`]. Cancel-safe.
     pub async fn next(&mut self) -> Option<PeerEvent> {
+        poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// Polls for the next event, as [`PeerEvents::next`] waits for it (also
+    /// available as [`futures_core::Stream::poll_next`]).
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
         if self.closed_reported {
-            return None;
+            // The application came back after the close: it is done with it.
+            self.core.events_handled();
+            return Poll::Ready(None);
         }
-        let queue = &self.core.events;
-        if let Some(event) = poll_fn(|cx| queue.poll_pop(cx)).await {
-            return Some(event);
+        match self.core.events.poll_pop(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(event)) => Poll::Ready(Some(event)),
+            Poll::Ready(None) => {
+                // The peer is closed (or its reader task ended) and every
+                // event queued before was handed out.
+                self.closed_reported = true;
+                let reason =
+                    self.core.close_reason().cloned().unwrap_or_else(|| {
+                        CloseReason::new(None, "peer task ended", Initiator::Local)
+                    });
+                Poll::Ready(Some(PeerEvent::Closed(reason)))
+            }
         }
-        // The peer is closed (or its reader task ended) and every event
-        // queued before was handed out.
-        self.closed_reported = true;
-        let reason = self
-            .core
-            .close_reason()
-            .cloned()
-            .unwrap_or_else(|| CloseReason::new(None, "peer task ended", Initiator::Local));
-        Some(PeerEvent::Closed(reason))
     }
 
     /// The id of the peer these events come from.
@@ -78,9 +88,24 @@ impl PeerEvents {
     }
 }
 
+impl futures_core::Stream for PeerEvents {
+    type Item = PeerEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+impl futures_core::FusedStream for PeerEvents {
+    fn is_terminated(&self) -> bool {
+        self.closed_reported
+    }
+}
+
 impl Drop for PeerEvents {
     fn drop(&mut self) {
         self.core.events.consumer_dropped();
+        self.core.events_handled();
     }
 }
 
@@ -361,13 +386,54 @@ impl IncomingRequest {
     }
 
     /// Answers `Ok(data)` as [`accept`](Self::accept) and `Err(error)` with
-    /// 500 and the error's message, as protoo answers a request whose
-    /// listener throws. Handy with `?` in an async block.
-    pub fn respond<T: Serialize, E: fmt::Display>(self, result: Result<T, E>) {
+    /// the error's [`IntoErrorData`] conversion: a serde error (bad request
+    /// data) is 400 with serde's message, an [`ErrorData`] is sent as it is,
+    /// a string or another error is 500 with its message, as protoo answers a
+    /// request whose listener throws.
+    pub fn respond<T: Serialize, E: IntoErrorData>(self, result: Result<T, E>) {
         match result {
             Ok(data) => self.accept(&data),
-            Err(error) => self.reject(500, error.to_string()),
+            Err(error) => self.fail(error),
         }
+    }
+
+    /// Answers with the error's [`IntoErrorData`] conversion.
+    pub fn fail(self, error: impl IntoErrorData) {
+        self.reject_with(error.into_error_data());
+    }
+
+    /// A typed handler: deserialises the data into `T` (400 with serde's
+    /// message when it does not fit), calls `handler`, and answers its
+    /// result as [`respond`](Self::respond) does.
+    ///
+    /// ```
+    /// # use protoo_core::{ErrorData, IncomingRequest};
+    /// #[derive(serde::Deserialize)]
+    /// struct Add { a: i64, b: i64 }
+    ///
+    /// fn on_add(request: IncomingRequest) {
+    ///     request.handle(|add: Add| {
+    ///         add.a.checked_add(add.b).ok_or(ErrorData::new(422, "overflow"))
+    ///     });
+    /// }
+    /// ```
+    pub fn handle<T, R, E>(self, handler: impl FnOnce(T) -> Result<R, E>)
+    where
+        T: DeserializeOwned,
+        R: Serialize,
+        E: IntoErrorData,
+    {
+        match self.data::<T>() {
+            Ok(data) => self.respond(handler(data)),
+            Err(error) => self.fail(error),
+        }
+    }
+
+    /// Takes the request data out (leaving `{}`), to answer with it or move
+    /// it elsewhere without a copy: `let data = request.take_payload();
+    /// request.accept(&data)` echoes.
+    pub fn take_payload(&mut self) -> Payload {
+        std::mem::take(&mut self.request.data)
     }
 
     fn answer(&mut self, frame: protoo_codec::Frame) {
@@ -407,6 +473,75 @@ impl fmt::Debug for IncomingRequest {
             .finish()
     }
 }
+
+/// How an application error becomes the error response of a request
+/// ([`IncomingRequest::respond`], [`IncomingRequest::fail`],
+/// [`IncomingRequest::handle`]): implement it for your error types so that a
+/// handler returning `Result<T, YourError>` picks its code.
+///
+/// ```
+/// use protoo_core::{ErrorData, IntoErrorData};
+///
+/// enum RoomError { NoSuchPeer, NotAllowed }
+///
+/// impl IntoErrorData for RoomError {
+///     fn into_error_data(self) -> ErrorData {
+///         match self {
+///             RoomError::NoSuchPeer => ErrorData::new(404, "no such peer"),
+///             RoomError::NotAllowed => ErrorData::new(403, "not allowed"),
+///         }
+///     }
+/// }
+/// assert_eq!(RoomError::NotAllowed.into_error_data().code(), Some(403));
+/// ```
+pub trait IntoErrorData {
+    /// The error response's code and reason.
+    fn into_error_data(self) -> ErrorData;
+}
+
+impl IntoErrorData for ErrorData {
+    fn into_error_data(self) -> ErrorData {
+        self
+    }
+}
+
+/// Bad request data: 400 with serde's message.
+impl IntoErrorData for serde_json::Error {
+    fn into_error_data(self) -> ErrorData {
+        ErrorData::new(400, self.to_string())
+    }
+}
+
+/// A failed request to another peer: its error response as it is, or 500.
+impl IntoErrorData for crate::RequestError {
+    fn into_error_data(self) -> ErrorData {
+        match self {
+            crate::RequestError::Rejected(error) => error,
+            other => ErrorData::new(500, other.to_string()),
+        }
+    }
+}
+
+macro_rules! internal_error {
+    ($($ty:ty),*) => {$(
+        /// 500 with the message.
+        impl IntoErrorData for $ty {
+            fn into_error_data(self) -> ErrorData {
+                ErrorData::new(500, self.to_string())
+            }
+        }
+    )*};
+}
+
+internal_error!(
+    &str,
+    String,
+    protoo_codec::EncodeError,
+    crate::PeerError,
+    crate::CoreError,
+    std::io::Error,
+    Box<dyn std::error::Error + Send + Sync>
+);
 
 /// A notification from the remote.
 #[derive(Clone, Debug)]

@@ -30,7 +30,7 @@
 //! `Peer` too, as a client would be:
 //!
 //! ```
-//! use protoo_core::{Peer, PeerConfig, PeerEvent, RequestError};
+//! use protoo_core::{ErrorData, Peer, PeerConfig, PeerEvent, RequestError};
 //! use protoo_transport::{memory, Initiator};
 //! use serde::{Deserialize, Serialize};
 //!
@@ -76,7 +76,7 @@
 //! let sum: Sum = client.request_as("add", &serde_json::json!({"a": 1, "b": 2})).await?;
 //! assert_eq!(sum, Sum { sum: 3 });
 //! let error = client.request("add", &serde_json::json!({"a": "one"})).await.unwrap_err();
-//! assert_eq!(error.code(), Some(500));
+//! assert_eq!(error.code(), Some(400));
 //! let error = client.request("nope", &()).await.unwrap_err();
 //! assert!(matches!(error, RequestError::Rejected(_)) && error.code() == Some(404));
 //!
@@ -140,6 +140,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod broadcast;
 mod config;
 mod error;
 mod events;
@@ -148,12 +149,14 @@ mod peer;
 mod room;
 mod rooms;
 
+pub use broadcast::{Broadcast, BroadcastReport};
 pub use config::{DEFAULT_EVENT_QUEUE, PeerConfig};
 pub use error::{CoreError, PeerError, RequestError};
 pub use events::{
-    IncomingNotification, IncomingRequest, NOT_ANSWERED_REASON, PeerEvent, PeerEvents,
+    IncomingNotification, IncomingRequest, IntoErrorData, NOT_ANSWERED_REASON, PeerEvent,
+    PeerEvents,
 };
-pub use peer::Peer;
+pub use peer::{Peer, REPLACEMENT_WAIT};
 pub use room::{DuplicatePolicy, Room};
 pub use rooms::Rooms;
 

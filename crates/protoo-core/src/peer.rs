@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use protoo_codec::{ErrorData, Frame, Id, Message, Payload, Response, encode};
 use protoo_transport::{
-    Bytes, CloseReason, FrameSink, FrameStream, Inbound, Initiator, PROTOO_CLOSED_REASON, Tracker,
-    Transport, TransportError, close_code,
+    Bytes, CloseReason, FrameSink, FrameStream, Inbound, Initiator, PROTOO_CLOSED_REASON,
+    REPLACED_REASON, Tracker, Transport, TransportError, close_code,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -63,6 +63,10 @@ pub(crate) struct Core {
     reason: OnceLock<CloseReason>,
     /// Set when closing is complete (pending failed, room left).
     done: AtomicBool,
+    /// Set when the application is done with the peer's events: its
+    /// [`PeerEvents`] yielded `None` after the close, or was dropped.
+    /// Wakes `done_notify` too.
+    events_done: AtomicBool,
     done_notify: Notify,
     /// The events waiting for the application (the reader task queues
     /// them, [`PeerEvents`] takes them).
@@ -129,6 +133,35 @@ impl Core {
 
     fn close_locally(self: &Arc<Self>, code: u16, reason: &str) {
         self.finish(CloseReason::new(Some(code), reason, Initiator::Local), true);
+    }
+
+    /// Closes the peer because a new one took its id: 4000
+    /// [`REPLACED_REASON`], [`Initiator::Replaced`].
+    pub(crate) fn close_replaced(self: &Arc<Self>) {
+        let reason = CloseReason::new(
+            Some(close_code::PROTOO_CLOSED),
+            REPLACED_REASON,
+            Initiator::Replaced,
+        );
+        self.finish(reason, true);
+    }
+
+    /// The application is done with the peer's events (see `events_done`).
+    pub(crate) fn events_handled(&self) {
+        if !self.events_done.swap(true, Ordering::AcqRel) {
+            self.done_notify.notify_waiters();
+        }
+    }
+
+    /// Waits until the application is done with the peer's events.
+    async fn events_finished(&self) {
+        loop {
+            let notified = self.done_notify.notified();
+            if self.events_done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     async fn closed(&self) {
@@ -332,12 +365,53 @@ impl Start {
         self.handle
             .spawn(read(self.core.clone(), stream).instrument(span));
     }
+
+    /// Like [`Start::spawn`], but the peer reads nothing before the
+    /// application is done with the events of `replaced`, the peer it
+    /// replaces (at most [`REPLACEMENT_WAIT`]): whatever the application
+    /// does on the old peer's close (telling the others it left) happens
+    /// before the newcomer's first request is handed out.
+    pub(crate) fn spawn_after(mut self, replaced: Arc<Core>) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        let span = tracing::debug_span!(
+            "protoo_peer",
+            peer_id = %self.core.id,
+            room_id = self.core.room_id.as_deref().unwrap_or(""),
+        );
+        tracing::debug!(parent: &span, "peer created, replacing another");
+        let core = self.core.clone();
+        self.handle.spawn(
+            async move {
+                let waited =
+                    tokio::time::timeout(REPLACEMENT_WAIT, replaced.events_finished()).await;
+                drop(replaced);
+                if waited.is_err() {
+                    tracing::debug!("the replaced peer's events were not handled in time");
+                }
+                read(core, stream).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// How long a peer that replaced another waits, at most, for the
+/// application to handle the old peer's close before its own events flow.
+pub const REPLACEMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Start {
+    /// Never started (see [`Drop`]).
+    fn unused(&self) -> bool {
+        self.stream.is_some()
+    }
 }
 
 impl Drop for Start {
     /// Never started: no event will come (as when the reader task ends).
     fn drop(&mut self) {
-        if self.stream.is_some() {
+        if self.unused() {
             self.core.events.close();
         }
     }
@@ -382,6 +456,7 @@ pub(crate) fn build<D>(
         }),
         reason: OnceLock::new(),
         done: AtomicBool::new(false),
+        events_done: AtomicBool::new(false),
         done_notify: Notify::new(),
         events: EventQueue::new(config.event_queue),
         leave: Mutex::new(None),

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::peer::{Core, Leave, Start, admission, build, lock};
 use crate::rooms::RegistryInner;
-use crate::{CoreError, Peer, PeerConfig, PeerEvents};
+use crate::{Broadcast, CoreError, Peer, PeerConfig, PeerEvents};
 
 /// What to do when a peer joins a room with the id of a peer already in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -21,9 +21,20 @@ pub enum DuplicatePolicy {
     /// stays (protoo's `createPeer`). The default.
     #[default]
     Refuse,
-    /// Close the peer in the room (4000 `closed by protoo-server`) and admit
-    /// the newcomer in its place: a client that reconnects before the server
-    /// noticed its old connection died gets in (mediasoup-demo's policy).
+    /// Close the peer in the room and admit the newcomer in its place: a
+    /// client that reconnects before the server noticed its old connection
+    /// died gets in (mediasoup-demo's policy).
+    ///
+    /// The old peer closes with 4000 and
+    /// [`REPLACED_REASON`](protoo_transport::REPLACED_REASON) (protoo-client
+    /// does not reconnect), and its [`PeerEvent::Closed`](crate::PeerEvent::Closed)
+    /// carries [`Initiator::Replaced`](protoo_transport::Initiator::Replaced).
+    /// The newcomer is in the room at once, but its events (its first
+    /// request) flow only once the application is done with the old peer's
+    /// events (its loop came back after the close, or dropped them; at most
+    /// [`REPLACEMENT_WAIT`](crate::REPLACEMENT_WAIT)): what the loop does on
+    /// the close, such as telling the others `peerClosed`, happens before
+    /// the newcomer's `join` is handled.
     Replace,
 }
 
@@ -94,13 +105,18 @@ pub(crate) struct Admitted<D> {
 }
 
 impl<D> Admitted<D> {
-    /// Closes the peer it replaced, then starts the new one.
+    /// Closes the peer it replaced, then starts the new one: at once, or,
+    /// after a replacement, once the application has handled the old
+    /// peer's close (see [`DuplicatePolicy::Replace`]).
     pub(crate) fn start(self) -> (Peer<D>, PeerEvents) {
-        if let Some(old) = self.replaced {
-            tracing::debug!(peer_id = old.id(), "peer replaced by a new one with its id");
-            old.close();
+        match self.replaced {
+            Some(old) => {
+                tracing::debug!(peer_id = old.id(), "peer replaced by a new one with its id");
+                old.core().close_replaced();
+                self.start.spawn_after(old.core().clone());
+            }
+            None => self.start.spawn(),
         }
-        self.start.spawn();
         (self.peer, self.events)
     }
 }
@@ -295,6 +311,13 @@ impl<D> Room<D> {
     /// Whether the room has no peers.
     pub fn is_empty(&self) -> bool {
         lock(&self.inner.state).peers.is_empty()
+    }
+
+    /// A targeted broadcast to the peers of the room: chosen by id and by a
+    /// predicate, encoded once, with a report of what happened (see
+    /// [`Broadcast`]).
+    pub fn to_all(&self) -> Broadcast<'_, D> {
+        Broadcast::new(self)
     }
 
     /// Sends a notification to every peer in the room except those whose id

@@ -50,6 +50,8 @@ pub struct Rooms<D = ()> {
 
 pub(crate) struct RegistryInner<D> {
     rooms: Mutex<HashMap<Arc<str>, Room<D>>>,
+    /// What [`Rooms::join`] admits peers with.
+    defaults: (PeerConfig, DuplicatePolicy),
 }
 
 impl<D> RegistryInner<D> {
@@ -102,11 +104,36 @@ impl<D: Send + Sync + 'static> Default for Rooms<D> {
 impl<D: Send + Sync + 'static> Rooms<D> {
     /// An empty registry.
     pub fn new() -> Self {
+        Rooms::with_defaults(PeerConfig::default(), DuplicatePolicy::default())
+    }
+
+    /// An empty registry whose [`Rooms::join`] admits peers with `config`
+    /// and `policy`: the admission settings, given once.
+    pub fn with_defaults(config: PeerConfig, policy: DuplicatePolicy) -> Self {
         Rooms {
             inner: Arc::new(RegistryInner {
                 rooms: Mutex::new(HashMap::new()),
+                defaults: (config, policy),
             }),
         }
+    }
+
+    /// The peer settings and duplicate policy [`Rooms::join`] uses.
+    pub fn defaults(&self) -> (&PeerConfig, DuplicatePolicy) {
+        (&self.inner.defaults.0, self.inner.defaults.1)
+    }
+
+    /// [`Rooms::create_peer`] with the registry's defaults
+    /// ([`Rooms::with_defaults`]).
+    pub fn join(
+        &self,
+        room_id: &str,
+        peer_id: impl Into<String>,
+        transport: Transport,
+        data: D,
+    ) -> Result<(Room<D>, Peer<D>, PeerEvents), CoreError> {
+        let (config, policy) = &self.inner.defaults;
+        self.create_peer(room_id, peer_id, transport, data, config.clone(), *policy)
     }
 
     /// The open room with this id, created if there is none. Concurrent

@@ -94,8 +94,8 @@ pub use protoo_transport as transport;
 
 pub use protoo_codec::{ErrorData, Frame, Id, Method, Payload};
 pub use protoo_core::{
-    CoreError, DuplicatePolicy, IncomingNotification, IncomingRequest, Peer, PeerConfig, PeerError,
-    PeerEvent, PeerEvents, RequestError, Room, Rooms,
+    Broadcast, BroadcastReport, CoreError, DuplicatePolicy, IncomingNotification, IncomingRequest,
+    IntoErrorData, Peer, PeerConfig, PeerError, PeerEvent, PeerEvents, RequestError, Room, Rooms,
 };
 pub use protoo_transport::ws::{self, WsConfig};
 pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, close_code};

@@ -142,6 +142,19 @@ impl ConnectionRequest {
         Ok(rooms.create_peer(room_id, peer_id, transport, data, config, policy)?)
     }
 
+    /// Accepts and admits the peer into the room `room_id` of `rooms` with
+    /// the registry's defaults; see [`Rooms::join`].
+    pub async fn accept_join<D: Send + Sync + 'static>(
+        self,
+        rooms: &Rooms<D>,
+        room_id: &str,
+        peer_id: impl Into<String>,
+        data: D,
+    ) -> Result<(Room<D>, Peer<D>, PeerEvents), ServerError> {
+        let transport = self.accept().await?;
+        Ok(rooms.join(room_id, peer_id, transport, data)?)
+    }
+
     /// Rejects with an HTTP `status` and `reason` (protoo's
     /// `reject(code, reason)`); protoo's defaults are 403 `Rejected`.
     pub fn reject(mut self, status: u16, reason: impl Into<String>) {

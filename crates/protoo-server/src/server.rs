@@ -202,6 +202,19 @@ impl WebSocketServer {
     }
 }
 
+/// The connection requests, as [`WebSocketServer::next_request`] yields
+/// them.
+impl futures_core::Stream for WebSocketServer {
+    type Item = ConnectionRequest;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ConnectionRequest>> {
+        self.get_mut().requests.poll_recv(cx)
+    }
+}
+
 impl Drop for WebSocketServer {
     fn drop(&mut self) {
         self.handle.stop();

@@ -163,6 +163,11 @@ pub mod close_code {
 /// The reason protoo sends with [`close_code::PROTOO_CLOSED`].
 pub const PROTOO_CLOSED_REASON: &str = "closed by protoo-server";
 
+/// The reason sent with [`close_code::PROTOO_CLOSED`] to a peer replaced by
+/// a new connection with its id: still 4000, so that protoo-client does not
+/// reconnect, but told apart from any other close.
+pub const REPLACED_REASON: &str = "replaced by a new connection";
+
 /// The reason sent with [`close_code::POLICY_VIOLATION`] when a peer's
 /// outbound queue overflows.
 pub const SLOW_CONSUMER_REASON: &str = "outbound queue limit exceeded";
@@ -175,6 +180,9 @@ pub enum Initiator {
     Local,
     /// The remote closed it, or the connection was lost.
     Remote,
+    /// This side closed it because a new connection with the same peer id
+    /// took its place (sent as 4000 [`REPLACED_REASON`]).
+    Replaced,
 }
 
 /// How a transport ended. Reported once, as the last thing its
@@ -207,6 +215,7 @@ impl fmt::Display for CloseReason {
         let by = match self.initiator {
             Initiator::Local => "locally",
             Initiator::Remote => "by the remote",
+            Initiator::Replaced => "for a replacement",
         };
         match self.code {
             Some(code) => write!(f, "closed {by} with {code} \"{}\"", self.reason),
