@@ -77,14 +77,17 @@ impl Budget {
         bytes: usize,
         request: bool,
     ) -> Result<Charge, Over> {
+        // Counted in a `u32` (frames are far smaller), so that every
+        // request stays small.
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
         if request && self.requests() >= self.max_requests {
             return Err(Over::Requests);
         }
         let held = self.held();
-        if held > 0 && held.saturating_add(bytes) > self.max_bytes {
+        if held > 0 && held.saturating_add(bytes as usize) > self.max_bytes {
             return Err(Over::Bytes);
         }
-        self.held.fetch_add(bytes, Ordering::AcqRel);
+        self.held.fetch_add(bytes as usize, Ordering::AcqRel);
         if request {
             self.requests.fetch_add(1, Ordering::AcqRel);
         }
@@ -101,13 +104,15 @@ impl Budget {
 #[derive(Debug)]
 pub(crate) struct Charge {
     budget: Arc<Budget>,
-    bytes: usize,
+    bytes: u32,
     request: bool,
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget
+            .held
+            .fetch_sub(self.bytes as usize, Ordering::AcqRel);
         if self.request {
             self.budget.requests.fetch_sub(1, Ordering::AcqRel);
         }

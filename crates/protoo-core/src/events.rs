@@ -225,10 +225,10 @@ impl EventQueue {
     /// take it (the peer closed, or its [`PeerEvents`] was dropped; a
     /// request dropped this way answers 500 by itself). Gives it back when
     /// the queue is full.
-    pub(crate) fn try_push(&self, event: PeerEvent) -> Result<(), PeerEvent> {
+    pub(crate) fn try_push(&self, event: PeerEvent) -> Result<(), Box<PeerEvent>> {
         let state = lock(&self.state);
         if !state.closed && !state.consumer_gone && state.is_full() {
-            return Err(event);
+            return Err(Box::new(event));
         }
         self.push(state, event);
         Ok(())
@@ -574,7 +574,7 @@ mod tests {
         let Err(third) = queue.try_push(notification(2)) else {
             panic!("a full queue took an event");
         };
-        let mut slot = Some(Box::new(third));
+        let mut slot = Some(third);
         assert!(queue.poll_push(&mut slot, &rcx).is_pending());
         assert!(slot.is_some());
         assert_eq!(queue.len(), 2);
@@ -641,7 +641,7 @@ mod tests {
         let waker = Waker::from(reader.clone());
         let cx = Context::from_waker(&waker);
         assert!(queue.try_push(notification(0)).is_ok());
-        let mut slot = queue.try_push(notification(1)).err().map(Box::new);
+        let mut slot = queue.try_push(notification(1)).err();
         assert!(queue.poll_push(&mut slot, &cx).is_pending());
         queue.consumer_dropped();
         assert_eq!(reader.get(), 1);

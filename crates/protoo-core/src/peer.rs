@@ -392,7 +392,7 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
     };
     // An event nobody will take (events dropped, peer closed) is dropped: a
     // request then answers 500 by itself.
-    core.events.try_push(event).err().map(Box::new)
+    core.events.try_push(event).err()
 }
 
 /// The next incoming frame or the transport's end. Meanwhile, closes the
