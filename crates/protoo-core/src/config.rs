@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use crate::Rate;
+
 /// Settings of one peer.
 ///
 /// ```
@@ -37,7 +39,59 @@ pub struct PeerConfig {
     /// 200 ms more for each one pending), so that peers keep their JavaScript
     /// counterparts' behaviour. `Some(duration)` uses that fixed duration.
     pub request_timeout: Option<Duration>,
+    /// Bytes of incoming frames the peer may make this side hold: the
+    /// events waiting in [`PeerEvents`](crate::PeerEvents) plus the requests
+    /// handed to the application and not yet answered, each counted by the
+    /// length of its whole frame (a zero-copy payload keeps its frame
+    /// alive). Default: [`DEFAULT_INCOMING_BUDGET`], 4 MiB.
+    ///
+    /// Past it, a request is answered at once with
+    /// [`OVER_BUDGET_CODE`](crate::OVER_BUDGET_CODE) (503 `incoming budget
+    /// exceeded`) without reaching the application, and a notification is
+    /// dropped and counted (a rate-limited warning): every request still
+    /// gets exactly one response, responses to this side's requests are
+    /// still read, and a peer within its budget loses nothing. A frame that
+    /// arrives while nothing is held is always taken, so a peer holds at
+    /// most this budget or one message, whichever is larger.
+    ///
+    /// 4 MiB holds four messages of the largest size the WebSocket
+    /// transport takes by default (1 MiB), or thousands of ordinary
+    /// signaling messages (mediasoup's are under a few KiB), in flight at
+    /// once; it matches the outbound queue's default, so a hostile peer
+    /// costs a bounded few MiB in each direction.
+    pub incoming_budget: usize,
+    /// Incoming requests at most handed to the application and not yet
+    /// answered; past it, further requests are answered at once like
+    /// requests over [`incoming_budget`](Self::incoming_budget). Default:
+    /// [`DEFAULT_MAX_UNANSWERED_REQUESTS`] (256, as many as the event
+    /// queue holds). A value of 0 counts as 1.
+    pub max_unanswered_requests: usize,
+    /// After this many invalid messages (frames that are not protoo
+    /// messages, responses to no request sent, binary messages), the peer
+    /// is closed with [`close_code::POLICY_VIOLATION`](crate::close_code::POLICY_VIOLATION)
+    /// (1008, [`TOO_MANY_INVALID_REASON`](crate::TOO_MANY_INVALID_REASON)).
+    /// Default: `None`, never (protoo drops them and keeps the peer);
+    /// invalid messages are always dropped, and their warnings are rate
+    /// limited per peer either way.
+    pub max_invalid_messages: Option<u32>,
+    /// Incoming requests and notifications per second. Default: `None`,
+    /// no limit. Past it, a request is answered at once with
+    /// [`RATE_LIMITED_CODE`](crate::RATE_LIMITED_CODE) (429 `rate limit
+    /// exceeded`) and a notification is dropped and counted (a rate-limited
+    /// warning). Responses to this side's requests are not limited.
+    pub message_rate: Option<Rate>,
+    /// Incoming request and notification bytes per second (frame
+    /// lengths), handled as [`message_rate`](Self::message_rate). Default:
+    /// `None`, no limit. A message larger than the burst passes when the
+    /// bucket is full.
+    pub byte_rate: Option<Rate>,
 }
+
+/// The default of [`PeerConfig::incoming_budget`]: 4 MiB.
+pub const DEFAULT_INCOMING_BUDGET: usize = 4 << 20;
+
+/// The default of [`PeerConfig::max_unanswered_requests`].
+pub const DEFAULT_MAX_UNANSWERED_REQUESTS: usize = 256;
 
 /// The default of [`PeerConfig::event_queue`].
 pub const DEFAULT_EVENT_QUEUE: usize = 256;
@@ -47,6 +101,11 @@ impl Default for PeerConfig {
         PeerConfig {
             event_queue: DEFAULT_EVENT_QUEUE,
             request_timeout: None,
+            incoming_budget: DEFAULT_INCOMING_BUDGET,
+            max_unanswered_requests: DEFAULT_MAX_UNANSWERED_REQUESTS,
+            max_invalid_messages: None,
+            message_rate: None,
+            byte_rate: None,
         }
     }
 }
@@ -61,6 +120,36 @@ impl PeerConfig {
     /// Sets a fixed [`PeerConfig::request_timeout`].
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`PeerConfig::incoming_budget`].
+    pub fn with_incoming_budget(mut self, bytes: usize) -> Self {
+        self.incoming_budget = bytes;
+        self
+    }
+
+    /// Sets [`PeerConfig::max_unanswered_requests`].
+    pub fn with_max_unanswered_requests(mut self, requests: usize) -> Self {
+        self.max_unanswered_requests = requests;
+        self
+    }
+
+    /// Sets [`PeerConfig::max_invalid_messages`].
+    pub fn with_max_invalid_messages(mut self, messages: u32) -> Self {
+        self.max_invalid_messages = Some(messages);
+        self
+    }
+
+    /// Sets [`PeerConfig::message_rate`].
+    pub fn with_message_rate(mut self, rate: Rate) -> Self {
+        self.message_rate = Some(rate);
+        self
+    }
+
+    /// Sets [`PeerConfig::byte_rate`].
+    pub fn with_byte_rate(mut self, rate: Rate) -> Self {
+        self.byte_rate = Some(rate);
         self
     }
 

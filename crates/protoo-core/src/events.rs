@@ -6,14 +6,46 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use protoo_codec::{ErrorData, Id, Notification, Payload, Request, encode};
-use protoo_transport::{CloseReason, Initiator, TrackerGuard};
+use protoo_transport::{CloseReason, Initiator, TrackerGuard, close_code};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::budget::Charge;
 use crate::peer::{Core, lock};
 
 /// The reason of a request dropped without an answer.
 pub const NOT_ANSWERED_REASON: &str = "request not answered";
+
+/// The error code of a request answered at once because its peer was over
+/// its incoming budget ([`PeerConfig::incoming_budget`](crate::PeerConfig::incoming_budget),
+/// [`PeerConfig::max_unanswered_requests`](crate::PeerConfig::max_unanswered_requests)).
+pub const OVER_BUDGET_CODE: u16 = 503;
+
+/// The error reason sent with [`OVER_BUDGET_CODE`].
+pub const OVER_BUDGET_REASON: &str = "incoming budget exceeded";
+
+/// The error code of a request answered at once because its peer passed
+/// its incoming rate ([`PeerConfig::message_rate`](crate::PeerConfig::message_rate),
+/// [`PeerConfig::byte_rate`](crate::PeerConfig::byte_rate)).
+pub const RATE_LIMITED_CODE: u16 = 429;
+
+/// The error reason sent with [`RATE_LIMITED_CODE`].
+pub const RATE_LIMITED_REASON: &str = "rate limit exceeded";
+
+/// The error reason (with code 503) of a request that arrived after a
+/// graceful shutdown of its server started: answered at once, not waited
+/// for.
+pub const SHUTTING_DOWN_REASON: &str = "server shutting down";
+
+/// The close reason (with [`close_code::INTERNAL_ERROR`], 1011) of a peer
+/// whose [`PeerEvents`] was dropped before it ended.
+pub const EVENTS_DROPPED_REASON: &str = "peer events dropped";
+
+/// The close reason (with
+/// [`close_code::POLICY_VIOLATION`], 1008) of a peer that sent
+/// [`PeerConfig::max_invalid_messages`](crate::PeerConfig::max_invalid_messages)
+/// invalid messages.
+pub const TOO_MANY_INVALID_REASON: &str = "too many invalid messages";
 
 /// What a peer receives, in the order it arrived.
 #[derive(Debug)]
@@ -36,13 +68,17 @@ pub enum PeerEvent {
 /// here; past that the peer stops reading its transport until the
 /// application catches up.
 ///
-/// Dropping it is allowed: the peer keeps working (requests sent to it still
-/// get their responses), and the requests it receives from then on are
-/// answered with an error (500 `request not answered`), so the remote never
-/// waits for nothing.
+/// Dropping it before it yielded [`PeerEvent::Closed`] means nobody handles
+/// the peer any more (its handler returned early, or its task panicked): the
+/// events still queued are dropped (their requests answer 500 `request not
+/// answered`), then the peer is closed with [`close_code::INTERNAL_ERROR`]
+/// (1011, [`EVENTS_DROPPED_REASON`]) and leaves its room, so no orphan stays
+/// there receiving broadcasts. To keep a peer without handling its events,
+/// say so with [`PeerEvents::detach`].
 pub struct PeerEvents {
     core: Arc<Core>,
     closed_reported: bool,
+    detached: bool,
 }
 
 impl PeerEvents {
@@ -50,7 +86,18 @@ impl PeerEvents {
         PeerEvents {
             core,
             closed_reported: false,
+            detached: false,
         }
+    }
+
+    /// Gives up the events and keeps the peer open: it keeps working
+    /// (requests sent to it still get their responses, it stays in its
+    /// room), and the requests it receives from then on are answered 500
+    /// `request not answered`, notifications dropped. It closes as usual
+    /// (by either side, or by itself once every [`Peer`](crate::Peer)
+    /// handle is dropped too).
+    pub fn detach(mut self) {
+        self.detached = true;
     }
 
     /// The next event; `None` after [`PeerEvent::Closed`]. Cancel-safe.
@@ -104,7 +151,16 @@ impl futures_core::FusedStream for PeerEvents {
 
 impl Drop for PeerEvents {
     fn drop(&mut self) {
+        // Queued requests answer 500 while the transport is still open.
         self.core.events.consumer_dropped();
+        if !self.detached && !self.closed_reported && !self.core.is_closed() {
+            tracing::warn!(
+                peer_id = %self.core.id,
+                "peer events dropped before the peer closed: closing it"
+            );
+            self.core
+                .close_locally(close_code::INTERNAL_ERROR, EVENTS_DROPPED_REASON);
+        }
         self.core.events_handled();
     }
 }
@@ -194,10 +250,10 @@ impl EventQueue {
     /// take it (the peer closed, or its [`PeerEvents`] was dropped; a
     /// request dropped this way answers 500 by itself). Gives it back when
     /// the queue is full.
-    pub(crate) fn try_push(&self, event: PeerEvent) -> Result<(), PeerEvent> {
+    pub(crate) fn try_push(&self, event: PeerEvent) -> Result<(), Box<PeerEvent>> {
         let state = lock(&self.state);
         if !state.closed && !state.consumer_gone && state.is_full() {
-            return Err(event);
+            return Err(Box::new(event));
         }
         self.push(state, event);
         Ok(())
@@ -322,12 +378,20 @@ pub struct IncomingRequest {
     /// Counts this request as in flight until it is answered, when the
     /// transport has a request tracker.
     _in_flight: Option<TrackerGuard>,
+    /// Its frame's bytes in its peer's incoming budget, until answered.
+    _charge: Charge,
 }
 
 impl IncomingRequest {
-    pub(crate) fn new(request: Request, core: Arc<Core>) -> Self {
+    pub(crate) fn new(
+        request: Request,
+        core: Arc<Core>,
+        in_flight: Option<TrackerGuard>,
+        charge: Charge,
+    ) -> Self {
         IncomingRequest {
-            _in_flight: core.requests.as_ref().map(|tracker| tracker.enter()),
+            _in_flight: in_flight,
+            _charge: charge,
             request,
             core: Some(core),
         }
@@ -544,14 +608,23 @@ internal_error!(
 );
 
 /// A notification from the remote.
+///
+/// It holds its frame's bytes in its peer's incoming budget
+/// ([`PeerConfig::incoming_budget`](crate::PeerConfig::incoming_budget))
+/// until it and its clones are dropped (or [`into_inner`](Self::into_inner)
+/// takes the message out).
 #[derive(Clone, Debug)]
 pub struct IncomingNotification {
     notification: Notification,
+    _charge: Option<Arc<Charge>>,
 }
 
 impl IncomingNotification {
-    pub(crate) fn new(notification: Notification) -> Self {
-        IncomingNotification { notification }
+    pub(crate) fn new(notification: Notification, charge: Option<Charge>) -> Self {
+        IncomingNotification {
+            notification,
+            _charge: charge.map(Arc::new),
+        }
     }
 
     /// The method name.
@@ -604,7 +677,7 @@ mod tests {
         let text = format!(r#"{{"notification":true,"method":"n","data":{{"n":{n}}}}}"#);
         match Message::decode_str(&text) {
             Ok(Message::Notification(notification)) => {
-                PeerEvent::Notification(IncomingNotification::new(notification))
+                PeerEvent::Notification(IncomingNotification::new(notification, None))
             }
             other => panic!("not a notification: {other:?}"),
         }
@@ -636,7 +709,7 @@ mod tests {
         let Err(third) = queue.try_push(notification(2)) else {
             panic!("a full queue took an event");
         };
-        let mut slot = Some(Box::new(third));
+        let mut slot = Some(third);
         assert!(queue.poll_push(&mut slot, &rcx).is_pending());
         assert!(slot.is_some());
         assert_eq!(queue.len(), 2);
@@ -703,7 +776,7 @@ mod tests {
         let waker = Waker::from(reader.clone());
         let cx = Context::from_waker(&waker);
         assert!(queue.try_push(notification(0)).is_ok());
-        let mut slot = queue.try_push(notification(1)).err().map(Box::new);
+        let mut slot = queue.try_push(notification(1)).err();
         assert!(queue.poll_push(&mut slot, &cx).is_pending());
         queue.consumer_dropped();
         assert_eq!(reader.get(), 1);

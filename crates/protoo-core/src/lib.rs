@@ -106,14 +106,16 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let rooms = Rooms::new();
-//! let mut clients = Vec::new();
+//! let (mut clients, mut handlers) = (Vec::new(), Vec::new());
 //! for id in ["alice", "bob"] {
 //!     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
 //!     // Application data: the display name.
 //!     let name = id.to_uppercase();
-//!     let (room, _peer, _events) = rooms.create_peer(
+//!     let (room, _peer, events) = rooms.create_peer(
 //!         "r1", id, server_side, name, PeerConfig::default(), DuplicatePolicy::Replace,
 //!     )?;
+//!     // Each peer's events go to its handler (dropping them closes the peer).
+//!     handlers.push(events);
 //!     room.broadcast("newPeer", &serde_json::json!({"id": id}), &[id])?;
 //!     clients.push(Peer::new("server", client_side, (), PeerConfig::default())?);
 //! }
@@ -141,22 +143,29 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod broadcast;
+mod budget;
 mod config;
 mod error;
 mod events;
 mod ids;
+mod log_limit;
 mod peer;
+mod rate;
 mod room;
 mod rooms;
 
 pub use broadcast::{Broadcast, BroadcastReport};
-pub use config::{DEFAULT_EVENT_QUEUE, PeerConfig};
+pub use config::{
+    DEFAULT_EVENT_QUEUE, DEFAULT_INCOMING_BUDGET, DEFAULT_MAX_UNANSWERED_REQUESTS, PeerConfig,
+};
 pub use error::{CoreError, PeerError, RequestError};
 pub use events::{
-    IncomingNotification, IncomingRequest, IntoErrorData, NOT_ANSWERED_REASON, PeerEvent,
-    PeerEvents,
+    EVENTS_DROPPED_REASON, IncomingNotification, IncomingRequest, IntoErrorData,
+    NOT_ANSWERED_REASON, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerEvent, PeerEvents,
+    RATE_LIMITED_CODE, RATE_LIMITED_REASON, SHUTTING_DOWN_REASON, TOO_MANY_INVALID_REASON,
 };
 pub use peer::{Peer, REPLACEMENT_WAIT};
+pub use rate::Rate;
 pub use room::{DuplicatePolicy, Room};
 pub use rooms::Rooms;
 

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use protoo_codec::{ErrorData, Frame, Id, Message, Payload, Response, encode};
@@ -15,9 +15,15 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
 use tracing::Instrument;
 
+use crate::budget::{Budget, Over};
 use crate::events::{EventQueue, IncomingNotification, IncomingRequest, PeerEvent, PeerEvents};
 use crate::ids::IdRng;
-use crate::{CoreError, PeerConfig, PeerError, RequestError};
+use crate::log_limit::{LogLimit, remote_warn};
+use crate::rate::Limiter;
+use crate::{
+    CoreError, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerConfig, PeerError, RATE_LIMITED_CODE,
+    RATE_LIMITED_REASON, RequestError, SHUTTING_DOWN_REASON, TOO_MANY_INVALID_REASON,
+};
 
 /// Locks a mutex whose every critical section leaves its data consistent,
 /// so a poisoned lock is still usable.
@@ -72,6 +78,14 @@ pub(crate) struct Core {
     /// them, [`PeerEvents`] takes them).
     pub(crate) events: EventQueue,
     leave: Mutex<Option<Weak<dyn Leave>>>,
+    /// What the remote makes this side hold (bytes, unanswered requests).
+    pub(crate) budget: Arc<Budget>,
+    /// Remote-triggered warnings, limited.
+    pub(crate) log_limit: LogLimit,
+    /// The incoming rate limits, if any (taken by the reader task only).
+    rate: Option<Mutex<Limiter>>,
+    /// Invalid messages received so far.
+    invalid: AtomicU32,
 }
 
 impl Core {
@@ -122,6 +136,14 @@ impl Core {
         // Events queued before the close are still handed out, then the
         // close.
         self.events.close();
+        let held_back = self.log_limit.take_held_back();
+        if held_back > 0 {
+            tracing::warn!(
+                peer_id = %self.id,
+                held_back,
+                "more warnings caused by this peer were logged at debug level only"
+            );
+        }
         tracing::debug!(
             peer_id = %self.id,
             room_id = self.room_id.as_deref().unwrap_or(""),
@@ -131,7 +153,7 @@ impl Core {
         true
     }
 
-    fn close_locally(self: &Arc<Self>, code: u16, reason: &str) {
+    pub(crate) fn close_locally(self: &Arc<Self>, code: u16, reason: &str) {
         self.finish(CloseReason::new(Some(code), reason, Initiator::Local), true);
     }
 
@@ -209,8 +231,32 @@ impl Core {
         drop(removed);
     }
 
+    /// Counts an invalid message; closes the peer (1008) once it reaches
+    /// [`PeerConfig::max_invalid_messages`].
+    fn invalid_message(self: &Arc<Self>) {
+        let count = self
+            .invalid
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if let Some(max) = self.config.max_invalid_messages
+            && count >= max
+            && !self.is_closed()
+        {
+            tracing::warn!(peer_id = %self.id, count, "too many invalid messages: closing the peer");
+            self.close_locally(close_code::POLICY_VIOLATION, TOO_MANY_INVALID_REASON);
+        }
+    }
+
+    /// Whether one more incoming message of `len` bytes is within the rate
+    /// limits.
+    fn within_rate(&self, len: usize) -> bool {
+        self.rate
+            .as_ref()
+            .is_none_or(|limiter| lock(limiter).allow(len))
+    }
+
     /// Hands a response to the request waiting for it.
-    fn complete(&self, response: Response) {
+    fn complete(self: &Arc<Self>, response: Response) {
         let key = response.id.as_i64().and_then(|n| u32::try_from(n).ok());
         let entry = key.and_then(|key| lock(&self.pending).map.remove(&key));
         match entry {
@@ -218,10 +264,14 @@ impl Core {
                 // The requester may have given up meanwhile: nothing to do.
                 let _ = tx.send(response.result);
             }
-            None => tracing::warn!(
-                id = %response.id,
-                "received response does not match any sent request"
-            ),
+            None => {
+                remote_warn!(
+                    self,
+                    id = %response.id,
+                    "received response does not match any sent request"
+                );
+                self.invalid_message();
+            }
         }
     }
 }
@@ -261,10 +311,12 @@ fn read(core: Arc<Core>, mut stream: Box<dyn FrameStream>) -> impl Future<Output
                 Inbound::Binary(data) => {
                     // Only transports asked to deliver binary messages do
                     // (not protoo's): ignored, as protoo does.
-                    tracing::warn!(
+                    remote_warn!(
+                        core,
                         bytes = data.len(),
                         "binary message dropped: protoo uses text"
                     );
+                    core.invalid_message();
                     None
                 }
                 Inbound::Closed(reason) => {
@@ -284,33 +336,95 @@ fn read(core: Arc<Core>, mut stream: Box<dyn FrameStream>) -> impl Future<Output
 /// Handles one incoming frame: completes a pending request, or queues a
 /// request or notification for the application. Returns the event, boxed,
 /// when the queue is full.
+///
+/// A request or notification is first checked against the peer's rate
+/// limits and incoming budget: past either, a request is answered at once
+/// with an error (it never reaches the application) and a notification is
+/// dropped, both counted, with a rate-limited warning.
 fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
     if core.is_closed() {
         // Closed locally: the transport is draining, nothing more is
         // delivered.
         return None;
     }
-    let event = match Message::decode(text) {
+    let len = text.len();
+    let message = match Message::decode(text) {
         Err(error) => {
-            tracing::warn!(%error, "invalid message dropped");
+            remote_warn!(core, %error, "invalid message dropped");
+            core.invalid_message();
             return None;
         }
         Ok(Message::Response(response)) => {
             core.complete(response);
             return None;
         }
-        Ok(Message::Request(request)) => {
+        Ok(message) => message,
+    };
+    let request = matches!(message, Message::Request(_));
+    let refused = if !core.within_rate(len) {
+        Err((RATE_LIMITED_CODE, RATE_LIMITED_REASON))
+    } else {
+        core.budget
+            .try_charge(len, request)
+            .map_err(|_: Over| (OVER_BUDGET_CODE, OVER_BUDGET_REASON))
+    };
+    let event = match (message, refused) {
+        (Message::Request(request), Ok(charge)) => {
+            let in_flight = match &core.requests {
+                None => None,
+                Some(tracker) => match tracker.try_enter() {
+                    Some(guard) => Some(guard),
+                    None => {
+                        // A graceful shutdown started: not waited for.
+                        tracing::debug!(method = %request.method, "request during shutdown answered 503");
+                        let error = ErrorData::new(503, SHUTTING_DOWN_REASON);
+                        let _ = core.send(encode::error(&request.id, &error));
+                        return None;
+                    }
+                },
+            };
             tracing::debug!(method = %request.method, id = %request.id, "request received");
-            PeerEvent::Request(IncomingRequest::new(request, core.clone()))
+            PeerEvent::Request(IncomingRequest::new(
+                request,
+                core.clone(),
+                in_flight,
+                charge,
+            ))
         }
-        Ok(Message::Notification(notification)) => {
+        (Message::Notification(notification), Ok(charge)) => {
             tracing::debug!(method = %notification.method, "notification received");
-            PeerEvent::Notification(IncomingNotification::new(notification))
+            PeerEvent::Notification(IncomingNotification::new(notification, Some(charge)))
         }
+        (Message::Request(request), Err((code, reason))) => {
+            core.budget.count_refused();
+            remote_warn!(
+                core,
+                method = %request.method,
+                id = %request.id,
+                bytes = len,
+                held = core.budget.held(),
+                unanswered = core.budget.requests(),
+                "request refused: {reason}"
+            );
+            let _ = core.send(encode::error(&request.id, &ErrorData::new(code, reason)));
+            return None;
+        }
+        (Message::Notification(notification), Err((_, reason))) => {
+            core.budget.count_refused();
+            remote_warn!(
+                core,
+                method = %notification.method,
+                bytes = len,
+                held = core.budget.held(),
+                "notification dropped: {reason}"
+            );
+            return None;
+        }
+        (Message::Response(_), _) => return None,
     };
     // An event nobody will take (events dropped, peer closed) is dropped: a
     // request then answers 500 by itself.
-    core.events.try_push(event).err().map(Box::new)
+    core.events.try_push(event).err()
 }
 
 /// The next incoming frame or the transport's end. Meanwhile, closes the
@@ -460,6 +574,10 @@ pub(crate) fn build<D>(
         done_notify: Notify::new(),
         events: EventQueue::new(config.event_queue),
         leave: Mutex::new(None),
+        budget: Budget::new(config.incoming_budget, config.max_unanswered_requests),
+        log_limit: LogLimit::default(),
+        rate: Limiter::new(config.message_rate, config.byte_rate).map(Mutex::new),
+        invalid: AtomicU32::new(0),
     });
     let peer = Peer {
         inner: Arc::new(PeerInner {
@@ -589,6 +707,24 @@ impl<D> Peer<D> {
     /// How many requests to this peer wait for their response.
     pub fn pending_requests(&self) -> usize {
         self.inner.core.pending_len()
+    }
+
+    /// Bytes of incoming frames this peer makes this side hold: its events
+    /// waiting for the application and its requests not yet answered (see
+    /// [`PeerConfig::incoming_budget`]).
+    pub fn incoming_bytes(&self) -> usize {
+        self.inner.core.budget.held()
+    }
+
+    /// Requests received from this peer and not yet answered.
+    pub fn unanswered_requests(&self) -> usize {
+        self.inner.core.budget.requests()
+    }
+
+    /// Incoming requests answered at once and notifications dropped so far
+    /// because this peer was over its budget or rate limits.
+    pub fn refused_messages(&self) -> u64 {
+        self.inner.core.budget.refused()
     }
 
     /// Bytes queued to this peer and not yet written (see

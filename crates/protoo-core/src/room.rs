@@ -55,10 +55,12 @@ pub enum DuplicatePolicy {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let room = Room::with_id("lobby");
-/// let mut remotes = Vec::new();
+/// let (mut remotes, mut handlers) = (Vec::new(), Vec::new());
 /// for id in ["alice", "bob", "carol"] {
 ///     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-///     let (_peer, _events) = room.create_peer(id, server_side, (), PeerConfig::default())?;
+///     let (_peer, events) = room.create_peer(id, server_side, (), PeerConfig::default())?;
+///     // Each peer's events go to its handler (dropping them closes the peer).
+///     handlers.push(events);
 ///     // The client end, as a peer too (no room needed).
 ///     remotes.push(Peer::new("server", client_side, (), PeerConfig::default())?);
 /// }

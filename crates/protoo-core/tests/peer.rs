@@ -506,7 +506,7 @@ async fn local_close_while_the_application_lags() {
 async fn dropped_events_answer_requests_with_500_and_the_peer_keeps_working() {
     let (a, mut raw) = pair();
     let (peer, events) = Peer::new("p", a, (), PeerConfig::default()).unwrap();
-    drop(events);
+    events.detach();
     send_raw(&raw, r#"{"request":true,"id":3,"method":"m"}"#);
     assert_eq!(
         recv_json(&mut raw).await,
@@ -531,7 +531,7 @@ async fn dropping_every_handle_and_the_events_closes_the_peer() {
     let (peer, events) = Peer::new("p", a, (), PeerConfig::default()).unwrap();
     let other = peer.clone();
     drop(peer);
-    drop(events);
+    events.detach();
     // One handle left: still open.
     other.notify("still", &()).unwrap();
     assert!(recv_text(&mut raw).await.contains("still"));

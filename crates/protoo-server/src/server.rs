@@ -251,12 +251,18 @@ impl ServerHandle {
     }
 
     /// Graceful shutdown: stops accepting, waits (at most
-    /// [`ServerConfig::shutdown_grace`]) until the requests peers already
-    /// sent are answered, closes every peer with 1001 `server shutting down`
-    /// (frames already queued go out first), and returns once every
-    /// connection task has ended.
+    /// [`ServerConfig::shutdown_grace`]) until the requests peers had
+    /// already sent when it started are answered, closes every peer with
+    /// 1001 `server shutting down` (frames already queued go out first), and
+    /// returns once every connection task has ended.
+    ///
+    /// Requests that arrive after it started are not waited for: they are
+    /// answered at once with 503
+    /// [`SHUTTING_DOWN_REASON`](protoo_core::SHUTTING_DOWN_REASON), so a
+    /// busy server does not spend the whole grace.
     pub async fn shutdown(&self) {
         self.stop();
+        self.shared.in_flight.close();
         let grace = self.shared.config.shutdown_grace;
         if tokio::time::timeout(grace, self.shared.in_flight.idle())
             .await

@@ -346,7 +346,8 @@ async fn requests_left_unanswered_are_answered_500() {
     drop((peer, events));
     fixture.back_to_baseline(tasks).await;
 
-    // An application that keeps the peer but drops its events.
+    // An application that keeps the peer but gives up its events
+    // (detached: dropping them without that closes the peer with 1011).
     let (mut server, addr) = server(ServerConfig::default()).await;
     let handle = server.handle();
     let tasks = alive_tasks();
@@ -357,7 +358,7 @@ async fn requests_left_unanswered_are_answered_500() {
             .unwrap();
         let (server_side, server_events) =
             Peer::new("ignored", transport, (), PeerConfig::default()).unwrap();
-        drop(server_events);
+        server_events.detach();
         let mut client_side = connect.await.unwrap();
         // The server side still sends.
         server_side.notify("hello", &()).unwrap();

@@ -155,6 +155,10 @@ pub mod close_code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// An incoming message or frame was larger than the configured limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The server met a condition that kept it from handling the peer: in
+    /// protoo-core, the application dropped the peer's events before they
+    /// ended (a handler task that panicked, say), so nobody handles it.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// The application closed the peer: protoo's `closed by protoo-server`.
     /// The JavaScript protoo-client does not reconnect after this code.
     pub const PROTOO_CLOSED: u16 = 4000;

@@ -47,9 +47,13 @@ pub const FRAME_OVERHEAD: usize = 64;
 /// A bounded queue of outbound frames with one consumer (a writer task),
 /// counted in bytes.
 ///
-/// Pushing never waits. A push that would take the queue past its byte limit
-/// closes the queue as a slow consumer ([`close_code::POLICY_VIOLATION`]) and
-/// drops every frame it held, so memory is released at once. The lock is
+/// Pushing never waits. A push to a queue that already holds its byte limit
+/// or more closes the queue as a slow consumer
+/// ([`close_code::POLICY_VIOLATION`]) and drops every frame it held, so
+/// memory is released at once. A queue under its limit takes a frame of any
+/// size: the limit is about consumers that fall behind, not about the size
+/// of one message, so a consumer that keeps up is never closed by it. The
+/// queue therefore holds at most the limit plus one frame. The lock is
 /// only ever held for a few instructions, never across an `.await`.
 pub struct OutboundQueue {
     state: Mutex<State>,
@@ -152,7 +156,9 @@ impl OutboundQueue {
             return Err((Refused::Closed, item));
         }
         let cost = item.len() + FRAME_OVERHEAD;
-        if state.bytes + cost > self.limit {
+        // Only a consumer already behind by the whole limit is closed: one
+        // frame, however large, never closes a consumer that keeps up.
+        if state.bytes >= self.limit {
             state.clear();
             state.close = Some((
                 close_code::POLICY_VIOLATION,
@@ -367,6 +373,9 @@ mod tests {
         q.push(frame(400)).unwrap();
         q.push(frame(400)).unwrap();
         assert_eq!(q.queued_bytes(), 2 * (400 + FRAME_OVERHEAD));
+        // Under the limit: taken, even past it (limit + one frame).
+        q.push(frame(400)).unwrap();
+        assert_eq!(q.queued_bytes(), 3 * (400 + FRAME_OVERHEAD));
         let err = q.push(frame(400)).unwrap_err();
         assert!(matches!(err, TransportError::QueueFull(_)));
         assert_eq!(q.queued_bytes(), 0);
@@ -381,6 +390,27 @@ mod tests {
         );
         assert!(batch.is_empty());
         assert_eq!(q.try_next(&mut batch), Some(Work::Done));
+    }
+
+    /// A consumer that keeps up is never closed by one message, whatever its
+    /// size: a frame larger than the whole limit is taken by a queue that
+    /// is under it, and only a consumer still behind is closed.
+    #[test]
+    fn one_frame_larger_than_the_limit_is_taken_by_a_consumer_that_keeps_up() {
+        let q = OutboundQueue::new(64 * 1024);
+        for _ in 0..3 {
+            q.push(frame(70 * 1024)).unwrap();
+            let mut batch = Vec::new();
+            assert_eq!(q.try_next(&mut batch), Some(Work::Frames));
+            assert_eq!(batch.len(), 1);
+            assert_eq!(q.queued_bytes(), 0);
+        }
+        // Behind: the first is still queued, over the limit.
+        q.push(frame(70 * 1024)).unwrap();
+        assert!(matches!(
+            q.push(frame(10)),
+            Err(TransportError::QueueFull(_))
+        ));
     }
 
     #[test]

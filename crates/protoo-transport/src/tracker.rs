@@ -1,6 +1,6 @@
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
@@ -16,6 +16,8 @@ pub struct Tracker(Arc<Inner>);
 #[derive(Default)]
 struct Inner {
     count: AtomicUsize,
+    /// Set by [`Tracker::close`]: [`Tracker::try_enter`] refuses new work.
+    closed: AtomicBool,
     idle: Notify,
 }
 
@@ -29,6 +31,32 @@ impl Tracker {
     pub fn enter(&self) -> TrackerGuard {
         self.0.count.fetch_add(1, Ordering::AcqRel);
         TrackerGuard(self.clone())
+    }
+
+    /// [`Tracker::enter`], unless the tracker was closed
+    /// ([`Tracker::close`]): `None` then, and the work is to be refused
+    /// (a graceful shutdown waits only for work that started before it).
+    pub fn try_enter(&self) -> Option<TrackerGuard> {
+        if self.is_closed() {
+            return None;
+        }
+        let guard = self.enter();
+        // Closed meanwhile: the closer may already have seen the count.
+        if self.is_closed() {
+            return None;
+        }
+        Some(guard)
+    }
+
+    /// Refuses new work from [`Tracker::try_enter`] from now on; the work
+    /// already entered is still counted until done.
+    pub fn close(&self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Tracker::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::SeqCst)
     }
 
     /// How many guards are held.
@@ -88,5 +116,19 @@ mod tests {
         drop(b);
         waiter.await.unwrap();
         assert_eq!(tracker.count(), 0);
+    }
+
+    #[test]
+    fn a_closed_tracker_refuses_new_work_and_keeps_counting_the_old() {
+        let tracker = Tracker::new();
+        let old = tracker.try_enter().expect("open");
+        tracker.close();
+        assert!(tracker.try_enter().is_none());
+        assert_eq!(tracker.count(), 1);
+        drop(old);
+        assert_eq!(tracker.count(), 0);
+        // `enter` still counts (connection tasks).
+        let _other = tracker.enter();
+        assert_eq!(tracker.count(), 1);
     }
 }

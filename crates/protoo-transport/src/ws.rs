@@ -23,8 +23,8 @@
 //!
 //! Each connection is driven by one tokio task, which:
 //! - writes the outbound queue: every queued frame (up to 64 KiB per batch)
-//!   is fed to the socket, then the socket is flushed once; a send that
-//!   would take the queue past [`WsConfig::max_queued_bytes`] closes the
+//!   is fed to the socket, then the socket is flushed once; a send
+//!   that finds the queue already at [`WsConfig::max_queued_bytes`] closes the
 //!   connection with 1008 `outbound queue limit exceeded` and frees the
 //!   queue at once, and a writer blocked on a socket the peer does not read
 //!   gives up and drops the socket;

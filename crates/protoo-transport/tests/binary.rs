@@ -74,8 +74,11 @@ async fn binary_messages_count_against_the_queue_limit() {
         .with_binary_messages(true)
         .with_max_queued_bytes(4096);
     let (mut server, _client) = raw_pair(config).await;
-    // Larger than the whole queue: refused, and the transport is closed as a
-    // slow consumer.
+    // The first is taken (a queue under its limit takes one message of any
+    // size); the server does not let the writer run before the next, which
+    // finds the queue over its limit: refused, and the transport is closed
+    // as a slow consumer.
+    server.send_binary(Bytes::from(vec![0u8; 8192])).unwrap();
     match server.send_binary(Bytes::from(vec![0u8; 8192])) {
         Err(TransportError::BinaryNotSent { data, .. }) => assert_eq!(data.len(), 8192),
         other => panic!("expected BinaryNotSent, got {other:?}"),

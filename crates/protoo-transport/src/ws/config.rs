@@ -56,10 +56,14 @@ pub struct WsConfig {
     /// allows.
     pub max_frame_size: usize,
     /// Byte limit of a peer's outbound queue (frame text plus
-    /// [`FRAME_OVERHEAD`](crate::FRAME_OVERHEAD) per frame). A send that
-    /// would pass it closes the connection with
+    /// [`FRAME_OVERHEAD`](crate::FRAME_OVERHEAD) per frame). A send while
+    /// the queue already holds this much closes the connection with
     /// [`close_code::POLICY_VIOLATION`](crate::close_code::POLICY_VIOLATION)
     /// (1008, `outbound queue limit exceeded`) and frees the queue at once.
+    /// A queue under the limit takes a frame of any size, so a peer that
+    /// keeps up is never closed because one message is large (a 70 KB
+    /// broadcast with a 64 KiB limit): the queue holds at most this limit
+    /// plus one frame.
     ///
     /// Default: 4 MiB: several seconds of a busy room for a peer on a slow
     /// link, while a peer that stopped reading costs at most this much (plus
