@@ -44,9 +44,12 @@ type Predicate<'a, D> = Box<dyn Fn(&Peer<D>) -> bool + 'a>;
 /// // Peer data: whether the peer has joined.
 /// let room: Room<bool> = Room::with_id("r");
 /// let mut remotes = Vec::new();
+/// let mut handlers = Vec::new();
 /// for (id, joined) in [("alice", true), ("bob", true), ("carol", false)] {
 ///     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-///     room.create_peer(id, server_side, joined, PeerConfig::default())?;
+///     // Each peer's (peer, events) go to its handler; dropping the events
+///     // would close the peer.
+///     handlers.push(room.create_peer(id, server_side, joined, PeerConfig::default())?);
 ///     remotes.push(client_side);
 /// }
 /// // Every joined peer but alice: bob.

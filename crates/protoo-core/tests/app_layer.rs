@@ -28,16 +28,25 @@ async fn next_notification(events: &mut PeerEvents) -> (String, serde_json::Valu
 async fn broadcast_predicate_and_report() {
     let room: Room<u32> = Room::with_id("r");
     let mut clients = Vec::new();
+    // The server sides' events are kept: a peer whose events are dropped
+    // closes.
+    let mut held = Vec::new();
     for (n, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
         let (server_side, client_side) = pair();
-        room.create_peer(id, server_side, n as u32, PeerConfig::default())
-            .unwrap();
+        held.push(
+            room.create_peer(id, server_side, n as u32, PeerConfig::default())
+                .unwrap(),
+        );
         clients.push(client(client_side));
     }
-    // A peer whose queue cannot take the frame overflows.
+    // A peer whose queue is already at its limit (a queue under its limit
+    // takes one frame of any size) overflows.
     let (server_side, _client_side) = memory::pair(8);
-    room.create_peer("tiny", server_side, 9, PeerConfig::default())
-        .unwrap();
+    held.push(
+        room.create_peer("tiny", server_side, 9, PeerConfig::default())
+            .unwrap(),
+    );
+    room.peer("tiny").unwrap().notify("fill", &()).unwrap();
     // "d" is closed: skipped.
     room.peer("d").unwrap().close();
 
