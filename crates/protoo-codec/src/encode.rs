@@ -2,7 +2,7 @@
 //!
 //! Each function writes the whole message into one buffer, in protoo's key
 //! order, and hands it back as a shareable [`Frame`]. `data` is anything
-//! serde can serialise, including a received [`Payload`](crate::Payload)
+//! serde can serialise, including a received [`Payload`]
 //! (forwarded as it came). Data JavaScript finds falsy (`null`, `false`, `0`,
 //! `""`) is sent as `{}`, as protoo does with `data || {}`.
 //!

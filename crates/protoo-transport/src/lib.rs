@@ -284,7 +284,7 @@ pub trait FrameSink: Send + Sync + fmt::Debug + 'static {
 /// A poll method rather than an `async fn`, so that reading a message
 /// allocates nothing (a boxed future per message is what an object-safe
 /// `async fn` costs) and a reader that is itself a hand-written future can
-/// poll it in place. [`recv`](trait.FrameStream.html#method.recv) (on
+/// poll it in place. `recv` (on
 /// `dyn FrameStream`) and [`Transport::recv`] are the `async` forms.
 pub trait FrameStream: Send + fmt::Debug + 'static {
     /// The next incoming text frame, or, once at the end, why the transport
@@ -362,7 +362,7 @@ impl Transport {
         self.sink.send_binary(data)
     }
 
-    /// The next incoming frame or the close reason; see [`FrameStream::recv`].
+    /// The next incoming frame or the close reason; see [`FrameStream::poll_recv`].
     pub async fn recv(&mut self) -> Inbound {
         poll_fn(|cx| self.stream.poll_recv(cx)).await
     }
