@@ -102,20 +102,21 @@ fn ci() -> Result {
     forget_packaged_sources();
     run(
         "cargo package (each library crate packages and builds from its package)",
-        cargo().args([
-            "package",
-            "--allow-dirty",
-            "-p",
-            "protoo-codec",
-            "-p",
-            "protoo-transport",
-            "-p",
-            "protoo-core",
-            "-p",
-            "protoo-server",
-            "-p",
-            "protoo-client",
-        ]),
+        cargo()
+            .args(["package", "--allow-dirty", "--target-dir"])
+            .arg(package_target_dir())
+            .args([
+                "-p",
+                "protoo-codec",
+                "-p",
+                "protoo-transport",
+                "-p",
+                "protoo-core",
+                "-p",
+                "protoo-server",
+                "-p",
+                "protoo-client",
+            ]),
     )?;
     check_codec_has_no_runtime()?;
     interop()?;
@@ -165,12 +166,27 @@ fn interop() -> Result {
 }
 
 /// `cargo package` builds each crate against the packages of the others
-/// through a temporary local registry, whose sources Cargo unpacks under
-/// `$CARGO_HOME/registry/src/-HASH/` and then reuses by name and version, so
-/// a second run would build against the first run's sources. Those
-/// unpacked copies of our own crates are removed first (a local registry's
-/// folder name starts with `-`; crates.io's never does).
+/// through a temporary local registry. Cargo takes registry crates to be
+/// immutable: it reuses the sources it unpacked under
+/// `$CARGO_HOME/registry/src/-HASH/` and what it built from them under
+/// `target/package/`, by name and version, so a second run would build
+/// against the first run's code. Both are forgotten for our own crates
+/// first (a local registry's folder name starts with `-`; crates.io's never
+/// does).
 fn forget_packaged_sources() {
+    for profile in ["debug", "release"] {
+        let fingerprints = target_dir()
+            .join("package")
+            .join(profile)
+            .join(".fingerprint");
+        if let Ok(entries) = std::fs::read_dir(&fingerprints) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("protoo-") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
@@ -193,6 +209,13 @@ fn forget_packaged_sources() {
             }
         }
     }
+}
+
+/// Where `cargo package` verifies the packages: apart from the workspace's
+/// builds, so that forgetting what it built from earlier packages costs the
+/// workspace nothing.
+fn package_target_dir() -> PathBuf {
+    target_dir().join("package-check")
 }
 
 /// Cargo's target directory (honours `CARGO_TARGET_DIR`).
