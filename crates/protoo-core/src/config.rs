@@ -63,8 +63,11 @@ pub struct PeerConfig {
     /// Incoming requests at most handed to the application and not yet
     /// answered; past it, further requests are answered at once like
     /// requests over [`incoming_budget`](Self::incoming_budget). Default:
-    /// [`DEFAULT_MAX_UNANSWERED_REQUESTS`] (256, as many as the event
-    /// queue holds). A value of 0 counts as 1.
+    /// [`DEFAULT_MAX_UNANSWERED_REQUESTS`] (1024: four times the event
+    /// queue, so that a client pipelining faster than the application's
+    /// loop is slowed by the queue's backpressure, not refused; the cap
+    /// bounds what the application itself holds, such as requests handed
+    /// to spawned handlers). A value of 0 counts as 1.
     pub max_unanswered_requests: usize,
     /// After this many invalid messages (frames that are not protoo
     /// messages, responses to no request sent, binary messages), the peer
@@ -91,7 +94,7 @@ pub struct PeerConfig {
 pub const DEFAULT_INCOMING_BUDGET: usize = 4 << 20;
 
 /// The default of [`PeerConfig::max_unanswered_requests`].
-pub const DEFAULT_MAX_UNANSWERED_REQUESTS: usize = 256;
+pub const DEFAULT_MAX_UNANSWERED_REQUESTS: usize = 1024;
 
 /// The default of [`PeerConfig::event_queue`].
 pub const DEFAULT_EVENT_QUEUE: usize = 256;
