@@ -466,15 +466,20 @@ impl Start {
         &self.core
     }
 
+    /// The span the peer's reader task runs in.
+    fn span(&self) -> tracing::Span {
+        tracing::debug_span!(
+            "protoo_peer",
+            peer_id = %self.core.id,
+            room_id = self.core.room_id.as_deref().unwrap_or(""),
+        )
+    }
+
     pub(crate) fn spawn(mut self) {
         let Some(stream) = self.stream.take() else {
             return;
         };
-        let span = tracing::debug_span!(
-            "protoo_peer",
-            peer_id = %self.core.id,
-            room_id = self.core.room_id.as_deref().unwrap_or(""),
-        );
+        let span = self.span();
         tracing::debug!(parent: &span, "peer created");
         self.handle
             .spawn(read(self.core.clone(), stream).instrument(span));
@@ -489,11 +494,7 @@ impl Start {
         let Some(stream) = self.stream.take() else {
             return;
         };
-        let span = tracing::debug_span!(
-            "protoo_peer",
-            peer_id = %self.core.id,
-            room_id = self.core.room_id.as_deref().unwrap_or(""),
-        );
+        let span = self.span();
         tracing::debug!(parent: &span, "peer created, replacing another");
         let core = self.core.clone();
         self.handle.spawn(
