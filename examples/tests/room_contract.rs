@@ -1,4 +1,4 @@
-//! The room example's contract (the doc comment of `examples/room.rs`),
+//! The room example's contract (the doc comment of `examples/room/main.rs`),
 //! driven by Rust protoo clients against the real program: the example
 //! binary is started with `--listen 127.0.0.1:0`, its printed address is
 //! parsed, and every method of the contract is exercised over WebSockets.
@@ -52,12 +52,12 @@ fn room_binary() -> PathBuf {
          (a plain `cargo test -p protoo-examples` builds it)",
         binary.display()
     );
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("room.rs");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("room/main.rs");
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     if let (Some(built), Some(edited)) = (modified(&binary), modified(&source)) {
         assert!(
             built >= edited,
-            "{} is older than room.rs: run `cargo build -p protoo-examples --example room`",
+            "{} is older than room/main.rs: run `cargo build -p protoo-examples --example room`",
             binary.display()
         );
     }

@@ -3,7 +3,7 @@
 //! It is a protoo client written directly on tokio-tungstenite (raw protoo
 //! JSON, subprotocol `protoo`), so it depends on none of the protoo-rs crates
 //! and measures any server that implements the room contract of
-//! `examples/room.rs`: ours, and the Node anchor on the real protoo-server.
+//! `examples/room/main.rs`: ours, and the Node anchor on the real protoo-server.
 //!
 //! One invocation runs one scenario against one server and prints one line
 //! `RESULT key=value ...` on stdout (the xtask reads it); a readable summary

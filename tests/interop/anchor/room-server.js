@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict';
 
-// The Node anchor: the room contract of `examples/room.rs` implemented on the
+// The Node anchor: the room contract of `examples/room/main.rs` implemented on the
 // real protoo-server@4.0.8. The benchmarks run it side by side with our room
 // example, and the interop suite runs against it as a reference, which shows
 // that the suite's expectations are protoo's own semantics.

@@ -425,7 +425,7 @@ pub(super) fn write_benchmarks(
 }
 
 pub(super) const HEADER: &str = "# Benchmarks\n\n\
-protoo-rs (`examples/room.rs`) side by side with the Node original \
+protoo-rs (`examples/room/main.rs`) side by side with the Node original \
 (`tests/interop/anchor/room-server.js` on protoo-server 4.0.8), same room \
 contract, same load generator (`crates/protoo-bench`), same run. Reproduce \
 with one command:\n\n```sh\ncargo xtask bench            # all scenarios, writes this file\n\

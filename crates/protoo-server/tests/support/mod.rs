@@ -1,5 +1,5 @@
 //! Shared by the hostile-input, load and fault tests (`hostile_*.rs`): a
-//! room server shaped like `examples/room.rs` whose every server-side event
+//! room server shaped like `examples/room/main.rs` whose every server-side event
 //! the test can observe, raw WebSocket framing for byte-level attacks, and
 //! the "back to baseline" checks (connections, requests in flight, tasks).
 
