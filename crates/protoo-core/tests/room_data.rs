@@ -38,7 +38,10 @@ async fn setup_runs_once_under_100_concurrent_first_joiners() {
             let (calls, gate) = (calls.clone(), gate.clone());
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
-                let _permit = gate.acquire().await.map_err(|_| ErrorData::new(500, "gate"))?;
+                let _permit = gate
+                    .acquire()
+                    .await
+                    .map_err(|_| ErrorData::new(500, "gate"))?;
                 Ok::<_, ErrorData>(format!("router of {room_id}"))
             }
         }
@@ -78,7 +81,10 @@ async fn a_failing_setup_fails_every_waiter_and_the_next_join_runs_it_again() {
             let (calls, gate) = (calls.clone(), gate.clone());
             async move {
                 let call = calls.fetch_add(1, Ordering::SeqCst);
-                let _permit = gate.acquire().await.map_err(|_| ErrorData::new(500, "gate"))?;
+                let _permit = gate
+                    .acquire()
+                    .await
+                    .map_err(|_| ErrorData::new(500, "gate"))?;
                 if call == 0 {
                     Err(ErrorData::new(403, "no router for you"))
                 } else {
@@ -149,12 +155,7 @@ async fn room_data_is_dropped_after_the_last_peer() {
         let log = log.clone();
         move |room_id: String| {
             let log = log.clone();
-            async move {
-                Ok::<_, ErrorData>(Router {
-                    name: room_id,
-                    log,
-                })
-            }
+            async move { Ok::<_, ErrorData>(Router { name: room_id, log }) }
         }
     });
     let mut loops = Vec::new();
@@ -187,7 +188,10 @@ async fn room_data_is_dropped_after_the_last_peer() {
     assert!(rooms.is_empty());
     let log = log.lock().unwrap().clone();
     assert_eq!(log.len(), 3, "{log:?}");
-    assert_eq!(log[2], "router r closed", "the router closes after the peers: {log:?}");
+    assert_eq!(
+        log[2], "router r closed",
+        "the router closes after the peers: {log:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -237,7 +241,10 @@ async fn a_joiner_that_gives_up_during_the_setup_leaves_nothing_behind() {
         move |_room_id: String| {
             let (gate, done) = (gate.clone(), done.clone());
             async move {
-                let _permit = gate.acquire().await.map_err(|_| ErrorData::new(500, "gate"))?;
+                let _permit = gate
+                    .acquire()
+                    .await
+                    .map_err(|_| ErrorData::new(500, "gate"))?;
                 done.notify_one();
                 Ok::<_, ErrorData>(())
             }

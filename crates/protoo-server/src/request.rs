@@ -69,14 +69,16 @@ pub(crate) struct RequestHead {
 /// request dropped undecided is answered 500, and one left undecided past
 /// the timeout 503.
 pub struct ConnectionRequest {
-    head: RequestHead,
+    /// Boxed: a request is moved into the application's per-connection
+    /// task, whose future keeps its size for the connection's whole life.
+    head: Box<RequestHead>,
     reply: Option<oneshot::Sender<Decision>>,
 }
 
 impl ConnectionRequest {
     pub(crate) fn new(head: RequestHead, reply: oneshot::Sender<Decision>) -> Self {
         ConnectionRequest {
-            head,
+            head: Box::new(head),
             reply: Some(reply),
         }
     }
@@ -139,7 +141,7 @@ impl ConnectionRequest {
     /// returns the peer's transport. Fails if the handshake timeout passed
     /// first or the connection broke.
     pub async fn accept(self) -> Result<Transport, ServerError> {
-        let (transport, opening) = self.accept_pending().await?;
+        let (transport, opening) = Box::pin(self.accept_pending()).await?;
         opening.open();
         Ok(transport)
     }
@@ -167,10 +169,17 @@ impl ConnectionRequest {
         config: PeerConfig,
         policy: DuplicatePolicy,
     ) -> Result<(Peer<D>, PeerEvents), ServerError> {
-        let (transport, opening) = self.accept_pending().await?;
-        let admitted = room.create_peer_with(peer_id, transport, data, config, policy);
-        opening.open();
-        Ok(admitted?)
+        let peer_id = peer_id.into();
+        // Boxed (here and in the other `accept_*`): what admission holds
+        // is freed once it is done, instead of sizing the application's
+        // per-connection task for the peer's whole life.
+        Box::pin(async move {
+            let (transport, opening) = self.accept_pending().await?;
+            let admitted = room.create_peer_with(peer_id, transport, data, config, policy);
+            opening.open();
+            Ok(admitted?)
+        })
+        .await
     }
 
     /// Accepts and admits the peer into the room `room_id` of `rooms`
@@ -181,7 +190,7 @@ impl ConnectionRequest {
     /// error's code as the HTTP status (500 when it is not one) and its
     /// reason; one whose setup outlasts the handshake timeout, with 503.
     pub async fn accept_into_rooms<D: Send + Sync + 'static, R: Send + Sync + 'static>(
-        mut self,
+        self,
         rooms: &Rooms<D, R>,
         room_id: &str,
         peer_id: impl Into<String>,
@@ -189,11 +198,16 @@ impl ConnectionRequest {
         config: PeerConfig,
         policy: DuplicatePolicy,
     ) -> Result<Joined<D, R>, ServerError> {
-        let reservation = self.reserve(rooms, room_id).await?;
-        let (transport, opening) = self.accept_pending().await?;
-        let admitted = reservation.join_with(peer_id, transport, data, config, policy);
-        opening.open();
-        Ok(admitted?)
+        let peer_id = peer_id.into();
+        let mut request = self;
+        Box::pin(async move {
+            let reservation = request.reserve(rooms, room_id).await?;
+            let (transport, opening) = request.accept_pending().await?;
+            let admitted = reservation.join_with(peer_id, transport, data, config, policy);
+            opening.open();
+            Ok(admitted?)
+        })
+        .await
     }
 
     /// [`ConnectionRequest::accept_into_rooms`] with the registry's

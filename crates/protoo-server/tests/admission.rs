@@ -59,7 +59,10 @@ fn gated_rooms(
             let (calls, gate) = (calls.clone(), gate.clone());
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
-                let _permit = gate.acquire().await.map_err(|_| ErrorData::new(500, "gate"))?;
+                let _permit = gate
+                    .acquire()
+                    .await
+                    .map_err(|_| ErrorData::new(500, "gate"))?;
                 match fail {
                     Some((code, reason)) => Err(ErrorData::new(code, reason)),
                     None => Ok(format!("router of {room_id}")),
@@ -75,7 +78,9 @@ async fn one_setup_for_100_concurrent_first_connections() {
     let rooms = gated_rooms(&calls, &gate, None);
     admit_all(server, rooms.clone());
     let clients: Vec<_> = (0..100)
-        .map(|n| tokio::spawn(async move { client(addr, &format!("/?roomId=r&peerId=p{n}")).await }))
+        .map(|n| {
+            tokio::spawn(async move { client(addr, &format!("/?roomId=r&peerId=p{n}")).await })
+        })
         .collect();
     // Every connection is waiting on the one setup (none is open yet).
     eventually("the setup started", || calls.load(Ordering::SeqCst) == 1).await;
@@ -100,7 +105,12 @@ async fn a_failing_setup_rejects_every_waiting_connection_with_its_status() {
     admit_all(server, rooms.clone());
     let refusals: Vec<_> = (0..10)
         .map(|n| {
-            let request = upgrade_request(addr, &format!("/?roomId=r&peerId=p{n}"), Some("protoo"), &[]);
+            let request = upgrade_request(
+                addr,
+                &format!("/?roomId=r&peerId=p{n}"),
+                Some("protoo"),
+                &[],
+            );
             tokio::spawn(refused(addr, request))
         })
         .collect();
@@ -124,7 +134,11 @@ async fn in_the_room_before_the_open(addr: SocketAddr, target: &str, rooms: &Roo
         let client = client(addr, &format!("{target}?roomId=r&peerId=p{n}")).await;
         // Server-side accounting the moment the client saw its open.
         let room = rooms.get("r").expect("the room");
-        assert_eq!(room.len(), n + 1, "peer {n} not in its room when its client opened");
+        assert_eq!(
+            room.len(),
+            n + 1,
+            "peer {n} not in its room when its client opened"
+        );
         let report = room.to_all().notify("opened", &json!({ "n": n })).unwrap();
         assert_eq!(report.delivered, n + 1);
         clients.push(client);

@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor]
-//!                   [--scenarios s1,s2,s3,s3k,s4,s5,s6,s7] [--write | --no-write]
+//!                   [--scenarios s1,s2,s3,s3k,s4,s4e,s5,s6,s7] [--write | --no-write]
 //! ```
 //!
 //! `--smoke` (CI): tiny versions of S1, S3, S5 and S6 against our server, and
@@ -65,9 +65,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     )?;
     if want_ours {
         super::run(
-            "build the room example",
+            "build the room and echo examples",
             super::cargo()
                 .args(["build", "-p", "protoo-examples", "--example", "room"])
+                .args(["--example", "echo"])
                 .args(profile),
         )?;
     }
@@ -83,6 +84,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let target = super::target_dir();
     let bench_bin = target.join(profile_dir).join("protoo-bench");
     let room_bin = target.join(profile_dir).join("examples/room");
+    let echo = [ServerKind::Echo {
+        bin: target.join(profile_dir).join("examples/echo"),
+    }];
     let logs = target.join("bench-logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
 
@@ -99,7 +103,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let scenarios = scenarios(&opts);
     let mut results: Vec<Outcome> = Vec::new();
     for sc in &scenarios {
-        for server in &servers {
+        let against: &[ServerKind] = match (sc.echo, want_ours) {
+            (true, true) => &echo,
+            (true, false) => &[],
+            (false, _) => &servers,
+        };
+        for server in against {
             println!("\n==> {} against {}", sc.title, server.name());
             let outcome = run_one(sc, server, &bench_bin, &logs, &opts);
             match &outcome.result {
@@ -235,7 +244,7 @@ impl Opts {
                 }
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
-                                [--only ours|anchor] [--scenarios s1,s2,s3,s3k,s4,s5,s6,s7] \
+                                [--only ours|anchor] [--scenarios s1,s2,s3,s3k,s4,s4e,s5,s6,s7] \
                                 [--write|--no-write]"
                         .into());
                 }

@@ -6,21 +6,31 @@ use super::*;
 
 #[derive(Debug)]
 pub(super) enum ServerKind {
-    Ours { bin: PathBuf },
-    Anchor { dir: PathBuf },
+    Ours {
+        bin: PathBuf,
+    },
+    /// The quickstart (`examples/echo.rs`), for the scenarios that measure
+    /// the plainest application (S4 on echo); reported in our column.
+    Echo {
+        bin: PathBuf,
+    },
+    Anchor {
+        dir: PathBuf,
+    },
 }
 
 impl ServerKind {
     pub(super) fn name(&self) -> &'static str {
         match self {
             ServerKind::Ours { .. } => "protoo-rs",
+            ServerKind::Echo { .. } => "protoo-rs (echo example)",
             ServerKind::Anchor { .. } => "protoo-server",
         }
     }
 
     pub(super) fn short(&self) -> &'static str {
         match self {
-            ServerKind::Ours { .. } => "ours",
+            ServerKind::Ours { .. } | ServerKind::Echo { .. } => "ours",
             ServerKind::Anchor { .. } => "anchor",
         }
     }
@@ -28,13 +38,17 @@ impl ServerKind {
     pub(super) fn command(&self, listen: &str, extra: &[String], cpus: Option<&str>) -> Command {
         let (program, mut args, dir): (String, Vec<String>, Option<&Path>) = match self {
             ServerKind::Ours { bin } => (bin.display().to_string(), Vec::new(), None),
+            // The quickstart takes its address as its one argument.
+            ServerKind::Echo { bin } => (bin.display().to_string(), Vec::new(), None),
             ServerKind::Anchor { dir } => (
                 "node".to_owned(),
                 vec!["anchor/room-server.js".to_owned()],
                 Some(dir.as_path()),
             ),
         };
-        args.push("--listen".into());
+        if !matches!(self, ServerKind::Echo { .. }) {
+            args.push("--listen".into());
+        }
         args.push(listen.into());
         args.extend(extra.iter().cloned());
         let mut cmd = with_fd_limit(&program, &args, cpus);

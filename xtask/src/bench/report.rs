@@ -132,7 +132,7 @@ pub(super) fn rows(key: &str) -> Vec<Row> {
             ),
             load,
         ],
-        "s4" => vec![
+        "s4" | "s4e" => vec![
             r(
                 "server RSS per idle peer (KB)",
                 "rss_per_peer_bytes",
@@ -441,7 +441,9 @@ so the rate is what the server carries without any queue growing past that. \
 Deliveries per second, and send-to-receive latency, which therefore includes \
 waiting behind up to that many deliveries (it is latency at saturation).\n\
 - **S4** 10,000 peers (rooms of 100) connect and each is verified by one echo; \
-server RSS per peer = (RSS after, settled 1 s - RSS before the first connection) / peers.\n\
+server RSS per peer = (RSS after, settled 1 s - RSS before the first connection) / peers. \
+The same against `examples/echo.rs`, the quickstart (a plain `tokio::spawn` per \
+connection, one `Peer` each, no room): what the plainest application costs.\n\
 - **S5** churn: connect, one echo, close (close handshake completed), 8 loops in parallel.\n\
 - **S6** a member does the WebSocket handshake and never reads; 3 members read; a \
 sender broadcasts 50,000 notifications of 1 KB (at most 64 not yet delivered to the \

@@ -7,7 +7,7 @@ use super::*;
 /// has no such setting and ignores it).
 pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 
-pub(super) const ALL: [&str; 8] = ["s1", "s2", "s3", "s3k", "s4", "s5", "s6", "s7"];
+pub(super) const ALL: [&str; 9] = ["s1", "s2", "s3", "s3k", "s4", "s4e", "s5", "s6", "s7"];
 
 /// One scenario as run: its key, title and the load generator's arguments.
 #[derive(Debug)]
@@ -20,6 +20,8 @@ pub(super) struct Scenario {
     /// Pin the server to CPU 0 and the load generator to CPU 1 (S1: see
     /// `PIN_NOTE`).
     pub(super) pin: bool,
+    /// Run against the echo example (only), not the room servers.
+    pub(super) echo: bool,
 }
 
 /// Why S1 is pinned.
@@ -36,6 +38,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         args: args.iter().map(|s| (*s).to_owned()).collect(),
         server_args: Vec::new(),
         pin: false,
+        echo: false,
     };
     let mut list = if o.smoke {
         vec![
@@ -106,6 +109,11 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 &["--scenario", "s4", "--peers", "10000"],
             ),
             sc(
+                "s4e",
+                "S4 10,000 idle peers, echo example",
+                &["--scenario", "s4", "--peers", "10000"],
+            ),
+            sc(
                 "s5",
                 "S5 churn: connect, echo, close; 8 concurrent",
                 &["--scenario", "s5", "--clients", "8", "--duration", &d],
@@ -127,6 +135,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             s.server_args = vec!["--max-queue".into(), S6_QUEUE.to_string()];
         }
         s.pin = s.key == "s1" && can_pin();
+        s.echo = s.key == "s4e";
     }
     if let Some(only) = &o.scenarios {
         list.retain(|s| only.iter().any(|k| k == s.key));
