@@ -9,14 +9,18 @@ mod common;
 mod support;
 
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use protoo_server::core::{OVER_BUDGET_CODE, OVER_BUDGET_REASON, RATE_LIMITED_CODE, Rate};
-use protoo_server::{PeerConfig, PeerEvent, PeerEvents, RequestError, ServerConfig};
+use protoo_server::transport::{Inbound, memory};
+use protoo_server::{
+    DuplicatePolicy, Peer, PeerConfig, PeerEvent, PeerEvents, RequestError, Rooms, ServerConfig,
+};
 use serde_json::{Value, json};
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
@@ -344,4 +348,140 @@ async fn a_notification_flood_is_dropped_and_counted_and_others_lose_nothing() {
         polite_side,
     ));
     fixture.back_to_baseline(tasks).await;
+}
+
+/// The room example's default rate limit (`--message-rate 200`, burst
+/// twice that).
+const EXAMPLE_RATE: u64 = 200;
+const EXAMPLE_BURST: u64 = 2 * EXAMPLE_RATE;
+
+/// `count` `broadcast` requests sent at once by `client`: how many were
+/// carried out and how many answered 429.
+async fn broadcast_round(client: &Peer, count: u64) -> (u64, u64) {
+    let data: Vec<Value> = (0..count).map(|n| json!({ "n": n })).collect();
+    let requests = data.iter().map(|data| client.request("broadcast", data));
+    let (mut ok, mut limited) = (0, 0);
+    for outcome in futures_util::future::join_all(requests).await {
+        match outcome {
+            Ok(_) => ok += 1,
+            Err(error) if error.code() == Some(RATE_LIMITED_CODE) => limited += 1,
+            Err(error) => panic!("unexpected outcome: {error:?}"),
+        }
+    }
+    (ok, limited)
+}
+
+/// Item 5: one sender in a room of 1,000 peers sends `broadcast` requests
+/// as fast as it can; the server, with the room example's default limit
+/// (200 per second, bursts of 400), carries out at most that many and so
+/// sends at most that many notifications times the other members, whatever
+/// the sender does: the frames delivered to the members are counted.
+///
+/// Everything is in process on memory transports (1,000 WebSocket
+/// connections in a test would mostly measure the machine's file
+/// descriptor limit), on paused time, so the counts are exact: a full
+/// bucket's burst first, then the rate for each second that passes.
+#[tokio::test(start_paused = true)]
+async fn one_sender_in_a_room_of_1000_makes_the_server_send_at_most_its_limit_times_the_members() {
+    const MEMBERS: u64 = 999;
+    const FLOOD: u64 = 2_000;
+    let rooms = Rooms::<()>::new();
+    let limited = PeerConfig::default()
+        .with_message_rate(Rate::per_second(EXAMPLE_RATE).with_burst(EXAMPLE_BURST));
+    let delivered = Arc::new(AtomicU64::new(0));
+    for i in 0..MEMBERS {
+        let (server_end, mut client_end) = memory::pair(1 << 20);
+        let (_, _, events) = rooms
+            .create_peer(
+                "big",
+                format!("m{i}"),
+                server_end,
+                (),
+                limited.clone(),
+                DuplicatePolicy::Refuse,
+            )
+            .unwrap();
+        // Members send nothing: no loop for their events.
+        events.detach();
+        let delivered = delivered.clone();
+        tokio::spawn(async move {
+            loop {
+                match poll_fn(|cx| client_end.poll_recv(cx)).await {
+                    Inbound::Text(_) => {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Inbound::Binary(_) => {}
+                    Inbound::Closed(_) => break,
+                }
+            }
+        });
+    }
+    let (server_end, client_end) = memory::pair(16 << 20);
+    let (room, sender, mut events) = rooms
+        .create_peer(
+            "big",
+            "sender",
+            server_end,
+            (),
+            limited,
+            DuplicatePolicy::Refuse,
+        )
+        .unwrap();
+    assert_eq!(room.len() as u64, MEMBERS + 1);
+    // The room example's `broadcast`: every other member gets `chat`.
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let PeerEvent::Request(request) = event {
+                let result = room.broadcast("chat", request.payload(), &[sender.id()]);
+                request.respond(result.map(|_| json!({})));
+            }
+        }
+    });
+    let (client, _client_events) =
+        Peer::new("server", client_end, (), PeerConfig::default()).unwrap();
+
+    // Every frame of a carried-out broadcast is queued before its response
+    // is sent; the members' readers then take them.
+    let settle = |expected: u64| {
+        let delivered = delivered.clone();
+        async move {
+            for _ in 0..1_000_000 {
+                if delivered.load(Ordering::Relaxed) >= expected {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            delivered.load(Ordering::Relaxed)
+        }
+    };
+
+    // At once: the burst, no more.
+    let (ok, refused) = broadcast_round(&client, FLOOD).await;
+    assert_eq!((ok, refused), (EXAMPLE_BURST, FLOOD - EXAMPLE_BURST));
+    assert_eq!(settle(ok * MEMBERS).await, EXAMPLE_BURST * MEMBERS);
+
+    // Each second after: the rate, no more.
+    for second in 1..=3 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (ok, refused) = broadcast_round(&client, FLOOD).await;
+        assert_eq!(
+            (ok, refused),
+            (EXAMPLE_RATE, FLOOD - EXAMPLE_RATE),
+            "second {second}"
+        );
+        let expected = (EXAMPLE_BURST + second * EXAMPLE_RATE) * MEMBERS;
+        assert_eq!(settle(expected).await, expected);
+    }
+    // Nothing more arrives later.
+    tokio::task::yield_now().await;
+    assert_eq!(
+        delivered.load(Ordering::Relaxed),
+        (EXAMPLE_BURST + 3 * EXAMPLE_RATE) * MEMBERS
+    );
+    let server_side = rooms.get("big").unwrap().peer("sender").unwrap();
+    assert_eq!(
+        server_side.refused_messages(),
+        4 * FLOOD - EXAMPLE_BURST - 3 * EXAMPLE_RATE
+    );
+    rooms.close_all();
 }
