@@ -235,7 +235,7 @@ impl Opts {
                 }
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
-                                [--only ours|anchor] [--scenarios s1,s2,s3,s3k,s4,s5,s6,s7] \
+                                [--only ours|anchor] [--scenarios s1,s2,s3,s3k,s4,s5,s6,s7,s8,s9] \
                                 [--write|--no-write]"
                         .into());
                 }
