@@ -306,7 +306,7 @@ pub(super) fn rows(key: &str) -> Vec<Row> {
                 "of_limit",
                 1.0,
                 3,
-                Lower,
+                Neither,
                 Target::AtMost(1.01),
             ),
             r(
