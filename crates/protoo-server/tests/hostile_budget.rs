@@ -69,7 +69,11 @@ async fn wait_all_closed(fixture: &mut Fixture, ids: &[&str]) {
 /// holds a few KB), and the flooder reads everything the server sends
 /// while it floods. A client that stopped reading instead would see its
 /// server-side peer closed by the outbound queue limit (1008) or by the
-/// keepalive, which is the slow-reader rule and not this one.
+/// keepalive, which is the slow-reader rule and not this one. And a flooder
+/// written as a protoo `Peer` must keep its `PeerEvents`: dropped (`let
+/// (peer, _) = client(..)`), they close that client at once with 1011 `peer
+/// events dropped`, and every ask then ends with the peer closed instead of
+/// a 503 or a 500.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ask_flood_is_bounded_by_the_budget_and_every_ask_is_answered_once() {
     // Long enough for the flood to be refused while the first asks wait;
