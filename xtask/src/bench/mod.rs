@@ -13,10 +13,10 @@
 //!
 //! ```text
 //! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor]
-//!                   [--scenarios s1,s2,s3,s3k,s4,s4e,s5,s6,s7] [--write | --no-write]
+//!                   [--scenarios s1,s2,s3,s3k,s4,s4e,s5,s6,s7,s8,s9] [--write | --no-write]
 //! ```
 //!
-//! `--smoke` (CI): tiny versions of S1, S3, S5 and S6 against our server, and
+//! `--smoke` (CI): tiny versions of S1, S3, S5, S6, S8 and S9 against our server, and
 //! against the anchor too when `tests/interop/node_modules` is installed
 //! (smoke never runs npm); dev-profile builds; fails on any error; writes
 //! nothing.
@@ -244,7 +244,7 @@ impl Opts {
                 }
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
-                                [--only ours|anchor] [--scenarios s1,s2,s3,s3k,s4,s4e,s5,s6,s7] \
+                                [--only ours|anchor] [--scenarios s1,s2,s3,s3k,s4,s4e,s5,s6,s7,s8,s9] \
                                 [--write|--no-write]"
                         .into());
                 }
@@ -272,7 +272,7 @@ mod tests {
         assert!((o.duration - 2.0).abs() < 1e-9);
         assert_eq!(o.scenarios, Some(vec!["s1".to_owned(), "s3k".to_owned()]));
         assert!(Opts::parse(&args("--bogus")).is_err());
-        assert!(Opts::parse(&args("--scenarios s9")).is_err());
+        assert!(Opts::parse(&args("--scenarios s10")).is_err());
         assert!(Opts::parse(&args("--duration")).is_err());
     }
 

@@ -248,7 +248,11 @@ pub(super) fn run_one(
     } else {
         (None, None)
     };
-    let server = match Server::start(kind, &sc.server_args, server_cpus, &log) {
+    let mut server_args = sc.server_args.clone();
+    if matches!(kind, ServerKind::Ours { .. }) {
+        server_args.extend(sc.ours_args.iter().cloned());
+    }
+    let server = match Server::start(kind, &server_args, server_cpus, &log) {
         Ok(s) => s,
         Err(e) => return outcome(Err(e)),
     };
