@@ -200,12 +200,17 @@ impl PeerConfig {
     /// The timeout of a request sent while `pending` other requests to the
     /// same peer wait for their response.
     pub fn request_timeout_for(&self, pending: usize) -> Duration {
-        match self.request_timeout {
-            Some(timeout) => timeout,
-            // 2000 × (15 + 0.1 × pending) ms, in integers.
-            None => Duration::from_millis(
-                30_000u64.saturating_add(200u64.saturating_mul(pending as u64)),
-            ),
+        request_timeout(self.request_timeout, pending)
+    }
+}
+
+/// [`PeerConfig::request_timeout_for`] from the configured timeout alone.
+pub(crate) fn request_timeout(configured: Option<Duration>, pending: usize) -> Duration {
+    match configured {
+        Some(timeout) => timeout,
+        // 2000 × (15 + 0.1 × pending) ms, in integers.
+        None => {
+            Duration::from_millis(30_000u64.saturating_add(200u64.saturating_mul(pending as u64)))
         }
     }
 }
