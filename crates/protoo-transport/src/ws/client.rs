@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::client::{Request, Response};
 
+use super::read_ahead::ReadAhead;
 use super::{PROTOO_SUBPROTOCOL, WsConfig, conn};
 use crate::{Transport, TransportError};
 
@@ -238,6 +239,7 @@ async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let stream = ReadAhead::new(stream);
     let (ws, response) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(config.tungstenite()))
             .await
