@@ -80,6 +80,20 @@ impl ClientOptions {
         self.tls = Some(config);
         self
     }
+
+    /// The rustls client configuration set by
+    /// [`ClientOptions::with_tls_config`], if any.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.tls.as_ref()
+    }
+
+    /// Whether the URL's scheme is `wss` (any case).
+    pub fn is_secure(&self) -> bool {
+        self.url
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("wss"))
+    }
 }
 
 impl fmt::Debug for ClientOptions {
