@@ -93,8 +93,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(secs) = args.ping_interval {
         ws = ws.with_ping_interval(Some(Duration::from_secs(secs)));
     }
-    let (mut server, mount) = WebSocketServer::mounted(ServerConfig::default().with_ws(ws));
-    let local_addr = page::serve(args.listen, mount)
+    let config = ServerConfig::default().with_ws(ws);
+    let (mut server, mount) = WebSocketServer::mounted(config.clone());
+    let local_addr = page::serve(args.listen, mount, &config)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     println!("listening on ws://{local_addr}/");

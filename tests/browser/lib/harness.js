@@ -165,7 +165,7 @@ async function startRoom(listen = '127.0.0.1:0')
 /** Headless Chromium (Debian's), closed and killed by pid with `close()`. */
 async function launchBrowser()
 {
-	const args = [ '--headless=new', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run' ];
+	const args = [ '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run' ];
 
 	// Chromium's sandbox cannot start as root (containers, CI).
 	if (typeof process.getuid === 'function' && process.getuid() === 0)
