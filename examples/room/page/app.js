@@ -44,6 +44,8 @@
 
 	peer.on('open', async () =>
 	{
+		if (everOpen)
+			notice('Reconnected');
 		everOpen = true;
 		setStatus('open');
 		try

@@ -74,7 +74,8 @@ impl ClientOptions {
     /// The rustls client configuration for `wss://` URLs (its root
     /// certificates decide which servers are trusted; see
     /// [`tls::client_config`](super::tls::client_config)). Required for
-    /// `wss://`: this crate bundles no root certificates.
+    /// `wss://`: this crate bundles no root certificates (the
+    /// `protoo-client` crate's client defaults to Mozilla's).
     #[cfg(feature = "tls")]
     pub fn with_tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
