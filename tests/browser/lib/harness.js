@@ -211,7 +211,7 @@ async function launchBrowser()
  * A page of the room: records every `#status` value and every WebSocket the
  * page opens, then loads `url`.
  */
-async function openRoomPage(browser, url, { width = 960, height = 640 } = {})
+async function openRoomPage(browser, url, { width = 960, height = 640, refuseFirst = false } = {})
 {
 	const page = await browser.newPage();
 
@@ -219,16 +219,22 @@ async function openRoomPage(browser, url, { width = 960, height = 640 } = {})
 	await page.setViewport({ width, height });
 	page.errors = [];
 	page.on('pageerror', (error) => page.errors.push(error));
-	await page.evaluateOnNewDocument(() =>
+	// With `refuseFirst`, the page's first WebSocket goes to its URL without
+	// the query: the room server really refuses it (400, no roomId). The
+	// following ones go where the page says.
+	await page.evaluateOnNewDocument((refuse) =>
 	{
 		window.__sockets = 0;
 		const Native = window.WebSocket;
 
 		window.WebSocket = class extends Native
 		{
-			constructor(...args)
+			constructor(target, ...rest)
 			{
-				super(...args);
+				const first = window.__sockets === 0 && refuse;
+				const url = first ? String(target).split('?')[0] : target;
+
+				super(url, ...rest);
 				window.__sockets += 1;
 			}
 		};
@@ -247,7 +253,7 @@ async function openRoomPage(browser, url, { width = 960, height = 640 } = {})
 			record();
 			new MutationObserver(record).observe(status, { childList: true, characterData: true, subtree: true });
 		});
-	});
+	}, refuseFirst);
 	await page.goto(url, { waitUntil: 'load' });
 
 	return page;

@@ -247,6 +247,28 @@ describe('the room page in Chromium', { skip: skip || false }, () =>
 			assert.ok(url.startsWith(`${origin}/`) || url.startsWith(ws), url);
 		}
 		assert.ok(requests.some((url) => url.endsWith('/protoo-client.js')));
+
+		// The CSP holds in the browser: no connection elsewhere, no inline
+		// script, even when the page itself tries.
+		const violations = await page.evaluate(() => new Promise((resolve) =>
+		{
+			const seen = [];
+
+			document.addEventListener('securitypolicyviolation', (event) =>
+			{
+				seen.push(event.effectiveDirective);
+				if (seen.length === 2)
+					resolve(seen.sort());
+			});
+			fetch('http://127.0.0.1:9/').catch(() => {});
+			const script = document.createElement('script');
+
+			script.textContent = 'window.inlineRan = true';
+			document.body.append(script);
+		}));
+
+		assert.deepEqual(violations, [ 'connect-src', 'script-src-elem' ]);
+		assert.equal(await page.evaluate(() => 'inlineRan' in window), false);
 		await page.close();
 	});
 
@@ -269,7 +291,7 @@ describe('the room page in Chromium', { skip: skip || false }, () =>
 	});
 });
 
-describe('the connection state across a server restart', { skip: skip || false }, () =>
+describe('the connection state', { skip: skip || false }, () =>
 {
 	let chromium;
 	let server;
@@ -283,6 +305,25 @@ describe('the connection state across a server restart', { skip: skip || false }
 	{
 		await chromium?.close();
 		await server?.kill();
+	});
+
+	test('connecting through failed attempts until the first open', async () =>
+	{
+		server = await startRoom();
+		const page = await openRoomPage(
+			chromium.browser,
+			server.url({ roomId: 'late', peerId: 'lee' }),
+			{ refuseFirst: true });
+
+		// protoo-client reports the refused attempt as failed and retries a
+		// second later, this time with the room's query.
+		await waitStatus(page, 'open');
+		assert.deepEqual(
+			await page.evaluate(() => [ window.__statuses, window.__sockets ]),
+			[ [ 'connecting', 'open' ], 2 ]);
+		await page.close();
+		await server.kill();
+		server = null;
 	});
 
 	test('disconnected while the server is down, open and rejoined after', async () =>
