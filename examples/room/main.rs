@@ -5,7 +5,9 @@
 //! ```
 //!
 //! Clients connect to `ws://HOST:PORT/?roomId=R&peerId=P` with the `protoo`
-//! subprotocol (the JavaScript `protoo-client` does). Rooms are created on
+//! subprotocol (the JavaScript `protoo-client` does). The same port serves
+//! a chat page at `/` (`/?roomId=R&peerId=P&displayName=N`, each optional;
+//! see `page.rs`): open it in two tabs and they chat. Rooms are created on
 //! demand and removed when their last peer leaves; a second connection with
 //! a peer id already in the room replaces the old peer.
 //!
@@ -24,6 +26,8 @@
 //! A notification `chat {text}` is relayed like the request. When a peer
 //! leaves, the others get `peerClosed {peerId}`. This example is the contract
 //! the interop suites and the benchmarks run against.
+
+mod page;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -146,10 +150,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(secs) = args.ping_interval {
         ws = ws.with_ping_interval(Some(Duration::from_secs(secs)));
     }
-    let mut server = WebSocketServer::bind(args.listen, ServerConfig::default().with_ws(ws))
+    let config = ServerConfig::default().with_ws(ws);
+    let (mut server, mount) = WebSocketServer::mounted(config.clone());
+    let local_addr = page::serve(args.listen, mount, &config)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
-    println!("listening on ws://{}/", server.local_addr());
+    println!("listening on ws://{local_addr}/");
 
     let handle = server.handle();
     tokio::spawn(async move {
