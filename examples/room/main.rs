@@ -273,11 +273,14 @@ fn handle_request(room: &Room<PeerState>, peer: &Peer<PeerState>, request: Incom
         "echo" => {
             let mut request = request;
             let data = request.take_payload();
-            request.accept(&data);
+            request.accept_payload(&data);
         }
         "broadcast" => {
-            let result = room.broadcast("chat", request.payload(), &[peer.id()]);
-            request.respond(result.map(|_| json!({})));
+            let _ = room
+                .to_all()
+                .except([peer.id()])
+                .notify_payload("chat", request.payload());
+            request.accept(&json!({}));
         }
         "chat" => request.handle(|chat: Chat| {
             let data = json!({ "peerId": peer.id(), "text": chat.text });

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use protoo_codec::{EncodeError, Frame, encode};
+use protoo_codec::{EncodeError, Frame, Payload, encode};
 use protoo_transport::TransportError;
 use serde::Serialize;
 
@@ -101,6 +101,14 @@ impl<'a, D, R> Broadcast<'a, D, R> {
     ) -> Result<BroadcastReport, EncodeError> {
         let frame = encode::notification(method, data)?;
         Ok(self.send_frame(&frame))
+    }
+
+    /// Like [`notify`](Broadcast::notify), with a received payload as the
+    /// data, as it is (its JSON text copied, not parsed and encoded again):
+    /// forwarding what one peer sent to the others.
+    pub fn notify_payload(self, method: &str, data: &Payload) -> BroadcastReport {
+        let frame = encode::notification_payload(method, data);
+        self.send_frame(&frame)
     }
 
     /// Queues an already-encoded frame to every chosen peer.
