@@ -209,7 +209,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
         assert_eq!(v["id"], 8);
         let data = serde_json::to_string(&v["data"]).unwrap_or_default();
-        assert!((4090..=4100).contains(&data.len()), "{}", data.len());
+        // 13 digits of `t` counted; fewer this early in the process.
+        assert!((4096 - 12..=4096).contains(&data.len()), "{}", data.len());
         let m = broadcast(9, 42, "xyz");
         let t = m.to_text().unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
