@@ -79,6 +79,15 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4443")]
     listen: SocketAddr,
+    /// tungstenite's read buffer per connection, bytes (default: its own,
+    /// 128 KiB). To see what the buffer sizes alone cost; the benchmark
+    /// runs the default.
+    #[arg(long)]
+    read_buffer: Option<usize>,
+    /// tungstenite's write buffer per connection, bytes (default: its own,
+    /// 128 KiB).
+    #[arg(long)]
+    write_buffer: Option<usize>,
 }
 
 /// One connection's outgoing queue, as the others see it.
@@ -179,18 +188,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(args.listen).await?;
     println!("listening on ws://{}/", listener.local_addr()?);
     let rooms = Arc::new(Rooms::default());
+    let mut config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    if let Some(n) = args.read_buffer {
+        config = config.read_buffer_size(n);
+    }
+    if let Some(n) = args.write_buffer {
+        config = config.write_buffer_size(n);
+    }
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             // Out of descriptors and the like: the next accept may work.
             tokio::task::yield_now().await;
             continue;
         };
-        tokio::spawn(connection(tcp, Arc::clone(&rooms)));
+        tokio::spawn(connection(tcp, Arc::clone(&rooms), config));
     }
 }
 
 /// One connection: handshake, join, read loop; its writer in a task of its own.
-async fn connection(tcp: TcpStream, rooms: Arc<Rooms>) {
+async fn connection(tcp: TcpStream, rooms: Arc<Rooms>, config: WebSocketConfig) {
     let _ = tcp.set_nodelay(true);
     let mut ids: Option<(String, String)> = None;
     // The callback's type is tungstenite's (`ErrorResponse` is an HTTP response).
@@ -229,9 +247,6 @@ async fn connection(tcp: TcpStream, rooms: Arc<Rooms>) {
             }
         }
     };
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
     let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config)).await
     else {
         return;
