@@ -69,6 +69,9 @@ const MAX_MESSAGE: usize = 1 << 20;
 /// How long a closing connection's writer may take to send what is queued.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// How long the upgrade may take (ours: 10 s by default too).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -199,8 +202,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
-            // Out of descriptors and the like: the next accept may work.
-            tokio::task::yield_now().await;
+            // Out of descriptors and the like: retry soon, without spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         tokio::spawn(connection(tcp, Arc::clone(&rooms), config));
@@ -247,8 +250,8 @@ async fn connection(tcp: TcpStream, rooms: Arc<Rooms>, config: WebSocketConfig) 
             }
         }
     };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config)).await
-    else {
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config));
+    let Ok(Ok(ws)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await else {
         return;
     };
     let Some((room_id, peer_id)) = ids else {
