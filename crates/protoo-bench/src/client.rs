@@ -105,13 +105,37 @@ fn text(s: String) -> Message {
 
 /// `echo` request whose data carries the send time: `{"t":NS}`.
 pub(crate) fn echo(id: u64) -> Message {
-    let mut s = String::with_capacity(80);
+    echo_padded(id, "")
+}
+
+/// `echo` request with data `{"t":NS}`, and `pad` appended as `"p":"…"`
+/// when not empty.
+pub(crate) fn echo_padded(id: u64, pad: &str) -> Message {
+    let mut s = String::with_capacity(80 + pad.len());
     let _ = write!(
         s,
-        r#"{{"request":true,"id":{id},"method":"echo","data":{{"t":{}}}}}"#,
+        r#"{{"request":true,"id":{id},"method":"echo","data":{{"t":{}"#,
         now_ns()
     );
+    if !pad.is_empty() {
+        let _ = write!(s, r#","p":"{pad}""#);
+    }
+    s.push_str("}}");
     text(s)
+}
+
+/// Bytes of an echo's data without its padding (`{"t":` 13 digits `,"p":""}`).
+pub(crate) const ECHO_FIXED: usize = 26;
+
+/// Bytes of a broadcast's data without its padding (`{"t":` 13 digits
+/// `,"s":` up to 8 digits `,"p":""}`).
+pub(crate) const BROADCAST_FIXED: usize = 40;
+
+/// The padding that makes the harness' data (`{"t":NS[,"s":SEQ],"p":"…"}`)
+/// about `size` bytes: `size` minus `fixed`, the bytes of the rest (none
+/// when `size` is not larger).
+pub(crate) fn pad(size: usize, fixed: usize) -> String {
+    "x".repeat(size.saturating_sub(fixed))
 }
 
 /// `broadcast` request with data `{"t":NS,"s":SEQ}` and `pad` appended as
@@ -180,6 +204,13 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
         assert_eq!(v["id"], 7);
         assert_eq!(v["method"], "echo");
+        let m = echo_padded(8, &pad(4096, ECHO_FIXED));
+        let t = m.to_text().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
+        assert_eq!(v["id"], 8);
+        let data = serde_json::to_string(&v["data"]).unwrap_or_default();
+        // 13 digits of `t` counted; fewer this early in the process.
+        assert!((4096 - 12..=4096).contains(&data.len()), "{}", data.len());
         let m = broadcast(9, 42, "xyz");
         let t = m.to_text().unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();

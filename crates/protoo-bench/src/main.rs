@@ -13,9 +13,11 @@
 //!
 //! Scenarios (see `BENCHMARKS.md`):
 //! - `s1`: request/response (`echo`), 1 client, 1 in flight.
-//! - `s2`: request/response, 50 clients x 4 in flight.
+//! - `s2`: request/response, 50 clients x 4 in flight; `--size` pads each
+//!   request's data (4 KB, 16 KB: a mediasoup `join` carries 5-20 KB).
 //! - `s3`: one sender `broadcast`s in a room of `--peers` (100, 1000); the
-//!   others receive `chat`; deliveries per second and send-to-receive latency.
+//!   others receive `chat`; deliveries per second and send-to-receive latency;
+//!   `--size` pads each broadcast's data.
 //! - `s4`: `--peers` (10,000) idle peers, each verified by one echo; server
 //!   RSS per peer.
 //! - `s5`: churn: connect, one echo, close; 8 concurrent.
@@ -84,8 +86,10 @@ struct Args {
     /// s6: notifications to broadcast (50,000); s8: asks to send (1,000).
     #[arg(long)]
     messages: Option<u64>,
-    /// s6: size of each notification's data in bytes (1,024); s8: of each
-    /// ask frame (921,600).
+    /// Size in bytes of each request's data in s1/s2 (echo; default: just
+    /// the timestamp, about 20), of each broadcast's data in s3 (about 30)
+    /// and s6 (1,024); s8: of each ask frame (921,600). The data is padded
+    /// to about this size.
     #[arg(long)]
     size: Option<usize>,
     /// s9: the server's incoming rate limit, messages per second per peer,
@@ -299,6 +303,7 @@ fn main() -> ExitCode {
                     &run,
                     args.clients.unwrap_or(1),
                     args.in_flight.unwrap_or(1),
+                    args.size.unwrap_or(0),
                     &mut report,
                 )
                 .await
@@ -308,6 +313,7 @@ fn main() -> ExitCode {
                     &run,
                     args.clients.unwrap_or(50),
                     args.in_flight.unwrap_or(4),
+                    args.size.unwrap_or(0),
                     &mut report,
                 )
                 .await
@@ -320,7 +326,7 @@ fn main() -> ExitCode {
                     receivers: peers - 1,
                     stalled: false,
                     count: None,
-                    size: 0,
+                    size: args.size.unwrap_or(0),
                     window,
                 };
                 broadcast::run(&run, &opts, &mut report).await

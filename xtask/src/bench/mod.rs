@@ -1,9 +1,12 @@
 //! `cargo xtask bench`: protoo-rs side by side with protoo-server.
 //!
-//! Builds the load generator (`protoo-bench`) and the `room` example in
-//! release mode, installs the Node anchor's packages when they are missing,
-//! then for every scenario starts a fresh server (ours, then the anchor:
-//! `tests/interop/anchor/room-server.js` on the real protoo-server), runs
+//! Builds the load generator (`protoo-bench`, with the floor server) and the
+//! `room` example in release mode, installs the Node anchor's packages when
+//! they are missing, then for every scenario starts a fresh server (ours,
+//! then the anchor: `tests/interop/anchor/room-server.js` on the real
+//! protoo-server, then, in the scenarios it can serve (S1, S2, S3), the
+//! floor: `crates/protoo-bench/src/bin/floor.rs`, a bare tokio-tungstenite
+//! protoo server with no framework around it), runs
 //! `protoo-bench` against it, and stops the server. The load generator reads
 //! the server's CPU time and RSS from `/proc/PID` at the edges of its
 //! measurement window and prints one `RESULT key=value ...` line, which this
@@ -12,14 +15,15 @@
 //! rest of the file is kept).
 //!
 //! ```text
-//! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor]
-//!                   [--scenarios s1,s2,s3,s3k,s4,s4e,s5,s6,s7,s8,s9] [--write | --no-write]
+//! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor|floor]
+//!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9]
+//!                   [--write | --no-write]
 //! ```
 //!
-//! `--smoke` (CI): tiny versions of S1, S3, S5, S6, S8 and S9 against our server, and
-//! against the anchor too when `tests/interop/node_modules` is installed
-//! (smoke never runs npm); dev-profile builds; fails on any error; writes
-//! nothing.
+//! `--smoke` (CI): tiny versions of S1, S2 at 16 KB, S3, S5, S6, S8 and S9 against our
+//! server, against the floor where it serves the scenario, and against the
+//! anchor too when `tests/interop/node_modules` is installed (smoke never
+//! runs npm); dev-profile builds; fails on any error; writes nothing.
 //! Servers and the load generator run under `ulimit -n <hard limit>`.
 
 use std::collections::BTreeMap;
@@ -46,8 +50,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
 
     let node_ready = root.join("tests/interop/node_modules").is_dir();
-    let want_anchor = opts.only != Some(Which::Ours);
-    let want_ours = opts.only != Some(Which::Anchor);
+    let want_anchor = opts.only.is_none_or(|w| w == Which::Anchor);
+    let want_ours = opts.only.is_none_or(|w| w == Which::Ours);
+    let want_floor = opts.only.is_none_or(|w| w == Which::Floor);
     let with_anchor = want_anchor && (node_ready || !opts.smoke);
     if want_anchor && !with_anchor {
         println!("bench: tests/interop/node_modules missing: smoke runs against protoo-rs only");
@@ -58,9 +63,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let profile: &[&str] = if opts.smoke { &[] } else { &["--release"] };
     let profile_dir = if opts.smoke { "debug" } else { "release" };
     super::run(
-        "build protoo-bench",
+        "build protoo-bench and the floor",
         super::cargo()
-            .args(["build", "-p", "protoo-bench"])
+            .args(["build", "-p", "protoo-bench", "--bins"])
             .args(profile),
     )?;
     if want_ours {
@@ -83,6 +88,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
     let target = super::target_dir();
     let bench_bin = target.join(profile_dir).join("protoo-bench");
+    let floor_bin = target.join(profile_dir).join("floor");
     let room_bin = target.join(profile_dir).join("examples/room");
     let echo = [ServerKind::Echo {
         bin: target.join(profile_dir).join("examples/echo"),
@@ -99,6 +105,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             dir: root.join("tests/interop"),
         });
     }
+    if want_floor {
+        servers.push(ServerKind::Floor { bin: floor_bin });
+    }
 
     let scenarios = scenarios(&opts);
     let mut results: Vec<Outcome> = Vec::new();
@@ -109,6 +118,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             (false, _) => &servers,
         };
         for server in against {
+            if matches!(server, ServerKind::Floor { .. }) && !sc.floor {
+                continue;
+            }
             println!("\n==> {} against {}", sc.title, server.name());
             let outcome = run_one(sc, server, &bench_bin, &logs, &opts);
             match &outcome.result {
@@ -178,6 +190,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 enum Which {
     Ours,
     Anchor,
+    Floor,
 }
 
 #[derive(Debug)]
@@ -226,7 +239,10 @@ impl Opts {
                     o.only = Some(match value()?.as_str() {
                         "ours" => Which::Ours,
                         "anchor" => Which::Anchor,
-                        v => return Err(format!("--only: expected ours or anchor, got {v}")),
+                        "floor" => Which::Floor,
+                        v => {
+                            return Err(format!("--only: expected ours, anchor or floor, got {v}"));
+                        }
                     });
                 }
                 "--scenarios" => {
@@ -244,7 +260,8 @@ impl Opts {
                 }
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
-                                [--only ours|anchor] [--scenarios s1,s2,s3,s3k,s4,s4e,s5,s6,s7,s8,s9] \
+                                [--only ours|anchor|floor] \
+                                [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9] \
                                 [--write|--no-write]"
                         .into());
                 }
@@ -313,8 +330,65 @@ mod tests {
         ];
         let t = table(&sc, &servers, &results, true);
         assert!(
-            t.contains("| requests/s | 300 | 100 | 3.00× | ≥ 3× anchor | yes |"),
+            t.contains("| requests/s | 300 | 100 | – | 3.00× |  | ≥ 3× anchor | yes |"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn table_compares_with_the_floor() {
+        let parsed = |line: &str| Parsed {
+            line: line.to_owned(),
+            fields: line
+                .split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        let results = vec![
+            Outcome {
+                scenario: "s2-16k",
+                server: "ours",
+                result: Ok(parsed("rate=300 srv_cpu_us_per_op=11.5")),
+            },
+            Outcome {
+                scenario: "s2-16k",
+                server: "floor",
+                result: Ok(parsed("rate=330 srv_cpu_us_per_op=10")),
+            },
+            Outcome {
+                scenario: "s4",
+                server: "ours",
+                result: Ok(parsed("rss_per_peer_bytes=4000")),
+            },
+        ];
+        let o = Opts::parse(&[]).unwrap_or_else(|e| panic!("{e}"));
+        let sc: Vec<_> = scenarios(&o)
+            .into_iter()
+            .filter(|s| s.key == "s2-16k" || s.key == "s4")
+            .collect();
+        assert!(sc.iter().any(|s| s.key == "s2-16k" && s.floor));
+        assert!(sc.iter().any(|s| s.key == "s4" && !s.floor));
+        let servers = [
+            ServerKind::Ours {
+                bin: PathBuf::new(),
+            },
+            ServerKind::Floor {
+                bin: PathBuf::new(),
+            },
+        ];
+        let t = table(&sc, &servers, &results, true);
+        // 11.5 / 10 = 1.15 > 1.10; no anchor target at 16 KB.
+        assert!(
+            t.contains(
+                "| server CPU per request (µs) | 11.50 | – | 10.00 |  | 1.15× | ≤ 1.10× floor | **NO** |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("| requests/s | 300 | – | 330 |  | 0.91× |  |  |"),
+            "{t}"
+        );
+        assert!(t.contains("| 4.0 | – | not served |"), "{t}");
     }
 }

@@ -1,5 +1,5 @@
-//! Process control: starting a fresh server per scenario (ours or the Node
-//! anchor) under the file-descriptor limit, optionally pinned to a CPU,
+//! Process control: starting a fresh server per scenario (ours, the Node
+//! anchor or the floor) under the file-descriptor limit, optionally pinned to a CPU,
 //! running the load generator against it, and stopping both by pid.
 
 use super::*;
@@ -17,6 +17,11 @@ pub(super) enum ServerKind {
     Anchor {
         dir: PathBuf,
     },
+    /// The floor (`crates/protoo-bench/src/bin/floor.rs`): a bare
+    /// tokio-tungstenite protoo server, only in the scenarios it can serve.
+    Floor {
+        bin: PathBuf,
+    },
 }
 
 impl ServerKind {
@@ -25,6 +30,7 @@ impl ServerKind {
             ServerKind::Ours { .. } => "protoo-rs",
             ServerKind::Echo { .. } => "protoo-rs (echo example)",
             ServerKind::Anchor { .. } => "protoo-server",
+            ServerKind::Floor { .. } => "floor (bare tokio-tungstenite)",
         }
     }
 
@@ -32,12 +38,15 @@ impl ServerKind {
         match self {
             ServerKind::Ours { .. } | ServerKind::Echo { .. } => "ours",
             ServerKind::Anchor { .. } => "anchor",
+            ServerKind::Floor { .. } => "floor",
         }
     }
 
     pub(super) fn command(&self, listen: &str, extra: &[String], cpus: Option<&str>) -> Command {
         let (program, mut args, dir): (String, Vec<String>, Option<&Path>) = match self {
-            ServerKind::Ours { bin } => (bin.display().to_string(), Vec::new(), None),
+            ServerKind::Ours { bin } | ServerKind::Floor { bin } => {
+                (bin.display().to_string(), Vec::new(), None)
+            }
             // The quickstart takes its address as its one argument.
             ServerKind::Echo { bin } => (bin.display().to_string(), Vec::new(), None),
             ServerKind::Anchor { dir } => (

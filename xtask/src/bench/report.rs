@@ -37,7 +37,12 @@ pub(super) enum Target {
     AtMost(f64),
     /// ours (in displayed units) at least this.
     AtLeast(f64),
+    /// ours / floor at most this.
+    FloorRatioAtMost(f64),
 }
+
+/// Server CPU per message, ours / floor, at most (S2 and S3 at every size).
+pub(super) const FLOOR_CPU: f64 = 1.10;
 
 pub(super) fn rows(key: &str) -> Vec<Row> {
     use Better::{Higher, Lower, Neither};
@@ -51,6 +56,18 @@ pub(super) fn rows(key: &str) -> Vec<Row> {
         target,
     };
     let cpu = |unit| r(unit, "srv_cpu_us_per_op", 1.0, 2, Lower, Target::None);
+    let floor_cpu = |unit| {
+        r(
+            unit,
+            "srv_cpu_us_per_op",
+            1.0,
+            2,
+            Lower,
+            Target::FloorRatioAtMost(FLOOR_CPU),
+        )
+    };
+    // The anchor targets were set for the small messages only.
+    let vs_anchor = |t| if key.contains('-') { Target::None } else { t };
     let load = r(
         "CPU in the window, % of a core: server / client / other processes",
         "@cpu",
@@ -74,18 +91,18 @@ pub(super) fn rows(key: &str) -> Vec<Row> {
             cpu("server CPU per request (µs)"),
             load,
         ],
-        "s2" => vec![
+        "s2" | "s2-4k" | "s2-16k" => vec![
             r(
                 "requests/s",
                 "rate",
                 1.0,
                 0,
                 Higher,
-                Target::RatioAtLeast(3.0),
+                vs_anchor(Target::RatioAtLeast(3.0)),
             ),
             r("latency p50 (µs)", "p50_us", 1.0, 1, Lower, Target::None),
             r("latency p99 (µs)", "p99_us", 1.0, 1, Lower, Target::None),
-            cpu("server CPU per request (µs)"),
+            floor_cpu("server CPU per request (µs)"),
             r(
                 "server RSS (MB)",
                 "srv_rss_kb",
@@ -96,14 +113,14 @@ pub(super) fn rows(key: &str) -> Vec<Row> {
             ),
             load,
         ],
-        "s3" | "s3k" => vec![
+        "s3" | "s3k" | "s3-4k" => vec![
             r(
                 "deliveries/s",
                 "rate",
                 1.0,
                 0,
                 Higher,
-                Target::RatioAtLeast(5.0),
+                vs_anchor(Target::RatioAtLeast(5.0)),
             ),
             r(
                 "send→receive p50 (µs)",
@@ -121,7 +138,7 @@ pub(super) fn rows(key: &str) -> Vec<Row> {
                 Lower,
                 Target::None,
             ),
-            cpu("server CPU per delivery (µs)"),
+            floor_cpu("server CPU per delivery (µs)"),
             r(
                 "delivered to every receiver (%)",
                 "delivered_pct",
@@ -407,13 +424,21 @@ pub(super) fn table(
             .and_then(|o| o.result.as_ref().ok())
     };
     let has = |w: &str| servers.iter().any(|s| s.short() == w);
+    let ratio = |o: Option<f64>, x: Option<f64>, row: &Row| match (o, x) {
+        (Some(o), Some(x)) if x != 0.0 && row.better != Better::Neither => {
+            format!("{:.2}×", o / x)
+        }
+        _ => String::new(),
+    };
     let mut out = String::from(
-        "| Scenario | Metric | protoo-rs | protoo-server | ours / anchor | Target | Met |\n\
-         |---|---|---:|---:|---:|---|---|\n",
+        "| Scenario | Metric | protoo-rs | protoo-server | floor | ours / anchor | ours / floor \
+         | Target | Met |\n\
+         |---|---|---:|---:|---:|---:|---:|---|---|\n",
     );
     for sc in scenarios {
         let ours = find(sc.key, "ours");
         let anchor = find(sc.key, "anchor");
+        let floor = find(sc.key, "floor");
         for (i, mut row) in rows(sc.key).into_iter().enumerate() {
             row.scenario = if i == 0 { sc.title } else { "" };
             let (o_txt, o) = if has("ours") {
@@ -426,12 +451,15 @@ pub(super) fn table(
             } else {
                 ("–".into(), None)
             };
-            let ratio = match (o, a) {
-                (Some(o), Some(a)) if a != 0.0 && row.better != Better::Neither => {
-                    format!("{:.2}×", o / a)
-                }
-                _ => String::new(),
+            let (f_txt, f) = match (has("floor"), sc.floor) {
+                (true, true) => cell(floor, &row),
+                // Said once per scenario the floor does not speak.
+                (true, false) if i == 0 => ("not served".into(), None),
+                (true, false) => (String::new(), None),
+                (false, _) => ("–".into(), None),
             };
+            let vs_anchor = ratio(o, a, &row);
+            let vs_floor = ratio(o, f, &row);
             let (target, met) = match if targets { row.target } else { Target::None } {
                 Target::None => (String::new(), String::new()),
                 Target::RatioAtLeast(t) => (
@@ -443,9 +471,14 @@ pub(super) fn table(
                 }
                 Target::AtMost(t) => (format!("≤ {t}"), yes_no(o.map(|o| o <= t))),
                 Target::AtLeast(t) => (format!("≥ {t}"), yes_no(o.map(|o| o >= t))),
+                Target::FloorRatioAtMost(t) => (
+                    format!("≤ {t:.2}× floor"),
+                    yes_no(o.zip(f).map(|(o, f)| f > 0.0 && o / f <= t)),
+                ),
             };
             out.push_str(&format!(
-                "| {} | {} | {o_txt} | {a_txt} | {ratio} | {target} | {met} |\n",
+                "| {} | {} | {o_txt} | {a_txt} | {f_txt} | {vs_anchor} | {vs_floor} | {target} \
+                 | {met} |\n",
                 row.scenario, row.metric
             ));
         }
@@ -488,8 +521,13 @@ pub(super) fn write_benchmarks(
          where server and client together reach the core count is bounded by the \
          machine, not by one side alone, and one with much \"other\" CPU is noisy. \
          The anchor (Node) runs its JavaScript on one thread; ours uses every core. \
-         Ratios are ours / anchor: above 1 is better for rates, below 1 for \
-         latency, CPU and memory. {}\n\n",
+         Ratios are ours / anchor and ours / floor: above 1 is better for rates, \
+         below 1 for latency, CPU and memory. The floor \
+         (`crates/protoo-bench/src/bin/floor.rs`) is a bare tokio-tungstenite protoo \
+         server with no framework around it (default 128 KiB buffers, one writer \
+         task per connection, data forwarded as raw JSON): the least a server on \
+         tokio-tungstenite costs for the same messages. It answers `echo` and \
+         `broadcast` only, so it runs in S1, S2 and S3 (\"not served\" elsewhere). {}\n\n",
         opts.duration,
         if results.iter().any(|o| o.scenario == "s1") && can_pin() {
             PIN_NOTE
@@ -525,14 +563,22 @@ with one command:\n\n```sh\ncargo xtask bench            # all scenarios, writes
 cargo xtask bench --smoke    # two-second check of the harness (CI)\n```\n\n";
 
 pub(super) const SCENARIOS: &str = "\n## Scenarios\n\n\
+The **floor** (`crates/protoo-bench/src/bin/floor.rs`) runs beside ours and the anchor in \
+S1, S2 and S3: a bare tokio-tungstenite protoo server (default 128 KiB buffers, one writer \
+task per connection, data forwarded as raw JSON); `ours / floor` is what the framework \
+costs above it. Target: server CPU per message ≤ 1.10× the floor in S2 and S3 at every \
+size.\n\n\
 - **S1** request/response (`echo`), 1 client, 1 request in flight: latency.\n\
-- **S2** request/response, 50 clients x 4 requests in flight (closed loop).\n\
+- **S2** request/response, 50 clients x 4 requests in flight (closed loop); also with \
+the request's data padded to 4 KB and 16 KB (a mediasoup `join` carries \
+rtpCapabilities of 5-20 KB).\n\
 - **S3** one sender calls `broadcast` with `{t, s}` in its data; every other member \
 of a room of 100 (and of 1000) receives `chat` with that data. The sender keeps at \
 most about 16,384 deliveries outstanding (flow control on what receivers have got), \
 so the rate is what the server carries without any queue growing past that. \
 Deliveries per second, and send-to-receive latency, which therefore includes \
-waiting behind up to that many deliveries (it is latency at saturation).\n\
+waiting behind up to that many deliveries (it is latency at saturation). Also \
+with the data padded to 4 KB in the room of 100.\n\
 - **S4** 10,000 peers (rooms of 100) connect and each is verified by one echo; \
 server RSS per peer = (RSS after, settled 1 s - RSS before the first connection) / peers. \
 The same against `examples/echo.rs`, the quickstart (a plain `tokio::spawn` per \

@@ -7,9 +7,12 @@ use super::*;
 /// has no such setting and ignores it).
 pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 
-pub(super) const ALL: [&str; 11] = [
-    "s1", "s2", "s3", "s3k", "s4", "s4e", "s5", "s6", "s7", "s8", "s9",
+pub(super) const ALL: [&str; 14] = [
+    "s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k", "s4", "s4e", "s5", "s6", "s7", "s8", "s9",
 ];
+
+/// The scenarios the floor serves (it answers `echo` and `broadcast` only).
+pub(super) const FLOOR: [&str; 7] = ["s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k"];
 
 /// The incoming rate limit S9 gives our server (the room example's
 /// default, passed explicitly), messages per second per peer, and its burst.
@@ -38,6 +41,8 @@ pub(super) struct Scenario {
     pub(super) pin: bool,
     /// Run against the echo example (only), not the room servers.
     pub(super) echo: bool,
+    /// Run against the floor too (see [`FLOOR`]).
+    pub(super) floor: bool,
 }
 
 /// Why S1 is pinned.
@@ -56,6 +61,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         ours_args: NO_RATE_LIMITS.iter().map(|s| (*s).to_owned()).collect(),
         pin: false,
         echo: false,
+        floor: false,
     };
     let mut list = if o.smoke {
         vec![
@@ -63,6 +69,22 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 "s1",
                 "S1 echo, 1 client x 1 in flight",
                 &["--scenario", "s1", "--duration", "0.3", "--warmup", "0.1"],
+            ),
+            sc(
+                "s2-16k",
+                "S2 echo of 16 KB, 2 clients x 4 in flight",
+                &[
+                    "--scenario",
+                    "s2",
+                    "--clients",
+                    "2",
+                    "--size",
+                    "16384",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
             ),
             sc(
                 "s3",
@@ -130,9 +152,33 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 &["--scenario", "s2", "--duration", &d],
             ),
             sc(
+                "s2-4k",
+                "S2 echo of 4 KB, 50 clients x 4 in flight",
+                &["--scenario", "s2", "--size", "4096", "--duration", &d],
+            ),
+            sc(
+                "s2-16k",
+                "S2 echo of 16 KB, 50 clients x 4 in flight",
+                &["--scenario", "s2", "--size", "16384", "--duration", &d],
+            ),
+            sc(
                 "s3",
                 "S3 broadcast, room of 100",
                 &["--scenario", "s3", "--peers", "100", "--duration", &d],
+            ),
+            sc(
+                "s3-4k",
+                "S3 broadcast of 4 KB, room of 100",
+                &[
+                    "--scenario",
+                    "s3",
+                    "--peers",
+                    "100",
+                    "--size",
+                    "4096",
+                    "--duration",
+                    &d,
+                ],
             ),
             sc(
                 "s3k",
@@ -192,6 +238,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         }
         s.pin = s.key == "s1" && can_pin();
         s.echo = s.key == "s4e";
+        s.floor = FLOOR.contains(&s.key);
     }
     if let Some(only) = &o.scenarios {
         list.retain(|s| only.iter().any(|k| k == s.key));

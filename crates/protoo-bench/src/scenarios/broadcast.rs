@@ -117,6 +117,7 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     let room = if opts.stalled { "s6" } else { "s3" };
     report.set("peers", opts.receivers + 1 + usize::from(opts.stalled));
     report.set("window", opts.window);
+    report.set("size", opts.size);
 
     // The stalled member joins first and is never polled until the end.
     let stalled = if opts.stalled {
@@ -170,7 +171,7 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let base = flow.delivered.load(Ordering::SeqCst);
 
-    let pad = "x".repeat(opts.size.saturating_sub(40));
+    let pad = client::pad(opts.size, client::BROADCAST_FIXED);
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = run.pid.map(|pid| {
         let peak = Arc::clone(&peak);

@@ -13,17 +13,21 @@ use crate::client::{self, Buffers, Incoming, Ws, now_ns};
 use crate::hist::{Local, Shared};
 use crate::{Report, Run};
 
-/// Runs `clients` clients with `in_flight` requests each for the window.
+/// Runs `clients` clients with `in_flight` requests each for the window,
+/// each request's data about `size` bytes (at least `{"t":NS}`).
 pub(crate) async fn run(
     run: &Run,
     clients: usize,
     in_flight: usize,
+    size: usize,
     report: &mut Report,
 ) -> Result<(), String> {
     let clients = clients.max(1);
     let in_flight = in_flight.max(1);
     report.set("clients", clients);
     report.set("in_flight", in_flight);
+    report.set("size", size);
+    let pad: Arc<str> = client::pad(size, client::ECHO_FIXED).into();
     let mut conns = Vec::with_capacity(clients);
     for i in 0..clients {
         conns.push(client::connect(&run.target, "rr", &format!("c{i}"), Buffers::Busy).await?);
@@ -32,7 +36,15 @@ pub(crate) async fn run(
     let phase = Arc::new(Phase::default());
     let tasks: Vec<_> = conns
         .into_iter()
-        .map(|ws| tokio::spawn(client_loop(ws, in_flight, Arc::clone(&phase), hist.clone())))
+        .map(|ws| {
+            tokio::spawn(client_loop(
+                ws,
+                in_flight,
+                Arc::clone(&pad),
+                Arc::clone(&phase),
+                hist.clone(),
+            ))
+        })
         .collect();
 
     super::measure(
@@ -48,7 +60,13 @@ pub(crate) async fn run(
     Ok(())
 }
 
-async fn client_loop(mut ws: Ws, in_flight: usize, phase: Arc<Phase>, hist: Shared) -> Stats {
+async fn client_loop(
+    mut ws: Ws,
+    in_flight: usize,
+    pad: Arc<str>,
+    phase: Arc<Phase>,
+    hist: Shared,
+) -> Stats {
     let mut stats = Stats::default();
     let mut local = Local::new(&hist);
     // (id, send time) of the requests in flight, in order.
@@ -60,7 +78,7 @@ async fn client_loop(mut ws: Ws, in_flight: usize, phase: Arc<Phase>, hist: Shar
         if to_send > 0 {
             for _ in 0..to_send {
                 pending.push_back((next_id, now_ns()));
-                if let Err(e) = ws.feed(client::echo(next_id)).await {
+                if let Err(e) = ws.feed(client::echo_padded(next_id, &pad)).await {
                     stats.errors.push(format!("send: {e}"));
                     return stats;
                 }
