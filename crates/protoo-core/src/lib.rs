@@ -149,6 +149,7 @@ mod error;
 mod events;
 mod ids;
 mod log_limit;
+pub mod metrics;
 mod peer;
 mod rate;
 mod room;

@@ -91,6 +91,9 @@ pub(crate) struct RoomInner<D> {
     closed_notify: Notify,
     /// The registry holding this room, if any.
     registry: Weak<RegistryInner<D>>,
+    /// Counts the room as open until it closes (nothing without the
+    /// `metrics` feature).
+    open: crate::metrics::OpenRoom,
 }
 
 pub(crate) struct RoomState<D> {
@@ -153,6 +156,7 @@ impl<D: Send + Sync + 'static> Room<D> {
                 reported: AtomicBool::new(false),
                 closed_notify: Notify::new(),
                 registry,
+                open: crate::metrics::OpenRoom::new(),
             }),
         }
     }
@@ -393,6 +397,7 @@ impl<D> Room<D> {
     pub(crate) fn report_closed(&self) {
         if !self.inner.reported.swap(true, Ordering::AcqRel) {
             tracing::debug!(room_id = %self.inner.id, "room closed");
+            self.inner.open.closed();
         }
         self.inner.closed_notify.notify_waiters();
     }

@@ -131,6 +131,7 @@ pub use protoo_codec::Frame;
 
 mod error;
 pub mod memory;
+pub mod metrics;
 mod queue;
 mod tracker;
 pub mod ws;

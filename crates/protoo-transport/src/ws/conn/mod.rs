@@ -200,6 +200,9 @@ pub(crate) struct Conn<S> {
     ping_interval: Option<Duration>,
     pong_timeout: Duration,
     close_timeout: Duration,
+    /// Counts the connection as open until the task ends (nothing without
+    /// the `metrics` feature).
+    _open: crate::metrics::OpenConnection,
 }
 
 impl<S> fmt::Debug for Conn<S> {
@@ -249,6 +252,7 @@ where
             ping_interval: config.ping_interval,
             pong_timeout: config.pong_timeout,
             close_timeout: config.close_timeout,
+            _open: crate::metrics::OpenConnection::new(),
         }
     }
 

@@ -68,10 +68,13 @@ where
             }
             Message::Binary(data) => {
                 if self.state == State::Open {
-                    tracing::warn!(
+                    // Remote-triggered: at debug level, so a remote cannot
+                    // flood the log.
+                    tracing::debug!(
                         bytes = data.len(),
                         "binary WebSocket message dropped: protoo uses text messages"
                     );
+                    crate::metrics::binary_dropped();
                 }
                 self.held = Some(data);
             }

@@ -1,0 +1,36 @@
+//! What the server reports through the `metrics` facade (the `metrics`
+//! feature, which also turns on the metrics of `protoo-core` and
+//! `protoo-transport`: see [`core::metrics`](crate::core::metrics) and
+//! [`transport::metrics`](crate::transport::metrics)). Without the feature
+//! every item here is empty and compiles to nothing.
+//!
+//! The metrics of every layer are listed, with their labels, in the README.
+
+/// WebSocket upgrades answered with an HTTP error instead of a WebSocket
+/// (counter, label `status`: a status of [`KNOWN_STATUSES`], else its class,
+/// `4xx` or `5xx`).
+pub const UPGRADES_REJECTED: &str = "protoo_upgrades_rejected_total";
+
+/// The HTTP statuses labelled as themselves; any other is labelled by its
+/// class.
+pub const KNOWN_STATUSES: [u16; 9] = [400, 401, 403, 404, 409, 426, 429, 500, 503];
+
+/// The `status` label of an HTTP status.
+pub fn status_label(status: u16) -> &'static str {
+    const LABELS: [&str; 9] = [
+        "400", "401", "403", "404", "409", "426", "429", "500", "503",
+    ];
+    match KNOWN_STATUSES.iter().position(|known| *known == status) {
+        Some(at) => LABELS[at],
+        None if (400..500).contains(&status) => "4xx",
+        None if (500..600).contains(&status) => "5xx",
+        None => "other",
+    }
+}
+
+/// An upgrade was answered with `status`.
+#[inline]
+pub(crate) fn upgrade_rejected(_status: u16) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(UPGRADES_REJECTED, "status" => status_label(_status)).increment(1);
+}
