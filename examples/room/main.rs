@@ -25,6 +25,8 @@
 //! leaves, the others get `peerClosed {peerId}`. This example is the contract
 //! the interop suites and the benchmarks run against.
 
+mod ops;
+
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -52,6 +54,13 @@ struct Args {
     /// Keepalive ping interval in seconds (default: 60).
     #[arg(long)]
     ping_interval: Option<u64>,
+    /// Serve `GET /metrics` and `GET /healthz` on this address (built with
+    /// the `metrics` feature; see ops.rs).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: ops::LogFormat,
 }
 
 /// What the server keeps per peer: its display name, set by `join` (the
@@ -72,12 +81,8 @@ impl PeerState {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
     let args = Args::parse();
+    ops::init_logs(args.log_format);
 
     let mut ws = WsConfig::default();
     if let Some(size) = args.max_message_size {
@@ -102,6 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let rooms: Rooms<PeerState> =
         Rooms::with_defaults(PeerConfig::default(), DuplicatePolicy::Replace);
+    ops::start(args.metrics, server.handle(), rooms.clone()).await?;
     while let Some(request) = server.next_request().await {
         let rooms = rooms.clone();
         tokio::spawn(async move {
