@@ -133,7 +133,10 @@ mod enabled {
                     let text = recorder.render();
                     async move {
                         (
-                            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                            [(
+                                header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
                             text,
                         )
                     }
