@@ -29,6 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod overhead;
 mod process;
 mod report;
 mod scenarios;
@@ -63,6 +64,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             .args(["build", "-p", "protoo-bench"])
             .args(profile),
     )?;
+    let metrics_bin = if want_ours {
+        Some(overhead::build_metrics_room(profile, profile_dir)?)
+    } else {
+        None
+    };
     if want_ours {
         super::run(
             "build the room example",
@@ -86,6 +92,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let logs = target.join("bench-logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
 
+    let metered = match metrics_bin {
+        Some(bin) => {
+            overhead::check_builds(&room_bin, &bin)?;
+            Some(ServerKind::OursMetrics { bin })
+        }
+        None => None,
+    };
     let mut servers = Vec::new();
     if want_ours {
         servers.push(ServerKind::Ours { bin: room_bin });
@@ -99,7 +112,20 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let scenarios = scenarios(&opts);
     let mut results: Vec<Outcome> = Vec::new();
     for sc in &scenarios {
+        // The metrics build right after the plain one (see `overhead`).
+        let metered = metered
+            .as_ref()
+            .filter(|_| overhead::MEASURED.contains(&sc.key));
+        let mut order: Vec<&ServerKind> = Vec::new();
         for server in &servers {
+            order.push(server);
+            if matches!(server, ServerKind::Ours { .. })
+                && let Some(metered) = metered
+            {
+                order.push(metered);
+            }
+        }
+        for server in order {
             println!("\n==> {} against {}", sc.title, server.name());
             let outcome = run_one(sc, server, &bench_bin, &logs, &opts);
             match &outcome.result {
@@ -119,6 +145,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
 
     let table = table(&scenarios, &servers, &results, !opts.smoke);
+    let overhead = overhead::table(&scenarios, &results);
+    let table = if overhead.is_empty() {
+        table
+    } else {
+        format!("{table}\n{overhead}")
+    };
     println!("\n{table}");
     if opts.smoke {
         println!("bench: smoke (dev builds, tiny runs): the numbers say nothing about speed");

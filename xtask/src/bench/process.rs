@@ -7,6 +7,8 @@ use super::*;
 #[derive(Debug)]
 pub(super) enum ServerKind {
     Ours { bin: PathBuf },
+    /// Ours built with the `metrics` feature, run with `--metrics`.
+    OursMetrics { bin: PathBuf },
     Anchor { dir: PathBuf },
 }
 
@@ -14,6 +16,7 @@ impl ServerKind {
     pub(super) fn name(&self) -> &'static str {
         match self {
             ServerKind::Ours { .. } => "protoo-rs",
+            ServerKind::OursMetrics { .. } => "protoo-rs with metrics",
             ServerKind::Anchor { .. } => "protoo-server",
         }
     }
@@ -21,6 +24,7 @@ impl ServerKind {
     pub(super) fn short(&self) -> &'static str {
         match self {
             ServerKind::Ours { .. } => "ours",
+            ServerKind::OursMetrics { .. } => "metrics",
             ServerKind::Anchor { .. } => "anchor",
         }
     }
@@ -28,6 +32,11 @@ impl ServerKind {
     pub(super) fn command(&self, listen: &str, extra: &[String], cpus: Option<&str>) -> Command {
         let (program, mut args, dir): (String, Vec<String>, Option<&Path>) = match self {
             ServerKind::Ours { bin } => (bin.display().to_string(), Vec::new(), None),
+            ServerKind::OursMetrics { bin } => (
+                bin.display().to_string(),
+                vec!["--metrics".to_owned(), "127.0.0.1:0".to_owned()],
+                None,
+            ),
             ServerKind::Anchor { dir } => (
                 "node".to_owned(),
                 vec!["anchor/room-server.js".to_owned()],
