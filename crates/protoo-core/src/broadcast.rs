@@ -119,7 +119,7 @@ impl<'a, D> Broadcast<'a, D> {
                 report.skipped += 1;
                 continue;
             }
-            match peer.send_frame(frame.clone()) {
+            match peer.core().send_uncounted(frame.clone()) {
                 Ok(()) => report.delivered += 1,
                 Err(TransportError::Closed(_)) => report.skipped += 1,
                 Err(error) => {
@@ -127,6 +127,11 @@ impl<'a, D> Broadcast<'a, D> {
                     report.overflowed += 1;
                 }
             }
+        }
+        if let Some(peer) = peers.first() {
+            // Every peer's handles are the same series: count once.
+            let counted = crate::metrics::Sent::of(frame.as_bytes());
+            peer.core().metrics.sent_many(counted, report.delivered);
         }
         report
     }

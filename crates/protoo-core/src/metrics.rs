@@ -242,6 +242,18 @@ impl PeerMetrics {
         }
     }
 
+    /// `count` copies of a frame were queued (a broadcast): counted at
+    /// once rather than peer by peer.
+    #[inline]
+    pub(crate) fn sent_many(&self, _sent: Sent, _count: usize) {
+        #[cfg(feature = "metrics")]
+        if _count > 0 {
+            let count = _count as u64;
+            self.handles.sent[_sent.kind as usize].increment(count);
+            self.handles.sent_bytes.increment(_sent.len as u64 * count);
+        }
+    }
+
     /// A request of the peer was answered (`outcome` is never a timeout or
     /// a close).
     #[inline]

@@ -104,6 +104,12 @@ impl Core {
         *lock(&self.leave) = Some(room);
     }
 
+    /// Queues a frame to the remote without counting it: a broadcast
+    /// counts its deliveries at once ([`PeerMetrics::sent_many`]).
+    pub(crate) fn send_uncounted(&self, frame: Frame) -> Result<(), TransportError> {
+        self.sink.send(frame)
+    }
+
     /// Queues a frame to the remote.
     pub(crate) fn send(&self, frame: Frame) -> Result<(), TransportError> {
         let sent = meter::Sent::of(frame.as_bytes());

@@ -360,12 +360,17 @@ impl<D> Room<D> {
             if peer.is_closed() {
                 continue;
             }
-            match peer.send_frame(frame.clone()) {
+            match peer.core().send_uncounted(frame.clone()) {
                 Ok(()) => sent += 1,
                 Err(error) => {
                     tracing::debug!(room_id = %self.inner.id, peer_id = peer.id(), %error, "broadcast skipped a peer");
                 }
             }
+        }
+        if let Some(peer) = targets.first() {
+            // Every peer's handles are the same series: count once.
+            let counted = crate::metrics::Sent::of(frame.as_bytes());
+            peer.core().metrics.sent_many(counted, sent);
         }
         sent
     }

@@ -17,7 +17,10 @@ pub(super) const MEASURED: [&str; 2] = ["s2", "s3"];
 const TARGET_PCT: f64 = 5.0;
 
 /// Strings only a build with the `metrics` feature holds.
-const METRICS_MARKERS: [&str; 2] = ["protoo_messages_received_total", "metrics_exporter_prometheus"];
+const METRICS_MARKERS: [&str; 2] = [
+    "protoo_messages_received_total",
+    "metrics_exporter_prometheus",
+];
 
 /// Builds the room example with the `metrics` feature and keeps a copy of
 /// it apart (`examples/room-metrics`): the plain build that follows
@@ -37,7 +40,9 @@ pub(super) fn build_metrics_room(profile: &[&str], profile_dir: &str) -> Result<
             ])
             .args(profile),
     )?;
-    let dir = super::super::target_dir().join(profile_dir).join("examples");
+    let dir = super::super::target_dir()
+        .join(profile_dir)
+        .join("examples");
     let copy = dir.join("room-metrics");
     std::fs::copy(dir.join("room"), &copy)
         .map_err(|e| format!("copy the metrics build to {}: {e}", copy.display()))?;

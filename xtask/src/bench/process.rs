@@ -6,10 +6,16 @@ use super::*;
 
 #[derive(Debug)]
 pub(super) enum ServerKind {
-    Ours { bin: PathBuf },
+    Ours {
+        bin: PathBuf,
+    },
     /// Ours built with the `metrics` feature, run with `--metrics`.
-    OursMetrics { bin: PathBuf },
-    Anchor { dir: PathBuf },
+    OursMetrics {
+        bin: PathBuf,
+    },
+    Anchor {
+        dir: PathBuf,
+    },
 }
 
 impl ServerKind {
