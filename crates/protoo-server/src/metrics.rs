@@ -5,6 +5,24 @@
 //! every item here is empty and compiles to nothing.
 //!
 //! The metrics of every layer are listed, with their labels, in the README.
+//! The application picks the exporter and installs it before the first
+//! peer is created (peers register their handles when they are created):
+//!
+//! ```no_run
+//! use metrics_exporter_prometheus::PrometheusBuilder;
+//! use protoo_server::{ServerConfig, WebSocketServer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let prometheus = PrometheusBuilder::new().install_recorder()?;
+//! let mut server = WebSocketServer::bind("127.0.0.1:4443", ServerConfig::default()).await?;
+//! // Serve `prometheus.render()` as `GET /metrics` on an internal address
+//! // (the room example's ops.rs does), and call `prometheus.run_upkeep()`
+//! // every few seconds.
+//! # drop((prometheus, server.next_request()));
+//! # Ok(())
+//! # }
+//! ```
 
 /// WebSocket upgrades answered with an HTTP error instead of a WebSocket
 /// (counter, label `status`: a status of [`KNOWN_STATUSES`], else its class,

@@ -120,6 +120,13 @@
 //! assert!(text.starts_with(b"{\"notification\""));
 //! # }
 //! ```
+//!
+//! # Features
+//!
+//! - `tls`: `wss://` with rustls.
+//! - `metrics`: WebSocket connections, outbound-queue closes and dropped
+//!   binary messages reported through the `metrics` facade (see
+//!   [`metrics`]).
 
 use std::fmt;
 use std::future::poll_fn;
