@@ -123,6 +123,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 && let Some(metered) = metered
             {
                 order.push(metered);
+                // More pairs, interleaved: the overhead is read from the
+                // medians, less at the mercy of a burst of other load.
+                let pairs = if opts.smoke { 1 } else { overhead::PAIRS };
+                for _ in 1..pairs {
+                    order.push(server);
+                    order.push(metered);
+                }
             }
         }
         for server in order {
