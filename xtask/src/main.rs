@@ -119,6 +119,7 @@ fn ci() -> Result {
             ]),
     )?;
     check_codec_has_no_runtime()?;
+    check_no_metrics_without_the_feature()?;
     interop()?;
     println!("\n==> WebSocket conformance (Autobahn cases through kosoku)");
     autobahn::run()?;
@@ -224,6 +225,30 @@ fn target_dir() -> PathBuf {
         Some(dir) => root().join(dir),
         None => root().join("target"),
     }
+}
+
+/// Without the `metrics` feature no library crate depends on the
+/// `metrics` facade (and none ever on an exporter).
+fn check_no_metrics_without_the_feature() -> Result {
+    println!("\n==> without the metrics feature, no metrics crate in the dependency tree");
+    for (features, facade_allowed) in [(&[][..], false), (&["--features", "metrics"][..], true)] {
+        let out = cargo()
+            .args(["tree", "-p", "protoo-server", "-p", "protoo-client"])
+            .args(features)
+            .args(["-e", "normal", "--prefix", "none"])
+            .output()
+            .map_err(|e| format!("cargo tree: {e}"))?;
+        let tree = String::from_utf8_lossy(&out.stdout);
+        let facade = tree.lines().any(|l| l.starts_with("metrics "));
+        let exporter = tree.lines().any(|l| l.starts_with("metrics-exporter"));
+        if !out.status.success() || exporter || facade != facade_allowed {
+            return Err(format!(
+                "dependency tree with {features:?}: metrics facade {facade}, exporter {exporter}:\n{tree}"
+            ));
+        }
+    }
+    println!("<== ok: the facade only with the feature, never an exporter");
+    Ok(())
 }
 
 /// protoo-codec must stay free of any async runtime.
