@@ -47,10 +47,10 @@ pub(crate) fn init_logs(format: LogFormat) {
 /// (`metrics on http://ADDR/metrics`). Called before the first peer is
 /// admitted: peers register their metrics when they are created.
 #[cfg(feature = "metrics")]
-pub(crate) async fn start<D: Send + Sync + 'static>(
+pub(crate) async fn start<D: Send + Sync + 'static, R: Send + Sync + 'static>(
     addr: Option<SocketAddr>,
     server: ServerHandle,
-    rooms: Rooms<D>,
+    rooms: Rooms<D, R>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let Some(addr) = addr else {
         return Ok(());
@@ -72,10 +72,10 @@ pub(crate) async fn start<D: Send + Sync + 'static>(
 /// Without the `metrics` feature there is nothing to serve: `--metrics`
 /// is refused.
 #[cfg(not(feature = "metrics"))]
-pub(crate) async fn start<D: Send + Sync + 'static>(
+pub(crate) async fn start<D: Send + Sync + 'static, R: Send + Sync + 'static>(
     addr: Option<SocketAddr>,
     _server: ServerHandle,
-    _rooms: Rooms<D>,
+    _rooms: Rooms<D, R>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match addr {
         None => Ok(()),
@@ -121,10 +121,10 @@ mod enabled {
     use serde_json::json;
 
     /// `GET /metrics` and `GET /healthz`.
-    pub(super) fn router<D: Send + Sync + 'static>(
+    pub(super) fn router<D: Send + Sync + 'static, R: Send + Sync + 'static>(
         recorder: PrometheusHandle,
         server: ServerHandle,
-        rooms: Rooms<D>,
+        rooms: Rooms<D, R>,
     ) -> Router {
         Router::new()
             .route(
@@ -153,10 +153,10 @@ mod enabled {
 
     /// 200 while serving, 503 once the server stopped accepting (a
     /// shutdown has begun), with the counts.
-    fn health<D: Send + Sync + 'static>(
+    fn health<D: Send + Sync + 'static, R: Send + Sync + 'static>(
         server: &ServerHandle,
-        rooms: &Rooms<D>,
-    ) -> impl IntoResponse + use<D> {
+        rooms: &Rooms<D, R>,
+    ) -> impl IntoResponse + use<D, R> {
         let stopping = server.is_stopped();
         let room_list = rooms.rooms();
         let peers: usize = room_list.iter().map(|room| room.len()).sum();

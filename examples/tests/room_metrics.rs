@@ -3,9 +3,11 @@
 //! HTTP while a real peer connects, exchanges and leaves, and `/healthz`
 //! answering 200 while serving and 503 during a graceful shutdown.
 //!
-//! `cargo test --features metrics` builds the example with the feature
-//! (`cargo xtask ci` tests with every feature); `PROTOO_ROOM_BIN` overrides
-//! the binary's path.
+//! `cargo test -p protoo-examples --features metrics` builds the example
+//! with the feature (`cargo xtask ci` tests with every feature); to run
+//! this test alone (`--test room_metrics`), build it first with `cargo build
+//! -p protoo-examples --features metrics --example room`. `PROTOO_ROOM_BIN`
+//! overrides the binary's path.
 
 #![cfg(feature = "metrics")]
 

@@ -63,14 +63,14 @@ type Predicate<'a, D> = Box<dyn Fn(&Peer<D>) -> bool + 'a>;
 /// # }
 /// ```
 #[must_use = "a broadcast is sent by `notify` or `send_frame`"]
-pub struct Broadcast<'a, D> {
-    room: &'a Room<D>,
+pub struct Broadcast<'a, D, R = ()> {
+    room: &'a Room<D, R>,
     except: Vec<&'a str>,
     filter: Option<Predicate<'a, D>>,
 }
 
-impl<'a, D> Broadcast<'a, D> {
-    pub(crate) fn new(room: &'a Room<D>) -> Self {
+impl<'a, D, R> Broadcast<'a, D, R> {
+    pub(crate) fn new(room: &'a Room<D, R>) -> Self {
         Broadcast {
             room,
             except: Vec::new(),
@@ -137,7 +137,7 @@ impl<'a, D> Broadcast<'a, D> {
     }
 }
 
-impl<D> fmt::Debug for Broadcast<'_, D> {
+impl<D, R> fmt::Debug for Broadcast<'_, D, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Broadcast")
             .field("room", &self.room.id())

@@ -174,7 +174,7 @@ pub use events::{
 pub use peer::{Peer, REPLACEMENT_WAIT};
 pub use rate::Rate;
 pub use room::{DuplicatePolicy, Room};
-pub use rooms::Rooms;
+pub use rooms::{Joined, Reservation, Rooms, RoomsBuilder};
 
 pub use protoo_codec::{self as codec, EncodeError, ErrorData, Frame, Id, Payload};
 pub use protoo_transport::{

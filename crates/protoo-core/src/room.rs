@@ -79,18 +79,20 @@ pub enum DuplicatePolicy {
 /// # Ok(())
 /// # }
 /// ```
-pub struct Room<D = ()> {
-    pub(crate) inner: Arc<RoomInner<D>>,
+pub struct Room<D = (), R = ()> {
+    pub(crate) inner: Arc<RoomInner<D, R>>,
 }
 
-pub(crate) struct RoomInner<D> {
+pub(crate) struct RoomInner<D, R> {
     pub(crate) id: Arc<str>,
     pub(crate) state: Mutex<RoomState<D>>,
+    /// The application's room data.
+    data: R,
     /// Set once the room's close is complete (its peers closed).
     reported: AtomicBool,
     closed_notify: Notify,
     /// The registry holding this room, if any.
-    registry: Weak<RegistryInner<D>>,
+    pub(crate) registry: Weak<RegistryInner<D, R>>,
     /// Counts the room as open until it closes (nothing without the
     /// `metrics` feature).
     open: crate::metrics::OpenRoom,
@@ -99,6 +101,31 @@ pub(crate) struct RoomInner<D> {
 pub(crate) struct RoomState<D> {
     pub(crate) peers: HashMap<Arc<str>, Peer<D>>,
     pub(crate) closed: bool,
+    /// Admissions promised a place ([`Reservation`](crate::Reservation)s
+    /// not yet used): the room is not removed for being empty while any
+    /// is outstanding.
+    pub(crate) reserved: usize,
+    /// Counts the times the room became empty, so a grace timer started
+    /// for one emptiness does not remove the room after another.
+    pub(crate) emptied: u64,
+}
+
+impl<D> RoomState<D> {
+    /// No peers, no reservations, not closed: a registry may remove it.
+    pub(crate) fn is_removable(&self) -> bool {
+        self.peers.is_empty() && self.reserved == 0 && !self.closed
+    }
+
+    /// Called after the room lost a peer or a reservation: if that left it
+    /// removable, counts a new emptiness and returns its number.
+    pub(crate) fn emptiness(&mut self) -> Option<u64> {
+        if self.is_removable() {
+            self.emptied += 1;
+            Some(self.emptied)
+        } else {
+            None
+        }
+    }
 }
 
 /// A peer admitted into a room, to start once the room's lock is released.
@@ -126,32 +153,49 @@ impl<D> Admitted<D> {
     }
 }
 
-impl<D: Send + Sync + 'static> Default for Room<D> {
+impl<D: Send + Sync + 'static, R: Default + Send + Sync + 'static> Default for Room<D, R> {
     fn default() -> Self {
-        Room::new()
+        Room::with_data("", R::default())
     }
 }
 
 impl<D: Send + Sync + 'static> Room<D> {
-    /// An empty room with no id.
+    /// An empty room with no id and no room data.
     pub fn new() -> Self {
         Room::with_id("")
     }
 
     /// An empty room with an id, used in logs (rooms from
-    /// [`Rooms`](crate::Rooms) have theirs).
+    /// [`Rooms`](crate::Rooms) have theirs), and no room data
+    /// ([`Room::with_data`] gives it some).
     pub fn with_id(id: impl Into<String>) -> Self {
-        Room::create(id.into().into(), Weak::new())
+        Room::with_data(id, ())
+    }
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
+    /// An empty room with an id and the application's room data (see
+    /// [`Room::data`]).
+    pub fn with_data(id: impl Into<String>, data: R) -> Self {
+        Room::create(id.into().into(), Weak::new(), data, 0)
     }
 
-    pub(crate) fn create(id: Arc<str>, registry: Weak<RegistryInner<D>>) -> Self {
+    pub(crate) fn create(
+        id: Arc<str>,
+        registry: Weak<RegistryInner<D, R>>,
+        data: R,
+        reserved: usize,
+    ) -> Self {
         tracing::debug!(room_id = %id, "room created");
         Room {
             inner: Arc::new(RoomInner {
                 id,
+                data,
                 state: Mutex::new(RoomState {
                     peers: HashMap::new(),
                     closed: false,
+                    reserved,
+                    emptied: 0,
                 }),
                 reported: AtomicBool::new(false),
                 closed_notify: Notify::new(),
@@ -247,7 +291,7 @@ impl<D: Send + Sync + 'static> Room<D> {
             config,
             handle,
         );
-        let room: Weak<RoomInner<D>> = Arc::downgrade(&self.inner);
+        let room: Weak<RoomInner<D, R>> = Arc::downgrade(&self.inner);
         start.core().set_leave(room);
         let replaced = state.peers.insert(id, peer.clone());
         Ok(Admitted {
@@ -259,24 +303,29 @@ impl<D: Send + Sync + 'static> Room<D> {
     }
 }
 
-impl<D: Send + Sync + 'static> Leave for RoomInner<D> {
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Leave for RoomInner<D, R> {
     fn leave(self: Arc<Self>, core: &Arc<Core>) {
         Room { inner: self }.remove(core);
     }
 }
 
-impl<D> Room<D> {
+impl<D, R> Room<D, R> {
     /// Takes a closed peer out of the room, if it is still the one under its
-    /// id; a registry room left empty is then removed and closed.
-    fn remove(&self, core: &Arc<Core>) {
-        let (removed, now_empty) = {
+    /// id; a registry room left empty is then removed and closed (at once,
+    /// or after the registry's grace).
+    fn remove(&self, core: &Arc<Core>)
+    where
+        D: Send + Sync + 'static,
+        R: Send + Sync + 'static,
+    {
+        let (removed, emptiness) = {
             let mut state = lock(&self.inner.state);
             match state.peers.get(&core.id) {
                 Some(peer) if Arc::ptr_eq(peer.core(), core) => {
                     let removed = state.peers.remove(&core.id);
-                    (removed, state.peers.is_empty() && !state.closed)
+                    (removed, state.emptiness())
                 }
-                _ => (None, false),
+                _ => (None, None),
             }
         };
         if removed.is_some() {
@@ -284,9 +333,33 @@ impl<D> Room<D> {
         }
         // Dropped outside the lock: it may be the peer's last handle.
         drop(removed);
-        if now_empty && let Some(registry) = self.inner.registry.upgrade() {
-            registry.remove_if_empty(self);
+        if let Some(emptiness) = emptiness {
+            self.emptied(emptiness);
         }
+    }
+
+    /// The room has become removable (its `emptiness`-th time): tells its
+    /// registry, if any.
+    pub(crate) fn emptied(&self, emptiness: u64)
+    where
+        D: Send + Sync + 'static,
+        R: Send + Sync + 'static,
+    {
+        if let Some(registry) = self.inner.registry.upgrade() {
+            registry.room_emptied(self, emptiness);
+        }
+    }
+
+    /// The application's room data: made by the registry's setup
+    /// ([`RoomsBuilder::setup`](crate::RoomsBuilder::setup)) before the
+    /// room's first peer was admitted, or given to [`Room::with_data`].
+    ///
+    /// It lives as long as the room's handles: the registry drops its own
+    /// when the room closes, after its peers are closed, so data whose
+    /// `Drop` releases a resource (a media router) releases it once the
+    /// last handle held by the application (its per-peer loops) is gone.
+    pub fn data(&self) -> &R {
+        &self.inner.data
     }
 
     /// The room id (empty for a room made with [`Room::new`]).
@@ -322,7 +395,7 @@ impl<D> Room<D> {
     /// A targeted broadcast to the peers of the room: chosen by id and by a
     /// predicate, encoded once, with a report of what happened (see
     /// [`Broadcast`]).
-    pub fn to_all(&self) -> Broadcast<'_, D> {
+    pub fn to_all(&self) -> Broadcast<'_, D, R> {
         Broadcast::new(self)
     }
 
@@ -429,7 +502,7 @@ impl<D> Room<D> {
     }
 }
 
-impl<D> Clone for Room<D> {
+impl<D, R> Clone for Room<D, R> {
     fn clone(&self) -> Self {
         Room {
             inner: self.inner.clone(),
@@ -437,15 +510,15 @@ impl<D> Clone for Room<D> {
     }
 }
 
-impl<D> PartialEq for Room<D> {
+impl<D, R> PartialEq for Room<D, R> {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 }
 
-impl<D> Eq for Room<D> {}
+impl<D, R> Eq for Room<D, R> {}
 
-impl<D> fmt::Debug for Room<D> {
+impl<D, R> fmt::Debug for Room<D, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = lock(&self.inner.state);
         f.debug_struct("Room")

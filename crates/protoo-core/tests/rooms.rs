@@ -18,7 +18,7 @@ async fn get_or_create_under_100_concurrent_callers_makes_one_room() {
             let (rooms, barrier) = (rooms.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                rooms.get_or_create("room")
+                rooms.get_or_create("room").unwrap()
             })
         })
         .collect();
@@ -123,7 +123,7 @@ async fn a_room_emptied_under_a_caller_refuses_it_and_create_peer_retries() {
         )
         .unwrap();
     // A caller gets the room...
-    let stale = rooms.get_or_create("r");
+    let stale = rooms.get_or_create("r").unwrap();
     // ...and its last peer leaves before the caller adds one.
     alice.close();
     stale.closed().await;
@@ -154,10 +154,10 @@ async fn a_room_emptied_under_a_caller_refuses_it_and_create_peer_retries() {
 #[tokio::test]
 async fn get_or_create_replaces_a_closed_room() {
     let rooms: Rooms = Rooms::new();
-    let first = rooms.get_or_create("r");
+    let first = rooms.get_or_create("r").unwrap();
     first.close();
     assert!(rooms.get("r").is_none());
-    let second = rooms.get_or_create("r");
+    let second = rooms.get_or_create("r").unwrap();
     assert!(!Room::ptr_eq(&first, &second));
     assert!(!second.is_closed());
     // An empty room made by get_or_create stays until removed.

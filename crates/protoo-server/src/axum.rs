@@ -43,11 +43,10 @@ use hyper_util::rt::TokioIo;
 use protoo_transport::ws;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tracing::Instrument;
 
-use crate::request::{Decision, RequestHead};
+use crate::request::{Decision, Opening, RequestHead};
 use crate::server::{Shared, decide, hand_over};
-use crate::{ServerConfig, ServerError, WebSocketServer};
+use crate::{ServerConfig, WebSocketServer};
 
 /// The route handler of a mounted [`WebSocketServer`]. Cheap to clone.
 #[derive(Clone)]
@@ -126,8 +125,9 @@ impl Mount {
             headers: headers.clone(),
             remote_addr,
             tls: request.uri().scheme_str() == Some("https"),
+            deadline: Instant::now() + shared.config.ws.handshake_timeout,
         };
-        let deadline = Instant::now() + shared.config.ws.handshake_timeout;
+        let deadline = head.deadline;
         let give = match decide(shared, head, protoo.is_some(), deadline).await {
             Decision::Accept(give) => give,
             Decision::Reject(status, reason) => {
@@ -135,27 +135,23 @@ impl Mount {
                 return plain(status, &reason);
             }
         };
+        // The transport exists before the 101 goes out (hyper writes it once
+        // this handler returns): the application puts the peer in its room
+        // first, then opens, and only then does the client see the open.
         let on_upgrade = hyper::upgrade::on(&mut request);
-        let shared = shared.clone();
-        tokio::spawn(
-            async move {
-                let result = match tokio::time::timeout_at(deadline, on_upgrade).await {
-                    Ok(Ok(upgraded)) => {
-                        let guard = shared.connection_guard(counted);
-                        let id = guard.id;
-                        let io = TokioIo::new(upgraded);
-                        let transport =
-                            ws::from_upgraded_holding(io, Vec::new(), &shared.config.ws, guard)
-                                .await;
-                        Ok(shared.register(id, transport))
-                    }
-                    Ok(Err(error)) => Err(ServerError::Io(std::io::Error::other(error))),
-                    Err(_) => Err(ServerError::HandshakeTimeout),
-                };
-                hand_over(give, result);
+        let upgraded = async move {
+            match tokio::time::timeout_at(deadline, on_upgrade).await {
+                Ok(Ok(upgraded)) => Ok(TokioIo::new(upgraded)),
+                Ok(Err(error)) => Err(std::io::Error::other(error)),
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
             }
-            .in_current_span(),
-        );
+        };
+        let guard = shared.connection_guard(counted);
+        let id = guard.id;
+        let transport = ws::from_upgrade(upgraded, &shared.config.ws, guard).await;
+        let (opening, opened) = Opening::new();
+        hand_over(give, Ok((shared.register(id, transport), opening)));
+        let _ = tokio::time::timeout_at(deadline, opened).await;
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = response.headers_mut();

@@ -89,7 +89,7 @@ pub use protoo_transport::ws::tls;
 
 pub use config::ServerConfig;
 pub use error::ServerError;
-pub use request::ConnectionRequest;
+pub use request::{ConnectionRequest, Opening};
 pub use server::{SHUTDOWN_REASON, ServerHandle, WebSocketServer};
 
 pub use protoo_codec as codec;
@@ -99,7 +99,8 @@ pub use protoo_transport as transport;
 pub use protoo_codec::{ErrorData, Frame, Id, Method, Payload};
 pub use protoo_core::{
     Broadcast, BroadcastReport, CoreError, DuplicatePolicy, IncomingNotification, IncomingRequest,
-    IntoErrorData, Peer, PeerConfig, PeerError, PeerEvent, PeerEvents, RequestError, Room, Rooms,
+    IntoErrorData, Joined, Peer, PeerConfig, PeerError, PeerEvent, PeerEvents, RequestError,
+    Reservation, Room, Rooms, RoomsBuilder,
 };
 pub use protoo_transport::ws::{self, WsConfig};
 pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, close_code};

@@ -2,18 +2,49 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use http::HeaderMap;
-use protoo_core::{DuplicatePolicy, Peer, PeerConfig, PeerEvents, Room, Rooms};
+use protoo_core::{
+    CoreError, DuplicatePolicy, Joined, Peer, PeerConfig, PeerEvents, Reservation, Room, Rooms,
+};
 use protoo_transport::Transport;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::ServerError;
+
+/// A transport whose client has not yet seen the WebSocket open, and what
+/// opens it.
+pub(crate) type Pending = (Transport, Opening);
 
 /// What the application decided for a connection request.
 pub(crate) enum Decision {
     /// Upgrade, and hand the transport back through this channel.
-    Accept(oneshot::Sender<Result<Transport, ServerError>>),
+    Accept(oneshot::Sender<Result<Pending, ServerError>>),
     /// Answer the upgrade with this HTTP status and reason.
     Reject(u16, String),
+}
+
+/// Lets the client see its WebSocket open (the `101 Switching Protocols`
+/// goes out): [`Opening::open`], or dropping it, which does the same.
+///
+/// Given by [`ConnectionRequest::accept_pending`] with a transport that
+/// exists before the client can send or receive on it: put the peer in its
+/// room first, and anything sent to the room after the client's `open`
+/// reaches it. Frames sent to the transport before it opens are queued.
+#[derive(Debug)]
+pub struct Opening(Option<oneshot::Sender<()>>);
+
+impl Opening {
+    pub(crate) fn new() -> (Opening, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Opening(Some(tx)), rx)
+    }
+
+    /// Opens the connection now.
+    pub fn open(mut self) {
+        if let Some(open) = self.0.take() {
+            let _ = open.send(());
+        }
+    }
 }
 
 /// The parts of the HTTP upgrade request the application decides on.
@@ -23,6 +54,8 @@ pub(crate) struct RequestHead {
     pub(crate) headers: HeaderMap,
     pub(crate) remote_addr: SocketAddr,
     pub(crate) tls: bool,
+    /// When the handshake times out.
+    pub(crate) deadline: Instant,
 }
 
 /// A client asking to connect: protoo's `connectionrequest`.
@@ -105,7 +138,18 @@ impl ConnectionRequest {
     /// Accepts: completes the WebSocket upgrade (subprotocol `protoo`) and
     /// returns the peer's transport. Fails if the handshake timeout passed
     /// first or the connection broke.
-    pub async fn accept(mut self) -> Result<Transport, ServerError> {
+    pub async fn accept(self) -> Result<Transport, ServerError> {
+        let (transport, opening) = self.accept_pending().await?;
+        opening.open();
+        Ok(transport)
+    }
+
+    /// Accepts, but holds the client's WebSocket open back: returns the
+    /// peer's transport and the [`Opening`] that lets the client see it
+    /// open. Put the peer where it belongs (its room) before opening, and
+    /// nothing sent there after the client's `open` misses it, as with
+    /// protoo-server. The `accept_into*` and `accept_join` methods do this.
+    pub async fn accept_pending(mut self) -> Result<(Transport, Opening), ServerError> {
         let (tx, rx) = oneshot::channel();
         if !self.decide(Decision::Accept(tx)) {
             return Err(ServerError::HandshakeTimeout);
@@ -113,46 +157,86 @@ impl ConnectionRequest {
         rx.await.unwrap_or(Err(ServerError::HandshakeTimeout))
     }
 
-    /// Accepts and admits the peer into `room` with `peer_id`; see
-    /// [`Room::create_peer_with`].
-    pub async fn accept_into<D: Send + Sync + 'static>(
+    /// Accepts and admits the peer into `room` with `peer_id`, before the
+    /// client sees its connection open; see [`Room::create_peer_with`].
+    pub async fn accept_into<D: Send + Sync + 'static, R: Send + Sync + 'static>(
         self,
-        room: &Room<D>,
+        room: &Room<D, R>,
         peer_id: impl Into<String>,
         data: D,
         config: PeerConfig,
         policy: DuplicatePolicy,
     ) -> Result<(Peer<D>, PeerEvents), ServerError> {
-        let transport = self.accept().await?;
-        Ok(room.create_peer_with(peer_id, transport, data, config, policy)?)
+        let (transport, opening) = self.accept_pending().await?;
+        let admitted = room.create_peer_with(peer_id, transport, data, config, policy);
+        opening.open();
+        Ok(admitted?)
     }
 
-    /// Accepts and admits the peer into the room `room_id` of `rooms`,
-    /// creating the room if needed; see [`Rooms::create_peer`].
-    pub async fn accept_into_rooms<D: Send + Sync + 'static>(
-        self,
-        rooms: &Rooms<D>,
+    /// Accepts and admits the peer into the room `room_id` of `rooms`
+    /// (waiting for the room's setup first), before the client sees its
+    /// connection open; see [`Rooms::join`].
+    ///
+    /// A room whose setup fails rejects the connection with the setup
+    /// error's code as the HTTP status (500 when it is not one) and its
+    /// reason; one whose setup outlasts the handshake timeout, with 503.
+    pub async fn accept_into_rooms<D: Send + Sync + 'static, R: Send + Sync + 'static>(
+        mut self,
+        rooms: &Rooms<D, R>,
         room_id: &str,
         peer_id: impl Into<String>,
         data: D,
         config: PeerConfig,
         policy: DuplicatePolicy,
-    ) -> Result<(Room<D>, Peer<D>, PeerEvents), ServerError> {
-        let transport = self.accept().await?;
-        Ok(rooms.create_peer(room_id, peer_id, transport, data, config, policy)?)
+    ) -> Result<Joined<D, R>, ServerError> {
+        let reservation = self.reserve(rooms, room_id).await?;
+        let (transport, opening) = self.accept_pending().await?;
+        let admitted = reservation.join_with(peer_id, transport, data, config, policy);
+        opening.open();
+        Ok(admitted?)
     }
 
-    /// Accepts and admits the peer into the room `room_id` of `rooms` with
-    /// the registry's defaults; see [`Rooms::join`].
-    pub async fn accept_join<D: Send + Sync + 'static>(
+    /// [`ConnectionRequest::accept_into_rooms`] with the registry's
+    /// defaults ([`Rooms::builder`]).
+    pub async fn accept_join<D: Send + Sync + 'static, R: Send + Sync + 'static>(
         self,
-        rooms: &Rooms<D>,
+        rooms: &Rooms<D, R>,
         room_id: &str,
         peer_id: impl Into<String>,
         data: D,
-    ) -> Result<(Room<D>, Peer<D>, PeerEvents), ServerError> {
-        let transport = self.accept().await?;
-        Ok(rooms.join(room_id, peer_id, transport, data)?)
+    ) -> Result<Joined<D, R>, ServerError> {
+        let (config, policy) = rooms.defaults();
+        let config = config.clone();
+        self.accept_into_rooms(rooms, room_id, peer_id, data, config, policy)
+            .await
+    }
+
+    /// Waits for the room (its setup), within the handshake timeout;
+    /// rejects the connection when it cannot be had.
+    async fn reserve<D: Send + Sync + 'static, R: Send + Sync + 'static>(
+        &mut self,
+        rooms: &Rooms<D, R>,
+        room_id: &str,
+    ) -> Result<Reservation<D, R>, ServerError> {
+        let reserved = tokio::time::timeout_at(self.head.deadline, rooms.reserve(room_id)).await;
+        let (status, reason, error) = match reserved {
+            Ok(Ok(reservation)) => return Ok(reservation),
+            Ok(Err(CoreError::RoomSetup(error))) => {
+                tracing::debug!(room_id, %error, "room setup failed: connection rejected");
+                let status = error.code().filter(|code| (400..600).contains(code));
+                let reason = error.reason().unwrap_or_else(|| "room setup failed".into());
+                let error = ServerError::Core(CoreError::RoomSetup(error));
+                (status.unwrap_or(500), reason, error)
+            }
+            Ok(Err(error)) => (500, error.to_string(), ServerError::Core(error)),
+            Err(_) => (
+                503,
+                "room setup timed out".to_owned(),
+                ServerError::HandshakeTimeout,
+            ),
+        };
+        self.decide(Decision::Reject(status, reason));
+        Err(error)
     }
 
     /// Rejects with an HTTP `status` and `reason` (protoo's
@@ -187,6 +271,7 @@ mod tests {
                 headers: HeaderMap::new(),
                 remote_addr: ([127, 0, 0, 1], 1).into(),
                 tls: false,
+                deadline: Instant::now(),
             },
             tx,
         )

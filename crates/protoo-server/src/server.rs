@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
-use crate::request::{Decision, RequestHead};
+use crate::request::{Decision, Opening, Pending, RequestHead};
 use crate::{ConnectionRequest, ServerConfig, ServerError};
 
 /// The reason sent with 1001 when the server shuts down.
@@ -448,18 +448,33 @@ async fn connection<S>(
         headers: upgrade.headers().clone(),
         remote_addr,
         tls,
+        deadline,
     };
     match decide(shared, head, upgrade.wants_protoo(), deadline).await {
         Decision::Accept(give) => {
             let guard = shared.connection_guard(counted);
             let id = guard.id;
-            let accepted = upgrade.accept_holding(&shared.config.ws, guard);
-            let result = match timeout_at(deadline, accepted).await {
-                Ok(Ok(transport)) => Ok(shared.register(id, transport)),
-                Ok(Err(error)) => Err(ServerError::Transport(error)),
-                Err(_) => Err(ServerError::HandshakeTimeout),
+            let accepted = upgrade.accept_pending(&shared.config.ws);
+            let (pending, opened) = match timeout_at(deadline, accepted).await {
+                Ok(Ok((transport, pending))) => {
+                    let (opening, opened) = Opening::new();
+                    hand_over(give, Ok((shared.register(id, transport), opening)));
+                    (pending, opened)
+                }
+                Ok(Err(error)) => return hand_over(give, Err(ServerError::Transport(error))),
+                Err(_) => return hand_over(give, Err(ServerError::HandshakeTimeout)),
             };
-            hand_over(give, result);
+            // The application puts the peer in its room, then opens (or
+            // drops the opening); at the deadline the client is answered
+            // regardless.
+            let _ = timeout_at(deadline, opened).await;
+            let open = pending.open_holding(guard);
+            if tokio::time::timeout(REJECT_WRITE_TIMEOUT, open)
+                .await
+                .is_err()
+            {
+                tracing::debug!("the client did not take the 101 in time");
+            }
         }
         Decision::Reject(status, reason) => {
             tracing::debug!(status, %reason, "connection request rejected");
@@ -545,10 +560,10 @@ async fn checks_and_decision(
 
 /// Gives the application its transport; closes it if nobody waits for it.
 pub(crate) fn hand_over(
-    give: oneshot::Sender<Result<Transport, ServerError>>,
-    result: Result<Transport, ServerError>,
+    give: oneshot::Sender<Result<Pending, ServerError>>,
+    result: Result<Pending, ServerError>,
 ) {
-    if let Err(Ok(transport)) = give.send(result) {
+    if let Err(Ok((transport, _opening))) = give.send(result) {
         transport.close();
     }
 }

@@ -352,6 +352,7 @@ async fn ten_thousand_names_and_ids_keep_the_series_bounded() {
         let (local, remote) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
         let (_room, _peer, mut events) = rooms
             .join(&format!("room-{n}"), format!("peer-{n}"), local, ())
+            .await
             .expect("join");
         tokio::spawn(async move {
             while let Some(event) = events.next().await {

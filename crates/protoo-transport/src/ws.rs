@@ -135,8 +135,8 @@ pub use http;
 pub use client::{ClientOptions, connect, connect_with};
 pub use config::WsConfig;
 pub use server::{
-    UpgradeRequest, from_upgraded, from_upgraded_holding, from_upgraded_with, query_param,
-    read_upgrade_request,
+    PendingOpen, UpgradeRequest, from_upgrade, from_upgraded, from_upgraded_holding,
+    from_upgraded_with, query_param, read_upgrade_request,
 };
 pub use upgrade::{InvalidUpgrade, offered_protocols, protoo_subprotocol, validate_upgrade};
 

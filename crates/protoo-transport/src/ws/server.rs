@@ -16,6 +16,10 @@ use super::conn;
 use super::upgrade::{offered_protocols, protoo_subprotocol, validate_upgrade};
 use crate::{Transport, TransportError};
 
+mod opening;
+
+pub use opening::{PendingOpen, from_upgrade};
+
 /// Most headers an upgrade request may have (more: 431).
 const MAX_HEADERS: usize = 64;
 /// Bytes read from the socket per call while reading the request head.
@@ -327,13 +331,25 @@ where
         config: &WsConfig,
         guard: G,
     ) -> Result<Transport, TransportError> {
-        let ws = self.upgrade(config).await?;
+        let (mut stream, leftover, response) = self.prepare().await?;
+        stream.write_all(response.as_bytes()).await?;
+        stream.flush().await?;
+        let ws = WebSocketStream::from_partially_read(
+            stream,
+            leftover,
+            Role::Server,
+            Some(config.tungstenite()),
+        )
+        .await;
         let (transport, conn) = conn::start(ws, config);
         conn::spawn(conn, guard);
         Ok(transport)
     }
 
-    async fn upgrade(mut self, config: &WsConfig) -> Result<WebSocketStream<S>, TransportError> {
+    /// Checks the upgrade (answering an invalid one, as
+    /// [`UpgradeRequest::accept`] does) and gives the stream, the bytes read
+    /// past the head, and the `101 Switching Protocols` to write.
+    async fn prepare(mut self) -> Result<(S, Vec<u8>, String), TransportError> {
         if let Some((status, reason)) = self.check() {
             let extra: &[(&str, &str)] = if status == 426 {
                 &[("Sec-WebSocket-Version", "13")]
@@ -370,19 +386,9 @@ where
         }
         response.push_str("\r\n");
         let UpgradeRequest {
-            mut stream,
-            leftover,
-            ..
+            stream, leftover, ..
         } = self;
-        stream.write_all(response.as_bytes()).await?;
-        stream.flush().await?;
-        Ok(WebSocketStream::from_partially_read(
-            stream,
-            leftover,
-            Role::Server,
-            Some(config.tungstenite()),
-        )
-        .await)
+        Ok((stream, leftover, response))
     }
 
     /// Rejects the upgrade: answers `status` (the standard reason phrase in

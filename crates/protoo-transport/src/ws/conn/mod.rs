@@ -205,6 +205,22 @@ pub(crate) struct Conn<S> {
     _open: crate::metrics::OpenConnection,
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// The socket, for what is written before the connection runs (the
+    /// `101` of a pending open).
+    pub(crate) fn stream_mut(&mut self) -> &mut S {
+        self.ws.get_mut()
+    }
+}
+
+impl<S> Conn<S> {
+    /// Ends a connection that never ran: its transport reports `reason`.
+    pub(crate) fn abandon(&mut self, reason: CloseReason) {
+        self.shared.end(reason);
+        self.state = State::Done;
+    }
+}
+
 impl<S> fmt::Debug for Conn<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")

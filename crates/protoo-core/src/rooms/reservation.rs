@@ -1,0 +1,132 @@
+//! A place held in a room for a peer about to join: the room, its data
+//! ready, is not removed for being empty while a reservation lives.
+
+use std::fmt;
+
+use protoo_transport::Transport;
+
+use crate::peer::{admission, lock};
+use crate::room::{Admitted, DuplicatePolicy};
+use crate::{CoreError, Joined, PeerConfig, Room};
+
+/// A room with its data ready and a place held for one peer:
+/// [`Rooms::reserve`](crate::Rooms::reserve), then [`Reservation::join`].
+///
+/// Between the two, the application may do what must happen before the
+/// peer is in the room (a server completes the WebSocket handshake). The
+/// room is not removed for being empty meanwhile; it may still be closed
+/// by [`Room::close`], and the join then fails with
+/// [`CoreError::RoomClosed`]. Dropping the reservation gives the place
+/// back (an empty room is then removed as if its last peer had left).
+pub struct Reservation<D: Send + Sync + 'static, R: Send + Sync + 'static> {
+    room: Room<D, R>,
+    held: bool,
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Reservation<D, R> {
+    /// Takes over a reservation already counted in the room.
+    pub(super) fn new(room: Room<D, R>) -> Self {
+        Reservation { room, held: true }
+    }
+
+    /// The room, its data ready.
+    pub fn room(&self) -> &Room<D, R> {
+        &self.room
+    }
+
+    /// Admits a new peer on `transport` into the room with the registry's
+    /// defaults (see [`Rooms::join`](crate::Rooms::join)); fails as
+    /// [`Room::create_peer`] does, closing the transport.
+    pub fn join(
+        self,
+        peer_id: impl Into<String>,
+        transport: Transport,
+        data: D,
+    ) -> Result<Joined<D, R>, CoreError> {
+        let registry = self.room.inner.registry.upgrade();
+        let (config, policy) = match &registry {
+            Some(registry) => (registry.config.clone(), registry.policy),
+            None => (PeerConfig::default(), DuplicatePolicy::default()),
+        };
+        drop(registry);
+        self.join_with(peer_id, transport, data, config, policy)
+    }
+
+    /// [`Reservation::join`] with the given peer settings and duplicate
+    /// policy.
+    pub fn join_with(
+        mut self,
+        peer_id: impl Into<String>,
+        transport: Transport,
+        data: D,
+        config: PeerConfig,
+        policy: DuplicatePolicy,
+    ) -> Result<Joined<D, R>, CoreError> {
+        let peer_id: String = peer_id.into();
+        let handle = admission(&peer_id, &transport)?;
+        let room = self.room.clone();
+        let (admitted, emptiness) = {
+            let mut state = lock(&room.inner.state);
+            state.reserved -= 1;
+            self.held = false;
+            let admitted = room.admit(
+                &mut state,
+                peer_id.into(),
+                transport,
+                data,
+                &config,
+                policy,
+                handle,
+            );
+            (admitted, state.emptiness())
+        };
+        if let Some(emptiness) = emptiness {
+            room.emptied(emptiness);
+        }
+        let (peer, events) = admitted.map(Admitted::start)?;
+        Ok((room, peer, events))
+    }
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
+    /// Holds a place in the room unless it is closed.
+    pub(super) fn reserve(&self) -> bool {
+        let mut state = lock(&self.inner.state);
+        if state.closed {
+            return false;
+        }
+        state.reserved += 1;
+        true
+    }
+
+    /// Gives back a place held by [`Room::reserve`] (or by a setup for a
+    /// waiting admission).
+    pub(super) fn release_reservation(&self) {
+        let emptiness = {
+            let mut state = lock(&self.inner.state);
+            state.reserved = state.reserved.saturating_sub(1);
+            state.emptiness()
+        };
+        if let Some(emptiness) = emptiness {
+            self.emptied(emptiness);
+        }
+    }
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Drop for Reservation<D, R> {
+    fn drop(&mut self) {
+        if self.held {
+            self.held = false;
+            self.room.release_reservation();
+        }
+    }
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> fmt::Debug for Reservation<D, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("room", &self.room.id())
+            .field("held", &self.held)
+            .finish()
+    }
+}

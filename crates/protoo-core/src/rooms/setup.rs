@@ -1,0 +1,375 @@
+//! How a room's data is made: `R::default()` at once, or the application's
+//! async setup, run once per room in a task of its own while the room's
+//! first admissions wait for it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use protoo_codec::ErrorData;
+use tokio::sync::watch;
+
+use super::{RegistryInner, Rooms, Slot};
+use crate::peer::lock;
+use crate::room::DuplicatePolicy;
+use crate::{CoreError, IntoErrorData, PeerConfig, Room};
+
+/// A boxed setup future.
+pub(super) type SetupFuture<R> = Pin<Box<dyn Future<Output = Result<R, ErrorData>> + Send>>;
+
+/// The room data's maker.
+pub(crate) enum Setup<R> {
+    /// Synchronous (`R::default`), called under the registry's lock.
+    Default(fn() -> R),
+    /// The application's async setup.
+    Async(Box<dyn Fn(String) -> SetupFuture<R> + Send + Sync>),
+}
+
+/// Builds a [`Rooms`] registry: [`Rooms::builder`], then the settings, then
+/// [`build`](RoomsBuilder::build) (room data `R::default()`) or
+/// [`setup`](RoomsBuilder::setup) (room data from an async setup).
+///
+/// ```
+/// use std::time::Duration;
+/// use protoo_core::{DuplicatePolicy, ErrorData, PeerConfig, Rooms};
+///
+/// struct RoomState { router: String }
+///
+/// let rooms: Rooms<(), RoomState> = Rooms::builder()
+///     .peer_config(PeerConfig::default())
+///     .duplicate_policy(DuplicatePolicy::Replace)
+///     // A peer that reconnects within 10 s finds its room (and router).
+///     .empty_room_grace(Duration::from_secs(10))
+///     .setup(|room_id: String| async move {
+///         if room_id.len() > 64 {
+///             // The connection is rejected with HTTP 400 and this reason.
+///             return Err(ErrorData::new(400, "room id too long"));
+///         }
+///         Ok(RoomState { router: format!("router of {room_id}") })
+///     });
+/// assert_eq!(rooms.empty_room_grace(), Duration::from_secs(10));
+/// ```
+#[must_use = "a builder does nothing until `build` or `setup`"]
+pub struct RoomsBuilder<D = (), R = ()> {
+    config: PeerConfig,
+    policy: DuplicatePolicy,
+    grace: Duration,
+    _types: std::marker::PhantomData<fn() -> (D, R)>,
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
+    pub(crate) fn new() -> Self {
+        RoomsBuilder {
+            config: PeerConfig::default(),
+            policy: DuplicatePolicy::default(),
+            grace: Duration::ZERO,
+            _types: std::marker::PhantomData,
+        }
+    }
+
+    /// The peer settings [`Rooms::join`] admits peers with (default:
+    /// [`PeerConfig::default`]).
+    pub fn peer_config(mut self, config: PeerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// What [`Rooms::join`] does with a duplicate peer id (default:
+    /// [`DuplicatePolicy::Refuse`], protoo's).
+    pub fn duplicate_policy(mut self, policy: DuplicatePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long a room whose last peer left is kept, with its data, before
+    /// it is removed and closed: a peer that reconnects within the grace
+    /// finds it. Default zero: removed when its last peer leaves, as
+    /// protoo applications do.
+    pub fn empty_room_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The registry, whose rooms get `R::default()` as their data.
+    pub fn build(self) -> Rooms<D, R>
+    where
+        R: Default,
+    {
+        Rooms::from_parts(
+            self.config,
+            self.policy,
+            self.grace,
+            Setup::Default(R::default),
+        )
+    }
+
+    /// The registry, whose rooms get their data from `setup(room_id)`.
+    ///
+    /// The setup runs once per room, in a task of its own (it is not
+    /// cancelled when the admission that started it gives up), when the
+    /// room's first peer arrives; the admissions that arrive meanwhile wait
+    /// for it. If it fails, every waiting admission fails with its error
+    /// ([`CoreError::RoomSetup`]; `protoo_server` rejects the connections
+    /// with the error's code as the HTTP status), and the next admission
+    /// runs it anew. A setup that panics fails with 500.
+    pub fn setup<F, Fut, E>(self, setup: F) -> Rooms<D, R>
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        E: IntoErrorData + 'static,
+    {
+        let setup = Setup::Async(Box::new(move |room_id| {
+            let made = setup(room_id);
+            Box::pin(async move { made.await.map_err(IntoErrorData::into_error_data) })
+        }));
+        Rooms::from_parts(self.config, self.policy, self.grace, setup)
+    }
+}
+
+impl<D, R> std::fmt::Debug for RoomsBuilder<D, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomsBuilder")
+            .field("policy", &self.policy)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a setup ends with: the room (holding a reservation for each
+/// admission that waited), or the error.
+type Outcome<D, R> = Option<Result<Room<D, R>, ErrorData>>;
+
+/// One room's setup in progress, as its slot in the registry holds it.
+pub(super) struct Pending<D, R> {
+    shared: Arc<watch::Sender<Outcome<D, R>>>,
+    /// Admissions waiting (their [`Waiting`] alive).
+    waiters: usize,
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Pending<D, R> {
+    /// A setup of `room_id` about to start, with the caller as its first
+    /// waiter. Called under the registry's lock; the setup itself is
+    /// started outside it ([`Starter::run`]).
+    pub(super) fn new(
+        registry: &Arc<RegistryInner<D, R>>,
+        room_id: Arc<str>,
+    ) -> (Self, Waiting<D, R>, Starter<D, R>) {
+        let (shared, _) = watch::channel(None);
+        let shared = Arc::new(shared);
+        let starter = Starter(Completion {
+            registry: Arc::downgrade(registry),
+            room_id: room_id.clone(),
+            shared: shared.clone(),
+        });
+        let mut pending = Pending { shared, waiters: 0 };
+        let waiting = pending.wait(registry, room_id);
+        (pending, waiting, starter)
+    }
+
+    /// One more admission waits for this setup.
+    pub(super) fn wait(
+        &mut self,
+        registry: &Arc<RegistryInner<D, R>>,
+        room_id: Arc<str>,
+    ) -> Waiting<D, R> {
+        self.waiters += 1;
+        Waiting {
+            registry: Arc::downgrade(registry),
+            room_id,
+            shared: self.shared.clone(),
+            done: false,
+        }
+    }
+}
+
+/// Starts a room's setup (outside the registry's lock: the application's
+/// function may take its time, or panic).
+pub(super) struct Starter<D, R>(Completion<D, R>);
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Starter<D, R> {
+    /// Calls the setup and runs its future in a task of its own.
+    pub(super) fn run(self) {
+        let completion = self.0;
+        let Some(registry) = completion.registry.upgrade() else {
+            return;
+        };
+        let made = match &registry.setup {
+            Setup::Async(setup) => setup(completion.room_id.to_string()),
+            Setup::Default(make) => {
+                let data = make();
+                Box::pin(async move { Ok(data) })
+            }
+        };
+        drop(registry);
+        tracing::debug!(room_id = %completion.room_id, "room setup started");
+        tokio::spawn(async move {
+            let result = made.await;
+            completion.complete(result);
+        });
+    }
+}
+
+/// Completes a setup when its task ends: with the task's result, or with a
+/// 500 if the task ended without one (the setup panicked or the runtime
+/// shut down).
+struct Completion<D, R> {
+    registry: Weak<RegistryInner<D, R>>,
+    room_id: Arc<str>,
+    shared: Arc<watch::Sender<Outcome<D, R>>>,
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Completion<D, R> {
+    fn complete(self, result: Result<R, ErrorData>) {
+        if self.shared.borrow().is_some() {
+            return;
+        }
+        let Some(registry) = self.registry.upgrade() else {
+            let error = result
+                .err()
+                .unwrap_or_else(|| ErrorData::new(503, "rooms dropped"));
+            self.shared.send_replace(Some(Err(error)));
+            return;
+        };
+        let mut emptied = None;
+        let replaced = {
+            let mut rooms = lock(&registry.rooms);
+            let waiters = match rooms.get(&self.room_id) {
+                Some(Slot::Pending(pending)) if Arc::ptr_eq(&pending.shared, &self.shared) => {
+                    pending.waiters
+                }
+                // Not ours any more (cannot happen: only the setup replaces
+                // its slot); publish the outcome without registering.
+                _ => 0,
+            };
+            let (slot, outcome) = match result {
+                Ok(data) => {
+                    let room = Room::create(
+                        self.room_id.clone(),
+                        Arc::downgrade(&registry),
+                        data,
+                        waiters,
+                    );
+                    tracing::debug!(room_id = %self.room_id, waiters, "room setup done");
+                    if waiters == 0 {
+                        emptied = Some(room.clone());
+                    }
+                    (Some(Slot::Ready(room.clone())), Ok(room))
+                }
+                Err(error) => {
+                    tracing::debug!(room_id = %self.room_id, %error, waiters, "room setup failed");
+                    (None, Err(error))
+                }
+            };
+            let replaced = match slot {
+                Some(slot) => rooms.insert(self.room_id.clone(), slot),
+                None => rooms.remove(&self.room_id),
+            };
+            self.shared.send_replace(Some(outcome));
+            replaced
+        };
+        drop(replaced);
+        // Nobody waited any more: the room is empty from the start.
+        if let Some(room) = emptied {
+            let emptiness = lock(&room.inner.state).emptiness();
+            if let Some(emptiness) = emptiness {
+                registry.room_emptied(&room, emptiness);
+            }
+        }
+    }
+}
+
+impl<D, R> Drop for Completion<D, R> {
+    fn drop(&mut self) {
+        if self.shared.borrow().is_none() {
+            // The task ended without a result: the setup panicked, or the
+            // runtime is shutting down. Fail the waiters; the next
+            // admission starts over.
+            let Some(registry) = self.registry.upgrade() else {
+                self.shared
+                    .send_replace(Some(Err(ErrorData::new(500, "room setup failed"))));
+                return;
+            };
+            let removed = {
+                let mut rooms = lock(&registry.rooms);
+                let ours = matches!(rooms.get(&self.room_id),
+                    Some(Slot::Pending(pending)) if Arc::ptr_eq(&pending.shared, &self.shared));
+                let removed = if ours {
+                    rooms.remove(&self.room_id)
+                } else {
+                    None
+                };
+                self.shared
+                    .send_replace(Some(Err(ErrorData::new(500, "room setup failed"))));
+                removed
+            };
+            drop(removed);
+        }
+    }
+}
+
+/// An admission waiting for its room's setup. Dropped before the outcome
+/// (the admission gave up), it stops being counted; dropped after a
+/// successful outcome it did not take, it gives back the room's
+/// reservation made for it.
+pub(super) struct Waiting<D: Send + Sync + 'static, R: Send + Sync + 'static> {
+    registry: Weak<RegistryInner<D, R>>,
+    room_id: Arc<str>,
+    shared: Arc<watch::Sender<Outcome<D, R>>>,
+    /// The outcome was taken.
+    done: bool,
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Waiting<D, R> {
+    /// Waits for the setup's outcome: the room, with a reservation held
+    /// for this admission, or the setup's error.
+    pub(super) async fn outcome(mut self) -> Result<Room<D, R>, CoreError> {
+        let mut outcome = self.shared.subscribe();
+        let result = match outcome.wait_for(Option::is_some).await {
+            Ok(outcome) => match &*outcome {
+                Some(Ok(room)) => Ok(room.clone()),
+                Some(Err(error)) => Err(CoreError::RoomSetup(error.clone())),
+                None => Err(CoreError::RoomSetup(ErrorData::new(
+                    500,
+                    "room setup failed",
+                ))),
+            },
+            Err(_) => Err(CoreError::RoomSetup(ErrorData::new(
+                500,
+                "room setup failed",
+            ))),
+        };
+        self.done = true;
+        result
+    }
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Drop for Waiting<D, R> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Some(registry) = self.registry.upgrade() else {
+            return;
+        };
+        let given_up = {
+            let mut rooms = lock(&registry.rooms);
+            match &*self.shared.borrow() {
+                None => {
+                    if let Some(Slot::Pending(pending)) = rooms.get_mut(&self.room_id)
+                        && Arc::ptr_eq(&pending.shared, &self.shared)
+                    {
+                        pending.waiters -= 1;
+                    }
+                    None
+                }
+                Some(Ok(room)) => Some(room.clone()),
+                Some(Err(_)) => None,
+            }
+        };
+        // The setup completed with a place held for this admission.
+        if let Some(room) = given_up {
+            room.release_reservation();
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Admission into rooms over real WebSockets on 127.0.0.1: a room's async
+//! setup runs once for many first connections and its failure rejects each
+//! of them with the status the application chose; a peer is in its room
+//! before its client sees the WebSocket open, on the bound server and on
+//! the axum mount.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use protoo_server::{
+    DuplicatePolicy, ErrorData, PeerConfig, PeerEvent, PeerEvents, Rooms, ServerConfig,
+    WebSocketServer,
+};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+/// Admits every connection request into `rooms` (room and peer from the
+/// query), holding each admitted peer's events until its close.
+fn admit_all<R: Send + Sync + 'static>(mut server: WebSocketServer, rooms: Rooms<(), R>) {
+    tokio::spawn(async move {
+        while let Some(request) = server.next_request().await {
+            let rooms = rooms.clone();
+            tokio::spawn(async move {
+                let room_id = request.query_param("roomId").unwrap_or_default();
+                let peer_id = request.query_param("peerId").unwrap_or_default();
+                if let Ok((_room, _peer, events)) =
+                    request.accept_join(&rooms, &room_id, peer_id, ()).await
+                {
+                    drain(events).await;
+                }
+            });
+        }
+    });
+}
+
+async fn drain(mut events: PeerEvents) {
+    while let Some(event) = events.next().await {
+        if let PeerEvent::Request(request) = event {
+            request.accept(&json!({}));
+        }
+    }
+}
+
+/// A setup held until `gate` gets a permit, counting its calls; fails with
+/// `fail` when given.
+fn gated_rooms(
+    calls: &Arc<AtomicUsize>,
+    gate: &Arc<Semaphore>,
+    fail: Option<(u16, &'static str)>,
+) -> Rooms<(), String> {
+    let (calls, gate) = (calls.clone(), gate.clone());
+    Rooms::builder()
+        .duplicate_policy(DuplicatePolicy::Replace)
+        .setup(move |room_id: String| {
+            let (calls, gate) = (calls.clone(), gate.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let _permit = gate
+                    .acquire()
+                    .await
+                    .map_err(|_| ErrorData::new(500, "gate"))?;
+                match fail {
+                    Some((code, reason)) => Err(ErrorData::new(code, reason)),
+                    None => Ok(format!("router of {room_id}")),
+                }
+            }
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_setup_for_100_concurrent_first_connections() {
+    let (server, addr) = server(ServerConfig::default()).await;
+    let (calls, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Semaphore::new(0)));
+    let rooms = gated_rooms(&calls, &gate, None);
+    admit_all(server, rooms.clone());
+    let clients: Vec<_> = (0..100)
+        .map(|n| {
+            tokio::spawn(async move { client(addr, &format!("/?roomId=r&peerId=p{n}")).await })
+        })
+        .collect();
+    // Every connection is waiting on the one setup (none is open yet).
+    eventually("the setup started", || calls.load(Ordering::SeqCst) == 1).await;
+    assert!(rooms.get("r").is_none());
+    gate.add_permits(1);
+    let mut peers = Vec::new();
+    for client in clients {
+        peers.push(client.await.unwrap());
+    }
+    let room = rooms.get("r").expect("the room");
+    // Each client saw its open after its peer was admitted: all 100 are in.
+    assert_eq!(room.len(), 100);
+    assert_eq!(room.data(), "router of r");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the setup ran once");
+}
+
+#[tokio::test]
+async fn a_failing_setup_rejects_every_waiting_connection_with_its_status() {
+    let (server, addr) = server(ServerConfig::default()).await;
+    let (calls, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Semaphore::new(0)));
+    let rooms = gated_rooms(&calls, &gate, Some((403, "room is locked")));
+    admit_all(server, rooms.clone());
+    let refusals: Vec<_> = (0..10)
+        .map(|n| {
+            let request = upgrade_request(
+                addr,
+                &format!("/?roomId=r&peerId=p{n}"),
+                Some("protoo"),
+                &[],
+            );
+            tokio::spawn(refused(addr, request))
+        })
+        .collect();
+    eventually("the setup started", || calls.load(Ordering::SeqCst) == 1).await;
+    gate.add_permits(1);
+    for refusal in refusals {
+        let refusal = refusal.await.unwrap();
+        assert_eq!(refusal.status, 403);
+        assert_eq!(refusal.reason_header.as_deref(), Some("room is locked"));
+    }
+    assert!(rooms.is_empty());
+}
+
+/// Clients open one after another; right after each open, the server
+/// broadcasts to the room. Each client is in the room when it sees its
+/// open, so it gets every broadcast sent from then on.
+async fn in_the_room_before_the_open(addr: SocketAddr, target: &str, rooms: &Rooms) {
+    const PEERS: usize = 20;
+    let mut clients = Vec::new();
+    for n in 0..PEERS {
+        let client = client(addr, &format!("{target}?roomId=r&peerId=p{n}")).await;
+        // Server-side accounting the moment the client saw its open.
+        let room = rooms.get("r").expect("the room");
+        assert_eq!(
+            room.len(),
+            n + 1,
+            "peer {n} not in its room when its client opened"
+        );
+        let report = room.to_all().notify("opened", &json!({ "n": n })).unwrap();
+        assert_eq!(report.delivered, n + 1);
+        clients.push(client);
+    }
+    for (n, (_peer, events)) in clients.iter_mut().enumerate() {
+        for expected in n..PEERS {
+            let notification = expect_notification(events).await;
+            assert_eq!(notification.method(), "opened");
+            assert_eq!(notification.payload().to_value(), json!({ "n": expected }));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_is_in_its_room_before_its_client_sees_the_open() {
+    let (server, addr) = server(ServerConfig::default()).await;
+    let rooms: Rooms = Rooms::with_defaults(PeerConfig::default(), DuplicatePolicy::Replace);
+    admit_all(server, rooms.clone());
+    in_the_room_before_the_open(addr, "/", &rooms).await;
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_axum_mount_too() {
+    let (server, mount) = WebSocketServer::mounted(ServerConfig::default());
+    let app = axum::Router::new().route("/", mount.route());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let rooms: Rooms = Rooms::with_defaults(PeerConfig::default(), DuplicatePolicy::Replace);
+    admit_all(server, rooms.clone());
+    in_the_room_before_the_open(addr, "/", &rooms).await;
+}
