@@ -170,16 +170,14 @@ fn interop() -> Result {
 /// through a temporary local registry. Cargo takes registry crates to be
 /// immutable: it reuses the sources it unpacked under
 /// `$CARGO_HOME/registry/src/-HASH/` and what it built from them under
-/// `target/package/`, by name and version, so a second run would build
+/// the packaging target directory ([`package_target_dir`]), by name and
+/// version, so a second run would build
 /// against the first run's code. Both are forgotten for our own crates
 /// first (a local registry's folder name starts with `-`; crates.io's never
 /// does).
 fn forget_packaged_sources() {
     for profile in ["debug", "release"] {
-        let fingerprints = target_dir()
-            .join("package")
-            .join(profile)
-            .join(".fingerprint");
+        let fingerprints = package_target_dir().join(profile).join(".fingerprint");
         if let Ok(entries) = std::fs::read_dir(&fingerprints) {
             for entry in entries.flatten() {
                 if entry.file_name().to_string_lossy().starts_with("protoo-") {
