@@ -5,7 +5,9 @@
 //! ```
 //!
 //! Clients connect to `ws://HOST:PORT/?roomId=R&peerId=P` with the `protoo`
-//! subprotocol (the JavaScript `protoo-client` does). Rooms are created on
+//! subprotocol (the JavaScript `protoo-client` does). The same port serves
+//! a chat page at `/` (`/?roomId=R&peerId=P&displayName=N`, each optional;
+//! see `page.rs`): open it in two tabs and they chat. Rooms are created on
 //! demand and removed when their last peer leaves; a second connection with
 //! a peer id already in the room replaces the old peer.
 //!
@@ -26,12 +28,14 @@
 //! the interop suites and the benchmarks run against.
 
 mod ops;
+mod page;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::Parser;
+use protoo_server::core::Rate;
 use protoo_server::{
     ConnectionRequest, DuplicatePolicy, ErrorData, IncomingNotification, IncomingRequest, Payload,
     Peer, PeerConfig, PeerEvent, PeerEvents, Room, Rooms, ServerConfig, WebSocketServer, WsConfig,
@@ -54,6 +58,28 @@ struct Args {
     /// Keepalive ping interval in seconds (default: 60).
     #[arg(long)]
     ping_interval: Option<u64>,
+    /// Incoming requests and notifications per second per peer; past it a
+    /// request is answered 429 and a notification dropped. 0: no limit.
+    #[arg(long, default_value_t = DEFAULT_MESSAGE_RATE)]
+    message_rate: u64,
+    /// Burst of `--message-rate`, in messages (default: twice the rate).
+    #[arg(long)]
+    message_burst: Option<u64>,
+    /// Incoming request and notification bytes per second per peer,
+    /// handled as `--message-rate`. 0: no limit.
+    #[arg(long, default_value_t = DEFAULT_BYTE_RATE)]
+    byte_rate: u64,
+    /// Burst of `--byte-rate`, in bytes (default: twice the rate).
+    #[arg(long)]
+    byte_burst: Option<u64>,
+    /// Bytes of incoming frames a peer may make the server hold (queued
+    /// events and unanswered requests); past it a request is answered 503
+    /// and a notification dropped.
+    #[arg(long, default_value_t = protoo_server::core::DEFAULT_INCOMING_BUDGET)]
+    incoming_budget: usize,
+    /// Invalid messages after which a peer is closed with 1008. 0: never.
+    #[arg(long, default_value_t = DEFAULT_MAX_INVALID_MESSAGES)]
+    max_invalid_messages: u32,
     /// Serve `GET /metrics` and `GET /healthz` on this address (built with
     /// the `metrics` feature; see ops.rs).
     #[arg(long)]
@@ -61,6 +87,40 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t)]
     log_format: ops::LogFormat,
+}
+
+/// Default of `--message-rate`: far above what a signaling client sends
+/// (mediasoup-demo's send a few messages a second, a burst of a few dozen
+/// when joining), low enough that one sender in a room of 1,000 makes the
+/// server send at most 200 × 999 notifications a second (400 × 999 in a
+/// burst), well within what it can write.
+const DEFAULT_MESSAGE_RATE: u64 = 200;
+
+/// Default of `--byte-rate`: 2 MiB/s, bursts of 4 MiB: a client may send a
+/// few messages of the largest size (1 MiB) at once, and no more than that
+/// on average.
+const DEFAULT_BYTE_RATE: u64 = 2 << 20;
+
+/// Default of `--max-invalid-messages`: a client that sends this many
+/// frames that are not protoo messages is broken or hostile.
+const DEFAULT_MAX_INVALID_MESSAGES: u32 = 100;
+
+impl Args {
+    /// The per-peer settings: the incoming limits from the flags.
+    fn peer_config(&self) -> PeerConfig {
+        let rate = |per_second: u64, burst: Option<u64>| {
+            (per_second > 0).then(|| {
+                Rate::per_second(per_second)
+                    .with_burst(burst.unwrap_or(per_second.saturating_mul(2)))
+            })
+        };
+        let mut config = PeerConfig::default().with_incoming_budget(self.incoming_budget);
+        config.message_rate = rate(self.message_rate, self.message_burst);
+        config.byte_rate = rate(self.byte_rate, self.byte_burst);
+        config.max_invalid_messages =
+            (self.max_invalid_messages > 0).then_some(self.max_invalid_messages);
+        config
+    }
 }
 
 /// What the server keeps per peer: its display name, set by `join` (the
@@ -94,10 +154,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(secs) = args.ping_interval {
         ws = ws.with_ping_interval(Some(Duration::from_secs(secs)));
     }
-    let mut server = WebSocketServer::bind(args.listen, ServerConfig::default().with_ws(ws))
+    let config = ServerConfig::default().with_ws(ws);
+    let (mut server, mount) = WebSocketServer::mounted(config.clone());
+    let local_addr = page::serve(args.listen, mount, &config)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
-    println!("listening on ws://{}/", server.local_addr());
+    println!("listening on ws://{local_addr}/");
 
     let handle = server.handle();
     tokio::spawn(async move {
@@ -106,7 +168,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let rooms: Rooms<PeerState> =
-        Rooms::with_defaults(PeerConfig::default(), DuplicatePolicy::Replace);
+        Rooms::with_defaults(args.peer_config(), DuplicatePolicy::Replace);
     ops::start(args.metrics, server.handle(), rooms.clone()).await?;
     while let Some(request) = server.next_request().await {
         let rooms = rooms.clone();
@@ -216,11 +278,14 @@ fn handle_request(room: &Room<PeerState>, peer: &Peer<PeerState>, request: Incom
         "echo" => {
             let mut request = request;
             let data = request.take_payload();
-            request.accept(&data);
+            request.accept_payload(&data);
         }
         "broadcast" => {
-            let result = room.broadcast("chat", request.payload(), &[peer.id()]);
-            request.respond(result.map(|_| json!({})));
+            let _ = room
+                .to_all()
+                .except([peer.id()])
+                .notify_payload("chat", request.payload());
+            request.accept(&json!({}));
         }
         "chat" => request.handle(|chat: Chat| {
             let data = json!({ "peerId": peer.id(), "text": chat.text });

@@ -78,6 +78,28 @@ async fn line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
         .expect("the bot exited")
 }
 
+/// Returns once the bot is listed in room `r`: it prints `open` before its
+/// `join` reaches the room.
+async fn bot_joined(addr: &str) {
+    loop {
+        let url = format!("ws://{addr}/?roomId=r&peerId=probe");
+        let (probe, mut probe_events) =
+            Client::connect(ClientOptions::new(url), ClientConfig::default());
+        assert!(matches!(probe_events.next().await, Some(ClientEvent::Open)));
+        let joined: Value = probe.request_as("join", &json!({})).await.unwrap();
+        probe.close();
+        if joined["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == "bot")
+        {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// A person in the room: joins, says `!ping`, waits for the bot's pong.
 async fn ping(addr: &str, id: &str) -> (Client, ClientEvents) {
     let url = format!("ws://{addr}/?roomId=r&peerId={id}");
@@ -130,7 +152,11 @@ async fn the_bot_rejoins_after_a_room_restart_and_leaves_on_request() {
         .expect("start the bot");
     let mut lines = BufReader::new(bot.stdout.take().unwrap()).lines();
     assert_eq!(line(&mut lines).await, "open");
-    let (alice, _events) = ping(&addr, "alice").await;
+    let (alice, _events) = guard("alice's pong", async {
+        bot_joined(&addr).await;
+        ping(&addr, "alice").await
+    })
+    .await;
     alice.close();
 
     // The room server dies: the bot reports the loss and retries.
@@ -148,24 +174,7 @@ async fn the_bot_rejoins_after_a_room_restart_and_leaves_on_request() {
         assert!(state.starts_with("failed "), "unexpected state {state}");
     }
     let (bob, mut events) = guard("bob's pong", async {
-        // The bot's join may still be on its way.
-        loop {
-            let url = format!("ws://{addr}/?roomId=r&peerId=probe");
-            let (probe, mut probe_events) =
-                Client::connect(ClientOptions::new(url), ClientConfig::default());
-            assert!(matches!(probe_events.next().await, Some(ClientEvent::Open)));
-            let joined: Value = probe.request_as("join", &json!({})).await.unwrap();
-            probe.close();
-            if joined["peers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["id"] == "bot")
-            {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        bot_joined(&addr).await;
         ping(&addr, "bob").await
     })
     .await;

@@ -3,8 +3,12 @@
 //! - `cargo xtask ci`: everything CI checks, in order: formatting, clippy
 //!   (warnings are errors), the workspace tests, rustdoc (broken links are
 //!   errors), `cargo package` of the library crates, the interop suites
-//!   against the real npm protoo packages, the WebSocket conformance suite,
-//!   and a short smoke of the benchmarks.
+//!   against the real npm protoo packages, the room example's page in
+//!   headless Chromium (Debian's `chromium`, installed with apt-get when
+//!   missing) with its protoo-client bundle checked, the WebSocket
+//!   conformance suite, and a short smoke of the benchmarks.
+//! - `cargo xtask browser`: the room example's page in headless Chromium
+//!   only (part of `ci`).
 //! - `cargo xtask bench [--smoke]`: the benchmarks side by side with the Node
 //!   protoo-server (see `BENCHMARKS.md`).
 
@@ -14,6 +18,7 @@ use std::time::Instant;
 
 mod autobahn;
 mod bench;
+mod browser;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -23,8 +28,13 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
         Some("autobahn") => autobahn::run(),
+        Some("browser") => run(
+            "build the room example",
+            cargo().args(["build", "-p", "protoo-examples", "--example", "room"]),
+        )
+        .and_then(|()| browser::run_suites()),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench [--smoke] | autobahn>");
+            eprintln!("usage: cargo xtask <ci | bench [--smoke] | autobahn | browser>");
             return ExitCode::from(2);
         }
     };
@@ -121,6 +131,7 @@ fn ci() -> Result {
     check_codec_has_no_runtime()?;
     check_no_metrics_without_the_feature()?;
     interop()?;
+    browser::run_suites()?;
     println!("\n==> WebSocket conformance (Autobahn cases through kosoku)");
     autobahn::run()?;
     println!("\n==> benchmark smoke (cargo xtask bench --smoke)");

@@ -24,6 +24,12 @@
 //!   whether and when the stalled member is closed.
 //! - `s7`: `--peers` (15,000) concurrent peers; then all of them send an echo
 //!   at once and every one must be answered.
+//! - `s8`: one peer sends `--messages` (1,000) `ask` requests of `--size`
+//!   (900 KB) and never answers the server's requests: server RSS growth
+//!   and peak, the answers by code.
+//! - `s9`: one sender in a room of `--peers` (1,000) sends `broadcast` as
+//!   fast as it can (`--in-flight` 64 outstanding): what the server sends
+//!   per second against `--rate-limit` (200) × the members.
 
 mod client;
 mod hist;
@@ -65,22 +71,27 @@ struct Args {
     /// Clients (s1: 1, s2: 50) or concurrent churn workers (s5: 8).
     #[arg(long)]
     clients: Option<usize>,
-    /// Requests in flight per client (s1: 1, s2: 4).
+    /// Requests in flight per client (s1: 1, s2: 4, s9: 64).
     #[arg(long)]
     in_flight: Option<usize>,
-    /// Peers: room size for s3 (100), connected peers for s4 (10,000) and s7 (15,000).
+    /// Peers: room size for s3 (100) and s9 (1,000), connected peers for s4 (10,000) and s7 (15,000).
     #[arg(long)]
     peers: Option<usize>,
     /// s3/s6: broadcasts not yet delivered to every receiver, at most
     /// (default: about 16,384 deliveries' worth for s3, 64 for s6).
     #[arg(long)]
     window: Option<u64>,
-    /// s6: notifications to broadcast (50,000).
+    /// s6: notifications to broadcast (50,000); s8: asks to send (1,000).
     #[arg(long)]
     messages: Option<u64>,
-    /// s6: size of each notification's data in bytes (1,024).
+    /// s6: size of each notification's data in bytes (1,024); s8: of each
+    /// ask frame (921,600).
     #[arg(long)]
     size: Option<usize>,
+    /// s9: the server's incoming rate limit, messages per second per peer,
+    /// that the result is compared with (200, the room example's default).
+    #[arg(long, default_value_t = 200)]
+    rate_limit: u64,
     /// s6: members that keep reading (3).
     #[arg(long)]
     readers: Option<usize>,
@@ -105,6 +116,8 @@ enum Scenario {
     S5,
     S6,
     S7,
+    S8,
+    S9,
 }
 
 /// Settings shared by every scenario.
@@ -279,7 +292,7 @@ fn main() -> ExitCode {
     let mut report = Report::default();
     report.set("scenario", format!("{:?}", args.scenario));
     let outcome = runtime.block_on(async {
-        use scenarios::{broadcast, churn, idle, rr};
+        use scenarios::{broadcast, churn, flood, idle, rr};
         match args.scenario {
             Scenario::S1 => {
                 rr::run(
@@ -335,6 +348,25 @@ fn main() -> ExitCode {
                 idle::run(&run, args.peers.unwrap_or(15_000).max(1), true, &mut report).await
             }
             Scenario::S5 => churn::run(&run, args.clients.unwrap_or(8).max(1), &mut report).await,
+            Scenario::S8 => {
+                flood::ask_flood(
+                    &run,
+                    args.messages.unwrap_or(1000).max(1),
+                    args.size.unwrap_or(900 * 1024),
+                    &mut report,
+                )
+                .await
+            }
+            Scenario::S9 => {
+                flood::rate_flood(
+                    &run,
+                    args.peers.unwrap_or(1000).max(2),
+                    args.in_flight.unwrap_or(64).max(1),
+                    args.rate_limit.max(1),
+                    &mut report,
+                )
+                .await
+            }
         }
     });
     // Connections still open are dropped here without waiting for them.

@@ -107,7 +107,8 @@ pub struct Client {
 
 impl Client {
     /// Connects to the protoo server at `options`' URL (subprotocol
-    /// `protoo`, its extra headers, and for `wss://` its TLS configuration)
+    /// `protoo`, its extra headers, and for `wss://` its TLS configuration,
+    /// by default Mozilla's roots: see the `tls` module)
     /// and keeps reconnecting as [`ClientConfig::retry`] says. Spawns one
     /// task on the current Tokio runtime.
     ///
@@ -116,10 +117,20 @@ impl Client {
     /// Outside a Tokio runtime.
     pub fn connect(options: ClientOptions, config: ClientConfig) -> (Client, ClientEvents) {
         let ws_config = config.ws.clone();
+        // With the `tls` feature, `wss://` without a TLS configuration
+        // trusts Mozilla's roots. If that configuration cannot be built,
+        // every attempt fails with its error.
+        #[cfg(feature = "tls")]
+        let options = crate::tls::with_default_roots(options).map_err(|error| error.to_string());
+        #[cfg(not(feature = "tls"))]
+        let options = Ok::<_, String>(options);
         let connector: Connector = Box::new(move || {
             let options = options.clone();
             let ws_config = ws_config.clone();
-            Box::pin(async move { ws::connect_with(options, &ws_config).await })
+            Box::pin(async move {
+                let options = options.map_err(TransportError::Tls)?;
+                ws::connect_with(options, &ws_config).await
+            })
         });
         Self::with_connector(connector, config)
     }

@@ -7,8 +7,9 @@
 //! tests, servers talking to each other.
 //!
 //! [`Client::connect`] opens a connection to a URL (extra headers and, with
-//! the `tls` feature, `wss://` with a given root store through
-//! [`ClientOptions`]) and keeps it up with the semantics of protoo-client
+//! the `tls` feature, `wss://` trusting Mozilla's root certificates or a
+//! root store given through [`ClientOptions`]; see the `tls` module) and
+//! keeps it up with the semantics of protoo-client
 //! 4.0.8's `WebSocketTransport`:
 //!
 //! - before the first open of a round, each failed attempt is reported as
@@ -69,13 +70,13 @@
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 
 pub use client::{Client, ClientEvent, ClientEvents};
 pub use config::{ClientConfig, RetryConfig};
 pub use error::ClientError;
 
 pub use protoo_core::{CloseReason, IncomingNotification, IncomingRequest, Payload};
-#[cfg(feature = "tls")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-pub use protoo_transport::ws::tls;
 pub use protoo_transport::ws::{ClientOptions, WsConfig};

@@ -60,9 +60,9 @@ fn echo_server() -> Transport {
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
             match event {
-                PeerEvent::Request(request) => {
-                    let data = request.payload().clone();
-                    request.accept(&data);
+                PeerEvent::Request(mut request) => {
+                    let data = request.take_payload();
+                    request.accept_payload(&data);
                 }
                 PeerEvent::Notification(_) => {}
                 PeerEvent::Closed(_) => break,

@@ -1,9 +1,10 @@
 //! Targeted broadcast: one notification, encoded once, to the peers of a
 //! room chosen by id and by a predicate on each peer.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use protoo_codec::{EncodeError, Frame, encode};
+use protoo_codec::{EncodeError, Frame, Payload, encode};
 use protoo_transport::TransportError;
 use serde::Serialize;
 
@@ -65,7 +66,8 @@ type Predicate<'a, D> = Box<dyn Fn(&Peer<D>) -> bool + 'a>;
 #[must_use = "a broadcast is sent by `notify` or `send_frame`"]
 pub struct Broadcast<'a, D, R = ()> {
     room: &'a Room<D, R>,
-    except: Vec<&'a str>,
+    /// Borrowed when given as a slice ([`Room::broadcast`]): no allocation.
+    except: Cow<'a, [&'a str]>,
     filter: Option<Predicate<'a, D>>,
 }
 
@@ -73,14 +75,24 @@ impl<'a, D, R> Broadcast<'a, D, R> {
     pub(crate) fn new(room: &'a Room<D, R>) -> Self {
         Broadcast {
             room,
-            except: Vec::new(),
+            except: Cow::Borrowed(&[]),
             filter: None,
         }
     }
 
     /// Leaves out the peers with these ids.
     pub fn except(mut self, ids: impl IntoIterator<Item = &'a str>) -> Self {
-        self.except.extend(ids);
+        self.except.to_mut().extend(ids);
+        self
+    }
+
+    /// Leaves out the peers whose ids are in `ids` (borrowed as it is).
+    pub(crate) fn except_slice(mut self, ids: &'a [&'a str]) -> Self {
+        if self.except.is_empty() {
+            self.except = Cow::Borrowed(ids);
+        } else {
+            self.except.to_mut().extend_from_slice(ids);
+        }
         self
     }
 
@@ -103,37 +115,72 @@ impl<'a, D, R> Broadcast<'a, D, R> {
         Ok(self.send_frame(&frame))
     }
 
+    /// Like [`notify`](Broadcast::notify), with a received payload as the
+    /// data, as it is (its JSON text copied, not parsed and encoded again):
+    /// forwarding what one peer sent to the others.
+    pub fn notify_payload(self, method: &str, data: &Payload) -> BroadcastReport {
+        let frame = encode::notification_payload(method, data);
+        self.send_frame(&frame)
+    }
+
     /// Queues an already-encoded frame to every chosen peer.
+    ///
+    /// Without a predicate, the peers are visited under the room's lock
+    /// (queueing never waits, and takes no room lock): no list of them is
+    /// built and no peer handle is cloned. With one, the predicate runs on a
+    /// snapshot, outside the lock, so that it may look at the room.
     pub fn send_frame(self, frame: &Frame) -> BroadcastReport {
-        let peers: Vec<Peer<D>> = lock(&self.room.inner.state)
-            .peers
-            .values()
-            .cloned()
-            .collect();
         let mut report = BroadcastReport::default();
-        for peer in &peers {
-            let chosen = !self.except.contains(&peer.id())
-                && !peer.is_closed()
-                && self.filter.as_ref().is_none_or(|keep| keep(peer));
-            if !chosen {
-                report.skipped += 1;
-                continue;
-            }
-            match peer.core().send_uncounted(frame.clone()) {
-                Ok(()) => report.delivered += 1,
-                Err(TransportError::Closed(_)) => report.skipped += 1,
-                Err(error) => {
-                    tracing::debug!(room_id = self.room.id(), peer_id = peer.id(), %error, "broadcast: peer overflowed");
-                    report.overflowed += 1;
+        match &self.filter {
+            None => {
+                let state = lock(&self.room.inner.state);
+                for peer in state.peers.values() {
+                    self.offer(peer, frame, true, &mut report);
                 }
+                Self::count(state.peers.values().next(), frame, &report);
             }
-        }
-        if let Some(peer) = peers.first() {
-            // Every peer's handles are the same series: count once.
-            let counted = crate::metrics::Sent::of(frame.as_bytes());
-            peer.core().metrics.sent_many(counted, report.delivered);
+            Some(keep) => {
+                let peers: Vec<Peer<D>> = lock(&self.room.inner.state)
+                    .peers
+                    .values()
+                    .cloned()
+                    .collect();
+                for peer in &peers {
+                    let chosen = !self.except.contains(&peer.id()) && keep(peer);
+                    self.offer(peer, frame, chosen, &mut report);
+                }
+                Self::count(peers.first(), frame, &report);
+            }
         }
         report
+    }
+
+    /// Counts the deliveries of a broadcast at once, with the handles of
+    /// one of the room's peers (every peer's handles are the same series).
+    fn count(peer: Option<&Peer<D>>, frame: &Frame, report: &BroadcastReport) {
+        if let Some(peer) = peer {
+            let sent = crate::metrics::Sent::of(frame.as_bytes());
+            peer.core().metrics.sent_many(sent, report.delivered);
+        }
+    }
+
+    /// Queues `frame` to `peer` if it is chosen (and, without a predicate,
+    /// not excluded by id) and open, counting what happened.
+    fn offer(&self, peer: &Peer<D>, frame: &Frame, chosen: bool, report: &mut BroadcastReport) {
+        let chosen = chosen && !self.except.contains(&peer.id()) && !peer.is_closed();
+        if !chosen {
+            report.skipped += 1;
+            return;
+        }
+        // Counted by `count`, once for the whole broadcast.
+        match peer.core().send_uncounted(frame.clone()) {
+            Ok(()) => report.delivered += 1,
+            Err(TransportError::Closed(_)) => report.skipped += 1,
+            Err(error) => {
+                tracing::debug!(room_id = self.room.id(), peer_id = peer.id(), %error, "broadcast: peer overflowed");
+                report.overflowed += 1;
+            }
+        }
     }
 }
 

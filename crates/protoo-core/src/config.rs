@@ -4,6 +4,41 @@ use crate::Rate;
 
 /// Settings of one peer.
 ///
+/// # Overload: what a remote can make the server hold, and what happens past it
+///
+/// Incoming traffic is bounded in two ways. The [event queue](Self::event_queue)
+/// is backpressure: an application that falls behind stops the reading of
+/// the socket, and TCP slows the remote down. The [byte budget](Self::incoming_budget)
+/// and the [unanswered-request cap](Self::max_unanswered_requests) are not:
+/// past them the peer keeps reading, answers each further request at once
+/// with 503 `incoming budget exceeded`, and drops (and counts) each further
+/// notification. The [rate limits](Self::message_rate) do the same with 429.
+///
+/// Why not backpressure for the budget too: the requests that fill it are
+/// those waiting for something, often for this peer itself (the server
+/// asked it a question and the answer comes on the same socket). A reader
+/// that stopped would never see that answer: the peer and its requests
+/// would sit until they time out. Answering at once keeps every request's
+/// one response, keeps responses to this side's requests flowing, costs
+/// nothing for a peer within its budget, and touches no other peer. A
+/// protoo client sees an ordinary error response it can retry.
+///
+/// For comparison: jsonrpsee bounds each connection's outgoing messages
+/// (`set_message_buffer_capacity`, 1024 by default) and, when that buffer is
+/// full, stops taking new messages from the connection until the client
+/// reads (backpressure, as our event queue does); request and response
+/// bodies are capped (`max_request_body_size`, `max_response_body_size`,
+/// 10 MiB each; a response over the cap is replaced by the error "Response
+/// is too big"), and earlier versions answered calls past their resource
+/// limits with the error "Server is busy, try again later" (as our budget
+/// answers 503). Centrifugo caps a client's request size
+/// (`client_request_max_size`) and its outgoing queue
+/// (`client_queue_max_size`, 10 MB by default), and disconnects a client
+/// whose queue passes it with code 3008 `slow` (as our outbound queue closes
+/// 1008). Neither holds a per-connection byte budget for what a client sent
+/// and the application has not answered yet: that is the hole protoo's
+/// request/response shape (either side asks the other) leaves open.
+///
 /// ```
 /// use std::time::Duration;
 /// use protoo_core::PeerConfig;
@@ -165,12 +200,17 @@ impl PeerConfig {
     /// The timeout of a request sent while `pending` other requests to the
     /// same peer wait for their response.
     pub fn request_timeout_for(&self, pending: usize) -> Duration {
-        match self.request_timeout {
-            Some(timeout) => timeout,
-            // 2000 × (15 + 0.1 × pending) ms, in integers.
-            None => Duration::from_millis(
-                30_000u64.saturating_add(200u64.saturating_mul(pending as u64)),
-            ),
+        request_timeout(self.request_timeout, pending)
+    }
+}
+
+/// [`PeerConfig::request_timeout_for`] from the configured timeout alone.
+pub(crate) fn request_timeout(configured: Option<Duration>, pending: usize) -> Duration {
+    match configured {
+        Some(timeout) => timeout,
+        // 2000 × (15 + 0.1 × pending) ms, in integers.
+        None => {
+            Duration::from_millis(30_000u64.saturating_add(200u64.saturating_mul(pending as u64)))
         }
     }
 }

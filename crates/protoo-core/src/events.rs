@@ -441,6 +441,24 @@ impl IncomingRequest {
         self.answer(frame, outcome);
     }
 
+    /// Answers with a success response carrying a received payload as it
+    /// is (its JSON text copied, not parsed and encoded again): an echo, or
+    /// data forwarded from another peer.
+    ///
+    /// ```
+    /// # use protoo_core::{PeerEvent, PeerEvents};
+    /// # async fn echo(mut events: PeerEvents) {
+    /// while let Some(PeerEvent::Request(mut request)) = events.next().await {
+    ///     let data = request.take_payload();
+    ///     request.accept_payload(&data);
+    /// }
+    /// # }
+    /// ```
+    pub fn accept_payload(mut self, data: &Payload) {
+        let frame = encode::success_payload(&self.request.id, data);
+        self.answer(frame, Outcome::Ok);
+    }
+
     /// Answers with an error response: `errorCode` and `errorReason`.
     pub fn reject(self, code: u16, reason: impl AsRef<str>) {
         self.reject_with(ErrorData::new(code, reason));

@@ -64,7 +64,11 @@ pub(crate) struct Core {
     /// Counts the incoming requests not yet answered, when the transport
     /// asks for it (graceful shutdown waits for them).
     pub(crate) requests: Option<Tracker>,
-    config: PeerConfig,
+    /// [`PeerConfig::request_timeout`]: what a peer keeps of its config
+    /// (the rest is used when it is built), as every idle peer holds it.
+    request_timeout: Option<std::time::Duration>,
+    /// [`PeerConfig::max_invalid_messages`].
+    max_invalid_messages: Option<u32>,
     pending: Mutex<Pending>,
     /// Set once, by whoever closes the peer first.
     reason: OnceLock<CloseReason>,
@@ -83,8 +87,9 @@ pub(crate) struct Core {
     pub(crate) budget: Arc<Budget>,
     /// Remote-triggered warnings, limited.
     pub(crate) log_limit: LogLimit,
-    /// The incoming rate limits, if any (taken by the reader task only).
-    rate: Option<Mutex<Limiter>>,
+    /// The incoming rate limits, if any (taken by the reader task only);
+    /// boxed, so that a peer without them does not carry their size.
+    rate: Option<Box<Mutex<Limiter>>>,
     /// Invalid messages received so far.
     invalid: AtomicU32,
     /// The peer's metric handles (nothing without the `metrics` feature).
@@ -255,7 +260,7 @@ impl Core {
             .invalid
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
-        if let Some(max) = self.config.max_invalid_messages
+        if let Some(max) = self.max_invalid_messages
             && count >= max
             && !self.is_closed()
         {
@@ -593,7 +598,8 @@ pub(crate) fn build<D>(
         room_id,
         sink,
         requests,
-        config: config.clone(),
+        request_timeout: config.request_timeout,
+        max_invalid_messages: config.max_invalid_messages,
         pending: Mutex::new(Pending {
             map: HashMap::new(),
             closed: false,
@@ -608,7 +614,8 @@ pub(crate) fn build<D>(
         leave: Mutex::new(None),
         budget: Budget::new(config.incoming_budget, config.max_unanswered_requests),
         log_limit: LogLimit::default(),
-        rate: Limiter::new(config.message_rate, config.byte_rate).map(Mutex::new),
+        rate: Limiter::new(config.message_rate, config.byte_rate)
+            .map(|limiter| Box::new(Mutex::new(limiter))),
         invalid: AtomicU32::new(0),
         metrics: PeerMetrics::new(),
     });
@@ -797,7 +804,7 @@ impl<D> Peer<D> {
             TransportError::Closed(_) => RequestError::PeerClosed,
             other => RequestError::Send(other),
         })?;
-        let timeout = core.config.request_timeout_for(before);
+        let timeout = crate::config::request_timeout(core.request_timeout, before);
         let outcome = tokio::time::timeout(timeout, rx).await;
         guard.done = outcome.is_ok();
         let (result, ended) = match outcome {

@@ -419,33 +419,10 @@ impl<D, R> Room<D, R> {
     /// Queues an already-encoded frame to every peer except those in
     /// `except`; see [`Room::broadcast`].
     pub fn broadcast_frame(&self, frame: &Frame, except: &[&str]) -> usize {
-        let targets: Vec<Peer<D>> = {
-            let state = lock(&self.inner.state);
-            state
-                .peers
-                .values()
-                .filter(|peer| !except.contains(&peer.id()))
-                .cloned()
-                .collect()
-        };
-        let mut sent = 0;
-        for peer in &targets {
-            if peer.is_closed() {
-                continue;
-            }
-            match peer.core().send_uncounted(frame.clone()) {
-                Ok(()) => sent += 1,
-                Err(error) => {
-                    tracing::debug!(room_id = %self.inner.id, peer_id = peer.id(), %error, "broadcast skipped a peer");
-                }
-            }
-        }
-        if let Some(peer) = targets.first() {
-            // Every peer's handles are the same series: count once.
-            let counted = crate::metrics::Sent::of(frame.as_bytes());
-            peer.core().metrics.sent_many(counted, sent);
-        }
-        sent
+        self.to_all()
+            .except_slice(except)
+            .send_frame(frame)
+            .delivered
     }
 
     /// Closes the room: no peer is admitted any more, every peer in it is

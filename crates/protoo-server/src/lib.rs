@@ -109,3 +109,9 @@ pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, cl
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The porting guide's code (`docs/porting-from-node.md`), compiled as doc
+/// tests so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/porting-from-node.md")]
+pub struct PortingGuideDoctests;

@@ -1,5 +1,7 @@
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use http::HeaderMap;
 use protoo_core::{
@@ -10,6 +12,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::ServerError;
+
+/// An admission in progress, boxed (see [`ConnectionRequest::accept`]).
+type Admission<'a, T> = Pin<Box<dyn Future<Output = Result<T, ServerError>> + Send + 'a>>;
 
 /// A transport whose client has not yet seen the WebSocket open, and what
 /// opens it.
@@ -69,14 +74,16 @@ pub(crate) struct RequestHead {
 /// request dropped undecided is answered 500, and one left undecided past
 /// the timeout 503.
 pub struct ConnectionRequest {
-    head: RequestHead,
+    /// Boxed: a request is moved into the application's per-connection
+    /// task, whose future keeps its size for the connection's whole life.
+    head: Box<RequestHead>,
     reply: Option<oneshot::Sender<Decision>>,
 }
 
 impl ConnectionRequest {
     pub(crate) fn new(head: RequestHead, reply: oneshot::Sender<Decision>) -> Self {
         ConnectionRequest {
-            head,
+            head: Box::new(head),
             reply: Some(reply),
         }
     }
@@ -138,10 +145,16 @@ impl ConnectionRequest {
     /// Accepts: completes the WebSocket upgrade (subprotocol `protoo`) and
     /// returns the peer's transport. Fails if the handshake timeout passed
     /// first or the connection broke.
-    pub async fn accept(self) -> Result<Transport, ServerError> {
-        let (transport, opening) = self.accept_pending().await?;
-        opening.open();
-        Ok(transport)
+    ///
+    /// Like every `accept*` method, it returns a boxed future: what the
+    /// handshake holds is freed once it is done, instead of sizing the
+    /// application's per-connection task for the peer's whole life.
+    pub fn accept(self) -> impl Future<Output = Result<Transport, ServerError>> + Send {
+        Box::pin(async move {
+            let (transport, opening) = self.accept_pending().await?;
+            opening.open();
+            Ok(transport)
+        })
     }
 
     /// Accepts, but holds the client's WebSocket open back: returns the
@@ -159,18 +172,21 @@ impl ConnectionRequest {
 
     /// Accepts and admits the peer into `room` with `peer_id`, before the
     /// client sees its connection open; see [`Room::create_peer_with`].
-    pub async fn accept_into<D: Send + Sync + 'static, R: Send + Sync + 'static>(
+    pub fn accept_into<'a, D: Send + Sync + 'static, R: Send + Sync + 'static>(
         self,
-        room: &Room<D, R>,
+        room: &'a Room<D, R>,
         peer_id: impl Into<String>,
         data: D,
         config: PeerConfig,
         policy: DuplicatePolicy,
-    ) -> Result<(Peer<D>, PeerEvents), ServerError> {
-        let (transport, opening) = self.accept_pending().await?;
-        let admitted = room.create_peer_with(peer_id, transport, data, config, policy);
-        opening.open();
-        Ok(admitted?)
+    ) -> impl Future<Output = Result<(Peer<D>, PeerEvents), ServerError>> + Send + 'a {
+        let peer_id = peer_id.into();
+        Box::pin(async move {
+            let (transport, opening) = self.accept_pending().await?;
+            let admitted = room.create_peer_with(peer_id, transport, data, config, policy);
+            opening.open();
+            Ok(admitted?)
+        })
     }
 
     /// Accepts and admits the peer into the room `room_id` of `rooms`
@@ -180,35 +196,54 @@ impl ConnectionRequest {
     /// A room whose setup fails rejects the connection with the setup
     /// error's code as the HTTP status (500 when it is not one) and its
     /// reason; one whose setup outlasts the handshake timeout, with 503.
-    pub async fn accept_into_rooms<D: Send + Sync + 'static, R: Send + Sync + 'static>(
-        mut self,
-        rooms: &Rooms<D, R>,
-        room_id: &str,
+    pub fn accept_into_rooms<'a, D: Send + Sync + 'static, R: Send + Sync + 'static>(
+        self,
+        rooms: &'a Rooms<D, R>,
+        room_id: &'a str,
         peer_id: impl Into<String>,
         data: D,
         config: PeerConfig,
         policy: DuplicatePolicy,
-    ) -> Result<Joined<D, R>, ServerError> {
-        let reservation = self.reserve(rooms, room_id).await?;
-        let (transport, opening) = self.accept_pending().await?;
-        let admitted = reservation.join_with(peer_id, transport, data, config, policy);
-        opening.open();
-        Ok(admitted?)
+    ) -> impl Future<Output = Result<Joined<D, R>, ServerError>> + Send + 'a {
+        let peer_id = peer_id.into();
+        self.admit(rooms, room_id, peer_id, data, Some((config, policy)))
     }
 
     /// [`ConnectionRequest::accept_into_rooms`] with the registry's
     /// defaults ([`Rooms::builder`]).
-    pub async fn accept_join<D: Send + Sync + 'static, R: Send + Sync + 'static>(
+    pub fn accept_join<'a, D: Send + Sync + 'static, R: Send + Sync + 'static>(
         self,
-        rooms: &Rooms<D, R>,
-        room_id: &str,
+        rooms: &'a Rooms<D, R>,
+        room_id: &'a str,
         peer_id: impl Into<String>,
         data: D,
-    ) -> Result<Joined<D, R>, ServerError> {
-        let (config, policy) = rooms.defaults();
-        let config = config.clone();
-        self.accept_into_rooms(rooms, room_id, peer_id, data, config, policy)
-            .await
+    ) -> impl Future<Output = Result<Joined<D, R>, ServerError>> + Send + 'a {
+        let peer_id = peer_id.into();
+        self.admit(rooms, room_id, peer_id, data, None)
+    }
+
+    /// Waits for the room, accepts, joins (with `settings`, or the
+    /// registry's defaults), then opens.
+    fn admit<'a, D: Send + Sync + 'static, R: Send + Sync + 'static>(
+        mut self,
+        rooms: &'a Rooms<D, R>,
+        room_id: &'a str,
+        peer_id: String,
+        data: D,
+        settings: Option<(PeerConfig, DuplicatePolicy)>,
+    ) -> Admission<'a, Joined<D, R>> {
+        Box::pin(async move {
+            let reservation = self.reserve(rooms, room_id).await?;
+            let (transport, opening) = self.accept_pending().await?;
+            let admitted = match settings {
+                Some((config, policy)) => {
+                    reservation.join_with(peer_id, transport, data, config, policy)
+                }
+                None => reservation.join(peer_id, transport, data),
+            };
+            opening.open();
+            Ok(admitted?)
+        })
     }
 
     /// Waits for the room (its setup), within the handshake timeout;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use protoo_transport::ws::read_upgrade_request;
 use protoo_transport::{FrameSink, Tracker, TrackerGuard, Transport, close_code};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout_at};
@@ -22,6 +22,11 @@ pub const SHUTDOWN_REASON: &str = "server shutting down";
 
 /// How long writing an HTTP rejection may take before the socket is dropped.
 const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a connection answered 503 over the connection limit is read
+/// (and what it sends discarded) before it is closed, as the transport does
+/// for its rejections.
+const REJECT_LINGER: Duration = Duration::from_secs(1);
 
 /// A protoo WebSocket server: protoo-server's `WebSocketServer`.
 ///
@@ -402,14 +407,11 @@ async fn connection<S>(
     if shared.over_limit() {
         tracing::debug!("connection limit reached");
         crate::metrics::upgrade_rejected(503);
-        let mut stream = stream;
-        let answer = stream.write_all(
-            b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
-              Content-Type: text/plain; charset=utf-8\r\n\
-              X-WebSocket-Reject-Reason: too many connections\r\n\
-              Content-Length: 20\r\n\r\ntoo many connections",
-        );
-        let _ = tokio::time::timeout(REJECT_WRITE_TIMEOUT, answer).await;
+        // A stopping server does not wait for the linger.
+        tokio::select! {
+            () = answer_over_limit(stream) => {}
+            _ = shared.stopped_accepting() => {}
+        }
         return;
     }
     let read = tokio::select! {
@@ -484,6 +486,44 @@ async fn connection<S>(
     }
 }
 
+/// Answers a connection over the limit with 503 before reading its
+/// request, then lingers like the transport's other rejections: the write
+/// side is shut down (the client sees the answer, then the end) and input
+/// is discarded until the client closes, for at most [`REJECT_LINGER`].
+/// Closing at once, with the client's request unread or still arriving,
+/// would reset the connection and the client could lose the answer.
+async fn answer_over_limit<S>(mut stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let answer = async {
+        stream
+            .write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+                  Content-Type: text/plain; charset=utf-8\r\n\
+                  X-WebSocket-Reject-Reason: too many connections\r\n\
+                  Content-Length: 20\r\n\r\ntoo many connections",
+            )
+            .await?;
+        stream.shutdown().await
+    };
+    if !matches!(
+        tokio::time::timeout(REJECT_WRITE_TIMEOUT, answer).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let drain = async {
+        let mut scratch = [0u8; 256];
+        while let Ok(n) = stream.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REJECT_LINGER, drain).await;
+}
+
 /// The checks every connection request passes (origin, subprotocol, server
 /// state), then the application's decision, bounded by `deadline`; a
 /// rejection is counted.
@@ -517,7 +557,8 @@ async fn checks_and_decision(
         return reject(403, "origin not allowed");
     }
     if !wants_protoo {
-        tracing::warn!("invalid/missing Sec-WebSocket-Protocol");
+        // Remote-triggered, once per connection: not worth a warning.
+        tracing::debug!("invalid/missing Sec-WebSocket-Protocol");
         return reject(403, "invalid/missing Sec-WebSocket-Protocol");
     }
     let Some(requests) = shared.request_sender() else {

@@ -265,6 +265,60 @@ async fn connections_beyond_the_limit_are_503() {
     client.await.unwrap().expect("accepted again");
 }
 
+/// A client over the connection limit reads the whole 503, not a reset:
+/// the server writes its answer, then discards what the client sends until
+/// the client closes (bounded), as for the other rejections. The client
+/// here sends its upgrade request only once the 503 has arrived, so that
+/// it reaches a server that already answered: a server that closed at once
+/// would reset the connection and the client would lose the answer.
+#[tokio::test]
+async fn a_client_over_the_connection_limit_reads_the_503_not_a_reset() {
+    let (mut server, addr) = server(ServerConfig::default().with_max_connections(1)).await;
+    let client = tokio::spawn(handshake(
+        addr,
+        upgrade_request(addr, "/", Some("protoo"), &[]),
+    ));
+    let _transport = guard("accept", next_request(&mut server).await.accept())
+        .await
+        .expect("accept");
+    let _held = client.await.unwrap().expect("accepted");
+
+    for round in 0..20 {
+        let mut tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        if round % 2 == 0 {
+            // The answer is there before the request is sent.
+            guard("the 503 arrives", tcp.readable()).await.unwrap();
+        }
+        // Headers padded to several segments, so that they keep arriving
+        // after the answer.
+        let mut request = raw_upgrade("/").into_bytes();
+        request.truncate(request.len() - 2);
+        for i in 0..64 {
+            request.extend_from_slice(format!("X-Padding-{i}: {}\r\n", "p".repeat(200)).as_bytes());
+        }
+        request.extend_from_slice(b"\r\n");
+        tcp.write_all(&request).await.expect("write the request");
+        let mut answer = Vec::new();
+        let read = guard("read the 503", tcp.read_to_end(&mut answer)).await;
+        assert!(
+            read.is_ok(),
+            "round {round}: the connection was reset ({read:?}) after {} bytes",
+            answer.len()
+        );
+        assert!(
+            answer.starts_with(b"HTTP/1.1 503 "),
+            "round {round}: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        let answer = parse_response(&answer);
+        assert_eq!(
+            answer.header("x-websocket-reject-reason"),
+            Some("too many connections")
+        );
+        assert_eq!(answer.body, "too many connections");
+    }
+}
+
 #[tokio::test]
 async fn request_dropped_undecided_is_500() {
     let (mut server, addr) = server(ServerConfig::default()).await;

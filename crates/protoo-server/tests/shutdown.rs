@@ -175,6 +175,75 @@ async fn stop_refuses_new_connections_and_keeps_existing_peers() {
     assert_eq!(handle.connections(), 0);
 }
 
+/// `shutdown()` waits for the requests already received when it started,
+/// and only for those: a request arriving afterwards is answered at once
+/// with 503 `server shutting down` without reaching the application, so
+/// a client that keeps sending cannot hold the shutdown for its whole
+/// grace. The grace here (an hour) is far beyond the test's guard: the
+/// shutdown completes as soon as the request received before it is
+/// answered.
+#[tokio::test]
+async fn shutdown_waits_for_requests_received_before_it_and_refuses_later_ones() {
+    let config = ServerConfig::default().with_shutdown_grace(Duration::from_secs(3600));
+    let (server, addr) = server(config).await;
+    let handle = server.handle();
+    let (requests_tx, mut requests) = mpsc::unbounded_channel();
+    let _accept_loop = serve(server, requests_tx);
+    let (peer, mut events) = client(addr, "/?peerId=busy").await;
+
+    let before = tokio::spawn({
+        let peer = peer.clone();
+        async move { peer.request("before", &json!({ "n": 0 })).await }
+    });
+    let held = guard("the request reaches the server", requests.recv())
+        .await
+        .unwrap();
+    assert_eq!(held.method(), "before");
+    assert_eq!(handle.requests_in_flight(), 1);
+
+    let shutdown = start_shutdown(&handle);
+    // Requests sent now are refused at once, however many.
+    for n in 1..=20 {
+        let error = guard(
+            "a request after the shutdown began",
+            peer.request("after", &json!({ "n": n })),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(error.code(), Some(503));
+        assert_eq!(
+            error.reason().as_deref(),
+            Some(protoo_server::core::SHUTTING_DOWN_REASON)
+        );
+    }
+    assert!(
+        requests.try_recv().is_err(),
+        "a late request reached the application"
+    );
+    assert_eq!(
+        handle.requests_in_flight(),
+        1,
+        "only the earlier request is waited for"
+    );
+    assert!(!shutdown.is_finished());
+
+    // Answering the earlier request ends the wait, long before the grace.
+    held.accept(&json!({ "answered": true }));
+    let data = guard("the earlier request's answer", before)
+        .await
+        .unwrap()
+        .expect("answered before the close");
+    assert_eq!(data.to_value(), json!({ "answered": true }));
+    let reason = expect_closed(&mut events).await;
+    assert_eq!(reason.code, Some(close_code::GOING_AWAY));
+    assert_eq!(reason.reason, SHUTDOWN_REASON);
+    guard("shutdown completes without the grace", shutdown)
+        .await
+        .unwrap();
+    assert_eq!(handle.connections(), 0);
+    assert_eq!(handle.requests_in_flight(), 0);
+}
+
 #[tokio::test]
 async fn the_grace_period_bounds_an_unanswered_request() {
     let config = ServerConfig::default().with_shutdown_grace(Duration::from_millis(200));

@@ -572,6 +572,57 @@ function defineRoomSuite(server, { skipReason } = {})
 				await withTimeout(Promise.all(done), 20000, 'every receiver to get every broadcast');
 			});
 
+			it('a peer is in its room when its client opens: 20 open one after another, the first broadcasts 200 at once', async () =>
+			{
+				// No join, no answered request first: the client's open alone
+				// must mean it is in the room (as with protoo-server). Ten
+				// rounds, each in a room of its own.
+				const PEERS = 20;
+				const MESSAGES = 200;
+
+				for (let round = 0; round < 10; round++)
+				{
+					const roomId = freshRoom('open-order');
+					const peers = [];
+
+					for (let i = 0; i < PEERS; i++)
+					{
+						peers.push(await connect(roomId, `p${i}`));
+					}
+
+					const [ sender, ...receivers ] = peers;
+					const done = receivers.map((receiver) => new Promise((resolve, reject) =>
+					{
+						let expected = 0;
+
+						receiver.on('notification', ({ method, data }) =>
+						{
+							if (method !== 'chat')
+								return;
+							if (data.seq !== expected)
+							{
+								reject(new Error(
+									`round ${round}, ${receiver.peerId}: got seq ${data.seq}, expected ${expected}`));
+
+								return;
+							}
+							expected += 1;
+							if (expected === MESSAGES)
+								resolve();
+						});
+					}));
+					const sends = Array.from(
+						{ length: MESSAGES }, (_, seq) => sender.request('broadcast', { seq }));
+
+					await withTimeout(Promise.all(sends), 20000, 'the broadcast responses');
+					await withTimeout(Promise.all(done), 20000, 'every peer to get every broadcast');
+					for (const peer of peers)
+					{
+						peer.close();
+					}
+				}
+			});
+
 			it('duplicate peerId: the old peer is closed (4000, no reconnect), the new one works', async () =>
 			{
 				const roomId = freshRoom('dup');

@@ -13,10 +13,10 @@
 //!
 //! ```text
 //! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor]
-//!                   [--scenarios s1,s2,s3,s3k,s4,s5,s6,s7] [--write | --no-write]
+//!                   [--scenarios s1,s2,s3,s3k,s4,s4e,s5,s6,s7,s8,s9] [--write | --no-write]
 //! ```
 //!
-//! `--smoke` (CI): tiny versions of S1, S3, S5 and S6 against our server, and
+//! `--smoke` (CI): tiny versions of S1, S3, S5, S6, S8 and S9 against our server, and
 //! against the anchor too when `tests/interop/node_modules` is installed
 //! (smoke never runs npm); dev-profile builds; fails on any error; writes
 //! nothing.
@@ -71,9 +71,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     };
     if want_ours {
         super::run(
-            "build the room example",
+            "build the room and echo examples",
             super::cargo()
                 .args(["build", "-p", "protoo-examples", "--example", "room"])
+                .args(["--example", "echo"])
                 .args(profile),
         )?;
     }
@@ -89,6 +90,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let target = super::target_dir();
     let bench_bin = target.join(profile_dir).join("protoo-bench");
     let room_bin = target.join(profile_dir).join("examples/room");
+    let echo = [ServerKind::Echo {
+        bin: target.join(profile_dir).join("examples/echo"),
+    }];
     let logs = target.join("bench-logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
 
@@ -112,12 +116,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let scenarios = scenarios(&opts);
     let mut results: Vec<Outcome> = Vec::new();
     for sc in &scenarios {
+        let against: &[ServerKind] = match (sc.echo, want_ours) {
+            (true, true) => &echo,
+            (true, false) => &[],
+            (false, _) => &servers,
+        };
         // The metrics build right after the plain one (see `overhead`).
         let metered = metered
             .as_ref()
             .filter(|_| overhead::MEASURED.contains(&sc.key));
         let mut order: Vec<&ServerKind> = Vec::new();
-        for server in &servers {
+        for server in against {
             order.push(server);
             if matches!(server, ServerKind::Ours { .. })
                 && let Some(metered) = metered
@@ -274,7 +283,7 @@ impl Opts {
                 }
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
-                                [--only ours|anchor] [--scenarios s1,s2,s3,s3k,s4,s5,s6,s7] \
+                                [--only ours|anchor] [--scenarios s1,s2,s3,s3k,s4,s4e,s5,s6,s7,s8,s9] \
                                 [--write|--no-write]"
                         .into());
                 }
@@ -302,7 +311,7 @@ mod tests {
         assert!((o.duration - 2.0).abs() < 1e-9);
         assert_eq!(o.scenarios, Some(vec!["s1".to_owned(), "s3k".to_owned()]));
         assert!(Opts::parse(&args("--bogus")).is_err());
-        assert!(Opts::parse(&args("--scenarios s9")).is_err());
+        assert!(Opts::parse(&args("--scenarios s10")).is_err());
         assert!(Opts::parse(&args("--duration")).is_err());
     }
 

@@ -13,6 +13,11 @@ pub(super) enum ServerKind {
     OursMetrics {
         bin: PathBuf,
     },
+    /// The quickstart (`examples/echo.rs`), for the scenarios that measure
+    /// the plainest application (S4 on echo); reported in our column.
+    Echo {
+        bin: PathBuf,
+    },
     Anchor {
         dir: PathBuf,
     },
@@ -23,13 +28,14 @@ impl ServerKind {
         match self {
             ServerKind::Ours { .. } => "protoo-rs",
             ServerKind::OursMetrics { .. } => "protoo-rs with metrics",
+            ServerKind::Echo { .. } => "protoo-rs (echo example)",
             ServerKind::Anchor { .. } => "protoo-server",
         }
     }
 
     pub(super) fn short(&self) -> &'static str {
         match self {
-            ServerKind::Ours { .. } => "ours",
+            ServerKind::Ours { .. } | ServerKind::Echo { .. } => "ours",
             ServerKind::OursMetrics { .. } => "metrics",
             ServerKind::Anchor { .. } => "anchor",
         }
@@ -43,13 +49,17 @@ impl ServerKind {
                 vec!["--metrics".to_owned(), "127.0.0.1:0".to_owned()],
                 None,
             ),
+            // The quickstart takes its address as its one argument.
+            ServerKind::Echo { bin } => (bin.display().to_string(), Vec::new(), None),
             ServerKind::Anchor { dir } => (
                 "node".to_owned(),
                 vec!["anchor/room-server.js".to_owned()],
                 Some(dir.as_path()),
             ),
         };
-        args.push("--listen".into());
+        if !matches!(self, ServerKind::Echo { .. }) {
+            args.push("--listen".into());
+        }
         args.push(listen.into());
         args.extend(extra.iter().cloned());
         let mut cmd = with_fd_limit(&program, &args, cpus);
@@ -249,7 +259,11 @@ pub(super) fn run_one(
     } else {
         (None, None)
     };
-    let server = match Server::start(kind, &sc.server_args, server_cpus, &log) {
+    let mut server_args = sc.server_args.clone();
+    if matches!(kind, ServerKind::Ours { .. }) {
+        server_args.extend(sc.ours_args.iter().cloned());
+    }
+    let server = match Server::start(kind, &server_args, server_cpus, &log) {
         Ok(s) => s,
         Err(e) => return outcome(Err(e)),
     };

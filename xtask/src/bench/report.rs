@@ -132,7 +132,7 @@ pub(super) fn rows(key: &str) -> Vec<Row> {
             ),
             load,
         ],
-        "s4" => vec![
+        "s4" | "s4e" => vec![
             r(
                 "server RSS per idle peer (KB)",
                 "rss_per_peer_bytes",
@@ -249,6 +249,92 @@ pub(super) fn rows(key: &str) -> Vec<Row> {
                 Target::None,
             ),
         ],
+        "s8" => vec![
+            r(
+                "server RSS growth, peak (MB)",
+                "srv_rss_growth_kb",
+                1024.0,
+                1,
+                Lower,
+                Target::AtMost(32.0),
+            ),
+            r(
+                "server RSS, peak (MB)",
+                "srv_rss_peak_kb",
+                1024.0,
+                1,
+                Lower,
+                Target::None,
+            ),
+            r(
+                "asks answered at once (503 over budget)",
+                "answered_503",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            r(
+                "asks held, waiting for the server's request",
+                "unanswered",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            r("asks sent/s", "rate", 1.0, 0, Higher, Target::None),
+        ],
+        "s9" => vec![
+            r(
+                "deliveries/s to the members",
+                "rate",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            r(
+                "limit × members (deliveries/s)",
+                "limit_deliveries_per_s",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            r(
+                "sent / (limit × members)",
+                "of_limit",
+                1.0,
+                3,
+                Neither,
+                Target::AtMost(1.01),
+            ),
+            r(
+                "bytes/s to the members (frame text)",
+                "recv_bytes_per_s",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            r(
+                "limit × members (bytes/s)",
+                "limit_bytes_per_s",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            r(
+                "broadcasts carried out / refused (per s)",
+                "@s9",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            load,
+        ],
         _ => Vec::new(),
     }
 }
@@ -281,6 +367,13 @@ pub(super) fn cell(p: Option<&Parsed>, row: &Row) -> (String, Option<f64>) {
                 _ => end.to_owned(),
             };
             (s, None)
+        }
+        "@s9" => {
+            let n = |k| p.num(k).map_or("?".into(), |v| format!("{v:.0}"));
+            (
+                format!("{} / {}", n("accepted_per_s"), n("refused_per_s")),
+                None,
+            )
         }
         k => match p.num(k) {
             Some(v) => {
@@ -441,7 +534,9 @@ so the rate is what the server carries without any queue growing past that. \
 Deliveries per second, and send-to-receive latency, which therefore includes \
 waiting behind up to that many deliveries (it is latency at saturation).\n\
 - **S4** 10,000 peers (rooms of 100) connect and each is verified by one echo; \
-server RSS per peer = (RSS after, settled 1 s - RSS before the first connection) / peers.\n\
+server RSS per peer = (RSS after, settled 1 s - RSS before the first connection) / peers. \
+The same against `examples/echo.rs`, the quickstart (a plain `tokio::spawn` per \
+connection, one `Peer` each, no room): what the plainest application costs.\n\
 - **S5** churn: connect, one echo, close (close handshake completed), 8 loops in parallel.\n\
 - **S6** a member does the WebSocket handshake and never reads; 3 members read; a \
 sender broadcasts 50,000 notifications of 1 KB (at most 64 not yet delivered to the \
@@ -450,7 +545,16 @@ stalled member was closed (from the readers' `peerClosed`; its socket is read to
 end afterwards). Both servers are started with `--max-queue 1048576` (protoo-server \
 has no such limit and ignores it).\n\
 - **S7** 15,000 peers connected at once; then all of them send an echo at the same \
-moment and every one must be answered.\n";
+moment and every one must be answered.\n\
+- **S8** one peer sends 1,000 `ask` requests of 900 KB each (the padding outside the \
+data the server sends back) and never answers the requests the server sends it; it \
+reads everything. Server RSS growth (peak - before) by the end of the flood plus 2 s; \
+answers by code. Our server runs without rate limits here (`--message-rate 0 \
+--byte-rate 0`), so the incoming byte budget (4 MiB) alone bounds what it holds.\n\
+- **S9** one sender in a room of 1000 sends `broadcast` requests as fast as it can \
+(64 outstanding); the members count what they receive in the window. Our server runs \
+with `--message-rate 200 --message-burst 400` (the room example's default): it may send \
+at most 200 x 999 notifications a second. The anchor has no rate limit.\n";
 
 pub(super) fn machine(root: &Path) -> String {
     let cores = std::thread::available_parallelism()

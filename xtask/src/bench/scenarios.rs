@@ -7,7 +7,21 @@ use super::*;
 /// has no such setting and ignores it).
 pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 
-pub(super) const ALL: [&str; 8] = ["s1", "s2", "s3", "s3k", "s4", "s5", "s6", "s7"];
+pub(super) const ALL: [&str; 11] = [
+    "s1", "s2", "s3", "s3k", "s4", "s4e", "s5", "s6", "s7", "s8", "s9",
+];
+
+/// The incoming rate limit S9 gives our server (the room example's
+/// default, passed explicitly), messages per second per peer, and its burst.
+pub(super) const S9_RATE: u64 = 200;
+pub(super) const S9_BURST: u64 = 2 * S9_RATE;
+
+/// Our server's flags in every scenario but S9: the room example's
+/// incoming rate limits are on by default (200 messages/s per peer), which
+/// would throttle the throughput scenarios' senders (thousands of requests
+/// per second on one connection); they measure the server, not its limits.
+/// S8 thus measures the incoming byte budget alone.
+const NO_RATE_LIMITS: [&str; 4] = ["--message-rate", "0", "--byte-rate", "0"];
 
 /// One scenario as run: its key, title and the load generator's arguments.
 #[derive(Debug)]
@@ -17,9 +31,13 @@ pub(super) struct Scenario {
     pub(super) args: Vec<String>,
     /// Extra server arguments (both servers).
     pub(super) server_args: Vec<String>,
+    /// Extra arguments of our server only (flags the anchor does not have).
+    pub(super) ours_args: Vec<String>,
     /// Pin the server to CPU 0 and the load generator to CPU 1 (S1: see
     /// `PIN_NOTE`).
     pub(super) pin: bool,
+    /// Run against the echo example (only), not the room servers.
+    pub(super) echo: bool,
 }
 
 /// Why S1 is pinned.
@@ -35,7 +53,9 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         title,
         args: args.iter().map(|s| (*s).to_owned()).collect(),
         server_args: Vec::new(),
+        ours_args: NO_RATE_LIMITS.iter().map(|s| (*s).to_owned()).collect(),
         pin: false,
+        echo: false,
     };
     let mut list = if o.smoke {
         vec![
@@ -77,6 +97,25 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 "S6 stalled member, 300 x 1 KB",
                 &["--scenario", "s6", "--messages", "300", "--size", "1024"],
             ),
+            sc(
+                "s8",
+                "S8 ask flood, 20 x 900 KB",
+                &["--scenario", "s8", "--messages", "20", "--size", "921600"],
+            ),
+            sc(
+                "s9",
+                "S9 rate limit, room of 20",
+                &[
+                    "--scenario",
+                    "s9",
+                    "--peers",
+                    "20",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
         ]
     } else {
         vec![
@@ -106,6 +145,11 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 &["--scenario", "s4", "--peers", "10000"],
             ),
             sc(
+                "s4e",
+                "S4 10,000 idle peers, echo example",
+                &["--scenario", "s4", "--peers", "10000"],
+            ),
+            sc(
                 "s5",
                 "S5 churn: connect, echo, close; 8 concurrent",
                 &["--scenario", "s5", "--clients", "8", "--duration", &d],
@@ -120,13 +164,34 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 "S7 15,000 concurrent peers",
                 &["--scenario", "s7", "--peers", "15000"],
             ),
+            sc(
+                "s8",
+                "S8 ask flood, 1,000 x 900 KB, never answered",
+                &["--scenario", "s8", "--messages", "1000", "--size", "921600"],
+            ),
+            sc(
+                "s9",
+                "S9 rate limit 200/s, room of 1000",
+                &["--scenario", "s9", "--peers", "1000", "--duration", &d],
+            ),
         ]
     };
     for s in &mut list {
         if s.key == "s6" {
             s.server_args = vec!["--max-queue".into(), S6_QUEUE.to_string()];
         }
+        if s.key == "s9" {
+            s.ours_args = vec![
+                "--message-rate".into(),
+                S9_RATE.to_string(),
+                "--message-burst".into(),
+                S9_BURST.to_string(),
+            ];
+            s.args
+                .extend(["--rate-limit".to_owned(), S9_RATE.to_string()]);
+        }
         s.pin = s.key == "s1" && can_pin();
+        s.echo = s.key == "s4e";
     }
     if let Some(only) = &o.scenarios {
         list.retain(|s| only.iter().any(|k| k == s.key));

@@ -343,7 +343,7 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
 }
 
 /// Connects `n` reading members, 64 handshakes at a time.
-async fn connect_many(run: &Run, room: &str, n: usize) -> Result<Vec<Ws>, String> {
+pub(crate) async fn connect_many(run: &Run, room: &str, n: usize) -> Result<Vec<Ws>, String> {
     let mut out = Vec::with_capacity(n);
     let mut i = 0;
     while i < n {

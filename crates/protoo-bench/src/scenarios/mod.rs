@@ -2,6 +2,7 @@
 
 pub(crate) mod broadcast;
 pub(crate) mod churn;
+pub(crate) mod flood;
 pub(crate) mod idle;
 pub(crate) mod rr;
 

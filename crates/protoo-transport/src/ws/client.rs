@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::client::{Request, Response};
 
+use super::read_ahead::ReadAhead;
 use super::{PROTOO_SUBPROTOCOL, WsConfig, conn};
 use crate::{Transport, TransportError};
 
@@ -74,11 +75,26 @@ impl ClientOptions {
     /// The rustls client configuration for `wss://` URLs (its root
     /// certificates decide which servers are trusted; see
     /// [`tls::client_config`](super::tls::client_config)). Required for
-    /// `wss://`: this crate bundles no root certificates.
+    /// `wss://`: this crate bundles no root certificates (the
+    /// `protoo-client` crate's client defaults to Mozilla's).
     #[cfg(feature = "tls")]
     pub fn with_tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
         self
+    }
+
+    /// The rustls client configuration set by
+    /// [`ClientOptions::with_tls_config`], if any.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.tls.as_ref()
+    }
+
+    /// Whether the URL's scheme is `wss` (any case).
+    pub fn is_secure(&self) -> bool {
+        self.url
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("wss"))
     }
 }
 
@@ -238,6 +254,7 @@ async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let stream = ReadAhead::new(stream);
     let (ws, response) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(config.tungstenite()))
             .await

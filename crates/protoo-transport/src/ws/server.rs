@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::WsConfig;
 use super::conn;
+use super::read_ahead::ReadAhead;
 use super::upgrade::{offered_protocols, protoo_subprotocol, validate_upgrade};
 use crate::{Transport, TransportError};
 
@@ -335,7 +336,7 @@ where
         stream.write_all(response.as_bytes()).await?;
         stream.flush().await?;
         let ws = WebSocketStream::from_partially_read(
-            stream,
+            ReadAhead::new(stream),
             leftover,
             Role::Server,
             Some(config.tungstenite()),
@@ -546,12 +547,16 @@ where
     transport
 }
 
-async fn upgraded<S>(io: S, leftover: Vec<u8>, config: &WsConfig) -> (Transport, conn::Conn<S>)
+async fn upgraded<S>(
+    io: S,
+    leftover: Vec<u8>,
+    config: &WsConfig,
+) -> (Transport, conn::Conn<ReadAhead<S>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ws = WebSocketStream::from_partially_read(
-        io,
+        ReadAhead::new(io),
         leftover,
         Role::Server,
         Some(config.tungstenite()),

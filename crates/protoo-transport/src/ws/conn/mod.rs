@@ -187,6 +187,9 @@ pub(crate) struct Conn<S> {
     paused: bool,
     /// The deadline is a close deadline (not a keepalive one).
     linger: bool,
+    /// A binary message was dropped already: the next ones are logged at
+    /// debug level only (the remote chooses how many it sends).
+    binary_warned: bool,
     /// A dropped binary message, kept until the next read so that
     /// tungstenite does not reclaim (and keep) its large buffer.
     held: Option<Bytes>,
@@ -259,6 +262,7 @@ where
             keepalive: Keepalive::Idle,
             paused: false,
             linger: false,
+            binary_warned: false,
             held: None,
             deadline,
             rearm: false,

@@ -68,12 +68,20 @@ where
             }
             Message::Binary(data) => {
                 if self.state == State::Open {
-                    // Remote-triggered: at debug level, so a remote cannot
-                    // flood the log.
-                    tracing::debug!(
-                        bytes = data.len(),
-                        "binary WebSocket message dropped: protoo uses text messages"
-                    );
+                    // The first at WARN, the rest at DEBUG: the remote
+                    // decides how many there are.
+                    if std::mem::replace(&mut self.binary_warned, true) {
+                        tracing::debug!(
+                            bytes = data.len(),
+                            "binary WebSocket message dropped: protoo uses text messages"
+                        );
+                    } else {
+                        tracing::warn!(
+                            bytes = data.len(),
+                            "binary WebSocket message dropped: protoo uses text messages \
+                             (further ones on this connection are logged at debug level)"
+                        );
+                    }
                     crate::metrics::binary_dropped();
                 }
                 self.held = Some(data);

@@ -21,6 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::{UpgradeRequest, linger, respond};
+use crate::ws::read_ahead::ReadAhead;
 use crate::ws::{WsConfig, conn};
 use crate::{CloseReason, Initiator, Transport, TransportError};
 
@@ -57,7 +58,7 @@ where
         let had_leftover = !self.leftover.is_empty();
         let (stream, leftover, response) = self.prepare().await?;
         let ws = WebSocketStream::from_partially_read(
-            stream,
+            ReadAhead::new(stream),
             leftover,
             Role::Server,
             Some(config.tungstenite()),
@@ -79,7 +80,7 @@ where
 /// Dropped, it is neither: the socket is closed and the transport reports
 /// its close.
 pub struct PendingOpen<S> {
-    conn: Option<conn::Conn<S>>,
+    conn: Option<conn::Conn<ReadAhead<S>>>,
     response: String,
     had_leftover: bool,
 }
@@ -169,7 +170,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     G: Send + 'static,
 {
-    let io = LateIo::Upgrading(Box::pin(upgrade));
+    let io = ReadAhead::new(LateIo::Upgrading(Box::pin(upgrade)));
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config.tungstenite())).await;
     let (transport, conn) = conn::start(ws, config);
     conn::spawn(conn, guard);

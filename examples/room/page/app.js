@@ -1,0 +1,320 @@
+// The room example's chat page: joins a room with the real protoo-client
+// (page/protoo-client.js, the global `protooClient`) on the server the page
+// came from.
+//
+// `/?roomId=R&peerId=P&displayName=N`, each optional. What a remote sends
+// (names, chat text) only ever goes into the page as text.
+'use strict';
+
+(() =>
+{
+	const MAX_MESSAGES = 500;
+	const HUES = 8;
+
+	const params = new URLSearchParams(location.search);
+	const roomId = params.get('roomId') || 'lobby';
+	const peerId = params.get('peerId') || randomId();
+	const displayName = params.get('displayName') || `Guest ${peerId.slice(0, 4)}`;
+
+	const $ = (id) => document.getElementById(id);
+	const statusEl = $('status');
+	const peersEl = $('peers');
+	const peerCountEl = $('peer-count');
+	const messagesEl = $('messages');
+	const composer = $('composer');
+	const input = $('chat-input');
+	const sendButton = $('send');
+	const leaveButton = $('leave');
+
+	$('room-name').textContent = roomId;
+	$('my-name').textContent = displayName;
+	document.title = `${roomId} · protoo room`;
+
+	// The other joined peers: id -> display name.
+	const peers = new Map();
+	let everOpen = false;
+
+	const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+	const query = new URLSearchParams({ roomId, peerId }).toString();
+	const transport = new protooClient.WebSocketTransport(`${scheme}://${location.host}/?${query}`);
+	const peer = new protooClient.Peer(transport);
+
+	setStatus('connecting');
+	renderPeers();
+
+	peer.on('open', async () =>
+	{
+		if (everOpen)
+			notice('Reconnected');
+		everOpen = true;
+		setStatus('open');
+		try
+		{
+			const answer = await peer.request('join', { displayName });
+
+			peers.clear();
+			for (const other of (answer && Array.isArray(answer.peers)) ? answer.peers : [])
+			{
+				if (other && typeof other.id === 'string' && other.id !== peerId)
+					peers.set(other.id, nameOf(other.displayName, other.id));
+			}
+			renderPeers();
+		}
+		catch (error)
+		{
+			notice(`Could not join: ${error.message}`);
+		}
+	});
+
+	// Before the first open every failed attempt is still "connecting";
+	// afterwards it is part of reconnecting.
+	peer.on('failed', () => setStatus(everOpen ? 'disconnected' : 'connecting'));
+
+	peer.on('disconnected', () =>
+	{
+		setStatus('disconnected');
+		notice('Connection lost, reconnecting…');
+	});
+
+	peer.on('close', () =>
+	{
+		setStatus('closed');
+		peers.clear();
+		renderPeers();
+		notice('You left the room. Reload the page to join again.');
+	});
+
+	peer.on('notification', (notification) =>
+	{
+		const data = notification.data || {};
+
+		switch (notification.method)
+		{
+			case 'newPeer':
+			{
+				if (typeof data.id !== 'string' || data.id === peerId)
+					return;
+				const name = nameOf(data.displayName, data.id);
+
+				peers.set(data.id, name);
+				renderPeers();
+				notice(`${name} joined`);
+				break;
+			}
+
+			case 'peerClosed':
+			{
+				if (!peers.has(data.peerId))
+					return;
+				const name = peers.get(data.peerId);
+
+				peers.delete(data.peerId);
+				renderPeers();
+				notice(`${name} left`);
+				break;
+			}
+
+			case 'chat':
+			{
+				const from = typeof data.peerId === 'string' ? data.peerId : '';
+
+				addMessage(from, peers.get(from) || from || 'unknown', data.text, false);
+				break;
+			}
+
+			default:
+				break;
+		}
+	});
+
+	// Requests from the server (the room's `ask` sends one back to us).
+	peer.on('request', (request, accept, reject) =>
+	{
+		switch (request.method)
+		{
+			case 'echo':
+				accept(request.data);
+				break;
+
+			case 'ping':
+				accept({ pong: true });
+				break;
+
+			case 'whoami':
+				accept({ roomId, peerId, displayName });
+				break;
+
+			default:
+				reject(404, `unknown method ${String(request.method)}`);
+		}
+	});
+
+	composer.addEventListener('submit', async (event) =>
+	{
+		event.preventDefault();
+		const text = input.value.trim();
+
+		if (!text || !peer.connected)
+			return;
+		input.value = '';
+		const message = addMessage(peerId, displayName, text, true);
+
+		message.classList.add('pending');
+		try
+		{
+			await peer.request('chat', { text });
+			message.classList.remove('pending');
+		}
+		catch (error)
+		{
+			message.classList.remove('pending');
+			message.classList.add('failed');
+			message.title = `Not sent: ${error.message}`;
+		}
+	});
+
+	// Leaving for good: the room closes us (4000), so there is no reconnect.
+	leaveButton.addEventListener('click', () =>
+	{
+		leaveButton.disabled = true;
+		peer.request('kick').catch(() => peer.close());
+	});
+
+	// For the browser tests and the curious: the page's protoo peer.
+	window.protooRoom = { peer, roomId, peerId, displayName };
+
+	function setStatus(state)
+	{
+		statusEl.textContent = state;
+		statusEl.dataset.state = state;
+		const open = state === 'open';
+
+		input.disabled = !open;
+		sendButton.disabled = !open;
+		leaveButton.disabled = state === 'closed' || !open;
+		document.body.classList.toggle('offline', !open);
+	}
+
+	function renderPeers()
+	{
+		const items = [ personItem(peerId, displayName, true) ];
+
+		for (const [ id, name ] of peers)
+		{
+			items.push(personItem(id, name, false));
+		}
+		peersEl.replaceChildren(...items);
+		peerCountEl.textContent = String(items.length);
+	}
+
+	function personItem(id, name, self)
+	{
+		const li = element('li', 'person');
+
+		li.dataset.peerId = id;
+		if (self)
+			li.classList.add('self');
+		li.append(avatar(id, name), element('span', 'name', name));
+		if (self)
+			li.append(element('span', 'tag', 'you'));
+
+		return li;
+	}
+
+	function addMessage(from, name, text, mine)
+	{
+		const li = element('li', 'message');
+
+		li.dataset.from = from;
+		if (mine)
+			li.classList.add('mine');
+		const now = new Date();
+		const time = element('time', 'time', now.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }));
+
+		time.dateTime = now.toISOString();
+		const head = element('div', 'head');
+
+		head.append(element('span', 'author', mine ? 'You' : name), time);
+		const body = element('div', 'text', typeof text === 'string' ? text : JSON.stringify(text));
+
+		li.append(avatar(from, name), element('div', 'bubble'));
+		li.lastChild.append(head, body);
+		append(li);
+
+		return li;
+	}
+
+	function notice(text)
+	{
+		append(element('li', 'notice', text));
+	}
+
+	function append(item)
+	{
+		const atBottom =
+			messagesEl.scrollHeight - messagesEl.scrollTop - messagesEl.clientHeight < 40;
+
+		messagesEl.append(item);
+		while (messagesEl.childElementCount > MAX_MESSAGES)
+		{
+			messagesEl.firstElementChild.remove();
+		}
+		if (atBottom || item.classList.contains('mine'))
+			messagesEl.scrollTop = messagesEl.scrollHeight;
+	}
+
+	function avatar(id, name)
+	{
+		const span = element('span', `avatar hue-${hash(id) % HUES}`, initials(name));
+
+		span.setAttribute('aria-hidden', 'true');
+
+		return span;
+	}
+
+	// Text only: textContent never parses HTML.
+	function element(tag, className, text)
+	{
+		const el = document.createElement(tag);
+
+		el.className = className;
+		if (text !== undefined)
+			el.textContent = text;
+
+		return el;
+	}
+
+	function nameOf(name, id)
+	{
+		return typeof name === 'string' && name.trim() ? name.trim() : id;
+	}
+
+	function initials(name)
+	{
+		const words = String(name).trim().split(/\s+/).filter(Boolean);
+		const letters = words.length > 1 ? [ words[0], words[1] ] : [ words[0] || '?' ];
+
+		return letters.map((word) => Array.from(word)[0]).join('').toUpperCase();
+	}
+
+	function hash(text)
+	{
+		let h = 0;
+
+		for (const char of String(text))
+		{
+			h = ((h * 31) + char.codePointAt(0)) >>> 0;
+		}
+
+		return h;
+	}
+
+	function randomId()
+	{
+		const bytes = new Uint8Array(4);
+
+		crypto.getRandomValues(bytes);
+
+		return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+	}
+})();
