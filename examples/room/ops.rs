@@ -11,8 +11,8 @@
 //!
 //!   A listener of its own rather than the WebSocket port: operators keep
 //!   scrape and health endpoints on an internal address, out of reach of
-//!   the clients, and the public port's contract (every path upgrades to
-//!   protoo, nothing else) stays untouched.
+//!   the clients, and the public port's contract (the protoo upgrade and
+//!   the room page) stays untouched.
 //! - `--log-format json` logs one JSON object per line (tracing-subscriber's
 //!   JSON format) instead of text, for log collectors; the level is set by
 //!   `RUST_LOG` as before.

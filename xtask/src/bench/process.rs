@@ -260,7 +260,10 @@ pub(super) fn run_one(
         (None, None)
     };
     let mut server_args = sc.server_args.clone();
-    if matches!(kind, ServerKind::Ours { .. }) {
+    if matches!(
+        kind,
+        ServerKind::Ours { .. } | ServerKind::OursMetrics { .. }
+    ) {
         server_args.extend(sc.ours_args.iter().cloned());
     }
     let server = match Server::start(kind, &server_args, server_cpus, &log) {
