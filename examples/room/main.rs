@@ -27,6 +27,7 @@
 //! leaves, the others get `peerClosed {peerId}`. This example is the contract
 //! the interop suites and the benchmarks run against.
 
+mod ops;
 mod page;
 
 use std::net::SocketAddr;
@@ -79,6 +80,13 @@ struct Args {
     /// Invalid messages after which a peer is closed with 1008. 0: never.
     #[arg(long, default_value_t = DEFAULT_MAX_INVALID_MESSAGES)]
     max_invalid_messages: u32,
+    /// Serve `GET /metrics` and `GET /healthz` on this address (built with
+    /// the `metrics` feature; see ops.rs).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: ops::LogFormat,
 }
 
 /// Default of `--message-rate`: far above what a signaling client sends
@@ -133,12 +141,8 @@ impl PeerState {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
     let args = Args::parse();
+    ops::init_logs(args.log_format);
 
     let mut ws = WsConfig::default();
     if let Some(size) = args.max_message_size {
@@ -165,6 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let rooms: Rooms<PeerState> =
         Rooms::with_defaults(args.peer_config(), DuplicatePolicy::Replace);
+    ops::start(args.metrics, server.handle(), rooms.clone()).await?;
     while let Some(request) = server.next_request().await {
         let rooms = rooms.clone();
         tokio::spawn(async move {

@@ -129,6 +129,7 @@ fn ci() -> Result {
             ]),
     )?;
     check_codec_has_no_runtime()?;
+    check_no_metrics_without_the_feature()?;
     interop()?;
     browser::run_suites()?;
     println!("\n==> WebSocket conformance (Autobahn cases through kosoku)");
@@ -180,16 +181,14 @@ fn interop() -> Result {
 /// through a temporary local registry. Cargo takes registry crates to be
 /// immutable: it reuses the sources it unpacked under
 /// `$CARGO_HOME/registry/src/-HASH/` and what it built from them under
-/// `target/package/`, by name and version, so a second run would build
+/// the packaging target directory ([`package_target_dir`]), by name and
+/// version, so a second run would build
 /// against the first run's code. Both are forgotten for our own crates
 /// first (a local registry's folder name starts with `-`; crates.io's never
 /// does).
 fn forget_packaged_sources() {
     for profile in ["debug", "release"] {
-        let fingerprints = target_dir()
-            .join("package")
-            .join(profile)
-            .join(".fingerprint");
+        let fingerprints = package_target_dir().join(profile).join(".fingerprint");
         if let Ok(entries) = std::fs::read_dir(&fingerprints) {
             for entry in entries.flatten() {
                 if entry.file_name().to_string_lossy().starts_with("protoo-") {
@@ -235,6 +234,30 @@ fn target_dir() -> PathBuf {
         Some(dir) => root().join(dir),
         None => root().join("target"),
     }
+}
+
+/// Without the `metrics` feature no library crate depends on the
+/// `metrics` facade (and none ever on an exporter).
+fn check_no_metrics_without_the_feature() -> Result {
+    println!("\n==> without the metrics feature, no metrics crate in the dependency tree");
+    for (features, facade_allowed) in [(&[][..], false), (&["--features", "metrics"][..], true)] {
+        let out = cargo()
+            .args(["tree", "-p", "protoo-server", "-p", "protoo-client"])
+            .args(features)
+            .args(["-e", "normal", "--prefix", "none"])
+            .output()
+            .map_err(|e| format!("cargo tree: {e}"))?;
+        let tree = String::from_utf8_lossy(&out.stdout);
+        let facade = tree.lines().any(|l| l.starts_with("metrics "));
+        let exporter = tree.lines().any(|l| l.starts_with("metrics-exporter"));
+        if !out.status.success() || exporter || facade != facade_allowed {
+            return Err(format!(
+                "dependency tree with {features:?}: metrics facade {facade}, exporter {exporter}:\n{tree}"
+            ));
+        }
+    }
+    println!("<== ok: the facade only with the feature, never an exporter");
+    Ok(())
 }
 
 /// protoo-codec must stay free of any async runtime.

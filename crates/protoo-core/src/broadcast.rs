@@ -137,6 +137,7 @@ impl<'a, D, R> Broadcast<'a, D, R> {
                 for peer in state.peers.values() {
                     self.offer(peer, frame, true, &mut report);
                 }
+                Self::count(state.peers.values().next(), frame, &report);
             }
             Some(keep) => {
                 let peers: Vec<Peer<D>> = lock(&self.room.inner.state)
@@ -148,9 +149,19 @@ impl<'a, D, R> Broadcast<'a, D, R> {
                     let chosen = !self.except.contains(&peer.id()) && keep(peer);
                     self.offer(peer, frame, chosen, &mut report);
                 }
+                Self::count(peers.first(), frame, &report);
             }
         }
         report
+    }
+
+    /// Counts the deliveries of a broadcast at once, with the handles of
+    /// one of the room's peers (every peer's handles are the same series).
+    fn count(peer: Option<&Peer<D>>, frame: &Frame, report: &BroadcastReport) {
+        if let Some(peer) = peer {
+            let sent = crate::metrics::Sent::of(frame.as_bytes());
+            peer.core().metrics.sent_many(sent, report.delivered);
+        }
     }
 
     /// Queues `frame` to `peer` if it is chosen (and, without a predicate,
@@ -161,7 +172,8 @@ impl<'a, D, R> Broadcast<'a, D, R> {
             report.skipped += 1;
             return;
         }
-        match peer.send_frame(frame.clone()) {
+        // Counted by `count`, once for the whole broadcast.
+        match peer.core().send_uncounted(frame.clone()) {
             Ok(()) => report.delivered += 1,
             Err(TransportError::Closed(_)) => report.skipped += 1,
             Err(error) => {

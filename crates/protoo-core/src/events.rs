@@ -1,3 +1,4 @@
+use crate::metrics::Outcome;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
@@ -426,14 +427,18 @@ impl IncomingRequest {
     /// If `data` cannot be encoded, answers 500 with the encoding error
     /// instead.
     pub fn accept(mut self, data: &(impl Serialize + ?Sized)) {
-        let frame = match encode::success(&self.request.id, data) {
-            Ok(frame) => frame,
+        let (frame, outcome) = match encode::success(&self.request.id, data) {
+            Ok(frame) => (frame, Outcome::Ok),
             Err(error) => {
                 tracing::warn!(method = self.method(), %error, "response data not encodable, answering 500");
-                encode::error(&self.request.id, &ErrorData::new(500, error.to_string()))
+                let error = ErrorData::new(500, error.to_string());
+                (
+                    encode::error(&self.request.id, &error),
+                    Outcome::Rejected(500),
+                )
             }
         };
-        self.answer(frame);
+        self.answer(frame, outcome);
     }
 
     /// Answers with a success response carrying a received payload as it
@@ -451,7 +456,7 @@ impl IncomingRequest {
     /// ```
     pub fn accept_payload(mut self, data: &Payload) {
         let frame = encode::success_payload(&self.request.id, data);
-        self.answer(frame);
+        self.answer(frame, Outcome::Ok);
     }
 
     /// Answers with an error response: `errorCode` and `errorReason`.
@@ -464,7 +469,7 @@ impl IncomingRequest {
     /// ([`RequestError::error_data`](crate::RequestError::error_data)).
     pub fn reject_with(mut self, error: ErrorData) {
         let frame = encode::error(&self.request.id, &error);
-        self.answer(frame);
+        self.answer(frame, Outcome::Rejected(error.code().unwrap_or(0)));
     }
 
     /// Answers `Ok(data)` as [`accept`](Self::accept) and `Err(error)` with
@@ -518,10 +523,12 @@ impl IncomingRequest {
         std::mem::take(&mut self.request.data)
     }
 
-    fn answer(&mut self, frame: protoo_codec::Frame) {
-        if let Some(core) = self.core.take()
-            && let Err(error) = core.send(frame)
-        {
+    fn answer(&mut self, frame: protoo_codec::Frame, outcome: Outcome) {
+        let Some(core) = self.core.take() else {
+            return;
+        };
+        core.metrics.answered(outcome);
+        if let Err(error) = core.send(frame) {
             tracing::debug!(
                 peer_id = %core.id,
                 method = self.method(),
@@ -540,7 +547,7 @@ impl Drop for IncomingRequest {
                 "request dropped unanswered, answering 500"
             );
             let frame = encode::error(&self.request.id, &ErrorData::new(500, NOT_ANSWERED_REASON));
-            self.answer(frame);
+            self.answer(frame, Outcome::Rejected(500));
         }
     }
 }

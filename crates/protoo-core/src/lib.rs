@@ -140,6 +140,12 @@
 //! # }
 //! ```
 
+//!
+//! # Features
+//!
+//! - `metrics`: peers, rooms, messages, requests and closes reported
+//!   through the `metrics` facade (see [`metrics`]).
+
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod broadcast;
@@ -149,6 +155,7 @@ mod error;
 mod events;
 mod ids;
 mod log_limit;
+pub mod metrics;
 mod peer;
 mod rate;
 mod room;

@@ -19,6 +19,7 @@ use crate::budget::{Budget, Over};
 use crate::events::{EventQueue, IncomingNotification, IncomingRequest, PeerEvent, PeerEvents};
 use crate::ids::IdRng;
 use crate::log_limit::{LogLimit, remote_warn};
+use crate::metrics::{self as meter, Kind, Outcome as Ended, PeerMetrics, Started};
 use crate::rate::Limiter;
 use crate::{
     CoreError, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerConfig, PeerError, RATE_LIMITED_CODE,
@@ -91,6 +92,8 @@ pub(crate) struct Core {
     rate: Option<Box<Mutex<Limiter>>>,
     /// Invalid messages received so far.
     invalid: AtomicU32,
+    /// The peer's metric handles (nothing without the `metrics` feature).
+    pub(crate) metrics: PeerMetrics,
 }
 
 impl Core {
@@ -106,9 +109,20 @@ impl Core {
         *lock(&self.leave) = Some(room);
     }
 
+    /// Queues a frame to the remote without counting it: a broadcast
+    /// counts its deliveries at once ([`PeerMetrics::sent_many`]).
+    pub(crate) fn send_uncounted(&self, frame: Frame) -> Result<(), TransportError> {
+        self.sink.send(frame)
+    }
+
     /// Queues a frame to the remote.
     pub(crate) fn send(&self, frame: Frame) -> Result<(), TransportError> {
-        self.sink.send(frame)
+        let sent = meter::Sent::of(frame.as_bytes());
+        let result = self.sink.send(frame);
+        if result.is_ok() {
+            self.metrics.sent(sent);
+        }
+        result
     }
 
     /// Closes the peer once: records why, closes the transport when asked
@@ -119,6 +133,9 @@ impl Core {
         let text = close_transport.then(|| reason.reason.clone());
         if self.reason.set(reason).is_err() {
             return false;
+        }
+        if let Some(reason) = self.reason.get() {
+            self.metrics.closed(reason);
         }
         let failed = {
             let mut pending = lock(&self.pending);
@@ -261,11 +278,12 @@ impl Core {
     }
 
     /// Hands a response to the request waiting for it.
-    fn complete(self: &Arc<Self>, response: Response) {
+    fn complete(self: &Arc<Self>, response: Response, len: usize) {
         let key = response.id.as_i64().and_then(|n| u32::try_from(n).ok());
         let entry = key.and_then(|key| lock(&self.pending).map.remove(&key));
         match entry {
             Some((_, tx)) => {
+                self.metrics.received(Kind::Response, len);
                 // The requester may have given up meanwhile: nothing to do.
                 let _ = tx.send(response.result);
             }
@@ -275,6 +293,7 @@ impl Core {
                     id = %response.id,
                     "received response does not match any sent request"
                 );
+                meter::invalid("unknown_response");
                 self.invalid_message();
             }
         }
@@ -321,6 +340,7 @@ fn read(core: Arc<Core>, mut stream: Box<dyn FrameStream>) -> impl Future<Output
                         bytes = data.len(),
                         "binary message dropped: protoo uses text"
                     );
+                    meter::invalid("binary");
                     core.invalid_message();
                     None
                 }
@@ -356,16 +376,23 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
     let message = match Message::decode(text) {
         Err(error) => {
             remote_warn!(core, %error, "invalid message dropped");
+            meter::invalid("decode");
             core.invalid_message();
             return None;
         }
         Ok(Message::Response(response)) => {
-            core.complete(response);
+            core.complete(response, len);
             return None;
         }
         Ok(message) => message,
     };
     let request = matches!(message, Message::Request(_));
+    let kind = if request {
+        Kind::Request
+    } else {
+        Kind::Notification
+    };
+    core.metrics.received(kind, len);
     let refused = if !core.within_rate(len) {
         Err((RATE_LIMITED_CODE, RATE_LIMITED_REASON))
     } else {
@@ -383,6 +410,7 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
                         // A graceful shutdown started: not waited for.
                         tracing::debug!(method = %request.method, "request during shutdown answered 503");
                         let error = ErrorData::new(503, SHUTTING_DOWN_REASON);
+                        core.metrics.answered(Ended::Rejected(503));
                         let _ = core.send(encode::error(&request.id, &error));
                         return None;
                     }
@@ -402,6 +430,8 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
         }
         (Message::Request(request), Err((code, reason))) => {
             core.budget.count_refused();
+            meter::refused(code == RATE_LIMITED_CODE, true);
+            core.metrics.answered(Ended::Rejected(code));
             remote_warn!(
                 core,
                 method = %request.method,
@@ -414,8 +444,9 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
             let _ = core.send(encode::error(&request.id, &ErrorData::new(code, reason)));
             return None;
         }
-        (Message::Notification(notification), Err((_, reason))) => {
+        (Message::Notification(notification), Err((code, reason))) => {
             core.budget.count_refused();
+            meter::refused(code == RATE_LIMITED_CODE, false);
             remote_warn!(
                 core,
                 method = %notification.method,
@@ -586,6 +617,7 @@ pub(crate) fn build<D>(
         rate: Limiter::new(config.message_rate, config.byte_rate)
             .map(|limiter| Box::new(Mutex::new(limiter))),
         invalid: AtomicU32::new(0),
+        metrics: PeerMetrics::new(),
     });
     let peer = Peer {
         inner: Arc::new(PeerInner {
@@ -767,6 +799,7 @@ impl<D> Peer<D> {
         };
         let frame = encode::request(&Id::from(id), method, data).map_err(RequestError::Encode)?;
         tracing::debug!(peer_id = %core.id, method, id, "request sent");
+        let started = Started::now();
         core.send(frame).map_err(|error| match error {
             TransportError::Closed(_) => RequestError::PeerClosed,
             other => RequestError::Send(other),
@@ -774,15 +807,20 @@ impl<D> Peer<D> {
         let timeout = crate::config::request_timeout(core.request_timeout, before);
         let outcome = tokio::time::timeout(timeout, rx).await;
         guard.done = outcome.is_ok();
-        match outcome {
-            Ok(Ok(Ok(data))) => Ok(data),
-            Ok(Ok(Err(error))) => Err(RequestError::Rejected(error)),
-            Ok(Err(_)) => Err(RequestError::PeerClosed),
+        let (result, ended) = match outcome {
+            Ok(Ok(Ok(data))) => (Ok(data), Ended::Ok),
+            Ok(Ok(Err(error))) => {
+                let code = error.code().unwrap_or(0);
+                (Err(RequestError::Rejected(error)), Ended::Rejected(code))
+            }
+            Ok(Err(_)) => (Err(RequestError::PeerClosed), Ended::Closed),
             Err(_) => {
                 tracing::debug!(peer_id = %core.id, method, id, "request timeout");
-                Err(RequestError::Timeout)
+                (Err(RequestError::Timeout), Ended::Timeout)
             }
-        }
+        };
+        core.metrics.request_ended(started, ended);
+        result
     }
 
     /// [`Peer::request`], with the response data deserialised into `R`.

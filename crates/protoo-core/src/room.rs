@@ -93,6 +93,9 @@ pub(crate) struct RoomInner<D, R> {
     closed_notify: Notify,
     /// The registry holding this room, if any.
     pub(crate) registry: Weak<RegistryInner<D, R>>,
+    /// Counts the room as open until it closes (nothing without the
+    /// `metrics` feature).
+    open: crate::metrics::OpenRoom,
 }
 
 pub(crate) struct RoomState<D> {
@@ -197,6 +200,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
                 reported: AtomicBool::new(false),
                 closed_notify: Notify::new(),
                 registry,
+                open: crate::metrics::OpenRoom::new(),
             }),
         }
     }
@@ -448,6 +452,7 @@ impl<D, R> Room<D, R> {
     pub(crate) fn report_closed(&self) {
         if !self.inner.reported.swap(true, Ordering::AcqRel) {
             tracing::debug!(room_id = %self.inner.id, "room closed");
+            self.inner.open.closed();
         }
         self.inner.closed_notify.notify_waiters();
     }

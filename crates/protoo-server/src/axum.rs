@@ -86,16 +86,19 @@ impl Mount {
     pub async fn upgrade(&self, mut request: Request) -> Response {
         let shared = &self.shared;
         if shared.is_stopped() {
+            crate::metrics::upgrade_rejected(503);
             return plain(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
         }
         let counted = shared.enter();
         if shared.over_limit() {
+            crate::metrics::upgrade_rejected(503);
             return plain(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
         }
         let headers = request.headers();
         let key = match ws::validate_upgrade(request.method(), request.version(), headers) {
             Ok(key) => key.to_owned(),
             Err(invalid) => {
+                crate::metrics::upgrade_rejected(invalid.status);
                 let status =
                     StatusCode::from_u16(invalid.status).unwrap_or(StatusCode::BAD_REQUEST);
                 let mut response = plain(status, invalid.reason);

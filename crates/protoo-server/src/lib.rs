@@ -67,11 +67,15 @@
 //!
 //! - `tls`: `wss://` with rustls ([`WebSocketServer::bind_tls`]).
 //! - `axum`: mount the server on an axum route.
+//! - `metrics`: report connections, peers, rooms, messages, requests and
+//!   closes through the [`metrics`](https://docs.rs/metrics) facade (see
+//!   [`metrics`]); the application installs the recorder of its choice.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod error;
+pub mod metrics;
 mod request;
 mod server;
 

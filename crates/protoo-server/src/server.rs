@@ -406,6 +406,7 @@ async fn connection<S>(
     let config = &shared.config;
     if shared.over_limit() {
         tracing::debug!("connection limit reached");
+        crate::metrics::upgrade_rejected(503);
         // A stopping server does not wait for the linger.
         tokio::select! {
             () = answer_over_limit(stream) => {}
@@ -433,6 +434,13 @@ async fn connection<S>(
     };
     if !upgrade.is_websocket_upgrade() {
         tracing::debug!(reason = upgrade.upgrade_error(), "not a WebSocket upgrade");
+        if let Err(invalid) = protoo_transport::ws::validate_upgrade(
+            upgrade.method(),
+            upgrade.version(),
+            upgrade.headers(),
+        ) {
+            crate::metrics::upgrade_rejected(invalid.status);
+        }
         // Answered by the transport (400, or 426 for another version).
         let _ = timeout_at(deadline, upgrade.accept(&config.ws)).await;
         return;
@@ -517,8 +525,23 @@ where
 }
 
 /// The checks every connection request passes (origin, subprotocol, server
-/// state), then the application's decision, bounded by `deadline`.
+/// state), then the application's decision, bounded by `deadline`; a
+/// rejection is counted.
 pub(crate) async fn decide(
+    shared: &Shared,
+    head: RequestHead,
+    wants_protoo: bool,
+    deadline: Instant,
+) -> Decision {
+    let decision = checks_and_decision(shared, head, wants_protoo, deadline).await;
+    if let Decision::Reject(status, _) = &decision {
+        crate::metrics::upgrade_rejected(*status);
+    }
+    decision
+}
+
+/// [`decide`] before counting.
+async fn checks_and_decision(
     shared: &Shared,
     head: RequestHead,
     wants_protoo: bool,

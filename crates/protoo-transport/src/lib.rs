@@ -120,6 +120,13 @@
 //! assert!(text.starts_with(b"{\"notification\""));
 //! # }
 //! ```
+//!
+//! # Features
+//!
+//! - `tls`: `wss://` with rustls.
+//! - `metrics`: WebSocket connections, outbound-queue closes and dropped
+//!   binary messages reported through the `metrics` facade (see
+//!   [`metrics`]).
 
 use std::fmt;
 use std::future::poll_fn;
@@ -131,6 +138,7 @@ pub use protoo_codec::Frame;
 
 mod error;
 pub mod memory;
+pub mod metrics;
 mod queue;
 mod tracker;
 pub mod ws;

@@ -166,6 +166,7 @@ impl OutboundQueue {
             ));
             let waker = state.take_waker();
             drop(state);
+            crate::metrics::outbound_queue_closed();
             if let Some(waker) = waker {
                 waker.wake();
             }

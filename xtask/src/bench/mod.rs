@@ -33,6 +33,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod overhead;
 mod process;
 mod report;
 mod scenarios;
@@ -68,6 +69,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             .args(["build", "-p", "protoo-bench", "--bins"])
             .args(profile),
     )?;
+    let metrics_bin = if want_ours {
+        Some(overhead::build_metrics_room(profile, profile_dir)?)
+    } else {
+        None
+    };
     if want_ours {
         super::run(
             "build the room and echo examples",
@@ -96,6 +102,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let logs = target.join("bench-logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
 
+    let metered = match metrics_bin {
+        Some(bin) => {
+            overhead::check_builds(&room_bin, &bin)?;
+            Some(ServerKind::OursMetrics { bin })
+        }
+        None => None,
+    };
     let mut servers = Vec::new();
     if want_ours {
         servers.push(ServerKind::Ours { bin: room_bin });
@@ -117,10 +130,30 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             (true, false) => &[],
             (false, _) => &servers,
         };
+        // The metrics build right after the plain one (see `overhead`).
+        let metered = metered
+            .as_ref()
+            .filter(|_| overhead::MEASURED.contains(&sc.key));
+        let mut order: Vec<&ServerKind> = Vec::new();
         for server in against {
             if matches!(server, ServerKind::Floor { .. }) && !sc.floor {
                 continue;
             }
+            order.push(server);
+            if matches!(server, ServerKind::Ours { .. })
+                && let Some(metered) = metered
+            {
+                order.push(metered);
+                // More pairs, interleaved: the overhead is read from the
+                // medians, less at the mercy of a burst of other load.
+                let pairs = if opts.smoke { 1 } else { overhead::PAIRS };
+                for _ in 1..pairs {
+                    order.push(server);
+                    order.push(metered);
+                }
+            }
+        }
+        for server in order {
             println!("\n==> {} against {}", sc.title, server.name());
             let outcome = run_one(sc, server, &bench_bin, &logs, &opts);
             match &outcome.result {
@@ -140,6 +173,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
 
     let table = table(&scenarios, &servers, &results, !opts.smoke);
+    let overhead = overhead::table(&scenarios, &results);
+    let table = if overhead.is_empty() {
+        table
+    } else {
+        format!("{table}\n{overhead}")
+    };
     println!("\n{table}");
     if opts.smoke {
         println!("bench: smoke (dev builds, tiny runs): the numbers say nothing about speed");

@@ -9,6 +9,10 @@ pub(super) enum ServerKind {
     Ours {
         bin: PathBuf,
     },
+    /// Ours built with the `metrics` feature, run with `--metrics`.
+    OursMetrics {
+        bin: PathBuf,
+    },
     /// The quickstart (`examples/echo.rs`), for the scenarios that measure
     /// the plainest application (S4 on echo); reported in our column.
     Echo {
@@ -28,6 +32,7 @@ impl ServerKind {
     pub(super) fn name(&self) -> &'static str {
         match self {
             ServerKind::Ours { .. } => "protoo-rs",
+            ServerKind::OursMetrics { .. } => "protoo-rs with metrics",
             ServerKind::Echo { .. } => "protoo-rs (echo example)",
             ServerKind::Anchor { .. } => "protoo-server",
             ServerKind::Floor { .. } => "floor (bare tokio-tungstenite)",
@@ -37,6 +42,7 @@ impl ServerKind {
     pub(super) fn short(&self) -> &'static str {
         match self {
             ServerKind::Ours { .. } | ServerKind::Echo { .. } => "ours",
+            ServerKind::OursMetrics { .. } => "metrics",
             ServerKind::Anchor { .. } => "anchor",
             ServerKind::Floor { .. } => "floor",
         }
@@ -47,6 +53,11 @@ impl ServerKind {
             ServerKind::Ours { bin } | ServerKind::Floor { bin } => {
                 (bin.display().to_string(), Vec::new(), None)
             }
+            ServerKind::OursMetrics { bin } => (
+                bin.display().to_string(),
+                vec!["--metrics".to_owned(), "127.0.0.1:0".to_owned()],
+                None,
+            ),
             // The quickstart takes its address as its one argument.
             ServerKind::Echo { bin } => (bin.display().to_string(), Vec::new(), None),
             ServerKind::Anchor { dir } => (
@@ -258,7 +269,10 @@ pub(super) fn run_one(
         (None, None)
     };
     let mut server_args = sc.server_args.clone();
-    if matches!(kind, ServerKind::Ours { .. }) {
+    if matches!(
+        kind,
+        ServerKind::Ours { .. } | ServerKind::OursMetrics { .. }
+    ) {
         server_args.extend(sc.ours_args.iter().cloned());
     }
     let server = match Server::start(kind, &server_args, server_cpus, &log) {

@@ -203,6 +203,9 @@ pub(crate) struct Conn<S> {
     ping_interval: Option<Duration>,
     pong_timeout: Duration,
     close_timeout: Duration,
+    /// Counts the connection as open until the task ends (nothing without
+    /// the `metrics` feature).
+    _open: crate::metrics::OpenConnection,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -269,6 +272,7 @@ where
             ping_interval: config.ping_interval,
             pong_timeout: config.pong_timeout,
             close_timeout: config.close_timeout,
+            _open: crate::metrics::OpenConnection::new(),
         }
     }
 

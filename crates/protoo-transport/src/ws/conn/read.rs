@@ -82,6 +82,7 @@ where
                              (further ones on this connection are logged at debug level)"
                         );
                     }
+                    crate::metrics::binary_dropped();
                 }
                 self.held = Some(data);
             }

@@ -1,0 +1,379 @@
+//! What peers and rooms report through the `metrics` facade (the `metrics`
+//! feature). Without the feature every item here is empty and compiles to
+//! nothing.
+//!
+//! The handles a message touches are registered once per peer, when it is
+//! created, and kept in its state: counting a message is an atomic add, not
+//! a registry lookup. So install the recorder before the first peer is
+//! created (a peer created before counts nothing).
+//!
+//! No label comes from anything a remote sends (method names, peer ids,
+//! room ids, close reasons): label values are the fixed strings written
+//! here, and close codes and error codes are bucketed to a fixed set.
+
+#[cfg(feature = "metrics")]
+use ::metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use protoo_transport::CloseReason;
+#[cfg(feature = "metrics")]
+use protoo_transport::Initiator;
+
+/// Peers open (gauge): from their creation to their close.
+pub const PEERS: &str = "protoo_peers";
+/// Rooms open (gauge): from their creation to their close.
+pub const ROOMS: &str = "protoo_rooms";
+/// protoo messages received (counter, label `kind`: `request`, `response`,
+/// `notification`).
+pub const MESSAGES_RECEIVED: &str = "protoo_messages_received_total";
+/// protoo messages queued to peers (counter, label `kind`: `request`,
+/// `response`, `notification`, `other` for a frame of the application's
+/// that is none of these). A broadcast counts once per peer it reaches.
+pub const MESSAGES_SENT: &str = "protoo_messages_sent_total";
+/// Bytes of the protoo messages received (counter).
+pub const BYTES_RECEIVED: &str = "protoo_received_bytes_total";
+/// Bytes of the protoo messages queued to peers (counter).
+pub const BYTES_SENT: &str = "protoo_sent_bytes_total";
+/// Requests received and answered (counter, label `outcome`: `ok`,
+/// `rejected_4xx`, `rejected_5xx`, `rejected_other`).
+pub const REQUESTS_ANSWERED: &str = "protoo_requests_answered_total";
+/// Requests sent to peers, by how they ended (counter, label `outcome`:
+/// `ok`, `rejected_4xx`, `rejected_5xx`, `rejected_other`, `timeout`,
+/// `closed`).
+pub const REQUESTS_SENT: &str = "protoo_requests_sent_total";
+/// How long requests sent to peers took until their response, in seconds
+/// (histogram; requests that timed out or whose peer closed are not
+/// recorded).
+pub const REQUEST_DURATION: &str = "protoo_request_duration_seconds";
+/// Peers closed (counter, labels `code`: a known close code or `other` or
+/// `none`, and `initiator`: `local`, `remote`, `replaced`).
+pub const PEERS_CLOSED: &str = "protoo_peers_closed_total";
+/// Incoming messages dropped as invalid (counter, label `reason`: `decode`,
+/// `unknown_response`, `binary`).
+pub const INVALID_MESSAGES: &str = protoo_transport::metrics::INVALID_MESSAGES;
+/// Incoming requests answered at once and notifications dropped because a
+/// peer was over its rate limits or incoming budget (counter, labels
+/// `reason`: `rate_limited`, `over_budget`, and `kind`: `request`,
+/// `notification`).
+pub const MESSAGES_REFUSED: &str = "protoo_messages_refused_total";
+
+/// The close codes labelled as themselves; any other is `other`.
+pub const KNOWN_CLOSE_CODES: [u16; 12] = [
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 4000, 4001,
+];
+
+/// The `code` label of a close code.
+pub fn close_code_label(code: Option<u16>) -> &'static str {
+    const LABELS: [&str; 12] = [
+        "1000", "1001", "1002", "1003", "1005", "1006", "1007", "1008", "1009", "1011", "4000",
+        "4001",
+    ];
+    match code {
+        None => "none",
+        Some(code) => KNOWN_CLOSE_CODES
+            .iter()
+            .position(|known| *known == code)
+            .map_or("other", |at| LABELS[at]),
+    }
+}
+
+/// The kind of a protoo message, by the first bytes of its encoding (the
+/// encoder always starts with the kind's flag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Request = 0,
+    Response = 1,
+    Notification = 2,
+    Other = 3,
+}
+
+impl Kind {
+    /// The kind of an encoded frame.
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn of(frame: &[u8]) -> Kind {
+        match frame.get(..5) {
+            Some(b"{\"req") => Kind::Request,
+            Some(b"{\"res") => Kind::Response,
+            Some(b"{\"not") => Kind::Notification,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// A frame about to be queued, as counted once it is (nothing without the
+/// feature).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sent {
+    #[cfg(feature = "metrics")]
+    kind: Kind,
+    #[cfg(feature = "metrics")]
+    len: usize,
+}
+
+impl Sent {
+    /// What `frame` counts as.
+    #[inline]
+    pub(crate) fn of(_frame: &[u8]) -> Sent {
+        Sent {
+            #[cfg(feature = "metrics")]
+            kind: Kind::of(_frame),
+            #[cfg(feature = "metrics")]
+            len: _frame.len(),
+        }
+    }
+}
+
+/// How a request ended, as labelled.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) enum Outcome {
+    Ok,
+    /// Answered with an error of this code.
+    Rejected(u16),
+    Timeout,
+    Closed,
+}
+
+#[cfg(feature = "metrics")]
+impl Outcome {
+    fn index(self) -> usize {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Rejected(400..=499) => 1,
+            Outcome::Rejected(500..=599) => 2,
+            Outcome::Rejected(_) => 3,
+            Outcome::Timeout => 4,
+            Outcome::Closed => 5,
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+const OUTCOMES: [&str; 6] = [
+    "ok",
+    "rejected_4xx",
+    "rejected_5xx",
+    "rejected_other",
+    "timeout",
+    "closed",
+];
+
+/// The handles of one peer, registered when it is created.
+#[derive(Debug)]
+pub(crate) struct PeerMetrics {
+    #[cfg(feature = "metrics")]
+    handles: Handles,
+}
+
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Handles {
+    received: [Counter; 3],
+    received_bytes: Counter,
+    sent: [Counter; 4],
+    sent_bytes: Counter,
+    answered: [Counter; 4],
+    requests: [Counter; 6],
+    duration: Histogram,
+    peers: Gauge,
+    /// Still counted in `peers`.
+    open: std::sync::atomic::AtomicBool,
+}
+
+/// When a request was sent (nothing without the feature).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Started {
+    #[cfg(feature = "metrics")]
+    at: tokio::time::Instant,
+}
+
+impl Started {
+    #[inline]
+    pub(crate) fn now() -> Self {
+        Started {
+            #[cfg(feature = "metrics")]
+            at: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl PeerMetrics {
+    /// Registers the handles of a new peer and counts it open.
+    pub(crate) fn new() -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let kinds = ["request", "response", "notification", "other"];
+            let handles = Handles {
+                received: [kinds[0], kinds[1], kinds[2]]
+                    .map(|kind| counter!(MESSAGES_RECEIVED, "kind" => kind)),
+                received_bytes: counter!(BYTES_RECEIVED),
+                sent: kinds.map(|kind| counter!(MESSAGES_SENT, "kind" => kind)),
+                sent_bytes: counter!(BYTES_SENT),
+                answered: [0, 1, 2, 3]
+                    .map(|at| counter!(REQUESTS_ANSWERED, "outcome" => OUTCOMES[at])),
+                requests: OUTCOMES.map(|outcome| counter!(REQUESTS_SENT, "outcome" => outcome)),
+                duration: histogram!(REQUEST_DURATION),
+                peers: gauge!(PEERS),
+                open: std::sync::atomic::AtomicBool::new(true),
+            };
+            handles.peers.increment(1.0);
+            PeerMetrics { handles }
+        }
+        #[cfg(not(feature = "metrics"))]
+        PeerMetrics {}
+    }
+
+    /// A message of `len` bytes was received.
+    #[inline]
+    pub(crate) fn received(&self, _kind: Kind, _len: usize) {
+        #[cfg(feature = "metrics")]
+        {
+            self.handles.received[(_kind as usize).min(2)].increment(1);
+            self.handles.received_bytes.increment(_len as u64);
+        }
+    }
+
+    /// A frame was queued to the peer.
+    #[inline]
+    pub(crate) fn sent(&self, _sent: Sent) {
+        #[cfg(feature = "metrics")]
+        {
+            self.handles.sent[_sent.kind as usize].increment(1);
+            self.handles.sent_bytes.increment(_sent.len as u64);
+        }
+    }
+
+    /// `count` copies of a frame were queued (a broadcast): counted at
+    /// once rather than peer by peer.
+    #[inline]
+    pub(crate) fn sent_many(&self, _sent: Sent, _count: usize) {
+        #[cfg(feature = "metrics")]
+        if _count > 0 {
+            let count = _count as u64;
+            self.handles.sent[_sent.kind as usize].increment(count);
+            self.handles.sent_bytes.increment(_sent.len as u64 * count);
+        }
+    }
+
+    /// A request of the peer was answered (`outcome` is never a timeout or
+    /// a close).
+    #[inline]
+    pub(crate) fn answered(&self, _outcome: Outcome) {
+        #[cfg(feature = "metrics")]
+        self.handles.answered[_outcome.index().min(3)].increment(1);
+    }
+
+    /// A request sent to the peer ended.
+    #[inline]
+    pub(crate) fn request_ended(&self, _started: Started, _outcome: Outcome) {
+        #[cfg(feature = "metrics")]
+        {
+            self.handles.requests[_outcome.index()].increment(1);
+            if matches!(_outcome, Outcome::Ok | Outcome::Rejected(_)) {
+                self.handles
+                    .duration
+                    .record(_started.at.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    /// The peer closed (counted once, however often called).
+    pub(crate) fn closed(&self, _reason: &CloseReason) {
+        #[cfg(feature = "metrics")]
+        if self.leave() {
+            let initiator = match _reason.initiator {
+                Initiator::Local => "local",
+                Initiator::Remote => "remote",
+                Initiator::Replaced => "replaced",
+                _ => "other",
+            };
+            counter!(
+                PEERS_CLOSED,
+                "code" => close_code_label(_reason.code),
+                "initiator" => initiator
+            )
+            .increment(1);
+        }
+    }
+
+    /// Stops counting the peer as open; whether this call did.
+    #[cfg(feature = "metrics")]
+    fn leave(&self) -> bool {
+        let left = self
+            .handles
+            .open
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        if left {
+            self.handles.peers.decrement(1.0);
+        }
+        left
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for PeerMetrics {
+    /// A peer that never closed (never started) stops counting as open.
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// An incoming message was dropped as invalid.
+#[inline]
+pub(crate) fn invalid(_reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    counter!(INVALID_MESSAGES, "reason" => _reason).increment(1);
+}
+
+/// An incoming message was refused (rate limit or budget).
+#[inline]
+pub(crate) fn refused(_rate_limited: bool, _request: bool) {
+    #[cfg(feature = "metrics")]
+    counter!(
+        MESSAGES_REFUSED,
+        "reason" => if _rate_limited { "rate_limited" } else { "over_budget" },
+        "kind" => if _request { "request" } else { "notification" }
+    )
+    .increment(1);
+}
+
+/// Counts one room as open while it lives.
+#[derive(Debug)]
+pub(crate) struct OpenRoom {
+    #[cfg(feature = "metrics")]
+    gauge: Gauge,
+    #[cfg(feature = "metrics")]
+    open: std::sync::atomic::AtomicBool,
+}
+
+impl OpenRoom {
+    /// Counts a room created now.
+    pub(crate) fn new() -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let gauge = gauge!(ROOMS);
+            gauge.increment(1.0);
+            OpenRoom {
+                gauge,
+                open: std::sync::atomic::AtomicBool::new(true),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        OpenRoom {}
+    }
+
+    /// The room closed (counted once).
+    #[inline]
+    pub(crate) fn closed(&self) {
+        #[cfg(feature = "metrics")]
+        if self.open.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            self.gauge.decrement(1.0);
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for OpenRoom {
+    fn drop(&mut self) {
+        self.closed();
+    }
+}

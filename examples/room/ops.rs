@@ -1,0 +1,181 @@
+//! Operations endpoints and logs of the room example.
+//!
+//! - `--metrics ADDR` (built with the `metrics` feature: `cargo run
+//!   --release -p protoo-examples --features metrics --example room --
+//!   --metrics 127.0.0.1:9090`) serves, on a listener of its own:
+//!   - `GET /metrics`: every metric of protoo-rs in the Prometheus text
+//!     format (`metrics-exporter-prometheus`);
+//!   - `GET /healthz`: `200` and a small JSON of counts while serving,
+//!     `503` (same JSON, `"status": "shutting down"`) once a shutdown has
+//!     begun.
+//!
+//!   A listener of its own rather than the WebSocket port: operators keep
+//!   scrape and health endpoints on an internal address, out of reach of
+//!   the clients, and the public port's contract (the protoo upgrade and
+//!   the room page) stays untouched.
+//! - `--log-format json` logs one JSON object per line (tracing-subscriber's
+//!   JSON format) instead of text, for log collectors; the level is set by
+//!   `RUST_LOG` as before.
+
+use std::net::SocketAddr;
+
+use protoo_server::{Rooms, ServerHandle};
+
+/// How the example logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global tracing subscriber: `RUST_LOG` filters (default
+/// `warn`), `format` formats.
+pub(crate) fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+}
+
+/// Starts the operations endpoints on `addr`, when given, and prints where
+/// (`metrics on http://ADDR/metrics`). Called before the first peer is
+/// admitted: peers register their metrics when they are created.
+#[cfg(feature = "metrics")]
+pub(crate) async fn start<D: Send + Sync + 'static, R: Send + Sync + 'static>(
+    addr: Option<SocketAddr>,
+    server: ServerHandle,
+    rooms: Rooms<D, R>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
+    let recorder = install_recorder()?;
+    println!("metrics on http://{}/metrics", listener.local_addr()?);
+    let router = enabled::router(recorder, server, rooms);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "the metrics endpoint failed");
+        }
+    });
+    Ok(())
+}
+
+/// Without the `metrics` feature there is nothing to serve: `--metrics`
+/// is refused.
+#[cfg(not(feature = "metrics"))]
+pub(crate) async fn start<D: Send + Sync + 'static, R: Send + Sync + 'static>(
+    addr: Option<SocketAddr>,
+    _server: ServerHandle,
+    _rooms: Rooms<D, R>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    match addr {
+        None => Ok(()),
+        Some(_) => Err("--metrics needs the room example built with `--features metrics`".into()),
+    }
+}
+
+/// The Prometheus recorder, installed as the global `metrics` recorder,
+/// with its histograms drained every few seconds (no scrape may come).
+#[cfg(feature = "metrics")]
+fn install_recorder()
+-> Result<metrics_exporter_prometheus::PrometheusHandle, Box<dyn std::error::Error>> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Request durations as a histogram (not a summary), in seconds.
+    let buckets = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(protoo_server::core::metrics::REQUEST_DURATION.to_owned()),
+            &buckets,
+        )?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+#[cfg(feature = "metrics")]
+mod enabled {
+    use axum::Router;
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use metrics_exporter_prometheus::PrometheusHandle;
+    use protoo_server::{Rooms, ServerHandle};
+    use serde_json::json;
+
+    /// `GET /metrics` and `GET /healthz`.
+    pub(super) fn router<D: Send + Sync + 'static, R: Send + Sync + 'static>(
+        recorder: PrometheusHandle,
+        server: ServerHandle,
+        rooms: Rooms<D, R>,
+    ) -> Router {
+        Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let text = recorder.render();
+                    async move {
+                        (
+                            [(
+                                header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            text,
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/healthz",
+                get(move || {
+                    let answer = health(&server, &rooms);
+                    async move { answer }
+                }),
+            )
+    }
+
+    /// 200 while serving, 503 once the server stopped accepting (a
+    /// shutdown has begun), with the counts.
+    fn health<D: Send + Sync + 'static, R: Send + Sync + 'static>(
+        server: &ServerHandle,
+        rooms: &Rooms<D, R>,
+    ) -> impl IntoResponse + use<D, R> {
+        let stopping = server.is_stopped();
+        let room_list = rooms.rooms();
+        let peers: usize = room_list.iter().map(|room| room.len()).sum();
+        let body = json!({
+            "status": if stopping { "shutting down" } else { "serving" },
+            "connections": server.connections(),
+            "requestsInFlight": server.requests_in_flight(),
+            "rooms": room_list.len(),
+            "peers": peers,
+        });
+        let status = if stopping {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+    }
+}
