@@ -27,101 +27,19 @@
 //! leaves, the others get `peerClosed {peerId}`. This example is the contract
 //! the interop suites and the benchmarks run against.
 
+mod flags;
 mod ops;
 mod page;
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use clap::Parser;
-use protoo_server::core::Rate;
 use protoo_server::{
     ConnectionRequest, DuplicatePolicy, ErrorData, IncomingNotification, IncomingRequest, Payload,
-    Peer, PeerConfig, PeerEvent, PeerEvents, Room, Rooms, ServerConfig, WebSocketServer, WsConfig,
+    Peer, PeerEvent, PeerEvents, Room, Rooms, WebSocketServer,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-/// The room example server.
-#[derive(Debug, Parser)]
-struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:4443")]
-    listen: SocketAddr,
-    /// Largest incoming message in bytes (default: the transport's, 1 MiB).
-    #[arg(long)]
-    max_message_size: Option<usize>,
-    /// Outbound queue limit per peer in bytes (default: 4 MiB).
-    #[arg(long)]
-    max_queue: Option<usize>,
-    /// Keepalive ping interval in seconds (default: 60).
-    #[arg(long)]
-    ping_interval: Option<u64>,
-    /// Incoming requests and notifications per second per peer; past it a
-    /// request is answered 429 and a notification dropped. 0: no limit.
-    #[arg(long, default_value_t = DEFAULT_MESSAGE_RATE)]
-    message_rate: u64,
-    /// Burst of `--message-rate`, in messages (default: twice the rate).
-    #[arg(long)]
-    message_burst: Option<u64>,
-    /// Incoming request and notification bytes per second per peer,
-    /// handled as `--message-rate`. 0: no limit.
-    #[arg(long, default_value_t = DEFAULT_BYTE_RATE)]
-    byte_rate: u64,
-    /// Burst of `--byte-rate`, in bytes (default: twice the rate).
-    #[arg(long)]
-    byte_burst: Option<u64>,
-    /// Bytes of incoming frames a peer may make the server hold (queued
-    /// events and unanswered requests); past it a request is answered 503
-    /// and a notification dropped.
-    #[arg(long, default_value_t = protoo_server::core::DEFAULT_INCOMING_BUDGET)]
-    incoming_budget: usize,
-    /// Invalid messages after which a peer is closed with 1008. 0: never.
-    #[arg(long, default_value_t = DEFAULT_MAX_INVALID_MESSAGES)]
-    max_invalid_messages: u32,
-    /// Serve `GET /metrics` and `GET /healthz` on this address (built with
-    /// the `metrics` feature; see ops.rs).
-    #[arg(long)]
-    metrics: Option<SocketAddr>,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t)]
-    log_format: ops::LogFormat,
-}
-
-/// Default of `--message-rate`: far above what a signaling client sends
-/// (mediasoup-demo's send a few messages a second, a burst of a few dozen
-/// when joining), low enough that one sender in a room of 1,000 makes the
-/// server send at most 200 × 999 notifications a second (400 × 999 in a
-/// burst), well within what it can write.
-const DEFAULT_MESSAGE_RATE: u64 = 200;
-
-/// Default of `--byte-rate`: 2 MiB/s, bursts of 4 MiB: a client may send a
-/// few messages of the largest size (1 MiB) at once, and no more than that
-/// on average.
-const DEFAULT_BYTE_RATE: u64 = 2 << 20;
-
-/// Default of `--max-invalid-messages`: a client that sends this many
-/// frames that are not protoo messages is broken or hostile.
-const DEFAULT_MAX_INVALID_MESSAGES: u32 = 100;
-
-impl Args {
-    /// The per-peer settings: the incoming limits from the flags.
-    fn peer_config(&self) -> PeerConfig {
-        let rate = |per_second: u64, burst: Option<u64>| {
-            (per_second > 0).then(|| {
-                Rate::per_second(per_second)
-                    .with_burst(burst.unwrap_or(per_second.saturating_mul(2)))
-            })
-        };
-        let mut config = PeerConfig::default().with_incoming_budget(self.incoming_budget);
-        config.message_rate = rate(self.message_rate, self.message_burst);
-        config.byte_rate = rate(self.byte_rate, self.byte_burst);
-        config.max_invalid_messages =
-            (self.max_invalid_messages > 0).then_some(self.max_invalid_messages);
-        config
-    }
-}
 
 /// What the server keeps per peer: its display name, set by `join` (the
 /// peer is listed to others from then on).
@@ -141,20 +59,10 @@ impl PeerState {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+    let args = flags::Args::parse();
     ops::init_logs(args.log_format);
 
-    let mut ws = WsConfig::default();
-    if let Some(size) = args.max_message_size {
-        ws = ws.with_max_message_size(size).with_max_frame_size(size);
-    }
-    if let Some(bytes) = args.max_queue {
-        ws = ws.with_max_queued_bytes(bytes);
-    }
-    if let Some(secs) = args.ping_interval {
-        ws = ws.with_ping_interval(Some(Duration::from_secs(secs)));
-    }
-    let config = ServerConfig::default().with_ws(ws);
+    let config = args.server_config();
     let (mut server, mount) = WebSocketServer::mounted(config.clone());
     let local_addr = page::serve(args.listen, mount, &config)
         .await
@@ -163,7 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let handle = server.handle();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        ops::shutdown_signal().await;
         handle.shutdown().await;
     });
 
@@ -180,24 +88,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     server.handle().stopped().await;
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// What `admit` hands to the peer's loop.
