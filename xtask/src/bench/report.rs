@@ -446,10 +446,12 @@ pub(super) fn table(
             } else {
                 ("–".into(), None)
             };
-            let (a_txt, a) = if has("anchor") {
-                cell(anchor, &row)
-            } else {
-                ("–".into(), None)
+            let (a_txt, a) = match (has("anchor"), sc.echo) {
+                (true, false) => cell(anchor, &row),
+                // The echo example's scenarios have no Node counterpart.
+                (true, true) if i == 0 => ("not run".into(), None),
+                (true, true) => (String::new(), None),
+                (false, _) => ("–".into(), None),
             };
             let (f_txt, f) = match (has("floor"), sc.floor) {
                 (true, true) => cell(floor, &row),
