@@ -332,18 +332,8 @@ where
         config: &WsConfig,
         guard: G,
     ) -> Result<Transport, TransportError> {
-        let (mut stream, leftover, response) = self.prepare().await?;
-        stream.write_all(response.as_bytes()).await?;
-        stream.flush().await?;
-        let ws = WebSocketStream::from_partially_read(
-            ReadAhead::new(stream),
-            leftover,
-            Role::Server,
-            Some(config.tungstenite()),
-        )
-        .await;
-        let (transport, conn) = conn::start(ws, config);
-        conn::spawn(conn, guard);
+        let (transport, pending) = self.accept_pending(config).await?;
+        pending.open_holding(guard).await?;
         Ok(transport)
     }
 

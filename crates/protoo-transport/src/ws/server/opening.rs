@@ -57,14 +57,7 @@ where
     ) -> Result<(Transport, PendingOpen<S>), TransportError> {
         let had_leftover = !self.leftover.is_empty();
         let (stream, leftover, response) = self.prepare().await?;
-        let ws = WebSocketStream::from_partially_read(
-            ReadAhead::new(stream),
-            leftover,
-            Role::Server,
-            Some(config.tungstenite()),
-        )
-        .await;
-        let (transport, conn) = conn::start(ws, config);
+        let (transport, conn) = super::upgraded(stream, leftover, config).await;
         let pending = PendingOpen {
             conn: Some(conn),
             response,
