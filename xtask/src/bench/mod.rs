@@ -332,16 +332,20 @@ mod tests {
         assert!(Opts::parse(&args("--duration")).is_err());
     }
 
-    #[test]
-    fn table_marks_targets() {
-        let parsed = |line: &str| Parsed {
+    /// A load generator's RESULT line, parsed.
+    fn parsed(line: &str) -> Parsed {
+        Parsed {
             line: line.to_owned(),
             fields: line
                 .split_whitespace()
                 .filter_map(|kv| kv.split_once('='))
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
-        };
+        }
+    }
+
+    #[test]
+    fn table_marks_targets() {
         let results = vec![
             Outcome {
                 scenario: "s2",
@@ -376,14 +380,6 @@ mod tests {
 
     #[test]
     fn table_compares_with_the_floor() {
-        let parsed = |line: &str| Parsed {
-            line: line.to_owned(),
-            fields: line
-                .split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        };
         let results = vec![
             Outcome {
                 scenario: "s2-16k",
