@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use protoo_transport::Transport;
 
-use crate::peer::{admission, lock};
-use crate::room::{Admitted, DuplicatePolicy};
+use crate::peer::lock;
+use crate::room::DuplicatePolicy;
 use crate::{CoreError, Peer, PeerConfig, PeerEvents, Room};
 
 mod reservation;
@@ -84,6 +84,16 @@ pub(crate) struct RegistryInner<D, R> {
     /// How long an empty room stays before it is removed.
     grace: Duration,
     setup: Setup<R>,
+}
+
+/// What [`Rooms::try_reserve`] found.
+enum Reserved<D: Send + Sync + 'static, R: Send + Sync + 'static> {
+    /// A place in the ready room.
+    Now(Reservation<D, R>),
+    /// The room's setup is running: wait for it (and start it, if given).
+    Wait(setup::Waiting<D, R>, Option<setup::Starter<D, R>>),
+    /// The setup would have to be waited for, and the caller cannot wait.
+    NotReady,
 }
 
 /// A room id's place in the registry.
@@ -265,38 +275,53 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
     /// [`CoreError::RoomSetup`], and the next caller starts a new one.
     /// Dropping the future stops only this caller's wait.
     pub async fn reserve(&self, room_id: &str) -> Result<Reservation<D, R>, CoreError> {
-        let mut replaced = None;
-        let mut starter = None;
-        let waiting = {
-            let mut rooms = lock(&self.inner.rooms);
-            match rooms.get_mut(room_id) {
-                Some(Slot::Ready(room)) if room.reserve() => {
-                    return Ok(Reservation::new(room.clone()));
+        match self.try_reserve(room_id, true) {
+            Reserved::Now(reservation) => Ok(reservation),
+            Reserved::Wait(waiting, starter) => {
+                if let (Some(starter), Setup::Async(setup)) = (starter, &self.inner.setup) {
+                    starter.run(setup(room_id.to_owned()));
                 }
-                Some(Slot::Pending(pending)) => pending.wait(&self.inner, room_id.into()),
-                // No room, or one closed by its owner and not yet forgotten.
-                _ => match &self.inner.setup {
-                    Setup::Default(make) => {
-                        let room = self.create(room_id, make(), 1);
-                        replaced = rooms.insert(room_id.into(), Slot::Ready(room.clone()));
-                        drop(rooms);
-                        drop(replaced);
-                        return Ok(Reservation::new(room));
-                    }
-                    Setup::Async(_) => {
-                        let (pending, waiting, start) = Pending::new(&self.inner, room_id.into());
-                        replaced = rooms.insert(room_id.into(), Slot::Pending(pending));
-                        starter = Some(start);
-                        waiting
-                    }
-                },
+                waiting.outcome().await.map(Reservation::new)
             }
-        };
-        drop(replaced);
-        if let Some(starter) = starter {
-            starter.run();
+            Reserved::NotReady => Err(CoreError::RoomNotReady),
         }
-        waiting.outcome().await.map(Reservation::new)
+    }
+
+    /// A place in the room `room_id` now, if its data is ready or made at
+    /// once; otherwise, when `may_wait`, a wait for its async setup (and
+    /// the setup to start, outside the registry's lock, if this call is its
+    /// first admission).
+    fn try_reserve(&self, room_id: &str, may_wait: bool) -> Reserved<D, R> {
+        let mut rooms = lock(&self.inner.rooms);
+        let (reserved, replaced) = match rooms.get_mut(room_id) {
+            Some(Slot::Ready(room)) if room.reserve() => {
+                (Reserved::Now(Reservation::new(room.clone())), None)
+            }
+            Some(Slot::Pending(pending)) if may_wait => (
+                Reserved::Wait(pending.wait(&self.inner, room_id.into()), None),
+                None,
+            ),
+            Some(Slot::Pending(_)) => (Reserved::NotReady, None),
+            // No room, or one closed by its owner and not yet forgotten.
+            _ => match &self.inner.setup {
+                Setup::Default(make) => {
+                    let room = self.create(room_id, make(), 1);
+                    let replaced = rooms.insert(room_id.into(), Slot::Ready(room.clone()));
+                    (Reserved::Now(Reservation::new(room)), replaced)
+                }
+                Setup::Async(_) if may_wait => {
+                    let (pending, waiting, starter) = Pending::new(&self.inner, room_id.into());
+                    let replaced = rooms.insert(room_id.into(), Slot::Pending(pending));
+                    (Reserved::Wait(waiting, Some(starter)), replaced)
+                }
+                Setup::Async(_) => (Reserved::NotReady, None),
+            },
+        };
+        drop(rooms);
+        // A closed room replaced: dropped outside the lock (it may be the
+        // last handle to its data).
+        drop(replaced);
+        reserved
     }
 
     fn create(&self, room_id: &str, data: R, reserved: usize) -> Room<D, R> {
@@ -350,44 +375,15 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
         config: PeerConfig,
         policy: DuplicatePolicy,
     ) -> Result<Joined<D, R>, CoreError> {
-        let peer_id: String = peer_id.into();
-        let handle = admission(&peer_id, &transport)?;
-        let mut dropped = None;
-        let (room, admitted) = {
-            let mut rooms = lock(&self.inner.rooms);
-            let room = match (rooms.get(room_id), &self.inner.setup) {
-                (Some(Slot::Ready(room)), _) if !room.is_closed() => room.clone(),
-                (Some(Slot::Pending(_)), _) | (_, Setup::Async(_)) => {
-                    drop(rooms);
-                    transport.close();
-                    return Err(CoreError::RoomNotReady);
-                }
-                (_, Setup::Default(make)) => {
-                    let room = self.create(room_id, make(), 0);
-                    dropped = rooms.insert(room_id.into(), Slot::Ready(room.clone()));
-                    room
-                }
-            };
-            // Holding the registry lock, the room cannot be removed for being
-            // empty; it is only closed by an explicit `Room::close`, which
-            // `admit` checks under the room's lock.
-            let admitted = {
-                let mut state = lock(&room.inner.state);
-                room.admit(
-                    &mut state,
-                    peer_id.into(),
-                    transport,
-                    data,
-                    &config,
-                    policy,
-                    handle,
-                )
-            };
-            (room, admitted)
-        };
-        drop(dropped);
-        let (peer, events) = admitted.map(Admitted::start)?;
-        Ok((room, peer, events))
+        match self.try_reserve(room_id, false) {
+            Reserved::Now(reservation) => {
+                reservation.join_with(peer_id, transport, data, config, policy)
+            }
+            Reserved::Wait(..) | Reserved::NotReady => {
+                transport.close();
+                Err(CoreError::RoomNotReady)
+            }
+        }
     }
 
     /// Removes the room with this id and closes it (and its peers). A room

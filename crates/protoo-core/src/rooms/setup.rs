@@ -185,27 +185,17 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Pending<D, R> {
 
 /// Starts a room's setup (outside the registry's lock: the application's
 /// function may take its time, or panic).
-pub(super) struct Starter<D, R>(Completion<D, R>);
+pub(super) struct Starter<D: Send + Sync + 'static, R: Send + Sync + 'static>(Completion<D, R>);
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Starter<D, R> {
-    /// Calls the setup and runs its future in a task of its own.
-    pub(super) fn run(self) {
+    /// Runs `made`, the application's setup future for the room, in a task
+    /// of its own.
+    pub(super) fn run(self, made: SetupFuture<R>) {
         let completion = self.0;
-        let Some(registry) = completion.registry.upgrade() else {
-            return;
-        };
-        let made = match &registry.setup {
-            Setup::Async(setup) => setup(completion.room_id.to_string()),
-            Setup::Default(make) => {
-                let data = make();
-                Box::pin(async move { Ok(data) })
-            }
-        };
-        drop(registry);
         tracing::debug!(room_id = %completion.room_id, "room setup started");
         tokio::spawn(async move {
             let result = made.await;
-            completion.complete(result);
+            completion.finish(result);
         });
     }
 }
@@ -213,14 +203,16 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Starter<D, R> {
 /// Completes a setup when its task ends: with the task's result, or with a
 /// 500 if the task ended without one (the setup panicked or the runtime
 /// shut down).
-struct Completion<D, R> {
+struct Completion<D: Send + Sync + 'static, R: Send + Sync + 'static> {
     registry: Weak<RegistryInner<D, R>>,
     room_id: Arc<str>,
     shared: Arc<watch::Sender<Outcome<D, R>>>,
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Completion<D, R> {
-    fn complete(self, result: Result<R, ErrorData>) {
+    /// Publishes the outcome (once) and registers the room, or removes the
+    /// slot of a failed setup.
+    fn finish(&self, result: Result<R, ErrorData>) {
         if self.shared.borrow().is_some() {
             return;
         }
@@ -238,9 +230,13 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Completion<D, R> {
                 Some(Slot::Pending(pending)) if Arc::ptr_eq(&pending.shared, &self.shared) => {
                     pending.waiters
                 }
-                // Not ours any more (cannot happen: only the setup replaces
-                // its slot); publish the outcome without registering.
-                _ => 0,
+                // Not ours (cannot happen: only the setup replaces its slot):
+                // fail whoever waits, leave the slot alone.
+                _ => {
+                    self.shared
+                        .send_replace(Some(Err(ErrorData::new(500, "room setup failed"))));
+                    return;
+                }
             };
             let (slot, outcome) = match result {
                 Ok(data) => {
@@ -279,32 +275,12 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Completion<D, R> {
     }
 }
 
-impl<D, R> Drop for Completion<D, R> {
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Drop for Completion<D, R> {
     fn drop(&mut self) {
-        if self.shared.borrow().is_none() {
-            // The task ended without a result: the setup panicked, or the
-            // runtime is shutting down. Fail the waiters; the next
-            // admission starts over.
-            let Some(registry) = self.registry.upgrade() else {
-                self.shared
-                    .send_replace(Some(Err(ErrorData::new(500, "room setup failed"))));
-                return;
-            };
-            let removed = {
-                let mut rooms = lock(&registry.rooms);
-                let ours = matches!(rooms.get(&self.room_id),
-                    Some(Slot::Pending(pending)) if Arc::ptr_eq(&pending.shared, &self.shared));
-                let removed = if ours {
-                    rooms.remove(&self.room_id)
-                } else {
-                    None
-                };
-                self.shared
-                    .send_replace(Some(Err(ErrorData::new(500, "room setup failed"))));
-                removed
-            };
-            drop(removed);
-        }
+        // The task ended without a result (the setup panicked, or the
+        // runtime is shutting down): the waiters fail, and the next
+        // admission starts over.
+        self.finish(Err(ErrorData::new(500, "room setup failed")));
     }
 }
 
