@@ -6,60 +6,20 @@
 //! `cargo test` builds the examples; `PROTOO_ROOM_BIN` and `PROTOO_BOT_BIN`
 //! override their paths.
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use protoo_client::{Client, ClientConfig, ClientEvent, ClientEvents, ClientOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-/// The longest any single step may take: a failure guard only.
-const GUARD: Duration = Duration::from_secs(20);
-
-async fn guard<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(GUARD, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out: {what}"),
-    }
-}
-
-fn example(name: &str, var: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(var) {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary sits in target/<profile>/deps")
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(binary.exists(), "{} is not built", binary.display());
-    binary
-}
+mod common;
+use common::{example, guard, start_room};
 
 /// Starts the room example on `listen`; returns it and its address.
 async fn room(listen: &str) -> (Child, String) {
-    let mut child = Command::new(example("room", "PROTOO_ROOM_BIN"))
-        .args(["--listen", listen])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the room example");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = guard("the room's address", async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("room exited");
-            if let Some(rest) = line.strip_prefix("listening on ws://") {
-                break rest.trim_end_matches('/').to_owned();
-            }
-        }
-    })
-    .await;
-    (child, addr)
+    let room = start_room(listen, &[]).await;
+    (room.child, room.addr.to_string())
 }
 
 async fn stop(mut child: Child) {

@@ -7,9 +7,6 @@
 //! in `target/<profile>/examples/`; `PROTOO_ROOM_BIN` overrides the path.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
@@ -19,50 +16,11 @@ use protoo_server::{
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
 
-/// The longest any single step may take: a failure guard only.
-const GUARD: Duration = Duration::from_secs(15);
-
-async fn guard<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(GUARD, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out: {what}"),
-    }
-}
-
-/// The example binary, built by `cargo test` next to the test binaries.
-fn room_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("PROTOO_ROOM_BIN") {
-        return path.into();
-    }
-    // target/<profile>/deps/room_contract-HASH -> target/<profile>/examples/room
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary sits in target/<profile>/deps");
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("room{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "the room example is not built at {}: run `cargo build -p protoo-examples --example room` \
-         (a plain `cargo test -p protoo-examples` builds it)",
-        binary.display()
-    );
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("room/main.rs");
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    if let (Some(built), Some(edited)) = (modified(&binary), modified(&source)) {
-        assert!(
-            built >= edited,
-            "{} is older than room/main.rs: run `cargo build -p protoo-examples --example room`",
-            binary.display()
-        );
-    }
-    binary
-}
+mod common;
+use common::{guard, start_room};
 
 /// A running room example, killed when dropped.
 struct RoomServer {
@@ -74,30 +32,11 @@ struct RoomServer {
 
 impl RoomServer {
     async fn start() -> RoomServer {
-        let mut child = Command::new(room_binary())
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the room example");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let line = guard("the room example prints its address", stdout.next_line())
-            .await
-            .expect("read the room example's output")
-            .expect("the room example exited without printing its address");
-        let addr = line
-            .strip_prefix("listening on ws://")
-            .and_then(|rest| rest.strip_suffix('/'))
-            .and_then(|addr| addr.parse::<SocketAddr>().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        assert!(addr.ip().is_loopback());
-        assert_ne!(addr.port(), 0, "the example must print the bound port");
+        let room = start_room("127.0.0.1:0", &[]).await;
         RoomServer {
-            addr,
-            child,
-            _stdout: stdout,
+            addr: room.addr,
+            child: room.child,
+            _stdout: room.stdout,
         }
     }
 

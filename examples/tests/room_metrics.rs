@@ -12,47 +12,15 @@
 #![cfg(feature = "metrics")]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use protoo_server::{Peer, PeerConfig, PeerEvent, PeerEvents, WsConfig, ws};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::Command;
 
-/// The longest any single step may take: a failure guard only.
-const GUARD: Duration = Duration::from_secs(15);
-
-async fn guard<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(GUARD, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out: {what}"),
-    }
-}
-
-/// The example binary, built by `cargo test` next to the test binaries.
-fn room_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("PROTOO_ROOM_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary sits in target/<profile>/deps");
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("room{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "the room example is not built at {}: run \
-         `cargo build -p protoo-examples --features metrics --example room`",
-        binary.display()
-    );
-    binary
-}
+mod common;
+use common::{guard, start_room};
 
 /// A GET over a fresh connection: status and body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -108,21 +76,8 @@ async fn next_line(
 
 #[tokio::test]
 async fn metrics_and_health_of_the_room_example() {
-    let mut child = Command::new(room_binary())
-        .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the room example");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = next_line(&mut stdout).await;
-    let ws_addr: SocketAddr = first
-        .strip_prefix("listening on ws://")
-        .and_then(|rest| rest.strip_suffix('/'))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let room = start_room("127.0.0.1:0", &["--metrics", "127.0.0.1:0"]).await;
+    let (mut child, ws_addr, mut stdout) = (room.child, room.addr, room.stdout);
     let second = next_line(&mut stdout).await;
     let metrics_addr: SocketAddr = second
         .strip_prefix("metrics on http://")

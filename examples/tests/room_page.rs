@@ -4,59 +4,19 @@
 //! the same port. (`tests/browser` drives the page itself in Chromium.)
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use protoo_server::{WsConfig, ws};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Child;
 
-/// The longest any single step may take: a failure guard only.
-const GUARD: Duration = Duration::from_secs(15);
-
-async fn guard<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(GUARD, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-fn room_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("PROTOO_ROOM_BIN") {
-        return path.into();
-    }
-    // target/<profile>/deps/room_page-HASH -> target/<profile>/examples/room
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary sits in target/<profile>/deps");
-    profile_dir
-        .join("examples")
-        .join(format!("room{}", std::env::consts::EXE_SUFFIX))
-}
+mod common;
+use common::{guard, start_room};
 
 /// Starts the room example on 127.0.0.1:0: the child (killed on drop) and
 /// its address.
 async fn start() -> (Child, SocketAddr) {
-    let mut child = Command::new(room_binary())
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the room example");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = guard("the address line", lines.next_line())
-        .await
-        .unwrap()
-        .expect("the room example printed nothing");
-    let addr = line
-        .strip_prefix("listening on ws://")
-        .and_then(|rest| rest.strip_suffix('/'))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    (child, addr)
+    let room = start_room("127.0.0.1:0", &[]).await;
+    (room.child, room.addr)
 }
 
 /// One request on a fresh connection; the whole answer (the server closes
