@@ -163,18 +163,7 @@ async fn a_peer_is_in_its_room_before_its_client_sees_the_open() {
 #[cfg(feature = "axum")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_the_axum_mount_too() {
-    let (server, mount) = WebSocketServer::mounted(ServerConfig::default());
-    let app = axum::Router::new().route("/", mount.route());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let (server, addr) = axum_app(ServerConfig::default(), "/").await;
     let rooms: Rooms = Rooms::with_defaults(PeerConfig::default(), DuplicatePolicy::Replace);
     admit_all(server, rooms.clone());
     in_the_room_before_the_open(addr, "/", &rooms).await;

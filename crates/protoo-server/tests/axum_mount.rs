@@ -17,21 +17,7 @@ use serde_json::json;
 
 /// An axum application with `/health` and the protoo mount on `/protoo`.
 async fn app(config: ServerConfig) -> (WebSocketServer, SocketAddr) {
-    let (server, mount) = WebSocketServer::mounted(config);
-    let app = axum::Router::new()
-        .route("/health", axum::routing::get(|| async { "ok" }))
-        .route("/protoo", mount.route());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    (server, addr)
+    axum_app(config, "/protoo").await
 }
 
 async fn health(addr: SocketAddr) -> RawResponse {

@@ -237,3 +237,24 @@ pub async fn expect_closed(events: &mut PeerEvents) -> CloseReason {
         other => panic!("expected the close, got {other:?}"),
     }
 }
+
+/// An axum application on 127.0.0.1 with an ephemeral port: `/health`
+/// answering `ok`, and the protoo mount on `path`.
+#[cfg(feature = "axum")]
+pub async fn axum_app(config: ServerConfig, path: &str) -> (WebSocketServer, SocketAddr) {
+    let (server, mount) = WebSocketServer::mounted(config);
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .route(path, mount.route());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    (server, addr)
+}
