@@ -135,7 +135,8 @@ impl<'a, D, R> Broadcast<'a, D, R> {
             None => {
                 let state = lock(&self.room.inner.state);
                 for peer in state.peers.values() {
-                    self.offer(peer, frame, true, &mut report);
+                    let chosen = !self.except.contains(&peer.id());
+                    self.offer(peer, frame, chosen, &mut report);
                 }
                 Self::count(state.peers.values().next(), frame, &report);
             }
@@ -164,11 +165,10 @@ impl<'a, D, R> Broadcast<'a, D, R> {
         }
     }
 
-    /// Queues `frame` to `peer` if it is chosen (and, without a predicate,
-    /// not excluded by id) and open, counting what happened.
+    /// Queues `frame` to `peer` if it is chosen and open, counting what
+    /// happened.
     fn offer(&self, peer: &Peer<D>, frame: &Frame, chosen: bool, report: &mut BroadcastReport) {
-        let chosen = chosen && !self.except.contains(&peer.id()) && !peer.is_closed();
-        if !chosen {
+        if !chosen || peer.is_closed() {
             report.skipped += 1;
             return;
         }
