@@ -120,6 +120,46 @@ impl Window {
     }
 }
 
+/// The peak RSS of a process, sampled every `every` by a task of its own
+/// until `stop` turns true.
+pub(crate) struct PeakRss {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl PeakRss {
+    /// Starts sampling `pid` (nothing to sample without one).
+    pub(crate) fn start(
+        pid: Option<u32>,
+        stop: tokio::sync::watch::Receiver<bool>,
+        every: std::time::Duration,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let task = pid.map(|pid| {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                while !*stop.borrow() {
+                    if let Some(kb) = rss_kb(Some(pid)) {
+                        peak.fetch_max(kb, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            })
+        });
+        PeakRss { peak, task }
+    }
+
+    /// Waits for the sampler to stop (after `stop` turned true); the peak
+    /// in KB (0 without a pid).
+    pub(crate) async fn finish(self) -> u64 {
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,19 +172,7 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     let base = flow.delivered.load(Ordering::SeqCst);
 
     let pad = client::pad(opts.size, client::BROADCAST_FIXED);
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = run.pid.map(|pid| {
-        let peak = Arc::clone(&peak);
-        let stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            while !*stop_rx.borrow() {
-                if let Some(kb) = procfs::rss_kb(Some(pid)) {
-                    peak.fetch_max(kb, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    });
+    let sampler = procfs::PeakRss::start(run.pid, stop_rx.clone(), Duration::from_millis(10));
     let hwm_before = run.pid.and_then(|p| procfs::status_kb(p, "VmHWM"));
     let before = Snap::take(run.pid);
     flow.run_start_ns.store(now_ns(), Ordering::SeqCst);
@@ -249,9 +237,7 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     let after = Snap::take(run.pid);
     let hwm_after = run.pid.and_then(|p| procfs::status_kb(p, "VmHWM"));
     let _ = stop.send(true);
-    if let Some(s) = sampler {
-        let _ = s.await;
-    }
+    let sampled = sampler.finish().await;
 
     let mut seen = Vec::with_capacity(readers.len());
     for r in readers {
@@ -312,7 +298,6 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
 
     if let Some(stalled) = stalled {
         let rss_before = before.server_rss_kb.unwrap_or(0);
-        let sampled = peak.load(Ordering::Relaxed);
         let peak_kb = match (hwm_before, hwm_after) {
             (Some(hb), Some(ha)) if ha > hb => ha.max(sampled),
             _ => sampled,

@@ -107,19 +107,7 @@ pub(crate) async fn ask_flood(
         })
     };
 
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = pid.map(|pid| {
-        let peak = Arc::clone(&peak);
-        let stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            while !*stop_rx.borrow() {
-                if let Some(kb) = procfs::rss_kb(Some(pid)) {
-                    peak.fetch_max(kb, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    });
+    let sampler = procfs::PeakRss::start(pid, stop_rx.clone(), Duration::from_millis(5));
     let hwm_before = pid.and_then(|p| procfs::status_kb(p, "VmHWM"));
     let before = Snap::take(pid);
 
@@ -147,9 +135,7 @@ pub(crate) async fn ask_flood(
     let after = Snap::take(pid);
     let hwm_after = pid.and_then(|p| procfs::status_kb(p, "VmHWM"));
     let _ = stop.send(true);
-    if let Some(s) = sampler {
-        let _ = s.await;
-    }
+    let sampled = sampler.finish().await;
     let (stream, ended) = reader.await.map_err(|e| format!("reader: {e}"))?;
     if let Some(e) = send_error {
         report.error(e);
@@ -167,7 +153,6 @@ pub(crate) async fn ask_flood(
         1,
     );
     let rss_before = before.server_rss_kb.unwrap_or(0);
-    let sampled = peak.load(Ordering::Relaxed);
     let peak_kb = match (hwm_before, hwm_after) {
         (Some(hb), Some(ha)) if ha > hb => ha.max(sampled),
         _ => sampled,
