@@ -31,8 +31,6 @@ mod flags;
 mod ops;
 mod page;
 
-use std::sync::Mutex;
-
 use clap::Parser;
 use protoo_server::{
     ConnectionRequest, DuplicatePolicy, ErrorData, IncomingNotification, IncomingRequest, Payload,
@@ -40,22 +38,6 @@ use protoo_server::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-/// What the server keeps per peer: its display name, set by `join` (the
-/// peer is listed to others from then on).
-#[derive(Debug, Default)]
-struct PeerState {
-    display_name: Mutex<Option<String>>,
-}
-
-impl PeerState {
-    fn display_name(&self) -> Option<String> {
-        self.display_name
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -75,8 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         handle.shutdown().await;
     });
 
-    let rooms: Rooms<PeerState> =
-        Rooms::with_defaults(args.peer_config(), DuplicatePolicy::Replace);
+    let rooms: Rooms = Rooms::with_defaults(args.peer_config(), DuplicatePolicy::Replace);
     ops::start(args.metrics, server.handle(), rooms.clone()).await?;
     while let Some(request) = server.next_request().await {
         let rooms = rooms.clone();
@@ -91,10 +72,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// What `admit` hands to the peer's loop.
-type Admitted = Option<(Room<PeerState>, Peer<PeerState>, PeerEvents)>;
+type Admitted = Option<(Room, Peer, PeerEvents)>;
 
 /// Accepts a connection into its room, or rejects it with 400.
-async fn admit(request: ConnectionRequest, rooms: &Rooms<PeerState>) -> Admitted {
+async fn admit(request: ConnectionRequest, rooms: &Rooms) -> Admitted {
     let param = |name| request.query_param(name).filter(|value| !value.is_empty());
     let (Some(room_id), Some(peer_id)) = (param("roomId"), param("peerId")) else {
         request.reject(400, "missing roomId or peerId");
@@ -103,9 +84,7 @@ async fn admit(request: ConnectionRequest, rooms: &Rooms<PeerState>) -> Admitted
     // A peer already here with this id is replaced (the registry's
     // policy): its loop tells the others it left before the newcomer's
     // first request is handled.
-    let admitted = request
-        .accept_join(rooms, &room_id, peer_id, PeerState::default())
-        .await;
+    let admitted = request.accept_join(rooms, &room_id, peer_id, ()).await;
     match admitted {
         Ok(admitted) => Some(admitted),
         Err(error) => {
@@ -116,9 +95,12 @@ async fn admit(request: ConnectionRequest, rooms: &Rooms<PeerState>) -> Admitted
 }
 
 /// The per-peer loop: every request and notification of one peer, in order.
-async fn run_peer(room: Room<PeerState>, peer: Peer<PeerState>, mut events: PeerEvents) {
+async fn run_peer(room: Room, peer: Peer, mut events: PeerEvents) {
     while let Some(event) = events.next().await {
         match event {
+            PeerEvent::Request(request) if request.method() == "join" => {
+                join(&room, &peer, request).await
+            }
             PeerEvent::Request(request) => handle_request(&room, &peer, request),
             PeerEvent::Notification(notification) => {
                 handle_notification(&room, &peer, notification)
@@ -136,11 +118,52 @@ struct Join {
     display_name: Option<String>,
 }
 
+/// What a joined peer is listed with (its presence in the room).
+#[derive(Serialize, Deserialize)]
+struct Listed {
+    #[serde(rename = "displayName")]
+    display_name: String,
+}
+
 #[derive(Serialize)]
 struct PeerInfo {
     id: String,
     #[serde(rename = "displayName")]
     display_name: String,
+}
+
+/// `join`: the peer is listed from now on; answers the other listed
+/// peers, then tells the others about the newcomer. Awaited by the peer's
+/// loop, so the peer's next message is handled after it.
+async fn join(room: &Room, peer: &Peer, request: IncomingRequest) {
+    let display_name = request
+        .data::<Join>()
+        .ok()
+        .and_then(|join| join.display_name)
+        .unwrap_or_default();
+    let listed = Listed { display_name };
+    if let Err(error) = room.set_presence(peer.id(), &listed) {
+        return request.reject(500, error.to_string());
+    }
+    let peers: Vec<PeerInfo> = room
+        .presence()
+        .await
+        .into_iter()
+        .filter(|other| other.peer_id != peer.id())
+        .filter_map(|other| {
+            let info: Listed = other.info_as().ok()?;
+            Some(PeerInfo {
+                id: other.peer_id,
+                display_name: info.display_name,
+            })
+        })
+        .collect();
+    request.accept(&json!({ "peers": peers }));
+    let _ = room.broadcast(
+        "newPeer",
+        &json!({ "id": peer.id(), "displayName": listed.display_name }),
+        &[peer.id()],
+    );
 }
 
 #[derive(Deserialize)]
@@ -163,7 +186,7 @@ struct Fail {
     reason: String,
 }
 
-fn handle_request(room: &Room<PeerState>, peer: &Peer<PeerState>, request: IncomingRequest) {
+fn handle_request(room: &Room, peer: &Peer, request: IncomingRequest) {
     match request.method() {
         "echo" => {
             let mut request = request;
@@ -182,35 +205,6 @@ fn handle_request(room: &Room<PeerState>, peer: &Peer<PeerState>, request: Incom
             room.broadcast("chat", &data, &[peer.id()])
                 .map(|_| json!({}))
         }),
-        "join" => {
-            let display_name = request
-                .data::<Join>()
-                .ok()
-                .and_then(|join| join.display_name)
-                .unwrap_or_default();
-            *peer
-                .data()
-                .display_name
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(display_name.clone());
-            let peers: Vec<PeerInfo> = room
-                .peers()
-                .into_iter()
-                .filter(|other| other.id() != peer.id())
-                .filter_map(|other| {
-                    Some(PeerInfo {
-                        id: other.id().to_owned(),
-                        display_name: other.data().display_name()?,
-                    })
-                })
-                .collect();
-            request.accept(&json!({ "peers": peers }));
-            let _ = room.broadcast(
-                "newPeer",
-                &json!({ "id": peer.id(), "displayName": display_name }),
-                &[peer.id()],
-            );
-        }
         "ask" => {
             let ask = match request.data::<Ask>() {
                 Ok(ask) => ask,
@@ -234,11 +228,7 @@ fn handle_request(room: &Room<PeerState>, peer: &Peer<PeerState>, request: Incom
     }
 }
 
-fn handle_notification(
-    room: &Room<PeerState>,
-    peer: &Peer<PeerState>,
-    notification: IncomingNotification,
-) {
+fn handle_notification(room: &Room, peer: &Peer, notification: IncomingNotification) {
     if notification.method() != "chat" {
         return;
     }

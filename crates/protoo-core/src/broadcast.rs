@@ -69,6 +69,8 @@ pub struct Broadcast<'a, D, R = ()> {
     /// Borrowed when given as a slice ([`Room::broadcast`]): no allocation.
     except: Cow<'a, [&'a str]>,
     filter: Option<Predicate<'a, D>>,
+    /// Only the peers listed in the room ([`Room::set_presence`]).
+    listed: bool,
 }
 
 impl<'a, D, R> Broadcast<'a, D, R> {
@@ -77,6 +79,7 @@ impl<'a, D, R> Broadcast<'a, D, R> {
             room,
             except: Cow::Borrowed(&[]),
             filter: None,
+            listed: false,
         }
     }
 
@@ -93,6 +96,15 @@ impl<'a, D, R> Broadcast<'a, D, R> {
         } else {
             self.except.to_mut().extend_from_slice(ids);
         }
+        self
+    }
+
+    /// Sends only to the peers listed in the room (those that set their
+    /// [presence](Room::set_presence): the joined peers of a
+    /// mediasoup-demo room). Unlike a [`filter`](Broadcast::filter), this
+    /// choice is data, so it holds for the room's peers wherever they are.
+    pub fn listed(mut self) -> Self {
+        self.listed = true;
         self
     }
 
@@ -134,23 +146,30 @@ impl<'a, D, R> Broadcast<'a, D, R> {
         match &self.filter {
             None => {
                 let state = lock(&self.room.inner.state);
-                for peer in state.peers.values() {
-                    let chosen = !self.except.contains(&peer.id());
+                for (id, peer) in &state.peers {
+                    let chosen = !self.except.contains(&peer.id())
+                        && (!self.listed || state.presence.contains_key(id));
                     self.offer(peer, frame, chosen, &mut report);
                 }
                 Self::count(state.peers.values().next(), frame, &report);
             }
             Some(keep) => {
-                let peers: Vec<Peer<D>> = lock(&self.room.inner.state)
-                    .peers
-                    .values()
-                    .cloned()
-                    .collect();
-                for peer in &peers {
-                    let chosen = !self.except.contains(&peer.id()) && keep(peer);
+                // With whether each is listed, taken under the same lock.
+                let peers: Vec<(Peer<D>, bool)> = {
+                    let state = lock(&self.room.inner.state);
+                    state
+                        .peers
+                        .iter()
+                        .map(|(id, peer)| (peer.clone(), state.presence.contains_key(id)))
+                        .collect()
+                };
+                for (peer, listed) in &peers {
+                    let chosen = !self.except.contains(&peer.id())
+                        && (!self.listed || *listed)
+                        && keep(peer);
                     self.offer(peer, frame, chosen, &mut report);
                 }
-                Self::count(peers.first(), frame, &report);
+                Self::count(peers.first().map(|(peer, _)| peer), frame, &report);
             }
         }
         report
@@ -190,6 +209,7 @@ impl<D, R> fmt::Debug for Broadcast<'_, D, R> {
             .field("room", &self.room.id())
             .field("except", &self.except)
             .field("filter", &self.filter.is_some())
+            .field("listed", &self.listed)
             .finish()
     }
 }

@@ -157,6 +157,7 @@ mod ids;
 mod log_limit;
 pub mod metrics;
 mod peer;
+mod presence;
 mod rate;
 mod room;
 mod rooms;
@@ -172,6 +173,7 @@ pub use events::{
     RATE_LIMITED_CODE, RATE_LIMITED_REASON, SHUTTING_DOWN_REASON, TOO_MANY_INVALID_REASON,
 };
 pub use peer::{Peer, REPLACEMENT_WAIT};
+pub use presence::Presence;
 pub use rate::Rate;
 pub use room::{DuplicatePolicy, Room};
 pub use rooms::{Joined, Reservation, Rooms, RoomsBuilder};

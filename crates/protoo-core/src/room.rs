@@ -3,7 +3,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use protoo_codec::{EncodeError, Frame, encode};
+use protoo_codec::{EncodeError, Frame, Payload, encode};
 use protoo_transport::Transport;
 use serde::Serialize;
 use tokio::runtime::Handle;
@@ -100,6 +100,9 @@ pub(crate) struct RoomInner<D, R> {
 
 pub(crate) struct RoomState<D> {
     pub(crate) peers: HashMap<Arc<str>, Peer<D>>,
+    /// The listed peers' information, by id: a subset of `peers`' ids
+    /// (see [`Room::set_presence`]).
+    pub(crate) presence: HashMap<Arc<str>, Payload>,
     pub(crate) closed: bool,
     /// Admissions promised a place ([`Reservation`](crate::Reservation)s
     /// not yet used): the room is not removed for being empty while any
@@ -193,6 +196,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
                 data,
                 state: Mutex::new(RoomState {
                     peers: HashMap::new(),
+                    presence: HashMap::new(),
                     closed: false,
                     reserved,
                     emptied: 0,
@@ -293,6 +297,8 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
         );
         let room: Weak<RoomInner<D, R>> = Arc::downgrade(&self.inner);
         start.core().set_leave(room);
+        // A newcomer is not listed until it says so itself.
+        state.presence.remove(&id);
         let replaced = state.peers.insert(id, peer.clone());
         Ok(Admitted {
             peer,
@@ -323,6 +329,8 @@ impl<D, R> Room<D, R> {
             match state.peers.get(&core.id) {
                 Some(peer) if Arc::ptr_eq(peer.core(), core) => {
                     let removed = state.peers.remove(&core.id);
+                    let unlisted = state.presence.remove(&core.id);
+                    drop(unlisted);
                     (removed, state.emptiness())
                 }
                 _ => (None, None),
@@ -435,6 +443,7 @@ impl<D, R> Room<D, R> {
                 return;
             }
             state.closed = true;
+            state.presence.clear();
             std::mem::take(&mut state.peers)
         };
         tracing::debug!(room_id = %self.inner.id, peers = peers.len(), "closing room");

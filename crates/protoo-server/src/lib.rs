@@ -99,8 +99,8 @@ pub use protoo_transport as transport;
 pub use protoo_codec::{ErrorData, Frame, Id, Method, Payload};
 pub use protoo_core::{
     Broadcast, BroadcastReport, CoreError, DuplicatePolicy, IncomingNotification, IncomingRequest,
-    IntoErrorData, Joined, Peer, PeerConfig, PeerError, PeerEvent, PeerEvents, RequestError,
-    Reservation, Room, Rooms, RoomsBuilder,
+    IntoErrorData, Joined, Peer, PeerConfig, PeerError, PeerEvent, PeerEvents, Presence,
+    RequestError, Reservation, Room, Rooms, RoomsBuilder,
 };
 pub use protoo_transport::ws::{self, WsConfig};
 pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, close_code};

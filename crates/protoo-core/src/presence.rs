@@ -1,0 +1,171 @@
+//! Who is listed in a room: the peers that announced themselves (a
+//! `join`), with the small information a member list carries (a display
+//! name), and the operations that reach a peer of the room by its id.
+//!
+//! A room's members are its peers, listed or not: a broadcast reaches all
+//! of them. Presence only decides who a member list shows, which is what a
+//! mediasoup-demo `join` answers. It is kept apart from the peer data `D`
+//! because it is what a room spanning several processes has to share:
+//! the application says what is listed, the room says who is listed
+//! wherever the peers are.
+
+use std::fmt;
+
+use protoo_codec::Payload;
+use serde::Serialize;
+
+use crate::peer::lock;
+use crate::{Peer, PeerError, RequestError, Room};
+
+/// A listed peer of a room: its id and the information given to
+/// [`Room::set_presence`].
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Presence {
+    /// The peer's id.
+    pub peer_id: String,
+    /// What the application listed it with, as JSON.
+    pub info: Payload,
+}
+
+impl Presence {
+    /// The listed information as a typed value.
+    pub fn info_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        self.info.deserialize()
+    }
+}
+
+impl fmt::Debug for Presence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presence")
+            .field("peer_id", &self.peer_id)
+            .field("info", &self.info.as_str())
+            .finish()
+    }
+}
+
+impl<D, R> Room<D, R> {
+    /// Lists the peer `peer_id` of the room with `info` (replacing what it
+    /// was listed with): from now on [`Room::presence`] shows it. A peer
+    /// stays listed until it leaves the room; a peer that replaces another
+    /// with its id is not listed until it sets its own presence.
+    ///
+    /// Fails with [`PeerError::Closed`] if no open peer has this id in the
+    /// room, and with [`PeerError::Encode`] if `info` cannot be encoded.
+    ///
+    /// ```
+    /// use protoo_core::{PeerConfig, Room};
+    /// use protoo_transport::memory;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let room = Room::with_id("r");
+    /// let mut kept = Vec::new();
+    /// for id in ["alice", "bob"] {
+    ///     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
+    ///     kept.push((room.create_peer(id, server_side, (), PeerConfig::default())?, client_side));
+    /// }
+    /// // Only alice has joined: both are members, only she is listed.
+    /// room.set_presence("alice", &serde_json::json!({"displayName": "Alice"}))?;
+    /// let listed = room.presence().await;
+    /// assert_eq!(listed.len(), 1);
+    /// assert_eq!(listed[0].peer_id, "alice");
+    /// assert_eq!(listed[0].info.as_str(), r#"{"displayName":"Alice"}"#);
+    /// assert_eq!(room.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_presence(
+        &self,
+        peer_id: &str,
+        info: &(impl Serialize + ?Sized),
+    ) -> Result<(), PeerError> {
+        let info = Payload::from_serialize(info)?;
+        self.set_presence_payload(peer_id, info)
+    }
+
+    /// [`Room::set_presence`] with information already encoded (a received
+    /// payload, kept as it is).
+    pub fn set_presence_payload(&self, peer_id: &str, info: Payload) -> Result<(), PeerError> {
+        let mut state = lock(&self.inner.state);
+        let Some((id, peer)) = state.peers.get_key_value(peer_id) else {
+            return Err(PeerError::Closed);
+        };
+        if peer.is_closed() {
+            return Err(PeerError::Closed);
+        }
+        let id = id.clone();
+        state.presence.insert(id, info);
+        Ok(())
+    }
+
+    /// Whether the peer `peer_id` is listed in the room.
+    pub fn is_listed(&self, peer_id: &str) -> bool {
+        lock(&self.inner.state).presence.contains_key(peer_id)
+    }
+
+    /// The listed peers of the room, in no particular order.
+    ///
+    /// Asynchronous because a room whose peers live in several processes
+    /// answers with the peers listed in all of them; a room of this process
+    /// alone answers at once.
+    pub async fn presence(&self) -> Vec<Presence> {
+        self.local_presence()
+    }
+
+    /// The listed peers of this process's part of the room.
+    fn local_presence(&self) -> Vec<Presence> {
+        lock(&self.inner.state)
+            .presence
+            .iter()
+            .map(|(id, info)| Presence {
+                peer_id: id.to_string(),
+                info: info.clone(),
+            })
+            .collect()
+    }
+
+    /// Sends a notification to the peer `peer_id` of the room. Fails with
+    /// [`PeerError::Closed`] if there is none (or it is closed).
+    pub fn notify_peer(
+        &self,
+        peer_id: &str,
+        method: &str,
+        data: &(impl Serialize + ?Sized),
+    ) -> Result<(), PeerError> {
+        self.member(peer_id)?.notify(method, data)
+    }
+
+    /// Sends a request to the peer `peer_id` of the room and waits for its
+    /// response (see [`Peer::request`]). Fails with
+    /// [`RequestError::PeerClosed`] if there is no such peer.
+    pub async fn request_peer(
+        &self,
+        peer_id: &str,
+        method: &str,
+        data: &(impl Serialize + ?Sized),
+    ) -> Result<Payload, RequestError> {
+        let peer = self.member(peer_id).map_err(|_| RequestError::PeerClosed)?;
+        peer.request(method, data).await
+    }
+
+    /// Closes the peer `peer_id` of the room (4000, as [`Peer::close`]);
+    /// returns whether there was one open.
+    pub fn close_peer(&self, peer_id: &str) -> bool {
+        match self.member(peer_id) {
+            Ok(peer) => {
+                peer.close();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The open peer `peer_id` of the room.
+    fn member(&self, peer_id: &str) -> Result<Peer<D>, PeerError> {
+        match lock(&self.inner.state).peers.get(peer_id) {
+            Some(peer) if !peer.is_closed() => Ok(peer.clone()),
+            _ => Err(PeerError::Closed),
+        }
+    }
+}
