@@ -1,7 +1,8 @@
 //! Developer commands for protoo-rs.
 //!
 //! - `cargo xtask ci`: everything CI checks, in order: formatting, clippy
-//!   (warnings are errors), the workspace tests, rustdoc (broken links are
+//!   (warnings are errors), the workspace tests, the loom model of the byte
+//!   queue, rustdoc (broken links are
 //!   errors), `cargo package` of the library crates, the interop suites
 //!   against the real npm protoo packages, the room example's page in
 //!   headless Chromium (Debian's `chromium`, installed with apt-get when
@@ -99,6 +100,22 @@ fn ci() -> Result {
     run(
         "tests",
         cargo().args(["test", "--workspace", "--all-features"]),
+    )?;
+    run(
+        "loom model of the byte queue's wake-ups (tests/loom_queue.rs)",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "protoo-transport",
+                "--release",
+                "--test",
+                "loom_queue",
+                "--target-dir",
+            ])
+            .arg(loom_target_dir())
+            .env("RUSTFLAGS", "--cfg protoo_loom")
+            .env("LOOM_MAX_PREEMPTIONS", LOOM_MAX_PREEMPTIONS),
     )?;
     run(
         "rustdoc",
@@ -224,6 +241,17 @@ fn forget_packaged_sources() {
 /// Where `cargo package` verifies the packages: apart from the workspace's
 /// builds, so that forgetting what it built from earlier packages costs the
 /// workspace nothing.
+/// Loom builds the whole dependency tree with `--cfg protoo_loom`: in a target
+/// directory of its own, so that the normal build cache stays valid.
+fn loom_target_dir() -> PathBuf {
+    target_dir().join("loom")
+}
+
+/// Preemptions loom explores per interleaving: enough for the races of the
+/// queue (one push, pop or close against another), small enough to run in
+/// seconds.
+const LOOM_MAX_PREEMPTIONS: &str = "3";
+
 fn package_target_dir() -> PathBuf {
     target_dir().join("package-check")
 }

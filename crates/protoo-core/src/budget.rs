@@ -108,6 +108,13 @@ pub(crate) struct Charge {
     request: bool,
 }
 
+impl Charge {
+    /// The bytes charged.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes as usize
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         self.budget

@@ -1,18 +1,20 @@
 use crate::metrics::Outcome;
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 
 use protoo_codec::{ErrorData, Id, Notification, Payload, Request, encode};
-use protoo_transport::{CloseReason, Initiator, TrackerGuard, close_code};
+use protoo_transport::{
+    ByteQueue, CloseReason, Initiator, Refused, TrackerGuard, Weigh, close_code,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::budget::Charge;
-use crate::peer::{Core, lock};
+use crate::peer::Core;
 
 /// The reason of a request dropped without an answer.
 pub const NOT_ANSWERED_REASON: &str = "request not answered";
@@ -178,51 +180,31 @@ impl fmt::Debug for PeerEvents {
 
 /// The queue between a peer's reader task (the one producer) and its
 /// [`PeerEvents`] (the one consumer), bounded by
-/// [`PeerConfig::event_queue`](crate::PeerConfig::event_queue).
+/// [`PeerConfig::event_queue`](crate::PeerConfig::event_queue) events: a
+/// [`ByteQueue`] whose bytes (each event's frame) are bounded by the peer's
+/// incoming budget, which counts them from the moment they are read until
+/// the application is done with them, here and after.
 ///
 /// An empty queue holds no buffer: an idle peer pays only for this struct.
 /// The lock is held for a few field updates, never across an `.await`, and
 /// events are dropped (a dropped request answers 500) only after it is
 /// released.
 pub(crate) struct EventQueue {
-    state: Mutex<QueueState>,
-}
-
-struct QueueState {
-    events: VecDeque<PeerEvent>,
-    /// At most this many events (at least one); a `u32`, which fits next
-    /// to the flags without making every peer's state larger.
-    limit: u32,
-    /// No event is queued any more (the peer closed, or its reader task
-    /// ended); those already queued are still handed out.
-    closed: bool,
-    /// The [`PeerEvents`] was dropped: events are dropped on arrival.
-    consumer_gone: bool,
+    queue: ByteQueue<PeerEvent>,
     /// Every [`Peer`](crate::Peer) handle was dropped.
-    handles_gone: bool,
-    /// The application waiting in [`PeerEvents::next`].
-    consumer: Option<Waker>,
-    /// The reader task: waiting for room, or for a reason to look at the
-    /// peer again (handles or events dropped, peer closed).
-    reader: Option<Waker>,
+    handles_gone: AtomicBool,
 }
 
-impl QueueState {
-    fn is_full(&self) -> bool {
-        self.events.len() >= self.limit as usize
-    }
-}
-
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(waker) if waker.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
-    }
-}
-
-fn wake(waker: Option<Waker>) {
-    if let Some(waker) = waker {
-        waker.wake();
+impl Weigh for PeerEvent {
+    fn weight(&self) -> usize {
+        match self {
+            PeerEvent::Request(request) => request._charge.bytes(),
+            PeerEvent::Notification(notification) => notification
+                ._charge
+                .as_ref()
+                .map_or(0, |charge| charge.bytes()),
+            PeerEvent::Closed(_) => 0,
+        }
     }
 }
 
@@ -230,21 +212,15 @@ impl EventQueue {
     /// An empty queue holding at most `limit` events (at least one).
     pub(crate) fn new(limit: usize) -> Self {
         EventQueue {
-            state: Mutex::new(QueueState {
-                events: VecDeque::new(),
-                limit: u32::try_from(limit).unwrap_or(u32::MAX).max(1),
-                closed: false,
-                consumer_gone: false,
-                handles_gone: false,
-                consumer: None,
-                reader: None,
-            }),
+            // The budget bounds the bytes; the buffer is freed once drained.
+            queue: ByteQueue::new(usize::MAX, limit, 0),
+            handles_gone: AtomicBool::new(false),
         }
     }
 
     /// Events waiting for the application.
     pub(crate) fn len(&self) -> usize {
-        lock(&self.state).events.len()
+        self.queue.len()
     }
 
     /// Reader: queues `event` if there is room, or drops it if nobody will
@@ -252,12 +228,14 @@ impl EventQueue {
     /// request dropped this way answers 500 by itself). Gives it back when
     /// the queue is full.
     pub(crate) fn try_push(&self, event: PeerEvent) -> Result<(), Box<PeerEvent>> {
-        let state = lock(&self.state);
-        if !state.closed && !state.consumer_gone && state.is_full() {
-            return Err(Box::new(event));
+        match self.queue.try_push(event) {
+            Ok(()) => Ok(()),
+            Err(Refused::Full(event)) => Err(Box::new(event)),
+            Err(Refused::Closed(event)) => {
+                drop(event);
+                Ok(())
+            }
         }
-        self.push(state, event);
-        Ok(())
     }
 
     /// Reader: [`EventQueue::try_push`] once there is room, waiting (the
@@ -268,95 +246,45 @@ impl EventQueue {
         slot: &mut Option<Box<PeerEvent>>,
         cx: &Context<'_>,
     ) -> Poll<()> {
-        let mut state = lock(&self.state);
-        if !state.closed && !state.consumer_gone && state.is_full() {
-            register(&mut state.reader, cx);
-            return Poll::Pending;
-        }
+        ready!(self.queue.poll_room(cx));
         if let Some(event) = slot.take() {
-            self.push(state, *event);
+            // Refused (and dropped) when nobody will take it.
+            let _ = self.queue.push(*event);
         }
         Poll::Ready(())
-    }
-
-    /// Queues `event` (there is room), or drops it once the lock is
-    /// released when nobody will take it.
-    fn push(&self, mut state: MutexGuard<'_, QueueState>, event: PeerEvent) {
-        if state.closed || state.consumer_gone {
-            drop(state);
-            drop(event);
-            return;
-        }
-        state.events.push_back(event);
-        let consumer = state.consumer.take();
-        drop(state);
-        wake(consumer);
     }
 
     /// Reader: registers the task to be woken when the peer's handles or its
     /// events are dropped, or when the peer closes. Returns whether nobody
     /// can use the peer any more (every handle and its events dropped).
     pub(crate) fn watch(&self, cx: &Context<'_>) -> bool {
-        let mut state = lock(&self.state);
-        register(&mut state.reader, cx);
-        state.handles_gone && state.consumer_gone
+        let consumer_gone = self.queue.register_producer(cx);
+        consumer_gone && self.handles_gone.load(Ordering::Acquire)
     }
 
     /// Consumer: the next event; `None` once the queue is closed and
     /// drained. Cancel-safe.
     pub(crate) fn poll_pop(&self, cx: &Context<'_>) -> Poll<Option<PeerEvent>> {
-        let mut state = lock(&self.state);
-        let was_full = state.is_full();
-        if let Some(event) = state.events.pop_front() {
-            if state.events.is_empty() {
-                // Give the buffer back: an idle peer keeps none.
-                state.events = VecDeque::new();
-            }
-            let reader = if was_full { state.reader.take() } else { None };
-            drop(state);
-            wake(reader);
-            return Poll::Ready(Some(event));
-        }
-        if state.closed {
-            return Poll::Ready(None);
-        }
-        register(&mut state.consumer, cx);
-        Poll::Pending
+        self.queue.poll_pop(cx, |()| ()).map(Result::ok)
     }
 
     /// No more events: those queued are still handed out, then `None`.
     pub(crate) fn close(&self) {
-        let mut state = lock(&self.state);
-        if state.closed {
-            return;
-        }
-        state.closed = true;
-        let consumer = state.consumer.take();
-        let reader = state.reader.take();
-        drop(state);
-        wake(consumer);
-        wake(reader);
+        self.queue.close(());
     }
 
     /// The [`PeerEvents`] was dropped: the queued events are dropped (their
     /// requests answer 500) and so is every later one.
     pub(crate) fn consumer_dropped(&self) {
-        let mut state = lock(&self.state);
-        state.consumer_gone = true;
-        let events = std::mem::take(&mut state.events);
-        let reader = state.reader.take();
-        drop(state);
-        drop(events);
-        wake(reader);
+        self.queue.discard();
     }
 
     /// Every [`Peer`](crate::Peer) handle was dropped.
     pub(crate) fn handles_dropped(&self) {
-        let mut state = lock(&self.state);
-        state.handles_gone = true;
-        let reader = state.reader.take();
-        drop(state);
-        wake(reader);
+        // Set before the wake-up: a reader that registered its waker before
+        // the wake-up took it, or looks after the store.
+        self.handles_gone.store(true, Ordering::Release);
+        self.queue.wake_producer();
     }
 }
 
@@ -675,8 +603,8 @@ impl IncomingNotification {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Wake, Waker};
 
     use protoo_codec::Message;
 
@@ -716,7 +644,7 @@ mod tests {
     }
 
     fn capacity(queue: &EventQueue) -> usize {
-        lock(&queue.state).events.capacity()
+        queue.queue.capacity()
     }
 
     #[test]

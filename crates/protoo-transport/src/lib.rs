@@ -136,13 +136,16 @@ use std::task::{Context, Poll};
 pub use bytes::Bytes;
 pub use protoo_codec::Frame;
 
+mod byte_queue;
 mod error;
 pub mod memory;
 pub mod metrics;
 mod queue;
+mod sync;
 mod tracker;
 pub mod ws;
 
+pub use byte_queue::{ByteQueue, Popped, Refused, Weigh};
 pub use error::TransportError;
 pub use queue::{FRAME_OVERHEAD, OutboundQueue, Work};
 pub use tracker::{Tracker, TrackerGuard};

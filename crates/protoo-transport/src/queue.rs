@@ -1,11 +1,10 @@
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
-use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
+use crate::byte_queue::{self, ByteQueue, Popped, Weigh};
 use crate::{Frame, SLOW_CONSUMER_REASON, TransportError, close_code};
 
 /// One queued outbound message: a protoo text frame, or (only on a WebSocket
@@ -45,7 +44,7 @@ fn binary_not_sent(data: Bytes, refused: Refused) -> TransportError {
 pub const FRAME_OVERHEAD: usize = 64;
 
 /// A bounded queue of outbound frames with one consumer (a writer task),
-/// counted in bytes.
+/// counted in bytes: a [`ByteQueue`] of frames.
 ///
 /// Pushing never waits. A push to a queue that already holds its byte limit
 /// or more closes the queue as a slow consumer
@@ -56,50 +55,45 @@ pub const FRAME_OVERHEAD: usize = 64;
 /// queue therefore holds at most the limit plus one frame. The lock is
 /// only ever held for a few instructions, never across an `.await`.
 pub struct OutboundQueue {
-    state: Mutex<State>,
-    limit: usize,
+    queue: ByteQueue<Outbound, Closing>,
 }
 
-#[derive(Default)]
-struct State {
-    frames: VecDeque<Outbound>,
-    bytes: usize,
-    close: Option<(u16, String)>,
-    close_taken: bool,
-    /// The consumer's waker ([`OutboundQueue::poll_next`],
-    /// [`OutboundQueue::poll_closed`] and their async forms): the queue's one
-    /// wake-up mechanism, woken on the first push after a drain and on
-    /// close.
-    waker: Option<Waker>,
+/// The close of an [`OutboundQueue`]: handed to the consumer once.
+#[derive(Clone, Debug)]
+struct Closing {
+    code: u16,
+    reason: String,
+    taken: bool,
+}
+
+impl Closing {
+    fn new(code: u16, reason: &str) -> Self {
+        Closing {
+            code,
+            reason: reason.to_owned(),
+            taken: false,
+        }
+    }
+
+    /// The close, the first time; [`Work::Done`] after.
+    fn take(&mut self) -> Work {
+        if std::mem::replace(&mut self.taken, true) {
+            Work::Done
+        } else {
+            Work::Close(self.code, self.reason.clone())
+        }
+    }
+}
+
+impl Weigh for Outbound {
+    fn weight(&self) -> usize {
+        self.len() + FRAME_OVERHEAD
+    }
 }
 
 /// Queues whose buffer grew past this many frames give the buffer back once
 /// drained, so that an idle peer does not keep the memory of its last burst.
 const KEEP_CAPACITY: usize = 16;
-
-impl State {
-    fn clear(&mut self) {
-        self.frames = VecDeque::new();
-        self.bytes = 0;
-    }
-
-    fn take_waker(&mut self) -> Option<Waker> {
-        self.waker.take()
-    }
-
-    fn register(&mut self, cx: &Context<'_>) {
-        match &self.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => self.waker = Some(cx.waker().clone()),
-        }
-    }
-
-    fn shrink_if_drained(&mut self) {
-        if self.frames.is_empty() && self.frames.capacity() > KEEP_CAPACITY {
-            self.frames = VecDeque::new();
-        }
-    }
-}
 
 /// What the consumer of an [`OutboundQueue`] is to do next.
 #[derive(Debug, PartialEq, Eq)]
@@ -113,19 +107,21 @@ pub enum Work {
     Done,
 }
 
+impl From<Popped<Work>> for Work {
+    fn from(popped: Popped<Work>) -> Work {
+        match popped {
+            Popped::Items => Work::Frames,
+            Popped::Closed(work) => work,
+        }
+    }
+}
+
 impl OutboundQueue {
     /// An empty queue holding at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
         OutboundQueue {
-            state: Mutex::new(State::default()),
-            limit,
+            queue: ByteQueue::new(limit, usize::MAX, KEEP_CAPACITY),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the state inconsistent
-        // (every critical section is a handful of field updates).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues a frame; see [`FrameSink::send`](crate::FrameSink::send).
@@ -151,114 +147,62 @@ impl OutboundQueue {
     }
 
     fn push_item(&self, item: Outbound) -> Result<(), (Refused, Outbound)> {
-        let mut state = self.lock();
-        if state.close.is_some() {
-            return Err((Refused::Closed, item));
-        }
-        let cost = item.len() + FRAME_OVERHEAD;
         // Only a consumer already behind by the whole limit is closed: one
         // frame, however large, never closes a consumer that keeps up.
-        if state.bytes >= self.limit {
-            state.clear();
-            state.close = Some((
-                close_code::POLICY_VIOLATION,
-                SLOW_CONSUMER_REASON.to_owned(),
-            ));
-            let waker = state.take_waker();
-            drop(state);
-            crate::metrics::outbound_queue_closed();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-            return Err((Refused::Full, item));
-        }
-        let was_empty = state.frames.is_empty();
-        state.frames.push_back(item);
-        state.bytes += cost;
-        let waker = if was_empty { state.take_waker() } else { None };
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        Ok(())
+        self.queue
+            .push_or_close(item, || {
+                Closing::new(close_code::POLICY_VIOLATION, SLOW_CONSUMER_REASON)
+            })
+            .map_err(|refused| match refused {
+                byte_queue::Refused::Closed(item) => (Refused::Closed, item),
+                byte_queue::Refused::Full(item) => {
+                    crate::metrics::outbound_queue_closed();
+                    (Refused::Full, item)
+                }
+            })
     }
 
     /// Closes the queue: frames already queued are still handed out, then the
     /// close. Returns whether this call closed it (false if already closed).
     pub fn close(&self, code: u16, reason: &str) -> bool {
-        self.close_inner(code, reason, false)
+        self.queue.close(Closing::new(code, reason))
     }
 
     /// Closes the queue and drops what it held. Returns whether this call
     /// closed it.
     pub fn close_and_clear(&self, code: u16, reason: &str) -> bool {
-        self.close_inner(code, reason, true)
-    }
-
-    fn close_inner(&self, code: u16, reason: &str, clear: bool) -> bool {
-        let mut state = self.lock();
-        if clear {
-            state.clear();
-        }
-        if state.close.is_some() {
-            return false;
-        }
-        state.close = Some((code, reason.to_owned()));
-        let waker = state.take_waker();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        true
+        self.queue.close_and_clear(Closing::new(code, reason))
     }
 
     /// Whether the queue is closed.
     pub fn is_closed(&self) -> bool {
-        self.lock().close.is_some()
+        self.queue.is_closed()
     }
 
     /// The close code and reason, once closed.
     pub fn close_reason(&self) -> Option<(u16, String)> {
-        self.lock().close.clone()
+        self.queue
+            .close_value()
+            .map(|closing| (closing.code, closing.reason))
     }
 
     /// Bytes queued (text plus [`FRAME_OVERHEAD`] per frame).
     pub fn queued_bytes(&self) -> usize {
-        self.lock().bytes
+        self.queue.queued_bytes()
     }
 
     /// The byte limit.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.queue.max_bytes()
     }
 
     /// Takes what is ready without waiting: frames into `batch`, or the close.
     /// `None` when there is nothing yet.
     pub fn try_next(&self, batch: &mut Vec<Frame>) -> Option<Work> {
-        let mut state = self.lock();
-        if !state.frames.is_empty() {
-            // Binary messages are only queued by WebSocket transports, whose
-            // connection task takes them with `poll_next_items`.
-            batch.extend(state.frames.drain(..).filter_map(|item| match item {
-                Outbound::Text(frame) => Some(frame),
-                Outbound::Binary(_) => None,
-            }));
-            state.bytes = 0;
-            state.shrink_if_drained();
-            return Some(Work::Frames);
-        }
-        Self::close_work(&mut state)
-    }
-
-    fn close_work(state: &mut State) -> Option<Work> {
-        match &state.close {
-            Some(_) if state.close_taken => Some(Work::Done),
-            Some((code, reason)) => {
-                let work = Work::Close(*code, reason.clone());
-                state.close_taken = true;
-                Some(work)
-            }
-            None => None,
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_next(&mut cx, batch, usize::MAX) {
+            Poll::Ready(work) => Some(work),
+            Poll::Pending => None,
         }
     }
 
@@ -275,11 +219,20 @@ impl OutboundQueue {
         batch: &mut Vec<Frame>,
         max_bytes: usize,
     ) -> Poll<Work> {
-        self.poll_take(cx, max_bytes, |item| match item {
-            Outbound::Text(frame) => batch.push(frame),
-            // Only queued by WebSocket transports (see `try_next`).
-            Outbound::Binary(_) => {}
-        })
+        self.queue
+            .poll_take(
+                cx,
+                max_bytes,
+                |item| match item {
+                    Outbound::Text(frame) => batch.push(frame),
+                    // Binary messages are only queued by WebSocket
+                    // transports, whose connection task takes them with
+                    // `poll_next_items`.
+                    Outbound::Binary(_) => {}
+                },
+                Closing::take,
+            )
+            .map(Work::from)
     }
 
     /// [`OutboundQueue::poll_next`] with binary messages too.
@@ -289,49 +242,16 @@ impl OutboundQueue {
         batch: &mut Vec<Outbound>,
         max_bytes: usize,
     ) -> Poll<Work> {
-        self.poll_take(cx, max_bytes, |item| batch.push(item))
-    }
-
-    fn poll_take(
-        &self,
-        cx: &mut Context<'_>,
-        max_bytes: usize,
-        mut take: impl FnMut(Outbound),
-    ) -> Poll<Work> {
-        let mut state = self.lock();
-        if !state.frames.is_empty() {
-            let mut taken = 0;
-            while let Some(item) = state.frames.pop_front() {
-                taken += item.len() + FRAME_OVERHEAD;
-                take(item);
-                if taken >= max_bytes {
-                    break;
-                }
-            }
-            state.bytes = state.bytes.saturating_sub(taken);
-            state.shrink_if_drained();
-            return Poll::Ready(Work::Frames);
-        }
-        match Self::close_work(&mut state) {
-            Some(work) => Poll::Ready(work),
-            None => {
-                state.register(cx);
-                Poll::Pending
-            }
-        }
+        self.queue
+            .poll_take(cx, max_bytes, |item| batch.push(item), Closing::take)
+            .map(Work::from)
     }
 
     /// Ready once the queue is closed; otherwise registers `cx`'s waker
     /// (shared with [`OutboundQueue::poll_next`]: one consumer). Meant for a
     /// writer blocked on a slow socket, to give up when the queue overflows.
     pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.lock();
-        if state.close.is_some() {
-            Poll::Ready(())
-        } else {
-            state.register(cx);
-            Poll::Pending
-        }
+        self.queue.poll_closed(cx)
     }
 
     /// Waits for work: every queued frame moved into `batch`, or the close.
@@ -350,12 +270,8 @@ impl OutboundQueue {
 
 impl fmt::Debug for OutboundQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.lock();
         f.debug_struct("OutboundQueue")
-            .field("frames", &state.frames.len())
-            .field("bytes", &state.bytes)
-            .field("limit", &self.limit)
-            .field("close", &state.close)
+            .field("queue", &self.queue)
             .finish()
     }
 }
@@ -459,11 +375,7 @@ mod tests {
         );
         assert_eq!(batch.len(), 96);
         assert_eq!(q.queued_bytes(), 0);
-        assert_eq!(
-            q.lock().frames.capacity(),
-            0,
-            "a drained large buffer is freed"
-        );
+        assert_eq!(q.queue.capacity(), 0, "a drained large buffer is freed");
         assert_eq!(q.poll_next(&mut cx, &mut batch, 1), Poll::Pending);
         q.close(4000, "bye");
         assert_eq!(count.0.load(Ordering::SeqCst), 2, "woken by the close");

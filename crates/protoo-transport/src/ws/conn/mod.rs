@@ -11,13 +11,12 @@
 //! - [`write`]: the write side (one batch from the queue, one flush);
 //! - [`timer`]: the one timer: keepalive pings, then the close deadline.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,8 +40,8 @@ mod write;
 use super::WsConfig;
 use crate::queue::{Outbound, OutboundQueue, Work};
 use crate::{
-    CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator, SLOW_CONSUMER_REASON,
-    Transport, TransportError, close_code,
+    ByteQueue, CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator,
+    SLOW_CONSUMER_REASON, Transport, TransportError, Weigh, close_code,
 };
 
 /// Incoming messages the task holds for a reader that is behind. When the

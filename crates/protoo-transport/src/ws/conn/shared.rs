@@ -7,10 +7,10 @@ use super::*;
 pub(crate) struct Shared {
     /// Outbound frames, and the close request of the application.
     pub(super) queue: OutboundQueue,
-    /// Incoming messages for the reader, and how the transport ended.
-    pub(super) inbox: Mutex<Inbox>,
-    /// The inbox's byte limit.
-    pub(super) inbox_bytes: usize,
+    /// Incoming messages for the reader (the consumer; the connection task
+    /// is the producer, waiting for room before it reads the socket), and
+    /// how the transport ended.
+    pub(super) inbox: ByteQueue<Incoming, CloseReason>,
     /// The sink and the stream still alive (2, 1, 0): when both are gone
     /// nobody can use the connection, and it is closed.
     pub(super) handles: AtomicU8,
@@ -24,29 +24,9 @@ pub(super) struct Incoming {
     pub(super) data: Bytes,
 }
 
-#[derive(Default)]
-pub(super) struct Inbox {
-    pub(super) frames: VecDeque<Incoming>,
-    pub(super) bytes: usize,
-    pub(super) closed: Option<CloseReason>,
-    /// The reader waiting for a message.
-    pub(super) reader: Option<Waker>,
-    /// The connection task waiting for room.
-    pub(super) task: Option<Waker>,
-    /// The stream was dropped: incoming messages are discarded.
-    pub(super) reader_gone: bool,
-}
-
-pub(super) fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(waker) if waker.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
-    }
-}
-
-pub(super) fn wake(waker: Option<Waker>) {
-    if let Some(waker) = waker {
-        waker.wake();
+impl Weigh for Incoming {
+    fn weight(&self) -> usize {
+        self.data.len()
     }
 }
 
@@ -54,60 +34,34 @@ impl Shared {
     pub(super) fn new(config: &WsConfig) -> Self {
         Shared {
             queue: OutboundQueue::new(config.max_queued_bytes),
-            inbox: Mutex::new(Inbox::default()),
-            inbox_bytes: config.max_message_size.max(1),
+            // An idle connection keeps no inbox buffer.
+            inbox: ByteQueue::new(config.max_message_size.max(1), INBOX_FRAMES, 0),
             handles: AtomicU8::new(2),
             binary: config.binary_messages,
         }
     }
 
-    pub(super) fn inbox(&self) -> MutexGuard<'_, Inbox> {
-        // Every critical section is a few field updates: a panic cannot
-        // leave the inbox inconsistent.
-        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Whether the task may read another message; registers the task's
     /// waker when not.
     pub(super) fn has_room(&self, cx: &Context<'_>) -> bool {
-        let mut inbox = self.inbox();
-        if inbox.frames.len() < INBOX_FRAMES && inbox.bytes < self.inbox_bytes {
-            return true;
-        }
-        register(&mut inbox.task, cx);
-        false
+        self.inbox.poll_room(cx).is_ready()
     }
 
     pub(super) fn deliver(&self, binary: bool, data: Bytes) {
-        let mut inbox = self.inbox();
-        if inbox.closed.is_some() || inbox.reader_gone {
-            return;
-        }
-        inbox.bytes += data.len();
-        inbox.frames.push_back(Incoming { binary, data });
-        let reader = inbox.reader.take();
-        drop(inbox);
-        wake(reader);
+        // Refused when the transport ended or the stream was dropped: the
+        // message is dropped.
+        let _ = self.inbox.push(Incoming { binary, data });
     }
 
-    /// Records how the transport ended (the first report wins). A local end
-    /// discards messages not read yet, like the memory transport; a remote
-    /// one delivers them first.
+    /// Records how the transport ended (called once, by whoever closed the
+    /// outbound queue first). A local end discards messages not read yet,
+    /// like the memory transport; a remote one delivers them first.
     pub(super) fn set_closed(&self, reason: CloseReason) {
-        let mut inbox = self.inbox();
-        if inbox.closed.is_some() {
-            return;
-        }
         if reason.initiator == Initiator::Local {
-            inbox.frames = VecDeque::new();
-            inbox.bytes = 0;
+            self.inbox.close_and_clear(reason);
+        } else {
+            self.inbox.close(reason);
         }
-        inbox.closed = Some(reason);
-        let reader = inbox.reader.take();
-        let task = inbox.task.take();
-        drop(inbox);
-        wake(reader);
-        wake(task);
     }
 
     /// Ends the transport from the task's side: closes the queue (freeing
@@ -121,30 +75,16 @@ impl Shared {
     }
 
     pub(super) fn poll_recv(&self, cx: &Context<'_>) -> Poll<Inbound> {
-        let mut inbox = self.inbox();
-        if let Some(Incoming { binary, data }) = inbox.frames.pop_front() {
-            inbox.bytes -= data.len();
-            if inbox.frames.is_empty() && inbox.frames.capacity() > 8 {
-                inbox.frames = VecDeque::new();
-            }
-            let task = inbox.task.take();
-            drop(inbox);
-            wake(task);
-            return Poll::Ready(if binary {
-                Inbound::Binary(data)
-            } else {
-                Inbound::Text(data)
-            });
-        }
-        if let Some(reason) = &inbox.closed {
-            return Poll::Ready(Inbound::Closed(reason.clone()));
-        }
-        // The reader goes idle: an idle connection keeps no inbox buffer.
-        if inbox.frames.capacity() > 0 {
-            inbox.frames = VecDeque::new();
-        }
-        register(&mut inbox.reader, cx);
-        Poll::Pending
+        self.inbox
+            .poll_pop(cx, |reason| reason.clone())
+            .map(|next| match next {
+                Ok(Incoming { binary: true, data }) => Inbound::Binary(data),
+                Ok(Incoming {
+                    binary: false,
+                    data,
+                }) => Inbound::Text(data),
+                Err(reason) => Inbound::Closed(reason),
+            })
     }
 
     /// One of the two halves was dropped; the last one closes the
@@ -156,24 +96,15 @@ impl Shared {
     }
 
     pub(super) fn reader_dropped(&self) {
-        let mut inbox = self.inbox();
-        inbox.reader_gone = true;
-        inbox.frames = VecDeque::new();
-        inbox.bytes = 0;
-        let task = inbox.task.take();
-        drop(inbox);
-        wake(task);
+        self.inbox.discard();
     }
 }
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inbox = self.inbox();
         f.debug_struct("Shared")
             .field("queue", &self.queue)
-            .field("inbox_frames", &inbox.frames.len())
-            .field("inbox_bytes", &inbox.bytes)
-            .field("closed", &inbox.closed)
+            .field("inbox", &self.inbox)
             .finish()
     }
 }
