@@ -329,8 +329,7 @@ impl<D, R> Room<D, R> {
             match state.peers.get(&core.id) {
                 Some(peer) if Arc::ptr_eq(peer.core(), core) => {
                     let removed = state.peers.remove(&core.id);
-                    let unlisted = state.presence.remove(&core.id);
-                    drop(unlisted);
+                    state.presence.remove(&core.id);
                     (removed, state.emptiness())
                 }
                 _ => (None, None),

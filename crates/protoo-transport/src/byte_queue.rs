@@ -160,13 +160,7 @@ impl<T: Weigh, C> ByteQueue<T, C> {
         if state.bytes >= self.max_bytes {
             let items = std::mem::take(&mut state.items);
             state.bytes = 0;
-            state.close = Some(close());
-            let consumer = state.consumer.take();
-            let producer = state.producer.take();
-            drop(state);
-            drop(items);
-            wake(consumer);
-            wake(producer);
+            Self::shut(state, close(), items);
             return Err(Refused::Full(item));
         }
         Self::append(state, item);
@@ -245,6 +239,13 @@ impl<T: Weigh, C> ByteQueue<T, C> {
             drop(items);
             return false;
         }
+        Self::shut(state, close, items);
+        true
+    }
+
+    /// Records the close of a queue not closed yet, then, outside the
+    /// lock, drops the `items` taken out of it and wakes both sides.
+    fn shut(mut state: MutexGuard<'_, State<T, C>>, close: C, items: VecDeque<T>) {
         state.close = Some(close);
         let consumer = state.consumer.take();
         let producer = state.producer.take();
@@ -252,7 +253,6 @@ impl<T: Weigh, C> ByteQueue<T, C> {
         drop(items);
         wake(consumer);
         wake(producer);
-        true
     }
 
     /// The consumer is gone: drops what is queued and refuses every later
