@@ -141,7 +141,26 @@ impl<'a, D, R> Broadcast<'a, D, R> {
     /// (queueing never waits, and takes no room lock): no list of them is
     /// built and no peer handle is cloned. With one, the predicate runs on a
     /// snapshot, outside the lock, so that it may look at the room.
+    ///
+    /// In a room that spans several processes
+    /// ([`RoomsBuilder::cluster`](crate::RoomsBuilder::cluster)), the frame
+    /// is then handed once to the cluster backend for the members on the
+    /// other nodes, with the excluded ids and [`listed`](Broadcast::listed);
+    /// the report counts this node's peers. A broadcast with a
+    /// [`filter`](Broadcast::filter) reaches this node's peers only: the
+    /// predicate is a closure, it cannot run elsewhere.
     pub fn send_frame(self, frame: &Frame) -> BroadcastReport {
+        let report = self.deliver_here(frame);
+        if self.filter.is_none()
+            && let Some(cluster) = &self.room.inner.cluster
+        {
+            cluster.broadcast(self.room.id(), frame, &self.except, self.listed);
+        }
+        report
+    }
+
+    /// Queues `frame` to the chosen peers of this node.
+    pub(crate) fn deliver_here(&self, frame: &Frame) -> BroadcastReport {
         let mut report = BroadcastReport::default();
         match &self.filter {
             None => {

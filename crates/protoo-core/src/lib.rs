@@ -150,6 +150,7 @@
 
 mod broadcast;
 mod budget;
+pub mod cluster;
 mod config;
 mod error;
 mod events;
@@ -172,7 +173,7 @@ pub use events::{
     NOT_ANSWERED_REASON, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerEvent, PeerEvents,
     RATE_LIMITED_CODE, RATE_LIMITED_REASON, SHUTTING_DOWN_REASON, TOO_MANY_INVALID_REASON,
 };
-pub use peer::{Peer, REPLACEMENT_WAIT};
+pub use peer::{CLUSTER_ADMISSION_WAIT, DUPLICATE_ELSEWHERE_REASON, Peer, REPLACEMENT_WAIT};
 pub use presence::Presence;
 pub use rate::Rate;
 pub use room::{DuplicatePolicy, Room};

@@ -198,7 +198,7 @@ impl Core {
     }
 
     /// Waits until the application is done with the peer's events.
-    async fn events_finished(&self) {
+    pub(crate) async fn events_finished(&self) {
         loop {
             let notified = self.done_notify.notified();
             if self.events_done.load(Ordering::Acquire) {
@@ -523,23 +523,44 @@ impl Start {
 
     /// Like [`Start::spawn`], but the peer reads nothing before the
     /// application is done with the events of `replaced`, the peer it
-    /// replaces (at most [`REPLACEMENT_WAIT`]): whatever the application
-    /// does on the old peer's close (telling the others it left) happens
-    /// before the newcomer's first request is handed out.
-    pub(crate) fn spawn_after(mut self, replaced: Arc<Core>) {
+    /// replaces (at most [`REPLACEMENT_WAIT`]), and the cluster backend
+    /// admitted it (`gate`; at most [`CLUSTER_ADMISSION_WAIT`]): whatever
+    /// the application does on the old peer's close (telling the others it
+    /// left), here or on another node, happens before the newcomer's first
+    /// request is handed out.
+    pub(crate) fn spawn_after(
+        mut self,
+        replaced: Option<Arc<Core>>,
+        gate: Option<crate::cluster::ClusterFuture<crate::cluster::Admission>>,
+    ) {
         let Some(stream) = self.stream.take() else {
             return;
         };
         let span = self.span();
-        tracing::debug!(parent: &span, "peer created, replacing another");
+        tracing::debug!(parent: &span, "peer created, waiting for its admission");
         let core = self.core.clone();
         self.handle.spawn(
             async move {
-                let waited =
-                    tokio::time::timeout(REPLACEMENT_WAIT, replaced.events_finished()).await;
-                drop(replaced);
-                if waited.is_err() {
-                    tracing::debug!("the replaced peer's events were not handled in time");
+                if let Some(replaced) = replaced {
+                    let waited =
+                        tokio::time::timeout(REPLACEMENT_WAIT, replaced.events_finished()).await;
+                    drop(replaced);
+                    if waited.is_err() {
+                        tracing::debug!("the replaced peer's events were not handled in time");
+                    }
+                }
+                if let Some(gate) = gate {
+                    match tokio::time::timeout(CLUSTER_ADMISSION_WAIT, gate).await {
+                        Ok(crate::cluster::Admission::Refused) => {
+                            tracing::debug!("peer id already in the room on another node: refused");
+                            core.close_locally(
+                                close_code::PROTOO_CLOSED,
+                                DUPLICATE_ELSEWHERE_REASON,
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(_) => tracing::debug!("the cluster admission did not answer in time"),
+                    }
                 }
                 read(core, stream).await;
             }
@@ -547,6 +568,15 @@ impl Start {
         );
     }
 }
+
+/// How long a peer admitted in a clustered room waits, at most, for the
+/// cluster backend's admission before it reads anyway (the backend's own
+/// bound, a replacement on another node included, is shorter).
+pub const CLUSTER_ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The close reason of a peer refused because a peer with its id is in the
+/// room on another node ([`DuplicatePolicy::Refuse`](crate::DuplicatePolicy::Refuse)).
+pub const DUPLICATE_ELSEWHERE_REASON: &str = "peer id already in the room";
 
 /// How long a peer that replaced another waits, at most, for the
 /// application to handle the old peer's close before its own events flow.

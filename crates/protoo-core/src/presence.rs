@@ -11,9 +11,10 @@
 
 use std::fmt;
 
-use protoo_codec::Payload;
+use protoo_codec::{Payload, encode};
 use serde::Serialize;
 
+use crate::cluster::PeerMessage;
 use crate::peer::lock;
 use crate::{Peer, PeerError, RequestError, Room};
 
@@ -29,6 +30,15 @@ pub struct Presence {
 }
 
 impl Presence {
+    /// A listed peer: its id and its information (a cluster backend makes
+    /// these from what other nodes listed).
+    pub fn new(peer_id: impl Into<String>, info: Payload) -> Self {
+        Presence {
+            peer_id: peer_id.into(),
+            info,
+        }
+    }
+
     /// The listed information as a typed value.
     pub fn info_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         self.info.deserialize()
@@ -95,6 +105,9 @@ impl<D, R> Room<D, R> {
             return Err(PeerError::Closed);
         }
         let id = id.clone();
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.presence_set(&self.inner.id, &id, &info);
+        }
         state.presence.insert(id, info);
         Ok(())
     }
@@ -107,9 +120,15 @@ impl<D, R> Room<D, R> {
     /// The listed peers of the room, in no particular order.
     ///
     /// Asynchronous because a room whose peers live in several processes
-    /// answers with the peers listed in all of them; a room of this process
-    /// alone answers at once.
+    /// answers with the peers listed in all of them (from the cluster
+    /// backend; this process's own list when the backend cannot answer);
+    /// a room of this process alone answers at once.
     pub async fn presence(&self) -> Vec<Presence> {
+        if let Some(cluster) = &self.inner.cluster
+            && let Some(listed) = cluster.presence(&self.inner.id).await
+        {
+            return listed;
+        }
         self.local_presence()
     }
 
@@ -125,44 +144,71 @@ impl<D, R> Room<D, R> {
             .collect()
     }
 
-    /// Sends a notification to the peer `peer_id` of the room. Fails with
-    /// [`PeerError::Closed`] if there is none (or it is closed).
-    pub fn notify_peer(
+    /// Sends a notification to the peer `peer_id` of the room, on this
+    /// node or, in a room spanning several processes, on whatever node it
+    /// is. Fails with [`PeerError::Closed`] if there is none (or it is
+    /// closed).
+    pub async fn notify_peer(
         &self,
         peer_id: &str,
         method: &str,
         data: &(impl Serialize + ?Sized),
     ) -> Result<(), PeerError> {
-        self.member(peer_id)?.notify(method, data)
+        match (self.member(peer_id), &self.inner.cluster) {
+            (Ok(peer), _) => peer.notify(method, data),
+            (Err(error), None) => Err(error),
+            (Err(_), Some(cluster)) => {
+                let frame = encode::notification(method, data)?;
+                let sent = cluster.to_peer(&self.inner.id, peer_id, PeerMessage::Notify(frame));
+                sent.await.map(drop).map_err(|_| PeerError::Closed)
+            }
+        }
     }
 
-    /// Sends a request to the peer `peer_id` of the room and waits for its
-    /// response (see [`Peer::request`]). Fails with
-    /// [`RequestError::PeerClosed`] if there is no such peer.
+    /// Sends a request to the peer `peer_id` of the room (on whatever node
+    /// it is, as [`Room::notify_peer`]) and waits for its response (see
+    /// [`Peer::request`]). Fails with [`RequestError::PeerClosed`] if there
+    /// is no such peer.
     pub async fn request_peer(
         &self,
         peer_id: &str,
         method: &str,
         data: &(impl Serialize + ?Sized),
     ) -> Result<Payload, RequestError> {
-        let peer = self.member(peer_id).map_err(|_| RequestError::PeerClosed)?;
-        peer.request(method, data).await
+        match (self.member(peer_id), &self.inner.cluster) {
+            (Ok(peer), _) => peer.request(method, data).await,
+            (Err(_), None) => Err(RequestError::PeerClosed),
+            (Err(_), Some(cluster)) => {
+                let data = Payload::from_serialize(data).map_err(RequestError::Encode)?;
+                let message = PeerMessage::Request {
+                    method: method.to_owned(),
+                    data,
+                };
+                let reply = cluster.to_peer(&self.inner.id, peer_id, message).await?;
+                Ok(reply.unwrap_or_default())
+            }
+        }
     }
 
-    /// Closes the peer `peer_id` of the room (4000, as [`Peer::close`]);
-    /// returns whether there was one open.
-    pub fn close_peer(&self, peer_id: &str) -> bool {
-        match self.member(peer_id) {
-            Ok(peer) => {
+    /// Closes the peer `peer_id` of the room (4000, as [`Peer::close`]), on
+    /// whatever node it is (as [`Room::notify_peer`]); returns whether
+    /// there was one open.
+    pub async fn close_peer(&self, peer_id: &str) -> bool {
+        match (self.member(peer_id), &self.inner.cluster) {
+            (Ok(peer), _) => {
                 peer.close();
                 true
             }
-            Err(_) => false,
+            (Err(_), None) => false,
+            (Err(_), Some(cluster)) => cluster
+                .to_peer(&self.inner.id, peer_id, PeerMessage::Close)
+                .await
+                .is_ok(),
         }
     }
 
     /// The open peer `peer_id` of the room.
-    fn member(&self, peer_id: &str) -> Result<Peer<D>, PeerError> {
+    pub(crate) fn member(&self, peer_id: &str) -> Result<Peer<D>, PeerError> {
         match lock(&self.inner.state).peers.get(peer_id) {
             Some(peer) if !peer.is_closed() => Ok(peer.clone()),
             _ => Err(PeerError::Closed),

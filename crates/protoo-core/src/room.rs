@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
+use crate::cluster::{Admission, ClusterBackend, ClusterFuture};
 use crate::peer::{Core, Leave, Start, admission, build, lock};
 use crate::rooms::RegistryInner;
 use crate::{Broadcast, CoreError, Peer, PeerConfig, PeerEvents};
@@ -93,6 +94,9 @@ pub(crate) struct RoomInner<D, R> {
     closed_notify: Notify,
     /// The registry holding this room, if any.
     pub(crate) registry: Weak<RegistryInner<D, R>>,
+    /// The registry's cluster backend, if its rooms span several
+    /// processes.
+    pub(crate) cluster: Option<Arc<dyn ClusterBackend>>,
     /// Counts the room as open until it closes (nothing without the
     /// `metrics` feature).
     open: crate::metrics::OpenRoom,
@@ -137,6 +141,9 @@ pub(crate) struct Admitted<D> {
     pub(crate) events: PeerEvents,
     start: Start,
     replaced: Option<Peer<D>>,
+    /// The cluster backend's admission, which the peer waits for before
+    /// it reads.
+    gate: Option<ClusterFuture<Admission>>,
 }
 
 impl<D> Admitted<D> {
@@ -144,13 +151,15 @@ impl<D> Admitted<D> {
     /// after a replacement, once the application has handled the old
     /// peer's close (see [`DuplicatePolicy::Replace`]).
     pub(crate) fn start(self) -> (Peer<D>, PeerEvents) {
-        match self.replaced {
-            Some(old) => {
-                tracing::debug!(peer_id = old.id(), "peer replaced by a new one with its id");
-                old.core().close_replaced();
-                self.start.spawn_after(old.core().clone());
-            }
-            None => self.start.spawn(),
+        let replaced = self.replaced.map(|old| {
+            tracing::debug!(peer_id = old.id(), "peer replaced by a new one with its id");
+            old.core().close_replaced();
+            old.core().clone()
+        });
+        if replaced.is_none() && self.gate.is_none() {
+            self.start.spawn();
+        } else {
+            self.start.spawn_after(replaced, self.gate);
         }
         (self.peer, self.events)
     }
@@ -180,12 +189,13 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
     /// An empty room with an id and the application's room data (see
     /// [`Room::data`]).
     pub fn with_data(id: impl Into<String>, data: R) -> Self {
-        Room::create(id.into().into(), Weak::new(), data, 0)
+        Room::create(id.into().into(), Weak::new(), None, data, 0)
     }
 
     pub(crate) fn create(
         id: Arc<str>,
         registry: Weak<RegistryInner<D, R>>,
+        cluster: Option<Arc<dyn ClusterBackend>>,
         data: R,
         reserved: usize,
     ) -> Self {
@@ -204,6 +214,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
                 reported: AtomicBool::new(false),
                 closed_notify: Notify::new(),
                 registry,
+                cluster,
                 open: crate::metrics::OpenRoom::new(),
             }),
         }
@@ -299,12 +310,16 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
         start.core().set_leave(room);
         // A newcomer is not listed until it says so itself.
         state.presence.remove(&id);
+        let gate = self.inner.cluster.as_ref().map(|cluster| {
+            cluster.member_added(&self.inner.id, &id, policy == DuplicatePolicy::Replace)
+        });
         let replaced = state.peers.insert(id, peer.clone());
         Ok(Admitted {
             peer,
             events,
             start,
             replaced,
+            gate,
         })
     }
 }
@@ -330,6 +345,9 @@ impl<D, R> Room<D, R> {
                 Some(peer) if Arc::ptr_eq(peer.core(), core) => {
                     let removed = state.peers.remove(&core.id);
                     state.presence.remove(&core.id);
+                    if let Some(cluster) = &self.inner.cluster {
+                        cluster.member_removed(&self.inner.id, &core.id);
+                    }
                     (removed, state.emptiness())
                 }
                 _ => (None, None),
@@ -443,6 +461,11 @@ impl<D, R> Room<D, R> {
             }
             state.closed = true;
             state.presence.clear();
+            if let Some(cluster) = &self.inner.cluster {
+                for id in state.peers.keys() {
+                    cluster.member_removed(&self.inner.id, id);
+                }
+            }
             std::mem::take(&mut state.peers)
         };
         tracing::debug!(room_id = %self.inner.id, peers = peers.len(), "closing room");

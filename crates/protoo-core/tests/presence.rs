@@ -115,6 +115,7 @@ async fn a_peer_is_reached_by_its_id() {
         protoo_core::Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
 
     room.notify_peer("alice", "hello", &json!({"n": 1}))
+        .await
         .unwrap();
     let notification = expect_notification(&mut client_events).await;
     assert_eq!(
@@ -132,19 +133,19 @@ async fn a_peer_is_reached_by_its_id() {
     assert_eq!(answer.await.unwrap().unwrap().as_str(), r#"{"pong":true}"#);
 
     assert!(matches!(
-        room.notify_peer("bob", "hello", &()),
+        room.notify_peer("bob", "hello", &()).await,
         Err(PeerError::Closed)
     ));
     assert!(matches!(
         room.request_peer("bob", "ping", &()).await,
         Err(RequestError::PeerClosed)
     ));
-    assert!(!room.close_peer("bob"));
+    assert!(!room.close_peer("bob").await);
 
-    assert!(room.close_peer("alice"));
+    assert!(room.close_peer("alice").await);
     let reason = expect_closed(&mut client_events).await;
     assert_eq!(reason.code, Some(4000));
-    assert!(!room.close_peer("alice"));
+    assert!(!room.close_peer("alice").await);
 }
 
 #[tokio::test]

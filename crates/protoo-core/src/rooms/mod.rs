@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use protoo_transport::Transport;
 
+use crate::cluster::{ClusterBackend, LocalNode, NodeRooms, OnMemberLost};
 use crate::peer::lock;
 use crate::room::DuplicatePolicy;
 use crate::{CoreError, Peer, PeerConfig, PeerEvents, Room};
 
+mod node;
 mod reservation;
 mod setup;
 
@@ -84,6 +86,10 @@ pub(crate) struct RegistryInner<D, R> {
     /// How long an empty room stays before it is removed.
     grace: Duration,
     setup: Setup<R>,
+    /// The cluster backend, if the rooms span several processes.
+    pub(crate) cluster: Option<Arc<dyn ClusterBackend>>,
+    /// What is broadcast about a member lost with its node.
+    on_member_lost: Option<OnMemberLost>,
 }
 
 /// What [`Rooms::try_reserve`] found.
@@ -215,21 +221,27 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
         RoomsBuilder::new()
     }
 
-    fn from_parts(
-        config: PeerConfig,
-        policy: DuplicatePolicy,
-        grace: Duration,
-        setup: Setup<R>,
-    ) -> Self {
-        Rooms {
-            inner: Arc::new(RegistryInner {
-                rooms: Mutex::new(HashMap::new()),
-                config,
-                policy,
-                grace,
-                setup,
-            }),
+    fn from_parts(parts: setup::Parts, setup: Setup<R>) -> Self {
+        let inner = Arc::new(RegistryInner {
+            rooms: Mutex::new(HashMap::new()),
+            config: parts.config,
+            policy: parts.policy,
+            grace: parts.grace,
+            setup,
+            cluster: parts.cluster,
+            on_member_lost: parts.on_member_lost,
+        });
+        if let Some(cluster) = &inner.cluster {
+            let weak: std::sync::Weak<dyn NodeRooms> = Arc::downgrade(&inner) as _;
+            cluster.attach(LocalNode::new(weak));
         }
+        Rooms { inner }
+    }
+
+    /// Whether the rooms span several processes (a cluster backend was
+    /// given to [`RoomsBuilder::cluster`]).
+    pub fn is_clustered(&self) -> bool {
+        self.inner.cluster.is_some()
     }
 
     /// The peer settings and duplicate policy [`Rooms::join`] uses.
@@ -325,7 +337,13 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
     }
 
     fn create(&self, room_id: &str, data: R, reserved: usize) -> Room<D, R> {
-        Room::create(room_id.into(), Arc::downgrade(&self.inner), data, reserved)
+        Room::create(
+            room_id.into(),
+            Arc::downgrade(&self.inner),
+            self.inner.cluster.clone(),
+            data,
+            reserved,
+        )
     }
 
     /// The open room with this id, created if there is none. Concurrent

@@ -7,10 +7,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use protoo_codec::ErrorData;
+use protoo_codec::{ErrorData, Frame};
 use tokio::sync::watch;
 
 use super::{RegistryInner, Rooms, Slot};
+use crate::cluster::{ClusterBackend, LostMember, OnMemberLost};
 use crate::peer::lock;
 use crate::room::DuplicatePolicy;
 use crate::{CoreError, IntoErrorData, PeerConfig, Room};
@@ -52,18 +53,29 @@ pub(crate) enum Setup<R> {
 /// ```
 #[must_use = "a builder does nothing until `build` or `setup`"]
 pub struct RoomsBuilder<D = (), R = ()> {
-    config: PeerConfig,
-    policy: DuplicatePolicy,
-    grace: Duration,
+    parts: Parts,
     _types: std::marker::PhantomData<fn() -> (D, R)>,
+}
+
+/// The settings of a registry, but for its room data's setup.
+pub(super) struct Parts {
+    pub(super) config: PeerConfig,
+    pub(super) policy: DuplicatePolicy,
+    pub(super) grace: Duration,
+    pub(super) cluster: Option<Arc<dyn ClusterBackend>>,
+    pub(super) on_member_lost: Option<OnMemberLost>,
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
     pub(crate) fn new() -> Self {
         RoomsBuilder {
-            config: PeerConfig::default(),
-            policy: DuplicatePolicy::default(),
-            grace: Duration::ZERO,
+            parts: Parts {
+                config: PeerConfig::default(),
+                policy: DuplicatePolicy::default(),
+                grace: Duration::ZERO,
+                cluster: None,
+                on_member_lost: None,
+            },
             _types: std::marker::PhantomData,
         }
     }
@@ -71,14 +83,14 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
     /// The peer settings [`Rooms::join`] admits peers with (default:
     /// [`PeerConfig::default`]).
     pub fn peer_config(mut self, config: PeerConfig) -> Self {
-        self.config = config;
+        self.parts.config = config;
         self
     }
 
     /// What [`Rooms::join`] does with a duplicate peer id (default:
     /// [`DuplicatePolicy::Refuse`], protoo's).
     pub fn duplicate_policy(mut self, policy: DuplicatePolicy) -> Self {
-        self.policy = policy;
+        self.parts.policy = policy;
         self
     }
 
@@ -87,7 +99,42 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
     /// finds it. Default zero: removed when its last peer leaves, as
     /// protoo applications do.
     pub fn empty_room_grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
+        self.parts.grace = grace;
+        self
+    }
+
+    /// Makes the rooms span several processes: `backend` carries
+    /// broadcasts, presence, replacements and messages to a peer by id
+    /// between this process (a node) and the others with the same backend
+    /// settings (see [`cluster`](crate::cluster)). Without it (the
+    /// default), rooms are this process's alone.
+    pub fn cluster(mut self, backend: impl ClusterBackend) -> Self {
+        self.parts.cluster = Some(Arc::new(backend));
+        self
+    }
+
+    /// What is broadcast, in its room, about a member whose node died (its
+    /// process was killed, or lost its cluster link for good): made once
+    /// per lost member, cluster-wide, by the node that notices. Return
+    /// `None` to broadcast nothing (the default: the member just leaves
+    /// the room's presence). The lost peer's id is excluded from the
+    /// broadcast.
+    ///
+    /// ```
+    /// use protoo_core::{Rooms, codec::encode};
+    ///
+    /// let rooms: Rooms = Rooms::builder()
+    ///     .on_member_lost(|lost| {
+    ///         encode::notification("peerClosed", &serde_json::json!({ "peerId": lost.peer_id })).ok()
+    ///     })
+    ///     .build();
+    /// # drop(rooms);
+    /// ```
+    pub fn on_member_lost(
+        mut self,
+        hook: impl Fn(&LostMember) -> Option<Frame> + Send + Sync + 'static,
+    ) -> Self {
+        self.parts.on_member_lost = Some(Box::new(hook));
         self
     }
 
@@ -96,12 +143,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
     where
         R: Default,
     {
-        Rooms::from_parts(
-            self.config,
-            self.policy,
-            self.grace,
-            Setup::Default(R::default),
-        )
+        Rooms::from_parts(self.parts, Setup::Default(R::default))
     }
 
     /// The registry, whose rooms get their data from `setup(room_id)`.
@@ -123,15 +165,16 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
             let made = setup(room_id);
             Box::pin(async move { made.await.map_err(IntoErrorData::into_error_data) })
         }));
-        Rooms::from_parts(self.config, self.policy, self.grace, setup)
+        Rooms::from_parts(self.parts, setup)
     }
 }
 
 impl<D, R> std::fmt::Debug for RoomsBuilder<D, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoomsBuilder")
-            .field("policy", &self.policy)
-            .field("grace", &self.grace)
+            .field("policy", &self.parts.policy)
+            .field("grace", &self.parts.grace)
+            .field("cluster", &self.parts.cluster.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -243,6 +286,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Completion<D, R> {
                     let room = Room::create(
                         self.room_id.clone(),
                         Arc::downgrade(&registry),
+                        registry.cluster.clone(),
                         data,
                         waiters,
                     );

@@ -1,0 +1,121 @@
+//! This node's rooms as a cluster backend reaches them
+//! ([`LocalNode`](crate::cluster::LocalNode)): what other nodes send,
+//! delivered to the peers here.
+
+use std::future::ready;
+
+use protoo_codec::Frame;
+
+use super::{RegistryInner, Slot};
+use crate::cluster::{ClusterFuture, LostMember, Member, NodeRooms, PeerMessage, PeerReply};
+use crate::peer::lock;
+use crate::{PeerError, RequestError, Room};
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
+    /// The room with this id on this node, if any.
+    fn local_room(&self, room_id: &str) -> Option<Room<D, R>> {
+        lock(&self.rooms)
+            .get(room_id)
+            .and_then(Slot::ready)
+            .cloned()
+    }
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryInner<D, R> {
+    fn deliver(&self, room_id: &str, frame: &Frame, except: &[&str], listed_only: bool) -> usize {
+        let Some(room) = self.local_room(room_id) else {
+            return 0;
+        };
+        let mut broadcast = room.to_all().except_slice(except);
+        if listed_only {
+            broadcast = broadcast.listed();
+        }
+        broadcast.deliver_here(frame).delivered
+    }
+
+    fn replace(&self, room_id: &str, peer_id: &str) -> Option<ClusterFuture<()>> {
+        let peer = self.local_room(room_id)?.member(peer_id).ok()?;
+        let core = peer.core().clone();
+        drop(peer);
+        tracing::debug!(
+            room_id,
+            peer_id,
+            "peer replaced by a new one with its id on another node"
+        );
+        core.close_replaced();
+        Some(Box::pin(async move { core.events_finished().await }))
+    }
+
+    fn lost(&self, member: &LostMember) -> bool {
+        let Some(frame) = self.on_member_lost.as_ref().and_then(|hook| hook(member)) else {
+            return false;
+        };
+        let except = [member.peer_id.as_str()];
+        if let Some(room) = self.local_room(&member.room_id) {
+            let _ = room.to_all().except_slice(&except).deliver_here(&frame);
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.broadcast(&member.room_id, &frame, &except, false);
+        }
+        true
+    }
+
+    fn to_peer(
+        &self,
+        room_id: &str,
+        peer_id: &str,
+        message: PeerMessage,
+    ) -> ClusterFuture<PeerReply> {
+        let Some(peer) = self
+            .local_room(room_id)
+            .and_then(|room| room.member(peer_id).ok())
+        else {
+            return Box::pin(ready(Err(RequestError::PeerClosed)));
+        };
+        match message {
+            PeerMessage::Notify(frame) => {
+                Box::pin(ready(peer.send_frame(frame).map(|()| None).map_err(
+                    |error| match PeerError::from_transport(error) {
+                        PeerError::Send(error) => RequestError::Send(error),
+                        _ => RequestError::PeerClosed,
+                    },
+                )))
+            }
+            PeerMessage::Close => {
+                peer.close();
+                Box::pin(ready(Ok(None)))
+            }
+            PeerMessage::Request { method, data } => {
+                Box::pin(async move { peer.request(&method, &data).await.map(Some) })
+            }
+        }
+    }
+
+    fn members(&self) -> Vec<Member> {
+        let rooms: Vec<Room<D, R>> = lock(&self.rooms)
+            .values()
+            .filter_map(Slot::ready)
+            .cloned()
+            .collect();
+        let mut members = Vec::new();
+        for room in rooms {
+            let state = lock(&room.inner.state);
+            for (id, peer) in &state.peers {
+                if peer.is_closed() {
+                    continue;
+                }
+                members.push(Member {
+                    room_id: room.id().to_owned(),
+                    peer_id: id.to_string(),
+                    info: state.presence.get(id).cloned(),
+                });
+            }
+        }
+        members
+    }
+
+    fn has_member(&self, room_id: &str, peer_id: &str) -> bool {
+        self.local_room(room_id)
+            .is_some_and(|room| room.member(peer_id).is_ok())
+    }
+}
