@@ -217,6 +217,28 @@ impl ErrorData {
         }
     }
 
+    /// An error from the raw JSON of its fields, as [`ErrorData::raw_code`]
+    /// and [`ErrorData::raw_reason`] give them (what carries an error
+    /// across processes unchanged), after checking each is one JSON value.
+    pub fn from_raw_json(
+        code: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<Self, serde_json::Error> {
+        let raw = |text: Option<&str>| -> Result<Option<Bytes>, serde_json::Error> {
+            match text {
+                None => Ok(None),
+                Some(text) => {
+                    let _: &RawValue = serde_json::from_str(text)?;
+                    Ok(Some(Bytes::copy_from_slice(text.as_bytes())))
+                }
+            }
+        };
+        Ok(ErrorData {
+            code: raw(code)?,
+            reason: raw(reason)?,
+        })
+    }
+
     pub(crate) fn from_raw(code: Option<Bytes>, reason: Option<Bytes>) -> Self {
         ErrorData { code, reason }
     }

@@ -191,7 +191,7 @@ pub trait ClusterBackend: Send + Sync + 'static {
 pub(crate) trait NodeRooms: Send + Sync {
     fn deliver(&self, room_id: &str, frame: &Frame, except: &[&str], listed_only: bool) -> usize;
     fn replace(&self, room_id: &str, peer_id: &str) -> Option<ClusterFuture<()>>;
-    fn lost(&self, member: &LostMember) -> bool;
+    fn lost_frame(&self, member: &LostMember) -> Option<Frame>;
     fn to_peer(
         &self,
         room_id: &str,
@@ -247,14 +247,14 @@ impl LocalNode {
         self.rooms()?.replace(room_id, peer_id)
     }
 
-    /// A member of a dead node is gone: asks the application what to
-    /// broadcast about it ([`RoomsBuilder::on_member_lost`](crate::RoomsBuilder::on_member_lost))
-    /// and broadcasts it in its room, here and on the other nodes (the
-    /// lost peer's id excluded, so a newcomer with its id does not hear
-    /// it). Call it once per lost member, cluster-wide. Returns whether
-    /// something was broadcast.
-    pub fn lost(&self, member: &LostMember) -> bool {
-        self.rooms().is_some_and(|rooms| rooms.lost(member))
+    /// What the application broadcasts about a member of a dead node
+    /// ([`RoomsBuilder::on_member_lost`](crate::RoomsBuilder::on_member_lost)),
+    /// if anything. The backend broadcasts it in the member's room (here
+    /// with [`LocalNode::deliver`], and to the other nodes), once
+    /// cluster-wide, with the lost peer's id excluded so that a newcomer
+    /// with its id does not hear it.
+    pub fn lost_frame(&self, member: &LostMember) -> Option<Frame> {
+        self.rooms()?.lost_frame(member)
     }
 
     /// Delivers a message from another node to this node's peer `peer_id`

@@ -46,18 +46,8 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryI
         Some(Box::pin(async move { core.events_finished().await }))
     }
 
-    fn lost(&self, member: &LostMember) -> bool {
-        let Some(frame) = self.on_member_lost.as_ref().and_then(|hook| hook(member)) else {
-            return false;
-        };
-        let except = [member.peer_id.as_str()];
-        if let Some(room) = self.local_room(&member.room_id) {
-            let _ = room.to_all().except_slice(&except).deliver_here(&frame);
-        }
-        if let Some(cluster) = &self.cluster {
-            cluster.broadcast(&member.room_id, &frame, &except, false);
-        }
-        true
+    fn lost_frame(&self, member: &LostMember) -> Option<Frame> {
+        self.on_member_lost.as_ref().and_then(|hook| hook(member))
     }
 
     fn to_peer(

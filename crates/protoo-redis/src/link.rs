@@ -1,0 +1,379 @@
+//! The link to Redis: two connections (commands, and the subscriber that
+//! receives other nodes' messages), the one task that writes every queued
+//! command in order, and what happens when the link breaks: reconnect with
+//! backoff, subscribe again, register every member again.
+//!
+//! Order: one task writes every command and publish of this node, in the
+//! order they were queued, in pipelines on one connection; Redis runs a
+//! connection's commands in order and delivers pub/sub messages in the
+//! order it ran the PUBLISHes. So one sender's messages reach every node in
+//! order, and a membership change reaches Redis before a broadcast queued
+//! after it.
+//!
+//! Bounds: the queue is bounded in bytes (see [`RedisConfig::queue_limit`]).
+//! Deliveries are not queued at all: the subscriber connection hands each
+//! message to this node's peers' own bounded queues as it reads it, so a
+//! node that cannot keep up stops reading, and Redis, past its pub/sub
+//! output buffer limit for the connection (32 MB by default), closes it:
+//! that is a broken link like any other (counted, logged, made anew).
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use protoo_core::transport::Popped;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, PushInfo, PushKind, Value};
+use tokio::sync::Notify;
+
+use crate::scripts::cmd;
+use crate::shared::{Op, Shared, strings};
+use crate::{Error, RedisConfig};
+
+/// Bytes of queued commands sent in one pipeline, at most (about).
+const BATCH_BYTES: usize = 256 << 10;
+
+/// The first wait before reconnecting; it doubles up to
+/// [`RedisConfig::max_reconnect_wait`].
+const FIRST_RECONNECT_WAIT: Duration = Duration::from_millis(50);
+
+/// One link: both connections, and whether either has broken.
+pub(crate) struct Link {
+    commands: MultiplexedConnection,
+    subscriber: MultiplexedConnection,
+    broken: Arc<Broken>,
+}
+
+/// Set by either connection's driver when it loses its connection.
+#[derive(Default)]
+struct Broken {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Broken {
+    fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.flag.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A client for `config.url`, speaking RESP3 (needed for pub/sub on a
+/// multiplexed connection).
+pub(crate) fn client(config: &RedisConfig) -> Result<Client, Error> {
+    use redis::IntoConnectionInfo;
+    let info = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(Error::Url)?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    Client::open(info.set_redis_settings(settings)).map_err(Error::Url)
+}
+
+/// Opens both connections.
+pub(crate) async fn connect(shared: &Arc<Shared>, client: &Client) -> redis::RedisResult<Link> {
+    let broken = Arc::new(Broken::default());
+    let base = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(shared.config.response_timeout));
+    let on_message = {
+        let shared = Arc::downgrade(shared);
+        let broken = broken.clone();
+        move |info: PushInfo| {
+            if info.kind == PushKind::Disconnection {
+                broken.set();
+            } else if let Some(shared) = shared.upgrade() {
+                shared.on_push(info);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        }
+    };
+    let on_disconnect = {
+        let broken = broken.clone();
+        move |info: PushInfo| {
+            if info.kind == PushKind::Disconnection {
+                broken.set();
+            }
+            Ok::<(), std::convert::Infallible>(())
+        }
+    };
+    let subscriber = client
+        .get_multiplexed_async_connection_with_config(&base.clone().set_push_sender(on_message))
+        .await?;
+    let commands = client
+        .get_multiplexed_async_connection_with_config(&base.set_push_sender(on_disconnect))
+        .await?;
+    Ok(Link {
+        commands,
+        subscriber,
+        broken,
+    })
+}
+
+/// The link task: serves the link while it lasts, makes it anew when it
+/// breaks, ends when the queue is closed (a shutdown) after telling Redis
+/// this node left.
+pub(crate) async fn run(shared: Arc<Shared>, client: Client, first: Link) {
+    let mut next = Some(first);
+    let mut wait = FIRST_RECONNECT_WAIT;
+    let mut announce = false;
+    loop {
+        let link = match next.take() {
+            Some(link) => link,
+            None => match connect(&shared, &client).await {
+                Ok(link) => {
+                    tracing::info!(node_id = %shared.node_id, "Redis link up again");
+                    wait = FIRST_RECONNECT_WAIT;
+                    link
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot reach Redis, retrying in {wait:?}");
+                    if shared.queue.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(shared.config.max_reconnect_wait);
+                    continue;
+                }
+            },
+        };
+        shared.set_up(true);
+        match serve(&shared, link, announce).await {
+            Served::Shutdown => return,
+            Served::Broken(error) => {
+                // Everything queued for the broken link is dropped (its
+                // waiters fall back), and everything about membership is
+                // registered again on the next link.
+                shared.set_up(false);
+                shared.resync.store(true, Ordering::Release);
+                let dropped = drain(&shared);
+                shared.stats.disconnected();
+                announce = true;
+                tracing::warn!(
+                    node_id = %shared.node_id,
+                    %error,
+                    dropped,
+                    "lost the Redis link: cross-node messages are dropped until it is back \
+                     (messages other nodes publish meanwhile are lost for this node's peers)"
+                );
+            }
+        }
+    }
+}
+
+/// Drops what is queued; returns how many ops.
+fn drain(shared: &Shared) -> usize {
+    let mut dropped = 0;
+    let waker = std::task::Waker::noop();
+    let cx = std::task::Context::from_waker(waker);
+    while let std::task::Poll::Ready(Popped::Items) =
+        shared
+            .queue
+            .poll_take(&cx, usize::MAX, |_| dropped += 1, |_| ())
+    {}
+    dropped
+}
+
+enum Served {
+    Shutdown,
+    Broken(String),
+}
+
+/// Registers this node on the link, then writes what is queued until the
+/// link breaks or the queue closes.
+async fn serve(shared: &Arc<Shared>, mut link: Link, announce: bool) -> Served {
+    shared.resync.store(false, Ordering::Release);
+    if let Err(error) = resync(shared, &mut link, announce).await {
+        return Served::Broken(error.to_string());
+    }
+    loop {
+        let mut batch = Vec::new();
+        let popped = tokio::select! {
+            biased;
+            () = link.broken.wait() => return Served::Broken("connection closed".into()),
+            popped = poll_fn(|cx| shared.queue.poll_take(cx, BATCH_BYTES, |op| batch.push(op), |_| ())) => Some(popped),
+            () = shared.wake.notified() => None,
+        };
+        if let Err(error) = execute(shared, &mut link, batch).await {
+            return Served::Broken(error.to_string());
+        }
+        if let Some(Popped::Closed(())) = popped {
+            leave(shared, &mut link).await;
+            return Served::Shutdown;
+        }
+        if shared.resync.swap(false, Ordering::AcqRel)
+            && let Err(error) = resync(shared, &mut link, false).await
+        {
+            return Served::Broken(error.to_string());
+        }
+    }
+}
+
+/// Sends a batch: commands in pipelines, subscriptions between them in
+/// their place; hands each reply to whoever waits for it.
+async fn execute(shared: &Shared, link: &mut Link, batch: Vec<Op>) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    let mut replies = Vec::new();
+    for op in batch {
+        match op {
+            Op::Cmd { cmd, reply, .. } => {
+                pipe.add_command(cmd);
+                replies.push(reply);
+            }
+            Op::Subscribe(room) => {
+                flush(link, &mut pipe, &mut replies).await?;
+                link.subscriber.subscribe(shared.keys.room(&room)).await?;
+            }
+            Op::Unsubscribe(room) => {
+                flush(link, &mut pipe, &mut replies).await?;
+                link.subscriber.unsubscribe(shared.keys.room(&room)).await?;
+            }
+        }
+    }
+    flush(link, &mut pipe, &mut replies).await
+}
+
+type Replies = Vec<Option<tokio::sync::oneshot::Sender<Value>>>;
+
+async fn flush(
+    link: &mut Link,
+    pipe: &mut redis::Pipeline,
+    replies: &mut Replies,
+) -> redis::RedisResult<()> {
+    if replies.is_empty() {
+        return Ok(());
+    }
+    let values: Value = pipe.query_async(&mut link.commands).await?;
+    pipe.clear();
+    let values = match values {
+        Value::Array(values) => values,
+        other => vec![other],
+    };
+    for (reply, value) in replies.drain(..).zip(values) {
+        if let Value::ServerError(error) = &value {
+            tracing::warn!(%error, "a cluster command failed in Redis");
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(value);
+        }
+    }
+    Ok(())
+}
+
+/// Makes Redis hold what this node has: its heartbeat, its subscriptions,
+/// and each of its members' entries (the node's own state is the truth).
+/// Entries of members it no longer has are removed, and, when `announce`
+/// (after a lost link, when their departure could not reach the other
+/// nodes), announced gone to the other nodes.
+async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::RedisResult<()> {
+    shared.stats.resynced();
+    let keys = &shared.keys;
+    let config = &shared.config;
+    let rooms = shared.local_rooms();
+    let info = members_info(shared);
+    let own = shared.own_prefix();
+    let rooms_ttl = config.rooms_ttl().as_secs();
+    let ttl_ms = u64::try_from(config.node_ttl.as_millis()).unwrap_or(u64::MAX);
+
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe.add_command(cmd::heartbeat(
+        &keys.node,
+        &keys.node_rooms,
+        &keys.nodes,
+        &shared.node_id,
+        ttl_ms,
+        rooms_ttl,
+    ));
+    pipe.add_command(cmd::forget_rooms(
+        &keys.node_rooms,
+        keys.room_prefix(),
+        &own,
+        rooms.iter().map(|(room, _)| room.as_str()),
+    ));
+    for (room, peers) in &rooms {
+        let entries = peers.iter().map(|(peer, incarnation)| {
+            let listed = info
+                .get(&(room.clone(), peer.clone()))
+                .map(|info| info.as_str())
+                .unwrap_or("");
+            (
+                peer.as_str(),
+                format!("{}{listed}", shared.entry_prefix(*incarnation)),
+            )
+        });
+        pipe.add_command(cmd::resync_room(
+            &keys.room(room),
+            &keys.node_rooms,
+            &own,
+            room,
+            rooms_ttl,
+            entries,
+        ));
+    }
+    let values: Value = pipe.query_async(&mut link.commands).await?;
+    link.subscriber.subscribe(&keys.node_channel).await?;
+    for (room, _) in &rooms {
+        link.subscriber.subscribe(keys.room(room)).await?;
+    }
+    let Value::Array(values) = values else {
+        return Ok(());
+    };
+    let mut values = values.into_iter().skip(1);
+    let forgotten = values.next().and_then(strings).unwrap_or_default();
+    if announce {
+        for gone in forgotten.chunks_exact(3) {
+            shared.announce_lost(&gone[0], &gone[1], &gone[2], false);
+        }
+    }
+    for ((room, _), removed) in rooms.iter().zip(values) {
+        if !announce {
+            continue;
+        }
+        for gone in strings(removed).unwrap_or_default().chunks_exact(2) {
+            shared.announce_lost(room, &gone[0], &gone[1], false);
+        }
+    }
+    tracing::debug!(node_id = %shared.node_id, rooms = rooms.len(), "members registered in Redis");
+    Ok(())
+}
+
+/// The presence of each member, by (room, peer), from the core.
+fn members_info(
+    shared: &Shared,
+) -> std::collections::HashMap<(String, String), protoo_core::Payload> {
+    shared
+        .node()
+        .map(|node| node.members())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|member| Some(((member.room_id, member.peer_id), member.info?)))
+        .collect()
+}
+
+/// Tells Redis this node left in good order (its members were removed one
+/// by one as they closed).
+async fn leave(shared: &Shared, link: &mut Link) {
+    let keys = &shared.keys;
+    let leave = cmd::leave(&keys.node, &keys.node_rooms, &keys.nodes, &shared.node_id);
+    if let Err(error) = leave.query_async::<Value>(&mut link.commands).await {
+        tracing::warn!(%error, "could not tell Redis this node left");
+    }
+    shared.set_up(false);
+}

@@ -1,0 +1,98 @@
+//! The heartbeat task: refreshes this node's heartbeat key, and sweeps
+//! dead nodes (in the node set, without a heartbeat): the node that takes a
+//! dead node's sweep lock removes its members room by room and announces
+//! each one gone, once cluster-wide.
+//!
+//! A node sweeps only once its link has been up for a whole `node_ttl`:
+//! after an outage every live node has had the time to refresh its
+//! heartbeat first, so no live node is taken for dead (Redis keeps TTLs
+//! running while it is down, if it keeps its data at all).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use redis::Value;
+
+use crate::scripts::cmd;
+use crate::shared::{Shared, strings};
+
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(shared.config.heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if shared.queue.is_closed() {
+            return;
+        }
+        if !shared.is_up() {
+            continue;
+        }
+        heartbeat(&shared).await;
+        if shared
+            .up_for()
+            .is_some_and(|up| up >= shared.config.node_ttl)
+        {
+            sweep(&shared).await;
+        }
+    }
+}
+
+async fn heartbeat(shared: &Shared) {
+    let keys = &shared.keys;
+    let ttl_ms = u64::try_from(shared.config.node_ttl.as_millis()).unwrap_or(u64::MAX);
+    let beat = cmd::heartbeat(
+        &keys.node,
+        &keys.node_rooms,
+        &keys.nodes,
+        &shared.node_id,
+        ttl_ms,
+        shared.config.rooms_ttl().as_secs(),
+    );
+    if let Some(Value::Int(1)) = shared.query(beat).await {
+        // Not in the node set: swept as dead, or Redis lost its data.
+        tracing::warn!(node_id = %shared.node_id, "this node was unknown to Redis: registering its members again");
+        shared.resync.store(true, Ordering::Release);
+        shared.wake.notify_one();
+    }
+}
+
+/// Sweeps every dead node this node gets the lock of.
+async fn sweep(shared: &Shared) {
+    let keys = &shared.keys;
+    loop {
+        let find = cmd::find_dead(
+            &keys.nodes,
+            &keys.node_prefix(),
+            &keys.sweep_prefix(),
+            &shared.node_id,
+        );
+        let dead = match shared.query(find).await {
+            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+            _ => return,
+        };
+        let dead_rooms = format!("{}:rooms", keys.node_of(&dead));
+        let rooms = shared
+            .query(redis::cmd("SMEMBERS").arg(&dead_rooms).clone())
+            .await
+            .and_then(strings)
+            .unwrap_or_default();
+        let dead_prefix = format!("{dead}:");
+        let mut lost = 0;
+        for room in &rooms {
+            let removed = shared
+                .query(cmd::sweep_room(&keys.room(room), &dead_prefix))
+                .await
+                .and_then(strings)
+                .unwrap_or_default();
+            for gone in removed.chunks_exact(2) {
+                shared.announce_lost(room, &gone[0], &gone[1], true);
+                lost += 1;
+            }
+        }
+        shared
+            .query(cmd::forget_node(&dead_rooms, &keys.nodes, &dead))
+            .await;
+        shared.stats.node_swept();
+        tracing::info!(node_id = %shared.node_id, dead, rooms = rooms.len(), lost, "swept a dead node");
+    }
+}

@@ -1,0 +1,397 @@
+//! What the cluster tests share: a real `redis-server` started (and
+//! stopped by pid) per test, or the one `cargo xtask ci` started
+//! (`PROTOO_REDIS_URL`); nodes (a `Rooms` with a `RedisCluster` each)
+//! serving a small room application over in-memory transports; and
+//! clients for them.
+//!
+//! Every wait is on an event; the timeouts are failure guards.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use protoo_core::codec::encode;
+use protoo_core::transport::memory;
+use protoo_core::{DuplicatePolicy, Payload, Peer, PeerConfig, PeerEvent, PeerEvents, Room, Rooms};
+use protoo_redis::{RedisCluster, RedisConfig};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long any one expected event may take before the test fails.
+pub const GUARD: Duration = Duration::from_secs(15);
+
+/// A redis-server of the test's own, on a free port, stopped when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts one on a free port.
+    pub async fn start() -> RedisServer {
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(child) = spawn_redis(port).await {
+                return RedisServer {
+                    child: Some(child),
+                    port,
+                };
+            }
+        }
+        panic!("could not start redis-server on a free port");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL): an outage begins.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port (empty: it keeps no data).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.child = Some(
+            spawn_redis(self.port)
+                .await
+                .expect("redis-server restarts on its port"),
+        );
+    }
+
+    /// A connection for the test's own commands.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts redis-server on `port`; `None` if it exited before it was ready
+/// (the port was taken).
+async fn spawn_redis(port: u16) -> Option<Child> {
+    let binary = std::env::var("PROTOO_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let mut child = Command::new(&binary)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("cannot start {binary} (install redis-server ≥ 7): {error}")
+        });
+    let stdout = child.stdout.take()?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(GUARD, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("Ready to accept connections") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    if !ready {
+        let _ = child.kill().await;
+        return None;
+    }
+    // Keep draining its output so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Some(child)
+}
+
+/// A key prefix no other test uses.
+pub fn unique_prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Cluster timings short enough for tests: heartbeat 200 ms, TTL 600 ms.
+pub fn fast(url: &str, prefix: &str) -> RedisConfig {
+    RedisConfig::new(url)
+        .with_prefix(prefix)
+        .with_heartbeat(Duration::from_millis(200), Duration::from_millis(600))
+}
+
+/// One node: rooms over a Redis cluster, serving the test application.
+#[derive(Clone)]
+pub struct Node {
+    pub rooms: Rooms,
+    pub cluster: RedisCluster,
+}
+
+impl Node {
+    pub async fn start(config: RedisConfig) -> Node {
+        Node::start_with(config, DuplicatePolicy::Replace).await
+    }
+
+    pub async fn start_with(config: RedisConfig, policy: DuplicatePolicy) -> Node {
+        let cluster = RedisCluster::connect(config).await.expect("Redis is up");
+        let rooms = Rooms::builder()
+            .duplicate_policy(policy)
+            .cluster(cluster.clone())
+            .on_member_lost(|lost| {
+                encode::notification("peerClosed", &json!({ "peerId": lost.peer_id })).ok()
+            })
+            .build();
+        Node { rooms, cluster }
+    }
+
+    /// A client joined to `room` as `peer` (its connection admitted; it has
+    /// not sent `join`).
+    pub async fn connect(&self, room: &str, peer: &str) -> Client {
+        let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
+        let (room, server_peer, events) = self
+            .rooms
+            .join(room, peer, server_side, ())
+            .await
+            .expect("admitted");
+        tokio::spawn(serve(room, server_peer, events));
+        let (peer, events) = Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
+        Client { peer, events }
+    }
+}
+
+/// The test application: the room example's contract, in short.
+async fn serve(room: Room, peer: Peer, mut events: PeerEvents) {
+    while let Some(event) = events.next().await {
+        match event {
+            PeerEvent::Request(request) => match request.method() {
+                "join" => {
+                    let name = request
+                        .data::<Value>()
+                        .ok()
+                        .and_then(|data| data["displayName"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    let _ = room.set_presence(peer.id(), &json!({ "displayName": name }));
+                    let peers: Vec<Value> = room
+                        .presence()
+                        .await
+                        .into_iter()
+                        .filter(|other| other.peer_id != peer.id())
+                        .map(|other| {
+                            let info: Value = other.info_as().unwrap_or_default();
+                            json!({ "id": other.peer_id, "displayName": info["displayName"] })
+                        })
+                        .collect();
+                    request.accept(&json!({ "peers": peers }));
+                    let _ = room.broadcast(
+                        "newPeer",
+                        &json!({ "id": peer.id(), "displayName": name }),
+                        &[peer.id()],
+                    );
+                }
+                "broadcast" => {
+                    let _ = room
+                        .to_all()
+                        .except([peer.id()])
+                        .notify_payload("chat", request.payload());
+                    request.accept(&json!({}));
+                }
+                "kick" => {
+                    request.accept(&json!({}));
+                    peer.close();
+                }
+                "notifyPeer" | "requestPeer" | "closePeer" => {
+                    let data: Value = request.data().unwrap_or_default();
+                    let target = data["peerId"].as_str().unwrap_or_default().to_owned();
+                    let room = room.clone();
+                    tokio::spawn(async move {
+                        let answer = match request.method() {
+                            "notifyPeer" => room
+                                .notify_peer(&target, "hello", &json!({ "from": "server" }))
+                                .await
+                                .map(|()| json!({}))
+                                .map_err(|error| error.to_string()),
+                            "requestPeer" => room
+                                .request_peer(&target, "hello", &json!({ "from": "server" }))
+                                .await
+                                .map(|data| json!({ "response": data }))
+                                .map_err(|error| match error.code() {
+                                    Some(code) => {
+                                        format!("{code} {}", error.reason().unwrap_or_default())
+                                    }
+                                    None => error.to_string(),
+                                }),
+                            _ => Ok(json!({ "closed": room.close_peer(&target).await })),
+                        };
+                        match answer {
+                            Ok(data) => request.accept(&data),
+                            Err(reason) => request.reject(404, reason),
+                        }
+                    });
+                }
+                _ => request.reject(404, "unknown method"),
+            },
+            PeerEvent::Notification(_) => {}
+            PeerEvent::Closed(_) => {
+                let _ = room.broadcast("peerClosed", &json!({ "peerId": peer.id() }), &[peer.id()]);
+            }
+        }
+    }
+}
+
+/// The client end of a connection.
+pub struct Client {
+    pub peer: Peer,
+    pub events: PeerEvents,
+}
+
+impl Client {
+    /// `join`: the ids of the other listed peers, sorted.
+    pub async fn join(&self, name: &str) -> Vec<String> {
+        let answer: Value = tokio::time::timeout(
+            GUARD,
+            self.peer
+                .request_as("join", &json!({ "displayName": name })),
+        )
+        .await
+        .expect("join answered in time")
+        .expect("join accepted");
+        let mut ids: Vec<String> = answer["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|peer| peer["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The next notification (requests from the server are answered
+    /// `{"hi": true}`), as `(method, data)`; fails if the connection closes.
+    pub async fn next(&mut self) -> (String, Value) {
+        match self.next_event().await {
+            Event::Notification(method, data) => (method, data),
+            Event::Closed(code) => panic!("closed ({code:?}) while waiting for a notification"),
+        }
+    }
+
+    /// The next notification or the close.
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            let event = tokio::time::timeout(GUARD, self.events.next())
+                .await
+                .expect("an event in time");
+            match event {
+                Some(PeerEvent::Notification(n)) => {
+                    return Event::Notification(
+                        n.method().to_owned(),
+                        n.data().unwrap_or_default(),
+                    );
+                }
+                Some(PeerEvent::Request(request)) => request.accept(&json!({ "hi": true })),
+                Some(PeerEvent::Closed(reason)) => return Event::Closed(reason.code),
+                None => return Event::Closed(None),
+            }
+        }
+    }
+
+    /// Waits for the notification `method`, skipping others; its data.
+    pub async fn expect(&mut self, method: &str) -> Value {
+        loop {
+            let (got, data) = self.next().await;
+            if got == method {
+                return data;
+            }
+        }
+    }
+
+    /// Sends a numbered `broadcast` and waits for its answer.
+    pub async fn broadcast(&self, data: &Value) {
+        self.peer
+            .request("broadcast", data)
+            .await
+            .expect("broadcast accepted");
+    }
+
+    pub async fn request(&self, method: &str, data: &Value) -> Result<Value, String> {
+        tokio::time::timeout(GUARD, self.peer.request(method, data))
+            .await
+            .expect("answered in time")
+            .map(|payload: Payload| payload.to_value())
+            .map_err(|error| error.reason().unwrap_or_else(|| error.to_string()))
+    }
+}
+
+/// What a client saw.
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    Notification(String, Value),
+    Closed(Option<u16>),
+}
+
+/// Every key of `prefix` in Redis, with its value (hashes and sets as their
+/// members), sorted.
+pub async fn keys_of(redis: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(redis)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(redis)
+            .await
+            .unwrap();
+        let value = match kind.as_str() {
+            "hash" => {
+                let all: Vec<String> = redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(redis)
+                    .await
+                    .unwrap();
+                all.join(",")
+            }
+            "set" => {
+                let all: Vec<String> = redis::cmd("SMEMBERS")
+                    .arg(&key)
+                    .query_async(redis)
+                    .await
+                    .unwrap();
+                all.join(",")
+            }
+            _ => redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(redis)
+                .await
+                .unwrap()
+                .unwrap_or_default(),
+        };
+        out.push(format!("{key} = {value}"));
+    }
+    out.sort();
+    out
+}
