@@ -250,8 +250,9 @@ impl RedisCluster {
     /// process does. The other nodes sweep it after its heartbeat expires.
     /// For tests and drills.
     pub fn abort(&self) {
+        // The tasks stop where they are; nothing is closed in good order
+        // (closing the queue would make the link task leave the cluster).
         self.shared().set_up(false);
-        self.shared().queue.close(());
         for task in lock(&self.handle.tasks).drain(..) {
             task.abort();
         }

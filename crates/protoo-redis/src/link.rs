@@ -367,10 +367,33 @@ fn members_info(
         .collect()
 }
 
-/// Tells Redis this node left in good order (its members were removed one
-/// by one as they closed).
+/// Tells Redis this node left in good order: members still registered
+/// (the application did not close them first) are removed and announced
+/// gone to the other nodes, then the node's own keys go.
 async fn leave(shared: &Shared, link: &mut Link) {
     let keys = &shared.keys;
+    let own = shared.own_prefix();
+    let forget = cmd::forget_rooms(
+        &keys.node_rooms,
+        keys.room_prefix(),
+        &own,
+        std::iter::empty(),
+    );
+    match forget.query_async::<Value>(&mut link.commands).await {
+        Ok(value) => {
+            let mut pipe = redis::pipe();
+            for gone in strings(value).unwrap_or_default().chunks_exact(3) {
+                if let Some(publish) = shared.lost_publication(&gone[0], &gone[1], &gone[2], false)
+                {
+                    pipe.add_command(publish);
+                }
+            }
+            if !pipe.is_empty() {
+                let _ = pipe.query_async::<Value>(&mut link.commands).await;
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not remove this node's members from Redis"),
+    }
     let leave = cmd::leave(&keys.node, &keys.node_rooms, &keys.nodes, &shared.node_id);
     if let Err(error) = leave.query_async::<Value>(&mut link.commands).await {
         tracing::warn!(%error, "could not tell Redis this node left");

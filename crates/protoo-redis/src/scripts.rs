@@ -124,9 +124,10 @@ end
 return out
 ";
 
-/// After a dead node's rooms are swept: forgets the node.
+/// After a dead node's rooms are swept: forgets the node (and the sweep
+/// lock: the node is no longer in the node set, nobody sweeps it again).
 const FORGET_NODE: &str = r"
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('SREM', KEYS[2], ARGV[1])
 return 0
 ";
@@ -292,8 +293,8 @@ pub(crate) mod cmd {
         cmd
     }
 
-    pub(crate) fn forget_node(dead_rooms: &str, nodes: &str, dead: &str) -> Cmd {
-        let mut cmd = eval(FORGET_NODE, &[dead_rooms, nodes]);
+    pub(crate) fn forget_node(dead_rooms: &str, nodes: &str, sweep_lock: &str, dead: &str) -> Cmd {
+        let mut cmd = eval(FORGET_NODE, &[dead_rooms, nodes, sweep_lock]);
         cmd.arg(dead);
         cmd
     }

@@ -490,9 +490,23 @@ impl Shared {
     /// nodes missed): what the application makes of it, delivered here
     /// when `here`, and published to the other nodes.
     pub(crate) fn announce_lost(&self, room: &str, peer: &str, entry: &str, here: bool) {
-        let Some(node) = self.node() else {
-            return;
-        };
+        if let Some(publish) = self.lost_publication(room, peer, entry, here) {
+            if self.send(Op::cmd(publish, None), Class::Publish) {
+                self.stats.published();
+            }
+        }
+    }
+
+    /// [`Shared::announce_lost`], with the publish handed back to the
+    /// caller rather than queued.
+    pub(crate) fn lost_publication(
+        &self,
+        room: &str,
+        peer: &str,
+        entry: &str,
+        here: bool,
+    ) -> Option<Cmd> {
+        let node = self.node()?;
         let info = entry
             .split_once('|')
             .map(|(_, info)| info)
@@ -500,14 +514,21 @@ impl Shared {
             .and_then(|info| Payload::from_json(info).ok());
         let member = LostMember::new(room, peer, info);
         self.stats.member_lost();
-        let Some(frame) = node.lost_frame(&member) else {
-            return;
-        };
+        let frame = node.lost_frame(&member)?;
         let except = [peer];
         if here {
             node.deliver(room, &frame, &except, false);
         }
-        self.broadcast(room, &frame, &except, false);
+        let message = Message::Broadcast {
+            from: &self.node_id,
+            except: except.to_vec(),
+            listed_only: false,
+            frame: frame.as_bytes(),
+        };
+        Some(scripts::cmd::publish(
+            &self.keys.room(room),
+            &wire::encode(&message),
+        ))
     }
 
     /// Every member of this node (room, peer, incarnation), grouped by room.
@@ -534,10 +555,12 @@ fn wire_to_peer(room: &str, peer: &str, message: ToPeer<'_>) -> Vec<u8> {
     })
 }
 
-/// An array of strings (a script's list), if `value` is one.
+/// An array or set of strings (a script's list, a set's members), if
+/// `value` is one.
 pub(crate) fn strings(value: Value) -> Option<Vec<String>> {
     match value {
-        Value::Array(items) => items
+        // RESP3 answers a set (SMEMBERS) as a set.
+        Value::Array(items) | Value::Set(items) => items
             .into_iter()
             .map(|item| match item {
                 Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
@@ -587,7 +610,8 @@ impl Shared {
                 };
                 self.stats.received();
                 if let Some(node) = self.node() {
-                    node.deliver(room, &frame, &except, listed_only);
+                    let delivered = node.deliver(room, &frame, &except, listed_only);
+                    tracing::trace!(node_id = %self.node_id, from, room, delivered, "broadcast received");
                 }
             }
             Message::Replace {

@@ -68,7 +68,10 @@ async fn sweep(shared: &Shared) {
         );
         let dead = match shared.query(find).await {
             Some(Value::BulkString(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
-            _ => return,
+            other => {
+                tracing::trace!(node_id = %shared.node_id, ?other, "no dead node to sweep");
+                return;
+            }
         };
         let dead_rooms = format!("{}:rooms", keys.node_of(&dead));
         let rooms = shared
@@ -90,7 +93,12 @@ async fn sweep(shared: &Shared) {
             }
         }
         shared
-            .query(cmd::forget_node(&dead_rooms, &keys.nodes, &dead))
+            .query(cmd::forget_node(
+                &dead_rooms,
+                &keys.nodes,
+                &format!("{}{dead}", keys.sweep_prefix()),
+                &dead,
+            ))
             .await;
         shared.stats.node_swept();
         tracing::info!(node_id = %shared.node_id, dead, rooms = rooms.len(), lost, "swept a dead node");

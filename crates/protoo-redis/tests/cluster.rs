@@ -25,8 +25,10 @@ async fn join_lists_the_peers_of_every_node_and_new_peer_reaches_them() {
     );
     let carol = nodes[2].connect("r", "carol").await;
     assert_eq!(carol.join("Carol").await, ["alice", "bob"]);
-    assert_eq!(alice.expect("newPeer").await["id"], "carol");
-    assert_eq!(bob.expect("newPeer").await["id"], "carol");
+    // (A newcomer may hear of a peer it got in its join list: the room
+    // answers `join` before it tells the others, as mediasoup-demo does.)
+    assert_eq!(alice.expect_new_peer("carol").await["displayName"], "Carol");
+    assert_eq!(bob.expect_new_peer("carol").await["displayName"], "Carol");
     // Another room is another list.
     let dave = nodes[1].connect("other", "dave").await;
     assert!(dave.join("Dave").await.is_empty());
@@ -68,4 +70,235 @@ async fn broadcasts_reach_every_other_member_once_in_order() {
         }
         assert_eq!(seen, (0..COUNT).collect::<Vec<_>>(), "each once, in order");
     }
+}
+
+async fn three_nodes(redis: &RedisServer) -> (String, [Node; 3]) {
+    let prefix = unique_prefix();
+    let nodes = [
+        Node::start(fast(&redis.url(), &prefix)).await,
+        Node::start(fast(&redis.url(), &prefix)).await,
+        Node::start(fast(&redis.url(), &prefix)).await,
+    ];
+    (prefix, nodes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departure_reaches_every_node_and_join_no_longer_lists_it() {
+    let redis = RedisServer::start().await;
+    let (_prefix, nodes) = three_nodes(&redis).await;
+    let mut alice = nodes[0].connect("r", "alice").await;
+    alice.join("A").await;
+    let mut bob = nodes[1].connect("r", "bob").await;
+    bob.join("B").await;
+    let carol = nodes[2].connect("r", "carol").await;
+    carol.join("C").await;
+    alice.expect_new_peers(&["bob", "carol"]).await;
+    bob.expect_new_peer("carol").await;
+
+    // carol closes: the others hear it, and a join anywhere no longer
+    // lists her once they did.
+    carol.peer.close();
+    assert_eq!(alice.expect("peerClosed").await, json!({"peerId": "carol"}));
+    assert_eq!(bob.expect("peerClosed").await, json!({"peerId": "carol"}));
+    let dave = nodes[0].connect("r", "dave").await;
+    assert_eq!(dave.join("D").await, ["alice", "bob"]);
+
+    // bob is kicked: `{}`, then 4000; the others hear it.
+    assert_eq!(bob.request("kick", &json!({})).await, Ok(json!({})));
+    assert_eq!(bob.closed().await, Some(4000));
+    assert_eq!(alice.expect("peerClosed").await, json!({"peerId": "bob"}));
+    let eve = nodes[2].connect("r", "eve").await;
+    assert_eq!(eve.join("E").await, ["alice", "dave"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_peer_id_on_another_node_replaces_the_old_peer() {
+    let redis = RedisServer::start().await;
+    let (_prefix, nodes) = three_nodes(&redis).await;
+    let mut watcher = nodes[2].connect("r", "watcher").await;
+    watcher.join("W").await;
+    let mut old = nodes[0].connect("r", "alice").await;
+    old.join("A1").await;
+    assert_eq!(watcher.expect("newPeer").await["id"], "alice");
+
+    let mut new = nodes[1].connect("r", "alice").await;
+    // The old connection is closed with 4000.
+    assert_eq!(old.closed().await, Some(4000));
+    // The newcomer's join does not list its old incarnation.
+    assert_eq!(new.join("A2").await, ["watcher"]);
+    // The others hear peerClosed for the old one before the newcomer's
+    // newPeer.
+    assert_eq!(
+        watcher.next().await,
+        ("peerClosed".to_owned(), json!({"peerId": "alice"}))
+    );
+    assert_eq!(
+        watcher.next().await,
+        (
+            "newPeer".to_owned(),
+            json!({"id": "alice", "displayName": "A2"})
+        )
+    );
+    // The newcomer heard nothing about itself: the next thing it gets is
+    // the marker.
+    watcher.broadcast(&json!({ "marker": 1 })).await;
+    assert_eq!(
+        new.next().await,
+        ("chat".to_owned(), json!({ "marker": 1 }))
+    );
+    // Redis holds the newcomer only.
+    let listed: Vec<String> = nodes[0]
+        .rooms
+        .get("r")
+        .map(|room| room.peers().iter().map(|p| p.id().to_owned()).collect())
+        .unwrap_or_default();
+    assert!(
+        listed.is_empty(),
+        "the old node has no alice any more: {listed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_members_are_announced_gone_once() {
+    let redis = RedisServer::start().await;
+    let (prefix, nodes) = three_nodes(&redis).await;
+    let mut watchers = Vec::new();
+    for (i, node) in nodes[1..].iter().enumerate() {
+        let watcher = node.connect("r", &format!("watcher{i}")).await;
+        watcher.join("W").await;
+        watchers.push(watcher);
+    }
+    let doomed = [
+        nodes[0].connect("r", "x").await,
+        nodes[0].connect("r", "y").await,
+    ];
+    for client in &doomed {
+        client.join("D").await;
+    }
+    for watcher in &mut watchers {
+        // (In either order: each joiner's handler answers, then tells.)
+        watcher.expect_new_peers(&["x", "y"]).await;
+    }
+    // Node 0 dies without a word (its clients stay, as a killed process's
+    // sockets would have gone: nothing tells anyone).
+    nodes[0].cluster.abort();
+    for watcher in &mut watchers {
+        let mut gone = Vec::new();
+        while gone.len() < 2 {
+            let (method, data) = watcher.next().await;
+            if method == "peerClosed" {
+                gone.push(data["peerId"].as_str().unwrap().to_owned());
+            }
+        }
+        gone.sort();
+        assert_eq!(gone, ["x", "y"]);
+    }
+    // Exactly once: after a marker broadcast, nothing more came before it.
+    watchers[0].broadcast(&json!({ "marker": 2 })).await;
+    assert_eq!(
+        watchers[1].next().await,
+        ("chat".to_owned(), json!({ "marker": 2 }))
+    );
+    let newcomer = nodes[2].connect("r", "z").await;
+    assert_eq!(newcomer.join("Z").await, ["watcher0", "watcher1"]);
+    // The dead node's keys are gone (its heartbeat expired, the rest swept).
+    let mut conn = redis.connection().await;
+    let node_id = nodes[0].cluster.node_id().to_owned();
+    let keys = keys_of(&mut conn, &prefix).await;
+    assert!(
+        keys.iter().all(|entry| !entry.contains(&node_id)),
+        "keys of the dead node left: {keys:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_mentions_a_room_once_its_last_peer_left() {
+    let redis = RedisServer::start().await;
+    let (prefix, nodes) = three_nodes(&redis).await;
+    let a = nodes[0].connect("room-x", "a").await;
+    a.join("A").await;
+    let mut b = nodes[1].connect("room-x", "b").await;
+    b.join("B").await;
+    let mut conn = redis.connection().await;
+    assert!(
+        keys_of(&mut conn, &prefix)
+            .await
+            .iter()
+            .any(|k| k.contains("room-x"))
+    );
+    a.peer.close();
+    b.expect("peerClosed").await;
+    b.peer.close();
+    b.peer.closed().await;
+    // The removal is queued before the close reaches the client; one more
+    // round trip on node 1's link (a presence read) orders after it.
+    let _ = nodes[1]
+        .rooms
+        .get_or_create("probe")
+        .unwrap()
+        .presence()
+        .await;
+    let _ = nodes[0]
+        .rooms
+        .get_or_create("probe")
+        .unwrap()
+        .presence()
+        .await;
+    let keys = keys_of(&mut conn, &prefix).await;
+    assert!(keys.iter().all(|k| !k.contains("room-x")), "{keys:?}");
+    // A node that leaves in good order takes its keys with it.
+    nodes[2].cluster.shutdown().await;
+    let node_id = nodes[2].cluster.node_id().to_owned();
+    let keys = keys_of(&mut conn, &prefix).await;
+    assert!(keys.iter().all(|k| !k.contains(&node_id)), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_to_a_peer_by_id_reach_its_node() {
+    let redis = RedisServer::start().await;
+    let (_prefix, nodes) = three_nodes(&redis).await;
+    let asker = nodes[0].connect("r", "asker").await;
+    asker.join("A").await;
+    let mut target = nodes[1].connect("r", "target").await;
+    target.join("T").await;
+    let answered = tokio::spawn({
+        let peer = asker.peer.clone();
+        async move {
+            peer.request("notifyPeer", &json!({"peerId": "target"}))
+                .await
+        }
+    });
+    assert_eq!(target.expect("hello").await, json!({"from": "server"}));
+    assert!(answered.await.unwrap().is_ok());
+    // A request is answered back (the client answers `{"hi": true}`).
+    let answered = tokio::spawn({
+        let peer = asker.peer.clone();
+        async move {
+            peer.request("requestPeer", &json!({"peerId": "target"}))
+                .await
+        }
+    });
+    let target_events = tokio::spawn(async move {
+        // Answers the server's request on its own; returns on the close.
+        let event = target.next_event().await;
+        (target, event)
+    });
+    let response = answered.await.unwrap().unwrap();
+    assert_eq!(response.to_value(), json!({"response": {"hi": true}}));
+    // Nobody has `ghost`.
+    assert_eq!(
+        asker
+            .request("notifyPeer", &json!({"peerId": "ghost"}))
+            .await,
+        Err("peer closed".to_owned())
+    );
+    // Closing by id closes it where it is.
+    assert_eq!(
+        asker
+            .request("closePeer", &json!({"peerId": "target"}))
+            .await,
+        Ok(json!({"closed": true}))
+    );
+    let (_target, event) = target_events.await.unwrap();
+    assert_eq!(event, Event::Closed(Some(4000)));
 }

@@ -156,6 +156,11 @@ impl Node {
     }
 
     pub async fn start_with(config: RedisConfig, policy: DuplicatePolicy) -> Node {
+        // `RUST_LOG=protoo_redis=debug` shows what the nodes do.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let cluster = RedisCluster::connect(config).await.expect("Redis is up");
         let rooms = Rooms::builder()
             .duplicate_policy(policy)
@@ -317,6 +322,15 @@ impl Client {
         }
     }
 
+    /// Waits for the close, skipping notifications; its code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            if let Event::Closed(code) = self.next_event().await {
+                return code;
+            }
+        }
+    }
+
     /// Waits for the notification `method`, skipping others; its data.
     pub async fn expect(&mut self, method: &str) -> Value {
         loop {
@@ -324,6 +338,26 @@ impl Client {
             if got == method {
                 return data;
             }
+        }
+    }
+
+    /// Waits for `newPeer` about `id`, skipping others; its data.
+    pub async fn expect_new_peer(&mut self, id: &str) -> Value {
+        loop {
+            let data = self.expect("newPeer").await;
+            if data["id"] == id {
+                return data;
+            }
+        }
+    }
+
+    /// Waits for `newPeer` about each of `ids`, in any order, skipping
+    /// others.
+    pub async fn expect_new_peers(&mut self, ids: &[&str]) {
+        let mut missing: Vec<&str> = ids.to_vec();
+        while !missing.is_empty() {
+            let data = self.expect("newPeer").await;
+            missing.retain(|id| data["id"] != *id);
         }
     }
 
