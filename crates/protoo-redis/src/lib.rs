@@ -188,6 +188,9 @@ impl RedisCluster {
             tokio::spawn(link::run(shared.clone(), client, first)),
             tokio::spawn(sweep::run(shared.clone())),
         ];
+        // Started once registered on the link (if that link breaks at once,
+        // the node carries on and registers on the next one).
+        let _ = tokio::time::timeout(shared.config.response_timeout, shared.connected()).await;
         tracing::info!(node_id = %shared.node_id, prefix = %shared.config.prefix, "cluster node started");
         Ok(RedisCluster {
             handle: Arc::new(Handle {
@@ -216,9 +219,18 @@ impl RedisCluster {
         self.shared().is_up()
     }
 
+    /// Waits until the link to Redis is up and this node's members are
+    /// registered on it (at once if they are).
+    pub async fn connected(&self) {
+        self.shared().connected().await;
+    }
+
     /// What this node has done over Redis so far.
     pub fn stats(&self) -> ClusterStats {
-        self.shared().stats.snapshot()
+        let shared = self.shared();
+        let mut stats = shared.stats.snapshot();
+        stats.queued_bytes = shared.queue.queued_bytes();
+        stats
     }
 
     /// Leaves the cluster in good order: sends what is queued (for at most

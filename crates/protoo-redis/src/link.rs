@@ -152,7 +152,6 @@ pub(crate) async fn run(shared: Arc<Shared>, client: Client, first: Link) {
                 }
             },
         };
-        shared.set_up(true);
         match serve(&shared, link, announce).await {
             Served::Shutdown => return,
             Served::Broken(error) => {
@@ -201,6 +200,9 @@ async fn serve(shared: &Arc<Shared>, mut link: Link, announce: bool) -> Served {
     if let Err(error) = resync(shared, &mut link, announce).await {
         return Served::Broken(error.to_string());
     }
+    // Up once registered: what changes meanwhile is dropped and flags
+    // another registration (below), which makes it good.
+    shared.set_up(true);
     loop {
         let mut batch = Vec::new();
         let popped = tokio::select! {

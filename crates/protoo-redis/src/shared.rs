@@ -100,8 +100,10 @@ pub(crate) struct Shared {
     pub(crate) keys: Keys,
     /// Commands and publishes for Redis, in order, bounded in bytes.
     pub(crate) queue: ByteQueue<Op>,
-    /// Whether the link to Redis is up.
+    /// Whether the link to Redis is up (and this node registered on it).
     up: AtomicBool,
+    /// The same, for who waits for it.
+    up_watch: tokio::sync::watch::Sender<bool>,
     /// When the link last came up.
     up_since: Mutex<Option<Instant>>,
     /// Membership changes could not be sent: register everything again.
@@ -128,6 +130,7 @@ impl Shared {
             queue: ByteQueue::new(config.queue_limit, usize::MAX, 64),
             config,
             up: AtomicBool::new(false),
+            up_watch: tokio::sync::watch::Sender::new(false),
             up_since: Mutex::new(None),
             resync: AtomicBool::new(false),
             wake: Notify::new(),
@@ -160,6 +163,13 @@ impl Shared {
         *lock(&self.up_since) = up.then(Instant::now);
         self.up.store(up, Ordering::Release);
         self.stats.set_connected(up);
+        self.up_watch.send_replace(up);
+    }
+
+    /// Waits until the link is up.
+    pub(crate) async fn connected(&self) {
+        let mut up = self.up_watch.subscribe();
+        let _ = up.wait_for(|up| *up).await;
     }
 
     /// How long the link has been up.

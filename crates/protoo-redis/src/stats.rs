@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub struct ClusterStats {
     /// Whether the link to Redis is up now.
     pub connected: bool,
+    /// Bytes of commands and publishes waiting for Redis now (at most
+    /// [`RedisConfig::queue_limit`](crate::RedisConfig::queue_limit) plus
+    /// one message).
+    pub queued_bytes: usize,
     /// Messages published (broadcasts, and messages to other nodes).
     pub published: u64,
     /// Publishes dropped because the link was down.
@@ -55,6 +59,7 @@ impl Stats {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         ClusterStats {
             connected: self.connected.load(Ordering::Relaxed),
+            queued_bytes: 0,
             published: get(&self.published),
             dropped_while_down: get(&self.dropped_while_down),
             dropped_over_limit: get(&self.dropped_over_limit),

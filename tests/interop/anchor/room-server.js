@@ -8,6 +8,8 @@
 //
 //   node anchor/room-server.js --listen 127.0.0.1:PORT [--max-message-size BYTES]
 //                              [--ping-interval SECS] [--max-queue BYTES]
+//                              [--message-rate N] [--byte-rate N]
+//                              [--redis redis://HOST:PORT [--redis-prefix P]]
 //
 // Prints `listening on ws://ADDR/` on stdout once ready (ADDR is the bound
 // address, so `--listen 127.0.0.1:0` works too). SIGTERM / SIGINT: every peer
@@ -20,18 +22,24 @@
 // Requests: join, chat, echo, broadcast, ask, fail, crash, kick; anything else
 // -> 404. Notification `chat {text}` -> `chat {peerId,text}` to the others.
 // A peer that leaves -> `peerClosed {peerId}` to the others.
+//
+// With `--redis`, several processes on the same Redis (and prefix) form one
+// cluster: rooms span them (anchor/cluster.js says how). Without it, nothing
+// here touches Redis.
 
 const http = require('http');
 const protoo = require('protoo-server');
 
 const DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024;
+const DEFAULT_REDIS_PREFIX = 'protoo';
 
 function usage(message)
 {
 	process.stderr.write(
 		`${message}\n` +
 		'usage: room-server.js --listen HOST:PORT [--max-message-size BYTES] ' +
-		'[--ping-interval SECS] [--max-queue BYTES]\n');
+		'[--ping-interval SECS] [--max-queue BYTES] [--message-rate N] [--byte-rate N] ' +
+		'[--redis redis://HOST:PORT [--redis-prefix P]]\n');
 	process.exit(2);
 }
 
@@ -42,7 +50,10 @@ function parseArgs(argv)
 		listen         : null,
 		maxMessageSize : DEFAULT_MAX_MESSAGE_SIZE,
 		pingInterval   : null,
-		maxQueue       : null
+		maxQueue       : null,
+		rateLimited    : false,
+		redis          : null,
+		redisPrefix    : null
 	};
 
 	for (let i = 0; i < argv.length; i++)
@@ -74,6 +85,21 @@ function parseArgs(argv)
 			case '--max-queue':
 				options.maxQueue = positiveInt(name, value);
 				break;
+			// Our room example's rate limits; 0 (off) is what protoo-server does.
+			case '--message-rate':
+			case '--byte-rate':
+				options.rateLimited = nonNegativeInt(name, value) > 0 || options.rateLimited;
+				break;
+			case '--redis':
+				if (!/^rediss?:\/\/./.test(value))
+					usage(`--redis: expected redis://HOST:PORT, got ${value}`);
+				options.redis = value;
+				break;
+			case '--redis-prefix':
+				if (!value)
+					usage('--redis-prefix: expected a non-empty prefix');
+				options.redisPrefix = value;
+				break;
 			default:
 				usage(`unknown argument ${arg}`);
 		}
@@ -81,6 +107,9 @@ function parseArgs(argv)
 
 	if (!options.listen)
 		usage('--listen HOST:PORT is required');
+
+	if (options.redisPrefix !== null && options.redis === null)
+		usage('--redis-prefix needs --redis');
 
 	const match = /^\[?([^\]]*?)\]?:(\d+)$/.exec(options.listen);
 
@@ -99,6 +128,16 @@ function positiveInt(name, value)
 
 	if (!Number.isSafeInteger(n) || n <= 0)
 		usage(`${name}: expected a positive integer, got ${value}`);
+
+	return n;
+}
+
+function nonNegativeInt(name, value)
+{
+	const n = Number(value);
+
+	if (!Number.isSafeInteger(n) || n < 0)
+		usage(`${name}: expected a non-negative integer, got ${value}`);
 
 	return n;
 }
@@ -124,6 +163,9 @@ class RoomApp
 		// roomId -> protoo.Room
 		this._rooms = new Map();
 
+		// The Cluster (anchor/cluster.js) with --redis, else null.
+		this._cluster = null;
+
 		// Set on shutdown: peers then leave without telling the others (that
 		// would be n² notifications to peers that are closing anyway).
 		this._closing = false;
@@ -132,6 +174,39 @@ class RoomApp
 	get rooms()
 	{
 		return this._rooms;
+	}
+
+	set cluster(cluster)
+	{
+		this._cluster = cluster;
+	}
+
+	// The cluster's calls into the app (see anchor/cluster.js).
+
+	localRooms()
+	{
+		return this._rooms;
+	}
+
+	/** A broadcast from another node: notify the local members but `except`. */
+	deliver(roomId, except, method, data)
+	{
+		const room = this._rooms.get(roomId);
+
+		if (!room)
+			return;
+
+		for (const peer of room.peers)
+		{
+			if (!except.includes(peer.id))
+				peer.notify(method, data).catch(ignore);
+		}
+	}
+
+	/** What the room is told about a member lost with its node. */
+	lostMessage(roomId, peerId)
+	{
+		return { method: 'peerClosed', data: { peerId } };
 	}
 
 	onConnectionRequest(info, accept, reject)
@@ -160,6 +235,29 @@ class RoomApp
 			return;
 		}
 
+		if (!this._cluster)
+		{
+			this._admit(roomId, peerId, accept, null);
+
+			return;
+		}
+
+		// Cluster: take the presence field first; a peer with this id on
+		// another node is closed there (and its departure announced) before
+		// this connection is accepted. websocket-node lets accept() wait.
+		const presence = this._cluster.presence(peerId, false, null);
+
+		this._cluster.claim(roomId, peerId, presence)
+			.then(() =>
+			{
+				if (!this._closing)
+					this._admit(roomId, peerId, accept, presence);
+			})
+			.catch((error) => process.stderr.write(`admission failed: ${error.stack}\n`));
+	}
+
+	_admit(roomId, peerId, accept, presence)
+	{
 		// Same peerId again: the old peer goes (4000) and the new one takes its
 		// place. Closing the old one may empty and remove the room, so the room
 		// is looked up after that.
@@ -170,16 +268,19 @@ class RoomApp
 			old.close();
 
 		const room = this._getOrCreateRoom(roomId);
-		const transport = accept();
 		let peer;
 
 		try
 		{
-			peer = room.createPeer(peerId, transport);
+			peer = room.createPeer(peerId, accept());
 		}
 		catch (error)
 		{
 			process.stderr.write(`createPeer failed: ${error}\n`);
+
+			if (this._cluster)
+				this._cluster.memberRemoved(roomId, peerId, presence);
+
 			this._removeRoomIfEmpty(roomId, room);
 
 			return;
@@ -187,22 +288,26 @@ class RoomApp
 
 		peer.data.joined = false;
 		peer.data.displayName = null;
+		peer.data.presence = presence;
+
+		if (this._cluster)
+			this._cluster.memberAdded(roomId);
 
 		peer.on('request', (request, accept2, reject2) =>
-			this._onRequest(room, peer, request, accept2, reject2));
+			this._onRequest(roomId, room, peer, request, accept2, reject2));
 		peer.on('notification', (notification) =>
-			this._onNotification(room, peer, notification));
+			this._onNotification(roomId, room, peer, notification));
 		peer.on('close', () =>
 		{
 			if (this._closing)
 				return;
 
-			for (const other of room.peers)
-			{
-				if (other !== peer)
-					other.notify('peerClosed', { peerId: peer.id }).catch(ignore);
-			}
+			// Presence first: a join handled after the others got peerClosed
+			// must not list this peer.
+			if (this._cluster)
+				this._cluster.memberRemoved(roomId, peer.id, peer.data.presence);
 
+			this._broadcast(roomId, room, peer, 'peerClosed', { peerId: peer.id });
 			this._removeRoomIfEmpty(roomId, room);
 		});
 	}
@@ -239,6 +344,9 @@ class RoomApp
 
 		this._rooms.delete(roomId);
 		room.close();
+
+		if (this._cluster)
+			this._cluster.roomRemoved(roomId);
 	}
 
 	_others(room, peer)
@@ -246,7 +354,22 @@ class RoomApp
 		return room.peers.filter((other) => other !== peer);
 	}
 
-	_onRequest(room, peer, request, accept, reject)
+	/**
+	 * Notify every member of the room but `peer`: the local ones here (one
+	 * `peer.notify` each), the others through the cluster (published once).
+	 */
+	_broadcast(roomId, room, peer, method, data)
+	{
+		for (const other of this._others(room, peer))
+		{
+			other.notify(method, data).catch(ignore);
+		}
+
+		if (this._cluster)
+			this._cluster.publish(roomId, [ peer.id ], method, data);
+	}
+
+	_onRequest(roomId, room, peer, request, accept, reject)
 	{
 		const data = request.data;
 
@@ -256,6 +379,14 @@ class RoomApp
 			{
 				const displayName =
 					typeof data.displayName === 'string' ? data.displayName : peer.id;
+
+				if (this._cluster)
+				{
+					this._joinCluster(roomId, room, peer, displayName, accept);
+
+					break;
+				}
+
 				const peers = this._others(room, peer)
 					.filter((other) => other.data.joined)
 					.map((other) => ({ id: other.id, displayName: other.data.displayName }));
@@ -274,7 +405,7 @@ class RoomApp
 
 			case 'chat':
 			{
-				this._chat(room, peer, data.text);
+				this._chat(roomId, room, peer, data.text);
 				accept({});
 
 				break;
@@ -289,11 +420,7 @@ class RoomApp
 
 			case 'broadcast':
 			{
-				for (const other of this._others(room, peer))
-				{
-					other.notify('chat', data).catch(ignore);
-				}
-
+				this._broadcast(roomId, room, peer, 'chat', data);
 				accept({});
 
 				break;
@@ -351,22 +478,50 @@ class RoomApp
 		}
 	}
 
-	_onNotification(room, peer, notification)
+	/**
+	 * `join` in a cluster: the presence says joined (written before the read,
+	 * on the same connection), the list comes from Redis (the local list
+	 * while Redis is unreachable), then the others are told.
+	 */
+	async _joinCluster(roomId, room, peer, displayName, accept)
 	{
-		if (notification.method === 'chat')
-			this._chat(room, peer, notification.data.text);
+		const previous = peer.data.presence;
+		const presence = this._cluster.presence(peer.id, true, displayName);
+
+		peer.data.joined = true;
+		peer.data.displayName = displayName;
+		peer.data.presence = presence;
+		this._cluster.presenceSet(roomId, peer.id, previous, presence);
+
+		let peers = await this._cluster.listed(roomId);
+
+		if (peers === null)
+		{
+			peers = this._others(room, peer)
+				.filter((other) => other.data.joined)
+				.map((other) => ({ id: other.id, displayName: other.data.displayName }));
+		}
+
+		if (peer.closed)
+			return;
+
+		accept({ peers: peers.filter((other) => other.id !== peer.id) });
+		this._broadcast(roomId, room, peer, 'newPeer', { id: peer.id, displayName });
 	}
 
-	_chat(room, peer, text)
+	_onNotification(roomId, room, peer, notification)
 	{
-		for (const other of this._others(room, peer))
-		{
-			other.notify('chat', { peerId: peer.id, text }).catch(ignore);
-		}
+		if (notification.method === 'chat')
+			this._chat(roomId, room, peer, notification.data.text);
+	}
+
+	_chat(roomId, room, peer, text)
+	{
+		this._broadcast(roomId, room, peer, 'chat', { peerId: peer.id, text });
 	}
 }
 
-function main()
+async function main()
 {
 	const options = parseArgs(process.argv.slice(2));
 
@@ -374,6 +529,12 @@ function main()
 	{
 		process.stderr.write(
 			'note: --max-queue has no equivalent in protoo-server (its queues are unbounded); ignored\n');
+	}
+
+	if (options.rateLimited)
+	{
+		process.stderr.write(
+			'note: --message-rate / --byte-rate have no equivalent in protoo-server (no rate limits); ignored\n');
 	}
 
 	const httpServer = http.createServer((req, res) =>
@@ -396,6 +557,46 @@ function main()
 
 	const wsServer = new protoo.WebSocketServer(httpServer, wsOptions);
 	const app = new RoomApp();
+	let cluster = null;
+	let stopping = false;
+
+	const shutdown = () =>
+	{
+		if (stopping)
+			return;
+
+		stopping = true;
+
+		// In a cluster, tell the other nodes first (bounded: Redis may be down).
+		const left = cluster ? cluster.leave() : Promise.resolve();
+
+		left.then(() =>
+		{
+			app.closeAll();
+			wsServer.stop();
+			httpServer.close(() => process.exit(0));
+			// Close frames are written by now; do not wait for slow peers.
+			setTimeout(() => process.exit(0), 500).unref();
+		});
+	};
+
+	process.on('SIGTERM', shutdown);
+	process.on('SIGINT', shutdown);
+
+	if (options.redis)
+	{
+		// Loaded only with --redis: without it nothing here touches Redis.
+		const { Cluster } = require('./cluster');
+
+		cluster = new Cluster(
+			{ url: options.redis, prefix: options.redisPrefix || DEFAULT_REDIS_PREFIX, app });
+		// Resolves once Redis answered (node-redis retries until it does).
+		await cluster.start();
+		app.cluster = cluster;
+
+		if (stopping)
+			return;
+	}
 
 	wsServer.on('connectionrequest', (info, accept, reject) =>
 		app.onConnectionRequest(info, accept, reject));
@@ -413,24 +614,10 @@ function main()
 
 		process.stdout.write(`listening on ws://${host}:${address.port}/\n`);
 	});
-
-	let stopping = false;
-
-	const shutdown = () =>
-	{
-		if (stopping)
-			return;
-
-		stopping = true;
-		app.closeAll();
-		wsServer.stop();
-		httpServer.close(() => process.exit(0));
-		// Close frames are written by now; do not wait for slow peers.
-		setTimeout(() => process.exit(0), 500).unref();
-	};
-
-	process.on('SIGTERM', shutdown);
-	process.on('SIGINT', shutdown);
 }
 
-main();
+main().catch((error) =>
+{
+	process.stderr.write(`room-server: ${error.stack || error}\n`);
+	process.exit(1);
+});

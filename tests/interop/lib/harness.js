@@ -6,6 +6,7 @@
 // Timeouts here are failure guards only: every wait resolves on an event.
 
 const { spawn } = require('child_process');
+const fs = require('fs');
 const net = require('net');
 const path = require('path');
 const readline = require('readline');
@@ -157,6 +158,37 @@ function anchorServer()
 	return { name: 'Node anchor (protoo-server 4.0.8)', command: [ process.execPath, ANCHOR ] };
 }
 
+/**
+ * The redis-server binary for the cluster suites: PROTOO_REDIS_SERVER (a path,
+ * absolute or relative to tests/interop, or a name looked up on PATH), else
+ * `redis-server` from PATH. `null` when it cannot be found.
+ */
+function redisServerFromEnv()
+{
+	const name = process.env.PROTOO_REDIS_SERVER || 'redis-server';
+	const candidates = name.includes(path.sep)
+		? [ path.resolve(INTEROP_DIR, name) ]
+		: (process.env.PATH || '').split(path.delimiter).filter(Boolean)
+			.map((dir) => path.join(dir, name));
+
+	for (const candidate of candidates)
+	{
+		try
+		{
+			fs.accessSync(candidate, fs.constants.X_OK);
+
+			if (fs.statSync(candidate).isFile())
+				return candidate;
+		}
+		catch (error)
+		{
+			// not there
+		}
+	}
+
+	return null;
+}
+
 /** Whether a missing env var must fail instead of skip (set by `cargo xtask ci`). */
 function requireAll()
 {
@@ -301,6 +333,103 @@ function startOnce(server, port, args)
 
 	return withTimeout(ready, START_TIMEOUT, `${server.name} to print "listening on"`)
 		.then((address) => new ServerProcess(child, address, output))
+		.catch((error) =>
+		{
+			child.kill('SIGKILL');
+			throw error;
+		});
+}
+
+// redis-server prints this on stdout once it accepts connections.
+const REDIS_READY = /Ready to accept connections/;
+
+/** A running redis-server; `url` is `redis://127.0.0.1:PORT`. */
+class RedisProcess extends ServerProcess
+{
+	get url()
+	{
+		return `redis://${this.address}`;
+	}
+}
+
+/**
+ * Start redis-server (`bin`) on 127.0.0.1, no persistence, and wait for its
+ * "Ready to accept connections" line. Without `port` a free port is picked
+ * (retried with another one if redis-server exits first: the port was taken
+ * meanwhile); with `port` (a restart) the start is retried on that port.
+ * The process joins `children`, so it never outlives the test process.
+ */
+async function startRedis(bin, { port = null, attempts = 5 } = {})
+{
+	let lastError;
+
+	for (let attempt = 1; attempt <= attempts; attempt++)
+	{
+		const p = port !== null ? port : await freePort();
+
+		try
+		{
+			return await startRedisOnce(bin, p);
+		}
+		catch (error)
+		{
+			lastError = error;
+
+			if (!error.exitedEarly)
+				throw error;
+
+			if (port !== null)
+				await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+		}
+	}
+
+	throw lastError;
+}
+
+function startRedisOnce(bin, port)
+{
+	const child = spawn(
+		bin,
+		[ '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+			'--daemonize', 'no', '--logfile', '' ],
+		{ cwd: INTEROP_DIR, stdio: [ 'ignore', 'pipe', 'pipe' ] });
+
+	children.add(child);
+	child.once('exit', () => children.delete(child));
+
+	const output = { text: '' };
+	const keep = (chunk) =>
+	{
+		output.text = (output.text + chunk).slice(-16384);
+	};
+
+	child.stderr.setEncoding('utf8');
+	child.stderr.on('data', keep);
+
+	const lines = readline.createInterface({ input: child.stdout });
+	const ready = new Promise((resolve, reject) =>
+	{
+		lines.on('line', (line) =>
+		{
+			keep(`${line}\n`);
+
+			if (REDIS_READY.test(line))
+				resolve();
+		});
+		child.once('error', (error) => reject(error));
+		child.once('exit', (code, signal) =>
+		{
+			const error = new Error(
+				`redis-server exited (code ${code}, signal ${signal}) before it was ready ` +
+				`on 127.0.0.1:${port}; output:\n${output.text}`);
+
+			error.exitedEarly = true;
+			reject(error);
+		});
+	});
+
+	return withTimeout(ready, START_TIMEOUT, 'redis-server to be ready')
+		.then(() => new RedisProcess(child, `127.0.0.1:${port}`, output))
 		.catch((error) =>
 		{
 			child.kill('SIGKILL');
@@ -593,9 +722,11 @@ module.exports = {
 	handshake,
 	once,
 	onceAny,
+	redisServerFromEnv,
 	rejection,
 	requireAll,
 	roomServerFromEnv,
+	startRedis,
 	startServer,
 	tcpProxy,
 	withTimeout

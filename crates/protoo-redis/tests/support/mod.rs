@@ -302,6 +302,16 @@ impl Client {
         }
     }
 
+    /// The next notification but `skip`s.
+    pub async fn next_skipping(&mut self, skip: &str) -> (String, Value) {
+        loop {
+            let (method, data) = self.next().await;
+            if method != skip {
+                return (method, data);
+            }
+        }
+    }
+
     /// The next notification or the close.
     pub async fn next_event(&mut self) -> Event {
         loop {
@@ -428,4 +438,25 @@ pub async fn keys_of(redis: &mut redis::aio::MultiplexedConnection, prefix: &str
     }
     out.sort();
     out
+}
+
+impl RedisServer {
+    /// Stops it (SIGSTOP): it holds every connection and answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets it go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("running");
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
 }
