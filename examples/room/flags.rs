@@ -54,6 +54,15 @@ pub(crate) struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) log_format: ops::LogFormat,
+    /// Serve rooms together with every process on this Redis
+    /// (`redis://HOST:PORT`; built with the `redis` feature; see
+    /// cluster.rs).
+    #[arg(long)]
+    pub(crate) redis: Option<String>,
+    /// What the cluster's Redis keys and channels start with: processes
+    /// with the same Redis and prefix form one cluster.
+    #[arg(long, default_value = "protoo", requires = "redis")]
+    pub(crate) redis_prefix: String,
 }
 
 /// Default of `--message-rate`: far above what a signaling client sends

@@ -26,7 +26,11 @@
 //! A notification `chat {text}` is relayed like the request. When a peer
 //! leaves, the others get `peerClosed {peerId}`. This example is the contract
 //! the interop suites and the benchmarks run against.
+//!
+//! With `--redis redis://HOST:PORT` (the `redis` feature), every process on
+//! that Redis serves the same rooms: see cluster.rs.
 
+mod cluster;
 mod flags;
 mod ops;
 mod page;
@@ -57,8 +61,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         handle.shutdown().await;
     });
 
-    let rooms: Rooms = Rooms::with_defaults(args.peer_config(), DuplicatePolicy::Replace);
-    ops::start(args.metrics, server.handle(), rooms.clone()).await?;
+    // With `--redis`, the rooms span every process on that Redis
+    // (cluster.rs); nothing below depends on it.
+    let builder = Rooms::builder()
+        .peer_config(args.peer_config())
+        .duplicate_policy(DuplicatePolicy::Replace)
+        .on_member_lost(cluster::member_lost);
+    let (builder, cluster) = cluster::join(&args, builder).await?;
+    let rooms: Rooms = builder.build();
+    ops::start(
+        args.metrics,
+        server.handle(),
+        rooms.clone(),
+        cluster.as_ref(),
+    )
+    .await?;
     while let Some(request) = server.next_request().await {
         let rooms = rooms.clone();
         tokio::spawn(async move {
@@ -68,6 +85,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     server.handle().stopped().await;
+    if let Some(cluster) = cluster {
+        cluster.leave().await;
+    }
     Ok(())
 }
 

@@ -21,6 +21,8 @@ use std::net::SocketAddr;
 
 use protoo_server::{Rooms, ServerHandle};
 
+use crate::cluster::Cluster;
+
 /// How the example logs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum LogFormat {
@@ -51,6 +53,7 @@ pub(crate) async fn start<D: Send + Sync + 'static, R: Send + Sync + 'static>(
     addr: Option<SocketAddr>,
     server: ServerHandle,
     rooms: Rooms<D, R>,
+    cluster: Option<&Cluster>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let Some(addr) = addr else {
         return Ok(());
@@ -60,7 +63,8 @@ pub(crate) async fn start<D: Send + Sync + 'static, R: Send + Sync + 'static>(
         .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
     let recorder = install_recorder()?;
     println!("metrics on http://{}/metrics", listener.local_addr()?);
-    let router = enabled::router(recorder, server, rooms);
+    let link = cluster.map(Cluster::link);
+    let router = enabled::router(recorder, server, rooms, link);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(%error, "the metrics endpoint failed");
@@ -76,6 +80,7 @@ pub(crate) async fn start<D: Send + Sync + 'static, R: Send + Sync + 'static>(
     addr: Option<SocketAddr>,
     _server: ServerHandle,
     _rooms: Rooms<D, R>,
+    _cluster: Option<&Cluster>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match addr {
         None => Ok(()),
@@ -120,11 +125,19 @@ mod enabled {
     use protoo_server::{Rooms, ServerHandle};
     use serde_json::json;
 
+    use crate::cluster::Link;
+
+    /// How long the cluster link may be down before `/healthz` answers
+    /// 503: a Redis restart takes a few seconds, and meanwhile the node
+    /// serves its own peers; past this, the operator should hear of it.
+    const CLUSTER_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
     /// `GET /metrics` and `GET /healthz`.
     pub(super) fn router<D: Send + Sync + 'static, R: Send + Sync + 'static>(
         recorder: PrometheusHandle,
         server: ServerHandle,
         rooms: Rooms<D, R>,
+        cluster: Option<Link>,
     ) -> Router {
         Router::new()
             .route(
@@ -145,29 +158,44 @@ mod enabled {
             .route(
                 "/healthz",
                 get(move || {
-                    let answer = health(&server, &rooms);
+                    let answer = health(&server, &rooms, cluster.as_ref());
                     async move { answer }
                 }),
             )
     }
 
     /// 200 while serving, 503 once the server stopped accepting (a
-    /// shutdown has begun), with the counts.
+    /// shutdown has begun) or the cluster link has been down for longer
+    /// than [`CLUSTER_GRACE`], with the counts.
     fn health<D: Send + Sync + 'static, R: Send + Sync + 'static>(
         server: &ServerHandle,
         rooms: &Rooms<D, R>,
+        cluster: Option<&Link>,
     ) -> impl IntoResponse + use<D, R> {
         let stopping = server.is_stopped();
+        let down_for = cluster.and_then(|link| link());
+        let cut_off = down_for.is_some_and(|down| down > CLUSTER_GRACE);
         let room_list = rooms.rooms();
         let peers: usize = room_list.iter().map(|room| room.len()).sum();
-        let body = json!({
-            "status": if stopping { "shutting down" } else { "serving" },
+        let status = match (stopping, cut_off) {
+            (true, _) => "shutting down",
+            (false, true) => "cluster unreachable",
+            (false, false) => "serving",
+        };
+        let mut body = json!({
+            "status": status,
             "connections": server.connections(),
             "requestsInFlight": server.requests_in_flight(),
             "rooms": room_list.len(),
             "peers": peers,
         });
-        let status = if stopping {
+        if cluster.is_some() {
+            body["cluster"] = json!({
+                "connected": down_for.is_none(),
+                "downForSeconds": down_for.map(|down| down.as_secs_f64()),
+            });
+        }
+        let status = if stopping || cut_off {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
             StatusCode::OK

@@ -219,6 +219,13 @@ impl RedisCluster {
         self.shared().is_up()
     }
 
+    /// How long the link to Redis has been down, if it is (`None`: up).
+    /// What a health check reports: a node cut off from the cluster for
+    /// longer than a grace serves its own peers only.
+    pub fn disconnected_for(&self) -> Option<std::time::Duration> {
+        self.shared().down_for()
+    }
+
     /// Waits until the link to Redis is up and this node's members are
     /// registered on it (at once if they are).
     pub async fn connected(&self) {

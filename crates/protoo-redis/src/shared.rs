@@ -104,8 +104,8 @@ pub(crate) struct Shared {
     up: AtomicBool,
     /// The same, for who waits for it.
     up_watch: tokio::sync::watch::Sender<bool>,
-    /// When the link last came up.
-    up_since: Mutex<Option<Instant>>,
+    /// When the link last came up (`Ok`) or went down (`Err`).
+    since: Mutex<Result<Instant, Instant>>,
     /// Membership changes could not be sent: register everything again.
     pub(crate) resync: AtomicBool,
     /// Wakes the link task (a resync is wanted).
@@ -131,7 +131,7 @@ impl Shared {
             config,
             up: AtomicBool::new(false),
             up_watch: tokio::sync::watch::Sender::new(false),
-            up_since: Mutex::new(None),
+            since: Mutex::new(Err(Instant::now())),
             resync: AtomicBool::new(false),
             wake: Notify::new(),
             local: Mutex::new(Local::default()),
@@ -160,7 +160,18 @@ impl Shared {
 
     /// The link came up (`true`) or went down.
     pub(crate) fn set_up(&self, up: bool) {
-        *lock(&self.up_since) = up.then(Instant::now);
+        let mut since = lock(&self.since);
+        match (*since, up) {
+            (Ok(_), true) | (Err(_), false) => {}
+            _ => {
+                *since = if up {
+                    Ok(Instant::now())
+                } else {
+                    Err(Instant::now())
+                }
+            }
+        }
+        drop(since);
         self.up.store(up, Ordering::Release);
         self.stats.set_connected(up);
         self.up_watch.send_replace(up);
@@ -174,7 +185,12 @@ impl Shared {
 
     /// How long the link has been up.
     pub(crate) fn up_for(&self) -> Option<Duration> {
-        lock(&self.up_since).map(|since| since.elapsed())
+        lock(&self.since).ok().map(|since| since.elapsed())
+    }
+
+    /// How long the link has been down.
+    pub(crate) fn down_for(&self) -> Option<Duration> {
+        lock(&self.since).err().map(|since| since.elapsed())
     }
 
     /// `NODE:INCARNATION|`: what a member's entry starts with.

@@ -43,7 +43,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
         last_beat = now;
         let healthy = healthy_since.is_some_and(|since| now - since >= shared.config.node_ttl);
-        let linked = shared.up_for().is_some_and(|up| up >= shared.config.node_ttl);
+        let linked = shared
+            .up_for()
+            .is_some_and(|up| up >= shared.config.node_ttl);
         if healthy && linked {
             sweep(&shared).await;
         }

@@ -381,7 +381,9 @@ async fn a_subscriber_redis_disconnects_for_its_output_buffer_is_made_anew() {
     // A pub/sub client whose output passes 1 KiB is closed by Redis (the
     // default is 32 MB, or 8 MB for 60 s).
     let _: () = redis::cmd("CONFIG")
-        .arg("SET").arg("client-output-buffer-limit").arg("pubsub 1024 0 0")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 1024 0 0")
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -391,7 +393,9 @@ async fn a_subscriber_redis_disconnects_for_its_output_buffer_is_made_anew() {
     // node came back.
     let _ = nodes[0].rooms.get("r").unwrap().presence().await;
     let _: () = redis::cmd("CONFIG")
-        .arg("SET").arg("client-output-buffer-limit").arg("pubsub 33554432 8388608 60")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 33554432 8388608 60")
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -401,7 +405,8 @@ async fn a_subscriber_redis_disconnects_for_its_output_buffer_is_made_anew() {
     loop {
         attempt += 1;
         sender.broadcast(&json!({ "marker": attempt })).await;
-        let got = tokio::time::timeout(std::time::Duration::from_millis(500), receiver.next()).await;
+        let got =
+            tokio::time::timeout(std::time::Duration::from_millis(500), receiver.next()).await;
         match got {
             Ok((_, data)) if data.get("marker").is_some() => break,
             Ok((_, data)) => assert!(data.get("big").is_none(), "the big one came through"),
@@ -435,7 +440,10 @@ async fn publishes_past_the_queue_limit_are_dropped_and_counted() {
         assert_eq!(b.expect("chat").await["seq"], seq);
     }
     let stats = node.cluster.stats();
-    assert!(stats.dropped_over_limit + stats.dropped_while_down >= 900, "{stats:?}");
+    assert!(
+        stats.dropped_over_limit + stats.dropped_while_down >= 900,
+        "{stats:?}"
+    );
     redis.resume();
     tokio::time::timeout(std::time::Duration::from_secs(10), node.cluster.connected())
         .await
@@ -467,9 +475,15 @@ async fn a_stalled_redis_does_not_make_live_nodes_dead() {
     // Nobody was announced gone: the first thing each hears after the
     // stall is the other's marker.
     a.broadcast(&json!({ "marker": 1 })).await;
-    assert_eq!(b.next_skipping("newPeer").await, ("chat".to_owned(), json!({ "marker": 1 })));
+    assert_eq!(
+        b.next_skipping("newPeer").await,
+        ("chat".to_owned(), json!({ "marker": 1 }))
+    );
     b.broadcast(&json!({ "marker": 2 })).await;
-    assert_eq!(a.next_skipping("newPeer").await, ("chat".to_owned(), json!({ "marker": 2 })));
+    assert_eq!(
+        a.next_skipping("newPeer").await,
+        ("chat".to_owned(), json!({ "marker": 2 }))
+    );
     for node in &nodes {
         assert_eq!(node.cluster.stats().lost_members, 0);
     }
