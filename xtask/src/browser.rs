@@ -75,34 +75,5 @@ fn ensure_chromium() -> Result {
     if Path::new(CHROMIUM).exists() {
         return Ok(());
     }
-    if !is_root() {
-        return Err(format!(
-            "the browser suites need Debian's chromium at {CHROMIUM}: run \
-             `sudo apt-get update && sudo apt-get install -y chromium` (or run cargo xtask ci as root)"
-        ));
-    }
-    run(
-        "apt-get update (for chromium)",
-        Command::new("apt-get").args(["update", "-q"]),
-    )?;
-    run(
-        "apt-get install chromium",
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "chromium"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    if Path::new(CHROMIUM).exists() {
-        Ok(())
-    } else {
-        Err(format!(
-            "apt-get installed chromium, but {CHROMIUM} is missing"
-        ))
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0")
+    crate::apt_install("chromium", Path::new(CHROMIUM))
 }

@@ -20,6 +20,7 @@ use std::time::Instant;
 mod autobahn;
 mod bench;
 mod browser;
+mod redis;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -97,9 +98,16 @@ fn ci() -> Result {
             "warnings",
         ]),
     )?;
+    // One redis-server for the cluster tests, stopped (by pid) when `ci`
+    // returns, however it returns.
+    let redis_binary = redis::ensure()?;
+    let redis_server = redis::Server::start(&redis_binary)?;
     run(
         "tests",
-        cargo().args(["test", "--workspace", "--all-features"]),
+        cargo()
+            .args(["test", "--workspace", "--all-features"])
+            .env("PROTOO_REDIS_URL", redis_server.url())
+            .env("PROTOO_REDIS_SERVER", &redis_binary),
     )?;
     run(
         "loom model of the byte queue's wake-ups (tests/loom_queue.rs)",
@@ -143,11 +151,14 @@ fn ci() -> Result {
                 "protoo-server",
                 "-p",
                 "protoo-client",
+                "-p",
+                "protoo-redis",
             ]),
     )?;
     check_codec_has_no_runtime()?;
     check_no_metrics_without_the_feature()?;
-    interop()?;
+    check_no_redis_without_the_feature()?;
+    interop(&redis_binary)?;
     browser::run_suites()?;
     println!("\n==> WebSocket conformance (Autobahn cases through kosoku)");
     autobahn::run()?;
@@ -159,7 +170,7 @@ fn ci() -> Result {
 /// (`tests/interop`): the JavaScript protoo-client against our room
 /// example, and our Rust peer and our Rust client (the bot example) against
 /// the Node protoo-server.
-fn interop() -> Result {
+fn interop(redis_server: &Path) -> Result {
     let dir = root().join("tests/interop");
     run(
         "npm ci (tests/interop)",
@@ -168,11 +179,13 @@ fn interop() -> Result {
             .current_dir(&dir),
     )?;
     run(
-        "build the room, rust_peer and bot examples",
+        "build the room (with its redis feature), rust_peer and bot examples",
         cargo().args([
             "build",
             "-p",
             "protoo-examples",
+            "--features",
+            "redis",
             "--example",
             "room",
             "--example",
@@ -190,8 +203,80 @@ fn interop() -> Result {
             .env("PROTOO_INTEROP_REQUIRE", "1")
             .env("PROTOO_ROOM_BIN", examples.join("room"))
             .env("PROTOO_RUST_PEER_BIN", examples.join("rust_peer"))
-            .env("PROTOO_BOT_BIN", examples.join("bot")),
+            .env("PROTOO_BOT_BIN", examples.join("bot"))
+            .env("PROTOO_REDIS_SERVER", redis_server),
     )
+}
+
+/// Installs a Debian package with apt-get when `binary` is missing (as
+/// root; otherwise says what to run). Never downloads a prebuilt binary.
+fn apt_install(package: &str, binary: &Path) -> Result {
+    if binary.exists() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "{} is missing: run `sudo apt-get update && sudo apt-get install -y {package}` \
+             (or run cargo xtask ci as root, which installs it)",
+            binary.display()
+        ));
+    }
+    run(
+        &format!("apt-get update (for {package})"),
+        Command::new("apt-get").args(["update", "-q"]),
+    )?;
+    run(
+        &format!("apt-get install {package}"),
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    if binary.exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "apt-get installed {package}, but {} is missing",
+            binary.display()
+        ))
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// Without the `redis` feature, nothing Redis-related is in the server,
+/// the client or the examples' dependency trees.
+fn check_no_redis_without_the_feature() -> Result {
+    println!("\n==> without the redis feature, no Redis client in the dependency tree");
+    let out = cargo()
+        .args([
+            "tree",
+            "-p",
+            "protoo-server",
+            "-p",
+            "protoo-client",
+            "-p",
+            "protoo-examples",
+        ])
+        .args(["-e", "normal", "--prefix", "none"])
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    let tree = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success()
+        || tree
+            .lines()
+            .any(|l| l.starts_with("redis ") || l.starts_with("protoo-redis "))
+    {
+        return Err(format!(
+            "a Redis crate is built without the redis feature:\n{tree}"
+        ));
+    }
+    println!("<== ok");
+    Ok(())
 }
 
 /// `cargo package` builds each crate against the packages of the others

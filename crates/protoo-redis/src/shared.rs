@@ -516,10 +516,10 @@ impl Shared {
     /// nodes missed): what the application makes of it, delivered here
     /// when `here`, and published to the other nodes.
     pub(crate) fn announce_lost(&self, room: &str, peer: &str, entry: &str, here: bool) {
-        if let Some(publish) = self.lost_publication(room, peer, entry, here) {
-            if self.send(Op::cmd(publish, None), Class::Publish) {
-                self.stats.published();
-            }
+        if let Some(publish) = self.lost_publication(room, peer, entry, here)
+            && self.send(Op::cmd(publish, None), Class::Publish)
+        {
+            self.stats.published();
         }
     }
 

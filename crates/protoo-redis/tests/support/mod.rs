@@ -23,14 +23,31 @@ use tokio::process::{Child, Command};
 /// How long any one expected event may take before the test fails.
 pub const GUARD: Duration = Duration::from_secs(15);
 
-/// A redis-server of the test's own, on a free port, stopped when dropped.
+/// A redis-server of the test's own, on a free port, stopped when dropped;
+/// or the one the run shares.
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
 }
 
 impl RedisServer {
-    /// Starts one on a free port.
+    /// The redis-server `cargo xtask ci` started for the run
+    /// (`PROTOO_REDIS_URL`), if any, else one of the test's own: for tests
+    /// that neither restart, pause nor reconfigure it (each test keeps to
+    /// its own key prefix).
+    pub async fn shared() -> RedisServer {
+        let url = std::env::var("PROTOO_REDIS_URL").ok();
+        let port = url
+            .as_deref()
+            .and_then(|url| url.rsplit(':').next())
+            .and_then(|port| port.trim_end_matches('/').parse().ok());
+        match port {
+            Some(port) => RedisServer { child: None, port },
+            None => RedisServer::start().await,
+        }
+    }
+
+    /// Starts one of the test's own on a free port.
     pub async fn start() -> RedisServer {
         for _ in 0..5 {
             let port = free_port();
