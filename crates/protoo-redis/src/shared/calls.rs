@@ -1,0 +1,317 @@
+//! The calls of the core, as this node carries them to Redis: membership,
+//! presence, broadcasts, messages to a peer elsewhere, and the
+//! announcement of members lost with their node.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use protoo_core::cluster::{LostMember, PeerMessage, PeerReply};
+use protoo_core::{Frame, Payload, RequestError};
+use redis::{Cmd, Value};
+use tokio::sync::oneshot;
+
+use super::{Answer, Class, Op, Shared, lock};
+use crate::scripts;
+use crate::wire::{self, Message, ToPeer};
+
+/// The calls of the core ([`ClusterBackend`](protoo_core::cluster::ClusterBackend)).
+impl Shared {
+    /// Returns the member's incarnation, and whether it is the room's
+    /// first member here.
+    pub(crate) fn add_member(&self, room: &str, peer: &str) -> (u64, bool) {
+        let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
+        let mut local = lock(&self.local);
+        let first = !local.rooms.contains_key(room);
+        local
+            .rooms
+            .entry(room.to_owned())
+            .or_default()
+            .insert(peer.to_owned(), incarnation);
+        (incarnation, first)
+    }
+
+    /// Queues the registration of a new member; the reply says what it
+    /// replaced (`None`: not sent, the next resync registers it).
+    pub(crate) fn register(
+        &self,
+        room: &str,
+        peer: &str,
+        incarnation: u64,
+        first: bool,
+        replace: bool,
+    ) -> Option<oneshot::Receiver<Value>> {
+        if first && self.is_up() {
+            self.send_control(Op::Subscribe(room.to_owned()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let cmd = scripts::cmd::register(
+            &self.keys.room(room),
+            &self.keys.node_rooms,
+            peer,
+            &self.entry_prefix(incarnation),
+            room,
+            replace,
+            &self.keys.node_prefix(),
+            &self.node_id,
+            self.rooms_ttl(),
+        );
+        self.send(Op::cmd(cmd, Some(tx)), Class::Membership)
+            .then_some(rx)
+    }
+
+    pub(crate) fn presence_set(&self, room: &str, peer: &str, info: &Payload) {
+        let Some(incarnation) = self.incarnation(room, peer) else {
+            return;
+        };
+        let cmd = scripts::cmd::set_info(
+            &self.keys.room(room),
+            peer,
+            &self.entry_prefix(incarnation),
+            info.as_bytes(),
+        );
+        self.send(Op::cmd(cmd, None), Class::Membership);
+    }
+
+    pub(super) fn incarnation(&self, room: &str, peer: &str) -> Option<u64> {
+        lock(&self.local).rooms.get(room)?.get(peer).copied()
+    }
+
+    pub(crate) fn member_removed(&self, room: &str, peer: &str) {
+        let (incarnation, last) = {
+            let mut local = lock(&self.local);
+            let Some(peers) = local.rooms.get_mut(room) else {
+                return;
+            };
+            let Some(incarnation) = peers.remove(peer) else {
+                return;
+            };
+            let last = peers.is_empty();
+            if last {
+                local.rooms.remove(room);
+            }
+            (incarnation, last)
+        };
+        let cmd = scripts::cmd::remove(
+            &self.keys.room(room),
+            &self.keys.node_rooms,
+            peer,
+            &self.entry_prefix(incarnation),
+            room,
+            last,
+        );
+        if self.send(Op::cmd(cmd, None), Class::Membership) && last {
+            self.send_control(Op::Unsubscribe(room.to_owned()));
+        }
+    }
+
+    pub(crate) fn broadcast(&self, room: &str, frame: &Frame, except: &[&str], listed_only: bool) {
+        let message = Message::Broadcast {
+            from: &self.node_id,
+            except: except.to_vec(),
+            listed_only,
+            frame: frame.as_bytes(),
+        };
+        self.publish(&self.keys.room(room), &message);
+    }
+
+    /// The listed members of `room` on live nodes; `None` if Redis cannot
+    /// tell now.
+    pub(crate) async fn presence(
+        self: Arc<Self>,
+        room: String,
+    ) -> Option<Vec<protoo_core::Presence>> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = scripts::cmd::presence(
+            &self.keys.room(&room),
+            &self.keys.node_prefix(),
+            &self.keys.nodes,
+            &self.node_id,
+        );
+        if !self.send(Op::cmd(cmd, Some(tx)), Class::Query) {
+            return None;
+        }
+        let value = tokio::time::timeout(self.config.response_timeout, rx)
+            .await
+            .ok()?
+            .ok()?;
+        let strings = strings(value)?;
+        let mut listed = Vec::with_capacity(strings.len() / 2);
+        for pair in strings.chunks_exact(2) {
+            if let Ok(info) = Payload::from_json(pair[1].clone()) {
+                listed.push(protoo_core::Presence::new(pair[0].clone(), info));
+            }
+        }
+        Some(listed)
+    }
+
+    /// A message for a peer on another node, routed by its entry.
+    pub(crate) async fn to_peer(
+        self: Arc<Self>,
+        room: String,
+        peer: String,
+        message: PeerMessage,
+    ) -> PeerReply {
+        let (payload, token) = match &message {
+            PeerMessage::Notify(frame) => (
+                wire_to_peer(&room, &peer, ToPeer::Notify(frame.as_bytes())),
+                None,
+            ),
+            PeerMessage::Request { method, data } => {
+                let (token, rx) = self.token();
+                let request = ToPeer::Request {
+                    method,
+                    data: data.as_str(),
+                    reply_to: &self.node_id,
+                    token,
+                };
+                (wire_to_peer(&room, &peer, request), Some((token, rx)))
+            }
+            _ => (wire_to_peer(&room, &peer, ToPeer::Close), None),
+        };
+        let (tx, rx) = oneshot::channel();
+        let cmd = scripts::cmd::route(
+            &self.keys.room(&room),
+            &peer,
+            &self.keys.node_prefix(),
+            &payload,
+        );
+        let routed = self.send(Op::cmd(cmd, Some(tx)), Class::Query)
+            && matches!(
+                tokio::time::timeout(self.config.response_timeout, rx).await,
+                Ok(Ok(Value::Int(receivers))) if receivers > 0
+            );
+        match token {
+            None if routed => Ok(None),
+            None => Err(RequestError::PeerClosed),
+            Some((token, _)) if !routed => {
+                self.forget(token);
+                Err(RequestError::PeerClosed)
+            }
+            Some((token, rx)) => match self.wait_for(token, rx, self.config.request_wait).await {
+                Some(Answer::Reply(reply)) => reply,
+                _ => Err(RequestError::Timeout),
+            },
+        }
+    }
+
+    /// After a registration: close the peer with this id on the live node
+    /// that had it, and wait until that node handled its close.
+    pub(crate) async fn replace_elsewhere(&self, room: &str, peer: &str, previous: &str) {
+        let Some((incarnation, _)) = previous.split_once('|') else {
+            return;
+        };
+        let Some((node, _)) = incarnation.split_once(':') else {
+            return;
+        };
+        let (token, rx) = self.token();
+        let message = Message::Replace {
+            room,
+            peer,
+            incarnation,
+            reply_to: &self.node_id,
+            token,
+        };
+        if !self.publish(&self.keys.node_of(node), &message) {
+            self.forget(token);
+            return;
+        }
+        if self
+            .wait_for(token, rx, self.config.replace_wait)
+            .await
+            .is_none()
+        {
+            tracing::debug!(
+                room,
+                peer,
+                node,
+                "the replaced peer's node did not answer in time"
+            );
+        }
+    }
+
+    /// Announces a member lost with its node (or whose departure other
+    /// nodes missed): what the application makes of it, delivered here
+    /// when `here`, and published to the other nodes.
+    pub(crate) fn announce_lost(&self, room: &str, peer: &str, entry: &str, here: bool) {
+        if let Some(publish) = self.lost_publication(room, peer, entry, here)
+            && self.send(Op::cmd(publish, None), Class::Publish)
+        {
+            self.stats.published();
+        }
+    }
+
+    /// [`Shared::announce_lost`], with the publish handed back to the
+    /// caller rather than queued.
+    pub(crate) fn lost_publication(
+        &self,
+        room: &str,
+        peer: &str,
+        entry: &str,
+        here: bool,
+    ) -> Option<Cmd> {
+        let node = self.node()?;
+        let info = entry
+            .split_once('|')
+            .map(|(_, info)| info)
+            .filter(|info| !info.is_empty())
+            .and_then(|info| Payload::from_json(info).ok());
+        let member = LostMember::new(room, peer, info);
+        self.stats.member_lost();
+        let frame = node.lost_frame(&member)?;
+        let except = [peer];
+        if here {
+            node.deliver(room, &frame, &except, false);
+        }
+        let message = Message::Broadcast {
+            from: &self.node_id,
+            except: except.to_vec(),
+            listed_only: false,
+            frame: frame.as_bytes(),
+        };
+        Some(scripts::cmd::publish(
+            &self.keys.room(room),
+            &wire::encode(&message),
+        ))
+    }
+
+    /// Every member of this node (room, peer, incarnation), grouped by room.
+    pub(crate) fn local_rooms(&self) -> Vec<(String, Vec<(String, u64)>)> {
+        lock(&self.local)
+            .rooms
+            .iter()
+            .map(|(room, peers)| {
+                let peers = peers
+                    .iter()
+                    .map(|(peer, inc)| (peer.clone(), *inc))
+                    .collect();
+                (room.clone(), peers)
+            })
+            .collect()
+    }
+}
+
+fn wire_to_peer(room: &str, peer: &str, message: ToPeer<'_>) -> Vec<u8> {
+    wire::encode(&Message::ToPeer {
+        room,
+        peer,
+        message,
+    })
+}
+
+/// An array or set of strings (a script's list, a set's members), if
+/// `value` is one.
+pub(crate) fn strings(value: Value) -> Option<Vec<String>> {
+    match value {
+        // RESP3 answers a set (SMEMBERS) as a set.
+        Value::Array(items) | Value::Set(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+                Value::SimpleString(text) => Some(text),
+                _ => None,
+            })
+            .collect(),
+        Value::Nil => Some(Vec::new()),
+        _ => None,
+    }
+}

@@ -1,0 +1,301 @@
+//! The state of one node, shared by its [`RedisCluster`](crate::RedisCluster)
+//! handles, its link task and its heartbeat task: what this node has in
+//! which room and the queue of commands to Redis. `calls.rs` carries the
+//! core's calls to Redis, `inbound.rs` what other nodes send.
+
+mod calls;
+mod inbound;
+
+pub(crate) use calls::strings;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use protoo_core::cluster::{LocalNode, PeerReply};
+use protoo_core::transport::{ByteQueue, Refused, Weigh};
+use redis::{Cmd, Value};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use crate::keys::Keys;
+use crate::stats::Stats;
+use crate::wire::{self, Message};
+use crate::{RedisConfig, scripts};
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One step for the link task, in the order it was queued.
+pub(crate) enum Op {
+    /// A command, sent in a pipeline with its neighbours; its reply goes to
+    /// `reply`, if anyone waits for it.
+    Cmd {
+        cmd: Cmd,
+        weight: usize,
+        reply: Option<oneshot::Sender<Value>>,
+    },
+    /// Subscribe to a room's channel (a room's first member on this node).
+    Subscribe(String),
+    /// Unsubscribe from it (its last member left).
+    Unsubscribe(String),
+}
+
+impl Op {
+    pub(crate) fn cmd(cmd: Cmd, reply: Option<oneshot::Sender<Value>>) -> Op {
+        let weight = OP_OVERHEAD + cmd.args_iter().map(|arg| arg_len(&arg)).sum::<usize>();
+        Op::Cmd { cmd, weight, reply }
+    }
+}
+
+fn arg_len(arg: &redis::Arg<&[u8]>) -> usize {
+    match arg {
+        redis::Arg::Simple(bytes) => bytes.len(),
+        _ => 8,
+    }
+}
+
+/// What an op costs beyond its arguments' bytes (the command's own memory).
+const OP_OVERHEAD: usize = 64;
+
+impl Weigh for Op {
+    fn weight(&self) -> usize {
+        match self {
+            Op::Cmd { weight, .. } => *weight,
+            Op::Subscribe(room) | Op::Unsubscribe(room) => OP_OVERHEAD + room.len(),
+        }
+    }
+}
+
+/// How an op is queued.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// A publish: dropped (and counted) when the link is down or the queue
+    /// is over its limit.
+    Publish,
+    /// A change of this node's membership: when it cannot be sent, the
+    /// node registers all its members again later (a resync).
+    Membership,
+    /// A question (presence, routing): its asker falls back at once.
+    Query,
+}
+
+/// Something a node waits for from another node.
+pub(crate) enum Answer {
+    /// A replacement is done.
+    Done,
+    /// A request's outcome.
+    Reply(PeerReply),
+}
+
+/// This node's members, as the backend knows them: room → peer →
+/// incarnation (a number per admission on this node).
+#[derive(Default)]
+struct Local {
+    rooms: HashMap<String, HashMap<String, u64>>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) node_id: Arc<str>,
+    pub(crate) config: RedisConfig,
+    pub(crate) keys: Keys,
+    /// Commands and publishes for Redis, in order, bounded in bytes.
+    pub(crate) queue: ByteQueue<Op>,
+    /// Whether the link to Redis is up (and this node registered on it).
+    up: AtomicBool,
+    /// The same, for who waits for it.
+    up_watch: tokio::sync::watch::Sender<bool>,
+    /// When the link last came up (`Ok`) or went down (`Err`).
+    since: Mutex<Result<Instant, Instant>>,
+    /// Membership changes could not be sent: register everything again.
+    pub(crate) resync: AtomicBool,
+    /// Wakes the link task (a resync is wanted).
+    pub(crate) wake: Notify,
+    local: Mutex<Local>,
+    node: OnceLock<LocalNode>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    next_token: AtomicU64,
+    next_incarnation: AtomicU64,
+    /// Requests from other nodes waiting for this node's peers.
+    incoming_requests: AtomicUsize,
+    pub(crate) stats: Stats,
+}
+
+impl Shared {
+    pub(crate) fn new(config: RedisConfig, node_id: String) -> Self {
+        let keys = Keys::new(&config.prefix, &node_id);
+        Shared {
+            node_id: node_id.into(),
+            keys,
+            // Items are counted in bytes only; an idle node keeps no buffer.
+            queue: ByteQueue::new(config.queue_limit, usize::MAX, 64),
+            config,
+            up: AtomicBool::new(false),
+            up_watch: tokio::sync::watch::Sender::new(false),
+            since: Mutex::new(Err(Instant::now())),
+            resync: AtomicBool::new(false),
+            wake: Notify::new(),
+            local: Mutex::new(Local::default()),
+            node: OnceLock::new(),
+            waiting: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            next_incarnation: AtomicU64::new(1),
+            incoming_requests: AtomicUsize::new(0),
+            stats: Stats::default(),
+        }
+    }
+
+    pub(crate) fn attach(&self, node: LocalNode) {
+        if self.node.set(node).is_err() {
+            tracing::warn!("a RedisCluster serves one Rooms registry: the second is ignored");
+        }
+    }
+
+    pub(crate) fn node(&self) -> Option<&LocalNode> {
+        self.node.get()
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// The link came up (`true`) or went down.
+    pub(crate) fn set_up(&self, up: bool) {
+        let mut since = lock(&self.since);
+        match (*since, up) {
+            (Ok(_), true) | (Err(_), false) => {}
+            _ => {
+                *since = if up {
+                    Ok(Instant::now())
+                } else {
+                    Err(Instant::now())
+                }
+            }
+        }
+        drop(since);
+        self.up.store(up, Ordering::Release);
+        self.stats.set_connected(up);
+        self.up_watch.send_replace(up);
+    }
+
+    /// Waits until the link is up.
+    pub(crate) async fn connected(&self) {
+        let mut up = self.up_watch.subscribe();
+        let _ = up.wait_for(|up| *up).await;
+    }
+
+    /// How long the link has been up.
+    pub(crate) fn up_for(&self) -> Option<Duration> {
+        lock(&self.since).ok().map(|since| since.elapsed())
+    }
+
+    /// How long the link has been down.
+    pub(crate) fn down_for(&self) -> Option<Duration> {
+        lock(&self.since).err().map(|since| since.elapsed())
+    }
+
+    /// `NODE:INCARNATION|`: what a member's entry starts with.
+    pub(crate) fn entry_prefix(&self, incarnation: u64) -> String {
+        format!("{}:{incarnation}|", self.node_id)
+    }
+
+    /// `NODE:`: what every entry of this node starts with.
+    pub(crate) fn own_prefix(&self) -> String {
+        format!("{}:", self.node_id)
+    }
+
+    fn rooms_ttl(&self) -> u64 {
+        self.config.rooms_ttl().as_secs()
+    }
+
+    /// Queues an op of `class`; `false` if it was not queued (and what
+    /// that means for its class is done).
+    fn send(&self, op: Op, class: Class) -> bool {
+        if !self.is_up() {
+            self.not_sent(class);
+            return false;
+        }
+        match self.queue.try_push(op) {
+            Ok(()) => true,
+            Err(Refused::Full(_) | Refused::Closed(_)) => {
+                self.not_sent(class);
+                false
+            }
+        }
+    }
+
+    fn not_sent(&self, class: Class) {
+        match class {
+            Class::Publish => self.stats.publish_dropped(self.is_up()),
+            Class::Membership => {
+                if !self.resync.swap(true, Ordering::AcqRel) {
+                    self.wake.notify_one();
+                }
+            }
+            Class::Query => {}
+        }
+    }
+
+    /// Queues an op that must not be lost while the link is up (control:
+    /// heartbeats, subscriptions; one at a time or one per room, so
+    /// bounded by themselves).
+    pub(crate) fn send_control(&self, op: Op) {
+        if self.is_up() {
+            let _ = self.queue.push(op);
+        }
+    }
+
+    /// Runs `cmd` as a control op and waits for its reply (`None`: the
+    /// link failed, or Redis did not answer in time).
+    pub(crate) async fn query(&self, cmd: Cmd) -> Option<Value> {
+        let (tx, rx) = oneshot::channel();
+        self.send_control(Op::cmd(cmd, Some(tx)));
+        tokio::time::timeout(self.config.response_timeout * 2, rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Publishes `message` on `channel` (in order with everything queued).
+    fn publish(&self, channel: &str, message: &Message<'_>) -> bool {
+        let sent = self.send(
+            Op::cmd(scripts::cmd::publish(channel, &wire::encode(message)), None),
+            Class::Publish,
+        );
+        if sent {
+            self.stats.published();
+        }
+        sent
+    }
+
+    fn token(&self) -> (u64, oneshot::Receiver<Answer>) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting).insert(token, tx);
+        (token, rx)
+    }
+
+    fn forget(&self, token: u64) {
+        lock(&self.waiting).remove(&token);
+    }
+
+    fn answer(&self, token: u64, answer: Answer) {
+        if let Some(tx) = lock(&self.waiting).remove(&token) {
+            let _ = tx.send(answer);
+        }
+    }
+
+    /// Waits for the answer to `token` for at most `wait`.
+    async fn wait_for(
+        &self,
+        token: u64,
+        rx: oneshot::Receiver<Answer>,
+        wait: Duration,
+    ) -> Option<Answer> {
+        let answer = tokio::time::timeout(wait, rx).await;
+        self.forget(token);
+        answer.ok()?.ok()
+    }
+}
