@@ -143,6 +143,8 @@ mod enabled {
             .route(
                 "/metrics",
                 get(move || {
+                    // The per-thread counts first: the scrape is exact.
+                    protoo_server::core::metrics::flush();
                     let text = recorder.render();
                     async move {
                         (

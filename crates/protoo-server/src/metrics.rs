@@ -5,8 +5,10 @@
 //! every item here is empty and compiles to nothing.
 //!
 //! The metrics of every layer are listed, with their labels, in the README.
-//! The application picks the exporter and installs it before the first
-//! peer is created (peers register their handles when they are created):
+//! The application picks the exporter and installs it; what every message
+//! touches reaches it every second, and at once on
+//! [`core::metrics::flush`](crate::core::metrics::flush), which a `/metrics`
+//! handler calls before it renders:
 //!
 //! ```no_run
 //! use metrics_exporter_prometheus::PrometheusBuilder;
@@ -16,9 +18,10 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let prometheus = PrometheusBuilder::new().install_recorder()?;
 //! let mut server = WebSocketServer::bind("127.0.0.1:4443", ServerConfig::default()).await?;
-//! // Serve `prometheus.render()` as `GET /metrics` on an internal address
-//! // (the room example's ops.rs does), and call `prometheus.run_upkeep()`
-//! // every few seconds.
+//! // Serve `GET /metrics` on an internal address (the room example's
+//! // ops.rs does) as `protoo_server::core::metrics::flush()` then
+//! // `prometheus.render()`, and call `prometheus.run_upkeep()` every few
+//! // seconds.
 //! # drop((prometheus, server.next_request()));
 //! # Ok(())
 //! # }

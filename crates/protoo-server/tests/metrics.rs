@@ -58,6 +58,7 @@ impl Scraper {
         let router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
+                protoo_server::core::metrics::flush();
                 let text = handle.render();
                 async move { text }
             }),
