@@ -14,8 +14,8 @@
 //!   protoo-server (see `BENCHMARKS.md`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 mod autobahn;
 mod bench;
@@ -101,7 +101,7 @@ fn ci() -> Result {
     // One redis-server for the cluster tests, stopped (by pid) when `ci`
     // returns, however it returns.
     let redis_binary = redis::ensure()?;
-    let redis_server = redis::Server::start(&redis_binary)?;
+    let redis_server = redis::Server::start(&redis_binary, None)?;
     run(
         "tests",
         cargo()
@@ -403,4 +403,24 @@ fn check_codec_has_no_runtime() -> Result {
         crates.into_iter().collect::<Vec<_>>().join(", ")
     );
     Ok(())
+}
+
+/// Stops a child of ours by its pid: SIGTERM, then SIGKILL after 5 s.
+pub(crate) fn stop_by_pid(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

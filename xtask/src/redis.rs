@@ -53,61 +53,108 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A redis-server of this run, stopped (by pid) when dropped.
+/// A redis-server of this run, stopped (by pid) when dropped, so also when
+/// the run fails.
+#[derive(Debug)]
 pub(crate) struct Server {
     child: Child,
     port: u16,
 }
 
+/// What redis-server prints once it accepts connections.
+const READY: &str = "Ready to accept connections";
+
+/// How long redis-server may take to be ready.
+const READY_WAIT: Duration = Duration::from_secs(20);
+
 impl Server {
-    /// Starts `binary` on a free port and waits for its "Ready to accept
-    /// connections" line.
-    pub(crate) fn start(binary: &Path) -> Result<Server> {
+    /// Starts `binary` on a free port of 127.0.0.1, without persistence
+    /// (`--save "" --appendonly no`), and waits for its "Ready to accept
+    /// connections" line (never a sleep); another port if the one picked
+    /// was taken meanwhile. Its output goes to `log` when given (the
+    /// benchmarks keep it with the run's logs), else nowhere.
+    pub(crate) fn start(binary: &Path, log: Option<&Path>) -> Result<Server> {
+        let mut last = String::new();
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|listener| listener.local_addr())
                 .map_err(|e| format!("no free port: {e}"))?
                 .port();
-            let mut child = Command::new(binary)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-            let stdout = child.stdout.take().ok_or("no stdout")?;
-            let (ready_tx, ready_rx) = mpsc::channel();
-            // Reads its output to the end, so that it never blocks on a
-            // full pipe; says when it is ready.
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout)
-                    .lines()
-                    .map_while(std::io::Result::ok)
-                {
-                    if line.contains("Ready to accept connections") {
-                        let _ = ready_tx.send(());
-                    }
+            match Self::start_on(binary, port, log) {
+                Ok(server) => {
+                    println!("redis-server (pid {}) on 127.0.0.1:{port}", server.pid());
+                    return Ok(server);
                 }
-            });
-            if ready_rx.recv_timeout(Duration::from_secs(20)).is_ok() {
-                println!("redis-server (pid {}) on 127.0.0.1:{port}", child.id());
-                return Ok(Server { child, port });
+                Err(e) => last = e,
             }
-            // Its port was taken meanwhile (it exited), or it hangs.
-            let _ = child.kill();
-            let _ = child.wait();
         }
-        Err("redis-server did not start on a free port".into())
+        Err(format!("redis-server did not start on a free port: {last}"))
     }
 
+    fn start_on(binary: &Path, port: u16, log: Option<&Path>) -> Result<Server> {
+        let mut log_file = match log {
+            Some(log) => {
+                Some(std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?)
+            }
+            None => None,
+        };
+        let mut child = Command::new(binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--logfile", ""])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("redis-server: no stdout".into());
+        };
+        let (ready_tx, ready_rx) = mpsc::channel::<()>();
+        // Reads its output for its whole life (a full pipe would block it),
+        // copies it to the log, and says when it is ready.
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(std::io::Result::ok)
+            {
+                if let Some(file) = &mut log_file {
+                    let _ = writeln!(file, "{line}");
+                }
+                if line.contains(READY) {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let server = Server { child, port };
+        match ready_rx.recv_timeout(READY_WAIT) {
+            Ok(()) => Ok(server),
+            // Dropping it stops it.
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(format!(
+                "redis-server exited before it was ready on port {port}"
+            )),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err(format!("redis-server not ready within {READY_WAIT:?}"))
+            }
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT`.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its process id (for its CPU time).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::stop_by_pid(&mut self.child);
     }
 }

@@ -154,6 +154,14 @@ pub(crate) fn broadcast(id: u64, seq: u64, pad: &str) -> Message {
     text(s)
 }
 
+/// `join` request with data `{"displayName":NAME}` (`name`: no characters
+/// to escape).
+pub(crate) fn join(id: u64, name: &str) -> Message {
+    text(format!(
+        r#"{{"request":true,"id":{id},"method":"join","data":{{"displayName":"{name}"}}}}"#
+    ))
+}
+
 /// Any protoo message, with `data` left as raw JSON.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Incoming<'a> {
@@ -216,6 +224,14 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
         assert_eq!(v["data"]["s"], 42);
         assert_eq!(v["data"]["p"], "xyz");
+        let m = join(4, "s1x2");
+        let t = m.to_text().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
+        assert_eq!(
+            (v["id"].as_u64(), v["method"].as_str()),
+            (Some(4), Some("join"))
+        );
+        assert_eq!(v["data"]["displayName"], "s1x2");
 
         let n = r#"{"notification":true,"method":"chat","data":{"t":5,"s":3,"p":"aa"}}"#;
         let inc = Incoming::parse(n).map(|i| (i.notification, i.stamp().map(|s| (s.t, s.s))));

@@ -32,6 +32,18 @@
 //! - `s9`: one sender in a room of `--peers` (1,000) sends `broadcast` as
 //!   fast as it can (`--in-flight` 64 outstanding): what the server sends
 //!   per second against `--rate-limit` (200) × the members.
+//! - `s10`: S3 across the nodes of a cluster: one `--url` per node (two
+//!   room processes on one Redis), the members split evenly between them,
+//!   the sender on the first; cross-node latency apart; `--redis-pid` adds
+//!   Redis' CPU time to the report.
+//! - `s11`: presence churn across the nodes: connect (to each node in
+//!   turn), `join`, close; 8 concurrent, in one room with one observing
+//!   member per node that must see every session leave, once.
+//!
+//! Several `--url`s (and as many `--pid`s) make a run span the nodes of a
+//! cluster: members are split between them in equal runs, in order
+//! (member 0, the sender where there is one, on the first); server CPU and
+//! RSS are summed over the nodes.
 
 mod client;
 mod hist;
@@ -46,7 +58,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::client::Target;
 use crate::hist::Hist;
-use crate::procfs::Window;
+use crate::procfs::{Procs, Window};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -55,28 +67,33 @@ use crate::procfs::Window;
     about = "protoo load generator (one scenario, one server)"
 )]
 struct Args {
-    /// Server URL, `ws://HOST:PORT/`.
-    #[arg(long)]
-    url: String,
+    /// Server URL, `ws://HOST:PORT/`; once per node of a cluster.
+    #[arg(long, required = true)]
+    url: Vec<String>,
     /// Scenario to run.
     #[arg(long, value_enum)]
     scenario: Scenario,
-    /// Server process id: CPU time and RSS are read from /proc/PID.
+    /// Server process id: CPU time and RSS are read from /proc/PID; once
+    /// per node of a cluster, in the order of `--url`.
     #[arg(long)]
-    pid: Option<u32>,
-    /// Measurement window of the throughput scenarios (s1, s2, s3, s5), seconds.
+    pid: Vec<u32>,
+    /// The cluster's redis-server process id: its CPU time is read from
+    /// /proc/PID over the window.
+    #[arg(long)]
+    redis_pid: Option<u32>,
+    /// Measurement window of the throughput scenarios (s1, s2, s3, s5, s9, s10, s11), seconds.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
     /// Warm-up before the window, seconds (default: a fifth of --duration, at most 1).
     #[arg(long)]
     warmup: Option<f64>,
-    /// Clients (s1: 1, s2: 50) or concurrent churn workers (s5: 8).
+    /// Clients (s1: 1, s2: 50) or concurrent churn workers (s5, s11: 8).
     #[arg(long)]
     clients: Option<usize>,
     /// Requests in flight per client (s1: 1, s2: 4, s9: 64).
     #[arg(long)]
     in_flight: Option<usize>,
-    /// Peers: room size for s3 (100) and s9 (1,000), connected peers for s4 (10,000) and s7 (15,000).
+    /// Peers: room size for s3, s10 (100) and s9 (1,000), connected peers for s4 (10,000) and s7 (15,000).
     #[arg(long)]
     peers: Option<usize>,
     /// s3/s6: broadcasts not yet delivered to every receiver, at most
@@ -122,15 +139,21 @@ enum Scenario {
     S7,
     S8,
     S9,
+    S10,
+    S11,
 }
 
 /// Settings shared by every scenario.
 #[derive(Debug)]
 pub(crate) struct Run {
-    /// The server.
+    /// The server (the first node of a cluster).
     pub(crate) target: Target,
-    /// Its process id, for /proc.
+    /// Every node, `target` first.
+    pub(crate) targets: Vec<Target>,
+    /// The (first) server's process id, for /proc.
     pub(crate) pid: Option<u32>,
+    /// Every process measured in the window: the nodes and Redis.
+    pub(crate) procs: Procs,
     /// Measurement window.
     pub(crate) duration: Duration,
     /// Warm-up before the window.
@@ -139,6 +162,14 @@ pub(crate) struct Run {
     pub(crate) timeout: Duration,
     /// Concurrent connection attempts when connecting many peers.
     pub(crate) connect_concurrency: usize,
+}
+
+impl Run {
+    /// The node member `i` of `total` connects to: the members are split
+    /// into equal runs, one per node, in order (member 0 on the first).
+    pub(crate) fn node_of(&self, i: usize, total: usize) -> usize {
+        (i * self.targets.len() / total.max(1)).min(self.targets.len() - 1)
+    }
 }
 
 /// Errors of a task: counted, and the first few kept.
@@ -216,11 +247,27 @@ impl Report {
         self.set("ops", ops);
         self.setf("secs", w.secs, 3);
         self.setf("rate", ops as f64 / w.secs.max(1e-9), 1);
+        let pct = |us: u64| us as f64 / 1e4 / w.secs.max(1e-9);
         if let Some(cpu) = w.server_cpu_us {
             self.setf("srv_cpu_ms", cpu as f64 / 1e3, 1);
-            self.setf("srv_cpu_pct", cpu as f64 / 1e4 / w.secs.max(1e-9), 1);
+            self.setf("srv_cpu_pct", pct(cpu), 1);
             if ops > 0 {
                 self.setf("srv_cpu_us_per_op", cpu as f64 / ops as f64, 3);
+            }
+        }
+        if !w.node_cpu_us.is_empty() {
+            let nodes: Vec<String> = w
+                .node_cpu_us
+                .iter()
+                .map(|&us| format!("{:.1}", pct(us)))
+                .collect();
+            self.set("node_cpu_pct", nodes.join("+"));
+        }
+        if let Some(cpu) = w.redis_cpu_us {
+            self.setf("redis_cpu_ms", cpu as f64 / 1e3, 1);
+            self.setf("redis_cpu_pct", pct(cpu), 1);
+            if ops > 0 {
+                self.setf("redis_cpu_us_per_op", cpu as f64 / ops as f64, 3);
             }
         }
         if let Some(cpu) = w.client_cpu_us {
@@ -257,13 +304,26 @@ impl Report {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let target = match Target::parse(&args.url) {
+    let targets = match args
+        .url
+        .iter()
+        .map(|u| Target::parse(u))
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(t) => t,
         Err(e) => {
             eprintln!("protoo-bench: {e}");
             return ExitCode::from(2);
         }
     };
+    if !args.pid.is_empty() && args.pid.len() != targets.len() {
+        eprintln!(
+            "protoo-bench: {} --url but {} --pid: give one --pid per --url, or none",
+            targets.len(),
+            args.pid.len()
+        );
+        return ExitCode::from(2);
+    }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(usize::from)
@@ -286,8 +346,13 @@ fn main() -> ExitCode {
         .map(|w| Duration::from_secs_f64(w.clamp(0.0, 600.0)))
         .unwrap_or_else(|| (duration / 5).min(Duration::from_secs(1)));
     let run = Run {
-        target,
-        pid: args.pid,
+        target: targets[0].clone(),
+        pid: args.pid.first().copied(),
+        procs: Procs {
+            servers: args.pid.clone(),
+            redis: args.redis_pid,
+        },
+        targets,
         duration,
         warmup,
         timeout: Duration::from_secs_f64(args.timeout.clamp(1.0, 3600.0)),
@@ -295,6 +360,9 @@ fn main() -> ExitCode {
     };
     let mut report = Report::default();
     report.set("scenario", format!("{:?}", args.scenario));
+    if run.targets.len() > 1 {
+        report.set("nodes", run.targets.len());
+    }
     let outcome = runtime.block_on(async {
         use scenarios::{broadcast, churn, flood, idle, rr};
         match args.scenario {
@@ -318,7 +386,7 @@ fn main() -> ExitCode {
                 )
                 .await
             }
-            Scenario::S3 => {
+            Scenario::S3 | Scenario::S10 => {
                 let peers = args.peers.unwrap_or(100).max(2);
                 let receivers = (peers - 1) as u64;
                 let window = args.window.unwrap_or_else(|| 16_384u64.div_ceil(receivers));
@@ -353,7 +421,24 @@ fn main() -> ExitCode {
             Scenario::S7 => {
                 idle::run(&run, args.peers.unwrap_or(15_000).max(1), true, &mut report).await
             }
-            Scenario::S5 => churn::run(&run, args.clients.unwrap_or(8).max(1), &mut report).await,
+            Scenario::S5 => {
+                churn::run(
+                    &run,
+                    args.clients.unwrap_or(8).max(1),
+                    churn::Cycle::Echo,
+                    &mut report,
+                )
+                .await
+            }
+            Scenario::S11 => {
+                churn::run(
+                    &run,
+                    args.clients.unwrap_or(8).max(1),
+                    churn::Cycle::Join,
+                    &mut report,
+                )
+                .await
+            }
             Scenario::S8 => {
                 flood::ask_flood(
                     &run,

@@ -1,4 +1,6 @@
-//! CPU time and memory of a process, from `/proc` (Linux).
+//! CPU time and memory of the measured processes (the server or the
+//! nodes of a cluster, its Redis, the load generator itself), from `/proc`
+//! (Linux).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -62,37 +64,61 @@ pub(crate) fn rss_kb(pid: Option<u32>) -> Option<u64> {
     status_kb(pid?, "VmRSS")
 }
 
-/// One reading of the server and of this process.
-#[derive(Debug, Clone, Copy)]
+/// The processes a run measures besides itself: the server (one, or the
+/// nodes of a cluster) and, for a cluster, its Redis.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Procs {
+    /// Server process ids (`--pid`, one per node).
+    pub(crate) servers: Vec<u32>,
+    /// The cluster's redis-server (`--redis-pid`).
+    pub(crate) redis: Option<u32>,
+}
+
+/// One reading of the servers, Redis and this process.
+#[derive(Debug, Clone)]
 pub(crate) struct Snap {
     at: Instant,
-    server_cpu_us: Option<u64>,
+    /// CPU time of each server, in the order of [`Procs::servers`].
+    node_cpu_us: Vec<Option<u64>>,
+    redis_cpu_us: Option<u64>,
     client_cpu_us: Option<u64>,
     system_busy_us: Option<u64>,
-    /// Server resident memory in KiB.
+    /// Server resident memory in KiB (summed over the nodes).
     pub(crate) server_rss_kb: Option<u64>,
 }
 
 impl Snap {
-    /// Reads the server `pid` (if known) and this process now.
-    pub(crate) fn take(pid: Option<u32>) -> Self {
+    /// Reads the servers and Redis (those known) and this process now.
+    pub(crate) fn take(procs: &Procs) -> Self {
+        let rss: Option<Vec<u64>> = procs.servers.iter().map(|&p| rss_kb(Some(p))).collect();
         Self {
             at: Instant::now(),
-            server_cpu_us: pid.and_then(|p| cpu_us(Some(p))),
+            node_cpu_us: procs.servers.iter().map(|&p| cpu_us(Some(p))).collect(),
+            redis_cpu_us: procs.redis.and_then(|p| cpu_us(Some(p))),
             client_cpu_us: cpu_us(None),
             system_busy_us: system_busy_us(),
-            server_rss_kb: rss_kb(pid),
+            server_rss_kb: rss.filter(|r| !r.is_empty()).map(|r| r.iter().sum()),
         }
+    }
+
+    /// CPU time of every server together (`None` when one is unknown).
+    fn server_cpu_us(&self) -> Option<u64> {
+        let all: Option<Vec<u64>> = self.node_cpu_us.iter().copied().collect();
+        all.filter(|a| !a.is_empty()).map(|a| a.iter().sum())
     }
 }
 
 /// What happened between two snapshots.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Window {
     /// Wall time in seconds.
     pub(crate) secs: f64,
-    /// Server CPU time in microseconds.
+    /// Server CPU time in microseconds (every node together).
     pub(crate) server_cpu_us: Option<u64>,
+    /// Each node's CPU time in microseconds, when there are several.
+    pub(crate) node_cpu_us: Vec<u64>,
+    /// The cluster's Redis CPU time in microseconds.
+    pub(crate) redis_cpu_us: Option<u64>,
     /// Client (this process) CPU time in microseconds.
     pub(crate) client_cpu_us: Option<u64>,
     /// CPU time of every other process on the machine, microseconds: a
@@ -106,13 +132,28 @@ impl Window {
     /// The window from `a` to `b`.
     pub(crate) fn between(a: &Snap, b: &Snap) -> Self {
         let delta = |b: Option<u64>, a: Option<u64>| b.zip(a).map(|(b, a)| b.saturating_sub(a));
-        let server_cpu_us = delta(b.server_cpu_us, a.server_cpu_us);
+        let server_cpu_us = delta(b.server_cpu_us(), a.server_cpu_us());
+        let node_cpu_us: Vec<u64> = if b.node_cpu_us.len() > 1 {
+            b.node_cpu_us
+                .iter()
+                .zip(&a.node_cpu_us)
+                .map(|(b, a)| delta(*b, *a).unwrap_or(0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let redis_cpu_us = delta(b.redis_cpu_us, a.redis_cpu_us);
         let client_cpu_us = delta(b.client_cpu_us, a.client_cpu_us);
-        let other_cpu_us = delta(b.system_busy_us, a.system_busy_us)
-            .map(|all| all.saturating_sub(server_cpu_us.unwrap_or(0) + client_cpu_us.unwrap_or(0)));
+        let other_cpu_us = delta(b.system_busy_us, a.system_busy_us).map(|all| {
+            all.saturating_sub(
+                server_cpu_us.unwrap_or(0) + client_cpu_us.unwrap_or(0) + redis_cpu_us.unwrap_or(0),
+            )
+        });
         Self {
             secs: b.at.duration_since(a.at).as_secs_f64(),
             server_cpu_us,
+            node_cpu_us,
+            redis_cpu_us,
             client_cpu_us,
             other_cpu_us,
             server_rss_kb: b.server_rss_kb,
@@ -172,5 +213,43 @@ mod tests {
         assert!(system_busy_us().is_some());
         assert!(rss_kb(Some(pid)).is_some_and(|k| k > 0));
         assert!(status_kb(pid, "VmHWM").is_some_and(|k| k > 0));
+    }
+
+    #[test]
+    fn sums_the_nodes_and_counts_redis_apart() {
+        let pid = std::process::id();
+        let procs = Procs {
+            servers: vec![pid, pid],
+            redis: Some(pid),
+        };
+        let a = Snap::take(&procs);
+        // Burn a little CPU so that the window is not empty.
+        let mut x = 0u64;
+        let start = Instant::now();
+        while start.elapsed().as_millis() < 30 {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let b = Snap::take(&procs);
+        let w = Window::between(&a, &b);
+        assert_eq!(w.node_cpu_us.len(), 2);
+        assert_eq!(
+            w.server_cpu_us,
+            Some(w.node_cpu_us.iter().sum::<u64>()),
+            "{w:?}"
+        );
+        assert!(w.redis_cpu_us.is_some());
+        let single = Window::between(
+            &Snap::take(&Procs {
+                servers: vec![pid],
+                redis: None,
+            }),
+            &Snap::take(&Procs {
+                servers: vec![pid],
+                redis: None,
+            }),
+        );
+        assert!(single.node_cpu_us.is_empty() && single.redis_cpu_us.is_none());
+        assert!(Snap::take(&Procs::default()).server_rss_kb.is_none());
     }
 }

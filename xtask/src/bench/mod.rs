@@ -14,17 +14,27 @@
 //! `BENCHMARKS.md` (between the `bench:begin` / `bench:end` markers; the
 //! rest of the file is kept).
 //!
+//! S10 and S11 run on a cluster: a fresh `redis-server` per measured server
+//! and two processes of that server on it (ours and the anchor both with
+//! `--redis`); the load generator spreads the members over both and also
+//! reads Redis' CPU time. The room example is built with the `redis`
+//! feature for every scenario (without `--redis` it behaves exactly as the
+//! build without the feature), so S10 and the one-process S3 it is compared
+//! with run the same binary; the metrics build has it too (`metrics,redis`),
+//! so the overhead comparison differs in the metrics feature alone.
+//!
 //! ```text
 //! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor|floor]
-//!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9]
+//!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9,s10,s11]
 //!                   [--write | --no-write]
 //! ```
 //!
-//! `--smoke` (CI): tiny versions of S1, S2 at 16 KB, S3, S5, S6, S8 and S9 against our
-//! server, against the floor where it serves the scenario, and against the
-//! anchor too when `tests/interop/node_modules` is installed (smoke never
-//! runs npm); dev-profile builds; fails on any error; writes nothing.
-//! Servers and the load generator run under `ulimit -n <hard limit>`.
+//! `--smoke` (CI): tiny versions of S1, S2 at 16 KB, S3, S5, S6, S8, S9, S10
+//! and S11 against our server, against the floor where it serves the
+//! scenario, and against the anchor too when `tests/interop/node_modules`
+//! is installed (smoke never runs npm); dev-profile builds; fails on any
+//! error; writes nothing. Servers and the load generator run under
+//! `ulimit -n <hard limit>`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -36,10 +46,12 @@ use std::time::{Duration, Instant};
 mod overhead;
 mod process;
 mod report;
+mod rows;
 mod scenarios;
 
 use process::*;
 use report::*;
+use rows::*;
 use scenarios::*;
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -76,10 +88,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     };
     if want_ours {
         super::run(
-            "build the room and echo examples",
+            "build the room (with its redis feature) and echo examples",
             super::cargo()
-                .args(["build", "-p", "protoo-examples", "--example", "room"])
-                .args(["--example", "echo"])
+                .args(["build", "-p", "protoo-examples", "--features", "redis"])
+                .args(["--example", "room", "--example", "echo"])
                 .args(profile),
         )?;
     }
@@ -123,6 +135,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
 
     let scenarios = scenarios(&opts);
+    // The cluster scenarios' redis-server (not the floor's business).
+    let redis_binary = if scenarios.iter().any(|sc| sc.nodes > 1) && (want_ours || with_anchor) {
+        Some(super::redis::ensure()?)
+    } else {
+        None
+    };
     let mut results: Vec<Outcome> = Vec::new();
     for sc in &scenarios {
         let against: &[ServerKind] = match (sc.echo, want_ours) {
@@ -155,7 +173,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
         for server in order {
             println!("\n==> {} against {}", sc.title, server.name());
-            let outcome = run_one(sc, server, &bench_bin, &logs, &opts);
+            let outcome = run_one(
+                sc,
+                server,
+                &bench_bin,
+                &logs,
+                redis_binary.as_deref(),
+                &opts,
+            );
             match &outcome.result {
                 Ok(r) => {
                     println!("    {}", r.line);
@@ -300,7 +325,7 @@ impl Opts {
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
                                 [--only ours|anchor|floor] \
-                                [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9] \
+                                [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9,s10,s11] \
                                 [--write|--no-write]"
                         .into());
                 }
@@ -328,7 +353,8 @@ mod tests {
         assert!((o.duration - 2.0).abs() < 1e-9);
         assert_eq!(o.scenarios, Some(vec!["s1".to_owned(), "s3k".to_owned()]));
         assert!(Opts::parse(&args("--bogus")).is_err());
-        assert!(Opts::parse(&args("--scenarios s10")).is_err());
+        assert!(Opts::parse(&args("--scenarios s10,s11")).is_ok());
+        assert!(Opts::parse(&args("--scenarios s12")).is_err());
         assert!(Opts::parse(&args("--duration")).is_err());
     }
 
@@ -425,5 +451,85 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("| 4.0 | – | not served |"), "{t}");
+    }
+
+    #[test]
+    fn cluster_rows_compare_with_s3_and_render() {
+        let ok = |scenario, server, line: &str| Outcome {
+            scenario,
+            server,
+            result: Ok(parsed(line)),
+        };
+        let results = vec![
+            ok("s3", "ours", "rate=1000000 p50_us=9000"),
+            ok("s3", "anchor", "rate=80000"),
+            ok(
+                "s10",
+                "ours",
+                "rate=900000 remote_p50_us=12000 redis_cpu_pct=31.5 srv_cpu_pct=150 \
+                 node_cpu_pct=90.4+59.6 cli_cpu_pct=40 other_cpu_pct=2 delivered_pct=100.00",
+            ),
+            ok("s10", "anchor", "rate=120000 redis_cpu_pct=2"),
+            ok(
+                "s11",
+                "ours",
+                "rate=3000 redis_cpu_us_per_op=80 observed_pct=100.00",
+            ),
+            ok("s11", "anchor", "rate=1000 observed_pct=100.00"),
+        ];
+        let o = Opts::parse(&args("--scenarios s3,s10,s11")).unwrap_or_else(|e| panic!("{e}"));
+        let sc = scenarios(&o);
+        assert_eq!(
+            sc.iter().map(|s| (s.key, s.nodes)).collect::<Vec<_>>(),
+            [("s3", 1), ("s10", 2), ("s11", 2)]
+        );
+        let servers = [
+            ServerKind::Ours {
+                bin: PathBuf::new(),
+            },
+            ServerKind::Anchor {
+                dir: PathBuf::new(),
+            },
+            ServerKind::Floor {
+                bin: PathBuf::new(),
+            },
+        ];
+        let t = table(&sc, &servers, &results, true);
+        for row in [
+            "| S10 broadcast across 2 nodes, room of 100 (50 + 50) | deliveries/s | 900000 | 120000 \
+             | not served | 7.50× |  | ≥ 5× anchor | yes |",
+            "| deliveries/s, ours / S3 (one process, same run) | 0.90× | 1.50× |  |  |  | ≥ 0.8× S3 \
+             | yes |",
+            "| cross-node send→receive p50 (µs) | 12000 | – |  |  |  |  |  |",
+            "| Redis CPU (% of a core) | 32 | 2 |  | 15.75× |  |  |  |",
+            "| 90+60 / 40 / 32 / 2 | ? / ? / ? |",
+            "| sessions/s (connect, join, close) | 3000 | 1000 | not served | 3.00× |",
+            "| sessions seen arriving and leaving on every node (%) | 100.00 | 100.00 |  | 1.00× \
+             |  | ≥ 100 | yes |",
+        ] {
+            assert!(t.contains(row), "{row}\nnot in\n{t}");
+        }
+        // Without S3 in the run, the ratio says so and the target is open.
+        let alone: Vec<_> = results.into_iter().filter(|o| o.scenario != "s3").collect();
+        let t = table(&sc[1..], &servers, &alone, true);
+        assert!(
+            t.contains("| S3 not run | S3 not run |  |  |  | ≥ 0.8× S3 | ? |"),
+            "{t}"
+        );
+
+        // The generated part of BENCHMARKS.md says how the cluster runs.
+        let path = std::env::temp_dir().join(format!("bench-render-{}.md", std::process::id()));
+        std::fs::write(&path, format!("# B\n\n{BEGIN}\nold\n{END}\n\ntail\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let written = write_benchmarks(&path, &super::super::root(), &o, &t, &alone)
+            .and_then(|()| std::fs::read_to_string(&path).map_err(|e| e.to_string()));
+        let _ = std::fs::remove_file(&path);
+        let md = written.unwrap_or_else(|e| panic!("{e}"));
+        assert!(md.starts_with("# B\n\n") && md.ends_with(&format!("{END}\n\ntail\n")));
+        assert!(!md.contains("\nold\n"));
+        assert!(
+            md.contains(CLUSTER_NOTE) && md.contains("s10 ours: rate=900000"),
+            "{md}"
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! Process control: starting a fresh server per scenario (ours, the Node
 //! anchor or the floor) under the file-descriptor limit, optionally pinned to a CPU,
-//! running the load generator against it, and stopping both by pid.
+//! running the load generator against it, and stopping both by pid. A
+//! cluster scenario (S10, S11) starts a fresh redis-server (`redis.rs`) and
+//! two servers on it (`--redis URL --redis-prefix bench`), and stops the
+//! servers, then Redis.
 
 use super::*;
 
@@ -200,24 +203,14 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_by_pid(&mut self.child);
     }
 }
+
+pub(super) use crate::stop_by_pid;
+
+/// The Redis key prefix of the cluster scenarios' servers.
+const REDIS_PREFIX: &str = "bench";
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub(super) fn free_port() -> Result<u16> {
@@ -250,14 +243,16 @@ pub(super) struct Outcome {
     pub(super) result: Result<Parsed>,
 }
 
+/// Runs scenario `sc` against a fresh `kind` server (a fresh cluster of
+/// `sc.nodes` of them on a fresh redis-server, `redis` being its binary).
 pub(super) fn run_one(
     sc: &Scenario,
     kind: &ServerKind,
     bench: &Path,
     logs: &Path,
+    redis: Option<&Path>,
     opts: &Opts,
 ) -> Outcome {
-    let log = logs.join(format!("{}-{}.log", kind.short(), sc.key));
     let outcome = |result| Outcome {
         scenario: sc.key,
         server: kind.short(),
@@ -275,16 +270,46 @@ pub(super) fn run_one(
     ) {
         server_args.extend(sc.ours_args.iter().cloned());
     }
-    let server = match Server::start(kind, &server_args, server_cpus, &log) {
-        Ok(s) => s,
-        Err(e) => return outcome(Err(e)),
+    // Declared before the servers: dropped (stopped) after them, also on
+    // an early return.
+    let cluster = if sc.nodes > 1 {
+        let Some(binary) = redis else {
+            return outcome(Err("no redis-server for a cluster scenario".into()));
+        };
+        let log = logs.join(format!("redis-{}-{}.log", kind.short(), sc.key));
+        match crate::redis::Server::start(binary, Some(&log)) {
+            Ok(r) => Some(r),
+            Err(e) => return outcome(Err(e)),
+        }
+    } else {
+        None
     };
-    let mut args = vec![
-        "--url".to_owned(),
-        server.url.clone(),
-        "--pid".to_owned(),
-        server.pid().to_string(),
-    ];
+    if let Some(r) = &cluster {
+        server_args.extend(["--redis".to_owned(), r.url(), "--redis-prefix".to_owned()]);
+        server_args.push(REDIS_PREFIX.to_owned());
+    }
+    let mut servers = Vec::with_capacity(sc.nodes);
+    for node in 0..sc.nodes {
+        let log = if sc.nodes > 1 {
+            logs.join(format!("{}-{}-node{}.log", kind.short(), sc.key, node + 1))
+        } else {
+            logs.join(format!("{}-{}.log", kind.short(), sc.key))
+        };
+        match Server::start(kind, &server_args, server_cpus, &log) {
+            Ok(s) => servers.push(s),
+            Err(e) => return outcome(Err(e)),
+        }
+    }
+    let mut args = Vec::new();
+    for server in &servers {
+        args.extend(["--url".to_owned(), server.url.clone()]);
+    }
+    for server in &servers {
+        args.extend(["--pid".to_owned(), server.pid().to_string()]);
+    }
+    if let Some(r) = &cluster {
+        args.extend(["--redis-pid".to_owned(), r.pid().to_string()]);
+    }
     args.extend(sc.args.iter().cloned());
     let limit = Duration::from_secs_f64(if opts.smoke {
         60.0
@@ -292,7 +317,9 @@ pub(super) fn run_one(
         300.0 + opts.duration * 2.0
     });
     let result = run_bench(bench, &args, bench_cpus, limit);
-    drop(server);
+    // The nodes leave the cluster while Redis still answers.
+    drop(servers);
+    drop(cluster);
     outcome(result)
 }
 
@@ -349,4 +376,63 @@ pub(super) fn run_bench(
         line: line.to_owned(),
         fields,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// redis-server from `PROTOO_REDIS_SERVER` or PATH; `None` (the test
+    /// is skipped) on a machine without it.
+    fn redis_server() -> Option<PathBuf> {
+        let named = std::env::var_os("PROTOO_REDIS_SERVER").map(PathBuf::from);
+        let on_path = std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("redis-server"))
+                .find(|p| p.is_file())
+        });
+        let found = named.filter(|p| p.is_file()).or(on_path);
+        if found.is_none() {
+            eprintln!("redis-server not found: skipped");
+        }
+        found
+    }
+
+    /// A cluster run whose server cannot start still stops its Redis (by
+    /// pid, SIGTERM: Redis logs it) before it returns.
+    #[test]
+    fn a_failed_cluster_run_stops_its_redis() {
+        let Some(redis) = redis_server() else { return };
+        let opts = Opts::parse(&["--smoke".to_owned()]).unwrap_or_else(|e| panic!("{e}"));
+        let all = scenarios(&opts);
+        let Some(sc) = all.iter().find(|s| s.key == "s10") else {
+            panic!("no s10 in the smoke");
+        };
+        let logs = std::env::temp_dir().join(format!("bench-fail-{}", std::process::id()));
+        std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
+        let kind = ServerKind::Ours {
+            bin: logs.join("no-such-server"),
+        };
+        let outcome = run_one(
+            sc,
+            &kind,
+            Path::new("/nonexistent"),
+            &logs,
+            Some(&redis),
+            &opts,
+        );
+        assert!(outcome.result.is_err());
+        let log = logs.join("redis-ours-s10.log");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let text = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("SIGTERM") || Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = std::fs::remove_dir_all(&logs);
+        assert!(text.contains("Ready to accept connections"), "{text}");
+        assert!(text.contains("SIGTERM"), "{text}");
+    }
 }

@@ -1,360 +1,10 @@
-//! The report: the rows of the table with their targets, the table printed
-//! to stdout, and the generated part of `BENCHMARKS.md`.
+//! The report: the table printed to stdout (rows from `rows.rs`) and the
+//! generated part of `BENCHMARKS.md`.
 
 use super::*;
 
 // ---------------------------------------------------------------------------
 // The table.
-
-/// Whether a larger value is better, for the ratio's reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Better {
-    Higher,
-    Lower,
-    Neither,
-}
-
-#[derive(Debug)]
-pub(super) struct Row {
-    pub(super) scenario: &'static str,
-    pub(super) metric: &'static str,
-    pub(super) key: &'static str,
-    /// Value shown = field / scale.
-    pub(super) scale: f64,
-    pub(super) decimals: usize,
-    pub(super) better: Better,
-    pub(super) target: Target,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Target {
-    None,
-    /// ours / anchor at least this.
-    RatioAtLeast(f64),
-    /// ours no higher than the anchor.
-    NotAboveAnchor,
-    /// ours (in displayed units) at most this.
-    AtMost(f64),
-    /// ours (in displayed units) at least this.
-    AtLeast(f64),
-    /// ours / floor at most this.
-    FloorRatioAtMost(f64),
-}
-
-/// Server CPU per message, ours / floor, at most (S2 and S3 at every size).
-pub(super) const FLOOR_CPU: f64 = 1.10;
-
-pub(super) fn rows(key: &str) -> Vec<Row> {
-    use Better::{Higher, Lower, Neither};
-    let r = |metric, key, scale, decimals, better, target| Row {
-        scenario: "",
-        metric,
-        key,
-        scale,
-        decimals,
-        better,
-        target,
-    };
-    let cpu = |unit| r(unit, "srv_cpu_us_per_op", 1.0, 2, Lower, Target::None);
-    let floor_cpu = |unit| {
-        r(
-            unit,
-            "srv_cpu_us_per_op",
-            1.0,
-            2,
-            Lower,
-            Target::FloorRatioAtMost(FLOOR_CPU),
-        )
-    };
-    // The anchor targets were set for the small messages only.
-    let vs_anchor = |t| if key.contains('-') { Target::None } else { t };
-    let load = r(
-        "CPU in the window, % of a core: server / client / other processes",
-        "@cpu",
-        1.0,
-        0,
-        Neither,
-        Target::None,
-    );
-    match key {
-        "s1" => vec![
-            r(
-                "latency p50 (µs)",
-                "p50_us",
-                1.0,
-                1,
-                Lower,
-                Target::NotAboveAnchor,
-            ),
-            r("latency p99 (µs)", "p99_us", 1.0, 1, Lower, Target::None),
-            r("requests/s", "rate", 1.0, 0, Higher, Target::None),
-            cpu("server CPU per request (µs)"),
-            load,
-        ],
-        "s2" | "s2-4k" | "s2-16k" => vec![
-            r(
-                "requests/s",
-                "rate",
-                1.0,
-                0,
-                Higher,
-                vs_anchor(Target::RatioAtLeast(3.0)),
-            ),
-            r("latency p50 (µs)", "p50_us", 1.0, 1, Lower, Target::None),
-            r("latency p99 (µs)", "p99_us", 1.0, 1, Lower, Target::None),
-            floor_cpu("server CPU per request (µs)"),
-            r(
-                "server RSS (MB)",
-                "srv_rss_kb",
-                1024.0,
-                1,
-                Lower,
-                Target::None,
-            ),
-            load,
-        ],
-        "s3" | "s3k" | "s3-4k" => vec![
-            r(
-                "deliveries/s",
-                "rate",
-                1.0,
-                0,
-                Higher,
-                vs_anchor(Target::RatioAtLeast(5.0)),
-            ),
-            r(
-                "send→receive p50 (µs)",
-                "p50_us",
-                1.0,
-                0,
-                Lower,
-                Target::None,
-            ),
-            r(
-                "send→receive p99 (µs)",
-                "p99_us",
-                1.0,
-                0,
-                Lower,
-                Target::None,
-            ),
-            floor_cpu("server CPU per delivery (µs)"),
-            r(
-                "delivered to every receiver (%)",
-                "delivered_pct",
-                1.0,
-                2,
-                Higher,
-                Target::AtLeast(100.0),
-            ),
-            load,
-        ],
-        "s4" | "s4e" => vec![
-            r(
-                "server RSS per idle peer (KB)",
-                "rss_per_peer_bytes",
-                1000.0,
-                1,
-                Lower,
-                Target::AtMost(5.0),
-            ),
-            r(
-                "peers connected and echoed",
-                "peers_ok",
-                1.0,
-                0,
-                Higher,
-                Target::None,
-            ),
-            r(
-                "connections/s while filling",
-                "rate",
-                1.0,
-                0,
-                Higher,
-                Target::None,
-            ),
-            cpu("server CPU per connection (µs)"),
-        ],
-        "s5" => vec![
-            r(
-                "connections/s (connect, echo, close)",
-                "rate",
-                1.0,
-                0,
-                Higher,
-                Target::RatioAtLeast(3.0),
-            ),
-            r("cycle p50 (µs)", "p50_us", 1.0, 0, Lower, Target::None),
-            r("cycle p99 (µs)", "p99_us", 1.0, 0, Lower, Target::None),
-            cpu("server CPU per connection (µs)"),
-            load,
-        ],
-        "s6" => vec![
-            r(
-                "server RSS growth, peak (MB)",
-                "srv_rss_growth_kb",
-                1024.0,
-                1,
-                Lower,
-                Target::AtMost(2.0 * S6_QUEUE as f64 / 1048576.0),
-            ),
-            r(
-                "delivered to every reader (%)",
-                "delivered_pct",
-                1.0,
-                2,
-                Higher,
-                Target::AtLeast(100.0),
-            ),
-            r(
-                "stalled member: notifications received",
-                "stalled_received",
-                1.0,
-                0,
-                Neither,
-                Target::None,
-            ),
-            r(
-                "stalled member: end",
-                "@stalled",
-                1.0,
-                0,
-                Neither,
-                Target::None,
-            ),
-            r(
-                "deliveries/s to readers",
-                "rate",
-                1.0,
-                0,
-                Higher,
-                Target::None,
-            ),
-        ],
-        "s7" => vec![
-            r(
-                "peers connected and echoed",
-                "peers_ok",
-                1.0,
-                0,
-                Higher,
-                Target::AtLeast(15000.0),
-            ),
-            r(
-                "simultaneous echoes answered",
-                "round_ok",
-                1.0,
-                0,
-                Higher,
-                Target::AtLeast(15000.0),
-            ),
-            r(
-                "all-peer echo round (ms)",
-                "round_ms",
-                1.0,
-                0,
-                Lower,
-                Target::None,
-            ),
-            r(
-                "server RSS per peer (KB)",
-                "rss_per_peer_bytes",
-                1000.0,
-                1,
-                Lower,
-                Target::None,
-            ),
-        ],
-        "s8" => vec![
-            r(
-                "server RSS growth, peak (MB)",
-                "srv_rss_growth_kb",
-                1024.0,
-                1,
-                Lower,
-                Target::AtMost(32.0),
-            ),
-            r(
-                "server RSS, peak (MB)",
-                "srv_rss_peak_kb",
-                1024.0,
-                1,
-                Lower,
-                Target::None,
-            ),
-            r(
-                "asks answered at once (503 over budget)",
-                "answered_503",
-                1.0,
-                0,
-                Neither,
-                Target::None,
-            ),
-            r(
-                "asks held, waiting for the server's request",
-                "unanswered",
-                1.0,
-                0,
-                Neither,
-                Target::None,
-            ),
-            r("asks sent/s", "rate", 1.0, 0, Higher, Target::None),
-        ],
-        "s9" => vec![
-            r(
-                "deliveries/s to the members",
-                "rate",
-                1.0,
-                0,
-                Neither,
-                Target::None,
-            ),
-            r(
-                "limit × members (deliveries/s)",
-                "limit_deliveries_per_s",
-                1.0,
-                0,
-                Neither,
-                Target::None,
-            ),
-            r(
-                "sent / (limit × members)",
-                "of_limit",
-                1.0,
-                3,
-                Neither,
-                Target::AtMost(1.01),
-            ),
-            r(
-                "bytes/s to the members (frame text)",
-                "recv_bytes_per_s",
-                1.0,
-                0,
-                Neither,
-                Target::None,
-            ),
-            r(
-                "limit × members (bytes/s)",
-                "limit_bytes_per_s",
-                1.0,
-                0,
-                Neither,
-                Target::None,
-            ),
-            r(
-                "broadcasts carried out / refused (per s)",
-                "@s9",
-                1.0,
-                0,
-                Neither,
-                Target::None,
-            ),
-            load,
-        ],
-        _ => Vec::new(),
-    }
-}
 
 pub(super) fn cell(p: Option<&Parsed>, row: &Row) -> (String, Option<f64>) {
     let Some(p) = p else {
@@ -371,7 +21,20 @@ pub(super) fn cell(p: Option<&Parsed>, row: &Row) -> (String, Option<f64>) {
             let x = p
                 .num("other_cpu_pct")
                 .map_or("?".into(), |v| format!("{v:.0}"));
-            (format!("{s} / {c} / {x}"), None)
+            // A cluster: each node, and Redis apart.
+            match p.get("node_cpu_pct") {
+                Some(nodes) => {
+                    let nodes: Vec<String> = nodes
+                        .split('+')
+                        .map(|v| v.parse::<f64>().map_or("?".into(), |v| format!("{v:.0}")))
+                        .collect();
+                    let r = p
+                        .num("redis_cpu_pct")
+                        .map_or("?".into(), |v| format!("{v:.0}"));
+                    (format!("{} / {c} / {r} / {x}", nodes.join("+")), None)
+                }
+                None => (format!("{s} / {c} / {x}"), None),
+            }
         }
         "@stalled" => {
             let end = p.get("stalled_end").unwrap_or("?");
@@ -399,6 +62,29 @@ pub(super) fn cell(p: Option<&Parsed>, row: &Row) -> (String, Option<f64>) {
             }
             None => ("–".into(), None),
         },
+    }
+}
+
+/// A row shown as a ratio to another scenario ([`Row::of`]): `p`'s value
+/// over `base`'s, for the same server.
+pub(super) fn relative(
+    p: Option<&Parsed>,
+    base: Option<&Parsed>,
+    base_name: &str,
+    row: &Row,
+) -> (String, Option<f64>) {
+    let Some(p) = p else {
+        return ("failed".into(), None);
+    };
+    let Some(base) = base else {
+        return (format!("{base_name} not run"), None);
+    };
+    match (p.num(row.key), base.num(row.key)) {
+        (Some(v), Some(b)) if b > 0.0 => {
+            let v = v / b;
+            (format!("{v:.*}×", row.decimals), Some(v))
+        }
+        _ => ("–".into(), None),
     }
 }
 
@@ -436,25 +122,29 @@ pub(super) fn table(
          |---|---|---:|---:|---:|---:|---:|---|---|\n",
     );
     for sc in scenarios {
-        let ours = find(sc.key, "ours");
-        let anchor = find(sc.key, "anchor");
-        let floor = find(sc.key, "floor");
+        let value = |server: &str, row: &Row| {
+            let p = find(sc.key, server);
+            match row.of {
+                None => cell(p, row),
+                Some((key, name)) => relative(p, find(key, server), name, row),
+            }
+        };
         for (i, mut row) in rows(sc.key).into_iter().enumerate() {
             row.scenario = if i == 0 { sc.title } else { "" };
             let (o_txt, o) = if has("ours") {
-                cell(ours, &row)
+                value("ours", &row)
             } else {
                 ("–".into(), None)
             };
             let (a_txt, a) = match (has("anchor"), sc.echo) {
-                (true, false) => cell(anchor, &row),
+                (true, false) => value("anchor", &row),
                 // The echo example's scenarios have no Node counterpart.
                 (true, true) if i == 0 => ("not run".into(), None),
                 (true, true) => (String::new(), None),
                 (false, _) => ("–".into(), None),
             };
             let (f_txt, f) = match (has("floor"), sc.floor) {
-                (true, true) => cell(floor, &row),
+                (true, true) => value("floor", &row),
                 // Said once per scenario the floor does not speak.
                 (true, false) if i == 0 => ("not served".into(), None),
                 (true, false) => (String::new(), None),
@@ -472,6 +162,10 @@ pub(super) fn table(
                     ("≤ anchor".into(), yes_no(o.zip(a).map(|(o, a)| o <= a)))
                 }
                 Target::AtMost(t) => (format!("≤ {t}"), yes_no(o.map(|o| o <= t))),
+                Target::OfAtLeast(t) => (
+                    format!("≥ {t}× {}", row.of.map_or("?", |(_, name)| name)),
+                    yes_no(o.map(|o| o >= t)),
+                ),
                 Target::AtLeast(t) => (format!("≥ {t}"), yes_no(o.map(|o| o >= t))),
                 Target::FloorRatioAtMost(t) => (
                     format!("≤ {t:.2}× floor"),
@@ -529,10 +223,15 @@ pub(super) fn write_benchmarks(
          server with no framework around it (default 128 KiB buffers, one writer \
          task per connection, data forwarded as raw JSON): the least a server on \
          tokio-tungstenite costs for the same messages. It answers `echo` and \
-         `broadcast` only, so it runs in S1, S2 and S3 (\"not served\" elsewhere). {}\n\n",
+         `broadcast` only, so it runs in S1, S2 and S3 (\"not served\" elsewhere). {}{}\n\n",
         opts.duration,
         if results.iter().any(|o| o.scenario == "s1") && can_pin() {
             PIN_NOTE
+        } else {
+            ""
+        },
+        if results.iter().any(|o| CLUSTER.contains(&o.scenario)) {
+            CLUSTER_NOTE
         } else {
             ""
         }
@@ -556,6 +255,18 @@ pub(super) fn write_benchmarks(
     };
     std::fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()))
 }
+
+/// How S10 and S11 run, for the generated part of `BENCHMARKS.md`.
+pub(super) const CLUSTER_NOTE: &str = " S10 and S11 run on a cluster: a fresh \
+redis-server 7 (no persistence) for each measured server, and two processes of that server \
+on it (ours: the room example with `--redis`; the anchor: `room-server.js --redis`, \
+protoo-server 4.0.8 with the npm `redis` client, `tests/interop/anchor/cluster.js`); the \
+load generator splits the members between the two, and reads Redis' CPU time from \
+`/proc` over the window as it does the servers'. Their server CPU is both processes \
+together; the CPU row shows each process, the client, Redis and the rest. S10's \
+\"ours / S3\" compares its deliveries per second with S3 in a room of 100 on one process \
+in the same run (the same binary: the room example is built with its `redis` feature \
+for every scenario).";
 
 pub(super) const HEADER: &str = "# Benchmarks\n\n\
 protoo-rs (`examples/room/main.rs`) side by side with the Node original \
@@ -602,7 +313,15 @@ answers by code. Our server runs without rate limits here (`--message-rate 0 \
 - **S9** one sender in a room of 1000 sends `broadcast` requests as fast as it can \
 (64 outstanding); the members count what they receive in the window. Our server runs \
 with `--message-rate 200 --message-burst 400` (the room example's default): it may send \
-at most 200 x 999 notifications a second. The anchor has no rate limit.\n";
+at most 200 x 999 notifications a second. The anchor has no rate limit.\n\
+- **S10** S3 across the two processes of a cluster on one Redis: a room of 100, 50 members \
+on each process, the sender on the first. Deliveries per second (target: at least 0.8x S3 \
+in one process in the same run, and 5x the anchor's cluster), send-to-receive latency (also \
+for the members on the other process alone), Redis' CPU.\n\
+- **S11** presence churn across the two processes: 8 loops of connect (to each process in \
+turn), `join`, close, in one room where one member per process joined first and watches: \
+every `join` answer must list both watchers, and each watcher must get `newPeer` and \
+`peerClosed` for every session, once. Sessions per second, Redis' CPU per session.\n";
 
 pub(super) fn machine(root: &Path) -> String {
     let cores = std::thread::available_parallelism()

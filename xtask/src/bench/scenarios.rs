@@ -1,5 +1,6 @@
 //! The scenarios: what each one measures and the load generator's
-//! arguments for it, full size or as a smoke.
+//! arguments for it, full size or as a smoke; which of them run on a
+//! cluster of two server processes over Redis (S10, S11).
 
 use super::*;
 
@@ -7,9 +8,18 @@ use super::*;
 /// has no such setting and ignores it).
 pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 
-pub(super) const ALL: [&str; 14] = [
+pub(super) const ALL: [&str; 16] = [
     "s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k", "s4", "s4e", "s5", "s6", "s7", "s8", "s9",
+    "s10", "s11",
 ];
+
+/// The scenarios on a cluster: [`CLUSTER_NODES`] server processes (ours
+/// with `--redis`, or the anchor with `--redis`) on a redis-server of their
+/// own.
+pub(super) const CLUSTER: [&str; 2] = ["s10", "s11"];
+
+/// Server processes of a cluster scenario.
+pub(super) const CLUSTER_NODES: usize = 2;
 
 /// The scenarios the floor serves (it answers `echo` and `broadcast` only).
 pub(super) const FLOOR: [&str; 7] = ["s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k"];
@@ -43,6 +53,8 @@ pub(super) struct Scenario {
     pub(super) echo: bool,
     /// Run against the floor too (see [`FLOOR`]).
     pub(super) floor: bool,
+    /// Server processes: 1, or [`CLUSTER_NODES`] on one Redis (see [`CLUSTER`]).
+    pub(super) nodes: usize,
 }
 
 /// Why S1 is pinned.
@@ -62,6 +74,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         pin: false,
         echo: false,
         floor: false,
+        nodes: 1,
     };
     let mut list = if o.smoke {
         vec![
@@ -132,6 +145,34 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                     "s9",
                     "--peers",
                     "20",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
+            sc(
+                "s10",
+                "S10 broadcast across 2 nodes, room of 10",
+                &[
+                    "--scenario",
+                    "s10",
+                    "--peers",
+                    "10",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
+            sc(
+                "s11",
+                "S11 presence churn across 2 nodes, 2 concurrent",
+                &[
+                    "--scenario",
+                    "s11",
+                    "--clients",
+                    "2",
                     "--duration",
                     "0.3",
                     "--warmup",
@@ -220,6 +261,16 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 "S9 rate limit 200/s, room of 1000",
                 &["--scenario", "s9", "--peers", "1000", "--duration", &d],
             ),
+            sc(
+                "s10",
+                "S10 broadcast across 2 nodes, room of 100 (50 + 50)",
+                &["--scenario", "s10", "--peers", "100", "--duration", &d],
+            ),
+            sc(
+                "s11",
+                "S11 presence churn across 2 nodes: connect, join, close; 8 concurrent",
+                &["--scenario", "s11", "--clients", "8", "--duration", &d],
+            ),
         ]
     };
     for s in &mut list {
@@ -239,6 +290,9 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         s.pin = s.key == "s1" && can_pin();
         s.echo = s.key == "s4e";
         s.floor = FLOOR.contains(&s.key);
+        if CLUSTER.contains(&s.key) {
+            s.nodes = CLUSTER_NODES;
+        }
     }
     if let Some(only) = &o.scenarios {
         list.retain(|s| only.iter().any(|k| k == s.key));

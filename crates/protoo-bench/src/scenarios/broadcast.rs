@@ -1,4 +1,5 @@
-//! S3 (broadcast throughput) and S6 (a member that stops reading).
+//! S3 (broadcast throughput), S10 (the same across the nodes of a cluster)
+//! and S6 (a member that stops reading).
 //!
 //! One sender calls `broadcast` with data `{"t":SEND_NS,"s":SEQ[,"p":PAD]}`;
 //! every other member receives `chat` with that data unchanged. The sender is
@@ -13,6 +14,11 @@
 //! read to the end: how many notifications reached it, and whether (with
 //! which close code) the server closed it; the readers' `peerClosed` tells
 //! when.
+//!
+//! S10 is S3 given several nodes (`Run::targets`): the members are split
+//! between them in equal runs (the sender and the first receivers on the
+//! first node), so some deliveries stay on the sender's node and the others
+//! cross Redis; their latency is also reported apart (`remote_*`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,7 +30,7 @@ use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::{DONE, MEASURE, Phase, WARMUP, read_batch};
+use super::{DONE, MEASURE, Phase, WARMUP, connect_many, read_batch};
 use crate::client::{self, Buffers, Incoming, Ws, now_ns};
 use crate::hist::{Local, Shared};
 use crate::procfs::{self, Snap, Window};
@@ -112,9 +118,13 @@ struct Seen {
     errors: Errors,
 }
 
-/// Runs S3 or S6.
+/// Runs S3, S10 (S3 on several nodes) or S6.
 pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(), String> {
-    let room = if opts.stalled { "s6" } else { "s3" };
+    let room = match (opts.stalled, run.targets.len()) {
+        (true, _) => "s6",
+        (false, 1) => "s3",
+        (false, _) => "s10",
+    };
     report.set("peers", opts.receivers + 1 + usize::from(opts.stalled));
     report.set("window", opts.window);
     report.set("size", opts.size);
@@ -131,13 +141,21 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
 
     let flow = Arc::new(Flow::default());
     let hist = Shared::default();
+    // Deliveries to the members on other nodes than the sender's.
+    let remote_hist = Shared::default();
     let (stop, stop_rx) = watch::channel(false);
     let mut readers = Vec::with_capacity(receivers.len() + 1);
-    for ws in receivers {
+    let mut remote_receivers = 0usize;
+    for (k, ws) in receivers.into_iter().enumerate() {
+        let remote = run.node_of(k + 1, opts.receivers + 1) != 0;
+        remote_receivers += usize::from(remote);
         readers.push(tokio::spawn(read_loop(
             ws,
             Arc::clone(&flow),
-            hist.clone(),
+            Hists {
+                all: hist.clone(),
+                remote: remote.then(|| remote_hist.clone()),
+            },
             stop_rx.clone(),
             true,
         )));
@@ -145,7 +163,10 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     let responses = tokio::spawn(read_loop(
         sender_stream,
         Arc::clone(&flow),
-        hist.clone(),
+        Hists {
+            all: hist.clone(),
+            remote: None,
+        },
         stop_rx.clone(),
         false,
     ));
@@ -174,7 +195,7 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     let pad = client::pad(opts.size, client::BROADCAST_FIXED);
     let sampler = procfs::PeakRss::start(run.pid, stop_rx.clone(), Duration::from_millis(10));
     let hwm_before = run.pid.and_then(|p| procfs::status_kb(p, "VmHWM"));
-    let before = Snap::take(run.pid);
+    let before = Snap::take(&run.procs);
     flow.run_start_ns.store(now_ns(), Ordering::SeqCst);
     let writer = {
         let flow = Arc::clone(&flow);
@@ -203,17 +224,17 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
             report.error("not every notification reached every reader in time");
         }
         flow.phase.set(DONE);
-        let end = Snap::take(run.pid);
-        (before, end)
+        let end = Snap::take(&run.procs);
+        (before.clone(), end)
     } else {
         // S3: warm-up, then the measurement window.
         flow.phase.set(WARMUP);
         tokio::time::sleep(run.warmup).await;
-        let a = Snap::take(run.pid);
+        let a = Snap::take(&run.procs);
         flow.phase.set(MEASURE);
         tokio::time::sleep(run.duration).await;
         flow.phase.set(DONE);
-        let b = Snap::take(run.pid);
+        let b = Snap::take(&run.procs);
         match writer.await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => report.error(e),
@@ -234,7 +255,7 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     if opts.stalled {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let after = Snap::take(run.pid);
+    let after = Snap::take(&run.procs);
     let hwm_after = run.pid.and_then(|p| procfs::status_kb(p, "VmHWM"));
     let _ = stop.send(true);
     let sampled = sampler.finish().await;
@@ -266,6 +287,18 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     );
     let h = hist.lock().map(|h| h.clone()).unwrap_or_default();
     report.latency(&h);
+    if remote_receivers > 0 {
+        report.set("remote_receivers", remote_receivers);
+        let r = remote_hist.lock().map(|h| h.clone()).unwrap_or_default();
+        report.setf("remote_p50_us", r.quantile(0.50) as f64 / 1e3, 1);
+        report.setf("remote_p99_us", r.quantile(0.99) as f64 / 1e3, 1);
+        report.set("remote_samples", r.count());
+        // Redis carries one publication per broadcast, whatever the room size.
+        if let (Some(cpu), true) = (w.redis_cpu_us, deliveries > 0) {
+            let broadcasts = deliveries as f64 / n as f64;
+            report.setf("redis_cpu_us_per_broadcast", cpu as f64 / broadcasts, 3);
+        }
+    }
     report.set("sent", sent);
     let min = seen.iter().map(|s| s.chats).min().unwrap_or(0);
     report.setf(
@@ -328,26 +361,12 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     Ok(())
 }
 
-/// Connects `n` reading members, 64 handshakes at a time.
-pub(crate) async fn connect_many(run: &Run, room: &str, n: usize) -> Result<Vec<Ws>, String> {
-    let mut out = Vec::with_capacity(n);
-    let mut i = 0;
-    while i < n {
-        let chunk = (n - i).min(run.connect_concurrency);
-        let mut set = tokio::task::JoinSet::new();
-        for k in i..i + chunk {
-            let target = run.target.clone();
-            let room = room.to_owned();
-            set.spawn(async move {
-                client::connect(&target, &room, &format!("r{k}"), Buffers::Busy).await
-            });
-        }
-        while let Some(r) = set.join_next().await {
-            out.push(r.map_err(|e| e.to_string())??);
-        }
-        i += chunk;
-    }
-    Ok(out)
+/// Where a reader records its send→receive latencies.
+struct Hists {
+    /// Every delivery.
+    all: Shared,
+    /// Also here when the reader is on another node than the sender.
+    remote: Option<Shared>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -395,7 +414,7 @@ async fn write_loop(
 async fn read_loop<S>(
     mut ws: S,
     flow: Arc<Flow>,
-    hist: Shared,
+    hists: Hists,
     mut stop: watch::Receiver<bool>,
     counted: bool,
 ) -> Seen
@@ -403,7 +422,8 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     let mut seen = Seen::default();
-    let mut local = Local::new(&hist);
+    let mut local = Local::new(&hists.all);
+    let mut remote = hists.remote.as_ref().map(Local::new);
     let mut last = 0u64;
     let mut any = false;
     let stopped = async move {
@@ -450,7 +470,11 @@ where
                     last = stamp.s;
                     if flow.phase.get() == MEASURE {
                         seen.in_window += 1;
-                        local.record(now_ns().saturating_sub(stamp.t));
+                        let latency = now_ns().saturating_sub(stamp.t);
+                        local.record(latency);
+                        if let Some(remote) = &mut remote {
+                            remote.record(latency);
+                        }
                     }
                 }
                 Some("peerClosed") if t.as_str().contains(r#""stalled""#) => {
@@ -487,6 +511,7 @@ where
         }
     }
     drop(local);
+    drop(remote);
     seen
 }
 

@@ -25,7 +25,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::broadcast::connect_many;
+use super::connect_many;
 use super::{DONE, MEASURE, Phase, WARMUP, read_batch};
 use crate::client::{self, Buffers, Incoming};
 use crate::procfs::{self, Snap, Window};
@@ -109,7 +109,7 @@ pub(crate) async fn ask_flood(
 
     let sampler = procfs::PeakRss::start(pid, stop_rx.clone(), Duration::from_millis(5));
     let hwm_before = pid.and_then(|p| procfs::status_kb(p, "VmHWM"));
-    let before = Snap::take(pid);
+    let before = Snap::take(&run.procs);
 
     // `{"request":true,"id":N,"method":"ask","data":{"method":"question","data":{"n":N},"p":"…"}}`
     let pad = "x".repeat(size.saturating_sub(120));
@@ -125,14 +125,14 @@ pub(crate) async fn ask_flood(
         }
         sent += 1;
     }
-    let sent_at = Snap::take(pid);
+    let sent_at = Snap::take(&run.procs);
     // The answers a server gives at once arrive now; the others wait for
     // the server's requests to time out, which the run does not wait for.
     let settle = Instant::now() + Duration::from_secs(2);
     while Instant::now() < settle && answers.total() < sent {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let after = Snap::take(pid);
+    let after = Snap::take(&run.procs);
     let hwm_after = pid.and_then(|p| procfs::status_kb(p, "VmHWM"));
     let _ = stop.send(true);
     let sampled = sampler.finish().await;
@@ -300,11 +300,11 @@ pub(crate) async fn rate_flood(
 
     counts.phase.set(WARMUP);
     tokio::time::sleep(run.warmup).await;
-    let a = Snap::take(run.pid);
+    let a = Snap::take(&run.procs);
     counts.phase.set(MEASURE);
     tokio::time::sleep(run.duration).await;
     counts.phase.set(DONE);
-    let b = Snap::take(run.pid);
+    let b = Snap::take(&run.procs);
     let _ = stop.send(true);
     slots.close();
 

@@ -58,7 +58,7 @@ pub(crate) async fn run(
     super::close(probe, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let before = Snap::take(run.pid);
+    let before = Snap::take(&run.procs);
     let counters = Arc::new(Counters::default());
     let connect_hist = Shared::default();
     let round_hist = Shared::default();
@@ -83,7 +83,7 @@ pub(crate) async fn run(
         counters.ready.load(Ordering::SeqCst) + counters.failed.load(Ordering::SeqCst) >= n
     })
     .await;
-    let connected = Snap::take(run.pid);
+    let connected = Snap::take(&run.procs);
     let ready = counters.ready.load(Ordering::SeqCst);
     if !all_in {
         report.error(format!(
@@ -98,7 +98,7 @@ pub(crate) async fn run(
 
     // Let the server settle (handshake buffers freed, allocator trimmed).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let settled = Snap::take(run.pid);
+    let settled = Snap::take(&run.procs);
     if let (Some(b), Some(a)) = (before.server_rss_kb, settled.server_rss_kb) {
         report.set("srv_rss_before_kb", b);
         report.set("srv_rss_kb", a);
@@ -114,14 +114,14 @@ pub(crate) async fn run(
     }
 
     if round {
-        let a = Snap::take(run.pid);
+        let a = Snap::take(&run.procs);
         let _ = signal.send(GO);
         let all = wait_until(deadline, || {
             counters.answered.load(Ordering::SeqCst) + counters.round_failed.load(Ordering::SeqCst)
                 >= ready
         })
         .await;
-        let b = Snap::take(run.pid);
+        let b = Snap::take(&run.procs);
         let answered = counters.answered.load(Ordering::SeqCst);
         if !all {
             report.error(format!(

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::client::{Incoming, Ws};
+use crate::client::{self, Buffers, Incoming, Ws};
 use crate::hist::Shared;
 use crate::procfs::{Snap, Window};
 use crate::{Errors, Report, Run};
@@ -43,11 +43,11 @@ pub(crate) async fn measure(
     report: &mut Report,
 ) {
     tokio::time::sleep(run.warmup).await;
-    let a = Snap::take(run.pid);
+    let a = Snap::take(&run.procs);
     phase.set(MEASURE);
     tokio::time::sleep(run.duration).await;
     phase.set(DONE);
-    let b = Snap::take(run.pid);
+    let b = Snap::take(&run.procs);
 
     let mut ops = 0;
     for worker in workers {
@@ -128,13 +128,57 @@ where
     }
 }
 
+/// Connects `n` reading members, `run.connect_concurrency` handshakes at a
+/// time; returned in order (receiver `k` is member `k + 1` of `n + 1`, the
+/// sender being member 0: see [`Run::node_of`] for the node it is on).
+pub(crate) async fn connect_many(run: &Run, room: &str, n: usize) -> Result<Vec<Ws>, String> {
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
+        let chunk = (n - i).min(run.connect_concurrency);
+        let mut set = tokio::task::JoinSet::new();
+        for k in i..i + chunk {
+            let target = run.targets[run.node_of(k + 1, n + 1)].clone();
+            let room = room.to_owned();
+            set.spawn(async move {
+                let ws = client::connect(&target, &room, &format!("r{k}"), Buffers::Busy).await;
+                (k, ws)
+            });
+        }
+        let mut chunk_out = Vec::with_capacity(chunk);
+        while let Some(r) = set.join_next().await {
+            let (k, ws) = r.map_err(|e| e.to_string())?;
+            chunk_out.push((k, ws?));
+        }
+        chunk_out.sort_by_key(|(k, _)| *k);
+        out.extend(chunk_out.into_iter().map(|(_, ws)| ws));
+        i += chunk;
+    }
+    Ok(out)
+}
+
 /// Sends one echo request and waits for its response; returns the round
 /// trip in nanoseconds.
 pub(crate) async fn echo_once(ws: &mut Ws, id: u64, timeout: Duration) -> Result<u64, String> {
-    let t0 = crate::client::now_ns();
-    ws.send(crate::client::echo(id))
+    request_once(ws, id, "echo", client::echo(id), timeout)
         .await
-        .map_err(|e| format!("send echo: {e}"))?;
+        .map(|(ns, _)| ns)
+}
+
+/// Sends `request` (a `method` request numbered `id`) and waits for its
+/// response, ignoring notifications meanwhile; returns the round trip in
+/// nanoseconds and the response's data (raw JSON, `null` when it has none).
+pub(crate) async fn request_once(
+    ws: &mut Ws,
+    id: u64,
+    method: &str,
+    request: Message,
+    timeout: Duration,
+) -> Result<(u64, String), String> {
+    let t0 = client::now_ns();
+    ws.send(request)
+        .await
+        .map_err(|e| format!("send {method}: {e}"))?;
     let wait = async {
         loop {
             match ws.next().await {
@@ -144,27 +188,28 @@ pub(crate) async fn echo_once(ws: &mut Ws, id: u64, timeout: Duration) -> Result
                     };
                     if inc.response && inc.id == Some(id) {
                         return if inc.ok == Some(true) {
-                            Ok(crate::client::now_ns().saturating_sub(t0))
+                            let data = inc.data.map_or("null", |d| d.get()).to_owned();
+                            Ok((client::now_ns().saturating_sub(t0), data))
                         } else {
                             Err(format!(
-                                "echo rejected: {}",
+                                "{method} rejected: {}",
                                 inc.error_reason.as_deref().unwrap_or("?")
                             ))
                         };
                     }
                 }
                 Some(Ok(Message::Close(f))) => {
-                    return Err(format!("closed before the echo response: {f:?}"));
+                    return Err(format!("closed before the {method} response: {f:?}"));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(format!("read: {e}")),
-                None => return Err("closed before the echo response".to_owned()),
+                None => return Err(format!("closed before the {method} response")),
             }
         }
     };
     tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| "timed out waiting for the echo response".to_owned())?
+        .map_err(|_| format!("timed out waiting for the {method} response"))?
 }
 
 /// Closes politely (close frame, then reads until the server closes), bounded in time.
