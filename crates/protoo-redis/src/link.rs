@@ -267,13 +267,22 @@ async fn flush(
         Value::Array(values) => values,
         other => vec![other],
     };
+    let mut forgot_scripts = false;
     for (reply, value) in replies.drain(..).zip(values) {
         if let Value::ServerError(error) = &value {
+            forgot_scripts |= error.code() == "NOSCRIPT";
             tracing::warn!(%error, "a cluster command failed in Redis");
         }
         if let Some(reply) = reply {
             let _ = reply.send(value);
         }
+    }
+    if forgot_scripts {
+        // Made anew, the link loads them again.
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "Redis forgot the cluster's scripts",
+        )));
     }
     Ok(())
 }
@@ -295,6 +304,11 @@ async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::Redi
 
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
+    // Loaded on every link (a restarted Redis has none), then named by hash.
+    let loads = cmd::load_all().fold(0, |n, load| {
+        pipe.add_command(load);
+        n + 1
+    });
     pipe.add_command(cmd::heartbeat(
         &keys.node,
         &keys.node_rooms,
@@ -337,7 +351,7 @@ async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::Redi
     let Value::Array(values) = values else {
         return Ok(());
     };
-    let mut values = values.into_iter().skip(1);
+    let mut values = values.into_iter().skip(loads + 1);
     let forgotten = values.next().and_then(strings).unwrap_or_default();
     if announce {
         for gone in forgotten.chunks_exact(3) {

@@ -4,15 +4,42 @@
 //! A member's entry in `P:room:{R}` is `NODE:INCARNATION|INFO`: the prefix
 //! up to the `|` names one admission of a peer on one node (its
 //! incarnation), `INFO` is its presence (empty: not listed). Node ids
-//! never hold `:` or `|`. Scripts are sent with `EVAL` (Redis caches them
-//! by hash; nothing to load again after a Redis restart).
+//! never hold `:` or `|`. Each link loads every script once (`SCRIPT
+//! LOAD`, in its first pipeline); commands then name them by hash
+//! (`EVALSHA`), so a script's text is not sent, nor hashed again by Redis,
+//! on every call. A Redis that forgot them (`NOSCRIPT`: flushed, or
+//! another Redis behind the same address) breaks the link, and the next
+//! one loads them again.
+
+use std::sync::OnceLock;
 
 use redis::Cmd;
+
+/// A Lua script and its SHA-1, computed once.
+pub(crate) struct Lua {
+    text: &'static str,
+    sha: OnceLock<String>,
+}
+
+impl Lua {
+    const fn new(text: &'static str) -> Lua {
+        Lua {
+            text,
+            sha: OnceLock::new(),
+        }
+    }
+
+    fn sha(&self) -> &str {
+        self.sha
+            .get_or_init(|| redis::Script::new(self.text).get_hash().to_owned())
+    }
+}
 
 /// Registers a member: sets its entry and returns the one it replaced, with
 /// whether that entry's node is alive; under `refuse`, an entry of another
 /// live node is kept and the newcomer refused.
-const REGISTER: &str = r"
+static REGISTER: Lua = Lua::new(
+    r"
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
 local status = 'new'
 if prev then
@@ -27,32 +54,38 @@ redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 if prev then return {status, prev} end
 return {status}
-";
+",
+);
 
 /// Lists a member with its info, if its entry is still this incarnation's.
-const SET_INFO: &str = r"
+static SET_INFO: Lua = Lua::new(
+    r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v and string.sub(v, 1, #ARGV[2]) == ARGV[2] then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ARGV[3])
   return 1
 end
 return 0
-";
+",
+);
 
 /// Removes a member's entry if it is still this incarnation's (a newer one
 /// elsewhere is left alone); for the node's last member of the room, the
 /// room leaves the node's room set.
-const REMOVE: &str = r"
+static REMOVE: Lua = Lua::new(
+    r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v and string.sub(v, 1, #ARGV[2]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
 if ARGV[4] == '1' then redis.call('SREM', KEYS[2], ARGV[3]) end
 return 0
-";
+",
+);
 
 /// The listed members of a room on live nodes, as `[peer, info, ...]`.
 /// Entries of a node that is neither alive nor known (never to be swept:
 /// its keys expired while no node was there to sweep) are deleted.
-const PRESENCE: &str = r"
+static PRESENCE: Lua = Lua::new(
+    r"
 local all = redis.call('HGETALL', KEYS[1])
 local state = {}
 local out = {}
@@ -77,41 +110,49 @@ for i = 1, #all, 2 do
   end
 end
 return out
-";
+",
+);
 
 /// Publishes a message on the channel of the node that has the member;
 /// returns how many received it (0: no such member, or its node is gone).
-const ROUTE: &str = r"
+static ROUTE: Lua = Lua::new(
+    r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 local node = string.match(v, '^([^:]*):')
 if not node then return 0 end
 return redis.call('PUBLISH', ARGV[2] .. node, ARGV[3])
-";
+",
+);
 
 /// A node's heartbeat; returns 1 if the node was not in the node set (it
 /// was swept, or Redis lost its data): its members must be registered
 /// again.
-const HEARTBEAT: &str = r"
+static HEARTBEAT: Lua = Lua::new(
+    r"
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return redis.call('SADD', KEYS[3], ARGV[1])
-";
+",
+);
 
 /// A dead node (in the node set, no heartbeat) this node now sweeps, if
 /// any: the sweep lock is taken here, once cluster-wide.
-const FIND_DEAD: &str = r"
+static FIND_DEAD: Lua = Lua::new(
+    r"
 for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if n ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. n) == 0 then
     if redis.call('SET', ARGV[2] .. n, ARGV[3], 'NX', 'EX', 60) then return n end
   end
 end
 return false
-";
+",
+);
 
 /// Removes a dead node's entries from a room; returns them, `[peer, entry,
 /// ...]`, so that each is announced exactly once.
-const SWEEP_ROOM: &str = r"
+static SWEEP_ROOM: Lua = Lua::new(
+    r"
 local all = redis.call('HGETALL', KEYS[1])
 local out = {}
 for i = 1, #all, 2 do
@@ -122,20 +163,24 @@ for i = 1, #all, 2 do
   end
 end
 return out
-";
+",
+);
 
 /// After a dead node's rooms are swept: forgets the node (and the sweep
 /// lock: the node is no longer in the node set, nobody sweeps it again).
-const FORGET_NODE: &str = r"
+static FORGET_NODE: Lua = Lua::new(
+    r"
 redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('SREM', KEYS[2], ARGV[1])
 return 0
-";
+",
+);
 
 /// Makes a room's entries of this node what the node has: entries of
 /// members it no longer has are removed (and returned, `[peer, entry,
 /// ...]`), its members are set unless another node holds their id.
-const RESYNC_ROOM: &str = r"
+static RESYNC_ROOM: Lua = Lua::new(
+    r"
 local keep = {}
 local any = false
 for i = 4, #ARGV, 2 do keep[ARGV[i]] = ARGV[i + 1]; any = true end
@@ -159,11 +204,13 @@ if any then
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
 return removed
-";
+",
+);
 
 /// Forgets this node's entries in the rooms of its room set that it no
 /// longer has; returns them, `[room, peer, entry, ...]`.
-const FORGET_ROOMS: &str = r"
+static FORGET_ROOMS: Lua = Lua::new(
+    r"
 local keep = {}
 for i = 3, #ARGV do keep[ARGV[i]] = true end
 local removed = {}
@@ -183,19 +230,38 @@ for _, r in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return removed
-";
+",
+);
 
 /// A node leaving in good order: its heartbeat, its room set and its place
 /// in the node set go (its members have been removed one by one).
-const LEAVE: &str = r"
+static LEAVE: Lua = Lua::new(
+    r"
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[1])
 return 0
-";
+",
+);
 
-fn eval(script: &str, keys: &[&str]) -> Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(script).arg(keys.len());
+/// Every script, as each link loads them.
+static ALL: [&Lua; 12] = [
+    &REGISTER,
+    &SET_INFO,
+    &REMOVE,
+    &PRESENCE,
+    &ROUTE,
+    &HEARTBEAT,
+    &FIND_DEAD,
+    &SWEEP_ROOM,
+    &FORGET_NODE,
+    &RESYNC_ROOM,
+    &FORGET_ROOMS,
+    &LEAVE,
+];
+
+fn eval(script: &Lua, keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.sha()).arg(keys.len());
     for key in keys {
         cmd.arg(*key);
     }
@@ -218,7 +284,7 @@ pub(crate) mod cmd {
         node_id: &str,
         rooms_ttl: u64,
     ) -> Cmd {
-        let mut cmd = eval(REGISTER, &[room_key, node_rooms]);
+        let mut cmd = eval(&REGISTER, &[room_key, node_rooms]);
         cmd.arg(peer)
             .arg(entry)
             .arg(room)
@@ -230,7 +296,7 @@ pub(crate) mod cmd {
     }
 
     pub(crate) fn set_info(room_key: &str, peer: &str, incarnation: &str, info: &[u8]) -> Cmd {
-        let mut cmd = eval(SET_INFO, &[room_key]);
+        let mut cmd = eval(&SET_INFO, &[room_key]);
         cmd.arg(peer).arg(incarnation).arg(info);
         cmd
     }
@@ -243,7 +309,7 @@ pub(crate) mod cmd {
         room: &str,
         last: bool,
     ) -> Cmd {
-        let mut cmd = eval(REMOVE, &[room_key, node_rooms]);
+        let mut cmd = eval(&REMOVE, &[room_key, node_rooms]);
         cmd.arg(peer)
             .arg(incarnation)
             .arg(room)
@@ -252,13 +318,13 @@ pub(crate) mod cmd {
     }
 
     pub(crate) fn presence(room_key: &str, node_prefix: &str, nodes: &str, node_id: &str) -> Cmd {
-        let mut cmd = eval(PRESENCE, &[room_key]);
+        let mut cmd = eval(&PRESENCE, &[room_key]);
         cmd.arg(node_prefix).arg(nodes).arg(node_id);
         cmd
     }
 
     pub(crate) fn route(room_key: &str, peer: &str, node_prefix: &str, payload: &[u8]) -> Cmd {
-        let mut cmd = eval(ROUTE, &[room_key]);
+        let mut cmd = eval(&ROUTE, &[room_key]);
         cmd.arg(peer).arg(node_prefix).arg(payload);
         cmd
     }
@@ -271,7 +337,7 @@ pub(crate) mod cmd {
         ttl_ms: u64,
         rooms_ttl: u64,
     ) -> Cmd {
-        let mut cmd = eval(HEARTBEAT, &[node_key, node_rooms, nodes]);
+        let mut cmd = eval(&HEARTBEAT, &[node_key, node_rooms, nodes]);
         cmd.arg(node_id).arg(ttl_ms).arg(rooms_ttl);
         cmd
     }
@@ -282,19 +348,19 @@ pub(crate) mod cmd {
         sweep_prefix: &str,
         node_id: &str,
     ) -> Cmd {
-        let mut cmd = eval(FIND_DEAD, &[nodes]);
+        let mut cmd = eval(&FIND_DEAD, &[nodes]);
         cmd.arg(node_prefix).arg(sweep_prefix).arg(node_id);
         cmd
     }
 
     pub(crate) fn sweep_room(room_key: &str, dead_prefix: &str) -> Cmd {
-        let mut cmd = eval(SWEEP_ROOM, &[room_key]);
+        let mut cmd = eval(&SWEEP_ROOM, &[room_key]);
         cmd.arg(dead_prefix);
         cmd
     }
 
     pub(crate) fn forget_node(dead_rooms: &str, nodes: &str, sweep_lock: &str, dead: &str) -> Cmd {
-        let mut cmd = eval(FORGET_NODE, &[dead_rooms, nodes, sweep_lock]);
+        let mut cmd = eval(&FORGET_NODE, &[dead_rooms, nodes, sweep_lock]);
         cmd.arg(dead);
         cmd
     }
@@ -307,7 +373,7 @@ pub(crate) mod cmd {
         rooms_ttl: u64,
         entries: impl Iterator<Item = (&'a str, String)>,
     ) -> Cmd {
-        let mut cmd = eval(RESYNC_ROOM, &[room_key, node_rooms]);
+        let mut cmd = eval(&RESYNC_ROOM, &[room_key, node_rooms]);
         cmd.arg(own_prefix).arg(room).arg(rooms_ttl);
         for (peer, entry) in entries {
             cmd.arg(peer).arg(entry);
@@ -321,7 +387,7 @@ pub(crate) mod cmd {
         own_prefix: &str,
         rooms: impl Iterator<Item = &'a str>,
     ) -> Cmd {
-        let mut cmd = eval(FORGET_ROOMS, &[node_rooms]);
+        let mut cmd = eval(&FORGET_ROOMS, &[node_rooms]);
         cmd.arg(room_prefix).arg(own_prefix);
         for room in rooms {
             cmd.arg(room);
@@ -330,9 +396,18 @@ pub(crate) mod cmd {
     }
 
     pub(crate) fn leave(node_key: &str, node_rooms: &str, nodes: &str, node_id: &str) -> Cmd {
-        let mut cmd = eval(LEAVE, &[node_key, node_rooms, nodes]);
+        let mut cmd = eval(&LEAVE, &[node_key, node_rooms, nodes]);
         cmd.arg(node_id);
         cmd
+    }
+
+    /// `SCRIPT LOAD` of every script, for a new link's first pipeline.
+    pub(crate) fn load_all() -> impl Iterator<Item = Cmd> {
+        ALL.iter().map(|script| {
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("LOAD").arg(script.text);
+            cmd
+        })
     }
 
     pub(crate) fn publish(channel: &str, payload: &[u8]) -> Cmd {

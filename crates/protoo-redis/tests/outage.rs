@@ -174,3 +174,33 @@ async fn a_stalled_redis_does_not_make_live_nodes_dead() {
         assert_eq!(node.cluster.stats().lost_members, 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_forgot_the_scripts_gets_them_again() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let nodes = [
+        Node::start(fast(&redis.url(), &prefix)).await,
+        Node::start(fast(&redis.url(), &prefix)).await,
+    ];
+    let a = nodes[0].connect("r", "a").await;
+    a.join("A").await;
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The next script a node runs fails; the node makes its link anew,
+    // loads them again, and carries on: joins list across nodes again.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let b = nodes[1].connect("r", &format!("b{attempt}")).await;
+        if b.join("B").await.contains(&"a".to_owned()) {
+            break;
+        }
+        assert!(attempt < 50, "the nodes did not recover");
+    }
+    assert!(nodes[1].cluster.stats().disconnects + nodes[0].cluster.stats().disconnects >= 1);
+}
