@@ -19,7 +19,7 @@
 //! - [presence](crate::Room::set_presence) is shared: [`Room::presence`](crate::Room::presence)
 //!   lists the peers listed on every node;
 //! - a peer id joining on one node replaces (or, under
-//!   [`DuplicatePolicy::Refuse`], is refused by) a peer with that id on
+//!   [`DuplicatePolicy::Refuse`](crate::DuplicatePolicy::Refuse), is refused by) a peer with that id on
 //!   another node;
 //! - [`Room::notify_peer`](crate::Room::notify_peer),
 //!   [`request_peer`](crate::Room::request_peer) and
@@ -147,6 +147,12 @@ pub trait ClusterBackend: Send + Sync + 'static {
     /// Called once, when the registry is built, with the handle through
     /// which the backend reaches this node's rooms.
     fn attach(&self, node: LocalNode);
+
+    /// This node's id in the cluster, if it has one: the peers' `tracing`
+    /// spans carry it (`node_id`), beside their peer and room ids.
+    fn node_id(&self) -> Option<&str> {
+        None
+    }
 
     /// The peer `peer_id` was admitted into `room_id` on this node (with
     /// the registry's duplicate policy `replace`: `true` for

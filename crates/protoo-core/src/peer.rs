@@ -495,6 +495,9 @@ pub(crate) struct Start {
     /// Taken by [`Start::spawn`].
     stream: Option<Box<dyn FrameStream>>,
     handle: Handle,
+    /// The cluster node the peer is on, for its span (rooms spanning
+    /// several processes).
+    node_id: Option<Arc<str>>,
 }
 
 impl Start {
@@ -504,11 +507,24 @@ impl Start {
 
     /// The span the peer's reader task runs in.
     fn span(&self) -> tracing::Span {
-        tracing::debug_span!(
-            "protoo_peer",
-            peer_id = %self.core.id,
-            room_id = self.core.room_id.as_deref().unwrap_or(""),
-        )
+        match &self.node_id {
+            None => tracing::debug_span!(
+                "protoo_peer",
+                peer_id = %self.core.id,
+                room_id = self.core.room_id.as_deref().unwrap_or(""),
+            ),
+            Some(node_id) => tracing::debug_span!(
+                "protoo_peer",
+                peer_id = %self.core.id,
+                room_id = self.core.room_id.as_deref().unwrap_or(""),
+                node_id = %node_id,
+            ),
+        }
+    }
+
+    /// Names the cluster node the peer is on, in its span.
+    pub(crate) fn set_node_id(&mut self, node_id: Option<&str>) {
+        self.node_id = node_id.map(Arc::from);
     }
 
     pub(crate) fn spawn(mut self) {
@@ -660,6 +676,7 @@ pub(crate) fn build<D>(
         core,
         stream: Some(stream),
         handle,
+        node_id: None,
     };
     (peer, events, start)
 }

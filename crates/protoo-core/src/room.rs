@@ -298,7 +298,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             transport.close();
             return Err(CoreError::DuplicateId(id.to_string()));
         }
-        let (peer, events, start) = build(
+        let (peer, events, mut start) = build(
             id.clone(),
             Some(self.inner.id.clone()),
             transport,
@@ -311,6 +311,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
         // A newcomer is not listed until it says so itself.
         state.presence.remove(&id);
         let gate = self.inner.cluster.as_ref().map(|cluster| {
+            start.set_node_id(cluster.node_id());
             cluster.member_added(&self.inner.id, &id, policy == DuplicatePolicy::Replace)
         });
         let replaced = state.peers.insert(id, peer.clone());

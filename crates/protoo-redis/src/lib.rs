@@ -1,7 +1,7 @@
 //! Rooms of protoo-rs that span several server processes, over Redis.
 //!
 //! Beside the layers of protoo-rs, on `protoo-core`: a
-//! [`ClusterBackend`](protoo_core::cluster::ClusterBackend) that makes every
+//! [`ClusterBackend`] that makes every
 //! process using the same Redis (and the same [prefix](RedisConfig::prefix))
 //! a **node** of one cluster, in which a room of one id is one room. An
 //! application switches to it with one line at startup; its handlers (join
@@ -121,6 +121,7 @@ use protoo_core::cluster::{
 };
 use protoo_core::{Frame, Payload, Presence};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 mod config;
 mod keys;
@@ -184,9 +185,11 @@ impl RedisCluster {
         let first = link::connect(&shared, &client)
             .await
             .map_err(Error::Connect)?;
+        // Everything the node's tasks log says which node it is.
+        let span = tracing::info_span!("protoo_cluster", node_id = %shared.node_id);
         let tasks = vec![
-            tokio::spawn(link::run(shared.clone(), client, first)),
-            tokio::spawn(sweep::run(shared.clone())),
+            tokio::spawn(link::run(shared.clone(), client, first).instrument(span.clone())),
+            tokio::spawn(sweep::run(shared.clone()).instrument(span)),
         ];
         // Started once registered on the link (if that link breaks at once,
         // the node carries on and registers on the next one).
@@ -302,6 +305,10 @@ impl fmt::Debug for RedisCluster {
 impl ClusterBackend for RedisCluster {
     fn attach(&self, node: LocalNode) {
         self.shared().attach(node);
+    }
+
+    fn node_id(&self) -> Option<&str> {
+        Some(&self.shared().node_id)
     }
 
     fn member_added(
