@@ -252,24 +252,10 @@ fn is_root() -> bool {
 /// the client or the examples' dependency trees.
 fn check_no_redis_without_the_feature() -> Result {
     println!("\n==> without the redis feature, no Redis client in the dependency tree");
-    let out = cargo()
-        .args([
-            "tree",
-            "-p",
-            "protoo-server",
-            "-p",
-            "protoo-client",
-            "-p",
-            "protoo-examples",
-        ])
-        .args(["-e", "normal", "--prefix", "none"])
-        .output()
-        .map_err(|e| format!("cargo tree: {e}"))?;
-    let tree = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success()
-        || tree
-            .lines()
-            .any(|l| l.starts_with("redis ") || l.starts_with("protoo-redis "))
+    let tree = dependency_tree(&["protoo-server", "protoo-client", "protoo-examples"], &[])?;
+    if tree
+        .lines()
+        .any(|l| l.starts_with("redis ") || l.starts_with("protoo-redis "))
     {
         return Err(format!(
             "a Redis crate is built without the redis feature:\n{tree}"
@@ -354,16 +340,10 @@ fn target_dir() -> PathBuf {
 fn check_no_metrics_without_the_feature() -> Result {
     println!("\n==> without the metrics feature, no metrics crate in the dependency tree");
     for (features, facade_allowed) in [(&[][..], false), (&["--features", "metrics"][..], true)] {
-        let out = cargo()
-            .args(["tree", "-p", "protoo-server", "-p", "protoo-client"])
-            .args(features)
-            .args(["-e", "normal", "--prefix", "none"])
-            .output()
-            .map_err(|e| format!("cargo tree: {e}"))?;
-        let tree = String::from_utf8_lossy(&out.stdout);
+        let tree = dependency_tree(&["protoo-server", "protoo-client"], features)?;
         let facade = tree.lines().any(|l| l.starts_with("metrics "));
         let exporter = tree.lines().any(|l| l.starts_with("metrics-exporter"));
-        if !out.status.success() || exporter || facade != facade_allowed {
+        if exporter || facade != facade_allowed {
             return Err(format!(
                 "dependency tree with {features:?}: metrics facade {facade}, exporter {exporter}:\n{tree}"
             ));
@@ -376,23 +356,10 @@ fn check_no_metrics_without_the_feature() -> Result {
 /// protoo-codec must stay free of any async runtime.
 fn check_codec_has_no_runtime() -> Result {
     println!("\n==> protoo-codec dependency tree has no tokio");
-    let out = cargo()
-        .args([
-            "tree",
-            "-p",
-            "protoo-codec",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
-        .output()
-        .map_err(|e| format!("cargo tree: {e}"))?;
-    let tree = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success()
-        || tree
-            .lines()
-            .any(|l| l.starts_with("tokio") || l.starts_with("async"))
+    let tree = dependency_tree(&["protoo-codec"], &[])?;
+    if tree
+        .lines()
+        .any(|l| l.starts_with("tokio") || l.starts_with("async"))
     {
         return Err(format!("protoo-codec depends on an async runtime:\n{tree}"));
     }
@@ -403,6 +370,28 @@ fn check_codec_has_no_runtime() -> Result {
         crates.into_iter().collect::<Vec<_>>().join(", ")
     );
     Ok(())
+}
+
+/// The normal dependencies of `packages` with `features` (`cargo tree`
+/// arguments), one crate per line.
+fn dependency_tree(packages: &[&str], features: &[&str]) -> Result<String> {
+    let mut cmd = cargo();
+    cmd.arg("tree");
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    let out = cmd
+        .args(features)
+        .args(["-e", "normal", "--prefix", "none"])
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo tree {packages:?} {features:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Stops a child of ours by its pid: SIGTERM, then SIGKILL after 5 s.

@@ -11,12 +11,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_lists_the_peers_of_every_node_and_new_peer_reaches_them() {
     let redis = RedisServer::shared().await;
-    let prefix = unique_prefix();
-    let nodes = [
-        Node::start(fast(&redis.url(), &prefix)).await,
-        Node::start(fast(&redis.url(), &prefix)).await,
-        Node::start(fast(&redis.url(), &prefix)).await,
-    ];
+    let (_prefix, nodes) = cluster::<3>(&redis).await;
     let mut alice = nodes[0].connect("r", "alice").await;
     assert!(alice.join("Alice").await.is_empty());
     let mut bob = nodes[1].connect("r", "bob").await;
@@ -39,12 +34,7 @@ async fn join_lists_the_peers_of_every_node_and_new_peer_reaches_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_reach_every_other_member_once_in_order() {
     let redis = RedisServer::shared().await;
-    let prefix = unique_prefix();
-    let nodes = [
-        Node::start(fast(&redis.url(), &prefix)).await,
-        Node::start(fast(&redis.url(), &prefix)).await,
-        Node::start(fast(&redis.url(), &prefix)).await,
-    ];
+    let (_prefix, nodes) = cluster::<3>(&redis).await;
     let sender = nodes[0].connect("r", "sender").await;
     sender.join("S").await;
     let mut receivers = Vec::new();
@@ -74,20 +64,10 @@ async fn broadcasts_reach_every_other_member_once_in_order() {
     }
 }
 
-async fn three_nodes(redis: &RedisServer) -> (String, [Node; 3]) {
-    let prefix = unique_prefix();
-    let nodes = [
-        Node::start(fast(&redis.url(), &prefix)).await,
-        Node::start(fast(&redis.url(), &prefix)).await,
-        Node::start(fast(&redis.url(), &prefix)).await,
-    ];
-    (prefix, nodes)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_departure_reaches_every_node_and_join_no_longer_lists_it() {
     let redis = RedisServer::shared().await;
-    let (_prefix, nodes) = three_nodes(&redis).await;
+    let (_prefix, nodes) = cluster::<3>(&redis).await;
     let mut alice = nodes[0].connect("r", "alice").await;
     alice.join("A").await;
     let mut bob = nodes[1].connect("r", "bob").await;
@@ -116,7 +96,7 @@ async fn a_departure_reaches_every_node_and_join_no_longer_lists_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_peer_id_on_another_node_replaces_the_old_peer() {
     let redis = RedisServer::shared().await;
-    let (_prefix, nodes) = three_nodes(&redis).await;
+    let (_prefix, nodes) = cluster::<3>(&redis).await;
     let mut watcher = nodes[2].connect("r", "watcher").await;
     watcher.join("W").await;
     let mut old = nodes[0].connect("r", "alice").await;
@@ -163,7 +143,7 @@ async fn the_same_peer_id_on_another_node_replaces_the_old_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_members_are_announced_gone_once() {
     let redis = RedisServer::shared().await;
-    let (prefix, nodes) = three_nodes(&redis).await;
+    let (prefix, nodes) = cluster::<3>(&redis).await;
     let mut watchers = Vec::new();
     for (i, node) in nodes[1..].iter().enumerate() {
         let watcher = node.connect("r", &format!("watcher{i}")).await;
@@ -216,7 +196,7 @@ async fn a_killed_node_s_members_are_announced_gone_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_key_mentions_a_room_once_its_last_peer_left() {
     let redis = RedisServer::shared().await;
-    let (prefix, nodes) = three_nodes(&redis).await;
+    let (prefix, nodes) = cluster::<3>(&redis).await;
     let a = nodes[0].connect("room-x", "a").await;
     a.join("A").await;
     let mut b = nodes[1].connect("room-x", "b").await;
@@ -258,7 +238,7 @@ async fn no_key_mentions_a_room_once_its_last_peer_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_to_a_peer_by_id_reach_its_node() {
     let redis = RedisServer::shared().await;
-    let (_prefix, nodes) = three_nodes(&redis).await;
+    let (_prefix, nodes) = cluster::<3>(&redis).await;
     let asker = nodes[0].connect("r", "asker").await;
     asker.join("A").await;
     let mut target = nodes[1].connect("r", "target").await;

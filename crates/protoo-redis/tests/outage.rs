@@ -11,11 +11,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_keeps_local_delivery_and_recovers_the_cluster() {
     let mut redis = RedisServer::start().await;
-    let prefix = unique_prefix();
-    let nodes = [
-        Node::start(fast(&redis.url(), &prefix)).await,
-        Node::start(fast(&redis.url(), &prefix)).await,
-    ];
+    let (_prefix, nodes) = cluster::<2>(&redis).await;
     let a1 = nodes[0].connect("r", "a1").await;
     a1.join("A1").await;
     let mut a2 = nodes[0].connect("r", "a2").await;
@@ -54,11 +50,7 @@ async fn a_redis_restart_keeps_local_delivery_and_recovers_the_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_redis_disconnects_for_its_output_buffer_is_made_anew() {
     let redis = RedisServer::start().await;
-    let prefix = unique_prefix();
-    let nodes = [
-        Node::start(fast(&redis.url(), &prefix)).await,
-        Node::start(fast(&redis.url(), &prefix)).await,
-    ];
+    let (_prefix, nodes) = cluster::<2>(&redis).await;
     let sender = nodes[0].connect("r", "sender").await;
     sender.join("S").await;
     let mut receiver = nodes[1].connect("r", "receiver").await;
@@ -139,14 +131,12 @@ async fn publishes_past_the_queue_limit_are_dropped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_does_not_make_live_nodes_dead() {
     let redis = RedisServer::start().await;
-    let prefix = unique_prefix();
-    let config = || {
-        let mut config = fast(&redis.url(), &prefix);
+    let (_prefix, nodes) = cluster_with::<2>(&redis, |mut config| {
         // The links outlast the stall: only the TTLs run out meanwhile.
         config.response_timeout = std::time::Duration::from_secs(10);
         config
-    };
-    let nodes = [Node::start(config()).await, Node::start(config()).await];
+    })
+    .await;
     let mut a = nodes[0].connect("r", "a").await;
     a.join("A").await;
     let mut b = nodes[1].connect("r", "b").await;
@@ -178,11 +168,7 @@ async fn a_stalled_redis_does_not_make_live_nodes_dead() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_forgot_the_scripts_gets_them_again() {
     let redis = RedisServer::start().await;
-    let prefix = unique_prefix();
-    let nodes = [
-        Node::start(fast(&redis.url(), &prefix)).await,
-        Node::start(fast(&redis.url(), &prefix)).await,
-    ];
+    let (_prefix, nodes) = cluster::<2>(&redis).await;
     let a = nodes[0].connect("r", "a").await;
     a.join("A").await;
     let mut conn = redis.connection().await;

@@ -160,6 +160,28 @@ pub fn fast(url: &str, prefix: &str) -> RedisConfig {
         .with_heartbeat(Duration::from_millis(200), Duration::from_millis(600))
 }
 
+/// `N` nodes of a new cluster (a key prefix of its own) on `redis`, with
+/// the fast test timings; the prefix too.
+pub async fn cluster<const N: usize>(redis: &RedisServer) -> (String, [Node; N]) {
+    cluster_with(redis, |config| config).await
+}
+
+/// [`cluster`], each node's settings changed by `tune`.
+pub async fn cluster_with<const N: usize>(
+    redis: &RedisServer,
+    tune: impl Fn(RedisConfig) -> RedisConfig,
+) -> (String, [Node; N]) {
+    let prefix = unique_prefix();
+    let mut nodes = Vec::with_capacity(N);
+    for _ in 0..N {
+        nodes.push(Node::start(tune(fast(&redis.url(), &prefix))).await);
+    }
+    let Ok(nodes) = nodes.try_into() else {
+        unreachable!("N nodes were made");
+    };
+    (prefix, nodes)
+}
+
 /// One node: rooms over a Redis cluster, serving the test application.
 #[derive(Clone)]
 pub struct Node {
