@@ -121,7 +121,6 @@
 mod client;
 mod config;
 mod conn;
-mod read_ahead;
 mod server;
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]

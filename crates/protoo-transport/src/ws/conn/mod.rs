@@ -8,7 +8,11 @@
 //! - [`halves`]: the sink and the stream the application holds;
 //! - [`read`]: the read side (incoming messages, the remote's close, read
 //!   failures and the drain after them);
-//! - [`write`]: the write side (one batch from the queue, one flush);
+//! - [`reader`]: the decoder under it (frames into messages, a read buffer
+//!   that exists only while the connection is busy);
+//! - [`write`]: the write side (queued frames written with vectored writes,
+//!   one flush);
+//! - [`codec`]: frames on the wire (headers, masking);
 //! - [`timer`]: the one timer: keepalive pings, then the close deadline.
 
 use std::fmt;
@@ -20,22 +24,22 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::Instrument;
 
+mod codec;
 mod halves;
 mod read;
+mod reader;
 mod shared;
 mod timer;
 mod write;
+
+use codec::Wire;
+use reader::{Event, ReadError, Reader};
 
 use super::WsConfig;
 use crate::queue::{Outbound, OutboundQueue, Work};
@@ -58,6 +62,8 @@ const READ_BUDGET: usize = 64;
 const ROUNDS: usize = 8;
 /// A write batch that grew past this many frames gives its buffer back.
 const KEEP_BATCH: usize = 16;
+/// Most slices (a header and a payload per frame) in one vectored write.
+const MAX_SLICES: usize = 128;
 /// Close reasons are cut to this many bytes (a close frame's payload is at
 /// most 125 bytes, two of which are the code).
 const MAX_CLOSE_REASON: usize = 123;
@@ -73,8 +79,14 @@ const KEEPALIVE_TIMEOUT: &str = "keepalive timeout";
 use halves::{WsSink, WsStream};
 use shared::{Shared, close};
 
-/// A transport over `ws` and the connection task that drives it.
-pub(crate) fn start<S>(ws: WebSocketStream<S>, config: &WsConfig) -> (Transport, Conn<S>)
+/// A transport over `io`, a stream past its WebSocket handshake (`leftover`:
+/// bytes read past the handshake), and the connection task that drives it.
+pub(crate) fn start<S>(
+    io: S,
+    leftover: Vec<u8>,
+    role: Role,
+    config: &WsConfig,
+) -> (Transport, Conn<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -87,7 +99,7 @@ where
             shared: shared.clone(),
         },
     );
-    (transport, Conn::new(ws, shared, config))
+    (transport, Conn::new(io, leftover, role, shared, config))
 }
 
 /// Runs `conn` on a new tokio task, in the caller's tracing span, keeping
@@ -144,8 +156,8 @@ enum State {
     /// frame, are written; then we read until the remote's close reply and
     /// the end of the stream.
     Closing,
-    /// The remote's close frame arrived: tungstenite answers it; we read
-    /// until the end of the stream.
+    /// The remote's close frame arrived: what was being written, then the
+    /// reply, are written; then the socket is dropped.
     PeerClosed,
     /// Reading failed (a limit, a protocol error): we write our close frame,
     /// shut the socket down and discard input until the remote closes.
@@ -167,17 +179,21 @@ enum Keepalive {
 
 /// The state of one connection task.
 pub(crate) struct Conn<S> {
-    ws: WebSocketStream<S>,
+    io: S,
+    role: Role,
+    reader: Reader,
     shared: Arc<Shared>,
-    /// Frames taken from the queue; `batch[..sent]` were written.
-    batch: Vec<Outbound>,
-    sent: usize,
+    /// Frames to write (taken from the queue, control frames, our close);
+    /// `out[..head]` were written, and `partial` bytes of `out[head]`.
+    out: Vec<Wire>,
+    head: usize,
+    partial: usize,
     /// Written since the last flush.
     flush: bool,
     /// A keepalive ping to write.
     ping: bool,
-    /// A close frame to write after the batch.
-    close: Option<CloseFrame>,
+    /// The payload of the last ping received, to answer with a pong.
+    pong: Option<Bytes>,
     /// Our close frame was flushed.
     close_flushed: bool,
     state: State,
@@ -189,9 +205,6 @@ pub(crate) struct Conn<S> {
     /// A binary message was dropped already: the next ones are logged at
     /// debug level only (the remote chooses how many it sends).
     binary_warned: bool,
-    /// A dropped binary message, kept until the next read so that
-    /// tungstenite does not reclaim (and keep) its large buffer.
-    held: Option<Bytes>,
     /// When the timer fires; `None`: off.
     deadline: Option<Instant>,
     /// `deadline` changed since the timer was last set.
@@ -211,7 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// The socket, for what is written before the connection runs (the
     /// `101` of a pending open).
     pub(crate) fn stream_mut(&mut self) -> &mut S {
-        self.ws.get_mut()
+        &mut self.io
     }
 }
 
@@ -228,7 +241,7 @@ impl<S> fmt::Debug for Conn<S> {
         f.debug_struct("Conn")
             .field("state", &self.state)
             .field("keepalive", &self.keepalive)
-            .field("batch", &self.batch.len())
+            .field("out", &self.out.len())
             .finish_non_exhaustive()
     }
 }
@@ -244,25 +257,27 @@ impl<S> Conn<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    fn new(ws: WebSocketStream<S>, shared: Arc<Shared>, config: &WsConfig) -> Self {
+    fn new(io: S, leftover: Vec<u8>, role: Role, shared: Arc<Shared>, config: &WsConfig) -> Self {
         let deadline = config
             .ping_interval
             .map(|interval| Instant::now() + interval);
         Conn {
-            ws,
+            io,
+            role,
+            reader: Reader::new(role, config, leftover),
             shared,
-            batch: Vec::new(),
-            sent: 0,
+            out: Vec::new(),
+            head: 0,
+            partial: 0,
             flush: false,
             ping: false,
-            close: None,
+            pong: None,
             close_flushed: false,
             state: State::Open,
             keepalive: Keepalive::Idle,
             paused: false,
             linger: false,
             binary_warned: false,
-            held: None,
             deadline,
             rearm: false,
             sleep: Box::pin(tokio::time::sleep_until(
@@ -291,12 +306,13 @@ where
         for _ in 0..ROUNDS {
             let mut progress = false;
             match self.state {
-                State::Open | State::Closing | State::PeerClosed => {
+                State::Open | State::Closing => {
                     progress |= self.read_step(cx);
                     if matches!(self.state, State::Open | State::Closing) {
                         progress |= self.write_step(cx);
                     }
                 }
+                State::PeerClosed => progress |= self.write_step(cx),
                 State::Draining { .. } => progress |= self.drain_step(cx),
                 State::Done => {}
             }
@@ -318,8 +334,8 @@ where
             }
             if !progress {
                 // Idle until woken: keep no write batch buffer meanwhile.
-                if self.batch.is_empty() && self.batch.capacity() > 0 {
-                    self.batch = Vec::new();
+                if self.out.is_empty() && self.out.capacity() > 0 {
+                    self.out = Vec::new();
                 }
                 return Poll::Pending;
             }
@@ -350,20 +366,17 @@ mod tests {
     /// adds its header, about 100 bytes).
     #[tokio::test]
     async fn task_future_size() {
-        use tokio_tungstenite::tungstenite::protocol::Role;
         let (a, _b) = tokio::io::duplex(64);
         let config = WsConfig::default();
-        let ws =
-            WebSocketStream::from_raw_socket(a, Role::Server, Some(config.tungstenite())).await;
-        let (_transport, conn) = start(ws, &config);
+        let (_transport, conn) = start(a, Vec::new(), Role::Server, &config);
         let future = conn.instrument(tracing::Span::current());
         let size = std::mem::size_of_val(&future);
         println!(
-            "connection task future: {size} bytes inline (WebSocketStream<DuplexStream>: {} bytes), plus a boxed Sleep: {} bytes",
-            std::mem::size_of::<WebSocketStream<tokio::io::DuplexStream>>(),
+            "connection task future: {size} bytes inline (Reader: {} bytes), plus a boxed Sleep: {} bytes",
+            std::mem::size_of::<Reader>(),
             std::mem::size_of::<Sleep>()
         );
-        assert!(size < 1024, "task future grew to {size} bytes");
+        assert!(size < 512, "task future grew to {size} bytes");
 
         let tcp = std::mem::size_of::<Conn<tokio::net::TcpStream>>();
         println!("Conn<TcpStream>: {tcp} bytes");
