@@ -44,6 +44,8 @@ const LARGE_BURST: usize = 1024;
 /// A waiting partial frame of at most this many bytes is moved into an
 /// allocation of its size when the connection goes idle.
 const KEEP_PARTIAL: usize = 1024;
+/// Less room than this left in the buffer: make room before reading.
+const MIN_SPARE: usize = 512;
 /// A control frame's payload is at most this long (RFC 6455 5.5).
 const MAX_CONTROL: u64 = 125;
 /// The close code a close frame with an invalid code is answered with,
@@ -170,19 +172,22 @@ impl Reader {
         error
     }
 
-    /// Room to read into: the whole frame when it is larger than the
-    /// buffer, a new chunk when the buffer is full.
+    /// Room to read into: at least a read's worth ([`WsConfig::read_buffer_size`]
+    /// at the start of a burst, [`CHUNK`] after), and the whole frame when
+    /// it is larger.
     fn reserve(&mut self, need: usize) {
-        if need > self.buf.capacity() {
-            self.buf.reserve(need - self.buf.len());
-        } else if self.buf.len() == self.buf.capacity() {
-            let size = if self.large || self.burst > 0 {
-                CHUNK
-            } else {
-                self.first_read
-            };
-            self.buf.reserve(size);
+        let (len, capacity) = (self.buf.len(), self.buf.capacity());
+        if need <= capacity && capacity - len >= MIN_SPARE {
+            return;
         }
+        let size = if self.large || self.burst > 0 {
+            CHUNK
+        } else {
+            self.first_read
+        };
+        // Reuses the allocation (moving what is left to its start) when
+        // nothing else holds it.
+        self.buf.reserve(need.max(len + size) - len);
     }
 
     /// The socket has nothing more for now: an empty buffer is given back,
