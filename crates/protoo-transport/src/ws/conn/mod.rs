@@ -60,9 +60,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 const READ_BUDGET: usize = 64;
 /// Steps in one poll before the task yields to other tasks.
 const ROUNDS: usize = 8;
-/// A write batch that grew past this many frames gives its buffer back.
-const KEEP_BATCH: usize = 16;
-/// Most slices (a header and a payload per frame) in one vectored write.
+/// Most slices in one vectored write.
 const MAX_SLICES: usize = 128;
 /// Close reasons are cut to this many bytes (a close frame's payload is at
 /// most 125 bytes, two of which are the code).
@@ -188,6 +186,9 @@ pub(crate) struct Conn<S> {
     out: Vec<Wire>,
     head: usize,
     partial: usize,
+    /// Headers and small frames copied for the next vectored write; kept
+    /// while the connection is busy.
+    stage: Vec<u8>,
     /// Written since the last flush.
     flush: bool,
     /// A keepalive ping to write.
@@ -269,6 +270,7 @@ where
             out: Vec::new(),
             head: 0,
             partial: 0,
+            stage: Vec::new(),
             flush: false,
             ping: false,
             pong: None,
@@ -333,9 +335,12 @@ where
                 progress = true;
             }
             if !progress {
-                // Idle until woken: keep no write batch buffer meanwhile.
+                // Idle until woken: keep no write buffers meanwhile.
                 if self.out.is_empty() && self.out.capacity() > 0 {
                     self.out = Vec::new();
+                }
+                if self.stage.capacity() > 0 {
+                    self.stage = Vec::new();
                 }
                 return Poll::Pending;
             }
@@ -380,5 +385,97 @@ mod tests {
 
         let tcp = std::mem::size_of::<Conn<tokio::net::TcpStream>>();
         println!("Conn<TcpStream>: {tcp} bytes");
+    }
+
+    /// A stream that takes at most 7 bytes per write (vectored), so that
+    /// frames are cut everywhere: in headers, in staged runs and in
+    /// payloads written from where they are.
+    struct Trickle(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let mut out = self.0.lock().unwrap();
+            let mut room = 7;
+            for buf in bufs {
+                let n = buf.len().min(room);
+                out.extend_from_slice(&buf[..n]);
+                room -= n;
+                if room == 0 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(7 - room))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_cut_anywhere_by_partial_writes_arrive_whole() {
+        let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let config = WsConfig::default();
+        let (transport, conn) = start(Trickle(written.clone()), Vec::new(), Role::Server, &config);
+        let sizes = [10, 2000, 50, 5000, 0, 130, 1024, 1023, 70_000];
+        let texts: Vec<String> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| char::from(b'a' + i as u8).to_string().repeat(n))
+            .collect();
+        for text in &texts {
+            transport.send(Frame::from(text.clone())).unwrap();
+        }
+        let task = tokio::spawn(conn);
+        let total: usize = sizes.iter().map(|n| n + 10).sum();
+        for _ in 0..1000 {
+            if written.lock().unwrap().len() >= total - 8 * sizes.len() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+        let bytes = written.lock().unwrap().clone();
+        let (mut remote, mut local) = tokio::io::duplex(1 << 20);
+        use tokio::io::AsyncWriteExt;
+        remote.write_all(&bytes).await.unwrap();
+        let mut reader = Reader::new(Role::Client, &config, Vec::new());
+        for text in &texts {
+            let event = std::future::poll_fn(|cx| reader.poll_next(&mut local, cx)).await;
+            let Ok(Event::Text(got)) = event else {
+                panic!("{event:?}")
+            };
+            assert_eq!(&got[..], text.as_bytes());
+        }
     }
 }

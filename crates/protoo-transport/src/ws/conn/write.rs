@@ -13,6 +13,38 @@ use std::io::IoSlice;
 
 use super::*;
 
+/// Payloads at least this large go to the socket from where they are (a
+/// slice of their own); smaller frames are copied into the staging buffer.
+const OWN_SLICE: usize = 1024;
+/// Most bytes copied into the staging buffer for one vectored write.
+const MAX_STAGE: usize = 16 * 1024;
+
+/// Copies `bytes` into `stage`, extending the last segment when it ends
+/// where they start.
+fn copy(stage: &mut Vec<u8>, bytes: &[u8], segments: &mut [Segment; MAX_SLICES], n: &mut usize) {
+    let start = stage.len();
+    stage.extend_from_slice(bytes);
+    match segments[..*n].last_mut() {
+        Some(Segment::Staged { end, .. }) if *end == start => *end = stage.len(),
+        _ => {
+            segments[*n] = Segment::Staged {
+                start,
+                end: stage.len(),
+            };
+            *n += 1;
+        }
+    }
+}
+
+/// A slice of the next vectored write.
+#[derive(Clone, Copy, Debug)]
+enum Segment {
+    /// `stage[start..end]`.
+    Staged { start: usize, end: usize },
+    /// `out[index].payload[from..]`.
+    Payload { index: usize, from: usize },
+}
+
 impl<S> Conn<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -30,12 +62,40 @@ where
         self.out.push(Wire::close(self.role, close));
     }
 
-    /// Writes the ping, the batch, the close frame, flushes once, and takes
-    /// more from the queue, until the socket blocks or nothing is left.
+    /// Takes queued frames (topping up what is still to be written, so
+    /// that one vectored write carries both), writes them with control
+    /// frames and the close frame, flushes once, and goes on until the
+    /// socket blocks or nothing is left.
     pub(super) fn write_step(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         loop {
             self.place_control();
+            let mut took = false;
+            if self.state == State::Open {
+                let pending =
+                    self.out[self.head..].iter().map(Wire::len).sum::<usize>() - self.partial;
+                if pending < BATCH_BYTES {
+                    let role = self.role;
+                    let out = &mut self.out;
+                    let taken =
+                        self.shared
+                            .queue
+                            .poll_next_with(cx, BATCH_BYTES - pending, |item| {
+                                out.push(match item {
+                                    Outbound::Text(frame) => Wire::text(role, frame.into_bytes()),
+                                    Outbound::Binary(data) => Wire::binary(role, data),
+                                })
+                            });
+                    match taken {
+                        Poll::Ready(Work::Frames) => took = true,
+                        Poll::Ready(Work::Close(code, reason)) => {
+                            self.begin_close(code, reason);
+                            took = true;
+                        }
+                        Poll::Ready(Work::Done) | Poll::Pending => {}
+                    }
+                }
+            }
             if self.head < self.out.len() {
                 match self.poll_write_out(cx) {
                     Ready::Yes => progress = true,
@@ -51,7 +111,8 @@ where
                 }
             }
             match self.state {
-                State::Open => {}
+                State::Open if took => progress = true,
+                State::Open => return progress,
                 State::Closing => {
                     if !self.close_flushed {
                         // What was queued and our close frame are out:
@@ -67,22 +128,6 @@ where
                     return true;
                 }
                 State::Draining { .. } | State::Done => return progress,
-            }
-            let role = self.role;
-            let out = &mut self.out;
-            let taken = self.shared.queue.poll_next_with(cx, BATCH_BYTES, |item| {
-                out.push(match item {
-                    Outbound::Text(frame) => Wire::text(role, frame.into_bytes()),
-                    Outbound::Binary(data) => Wire::binary(role, data),
-                })
-            });
-            match taken {
-                Poll::Ready(Work::Frames) => progress = true,
-                Poll::Ready(Work::Close(code, reason)) => {
-                    self.begin_close(code, reason);
-                    progress = true;
-                }
-                Poll::Ready(Work::Done) | Poll::Pending => return progress,
             }
         }
     }
@@ -107,26 +152,24 @@ where
         }
     }
 
-    /// Writes `out[head..]`, as many frames per call as fit in
-    /// [`MAX_SLICES`]; `Yes` once all of it is written.
+    /// Writes `out[head..]`; `Yes` once all of it is written. Each call
+    /// passes up to [`MAX_SLICES`] slices: payloads of [`OWN_SLICE`] bytes
+    /// or more as they are (shared, not copied), and everything else
+    /// (headers, small frames) copied into `stage`, one slice per run.
+    /// Many small slices cost the kernel far more than one contiguous one:
+    /// with a slice per header and per payload, copying from them took 18 %
+    /// of the server's time in S3 at 40 B (2 % for the floor's contiguous
+    /// buffer).
     pub(super) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Ready {
         loop {
+            let mut segments = [Segment::Staged { start: 0, end: 0 }; MAX_SLICES];
+            let n = self.stage_out(&mut segments);
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut n = 0;
-            let mut skip = self.partial;
-            for wire in &self.out[self.head..] {
-                if n + 2 > MAX_SLICES {
-                    break;
-                }
-                for part in [wire.header(), &wire.payload[..]] {
-                    if skip >= part.len() {
-                        skip -= part.len();
-                    } else {
-                        slices[n] = IoSlice::new(&part[skip..]);
-                        skip = 0;
-                        n += 1;
-                    }
-                }
+            for (slice, segment) in slices.iter_mut().zip(&segments[..n]) {
+                *slice = IoSlice::new(match *segment {
+                    Segment::Staged { start, end } => &self.stage[start..end],
+                    Segment::Payload { index, from } => &self.out[index].payload[from..],
+                });
             }
             let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Ready::Failed,
@@ -138,12 +181,41 @@ where
             if self.head == self.out.len() {
                 self.out.clear();
                 self.head = 0;
-                if self.out.capacity() > KEEP_BATCH {
-                    self.out = Vec::new();
-                }
                 return Ready::Yes;
             }
         }
+    }
+
+    /// Lays out the next vectored write of `out[head..]` (skipping the
+    /// `partial` bytes written already) in `segments`; returns how many.
+    fn stage_out(&mut self, segments: &mut [Segment; MAX_SLICES]) -> usize {
+        let stage = &mut self.stage;
+        stage.clear();
+        let mut n = 0;
+        let mut skip = self.partial;
+        for (index, wire) in self.out.iter().enumerate().skip(self.head) {
+            if n + 2 > MAX_SLICES || stage.len() >= MAX_STAGE {
+                break;
+            }
+            let header = wire.header();
+            if skip < header.len() {
+                copy(stage, &header[skip..], segments, &mut n);
+                skip = 0;
+            } else {
+                skip -= header.len();
+            }
+            let payload = &wire.payload[..];
+            if skip < payload.len() {
+                if payload.len() >= OWN_SLICE {
+                    segments[n] = Segment::Payload { index, from: skip };
+                    n += 1;
+                } else {
+                    copy(stage, &payload[skip..], segments, &mut n);
+                }
+            }
+            skip = 0;
+        }
+        n
     }
 
     /// `written` more bytes of `out[head..]` went out.
