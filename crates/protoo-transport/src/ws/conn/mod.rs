@@ -186,9 +186,6 @@ pub(crate) struct Conn<S> {
     out: Vec<Wire>,
     head: usize,
     partial: usize,
-    /// Headers and small frames copied for the next vectored write; kept
-    /// while the connection is busy.
-    stage: Vec<u8>,
     /// Written since the last flush.
     flush: bool,
     /// A keepalive ping to write.
@@ -270,7 +267,6 @@ where
             out: Vec::new(),
             head: 0,
             partial: 0,
-            stage: Vec::new(),
             flush: false,
             ping: false,
             pong: None,
@@ -338,9 +334,6 @@ where
                 // Idle until woken: keep no write buffers meanwhile.
                 if self.out.is_empty() && self.out.capacity() > 0 {
                     self.out = Vec::new();
-                }
-                if self.stage.capacity() > 0 {
-                    self.stage = Vec::new();
                 }
                 return Poll::Pending;
             }
