@@ -53,8 +53,11 @@ use crate::{
 /// stops reading the socket, so TCP flow control slows the remote down.
 pub(crate) const INBOX_FRAMES: usize = 32;
 /// Most bytes of queued frames (counted like the queue counts them) taken
-/// into one write batch; the rest stays counted in the queue.
-const BATCH_BYTES: usize = 64 * 1024;
+/// into one write batch; the rest stays counted in the queue. The frames
+/// are the queue's (shared), so the batch costs its frame list; 128 KiB
+/// rather than 64 halves the write calls of a busy 4 KB broadcast (0.07 ->
+/// 0.05 per delivery in S3; the floor's 128 KiB write buffer: 0.05).
+const BATCH_BYTES: usize = 128 * 1024;
 /// Messages read in one step before the task lets the writer and the timer
 /// have a turn.
 const READ_BUDGET: usize = 64;
