@@ -59,7 +59,7 @@ pub struct WsConfig {
     ///
     /// Default: 4 MiB: several seconds of a busy room for a peer on a slow
     /// link, while a peer that stopped reading costs at most this much (plus
-    /// the batch being written: about 64 KiB).
+    /// the batch being written: about 128 KiB).
     pub max_queued_bytes: usize,
     /// How often to send a keepalive ping; `None` disables keepalive.
     ///
