@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::client::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::headers::MAX_HEADERS;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::{PROTOO_SUBPROTOCOL, WsConfig, conn};
@@ -300,7 +301,8 @@ impl<S> Recorded<S> {
 
     /// The stream, and what was read past the response head.
     fn finish(self) -> Result<(S, Vec<u8>), TransportError> {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
+        // As many headers as tungstenite's parser took.
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match httparse::Response::new(&mut headers).parse(&self.read) {
             Ok(httparse::Status::Complete(len)) => Ok((self.io, self.read[len..].to_vec())),
             _ => Err(TransportError::Handshake(
