@@ -99,10 +99,11 @@ pub struct WsConfig {
     /// 4 KB one. Values below 139 bytes (the largest control frame) are
     /// raised to it.
     pub read_buffer_size: usize,
-    /// Unused since 0.1.1: outgoing frames are written with vectored writes
-    /// straight from the queue (each frame's header beside its payload, up
-    /// to 64 frames per call), with no write buffer to size. Kept so that
-    /// code setting it still builds.
+    /// No effect any more: queued frames are written with vectored writes
+    /// straight from the queue (large payloads as they are, shared with
+    /// every peer they go to; headers and small frames gathered into a
+    /// per-thread staging buffer for the call), with no write buffer per
+    /// connection to size. Kept so that code setting it still builds.
     ///
     /// Default: 2 KiB (no effect).
     pub write_buffer_size: usize,
