@@ -174,6 +174,12 @@ impl OutboundQueue {
         self.queue.close_and_clear(Closing::new(code, reason))
     }
 
+    /// Gives the queue's buffer back if nothing is queued: for a writer
+    /// going idle (see [`ByteQueue::release_if_drained`]).
+    pub(crate) fn release_if_drained(&self) {
+        self.queue.release_if_drained();
+    }
+
     /// Whether the queue is closed.
     pub fn is_closed(&self) -> bool {
         self.queue.is_closed()

@@ -334,9 +334,13 @@ where
                 progress = true;
             }
             if !progress {
-                // Idle until woken: keep no write buffers meanwhile.
-                if self.out.is_empty() && self.out.capacity() > 0 {
-                    self.out = Vec::new();
+                // Idle until woken: keep no write buffers meanwhile, nor
+                // the queue's (an idle peer held 176 bytes of it).
+                if self.out.is_empty() {
+                    if self.out.capacity() > 0 {
+                        self.out = Vec::new();
+                    }
+                    self.shared.queue.release_if_drained();
                 }
                 return Poll::Pending;
             }
