@@ -374,6 +374,16 @@ impl<T: Weigh, C> ByteQueue<T, C> {
         self.max_bytes
     }
 
+    /// Gives the buffer back if nothing is queued (whatever
+    /// `keep_capacity`): for a consumer going idle, so that an idle queue
+    /// holds no allocation.
+    pub fn release_if_drained(&self) {
+        let mut state = self.lock();
+        if state.items.is_empty() && state.items.capacity() > 0 {
+            state.items = VecDeque::new();
+        }
+    }
+
     /// The capacity of the buffer (in items), for tests of what an idle
     /// queue keeps.
     pub fn capacity(&self) -> usize {

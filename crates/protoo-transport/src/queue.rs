@@ -174,6 +174,12 @@ impl OutboundQueue {
         self.queue.close_and_clear(Closing::new(code, reason))
     }
 
+    /// Gives the queue's buffer back if nothing is queued: for a writer
+    /// going idle (see [`ByteQueue::release_if_drained`]).
+    pub(crate) fn release_if_drained(&self) {
+        self.queue.release_if_drained();
+    }
+
     /// Whether the queue is closed.
     pub fn is_closed(&self) -> bool {
         self.queue.is_closed()
@@ -227,7 +233,7 @@ impl OutboundQueue {
                     Outbound::Text(frame) => batch.push(frame),
                     // Binary messages are only queued by WebSocket
                     // transports, whose connection task takes them with
-                    // `poll_next_items`.
+                    // `poll_next_with`.
                     Outbound::Binary(_) => {}
                 },
                 Closing::take,
@@ -235,15 +241,16 @@ impl OutboundQueue {
             .map(Work::from)
     }
 
-    /// [`OutboundQueue::poll_next`] with binary messages too.
-    pub(crate) fn poll_next_items(
+    /// [`OutboundQueue::poll_next`] with binary messages too, each item
+    /// handed to `take`.
+    pub(crate) fn poll_next_with(
         &self,
         cx: &mut Context<'_>,
-        batch: &mut Vec<Outbound>,
         max_bytes: usize,
+        take: impl FnMut(Outbound),
     ) -> Poll<Work> {
         self.queue
-            .poll_take(cx, max_bytes, |item| batch.push(item), Closing::take)
+            .poll_take(cx, max_bytes, take, Closing::take)
             .map(Work::from)
     }
 

@@ -1,4 +1,6 @@
-//! The WebSocket transport (tokio-tungstenite), client and server side.
+//! The WebSocket transport, client and server side: frames read and written
+//! by the connection task itself (headers and close codes by tungstenite),
+//! the client handshake by tokio-tungstenite.
 //!
 //! # Server side
 //!
@@ -22,8 +24,10 @@
 //! # The connection task
 //!
 //! Each connection is driven by one tokio task, which:
-//! - writes the outbound queue: every queued frame (up to 64 KiB per batch)
-//!   is fed to the socket, then the socket is flushed once; a send
+//! - writes the outbound queue: queued frames (up to 128 KiB at a time) go
+//!   out in vectored writes, each frame's header beside its payload (the
+//!   payload of a broadcast shared by every peer it goes to, not copied;
+//!   small frames are gathered), then the socket is flushed once; a send
 //!   that finds the queue already at [`WsConfig::max_queued_bytes`] closes the
 //!   connection with 1008 `outbound queue limit exceeded` and frees the
 //!   queue at once, and a writer blocked on a socket the peer does not read
@@ -69,11 +73,15 @@
 //!
 //! # Memory
 //!
-//! With the default [`WsConfig`], an idle server-side connection costs about
-//! 3.4 KB of resident memory (measured: see [`WsConfig`]), most of it the
-//! 1 KiB read buffer and the connection task. A connection that stopped
-//! reading costs at most [`WsConfig::max_queued_bytes`] plus one batch
-//! being written (64 KiB) before it is closed.
+//! An idle connection holds no read or write buffer: the read buffer exists
+//! while the connection is busy (see [`WsConfig::read_buffer_size`]) and the
+//! frames being written are the queue's own. With the default [`WsConfig`]
+//! an idle server-side connection costs about 1.6 KB of resident memory
+//! (its task and timer, the state shared with the transport's halves,
+//! tokio's registration; `tests/idle_memory.rs`), after a small message or
+//! a 16 KB one alike. A connection that stopped reading costs at most
+//! [`WsConfig::max_queued_bytes`] plus one batch being written (128 KiB)
+//! before it is closed.
 //!
 //! # Example
 //!
@@ -121,7 +129,6 @@
 mod client;
 mod config;
 mod conn;
-mod read_ahead;
 mod server;
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]

@@ -1,8 +1,9 @@
 //! Measures what an idle server-side WebSocket connection costs in resident
 //! memory: each connection is opened by a plain blocking client on another
 //! thread (so the clients cost the process almost nothing), answers one
-//! echo (so both buffers have been used), then stays idle. Not a timed test:
-//! run it by hand,
+//! echo (so both buffers have been used), then stays idle; once with a small
+//! message, once with a 16 KB one (what a connection keeps of its largest
+//! message). Not a timed test: run it by hand,
 //!
 //! ```text
 //! cargo test -p protoo-transport --release --test idle_memory -- --ignored --nocapture
@@ -24,15 +25,26 @@ fn rss_bytes() -> usize {
     pages * 4096
 }
 
-/// Opens `n` connections, each sending one masked text frame and reading
-/// the echo; returns the open sockets.
-fn clients(addr: SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
+/// Opens `n` connections, each sending one masked text frame (a request
+/// whose data is padded to `pad` bytes) and reading the echo; returns the
+/// open sockets.
+fn clients(addr: SocketAddr, n: usize, pad: usize) -> Vec<std::net::TcpStream> {
     let request = "GET /?roomId=r&peerId=p HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: protoo\r\n\r\n";
-    let payload = br#"{"request":true,"id":1,"method":"echo","data":{"text":"hello"}}"#;
+    let payload = format!(
+        r#"{{"request":true,"id":1,"method":"echo","data":{{"text":"hello{}"}}}}"#,
+        "x".repeat(pad)
+    );
+    let payload = payload.as_bytes();
     let mask = [9u8, 8, 7, 6];
-    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    let mut frame = if payload.len() < 126 {
+        vec![0x81, 0x80 | payload.len() as u8]
+    } else {
+        let mut head = vec![0x81, 0x80 | 126];
+        head.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        head
+    };
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
     let mut sockets = Vec::with_capacity(n);
@@ -47,10 +59,11 @@ fn clients(addr: SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
             head.extend_from_slice(&buf[..got]);
         }
         socket.write_all(&frame).unwrap();
-        // The echo: a 2-byte header and the payload.
-        let mut echo = vec![0u8; 2 + payload.len()];
+        // The echo: a 2- or 4-byte header and the payload.
+        let header = if payload.len() < 126 { 2 } else { 4 };
+        let mut echo = vec![0u8; header + payload.len()];
         socket.read_exact(&mut echo).unwrap();
-        assert_eq!(&echo[2..], payload);
+        assert_eq!(&echo[header..], payload);
         sockets.push(socket);
     }
     sockets
@@ -76,18 +89,28 @@ async fn serve(listener: &tokio::net::TcpListener, n: usize, held: &mut Vec<Tran
 #[tokio::test]
 #[ignore = "measurement, run by hand"]
 async fn idle_connection_memory() {
+    measure(0).await;
+}
+
+#[tokio::test]
+#[ignore = "measurement, run by hand"]
+async fn idle_connection_memory_after_a_16_kb_message() {
+    measure(16 * 1024).await;
+}
+
+async fn measure(pad: usize) {
     const WARMUP: usize = 500;
     const N: usize = 4000;
     let (listener, addr) = common::listen().await;
     let mut held = Vec::with_capacity(WARMUP + N);
 
-    let warmup = tokio::task::spawn_blocking(move || clients(addr, WARMUP));
+    let warmup = tokio::task::spawn_blocking(move || clients(addr, WARMUP, pad));
     serve(&listener, WARMUP, &mut held).await;
     let mut sockets = warmup.await.unwrap();
     tokio::task::yield_now().await;
     let before = rss_bytes();
 
-    let measured = tokio::task::spawn_blocking(move || clients(addr, N));
+    let measured = tokio::task::spawn_blocking(move || clients(addr, N, pad));
     serve(&listener, N, &mut held).await;
     sockets.extend(measured.await.unwrap());
     // Let every connection task finish writing its echo and go idle.
@@ -97,7 +120,7 @@ async fn idle_connection_memory() {
     let after = rss_bytes();
     let per = (after.saturating_sub(before)) as f64 / N as f64;
     println!(
-        "{N} idle WebSocket connections (server side): RSS +{} KiB, {per:.0} bytes per connection",
+        "{N} idle WebSocket connections (server side) after a {pad}-byte padded echo: RSS +{} KiB, {per:.0} bytes per connection",
         (after - before) / 1024
     );
     assert!(held.iter().all(|t| !t.is_closed()));

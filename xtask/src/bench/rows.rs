@@ -169,7 +169,7 @@ pub(super) fn rows(key: &str) -> Vec<Row> {
                 1000.0,
                 1,
                 Lower,
-                Target::AtMost(5.0),
+                Target::AtMost(4.0),
             ),
             r(
                 "peers connected and echoed",

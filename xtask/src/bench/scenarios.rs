@@ -8,6 +8,14 @@ use super::*;
 /// has no such setting and ignores it).
 pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 
+/// Per-peer outbound queue limit of our server in S3: above what the load
+/// generator's flow control lets one reader fall behind (16,384 deliveries:
+/// 64 MiB at 4 KB), as the floor's (its `MAX_QUEUE`), so that S3 measures
+/// delivering, not the slow-reader policy (S6's subject). With the default
+/// 4 MiB, a reader the load generator served last was closed with 1008 once
+/// our server outpaced the load generator at 4 KB (the run then stalls).
+pub(super) const S3_QUEUE: u64 = 80 * 1024 * 1024;
+
 pub(super) const ALL: [&str; 16] = [
     "s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k", "s4", "s4e", "s5", "s6", "s7", "s8", "s9",
     "s10", "s11",
@@ -276,6 +284,10 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
     for s in &mut list {
         if s.key == "s6" {
             s.server_args = vec!["--max-queue".into(), S6_QUEUE.to_string()];
+        }
+        if s.key.starts_with("s3") {
+            s.ours_args
+                .extend(["--max-queue".to_owned(), S3_QUEUE.to_string()]);
         }
         if s.key == "s9" {
             s.ours_args = vec![

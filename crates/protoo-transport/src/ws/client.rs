@@ -4,15 +4,20 @@ use std::fmt;
 #[cfg(feature = "tls")]
 use std::sync::Arc;
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode, Uri};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::client::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::headers::MAX_HEADERS;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::read_ahead::ReadAhead;
 use super::{PROTOO_SUBPROTOCOL, WsConfig, conn};
 use crate::{Transport, TransportError};
 
@@ -246,6 +251,9 @@ fn add_headers(request: &mut Request, extra: HeaderMap) {
     }
 }
 
+/// The client handshake, by tokio-tungstenite; the connection then runs on
+/// our connection task, from the bytes the handshake read past the
+/// server's answer.
 async fn handshake<S>(
     request: Request,
     stream: S,
@@ -254,9 +262,11 @@ async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let stream = ReadAhead::new(stream);
+    // tungstenite allocates its read buffer for the stream it returns, which
+    // is only taken apart here: the smallest it allows.
+    let small = WebSocketConfig::default().read_buffer_size(0);
     let (ws, response) =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(config.tungstenite()))
+        tokio_tungstenite::client_async_with_config(request, Recorded::new(stream), Some(small))
             .await
             .map_err(handshake_error)?;
     let selected = response
@@ -267,9 +277,71 @@ where
     if !selected.is_some_and(|p| p.eq_ignore_ascii_case(PROTOO_SUBPROTOCOL)) {
         return Err(TransportError::NoSubprotocol);
     }
-    let (transport, conn) = conn::start(ws, config);
+    let (stream, leftover) = ws.into_inner().finish()?;
+    let (transport, conn) = conn::start(stream, leftover, Role::Client, config);
     conn::spawn(conn, ());
     Ok(transport)
+}
+
+/// A stream that keeps what was read from it during the handshake, so that
+/// the bytes read past the server's answer (frames it sent right after its
+/// `101`) are not lost with tungstenite's buffer.
+struct Recorded<S> {
+    io: S,
+    read: Vec<u8>,
+}
+
+impl<S> Recorded<S> {
+    fn new(io: S) -> Self {
+        Recorded {
+            io,
+            read: Vec::new(),
+        }
+    }
+
+    /// The stream, and what was read past the response head.
+    fn finish(self) -> Result<(S, Vec<u8>), TransportError> {
+        // As many headers as tungstenite's parser took.
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::Response::new(&mut headers).parse(&self.read) {
+            Ok(httparse::Status::Complete(len)) => Ok((self.io, self.read[len..].to_vec())),
+            _ => Err(TransportError::Handshake(
+                "the handshake response could not be found again".into(),
+            )),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorded<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.read.extend_from_slice(&buf.filled()[before..]);
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 fn handshake_error(error: WsError) -> TransportError {

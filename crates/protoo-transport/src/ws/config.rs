@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
 /// Limits, timers and buffer sizes of WebSocket connections, client and
 /// server side.
 ///
@@ -22,18 +20,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 ///
 /// The defaults are chosen for a signaling server: many peers, mostly idle,
 /// exchanging messages of a few hundred bytes to a few tens of kilobytes.
-/// Measured on Linux (`tests/idle_memory.rs`: 4000 server-side connections,
-/// each used for one echo, then idle), an idle connection costs about
-/// 3.4 KB of resident memory: its 1 KiB read buffer
-/// ([`read_buffer_size`](Self::read_buffer_size)), its connection task
-/// (about 550 bytes of state plus tokio's task header, and a 112-byte
-/// timer), the part of the write buffer its largest write needed
-/// ([`write_buffer_size`](Self::write_buffer_size) plus one frame, at
-/// most), the state shared with the transport's halves, tokio's per-socket
-/// registration and allocator overhead. tungstenite's own defaults
-/// (128 KiB read buffer, allocated eagerly and zero-filled on the first
-/// read) cost about 126 KB per idle connection; a 4 KiB read buffer would
-/// cost 3 KB more per connection.
+/// An idle connection holds no read or write buffer, whatever the size of
+/// the messages it exchanged before: buffers exist only while it is busy
+/// (see [`read_buffer_size`](Self::read_buffer_size)). What it holds is its
+/// connection task (a few hundred bytes of state and a timer), the state
+/// shared with the transport's halves and tokio's per-socket registration
+/// (measured by `tests/idle_memory.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WsConfig {
@@ -67,7 +59,7 @@ pub struct WsConfig {
     ///
     /// Default: 4 MiB: several seconds of a busy room for a peer on a slow
     /// link, while a peer that stopped reading costs at most this much (plus
-    /// the batch being written: about 64 KiB).
+    /// the batch being written: about 128 KiB).
     pub max_queued_bytes: usize,
     /// How often to send a keepalive ping; `None` disables keepalive.
     ///
@@ -95,27 +87,25 @@ pub struct WsConfig {
     ///
     /// Default: 5 s, websocket-node's `closeTimeout`.
     pub close_timeout: Duration,
-    /// Read buffer size in bytes: allocated when the connection starts, and
-    /// the most read from the socket in one call.
+    /// Bytes read from the socket by the first read after the connection
+    /// was idle. The read buffer exists only while the connection is busy:
+    /// it is allocated when a read starts, grows to 32 KiB once a read fills
+    /// it (and starts at 32 KiB after a burst larger than 1 KiB), grows to
+    /// hold a frame larger than that, and is given back as soon as the
+    /// socket has nothing more. An idle connection holds no read buffer,
+    /// whatever the size of the messages it received before.
     ///
-    /// Default: 1 KiB. tungstenite allocates the read buffer eagerly and
-    /// zero-fills it on the first read, so every idle connection holds it;
-    /// at 1 KiB one read still takes several typical signaling messages,
-    /// and larger messages are read in 1 KiB steps into a buffer sized for
-    /// them once their header is known. The buffer keeps the allocation
-    /// size it started with (values below 1 KiB would make it read frame
-    /// headers 14 bytes at a time after the first message, so they are
-    /// raised to 1 KiB).
+    /// Default: 4 KiB: one read takes a few typical signaling messages or a
+    /// 4 KB one. Values below 139 bytes (the largest control frame) are
+    /// raised to it.
     pub read_buffer_size: usize,
-    /// Bytes of outgoing frames gathered before they are written to the
-    /// socket. The connection task writes every queued frame and then
-    /// flushes once, so this bounds how many small frames go out in one
-    /// write call.
+    /// No effect any more: queued frames are written with vectored writes
+    /// straight from the queue (large payloads as they are, shared with
+    /// every peer they go to; headers and small frames gathered into a
+    /// per-thread staging buffer for the call), with no write buffer per
+    /// connection to size. Kept so that code setting it still builds.
     ///
-    /// Default: 2 KiB: about ten typical notifications per write call. The
-    /// write buffer keeps the largest size it reached (up to this plus one
-    /// frame), so a larger value costs memory on every peer that ever
-    /// received a burst. `0` writes each frame with its own call.
+    /// Default: 2 KiB (no effect).
     pub write_buffer_size: usize,
     /// How long the server side waits for the upgrade request and answers
     /// it, and the client side for connecting, TLS and the handshake. The
@@ -144,10 +134,6 @@ pub struct WsConfig {
     pub binary_messages: bool,
 }
 
-/// The smallest read buffer we configure; see
-/// [`WsConfig::read_buffer_size`].
-const MIN_READ_BUFFER: usize = 1024;
-
 impl Default for WsConfig {
     fn default() -> Self {
         WsConfig {
@@ -157,7 +143,7 @@ impl Default for WsConfig {
             ping_interval: Some(Duration::from_secs(60)),
             pong_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
-            read_buffer_size: 1024,
+            read_buffer_size: 4096,
             write_buffer_size: 2048,
             handshake_timeout: Duration::from_secs(10),
             max_handshake_bytes: 16 * 1024,
@@ -232,22 +218,5 @@ impl WsConfig {
     pub fn with_binary_messages(mut self, enabled: bool) -> Self {
         self.binary_messages = enabled;
         self
-    }
-
-    /// The tungstenite configuration for these settings.
-    pub(crate) fn tungstenite(&self) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .read_buffer_size(self.read_buffer_size.max(MIN_READ_BUFFER))
-            // tungstenite requires max_write_buffer_size > write_buffer_size.
-            .write_buffer_size(self.write_buffer_size.min(usize::MAX - 1))
-            // The write buffer only grows past write_buffer_size + one frame
-            // while the socket refuses data, and the connection task waits
-            // for it to drain before it adds more; the outbound queue is the
-            // real bound.
-            .max_write_buffer_size(usize::MAX)
-            .max_message_size(Some(self.max_message_size))
-            // A single frame larger than the message limit is refused from
-            // its header too, instead of being read first.
-            .max_frame_size(Some(self.max_frame_size.min(self.max_message_size)))
     }
 }

@@ -7,13 +7,11 @@ use std::time::Duration;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::WsConfig;
 use super::conn;
-use super::read_ahead::ReadAhead;
 use super::upgrade::{offered_protocols, protoo_subprotocol, validate_upgrade};
 use crate::{Transport, TransportError};
 
@@ -532,27 +530,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     G: Send + 'static,
 {
-    let (transport, conn) = upgraded(io, leftover, config).await;
+    let (transport, conn) = upgraded(io, leftover, config);
     conn::spawn(conn, guard);
     transport
 }
 
-async fn upgraded<S>(
-    io: S,
-    leftover: Vec<u8>,
-    config: &WsConfig,
-) -> (Transport, conn::Conn<ReadAhead<S>>)
+fn upgraded<S>(io: S, leftover: Vec<u8>, config: &WsConfig) -> (Transport, conn::Conn<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = WebSocketStream::from_partially_read(
-        ReadAhead::new(io),
-        leftover,
-        Role::Server,
-        Some(config.tungstenite()),
-    )
-    .await;
-    conn::start(ws, config)
+    conn::start(io, leftover, Role::Server, config)
 }
 
 #[cfg(test)]

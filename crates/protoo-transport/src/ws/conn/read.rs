@@ -1,5 +1,6 @@
 //! The read side of the connection task: incoming messages into the inbox,
-//! the remote's close frame, read failures, and the drain after a failure.
+//! pings answered, the remote's close frame, read failures, and the drain
+//! after a failure.
 
 use super::*;
 
@@ -15,27 +16,22 @@ where
                 self.paused = true;
                 return progress;
             }
-            let held = self.held.take();
-            let next = Pin::new(&mut self.ws).poll_next(cx);
-            drop(held);
-            match next {
+            match self.reader.poll_next(&mut self.io, cx) {
                 Poll::Pending => return progress,
-                Poll::Ready(Some(Ok(message))) => {
+                Poll::Ready(Ok(event)) => {
                     progress = true;
                     self.on_activity();
-                    self.on_message(message);
+                    self.on_event(event);
                 }
-                Poll::Ready(Some(Err(error))) => {
+                Poll::Ready(Err(error)) => {
                     self.on_read_error(error);
                     return true;
                 }
-                Poll::Ready(None) => {
-                    // The close handshake is complete, or the stream ended.
-                    self.lost();
-                    return true;
-                }
             }
-            if !matches!(self.state, State::Open | State::Closing | State::PeerClosed) {
+            if !matches!(self.state, State::Open | State::Closing) || self.pong.is_some() {
+                // Done reading, or a ping to answer before the next frame
+                // is read (each ping gets its pong while the socket takes
+                // them; only one waits while it does not).
                 return true;
             }
         }
@@ -54,19 +50,19 @@ where
         }
     }
 
-    pub(super) fn on_message(&mut self, message: Message) {
-        match message {
-            Message::Text(text) => {
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Text(text) => {
                 if self.state == State::Open {
-                    self.shared.deliver(false, Bytes::from(text));
+                    self.shared.deliver(false, text);
                 }
             }
-            Message::Binary(data) if self.shared.binary => {
+            Event::Binary(data) if self.shared.binary => {
                 if self.state == State::Open {
                     self.shared.deliver(true, data);
                 }
             }
-            Message::Binary(data) => {
+            Event::Binary(data) => {
                 if self.state == State::Open {
                     // The first at WARN, the rest at DEBUG: the remote
                     // decides how many there are.
@@ -84,54 +80,70 @@ where
                     }
                     crate::metrics::binary_dropped();
                 }
-                self.held = Some(data);
             }
-            Message::Close(frame) => self.on_close_frame(frame),
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Event::Ping(payload) => {
+                // No pong once a close frame was sent.
+                if self.state == State::Open {
+                    self.pong = Some(payload);
+                }
+            }
+            Event::Pong => {}
+            Event::Close(frame) => self.on_close_frame(frame),
         }
     }
 
-    pub(super) fn on_close_frame(&mut self, frame: Option<CloseFrame>) {
-        // In `Closing` this is the reply to our close frame: the stream ends
-        // next.
-        if self.state != State::Open {
-            return;
+    fn on_close_frame(&mut self, frame: Option<(u16, String)>) {
+        match self.state {
+            State::Open => {}
+            // The reply to our close frame: the handshake is complete.
+            State::Closing => {
+                self.state = State::Done;
+                return;
+            }
+            _ => return,
         }
-        let (code, reason) = match frame {
-            Some(frame) => (u16::from(frame.code), frame.reason.as_str().to_owned()),
-            None => (NO_STATUS, String::new()),
+        let (code, reason) = match &frame {
+            Some((code, reason)) => (*code, reason.as_str()),
+            None => (NO_STATUS, ""),
         };
         tracing::debug!(code, reason = %reason, "WebSocket closed by the remote");
         self.shared
             .end(CloseReason::new(Some(code), reason, Initiator::Remote));
-        // Nothing more may be sent; tungstenite writes its close reply.
+        // Nothing more may be sent but the frame being written and our
+        // reply, which echoes the remote's code and reason.
         self.abandon_writes();
+        self.push_close(
+            frame
+                .as_ref()
+                .map(|(code, reason)| (*code, reason.as_str())),
+        );
         self.state = State::PeerClosed;
         self.arm_close();
     }
 
-    pub(super) fn on_read_error(&mut self, error: WsError) {
+    fn on_read_error(&mut self, error: ReadError) {
         if self.state != State::Open {
             self.state = State::Done;
             return;
         }
         match error {
-            WsError::Capacity(error) => {
-                tracing::debug!(%error, "WebSocket message over the limit");
+            ReadError::TooBig => {
+                tracing::debug!("WebSocket message over the limit");
                 self.fail(close_code::MESSAGE_TOO_BIG, "message too big");
             }
-            WsError::Utf8(_) => {
+            ReadError::Utf8 => {
                 tracing::debug!("invalid UTF-8 in a WebSocket text message");
                 self.fail(close_code::INVALID_PAYLOAD, "invalid UTF-8");
             }
-            WsError::Io(_)
-            | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
-            | WsError::ConnectionClosed
-            | WsError::AlreadyClosed => self.lost(),
-            error => {
-                tracing::debug!(%error, "WebSocket protocol error");
+            ReadError::Protocol(error) => {
+                tracing::debug!(error, "WebSocket protocol error");
                 self.fail(close_code::PROTOCOL_ERROR, "protocol error");
             }
+            ReadError::Io(error) => {
+                tracing::debug!(%error, "WebSocket read failed");
+                self.lost();
+            }
+            ReadError::Closed => self.lost(),
         }
     }
 
@@ -141,35 +153,28 @@ where
         self.shared
             .end(CloseReason::new(Some(code), reason, Initiator::Local));
         self.abandon_writes();
-        self.close = Some(CloseFrame {
-            code: CloseCode::from(code),
-            reason: Utf8Bytes::from_static(reason),
-        });
+        self.push_close(Some((code, reason)));
         self.state = State::Draining { shut: false };
         self.arm_close();
     }
 
     pub(super) fn drain_step(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.close.is_some() {
-            match self.poll_ready(cx) {
+        if self.head < self.out.len() {
+            match self.poll_write_out(cx) {
                 Ready::Yes => {}
                 Ready::Blocked => return false,
                 Ready::Failed => return self.write_failed(),
             }
-            let frame = self.close.take();
-            if !self.feed(Message::Close(frame)) {
-                return self.write_failed();
-            }
         }
         if self.flush {
-            match Pin::new(&mut self.ws).poll_flush(cx) {
+            match Pin::new(&mut self.io).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.flush = false,
                 Poll::Ready(Err(_)) => return self.write_failed(),
                 Poll::Pending => return false,
             }
         }
         if self.state == (State::Draining { shut: false }) {
-            match Pin::new(self.ws.get_mut()).poll_shutdown(cx) {
+            match Pin::new(&mut self.io).poll_shutdown(cx) {
                 Poll::Pending => return false,
                 Poll::Ready(_) => self.state = State::Draining { shut: true },
             }
@@ -180,7 +185,7 @@ where
         let mut scratch = [0u8; 512];
         for _ in 0..16 {
             let mut buf = ReadBuf::new(&mut scratch);
-            match Pin::new(self.ws.get_mut()).poll_read(cx, &mut buf) {
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
                 Poll::Pending => return false,
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => {
                     self.state = State::Done;

@@ -17,11 +17,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::{UpgradeRequest, linger, respond};
-use crate::ws::read_ahead::ReadAhead;
 use crate::ws::{WsConfig, conn};
 use crate::{CloseReason, Initiator, Transport, TransportError};
 
@@ -57,7 +55,7 @@ where
     ) -> Result<(Transport, PendingOpen<S>), TransportError> {
         let had_leftover = !self.leftover.is_empty();
         let (stream, leftover, response) = self.prepare().await?;
-        let (transport, conn) = super::upgraded(stream, leftover, config).await;
+        let (transport, conn) = super::upgraded(stream, leftover, config);
         let pending = PendingOpen {
             conn: Some(conn),
             response,
@@ -73,7 +71,7 @@ where
 /// Dropped, it is neither: the socket is closed and the transport reports
 /// its close.
 pub struct PendingOpen<S> {
-    conn: Option<conn::Conn<ReadAhead<S>>>,
+    conn: Option<conn::Conn<S>>,
     response: String,
     had_leftover: bool,
 }
@@ -163,9 +161,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     G: Send + 'static,
 {
-    let io = ReadAhead::new(LateIo::Upgrading(Box::pin(upgrade)));
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config.tungstenite())).await;
-    let (transport, conn) = conn::start(ws, config);
+    let io = LateIo::Upgrading(Box::pin(upgrade));
+    let (transport, conn) = conn::start(io, Vec::new(), Role::Server, config);
     conn::spawn(conn, guard);
     transport
 }
