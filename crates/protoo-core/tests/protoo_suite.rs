@@ -7,8 +7,10 @@
 mod common;
 
 use common::*;
-use protoo_core::{Initiator, Payload, Peer, PeerConfig, PeerEvents, RequestError, Room};
-use serde_json::json;
+use protoo_core::{Initiator, Peer, PeerConfig, PeerEvents, Room};
+use protoo_testkit::protoo_case::{
+    Answer, assert_accepted, assert_rejected, assert_thrown, exchange, notify,
+};
 
 /// protoo's `beforeEach` and a client connecting as `A`.
 fn connect(room: &Room) -> ((Peer, PeerEvents), (Peer, PeerEvents)) {
@@ -33,65 +35,6 @@ async fn server_peer_joins_and_leaves_the_room() {
     assert!(server_peer.is_closed());
     assert!(!room.has_peer("A"));
     assert_eq!(room.peers(), vec![]);
-}
-
-/// How the side receiving a request answers it.
-#[derive(Clone, Copy)]
-enum Answer {
-    Accept,
-    Reject,
-    /// A handler failing with an error: 500 with its message.
-    Throw,
-}
-
-/// protoo's request case in one direction: `requester` sends
-/// `hello {foo: "bar"}`, the other side (its `events`) checks it and answers
-/// as told; returns what the requester got.
-async fn exchange(
-    requester: &Peer,
-    events: &mut PeerEvents,
-    answer: Answer,
-) -> Result<Payload, RequestError> {
-    let respond = async {
-        let request = expect_request(events).await;
-        assert_eq!(request.method(), "hello");
-        assert_eq!(request.payload().to_value(), json!({"foo": "bar"}));
-        match answer {
-            Answer::Accept => request.accept(&json!({"text": "hi!"})),
-            Answer::Reject => request.reject(503, "WHO KNOWS!"),
-            Answer::Throw => {
-                let handler =
-                    || -> Result<(), std::io::Error> { Err(std::io::Error::other("BOOM!!!")) };
-                request.respond(handler());
-            }
-        }
-    };
-    let data = json!({"foo": "bar"});
-    tokio::join!(requester.request("hello", &data), respond).0
-}
-
-fn assert_accepted(result: Result<Payload, RequestError>) {
-    assert_eq!(result.unwrap().to_value(), json!({"text": "hi!"}));
-}
-
-fn assert_rejected(result: Result<Payload, RequestError>) {
-    let error = result.unwrap_err();
-    assert_eq!(error.code(), Some(503));
-    assert_eq!(error.reason().as_deref(), Some("WHO KNOWS!"));
-}
-
-fn assert_thrown(result: Result<Payload, RequestError>) {
-    let error = result.unwrap_err();
-    assert_eq!(error.code(), Some(500));
-    assert!(error.reason().unwrap().contains("BOOM!!!"));
-}
-
-/// protoo's notification case in one direction.
-async fn notify(sender: &Peer, events: &mut PeerEvents) {
-    sender.notify("hello", &json!({"foo": "bar"})).unwrap();
-    let notification = expect_notification(events).await;
-    assert_eq!(notification.method(), "hello");
-    assert_eq!(notification.payload().to_value(), json!({"foo": "bar"}));
 }
 
 #[tokio::test]

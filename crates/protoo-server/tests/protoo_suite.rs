@@ -15,10 +15,12 @@ use std::net::SocketAddr;
 
 use common::*;
 use protoo_server::{
-    DuplicatePolicy, Initiator, Peer, PeerConfig, PeerEvent, PeerEvents, RequestError, Room,
-    ServerConfig, ServerHandle, TransportError, WsConfig, close_code, ws,
+    DuplicatePolicy, Initiator, Peer, PeerConfig, PeerEvent, PeerEvents, Room, ServerConfig,
+    ServerHandle, TransportError, WsConfig, close_code, ws,
 };
-use serde_json::json;
+use protoo_testkit::protoo_case::{
+    Answer, assert_accepted, assert_rejected, assert_thrown, exchange, notify,
+};
 use tokio::sync::mpsc;
 
 /// protoo's `beforeEach`: a server whose accepted peers join `room`.
@@ -140,81 +142,43 @@ async fn server_rejects_connection_request() {
     assert_eq!(f.handle.requests_in_flight(), 0);
 }
 
-/// How the side receiving a request answers it.
-#[derive(Clone, Copy)]
-enum Answer {
-    Accept,
-    Reject,
-    Throw,
-}
-
-/// protoo's request case in one direction: `requester` sends
-/// `hello {foo: "bar"}`, the other side (its `events`) checks it and answers
-/// as told; returns what the requester got.
-async fn exchange(
-    requester: &Peer,
-    events: &mut PeerEvents,
-    answer: Answer,
-) -> Result<protoo_server::Payload, RequestError> {
-    let respond = async {
-        let request = expect_request(events).await;
-        assert_eq!(request.method(), "hello");
-        assert_eq!(request.payload().to_value(), json!({ "foo": "bar" }));
-        match answer {
-            Answer::Accept => request.accept(&json!({ "text": "hi!" })),
-            Answer::Reject => request.reject(503, "WHO KNOWS!"),
-            Answer::Throw => request.respond::<(), _>(Err("BOOM!!!")),
-        }
-    };
-    let data = json!({ "foo": "bar" });
-    let request = guard("request", requester.request("hello", &data));
-    tokio::join!(request, respond).0
-}
-
-fn assert_accepted(result: Result<protoo_server::Payload, RequestError>) {
-    assert_eq!(result.unwrap().to_value(), json!({ "text": "hi!" }));
-}
-
-fn assert_rejected(result: Result<protoo_server::Payload, RequestError>) {
-    let error = result.unwrap_err();
-    assert!(matches!(error, RequestError::Rejected(_)));
-    assert_eq!(error.code(), Some(503));
-    assert_eq!(error.reason().as_deref(), Some("WHO KNOWS!"));
-}
-
-fn assert_thrown(result: Result<protoo_server::Payload, RequestError>) {
-    let error = result.unwrap_err();
-    assert_eq!(error.code(), Some(500));
-    assert!(error.reason().unwrap_or_default().contains("BOOM!!!"));
-}
-
-/// protoo's notification case in one direction.
-async fn notify(sender: &Peer, events: &mut PeerEvents) {
-    sender.notify("hello", &json!({ "foo": "bar" })).unwrap();
-    let notification = expect_notification(events).await;
-    assert_eq!(notification.method(), "hello");
-    assert_eq!(notification.payload().to_value(), json!({ "foo": "bar" }));
-}
-
 #[tokio::test]
 async fn client_sends_request_to_server() {
     let mut f = fixture().await;
     let ((_server, mut server_events), (client, _client_events)) = f.connect("A").await;
-    assert_accepted(exchange(&client, &mut server_events, Answer::Accept).await);
+    assert_accepted(
+        guard(
+            "exchange",
+            exchange(&client, &mut server_events, Answer::Accept),
+        )
+        .await,
+    );
 }
 
 #[tokio::test]
 async fn client_sends_request_to_server_and_server_rejects_it() {
     let mut f = fixture().await;
     let ((_server, mut server_events), (client, _client_events)) = f.connect("A").await;
-    assert_rejected(exchange(&client, &mut server_events, Answer::Reject).await);
+    assert_rejected(
+        guard(
+            "exchange",
+            exchange(&client, &mut server_events, Answer::Reject),
+        )
+        .await,
+    );
 }
 
 #[tokio::test]
 async fn client_sends_request_to_server_and_server_throws() {
     let mut f = fixture().await;
     let ((_server, mut server_events), (client, _client_events)) = f.connect("A").await;
-    assert_thrown(exchange(&client, &mut server_events, Answer::Throw).await);
+    assert_thrown(
+        guard(
+            "exchange",
+            exchange(&client, &mut server_events, Answer::Throw),
+        )
+        .await,
+    );
 
     // A handler that panics with the request in hand answers 500 too.
     let handler = tokio::spawn(async move {
@@ -232,35 +196,53 @@ async fn client_sends_request_to_server_and_server_throws() {
 async fn client_sends_notification_to_server() {
     let mut f = fixture().await;
     let ((_server, mut server_events), (client, _client_events)) = f.connect("A").await;
-    notify(&client, &mut server_events).await;
+    guard("notification", notify(&client, &mut server_events)).await;
 }
 
 #[tokio::test]
 async fn server_sends_request_to_client() {
     let mut f = fixture().await;
     let ((server, _server_events), (_client, mut client_events)) = f.connect("A").await;
-    assert_accepted(exchange(&server, &mut client_events, Answer::Accept).await);
+    assert_accepted(
+        guard(
+            "exchange",
+            exchange(&server, &mut client_events, Answer::Accept),
+        )
+        .await,
+    );
 }
 
 #[tokio::test]
 async fn server_sends_request_to_client_and_client_rejects_it() {
     let mut f = fixture().await;
     let ((server, _server_events), (_client, mut client_events)) = f.connect("A").await;
-    assert_rejected(exchange(&server, &mut client_events, Answer::Reject).await);
+    assert_rejected(
+        guard(
+            "exchange",
+            exchange(&server, &mut client_events, Answer::Reject),
+        )
+        .await,
+    );
 }
 
 #[tokio::test]
 async fn server_sends_request_to_client_and_client_throws() {
     let mut f = fixture().await;
     let ((server, _server_events), (_client, mut client_events)) = f.connect("A").await;
-    assert_thrown(exchange(&server, &mut client_events, Answer::Throw).await);
+    assert_thrown(
+        guard(
+            "exchange",
+            exchange(&server, &mut client_events, Answer::Throw),
+        )
+        .await,
+    );
 }
 
 #[tokio::test]
 async fn server_sends_notification_to_client() {
     let mut f = fixture().await;
     let ((server, _server_events), (_client, mut client_events)) = f.connect("A").await;
-    notify(&server, &mut client_events).await;
+    guard("notification", notify(&server, &mut client_events)).await;
 }
 
 #[tokio::test]

@@ -14,12 +14,10 @@ use tokio::process::{Child, ChildStdout, Command};
 /// The longest any single step may take: a failure guard only.
 pub(crate) const GUARD: Duration = Duration::from_secs(20);
 
-/// Awaits `future`, failing the test if it takes longer than [`GUARD`].
+/// Awaits `future`, failing the test if it takes longer than [`GUARD`]
+/// (the example processes take longer to start than in-process servers).
 pub(crate) async fn guard<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(GUARD, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out: {what}"),
-    }
+    protoo_testkit::guard_for(GUARD, what, future).await
 }
 
 /// The example `name`, built by `cargo test` next to the test binaries

@@ -1,22 +1,18 @@
 //! Helpers shared by the integration tests: peers over in-memory pairs, raw
 //! frames on the remote end, and a transport that records what it is sent.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use protoo_core::{
-    CloseReason, IncomingNotification, IncomingRequest, Peer, PeerConfig, PeerEvent, PeerEvents,
+use protoo_core::{CloseReason, Peer, PeerConfig, PeerEvents};
+pub(crate) use protoo_testkit::{
+    expect_closed, expect_notification, expect_request, pair, until_closed,
 };
 use protoo_transport::{
-    Frame, FrameSink, FrameStream, Inbound, Initiator, Transport, TransportError, memory,
+    Frame, FrameSink, FrameStream, Inbound, Initiator, Transport, TransportError,
 };
-
-/// An in-memory pair with the default queue limit.
-pub(crate) fn pair() -> (Transport, Transport) {
-    memory::pair(memory::DEFAULT_QUEUE_LIMIT)
-}
 
 /// Two peers connected to each other: ("server", "client").
 pub(crate) fn peers() -> ((Peer, PeerEvents), (Peer, PeerEvents)) {
@@ -24,48 +20,6 @@ pub(crate) fn peers() -> ((Peer, PeerEvents), (Peer, PeerEvents)) {
     let server = Peer::new("client-A", a, (), PeerConfig::default()).expect("server peer");
     let client = Peer::new("server", b, (), PeerConfig::default()).expect("client peer");
     (server, client)
-}
-
-/// The next event, which must be a request.
-pub(crate) async fn expect_request(events: &mut PeerEvents) -> IncomingRequest {
-    match events.next().await {
-        Some(PeerEvent::Request(request)) => request,
-        other => panic!("expected a request, got {other:?}"),
-    }
-}
-
-/// The next event, which must be a notification.
-pub(crate) async fn expect_notification(events: &mut PeerEvents) -> IncomingNotification {
-    match events.next().await {
-        Some(PeerEvent::Notification(notification)) => notification,
-        other => panic!("expected a notification, got {other:?}"),
-    }
-}
-
-/// The next event, which must be the close; the events end after it.
-pub(crate) async fn expect_closed(events: &mut PeerEvents) -> CloseReason {
-    match events.next().await {
-        Some(PeerEvent::Closed(reason)) => {
-            assert!(events.next().await.is_none(), "an event after Closed");
-            assert!(events.next().await.is_none(), "an event after Closed");
-            reason
-        }
-        other => panic!("expected the close, got {other:?}"),
-    }
-}
-
-/// Skips requests and notifications until the close.
-pub(crate) async fn until_closed(events: &mut PeerEvents) -> CloseReason {
-    loop {
-        match events.next().await {
-            Some(PeerEvent::Closed(reason)) => {
-                assert!(events.next().await.is_none(), "an event after Closed");
-                return reason;
-            }
-            Some(_) => {}
-            None => panic!("events ended without Closed"),
-        }
-    }
 }
 
 /// The next raw frame the remote end receives, as text.

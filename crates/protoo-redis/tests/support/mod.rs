@@ -16,6 +16,7 @@ use protoo_core::codec::encode;
 use protoo_core::transport::memory;
 use protoo_core::{DuplicatePolicy, Payload, Peer, PeerConfig, PeerEvent, PeerEvents, Room, Rooms};
 use protoo_redis::{RedisCluster, RedisConfig};
+use protoo_testkit::guard_for;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -314,14 +315,9 @@ pub struct Client {
 impl Client {
     /// `join`: the ids of the other listed peers, sorted.
     pub async fn join(&self, name: &str) -> Vec<String> {
-        let answer: Value = tokio::time::timeout(
-            GUARD,
-            self.peer
-                .request_as("join", &json!({ "displayName": name })),
-        )
-        .await
-        .expect("join answered in time")
-        .expect("join accepted");
+        let data = json!({ "displayName": name });
+        let join = self.peer.request_as("join", &data);
+        let answer: Value = guard_for(GUARD, "join", join).await.expect("join accepted");
         let mut ids: Vec<String> = answer["peers"]
             .as_array()
             .unwrap()
@@ -354,9 +350,7 @@ impl Client {
     /// The next notification or the close.
     pub async fn next_event(&mut self) -> Event {
         loop {
-            let event = tokio::time::timeout(GUARD, self.events.next())
-                .await
-                .expect("an event in time");
+            let event = guard_for(GUARD, "an event", self.events.next()).await;
             match event {
                 Some(PeerEvent::Notification(n)) => {
                     return Event::Notification(
@@ -419,9 +413,8 @@ impl Client {
     }
 
     pub async fn request(&self, method: &str, data: &Value) -> Result<Value, String> {
-        tokio::time::timeout(GUARD, self.peer.request(method, data))
+        guard_for(GUARD, "an answer", self.peer.request(method, data))
             .await
-            .expect("answered in time")
             .map(|payload: Payload| payload.to_value())
             .map_err(|error| error.reason().unwrap_or_else(|| error.to_string()))
     }

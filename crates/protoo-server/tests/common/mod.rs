@@ -4,13 +4,12 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use protoo_server::{
     CloseReason, ConnectionRequest, IncomingNotification, IncomingRequest, Peer, PeerConfig,
-    PeerEvent, PeerEvents, ServerConfig, WebSocketServer, WsConfig, ws,
+    PeerEvents, ServerConfig, WebSocketServer, WsConfig, ws,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,17 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::ClientRequestBuilder;
 use tokio_tungstenite::tungstenite::http::Uri;
 
-/// The longest any single step of a test may take: a failure guard only,
-/// never a way to wait for something.
-pub const GUARD: Duration = Duration::from_secs(10);
-
-/// Awaits `future`, failing the test if it takes longer than [`GUARD`].
-pub async fn guard<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(GUARD, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out: {what}"),
-    }
-}
+pub use protoo_testkit::guard;
 
 /// Polls `condition` until it holds (for state with no event to await, such
 /// as a connection count going down once a task ends); bounded by [`GUARD`].
@@ -214,28 +203,20 @@ pub async fn client(addr: SocketAddr, target: &str) -> (Peer, PeerEvents) {
     Peer::new("server", transport, (), PeerConfig::default()).expect("client peer")
 }
 
-/// The next event, which must be a request.
+/// The next event, which must be a request (guarded).
 pub async fn expect_request(events: &mut PeerEvents) -> IncomingRequest {
-    match guard("next event", events.next()).await {
-        Some(PeerEvent::Request(request)) => request,
-        other => panic!("expected a request, got {other:?}"),
-    }
+    guard("next event", protoo_testkit::expect_request(events)).await
 }
 
-/// The next event, which must be a notification.
+/// The next event, which must be a notification (guarded).
 pub async fn expect_notification(events: &mut PeerEvents) -> IncomingNotification {
-    match guard("next event", events.next()).await {
-        Some(PeerEvent::Notification(notification)) => notification,
-        other => panic!("expected a notification, got {other:?}"),
-    }
+    guard("next event", protoo_testkit::expect_notification(events)).await
 }
 
-/// The next event, which must be the close.
+/// The next event, which must be the close; the events end after it
+/// (guarded).
 pub async fn expect_closed(events: &mut PeerEvents) -> CloseReason {
-    match guard("next event", events.next()).await {
-        Some(PeerEvent::Closed(reason)) => reason,
-        other => panic!("expected the close, got {other:?}"),
-    }
+    guard("next event", protoo_testkit::expect_closed(events)).await
 }
 
 /// An axum application on 127.0.0.1 with an ephemeral port: `/health`
