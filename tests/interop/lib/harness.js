@@ -252,13 +252,11 @@ class ServerProcess
 }
 
 /**
- * Start `server.command` with `--listen 127.0.0.1:PORT` plus `args`, and wait
- * for its `listening on ws://ADDR/` line. Without `port`, a free port is picked
- * and the start retried with another one if the process exits first (the port
- * was taken meanwhile). With `port` (a restart on the same port), the start is
- * retried on that port.
+ * Run `startOnce(port)` on a free port, picked anew for each attempt if the
+ * process exits first (the port was taken meanwhile); with `port` (a restart
+ * on the same port), retry on that port.
  */
-async function startServer(server, { args = [], port = null, attempts = 5 } = {})
+async function onAPort(port, attempts, startOnce)
 {
 	let lastError;
 
@@ -268,7 +266,7 @@ async function startServer(server, { args = [], port = null, attempts = 5 } = {}
 
 		try
 		{
-			return await startOnce(server, p, args);
+			return await startOnce(p);
 		}
 		catch (error)
 		{
@@ -285,18 +283,20 @@ async function startServer(server, { args = [], port = null, attempts = 5 } = {}
 	throw lastError;
 }
 
-function startOnce(server, port, args)
+/**
+ * Spawn `program` with `args` and wait until `ready(line)` returns something
+ * for a line of its stdout; resolves with `make(child, value, output)`. Both
+ * pipes are drained for the process's whole life, its last output kept for
+ * failure messages; it joins `children`, so it never outlives the test
+ * process; an exit first rejects with `exitedEarly` set.
+ */
+function spawnReady({ name, program, args, port, waitingFor, ready, make })
 {
-	const [ program, ...programArgs ] = server.command;
-	const child = spawn(
-		program,
-		[ ...programArgs, '--listen', `127.0.0.1:${port}`, ...args ],
-		{ cwd: INTEROP_DIR, stdio: [ 'ignore', 'pipe', 'pipe' ] });
+	const child = spawn(program, args, { cwd: INTEROP_DIR, stdio: [ 'ignore', 'pipe', 'pipe' ] });
 
 	children.add(child);
 	child.once('exit', () => children.delete(child));
 
-	// Keep the last output for failure messages; always drain both pipes.
 	const output = { text: '' };
 	const keep = (chunk) =>
 	{
@@ -308,22 +308,22 @@ function startOnce(server, port, args)
 
 	const lines = readline.createInterface({ input: child.stdout });
 
-	const ready = new Promise((resolve, reject) =>
+	const readiness = new Promise((resolve, reject) =>
 	{
 		lines.on('line', (line) =>
 		{
 			keep(`${line}\n`);
 
-			const match = LISTENING.exec(line);
+			const value = ready(line);
 
-			if (match)
-				resolve(match[1]);
+			if (value !== null)
+				resolve(value);
 		});
 		child.once('error', (error) => reject(error));
 		child.once('exit', (code, signal) =>
 		{
 			const error = new Error(
-				`${server.name} exited (code ${code}, signal ${signal}) before listening ` +
+				`${name} exited (code ${code}, signal ${signal}) before ${waitingFor} ` +
 				`on 127.0.0.1:${port}; output:\n${output.text}`);
 
 			error.exitedEarly = true;
@@ -331,13 +331,37 @@ function startOnce(server, port, args)
 		});
 	});
 
-	return withTimeout(ready, START_TIMEOUT, `${server.name} to print "listening on"`)
-		.then((address) => new ServerProcess(child, address, output))
+	return withTimeout(readiness, START_TIMEOUT, `${name}: ${waitingFor}`)
+		.then((value) => make(child, value, output))
 		.catch((error) =>
 		{
 			child.kill('SIGKILL');
 			throw error;
 		});
+}
+
+/**
+ * Start `server.command` with `--listen 127.0.0.1:PORT` plus `args`, and wait
+ * for its `listening on ws://ADDR/` line (see `onAPort` for the port).
+ */
+function startServer(server, { args = [], port = null, attempts = 5 } = {})
+{
+	const [ program, ...programArgs ] = server.command;
+
+	return onAPort(port, attempts, (p) => spawnReady({
+		name       : server.name,
+		program,
+		args       : [ ...programArgs, '--listen', `127.0.0.1:${p}`, ...args ],
+		port       : p,
+		waitingFor : 'listening',
+		ready      : (line) =>
+		{
+			const match = LISTENING.exec(line);
+
+			return match ? match[1] : null;
+		},
+		make : (child, address, output) => new ServerProcess(child, address, output)
+	}));
 }
 
 // redis-server prints this on stdout once it accepts connections.
@@ -354,87 +378,20 @@ class RedisProcess extends ServerProcess
 
 /**
  * Start redis-server (`bin`) on 127.0.0.1, no persistence, and wait for its
- * "Ready to accept connections" line. Without `port` a free port is picked
- * (retried with another one if redis-server exits first: the port was taken
- * meanwhile); with `port` (a restart) the start is retried on that port.
- * The process joins `children`, so it never outlives the test process.
+ * "Ready to accept connections" line (see `onAPort` for the port).
  */
-async function startRedis(bin, { port = null, attempts = 5 } = {})
+function startRedis(bin, { port = null, attempts = 5 } = {})
 {
-	let lastError;
-
-	for (let attempt = 1; attempt <= attempts; attempt++)
-	{
-		const p = port !== null ? port : await freePort();
-
-		try
-		{
-			return await startRedisOnce(bin, p);
-		}
-		catch (error)
-		{
-			lastError = error;
-
-			if (!error.exitedEarly)
-				throw error;
-
-			if (port !== null)
-				await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
-		}
-	}
-
-	throw lastError;
-}
-
-function startRedisOnce(bin, port)
-{
-	const child = spawn(
-		bin,
-		[ '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+	return onAPort(port, attempts, (p) => spawnReady({
+		name    : 'redis-server',
+		program : bin,
+		args    : [ '--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
 			'--daemonize', 'no', '--logfile', '' ],
-		{ cwd: INTEROP_DIR, stdio: [ 'ignore', 'pipe', 'pipe' ] });
-
-	children.add(child);
-	child.once('exit', () => children.delete(child));
-
-	const output = { text: '' };
-	const keep = (chunk) =>
-	{
-		output.text = (output.text + chunk).slice(-16384);
-	};
-
-	child.stderr.setEncoding('utf8');
-	child.stderr.on('data', keep);
-
-	const lines = readline.createInterface({ input: child.stdout });
-	const ready = new Promise((resolve, reject) =>
-	{
-		lines.on('line', (line) =>
-		{
-			keep(`${line}\n`);
-
-			if (REDIS_READY.test(line))
-				resolve();
-		});
-		child.once('error', (error) => reject(error));
-		child.once('exit', (code, signal) =>
-		{
-			const error = new Error(
-				`redis-server exited (code ${code}, signal ${signal}) before it was ready ` +
-				`on 127.0.0.1:${port}; output:\n${output.text}`);
-
-			error.exitedEarly = true;
-			reject(error);
-		});
-	});
-
-	return withTimeout(ready, START_TIMEOUT, 'redis-server to be ready')
-		.then(() => new RedisProcess(child, `127.0.0.1:${port}`, output))
-		.catch((error) =>
-		{
-			child.kill('SIGKILL');
-			throw error;
-		});
+		port       : p,
+		waitingFor : 'it was ready',
+		ready      : (line) => (REDIS_READY.test(line) ? true : null),
+		make       : (child, _ready, output) => new RedisProcess(child, `127.0.0.1:${p}`, output)
+	}));
 }
 
 /**
