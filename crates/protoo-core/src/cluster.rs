@@ -149,8 +149,9 @@ pub trait ClusterBackend: Send + Sync + 'static {
     fn attach(&self, node: LocalNode);
 
     /// This node's id in the cluster, if it has one: the peers' `tracing`
-    /// spans carry it (`node_id`), beside their peer and room ids.
-    fn node_id(&self) -> Option<&str> {
+    /// spans carry it (`node_id`), beside their peer and room ids (shared,
+    /// not copied, by every peer).
+    fn node_id(&self) -> Option<Arc<str>> {
         None
     }
 
@@ -205,7 +206,6 @@ pub(crate) trait NodeRooms: Send + Sync {
         message: PeerMessage,
     ) -> ClusterFuture<PeerReply>;
     fn members(&self) -> Vec<Member>;
-    fn has_member(&self, room_id: &str, peer_id: &str) -> bool;
 }
 
 /// This node's rooms, for the cluster backend: what other nodes send is
@@ -284,12 +284,6 @@ impl LocalNode {
         self.rooms()
             .map(|rooms| rooms.members())
             .unwrap_or_default()
-    }
-
-    /// Whether this node has an open peer `peer_id` in `room_id`.
-    pub fn has_member(&self, room_id: &str, peer_id: &str) -> bool {
-        self.rooms()
-            .is_some_and(|rooms| rooms.has_member(room_id, peer_id))
     }
 }
 

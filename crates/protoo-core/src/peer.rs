@@ -523,8 +523,8 @@ impl Start {
     }
 
     /// Names the cluster node the peer is on, in its span.
-    pub(crate) fn set_node_id(&mut self, node_id: Option<&str>) {
-        self.node_id = node_id.map(Arc::from);
+    pub(crate) fn set_node_id(&mut self, node_id: Option<Arc<str>>) {
+        self.node_id = node_id;
     }
 
     pub(crate) fn spawn(mut self) {

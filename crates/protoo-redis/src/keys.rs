@@ -14,25 +14,29 @@
 /// The key and channel names of one cluster (one prefix) and one node.
 #[derive(Debug)]
 pub(crate) struct Keys {
-    prefix: String,
     /// `P:room:`: what room keys and channels start with.
     room: String,
     pub(crate) nodes: String,
+    /// `P:node:{N}`: this node's heartbeat key, and its channel.
     pub(crate) node: String,
     pub(crate) node_rooms: String,
-    pub(crate) node_channel: String,
+    /// `P:node:`: what the scripts prefix node ids with for heartbeat keys
+    /// and node channels.
+    pub(crate) node_prefix: String,
+    /// `P:sweep:`: the same for sweep locks.
+    pub(crate) sweep_prefix: String,
 }
 
 impl Keys {
     pub(crate) fn new(prefix: &str, node_id: &str) -> Self {
         let node = format!("{prefix}:node:{node_id}");
         Keys {
-            prefix: prefix.to_owned(),
             room: format!("{prefix}:room:"),
             nodes: format!("{prefix}:nodes"),
             node_rooms: format!("{node}:rooms"),
-            node_channel: node.clone(),
             node,
+            node_prefix: format!("{prefix}:node:"),
+            sweep_prefix: format!("{prefix}:sweep:"),
         }
     }
 
@@ -54,17 +58,7 @@ impl Keys {
 
     /// `P:node:{N}`: another node's heartbeat key, and its channel.
     pub(crate) fn node_of(&self, node_id: &str) -> String {
-        format!("{}:node:{node_id}", self.prefix)
-    }
-
-    /// `P:node:` and `P:sweep:`: what the sweep script prefixes node ids
-    /// with.
-    pub(crate) fn node_prefix(&self) -> String {
-        format!("{}:node:", self.prefix)
-    }
-
-    pub(crate) fn sweep_prefix(&self) -> String {
-        format!("{}:sweep:", self.prefix)
+        format!("{}{node_id}", self.node_prefix)
     }
 }
 
@@ -77,6 +71,10 @@ mod tests {
         let keys = Keys::new("p", "n1");
         assert_eq!(keys.room("r"), "p:room:r");
         assert_eq!(keys.node, "p:node:n1");
+        assert_eq!(
+            (keys.node_prefix.as_str(), keys.sweep_prefix.as_str()),
+            ("p:node:", "p:sweep:")
+        );
         assert_eq!(keys.node_rooms, "p:node:n1:rooms");
         assert_eq!(keys.node_of("n2"), "p:node:n2");
         assert_eq!(keys.room_of(b"p:room:a:b"), Some("a:b"));

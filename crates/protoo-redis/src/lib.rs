@@ -307,8 +307,8 @@ impl ClusterBackend for RedisCluster {
         self.shared().attach(node);
     }
 
-    fn node_id(&self) -> Option<&str> {
-        Some(&self.shared().node_id)
+    fn node_id(&self) -> Option<Arc<str>> {
+        Some(self.shared().node_id.clone())
     }
 
     fn member_added(

@@ -344,7 +344,7 @@ async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::Redi
         ));
     }
     let values: Value = pipe.query_async(&mut link.commands).await?;
-    link.subscriber.subscribe(&keys.node_channel).await?;
+    link.subscriber.subscribe(&keys.node).await?;
     for (room, _) in &rooms {
         link.subscriber.subscribe(keys.room(room)).await?;
     }

@@ -83,8 +83,8 @@ async fn sweep(shared: &Shared) {
     loop {
         let find = cmd::find_dead(
             &keys.nodes,
-            &keys.node_prefix(),
-            &keys.sweep_prefix(),
+            &keys.node_prefix,
+            &keys.sweep_prefix,
             &shared.node_id,
         );
         let dead = match shared.query(find).await {
@@ -117,7 +117,7 @@ async fn sweep(shared: &Shared) {
             .query(cmd::forget_node(
                 &dead_rooms,
                 &keys.nodes,
-                &format!("{}{dead}", keys.sweep_prefix()),
+                &format!("{}{dead}", keys.sweep_prefix),
                 &dead,
             ))
             .await;

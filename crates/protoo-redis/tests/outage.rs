@@ -55,28 +55,29 @@ async fn a_subscriber_redis_disconnects_for_its_output_buffer_is_made_anew() {
     sender.join("S").await;
     let mut receiver = nodes[1].connect("r", "receiver").await;
     receiver.join("R").await;
-    let mut conn = redis.connection().await;
     // A pub/sub client whose output passes 1 KiB is closed by Redis (the
     // default is 32 MB, or 8 MB for 60 s).
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("client-output-buffer-limit")
-        .arg("pubsub 1024 0 0")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis
+        .run(&[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 1024 0 0",
+        ])
+        .await;
     let big = "x".repeat(64 << 10);
     sender.broadcast(&json!({ "big": big })).await;
     // Redis has run the publish once a later round trip on the sender's
     // node came back.
     let _ = nodes[0].rooms.get("r").unwrap().presence().await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("client-output-buffer-limit")
-        .arg("pubsub 33554432 8388608 60")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis
+        .run(&[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 33554432 8388608 60",
+        ])
+        .await;
     // The receiving node notices, subscribes again, and gets what is sent
     // after that; the big one was lost on the way.
     let mut attempt = 0;
@@ -171,12 +172,7 @@ async fn a_redis_that_forgot_the_scripts_gets_them_again() {
     let (_prefix, nodes) = cluster::<2>(&redis).await;
     let a = nodes[0].connect("r", "a").await;
     a.join("A").await;
-    let mut conn = redis.connection().await;
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis.run(&["SCRIPT", "FLUSH"]).await;
     // The next script a node runs fails; the node makes its link anew,
     // loads them again, and carries on: joins list across nodes again.
     let mut attempt = 0;

@@ -103,9 +103,4 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryI
         }
         members
     }
-
-    fn has_member(&self, room_id: &str, peer_id: &str) -> bool {
-        self.local_room(room_id)
-            .is_some_and(|room| room.member(peer_id).is_ok())
-    }
 }

@@ -51,7 +51,7 @@ impl Shared {
             &self.entry_prefix(incarnation),
             room,
             replace,
-            &self.keys.node_prefix(),
+            &self.keys.node_prefix,
             &self.node_id,
             self.rooms_ttl(),
         );
@@ -105,13 +105,18 @@ impl Shared {
     }
 
     pub(crate) fn broadcast(&self, room: &str, frame: &Frame, except: &[&str], listed_only: bool) {
+        self.publish_cmd(self.broadcast_cmd(room, frame, except, listed_only));
+    }
+
+    /// The PUBLISH of a broadcast in `room` (on its channel, from this node).
+    fn broadcast_cmd(&self, room: &str, frame: &Frame, except: &[&str], listed_only: bool) -> Cmd {
         let message = Message::Broadcast {
             from: &self.node_id,
             except: except.to_vec(),
             listed_only,
             frame: frame.as_bytes(),
         };
-        self.publish(&self.keys.room(room), &message);
+        scripts::cmd::publish(&self.keys.room(room), &wire::encode(&message))
     }
 
     /// The listed members of `room` on live nodes; `None` if Redis cannot
@@ -123,7 +128,7 @@ impl Shared {
         let (tx, rx) = oneshot::channel();
         let cmd = scripts::cmd::presence(
             &self.keys.room(&room),
-            &self.keys.node_prefix(),
+            &self.keys.node_prefix,
             &self.keys.nodes,
             &self.node_id,
         );
@@ -172,7 +177,7 @@ impl Shared {
         let cmd = scripts::cmd::route(
             &self.keys.room(&room),
             &peer,
-            &self.keys.node_prefix(),
+            &self.keys.node_prefix,
             &payload,
         );
         let routed = self.send(Op::cmd(cmd, Some(tx)), Class::Query)
@@ -233,10 +238,8 @@ impl Shared {
     /// nodes missed): what the application makes of it, delivered here
     /// when `here`, and published to the other nodes.
     pub(crate) fn announce_lost(&self, room: &str, peer: &str, entry: &str, here: bool) {
-        if let Some(publish) = self.lost_publication(room, peer, entry, here)
-            && self.send(Op::cmd(publish, None), Class::Publish)
-        {
-            self.stats.published();
+        if let Some(publish) = self.lost_publication(room, peer, entry, here) {
+            self.publish_cmd(publish);
         }
     }
 
@@ -262,16 +265,7 @@ impl Shared {
         if here {
             node.deliver(room, &frame, &except, false);
         }
-        let message = Message::Broadcast {
-            from: &self.node_id,
-            except: except.to_vec(),
-            listed_only: false,
-            frame: frame.as_bytes(),
-        };
-        Some(scripts::cmd::publish(
-            &self.keys.room(room),
-            &wire::encode(&message),
-        ))
+        Some(self.broadcast_cmd(room, &frame, &except, false))
     }
 
     /// Every member of this node (room, peer, incarnation), grouped by room.

@@ -260,10 +260,12 @@ impl Shared {
 
     /// Publishes `message` on `channel` (in order with everything queued).
     fn publish(&self, channel: &str, message: &Message<'_>) -> bool {
-        let sent = self.send(
-            Op::cmd(scripts::cmd::publish(channel, &wire::encode(message)), None),
-            Class::Publish,
-        );
+        self.publish_cmd(scripts::cmd::publish(channel, &wire::encode(message)))
+    }
+
+    /// Queues a PUBLISH (dropped and counted if it cannot be sent).
+    fn publish_cmd(&self, publish: Cmd) -> bool {
+        let sent = self.send(Op::cmd(publish, None), Class::Publish);
         if sent {
             self.stats.published();
         }

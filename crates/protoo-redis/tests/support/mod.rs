@@ -83,6 +83,15 @@ impl RedisServer {
         );
     }
 
+    /// Runs one command of the test's own (`CONFIG SET ...`, `SCRIPT FLUSH`).
+    pub async fn run(&self, args: &[&str]) {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        let _: redis::Value = cmd.query_async(&mut self.connection().await).await.unwrap();
+    }
+
     /// A connection for the test's own commands.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
