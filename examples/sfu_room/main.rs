@@ -1,0 +1,4 @@
+//! temp
+#![allow(dead_code)]
+mod media;
+fn main() {}
