@@ -168,7 +168,8 @@ fn ci() -> Result {
 
 /// The interop suites against the real npm protoo packages
 /// (`tests/interop`): the JavaScript protoo-client against our room
-/// example, and our Rust peer and our Rust client (the bot example) against
+/// example and the sfu_room example (mediasoup-demo's signalling), and our
+/// Rust peer and our Rust client (the bot example) against
 /// the Node protoo-server.
 fn interop(redis_server: &Path) -> Result {
     let dir = root().join("tests/interop");
@@ -179,7 +180,7 @@ fn interop(redis_server: &Path) -> Result {
             .current_dir(&dir),
     )?;
     run(
-        "build the room (with its redis feature), rust_peer and bot examples",
+        "build the room (with its redis feature), sfu_room, rust_peer and bot examples",
         cargo().args([
             "build",
             "-p",
@@ -188,6 +189,8 @@ fn interop(redis_server: &Path) -> Result {
             "redis",
             "--example",
             "room",
+            "--example",
+            "sfu_room",
             "--example",
             "rust_peer",
             "--example",
@@ -202,6 +205,7 @@ fn interop(redis_server: &Path) -> Result {
             .current_dir(&dir)
             .env("PROTOO_INTEROP_REQUIRE", "1")
             .env("PROTOO_ROOM_BIN", examples.join("room"))
+            .env("PROTOO_SFU_BIN", examples.join("sfu_room"))
             .env("PROTOO_RUST_PEER_BIN", examples.join("rust_peer"))
             .env("PROTOO_BOT_BIN", examples.join("bot"))
             .env("PROTOO_REDIS_SERVER", redis_server),
