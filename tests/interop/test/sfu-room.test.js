@@ -252,8 +252,10 @@ else
 				rtpParameters : rtpParameters('audio')
 			}));
 			assert.equal(error.code, 400);
+			// A missing id is not found, as in Room.js.
 			error = await rejection(a.request('closeProducer', {}));
-			assert.equal(error.code, 400);
+			assert.equal(error.code, 500);
+			assert.match(error.message, /producer with id "" not found/);
 
 			// A method Room.js does not know.
 			error = await rejection(a.request('nonsense'));
