@@ -71,18 +71,18 @@ async fn join(room: SfuRoom, peer: SfuPeer, Data(join): Data<Join>, answer: Resp
         peer.data().join(me.clone(), join.rtp_capabilities)?;
         room.set_presence(peer.id(), &me)?;
         let broadcasters = room.data().broadcasters();
-        let peers = members
-            .listed()
-            .filter(|other| other.id() != peer.id())
-            .map(|other| other.data());
-        let others: Vec<&Endpoint> = peers
-            .chain(broadcasters.iter().map(|b| &b.endpoint))
+        let peers = members.listed().filter(|other| other.id() != peer.id());
+        let endpoints = peers
+            .map(|other| other.data())
+            .chain(broadcasters.iter().map(|b| &b.endpoint));
+        let joined: Vec<_> = endpoints
+            .filter_map(|other| Some((other.listed()?, other.producers())))
             .collect();
-        let listed: Vec<Listed> = others.iter().filter_map(|other| other.listed()).collect();
-        answer.accept(&json!({ "peers": listed }));
-        for (other, owner) in others.iter().zip(&listed) {
-            other
-                .producers()
+        answer.accept(
+            &json!({ "peers": joined.iter().map(|(listed, _)| listed).collect::<Vec<_>>() }),
+        );
+        for (owner, producers) in joined {
+            producers
                 .into_iter()
                 .for_each(|p| spawn_consumers(&room, &peer, &owner.id, p));
         }

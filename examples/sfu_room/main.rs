@@ -80,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let _ = joined
                         .peer
                         .notify("mediasoup-version", &json!({ "version": "stand-in" }));
-                    peers.run(joined).await;
+                    peers.run(joined.room, joined.peer, joined.events).await;
                 }
                 Err(error) => tracing::warn!(%error, "connection refused"),
             }

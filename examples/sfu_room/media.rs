@@ -217,8 +217,6 @@ pub(crate) trait Consumer: Send + Sync {
     fn request_key_frame(&self) -> BoxFuture<'_, MediaResult<()>>;
     /// Statistics.
     fn stats(&self) -> BoxFuture<'_, MediaResult<Value>>;
-    /// Closes it.
-    fn close(&self);
 }
 
 mod memory;

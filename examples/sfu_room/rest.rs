@@ -187,12 +187,7 @@ async fn create_transport(at: At, Json(new): Json<NewTransport>) -> Reply {
         sctp_streams: new.sctp_capabilities.map(|caps| caps["numStreams"].clone()),
         ..TransportOptions::default()
     };
-    let transport = at
-        .room
-        .data()
-        .router
-        .create_transport(kind, options)
-        .await?;
+    let transport = at.0.data().router.create_transport(kind, options).await?;
     broadcaster.endpoint.add_transport(transport.clone());
     if kind == TransportKind::WebRtc {
         return Ok(Json(webrtc_parameters(&*transport)));

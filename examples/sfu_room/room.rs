@@ -207,7 +207,8 @@ impl RoomMedia {
 
     pub(crate) fn add_broadcaster(&self, b: Listed, caps: Option<Value>, hold: RoomHold) -> Answer {
         let id = b.id.clone();
-        let Entry::Vacant(entry) = lock(&self.broadcasters).entry(id.clone()) else {
+        let mut broadcasters = lock(&self.broadcasters);
+        let Entry::Vacant(entry) = broadcasters.entry(id.clone()) else {
             return Err(fail(format!("broadcaster with id \"{id}\" already exists")));
         };
         let state = EndpointState {
@@ -231,10 +232,11 @@ impl RoomMedia {
 /// Room.js's `create()`: the room's router, made by its first admission
 /// (with the `consumerReplicas` of its query, if any).
 pub(crate) async fn create(worker: Arc<dyn Worker>, setup: RoomSetup) -> Answer<RoomMedia> {
-    tracing::info!(room_id = setup.room_id, "creating a new room");
+    let router = worker.create_router().await?;
+    tracing::info!(room_id = setup.room_id, router_id = router.id(), "new room");
     let replicas = setup.context.param("consumerReplicas");
     Ok(RoomMedia {
-        router: worker.create_router().await?,
+        router,
         consumer_replicas: replicas.and_then(|n| n.parse().ok()).unwrap_or(0),
         broadcasters: Mutex::default(),
     })

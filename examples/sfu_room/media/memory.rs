@@ -400,6 +400,8 @@ impl Transport for MemoryTransport {
                             TransportKind::WebRtc => "webrtc-transport",
                             TransportKind::Plain => "plain-rtp-transport" },
                         "transportId": self.id, "bytesReceived": 0, "bytesSent": 0,
+                        "producing": self.options.producing, "consuming": self.options.consuming,
+                        "comedia": self.options.comedia,
                         "dtlsState": if self.connected.load(Ordering::SeqCst) { "connected" } else { "new" } }]))
         })
     }

@@ -212,7 +212,12 @@ impl Consumer for MemoryConsumer {
     }
 
     fn request_key_frame(&self) -> BoxFuture<'_, MediaResult<()>> {
-        later(move || self.open())
+        later(move || {
+            self.open()?;
+            // The key frame refreshes the stream: a new score.
+            self.emit(&ConsumerEvent::Score(self.score()));
+            Ok(())
+        })
     }
 
     fn stats(&self) -> BoxFuture<'_, MediaResult<Value>> {
@@ -223,15 +228,5 @@ impl Consumer for MemoryConsumer {
                         "packetCount": 0, "byteCount": 0, "score": 10 }]),
             )
         })
-    }
-
-    fn close(&self) {
-        if self.closed.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        lock(&self.handlers).clear();
-        if let Some(producer) = self.producer.upgrade() {
-            lock(&producer.consumers).retain(|consumer| !std::ptr::eq(&**consumer, self));
-        }
     }
 }
