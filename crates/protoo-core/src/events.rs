@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
-use protoo_codec::{ErrorData, Id, Notification, Payload, Request, encode};
+use protoo_codec::{ErrorData, Id, Method, Notification, Payload, Request, encode};
 use protoo_transport::{
     ByteQueue, CloseReason, Initiator, Refused, TrackerGuard, Weigh, close_code,
 };
@@ -331,6 +331,11 @@ impl IncomingRequest {
         self.request.method.as_str()
     }
 
+    /// The method name as decoded (a cheap handle to the frame's bytes).
+    pub(crate) fn method_name(&self) -> &Method {
+        &self.request.method
+    }
+
     /// The request id, as the remote wrote it.
     pub fn id(&self) -> &Id {
         &self.request.id
@@ -583,6 +588,11 @@ impl IncomingNotification {
     /// The method name.
     pub fn method(&self) -> &str {
         self.notification.method.as_str()
+    }
+
+    /// The method name as decoded (a cheap handle to the frame's bytes).
+    pub(crate) fn method_name(&self) -> &Method {
+        &self.notification.method
     }
 
     /// The notification data as raw JSON (`{}` when the remote sent none).

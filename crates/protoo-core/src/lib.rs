@@ -154,6 +154,8 @@ pub mod cluster;
 mod config;
 mod error;
 mod events;
+mod exclusive;
+pub mod handler;
 mod ids;
 mod log_limit;
 pub mod metrics;
@@ -168,6 +170,7 @@ pub use config::{
     DEFAULT_EVENT_QUEUE, DEFAULT_INCOMING_BUDGET, DEFAULT_MAX_UNANSWERED_REQUESTS, PeerConfig,
 };
 pub use error::{CoreError, PeerError, RequestError};
+pub use exclusive::{Member, Members};
 pub use events::{
     EVENTS_DROPPED_REASON, IncomingNotification, IncomingRequest, IntoErrorData,
     NOT_ANSWERED_REASON, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerEvent, PeerEvents,
@@ -179,7 +182,7 @@ pub use rate::Rate;
 pub use room::{DuplicatePolicy, Room};
 pub use rooms::{Joined, Reservation, Rooms, RoomsBuilder};
 
-pub use protoo_codec::{self as codec, EncodeError, ErrorData, Frame, Id, Payload};
+pub use protoo_codec::{self as codec, EncodeError, ErrorData, Frame, Id, Method, Payload};
 pub use protoo_transport::{
     self as transport, CloseReason, Initiator, PROTOO_CLOSED_REASON, Transport, TransportError,
     close_code,

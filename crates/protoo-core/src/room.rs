@@ -87,6 +87,9 @@ pub struct Room<D = (), R = ()> {
 pub(crate) struct RoomInner<D, R> {
     pub(crate) id: Arc<str>,
     pub(crate) state: Mutex<RoomState<D>>,
+    /// The section lock of [`Room::exclusive`]: separate from `state`, so
+    /// an exclusive section may use the room (broadcast, presence).
+    pub(crate) section: Mutex<()>,
     /// The application's room data.
     data: R,
     /// Set once the room's close is complete (its peers closed).
@@ -211,6 +214,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
                     reserved,
                     emptied: 0,
                 }),
+                section: Mutex::new(()),
                 reported: AtomicBool::new(false),
                 closed_notify: Notify::new(),
                 registry,
