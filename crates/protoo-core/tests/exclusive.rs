@@ -1,0 +1,126 @@
+//! Room-wide consistency: mediasoup-demo's join/produce race, run through
+//! the router by several peers on a multi-thread runtime, with
+//! `Room::exclusive` making each (consumer, producer) pair be created
+//! exactly once.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use common::pair;
+use protoo_core::handler::{Data, Router, State};
+use protoo_core::{ErrorData, Peer, PeerConfig, PeerError, Room};
+use serde::Deserialize;
+use serde_json::json;
+
+/// A peer's producers (mediasoup-demo keeps them in `peer.data`).
+#[derive(Default)]
+struct PeerData {
+    producers: Mutex<Vec<String>>,
+}
+
+/// Every consumer created: (consuming peer, producer).
+type Consumers = Arc<Mutex<Vec<(String, String)>>>;
+
+/// `join`: marks the peer joined, then creates its consumers of the joined
+/// peers' producers.
+async fn join(
+    peer: Peer<PeerData>,
+    room: Room<PeerData>,
+    State(consumers): State<Consumers>,
+) -> Result<(), PeerError> {
+    room.exclusive(|members| {
+        room.set_presence(peer.id(), &json!({}))?;
+        let mut consumers = consumers.lock().unwrap();
+        for other in members.listed().filter(|member| member.id() != peer.id()) {
+            for producer in other.data().producers.lock().unwrap().iter() {
+                consumers.push((peer.id().to_owned(), producer.clone()));
+            }
+        }
+        Ok(())
+    })
+}
+
+#[derive(Deserialize)]
+struct Produce {
+    id: String,
+}
+
+/// `produce`: adds the producer, then creates a consumer of it for every
+/// other joined peer.
+async fn produce(
+    peer: Peer<PeerData>,
+    room: Room<PeerData>,
+    Data(produce): Data<Produce>,
+    State(consumers): State<Consumers>,
+) -> Result<(), ErrorData> {
+    room.exclusive(|members| {
+        peer.data().producers.lock().unwrap().push(produce.id.clone());
+        let mut consumers = consumers.lock().unwrap();
+        for other in members.listed().filter(|member| member.id() != peer.id()) {
+            consumers.push((other.id().to_owned(), produce.id.clone()));
+        }
+    });
+    Ok(())
+}
+
+const PEERS: usize = 8;
+const PRODUCERS: usize = 2;
+const ROUNDS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn join_and_produce_create_each_consumer_exactly_once() {
+    for round in 0..ROUNDS {
+        let consumers = Consumers::default();
+        let router = Router::new()
+            .request("join", join)
+            .request("produce", produce)
+            .with_state(consumers.clone());
+        let room: Room<PeerData> = Room::with_id(format!("r{round}"));
+        let mut clients = Vec::new();
+        for n in 0..PEERS {
+            let (server_side, client_side) = pair();
+            let (peer, events) = room
+                .create_peer(format!("p{n}"), server_side, PeerData::default(), PeerConfig::default())
+                .unwrap();
+            tokio::spawn({
+                let (router, room) = (router.clone(), room.clone());
+                async move { router.run(room, peer, events).await }
+            });
+            let (client, client_events) =
+                Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
+            // Each client joins, then produces, all at once.
+            clients.push(tokio::spawn(async move {
+                client.request("join", &()).await.unwrap();
+                for k in 0..PRODUCERS {
+                    client.request("produce", &json!({"id": format!("p{n}-{k}")})).await.unwrap();
+                }
+                // Kept open until every client is done.
+                (client, client_events)
+            }));
+        }
+        let mut kept = Vec::new();
+        for client in clients {
+            kept.push(client.await.unwrap());
+        }
+        let mut created: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for pair in consumers.lock().unwrap().iter() {
+            *created.entry(pair.clone()).or_default() += 1;
+        }
+        let duplicates: Vec<_> = created.iter().filter(|(_, count)| **count > 1).collect();
+        assert!(duplicates.is_empty(), "round {round}: created twice: {duplicates:?}");
+        let expected: BTreeSet<(String, String)> = (0..PEERS)
+            .flat_map(|consumer| {
+                (0..PEERS)
+                    .filter(move |producer| *producer != consumer)
+                    .flat_map(move |producer| {
+                        (0..PRODUCERS).map(move |k| (format!("p{consumer}"), format!("p{producer}-{k}")))
+                    })
+            })
+            .collect();
+        let created: BTreeSet<_> = created.into_keys().collect();
+        assert_eq!(created, expected, "round {round}");
+        room.close();
+    }
+}
