@@ -17,6 +17,10 @@
 //!   for all receivers, close. A closed peer leaves its room by itself.
 //! - [`Rooms`]: rooms by id, created on demand in one atomic step with their
 //!   first peer, removed when their last peer leaves.
+//! - [`handler`]: a [`Router`](handler::Router) of async handlers by
+//!   method, with extractors and `?`, that runs a peer's loop; and
+//!   [`Room::exclusive`], sections atomic with respect to the room's other
+//!   sections (what Node gives between two `await`s).
 //!
 //! Each peer runs one task that reads its transport. Nothing here holds a
 //! lock across an `.await`, every queue is bounded, and nothing a remote
@@ -89,7 +93,8 @@
 //!
 //! A handler that awaits (a database, another peer) is best spawned with its
 //! [`IncomingRequest`], so the loop keeps reading: the request can be
-//! answered from any task.
+//! answered from any task. The [`handler`] module runs this loop for you,
+//! and says what runs concurrently.
 //!
 //! # Rooms and broadcast
 //!
@@ -170,12 +175,12 @@ pub use config::{
     DEFAULT_EVENT_QUEUE, DEFAULT_INCOMING_BUDGET, DEFAULT_MAX_UNANSWERED_REQUESTS, PeerConfig,
 };
 pub use error::{CoreError, PeerError, RequestError};
-pub use exclusive::{Member, Members};
 pub use events::{
     EVENTS_DROPPED_REASON, IncomingNotification, IncomingRequest, IntoErrorData,
     NOT_ANSWERED_REASON, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerEvent, PeerEvents,
     RATE_LIMITED_CODE, RATE_LIMITED_REASON, SHUTTING_DOWN_REASON, TOO_MANY_INVALID_REASON,
 };
+pub use exclusive::{Member, Members};
 pub use peer::{CLUSTER_ADMISSION_WAIT, DUPLICATE_ELSEWHERE_REASON, Peer, REPLACEMENT_WAIT};
 pub use presence::Presence;
 pub use rate::Rate;

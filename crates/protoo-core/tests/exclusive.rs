@@ -56,7 +56,11 @@ async fn produce(
     State(consumers): State<Consumers>,
 ) -> Result<(), ErrorData> {
     room.exclusive(|members| {
-        peer.data().producers.lock().unwrap().push(produce.id.clone());
+        peer.data()
+            .producers
+            .lock()
+            .unwrap()
+            .push(produce.id.clone());
         let mut consumers = consumers.lock().unwrap();
         for other in members.listed().filter(|member| member.id() != peer.id()) {
             consumers.push((other.id().to_owned(), produce.id.clone()));
@@ -82,7 +86,12 @@ async fn join_and_produce_create_each_consumer_exactly_once() {
         for n in 0..PEERS {
             let (server_side, client_side) = pair();
             let (peer, events) = room
-                .create_peer(format!("p{n}"), server_side, PeerData::default(), PeerConfig::default())
+                .create_peer(
+                    format!("p{n}"),
+                    server_side,
+                    PeerData::default(),
+                    PeerConfig::default(),
+                )
                 .unwrap();
             tokio::spawn({
                 let (router, room) = (router.clone(), room.clone());
@@ -94,7 +103,10 @@ async fn join_and_produce_create_each_consumer_exactly_once() {
             clients.push(tokio::spawn(async move {
                 client.request("join", &()).await.unwrap();
                 for k in 0..PRODUCERS {
-                    client.request("produce", &json!({"id": format!("p{n}-{k}")})).await.unwrap();
+                    client
+                        .request("produce", &json!({"id": format!("p{n}-{k}")}))
+                        .await
+                        .unwrap();
                 }
                 // Kept open until every client is done.
                 (client, client_events)
@@ -109,13 +121,17 @@ async fn join_and_produce_create_each_consumer_exactly_once() {
             *created.entry(pair.clone()).or_default() += 1;
         }
         let duplicates: Vec<_> = created.iter().filter(|(_, count)| **count > 1).collect();
-        assert!(duplicates.is_empty(), "round {round}: created twice: {duplicates:?}");
+        assert!(
+            duplicates.is_empty(),
+            "round {round}: created twice: {duplicates:?}"
+        );
         let expected: BTreeSet<(String, String)> = (0..PEERS)
             .flat_map(|consumer| {
                 (0..PEERS)
                     .filter(move |producer| *producer != consumer)
                     .flat_map(move |producer| {
-                        (0..PRODUCERS).map(move |k| (format!("p{consumer}"), format!("p{producer}-{k}")))
+                        (0..PRODUCERS)
+                            .map(move |k| (format!("p{consumer}"), format!("p{producer}-{k}")))
                     })
             })
             .collect();
@@ -123,4 +139,46 @@ async fn join_and_produce_create_each_consumer_exactly_once() {
         assert_eq!(created, expected, "round {round}");
         room.close();
     }
+}
+
+/// A section may use the room (presence, broadcast: the section lock is not
+/// the room's lock), and one that panicked does not block the next.
+#[tokio::test]
+async fn a_section_uses_the_room_and_a_panic_does_not_block_the_next() {
+    let room: Room<PeerData> = Room::with_id("r");
+    let mut kept = Vec::new();
+    for id in ["a", "b"] {
+        let (server_side, client_side) = pair();
+        let created = room
+            .create_peer(id, server_side, PeerData::default(), PeerConfig::default())
+            .unwrap();
+        let client = Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
+        kept.push((created, client));
+    }
+    let report = room.exclusive(|members| {
+        assert_eq!(members.len(), 2);
+        assert!(members.listed().next().is_none());
+        room.set_presence("a", &json!({"name": "A"})).unwrap();
+        room.to_all().except(["a"]).notify("hello", &()).unwrap()
+    });
+    assert_eq!(report.delivered, 1);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        room.exclusive(|_| panic!("a failing section"))
+    }));
+    assert!(panicked.is_err());
+    let listed: Vec<String> = room.exclusive(|members| {
+        let a = members.get("a").unwrap();
+        assert_eq!(a.presence().unwrap().as_str(), r#"{"name":"A"}"#);
+        assert!(!members.get("b").unwrap().is_listed());
+        members
+            .listed()
+            .map(|member| member.id().to_owned())
+            .collect()
+    });
+    assert_eq!(listed, ["a"]);
+    let (_, (_, client_events)) = &mut kept[1];
+    let Some(protoo_core::PeerEvent::Notification(hello)) = client_events.next().await else {
+        panic!("no broadcast")
+    };
+    assert_eq!(hello.method(), "hello");
 }

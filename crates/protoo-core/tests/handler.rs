@@ -56,16 +56,25 @@ struct Sum {
 }
 
 async fn add(Data(add): Data<Add>) -> Result<Sum, ErrorData> {
-    let sum = add.a.checked_add(add.b).ok_or(ErrorData::new(422, "overflow"))?;
+    let sum = add
+        .a
+        .checked_add(add.b)
+        .ok_or(ErrorData::new(422, "overflow"))?;
     Ok(Sum { sum })
 }
 
 #[tokio::test]
 async fn typed_data_answers_and_bad_data_is_400_with_serdes_message() {
     let (client, _events, _task) = serve(Router::new().request("add", add), PeerConfig::default());
-    let sum: Sum = client.request_as("add", &json!({"a": 1, "b": 2})).await.unwrap();
+    let sum: Sum = client
+        .request_as("add", &json!({"a": 1, "b": 2}))
+        .await
+        .unwrap();
     assert_eq!(sum, Sum { sum: 3 });
-    let error = client.request("add", &json!({"a": "one"})).await.unwrap_err();
+    let error = client
+        .request("add", &json!({"a": "one"}))
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Some(400));
     let reason = error.reason().unwrap();
     assert!(reason.contains("invalid type"), "{reason}");
@@ -79,17 +88,28 @@ async fn question_mark_errors_answer_with_their_code() {
     }
     let router = Router::new().request("add", add).request("ask", ask);
     let (client, mut events, _task) = serve(router, PeerConfig::default());
-    let error = client.request("add", &json!({"a": i64::MAX, "b": 1})).await.unwrap_err();
-    assert_eq!((error.code(), error.reason().as_deref()), (Some(422), Some("overflow")));
+    let error = client
+        .request("add", &json!({"a": i64::MAX, "b": 1}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.code(), error.reason().as_deref()),
+        (Some(422), Some("overflow"))
+    );
 
     let asking = tokio::spawn({
         let client = client.clone();
         async move { client.request("ask", &()).await }
     });
-    let Some(PeerEvent::Request(question)) = events.next().await else { panic!("no question") };
+    let Some(PeerEvent::Request(question)) = events.next().await else {
+        panic!("no question")
+    };
     question.reject(409, "no answer");
     let error = asking.await.unwrap().unwrap_err();
-    assert_eq!((error.code(), error.reason().as_deref()), (Some(409), Some("no answer")));
+    assert_eq!(
+        (error.code(), error.reason().as_deref()),
+        (Some(409), Some("no answer"))
+    );
 }
 
 #[tokio::test]
@@ -97,7 +117,10 @@ async fn unknown_methods_answer_404_without_a_fallback() {
     let (client, _events, _task) = serve(Router::new().request("add", add), PeerConfig::default());
     let error = client.request("nope", &()).await.unwrap_err();
     assert_eq!(error.code(), Some(404));
-    assert_eq!(error.reason().as_deref(), Some(protoo_core::handler::UNKNOWN_METHOD_REASON));
+    assert_eq!(
+        error.reason().as_deref(),
+        Some(protoo_core::handler::UNKNOWN_METHOD_REASON)
+    );
 }
 
 #[tokio::test]
@@ -108,8 +131,14 @@ async fn a_fallback_takes_the_unknown_methods() {
     let router = Router::new().request("add", add).fallback(fallback);
     let (client, _events, _task) = serve(router, PeerConfig::default());
     let answer = client.request("other", &json!({"x": 1})).await.unwrap();
-    assert_eq!(answer.to_value(), json!({"method": "other", "data": {"x": 1}}));
-    let sum: Sum = client.request_as("add", &json!({"a": 2, "b": 2})).await.unwrap();
+    assert_eq!(
+        answer.to_value(),
+        json!({"method": "other", "data": {"x": 1}})
+    );
+    let sum: Sum = client
+        .request_as("add", &json!({"a": 2, "b": 2}))
+        .await
+        .unwrap();
     assert_eq!(sum.sum, 4);
 }
 
@@ -118,13 +147,17 @@ async fn a_responder_answers_first_and_the_handler_works_on() {
     async fn join(responder: Responder, peer: Peer) -> Result<(), ErrorData> {
         responder.accept(&json!({"peers": []}));
         // After the answer: the remote already has it.
-        peer.notify("welcome", &json!({"id": peer.id()})).map_err(|_| ErrorData::new(500, "x"))?;
+        peer.notify("welcome", &json!({"id": peer.id()}))
+            .map_err(|_| ErrorData::new(500, "x"))?;
         Ok(())
     }
-    let (client, mut events, _task) = serve(Router::new().request("join", join), PeerConfig::default());
+    let (client, mut events, _task) =
+        serve(Router::new().request("join", join), PeerConfig::default());
     let answer = client.request("join", &()).await.unwrap();
     assert_eq!(answer.to_value(), json!({"peers": []}));
-    let Some(PeerEvent::Notification(welcome)) = events.next().await else { panic!() };
+    let Some(PeerEvent::Notification(welcome)) = events.next().await else {
+        panic!()
+    };
     assert_eq!(welcome.method(), "welcome");
 }
 
@@ -153,9 +186,18 @@ async fn an_error_after_the_responder_answered_is_not_sent() {
         .request("early", early)
         .request("dropped", dropped);
     let (mut remote, _task) = serve_raw(router, PeerConfig::default());
-    send_raw(&remote, r#"{"request":true,"id":1,"method":"join","data":{}}"#);
-    send_raw(&remote, r#"{"request":true,"id":2,"method":"early","data":{"fail":true}}"#);
-    send_raw(&remote, r#"{"request":true,"id":3,"method":"early","data":{"fail":false}}"#);
+    send_raw(
+        &remote,
+        r#"{"request":true,"id":1,"method":"join","data":{}}"#,
+    );
+    send_raw(
+        &remote,
+        r#"{"request":true,"id":2,"method":"early","data":{"fail":true}}"#,
+    );
+    send_raw(
+        &remote,
+        r#"{"request":true,"id":3,"method":"early","data":{"fail":false}}"#,
+    );
     send_raw(&remote, r#"{"request":true,"id":4,"method":"dropped"}"#);
     // One answer each, in order: no second answer to request 1.
     let answers = [
@@ -164,10 +206,22 @@ async fn an_error_after_the_responder_answered_is_not_sent() {
         recv_json(&mut remote).await,
         recv_json(&mut remote).await,
     ];
-    assert_eq!(answers[0], json!({"response": true, "id": 1, "ok": true, "data": {"ok": 1}}));
-    assert_eq!(answers[1], json!({"response": true, "id": 2, "errorCode": 403, "errorReason": "refused"}));
-    assert_eq!(answers[2], json!({"response": true, "id": 3, "ok": true, "data": "fine"}));
-    assert_eq!(answers[3], json!({"response": true, "id": 4, "errorCode": 500, "errorReason": protoo_core::NOT_ANSWERED_REASON}));
+    assert_eq!(
+        answers[0],
+        json!({"response": true, "id": 1, "ok": true, "data": {"ok": 1}})
+    );
+    assert_eq!(
+        answers[1],
+        json!({"response": true, "id": 2, "errorCode": 403, "errorReason": "refused"})
+    );
+    assert_eq!(
+        answers[2],
+        json!({"response": true, "id": 3, "ok": true, "data": "fine"})
+    );
+    assert_eq!(
+        answers[3],
+        json!({"response": true, "id": 4, "errorCode": 500, "errorReason": protoo_core::NOT_ANSWERED_REASON})
+    );
 }
 
 #[tokio::test]
@@ -179,7 +233,10 @@ async fn notifications_route_by_method_and_bad_data_is_dropped() {
     async fn chat(Data(chat): Data<Chat>, State(seen): State<mpsc::UnboundedSender<String>>) {
         let _ = seen.send(chat.text);
     }
-    async fn other(method: Method, State(seen): State<mpsc::UnboundedSender<String>>) -> Result<(), ErrorData> {
+    async fn other(
+        method: Method,
+        State(seen): State<mpsc::UnboundedSender<String>>,
+    ) -> Result<(), ErrorData> {
         let _ = seen.send(format!("other {method}"));
         Err(ErrorData::new(500, "logged only"))
     }
@@ -198,16 +255,26 @@ async fn notifications_route_by_method_and_bad_data_is_dropped() {
 
 #[tokio::test]
 async fn the_close_handler_runs_once_with_the_reason() {
-    async fn closed(peer: Peer, reason: CloseReason, State(tx): State<mpsc::UnboundedSender<(String, Option<u16>)>>) {
+    async fn closed(
+        peer: Peer,
+        reason: CloseReason,
+        State(tx): State<mpsc::UnboundedSender<(String, Option<u16>)>>,
+    ) {
         let _ = tx.send((peer.id().to_owned(), reason.code));
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let router = Router::new().request("add", add).on_close(closed).with_state(tx);
+    let router = Router::new()
+        .request("add", add)
+        .on_close(closed)
+        .with_state(tx);
     let (client, _events, task) = serve(router, PeerConfig::default());
     client.close();
     task.await.unwrap();
     assert_eq!(rx.recv().await.unwrap(), ("alice".to_owned(), Some(4000)));
-    assert!(rx.recv().await.is_none(), "run returned: the router and its state are gone");
+    assert!(
+        rx.recv().await.is_none(),
+        "run returned: the router and its state are gone"
+    );
 }
 
 #[tokio::test]
@@ -216,7 +283,9 @@ async fn state_is_shared_by_the_handlers() {
         Ok(count.fetch_add(1, Ordering::SeqCst) + 1)
     }
     let counter = Arc::new(AtomicUsize::new(0));
-    let router = Router::new().request("count", count).with_state(counter.clone());
+    let router = Router::new()
+        .request("count", count)
+        .with_state(counter.clone());
     let (client, _events, _task) = serve(router.clone(), PeerConfig::default());
     let (other, _other_events, _other_task) = serve(router, PeerConfig::default());
     assert_eq!(client.request_as::<usize>("count", &()).await.unwrap(), 1);
@@ -242,7 +311,10 @@ async fn one_at_a_time_handlers_run_in_arrival_order() {
     let router = Router::new().request("step", step).with_state(log.clone());
     let (mut remote, _task) = serve_raw(router, PeerConfig::default());
     for n in 1..=5 {
-        send_raw(&remote, &format!(r#"{{"request":true,"id":{n},"method":"step","data":{n}}}"#));
+        send_raw(
+            &remote,
+            &format!(r#"{{"request":true,"id":{n},"method":"step","data":{n}}}"#),
+        );
     }
     for n in 1..=5 {
         let answer = recv_json(&mut remote).await;
@@ -276,7 +348,10 @@ async fn a_concurrent_handler_does_not_hold_up_the_peer() {
         let client = client.clone();
         async move { client.request_as::<String>("ask", &()).await }
     });
-    assert_eq!(client.request_as::<String>("ping", &()).await.unwrap(), "pong");
+    assert_eq!(
+        client.request_as::<String>("ping", &()).await.unwrap(),
+        "pong"
+    );
     assert_eq!(asking.await.unwrap().unwrap(), "late");
 }
 
@@ -288,14 +363,20 @@ async fn a_handler_may_await_a_request_to_its_own_peer() {
     async fn ask(peer: Peer) -> Result<Payload, RequestError> {
         peer.request("question", &()).await
     }
-    let (client, mut events, _task) = serve(Router::new().request("ask", ask), PeerConfig::default());
+    let (client, mut events, _task) =
+        serve(Router::new().request("ask", ask), PeerConfig::default());
     let asking = tokio::spawn({
         let client = client.clone();
         async move { client.request("ask", &()).await }
     });
-    let Some(PeerEvent::Request(question)) = events.next().await else { panic!() };
+    let Some(PeerEvent::Request(question)) = events.next().await else {
+        panic!()
+    };
     question.accept(&json!({"answer": 42}));
-    assert_eq!(asking.await.unwrap().unwrap().to_value(), json!({"answer": 42}));
+    assert_eq!(
+        asking.await.unwrap().unwrap().to_value(),
+        json!({"answer": 42})
+    );
 }
 
 /// ... unless the remote sends more than the event queue holds meanwhile:
@@ -371,7 +452,13 @@ async fn eight_extractors_and_the_room() {
         responder: Responder,
         _again: Peer,
     ) -> Result<(), ErrorData> {
-        responder.accept(&json!([room.id(), peer.id(), method.as_str(), payload, n + k]));
+        responder.accept(&json!([
+            room.id(),
+            peer.id(),
+            method.as_str(),
+            payload,
+            n + k
+        ]));
         Ok(())
     }
     let router = Router::new().request("all", all).with_state(10u32);

@@ -97,10 +97,11 @@ pub use protoo_core as core;
 pub use protoo_transport as transport;
 
 pub use protoo_codec::{ErrorData, Frame, Id, Method, Payload};
+pub use protoo_core::handler;
 pub use protoo_core::{
     Broadcast, BroadcastReport, CoreError, DuplicatePolicy, IncomingNotification, IncomingRequest,
-    IntoErrorData, Joined, Peer, PeerConfig, PeerError, PeerEvent, PeerEvents, Presence,
-    RequestError, Reservation, Room, Rooms, RoomsBuilder,
+    IntoErrorData, Joined, Member, Members, Peer, PeerConfig, PeerError, PeerEvent, PeerEvents,
+    Presence, RequestError, Reservation, Room, Rooms, RoomsBuilder,
 };
 pub use protoo_transport::ws::{self, WsConfig};
 pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, close_code};

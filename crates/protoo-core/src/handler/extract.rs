@@ -119,7 +119,7 @@ impl<D, R, S> fmt::Debug for Parts<'_, D, R, S> {
 /// use protoo_core::ErrorData;
 /// use protoo_core::handler::{FromRequest, Parts};
 ///
-/// /// The `roomId`-less peer id, as an extractor.
+/// /// The peer id, as an extractor of its own.
 /// struct PeerId(String);
 ///
 /// impl<D, R, S> FromRequest<D, R, S> for PeerId {

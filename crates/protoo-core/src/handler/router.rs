@@ -126,7 +126,9 @@ where
     /// If `method` already has a request handler.
     pub fn request<T, H: RequestHandler<T, D, R, S>>(mut self, method: &str, handler: H) -> Self {
         let routes = self.routes();
-        let old = routes.requests.insert(method.into(), route(request_fn(handler)));
+        let old = routes
+            .requests
+            .insert(method.into(), route(request_fn(handler)));
         assert!(old.is_none(), "request method {method:?} has two handlers");
         routes.last = Some(Last::Request(method.into()));
         self
@@ -144,8 +146,13 @@ where
         handler: H,
     ) -> Self {
         let routes = self.routes();
-        let old = routes.notifications.insert(method.into(), route(event_fn(handler)));
-        assert!(old.is_none(), "notification method {method:?} has two handlers");
+        let old = routes
+            .notifications
+            .insert(method.into(), route(event_fn(handler)));
+        assert!(
+            old.is_none(),
+            "notification method {method:?} has two handlers"
+        );
         routes.last = Some(Last::Notification(method.into()));
         self
     }
@@ -194,14 +201,18 @@ where
         let routes = self.routes();
         let last = routes.last.clone();
         let concurrent = match &last {
-            Some(Last::Request(method)) => routes.requests.get_mut(method).map(|r| &mut r.concurrent),
-            Some(Last::Notification(method)) => {
-                routes.notifications.get_mut(method).map(|r| &mut r.concurrent)
+            Some(Last::Request(method)) => {
+                routes.requests.get_mut(method).map(|r| &mut r.concurrent)
             }
+            Some(Last::Notification(method)) => routes
+                .notifications
+                .get_mut(method)
+                .map(|r| &mut r.concurrent),
             Some(Last::Fallback) => routes.fallback.as_mut().map(|r| &mut r.concurrent),
-            Some(Last::NotificationFallback) => {
-                routes.notification_fallback.as_mut().map(|r| &mut r.concurrent)
-            }
+            Some(Last::NotificationFallback) => routes
+                .notification_fallback
+                .as_mut()
+                .map(|r| &mut r.concurrent),
             None => None,
         };
         *concurrent.expect("concurrent() follows the handler it applies to") = true;
@@ -332,11 +343,9 @@ fn request_fn<T, D, R, S, H: RequestHandler<T, D, R, S>>(handler: H) -> RequestF
 }
 
 fn event_fn<T, D, R, S, H: NotificationHandler<T, D, R, S>>(handler: H) -> EventFn<D, R, S> {
-    Arc::new(
-        move |event, peer: &Peer<D>, room: &Room<D, R>, state: &S| {
-            handler.call(event, peer, room, state)
-        },
-    )
+    Arc::new(move |event, peer: &Peer<D>, room: &Room<D, R>, state: &S| {
+        handler.call(event, peer, room, state)
+    })
 }
 
 impl<D, R, S> fmt::Debug for Router<D, R, S> {
@@ -344,7 +353,10 @@ impl<D, R, S> fmt::Debug for Router<D, R, S> {
         let routes = &*self.routes;
         f.debug_struct("Router")
             .field("requests", &routes.requests.keys().collect::<Vec<_>>())
-            .field("notifications", &routes.notifications.keys().collect::<Vec<_>>())
+            .field(
+                "notifications",
+                &routes.notifications.keys().collect::<Vec<_>>(),
+            )
             .field("fallback", &routes.fallback.is_some())
             .field("on_close", &routes.on_close.is_some())
             .finish()
