@@ -15,13 +15,19 @@
 //!   and receive are measured alone and subtracted.
 //! - **notification received**: the same for a notification the loop reads
 //!   and drops.
+//! - **request + response through the router**: the same `echo`, answered
+//!   by a [`Router`](protoo_core::handler::Router) handler
+//!   (`async fn(Payload) -> Result<Payload, Infallible>`).
 //! - **notify**: the server sends one notification to one peer.
 //! - **broadcast to 100**: one `Room::broadcast` to a room of 100 peers.
 
 use std::alloc::System;
 
 use protoo_codec::{Id, encode};
-use protoo_core::{DuplicatePolicy, Peer, PeerConfig, PeerEvent, Rooms};
+use std::convert::Infallible;
+
+use protoo_core::handler::Router;
+use protoo_core::{DuplicatePolicy, Payload, Peer, PeerConfig, PeerEvent, Room, Rooms};
 use protoo_transport::{Inbound, Transport, memory};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -72,6 +78,21 @@ fn echo_server() -> Transport {
     client_side
 }
 
+/// [`echo_server`] through the handler layer.
+fn router_echo_server() -> Transport {
+    async fn echo(data: Payload) -> Result<Payload, Infallible> {
+        Ok(data)
+    }
+    let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
+    let room = Room::with_id("r");
+    let (peer, events) = room
+        .create_peer("alice", server_side, (), PeerConfig::default())
+        .expect("a valid peer");
+    let router = Router::new().request("echo", echo);
+    tokio::spawn(async move { router.run(room, peer, events).await });
+    client_side
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -91,6 +112,12 @@ fn main() {
 
         let mut client = echo_server();
         let round_trip = per_round!({
+            let _ = client.send(request.clone());
+            recv_text(&mut client).await;
+        });
+
+        let mut client = router_echo_server();
+        let routed = per_round!({
             let _ = client.send(request.clone());
             recv_text(&mut client).await;
         });
@@ -158,6 +185,10 @@ fn main() {
         println!(
             "| request received + response sent (`echo`) | {:.1} |",
             round_trip - client_alone
+        );
+        println!(
+            "| request received + response sent (`echo`), through the router | {:.1} |",
+            routed - client_alone
         );
         println!("| notification received | {notification_in:.1} |");
         println!("| `Peer::notify` to one peer | {notify:.1} |");

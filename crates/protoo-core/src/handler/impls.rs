@@ -73,6 +73,13 @@ impl<T: Serialize, E: IntoErrorData> RequestOutput for Result<T, E> {
     }
 }
 
+/// A handler that cannot fail: `Result<T, Infallible>`.
+impl IntoErrorData for std::convert::Infallible {
+    fn into_error_data(self) -> ErrorData {
+        match self {}
+    }
+}
+
 /// What a notification handler returns: `()`, or `Result<(), E>` whose
 /// error is logged at debug level (a notification has no answer).
 pub trait NotificationOutput {
