@@ -68,7 +68,7 @@ impl<D, R, S> Clone for Routes<D, R, S> {
 /// [`Router::with_state`].
 ///
 /// Built once, shared by every peer: [`Router::run`] takes `&self`, and a
-/// clone is two reference counts. See the [module docs](super) for an
+/// clone is one reference count. See the [module docs](super) for an
 /// example and for what runs concurrently.
 pub struct Router<D = (), R = (), S = ()> {
     routes: Arc<Routes<D, R, S>>,
