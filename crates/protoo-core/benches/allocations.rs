@@ -114,18 +114,13 @@ fn main() {
         let mut room = None;
         for i in 0..100 {
             let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-            let (r, _peer, events) = rooms
-                .create_peer(
-                    "r",
-                    format!("p{i}"),
-                    server_side,
-                    (),
-                    PeerConfig::default(),
-                    DuplicatePolicy::Refuse,
-                )
+            let joined = rooms
+                .admit("r", format!("p{i}"))
+                .join(server_side, ())
+                .await
                 .expect("admitted");
-            room = Some(r);
-            clients.push((client_side, events));
+            room = Some(joined.room);
+            clients.push((client_side, joined.events));
         }
         let room = room.expect("a room");
         let one = room.peer("p0").expect("p0");
