@@ -21,7 +21,7 @@
 use std::alloc::System;
 
 use protoo_codec::{Id, encode};
-use protoo_core::{DuplicatePolicy, Peer, PeerConfig, PeerEvent, Rooms};
+use protoo_core::{Peer, PeerConfig, PeerEvent, Rooms};
 use protoo_transport::{Inbound, Transport, memory};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};

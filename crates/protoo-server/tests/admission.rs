@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use protoo_server::{
-    DuplicatePolicy, ErrorData, PeerConfig, PeerEvent, PeerEvents, Rooms, ServerConfig,
+    DuplicatePolicy, ErrorData, PeerConfig, PeerEvent, PeerEvents, RoomSetup, Rooms, ServerConfig,
     WebSocketServer,
 };
 use serde_json::json;
@@ -25,12 +25,8 @@ fn admit_all<R: Send + Sync + 'static>(mut server: WebSocketServer, rooms: Rooms
         while let Some(request) = server.next_request().await {
             let rooms = rooms.clone();
             tokio::spawn(async move {
-                let room_id = request.query_param("roomId").unwrap_or_default();
-                let peer_id = request.query_param("peerId").unwrap_or_default();
-                if let Ok((_room, _peer, events)) =
-                    request.accept_join(&rooms, &room_id, peer_id, ()).await
-                {
-                    drain(events).await;
+                if let Ok(joined) = request.admit(&rooms).join(()).await {
+                    drain(joined.events).await;
                 }
             });
         }
@@ -55,7 +51,7 @@ fn gated_rooms(
     let (calls, gate) = (calls.clone(), gate.clone());
     Rooms::builder()
         .duplicate_policy(DuplicatePolicy::Replace)
-        .setup(move |room_id: String| {
+        .setup(move |RoomSetup { room_id, .. }: RoomSetup| {
             let (calls, gate) = (calls.clone(), gate.clone());
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
