@@ -1,4 +1,4 @@
-//! The rooms registry: atomic get-or-create, removal when empty, and the race
+//! The rooms registry: atomic find-or-create, removal when empty, and the race
 //! between a room's removal and a new peer joining it.
 
 mod common;
@@ -36,7 +36,7 @@ async fn hold_under_100_concurrent_callers_makes_one_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn create_peer_under_100_concurrent_callers_fills_one_room() {
+async fn admit_under_100_concurrent_callers_fills_one_room() {
     // mediasoup-demo queues room creation through an async queue to get
     // this; here concurrent joins need nothing.
     let rooms: Rooms = Rooms::new();
@@ -97,7 +97,7 @@ async fn a_room_is_removed_and_closed_when_its_last_peer_leaves() {
 }
 
 #[tokio::test]
-async fn a_room_emptied_under_a_caller_refuses_it_and_create_peer_retries() {
+async fn a_room_emptied_under_a_caller_is_refused_and_the_next_admission_gets_a_new_one() {
     let rooms = Rooms::new();
     let (a, _raw_a) = pair();
     let Joined {

@@ -118,8 +118,9 @@ impl<D, R> fmt::Debug for Joined<D, R> {
 /// once, or after the registry's empty-room grace).
 ///
 /// The room may still be closed meanwhile ([`Room::close`],
-/// [`Rooms::close_all`]); the hold then keeps nothing. Given by
-/// [`Admit::hold`].
+/// [`Rooms::close_all`]); the hold then keeps nothing. A hold belongs to
+/// this process: with a cluster backend it keeps the local room, and is not
+/// listed as a member on other nodes. Given by [`Admit::hold`].
 #[must_use = "dropping the hold gives the room's place back at once"]
 pub struct RoomHold {
     place: Box<dyn HeldPlace>,

@@ -173,7 +173,9 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
     /// handle to the room goes.
     ///
     /// Called outside every lock of the registry and the room; it must not
-    /// block (spawn what takes time).
+    /// block (spawn what takes time). The registry keeps the hook: a hook
+    /// that captures the registry itself (a `Rooms` clone) keeps it alive
+    /// for good; capture what the room's teardown needs instead.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};
