@@ -38,7 +38,7 @@ mod page;
 use clap::Parser;
 use protoo_server::{
     ConnectionRequest, DuplicatePolicy, ErrorData, IncomingNotification, IncomingRequest, Payload,
-    Peer, PeerEvent, PeerEvents, Room, Rooms, WebSocketServer,
+    Peer, PeerEvent, PeerEvents, Room, Rooms, ServerError, WebSocketServer,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -94,19 +94,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// What `admit` hands to the peer's loop.
 type Admitted = Option<(Room, Peer, PeerEvents)>;
 
-/// Accepts a connection into its room, or rejects it with 400.
+/// Admits a connection into its room: the query's `roomId` and `peerId`
+/// (rejected with 400 without them).
 async fn admit(request: ConnectionRequest, rooms: &Rooms) -> Admitted {
-    let param = |name| request.query_param(name).filter(|value| !value.is_empty());
-    let (Some(room_id), Some(peer_id)) = (param("roomId"), param("peerId")) else {
-        request.reject(400, "missing roomId or peerId");
-        return None;
-    };
     // A peer already here with this id is replaced (the registry's
     // policy): its loop tells the others it left before the newcomer's
     // first request is handled.
-    let admitted = request.accept_join(rooms, &room_id, peer_id, ()).await;
-    match admitted {
-        Ok(admitted) => Some(admitted),
+    match request.admit(rooms).join(()).await {
+        Ok(joined) => Some((joined.room, joined.peer, joined.events)),
+        Err(ServerError::MissingId(_)) => None,
         Err(error) => {
             tracing::warn!(%error, "peer refused");
             None

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use protoo_server::transport::ws::{self, WsConfig};
-use protoo_server::{PeerConfig, PeerEvent, Room};
+use protoo_server::{PeerConfig, PeerEvent, Rooms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const UPGRADE: &[u8] = b"GET /?roomId=r&peerId=p HTTP/1.1\r\nHost: fuzz\r\n\
@@ -112,9 +112,10 @@ async fn session(input: Vec<u8>) {
     let server = async {
         let request = ws::read_upgrade_request(server_io, &config).await.ok()?;
         let transport = request.accept(&config).await.ok()?;
-        let room: Room = Room::with_id("r");
+        let rooms: Rooms = Rooms::new();
         let config = PeerConfig::default().with_event_queue(8);
-        let (peer, mut events) = room.create_peer("p", transport, (), config).ok()?;
+        let joined = rooms.admit("r", "p").config(config).join(transport, ()).await.ok()?;
+        let (room, peer, mut events) = (joined.room, joined.peer, joined.events);
         let mut asks = Vec::new();
         while let Some(event) = events.next().await {
             match event {

@@ -27,7 +27,7 @@ use protoo_codec::{Id, encode};
 use std::convert::Infallible;
 
 use protoo_core::handler::Router;
-use protoo_core::{DuplicatePolicy, Payload, Peer, PeerConfig, PeerEvent, Room, Rooms};
+use protoo_core::{Payload, Peer, PeerConfig, PeerEvent, Rooms};
 use protoo_transport::{Inbound, Transport, memory};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -79,17 +79,19 @@ fn echo_server() -> Transport {
 }
 
 /// [`echo_server`] through the handler layer.
-fn router_echo_server() -> Transport {
+async fn router_echo_server() -> Transport {
     async fn echo(data: Payload) -> Result<Payload, Infallible> {
         Ok(data)
     }
     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-    let room = Room::with_id("r");
-    let (peer, events) = room
-        .create_peer("alice", server_side, (), PeerConfig::default())
+    let rooms: Rooms = Rooms::new();
+    let joined = rooms
+        .admit("r", "alice")
+        .join(server_side, ())
+        .await
         .expect("a valid peer");
     let router = Router::new().request("echo", echo);
-    tokio::spawn(async move { router.run(room, peer, events).await });
+    tokio::spawn(async move { router.run(joined).await });
     client_side
 }
 
@@ -116,7 +118,7 @@ fn main() {
             recv_text(&mut client).await;
         });
 
-        let mut client = router_echo_server();
+        let mut client = router_echo_server().await;
         let routed = per_round!({
             let _ = client.send(request.clone());
             recv_text(&mut client).await;
@@ -141,18 +143,13 @@ fn main() {
         let mut room = None;
         for i in 0..100 {
             let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-            let (r, _peer, events) = rooms
-                .create_peer(
-                    "r",
-                    format!("p{i}"),
-                    server_side,
-                    (),
-                    PeerConfig::default(),
-                    DuplicatePolicy::Refuse,
-                )
+            let joined = rooms
+                .admit("r", format!("p{i}"))
+                .join(server_side, ())
+                .await
                 .expect("admitted");
-            room = Some(r);
-            clients.push((client_side, events));
+            room = Some(joined.room);
+            clients.push((client_side, joined.events));
         }
         let room = room.expect("a room");
         let one = room.peer("p0").expect("p0");

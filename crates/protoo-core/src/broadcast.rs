@@ -37,22 +37,24 @@ type Predicate<'a, D> = Box<dyn Fn(&Peer<D>) -> bool + 'a>;
 /// a room wherever they live.
 ///
 /// ```
-/// use protoo_core::{PeerConfig, Room};
+/// use protoo_core::Rooms;
 /// use protoo_transport::memory;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // Peer data: whether the peer has joined.
-/// let room: Room<bool> = Room::with_id("r");
+/// let rooms: Rooms<bool> = Rooms::new();
 /// let mut remotes = Vec::new();
 /// let mut handlers = Vec::new();
 /// for (id, joined) in [("alice", true), ("bob", true), ("carol", false)] {
 ///     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
 ///     // Each peer's (peer, events) go to its handler; dropping the events
 ///     // would close the peer.
-///     handlers.push(room.create_peer(id, server_side, joined, PeerConfig::default())?);
+///     let admitted = rooms.admit("r", id).join(server_side, joined).await?;
+///     handlers.push((admitted.peer, admitted.events));
 ///     remotes.push(client_side);
 /// }
+/// let room = rooms.get("r").unwrap();
 /// // Every joined peer but alice: bob.
 /// let report = room
 ///     .to_all()

@@ -42,7 +42,7 @@ impl<D, R> Room<D, R> {
     ///
     /// ```
     /// use std::sync::Mutex;
-    /// use protoo_core::{PeerConfig, Room};
+    /// use protoo_core::Rooms;
     /// use protoo_transport::memory;
     ///
     /// #[derive(Default)]
@@ -50,13 +50,13 @@ impl<D, R> Room<D, R> {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let room = Room::with_id("r");
+    /// let rooms: Rooms<PeerData> = Rooms::new();
     /// let mut kept = Vec::new();
     /// for id in ["alice", "bob"] {
     ///     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-    ///     let created = room.create_peer(id, server_side, PeerData::default(), PeerConfig::default())?;
-    ///     kept.push((created, client_side));
+    ///     kept.push((rooms.admit("r", id).join(server_side, PeerData::default()).await?, client_side));
     /// }
+    /// let room = rooms.get("r").unwrap();
     /// // bob joins: he is listed, and gets a consumer for each producer of the
     /// // joined peers, which no `produce` section can add meanwhile.
     /// let to_consume = room.exclusive(|members| {

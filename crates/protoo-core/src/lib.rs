@@ -13,10 +13,11 @@
 //!   Each incoming request is an [`IncomingRequest`] that answers exactly
 //!   once, 500 if the application drops it unanswered. A peer needs no room.
 //! - [`Room`]: peers by id (empty and duplicate ids refused, or duplicates
-//!   replaced with [`Room::create_or_replace_peer`]), broadcast encoded once
+//!   replaced under [`DuplicatePolicy::Replace`]), broadcast encoded once
 //!   for all receivers, close. A closed peer leaves its room by itself.
 //! - [`Rooms`]: rooms by id, created on demand in one atomic step with their
-//!   first peer, removed when their last peer leaves.
+//!   first member ([`Rooms::admit`]: the one way into a room), removed when
+//!   their last member leaves.
 //! - [`handler`]: a [`Router`](handler::Router) of async handlers by
 //!   method, with extractors and `?`, that runs a peer's loop; and
 //!   [`Room::exclusive`], sections atomic with respect to the room's other
@@ -98,8 +99,8 @@
 //!
 //! # Rooms and broadcast
 //!
-//! [`Rooms::create_peer`] puts a new connection in its room, creating the
-//! room if needed; the room goes away with its last peer. [`Room::broadcast`]
+//! [`Rooms::admit`] puts a new connection in its room, creating the room
+//! if needed; the room goes away with its last peer. [`Room::broadcast`]
 //! encodes a notification once and queues the same bytes to every peer but
 //! the ones excluded; it never waits, and a peer too slow to keep up is
 //! closed by its own queue limit without holding up the others.
@@ -116,11 +117,14 @@
 //!     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
 //!     // Application data: the display name.
 //!     let name = id.to_uppercase();
-//!     let (room, _peer, events) = rooms.create_peer(
-//!         "r1", id, server_side, name, PeerConfig::default(), DuplicatePolicy::Replace,
-//!     )?;
+//!     let joined = rooms
+//!         .admit("r1", id)
+//!         .policy(DuplicatePolicy::Replace)
+//!         .join(server_side, name)
+//!         .await?;
+//!     let room = joined.room;
 //!     // Each peer's events go to its handler (dropping them closes the peer).
-//!     handlers.push(events);
+//!     handlers.push(joined.events);
 //!     room.broadcast("newPeer", &serde_json::json!({"id": id}), &[id])?;
 //!     clients.push(Peer::new("server", client_side, (), PeerConfig::default())?);
 //! }
@@ -185,7 +189,7 @@ pub use peer::{CLUSTER_ADMISSION_WAIT, DUPLICATE_ELSEWHERE_REASON, Peer, REPLACE
 pub use presence::Presence;
 pub use rate::Rate;
 pub use room::{DuplicatePolicy, Room};
-pub use rooms::{Joined, Reservation, Rooms, RoomsBuilder};
+pub use rooms::{Admit, Context, Joined, ReadyAdmit, RoomHold, RoomSetup, Rooms, RoomsBuilder};
 
 pub use protoo_codec::{self as codec, EncodeError, ErrorData, Frame, Id, Method, Payload};
 pub use protoo_transport::{

@@ -685,7 +685,7 @@ pub(crate) fn build<D>(
 ///
 /// A cheap handle (an `Arc` inside): clone it into every task that sends to
 /// the peer. What the peer receives arrives in its [`PeerEvents`], returned
-/// next to it by [`Peer::new`] or [`Room::create_peer`](crate::Room::create_peer).
+/// next to it by [`Peer::new`] or [`Rooms::admit`](crate::Rooms::admit).
 ///
 /// A peer works inside a [`Room`](crate::Room) or on its own. It stays open
 /// until either side closes it; when every `Peer` handle and its

@@ -10,8 +10,8 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use crate::cluster::{Admission, ClusterBackend, ClusterFuture};
-use crate::peer::{Core, Leave, Start, admission, build, lock};
-use crate::rooms::RegistryInner;
+use crate::peer::{Core, Leave, Start, build, lock};
+use crate::rooms::{OnClose, RegistryInner};
 use crate::{Broadcast, CoreError, Peer, PeerConfig, PeerEvents};
 
 /// What to do when a peer joins a room with the id of a peer already in it.
@@ -46,25 +46,27 @@ pub enum DuplicatePolicy {
 /// never held while waiting or sending.
 ///
 /// A peer that closes leaves its room by itself. [`Room::close`] closes every
-/// peer and then the room. A room created by [`Rooms`](crate::Rooms) is also
-/// closed and removed from the registry when its last peer leaves.
+/// peer and then the room. Rooms come from a [`Rooms`](crate::Rooms)
+/// registry ([`Rooms::admit`](crate::Rooms::admit)), which also closes and
+/// removes a room when its last member leaves.
 ///
 /// ```
-/// use protoo_core::{Peer, PeerConfig, PeerEvent, Room};
+/// use protoo_core::{Peer, PeerConfig, PeerEvent, Rooms};
 /// use protoo_transport::memory;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let room = Room::with_id("lobby");
+/// let rooms: Rooms = Rooms::new();
 /// let (mut remotes, mut handlers) = (Vec::new(), Vec::new());
 /// for id in ["alice", "bob", "carol"] {
 ///     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-///     let (_peer, events) = room.create_peer(id, server_side, (), PeerConfig::default())?;
+///     let joined = rooms.admit("lobby", id).join(server_side, ()).await?;
 ///     // Each peer's events go to its handler (dropping them closes the peer).
-///     handlers.push(events);
+///     handlers.push(joined.events);
 ///     // The client end, as a peer too (no room needed).
 ///     remotes.push(Peer::new("server", client_side, (), PeerConfig::default())?);
 /// }
+/// let room = rooms.get("lobby").unwrap();
 /// assert_eq!(room.len(), 3);
 ///
 /// // Encoded once, the same bytes queued to bob and carol.
@@ -100,6 +102,8 @@ pub(crate) struct RoomInner<D, R> {
     /// The registry's cluster backend, if its rooms span several
     /// processes.
     pub(crate) cluster: Option<Arc<dyn ClusterBackend>>,
+    /// The registry's hook, run once when the room closes.
+    on_close: Option<Arc<OnClose<D, R>>>,
     /// Counts the room as open until it closes (nothing without the
     /// `metrics` feature).
     open: crate::metrics::OpenRoom,
@@ -111,8 +115,8 @@ pub(crate) struct RoomState<D> {
     /// (see [`Room::set_presence`]).
     pub(crate) presence: HashMap<Arc<str>, Payload>,
     pub(crate) closed: bool,
-    /// Admissions promised a place ([`Reservation`](crate::Reservation)s
-    /// not yet used): the room is not removed for being empty while any
+    /// Places held (admissions not yet joined, and
+    /// [`RoomHold`](crate::RoomHold)s): the room is not removed for being empty while any
     /// is outstanding.
     pub(crate) reserved: usize,
     /// Counts the times the room became empty, so a grace timer started
@@ -168,37 +172,12 @@ impl<D> Admitted<D> {
     }
 }
 
-impl<D: Send + Sync + 'static, R: Default + Send + Sync + 'static> Default for Room<D, R> {
-    fn default() -> Self {
-        Room::with_data("", R::default())
-    }
-}
-
-impl<D: Send + Sync + 'static> Room<D> {
-    /// An empty room with no id and no room data.
-    pub fn new() -> Self {
-        Room::with_id("")
-    }
-
-    /// An empty room with an id, used in logs (rooms from
-    /// [`Rooms`](crate::Rooms) have theirs), and no room data
-    /// ([`Room::with_data`] gives it some).
-    pub fn with_id(id: impl Into<String>) -> Self {
-        Room::with_data(id, ())
-    }
-}
-
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
-    /// An empty room with an id and the application's room data (see
-    /// [`Room::data`]).
-    pub fn with_data(id: impl Into<String>, data: R) -> Self {
-        Room::create(id.into().into(), Weak::new(), None, data, 0)
-    }
-
     pub(crate) fn create(
         id: Arc<str>,
         registry: Weak<RegistryInner<D, R>>,
         cluster: Option<Arc<dyn ClusterBackend>>,
+        on_close: Option<Arc<OnClose<D, R>>>,
         data: R,
         reserved: usize,
     ) -> Self {
@@ -219,65 +198,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
                 closed_notify: Notify::new(),
                 registry,
                 cluster,
+                on_close,
                 open: crate::metrics::OpenRoom::new(),
             }),
         }
-    }
-
-    /// Creates a peer on `transport` and admits it into the room.
-    ///
-    /// Refuses an empty id ([`CoreError::EmptyId`]), an id already in the
-    /// room ([`CoreError::DuplicateId`]) and a closed room
-    /// ([`CoreError::RoomClosed`]), closing the transport in each case, as
-    /// protoo does. The peer leaves the room by itself when it closes.
-    pub fn create_peer(
-        &self,
-        id: impl Into<String>,
-        transport: Transport,
-        data: D,
-        config: PeerConfig,
-    ) -> Result<(Peer<D>, PeerEvents), CoreError> {
-        self.create_peer_with(id, transport, data, config, DuplicatePolicy::Refuse)
-    }
-
-    /// Like [`Room::create_peer`], but a peer already in the room with this
-    /// id is closed (4000) and replaced by the new one
-    /// ([`DuplicatePolicy::Replace`]). The room never holds two peers with
-    /// one id, and the old peer closing later does not remove the new one.
-    pub fn create_or_replace_peer(
-        &self,
-        id: impl Into<String>,
-        transport: Transport,
-        data: D,
-        config: PeerConfig,
-    ) -> Result<(Peer<D>, PeerEvents), CoreError> {
-        self.create_peer_with(id, transport, data, config, DuplicatePolicy::Replace)
-    }
-
-    /// [`Room::create_peer`] with the given policy for duplicate ids.
-    pub fn create_peer_with(
-        &self,
-        id: impl Into<String>,
-        transport: Transport,
-        data: D,
-        config: PeerConfig,
-        policy: DuplicatePolicy,
-    ) -> Result<(Peer<D>, PeerEvents), CoreError> {
-        let id: String = id.into();
-        let handle = admission(&id, &transport)?;
-        let admitted = {
-            let mut state = lock(&self.inner.state);
-            self.admit(
-                &mut state,
-                id.into(),
-                transport,
-                data,
-                &config,
-                policy,
-                handle,
-            )
-        };
-        admitted.map(Admitted::start)
     }
 
     /// Admits a new peer while the caller holds the room's lock. On failure
@@ -382,7 +306,7 @@ impl<D, R> Room<D, R> {
 
     /// The application's room data: made by the registry's setup
     /// ([`RoomsBuilder::setup`](crate::RoomsBuilder::setup)) before the
-    /// room's first peer was admitted, or given to [`Room::with_data`].
+    /// room's first member was admitted (`R::default()` without one).
     ///
     /// It lives as long as the room's handles: the registry drops its own
     /// when the room closes, after its peers are closed, so data whose
@@ -392,7 +316,7 @@ impl<D, R> Room<D, R> {
         &self.inner.data
     }
 
-    /// The room id (empty for a room made with [`Room::new`]).
+    /// The room id.
     pub fn id(&self) -> &str {
         &self.inner.id
     }
@@ -484,11 +408,15 @@ impl<D, R> Room<D, R> {
         self.report_closed();
     }
 
-    /// Marks the room's close as complete and wakes who waits for it.
+    /// Marks the room's close as complete, runs the registry's `on_close`
+    /// hook (once) and wakes who waits for it. Called outside every lock.
     pub(crate) fn report_closed(&self) {
         if !self.inner.reported.swap(true, Ordering::AcqRel) {
             tracing::debug!(room_id = %self.inner.id, "room closed");
             self.inner.open.closed();
+            if let Some(hook) = &self.inner.on_close {
+                hook(self);
+            }
         }
         self.inner.closed_notify.notify_waiters();
     }

@@ -3,9 +3,10 @@
 
 use futures_util::StreamExt;
 use protoo_core::{
-    DuplicatePolicy, ErrorData, IntoErrorData, Peer, PeerConfig, PeerEvent, PeerEvents,
+    DuplicatePolicy, ErrorData, IntoErrorData, Joined, Peer, PeerConfig, PeerEvent, PeerEvents,
     RequestError, Room, Rooms,
 };
+use protoo_testkit::HeldRoom;
 use protoo_transport::{Initiator, REPLACED_REASON, Transport, memory};
 use serde::Deserialize;
 
@@ -26,7 +27,7 @@ async fn next_notification(events: &mut PeerEvents) -> (String, serde_json::Valu
 
 #[tokio::test]
 async fn broadcast_predicate_and_report() {
-    let room: Room<u32> = Room::with_id("r");
+    let room: HeldRoom<u32> = HeldRoom::new("r").await;
     let mut clients = Vec::new();
     // The server sides' events are kept: a peer whose events are dropped
     // closes.
@@ -35,6 +36,7 @@ async fn broadcast_predicate_and_report() {
         let (server_side, client_side) = pair();
         held.push(
             room.create_peer(id, server_side, n as u32, PeerConfig::default())
+                .await
                 .unwrap(),
         );
         clients.push(client(client_side));
@@ -44,6 +46,7 @@ async fn broadcast_predicate_and_report() {
     let (server_side, _client_side) = memory::pair(8);
     held.push(
         room.create_peer("tiny", server_side, 9, PeerConfig::default())
+            .await
             .unwrap(),
     );
     room.peer("tiny").unwrap().notify("fill", &()).unwrap();
@@ -100,43 +103,31 @@ async fn replacement_order_as_the_others_see_it() {
         })
     };
     let (server_side, watcher_side) = pair();
-    let (room, peer, events) = rooms
-        .create_peer(
-            "r",
-            "watcher",
-            server_side,
-            (),
-            PeerConfig::default(),
-            DuplicatePolicy::Replace,
-        )
+    let Joined { room, peer, events } = rooms
+        .admit("r", "watcher")
+        .policy(DuplicatePolicy::Replace)
+        .join(server_side, ())
+        .await
         .unwrap();
     serve(room, peer, events);
     let (_watcher, mut watcher_events) = client(watcher_side);
 
     let (server_side, old_side) = pair();
-    let (room, peer, events) = rooms
-        .create_peer(
-            "r",
-            "p",
-            server_side,
-            (),
-            PeerConfig::default(),
-            DuplicatePolicy::Replace,
-        )
+    let Joined { room, peer, events } = rooms
+        .admit("r", "p")
+        .policy(DuplicatePolicy::Replace)
+        .join(server_side, ())
+        .await
         .unwrap();
     let old_loop = serve(room, peer, events);
     let (_old, mut old_events) = client(old_side);
 
     let (server_side, new_side) = pair();
-    let (room, peer, events) = rooms
-        .create_peer(
-            "r",
-            "p",
-            server_side,
-            (),
-            PeerConfig::default(),
-            DuplicatePolicy::Replace,
-        )
+    let Joined { room, peer, events } = rooms
+        .admit("r", "p")
+        .policy(DuplicatePolicy::Replace)
+        .join(server_side, ())
+        .await
         .unwrap();
     // The newcomer's request is on its way before the old loop ran.
     let (newcomer, _new_events) = client(new_side);

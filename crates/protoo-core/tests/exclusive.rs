@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use common::pair;
 use protoo_core::handler::{Data, Router, State};
-use protoo_core::{ErrorData, Peer, PeerConfig, PeerError, Room};
+use protoo_core::{ErrorData, Peer, PeerConfig, PeerError, Room, Rooms};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -81,21 +81,20 @@ async fn join_and_produce_create_each_consumer_exactly_once() {
             .request("join", join)
             .request("produce", produce)
             .with_state(consumers.clone());
-        let room: Room<PeerData> = Room::with_id(format!("r{round}"));
+        let rooms: Rooms<PeerData> = Rooms::new();
+        let room_id = format!("r{round}");
+        let (room, _hold) = rooms.admit(&room_id, "").hold().await.unwrap();
         let mut clients = Vec::new();
         for n in 0..PEERS {
             let (server_side, client_side) = pair();
-            let (peer, events) = room
-                .create_peer(
-                    format!("p{n}"),
-                    server_side,
-                    PeerData::default(),
-                    PeerConfig::default(),
-                )
+            let joined = rooms
+                .admit(&room_id, format!("p{n}"))
+                .join(server_side, PeerData::default())
+                .await
                 .unwrap();
             tokio::spawn({
-                let (router, room) = (router.clone(), room.clone());
-                async move { router.run(room, peer, events).await }
+                let router = router.clone();
+                async move { router.run(joined).await }
             });
             let (client, client_events) =
                 Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
@@ -145,12 +144,15 @@ async fn join_and_produce_create_each_consumer_exactly_once() {
 /// the room's lock), and one that panicked does not block the next.
 #[tokio::test]
 async fn a_section_uses_the_room_and_a_panic_does_not_block_the_next() {
-    let room: Room<PeerData> = Room::with_id("r");
+    let rooms: Rooms<PeerData> = Rooms::new();
+    let (room, _hold) = rooms.admit("r", "").hold().await.unwrap();
     let mut kept = Vec::new();
     for id in ["a", "b"] {
         let (server_side, client_side) = pair();
-        let created = room
-            .create_peer(id, server_side, PeerData::default(), PeerConfig::default())
+        let created = rooms
+            .admit("r", id)
+            .join(server_side, PeerData::default())
+            .await
             .unwrap();
         let client = Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
         kept.push((created, client));

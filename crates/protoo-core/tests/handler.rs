@@ -13,34 +13,43 @@ use common::{pair, recv_json, send_raw};
 use protoo_core::handler::{Data, Responder, Router, State};
 use protoo_core::{
     CloseReason, ErrorData, Method, Payload, Peer, PeerConfig, PeerEvent, PeerEvents, RequestError,
-    Room,
+    Room, Rooms,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-/// A peer "alice" in a room, run by `router`; the client end as a peer.
-fn serve(router: Router, config: PeerConfig) -> (Peer, PeerEvents, JoinHandle<()>) {
-    let (server_side, client_side) = pair();
-    let room = Room::with_id("r");
-    let (peer, events) = room
-        .create_peer("alice", server_side, (), config)
+/// Admits "alice" on `transport` into a room of its own registry and runs
+/// `router` on it.
+async fn run(
+    router: Router,
+    transport: protoo_core::Transport,
+    config: PeerConfig,
+) -> JoinHandle<()> {
+    let rooms: Rooms = Rooms::new();
+    let joined = rooms
+        .admit("r", "alice")
+        .config(config)
+        .join(transport, ())
+        .await
         .expect("peer");
-    let task = tokio::spawn(async move { router.run(room, peer, events).await });
+    tokio::spawn(async move { router.run(joined).await })
+}
+
+/// A peer "alice" in a room, run by `router`; the client end as a peer.
+async fn serve(router: Router, config: PeerConfig) -> (Peer, PeerEvents, JoinHandle<()>) {
+    let (server_side, client_side) = pair();
+    let task = run(router, server_side, config).await;
     let (client, client_events) =
         Peer::new("server", client_side, (), PeerConfig::default()).expect("client");
     (client, client_events, task)
 }
 
 /// As [`serve`], the client end as a raw transport.
-fn serve_raw(router: Router, config: PeerConfig) -> (protoo_core::Transport, JoinHandle<()>) {
+async fn serve_raw(router: Router, config: PeerConfig) -> (protoo_core::Transport, JoinHandle<()>) {
     let (server_side, client_side) = pair();
-    let room = Room::with_id("r");
-    let (peer, events) = room
-        .create_peer("alice", server_side, (), config)
-        .expect("peer");
-    let task = tokio::spawn(async move { router.run(room, peer, events).await });
+    let task = run(router, server_side, config).await;
     (client_side, task)
 }
 
@@ -65,7 +74,8 @@ async fn add(Data(add): Data<Add>) -> Result<Sum, ErrorData> {
 
 #[tokio::test]
 async fn typed_data_answers_and_bad_data_is_400_with_serdes_message() {
-    let (client, _events, _task) = serve(Router::new().request("add", add), PeerConfig::default());
+    let (client, _events, _task) =
+        serve(Router::new().request("add", add), PeerConfig::default()).await;
     let sum: Sum = client
         .request_as("add", &json!({"a": 1, "b": 2}))
         .await
@@ -87,7 +97,7 @@ async fn question_mark_errors_answer_with_their_code() {
         peer.request("question", &()).await
     }
     let router = Router::new().request("add", add).request("ask", ask);
-    let (client, mut events, _task) = serve(router, PeerConfig::default());
+    let (client, mut events, _task) = serve(router, PeerConfig::default()).await;
     let error = client
         .request("add", &json!({"a": i64::MAX, "b": 1}))
         .await
@@ -114,7 +124,8 @@ async fn question_mark_errors_answer_with_their_code() {
 
 #[tokio::test]
 async fn unknown_methods_answer_404_without_a_fallback() {
-    let (client, _events, _task) = serve(Router::new().request("add", add), PeerConfig::default());
+    let (client, _events, _task) =
+        serve(Router::new().request("add", add), PeerConfig::default()).await;
     let error = client.request("nope", &()).await.unwrap_err();
     assert_eq!(error.code(), Some(404));
     assert_eq!(
@@ -129,7 +140,7 @@ async fn a_fallback_takes_the_unknown_methods() {
         Ok(json!({"method": method.as_str(), "data": data}))
     }
     let router = Router::new().request("add", add).fallback(fallback);
-    let (client, _events, _task) = serve(router, PeerConfig::default());
+    let (client, _events, _task) = serve(router, PeerConfig::default()).await;
     let answer = client.request("other", &json!({"x": 1})).await.unwrap();
     assert_eq!(
         answer.to_value(),
@@ -152,7 +163,7 @@ async fn a_responder_answers_first_and_the_handler_works_on() {
         Ok(())
     }
     let (client, mut events, _task) =
-        serve(Router::new().request("join", join), PeerConfig::default());
+        serve(Router::new().request("join", join), PeerConfig::default()).await;
     let answer = client.request("join", &()).await.unwrap();
     assert_eq!(answer.to_value(), json!({"peers": []}));
     let Some(PeerEvent::Notification(welcome)) = events.next().await else {
@@ -185,7 +196,7 @@ async fn an_error_after_the_responder_answered_is_not_sent() {
         .request("join", join)
         .request("early", early)
         .request("dropped", dropped);
-    let (mut remote, _task) = serve_raw(router, PeerConfig::default());
+    let (mut remote, _task) = serve_raw(router, PeerConfig::default()).await;
     send_raw(
         &remote,
         r#"{"request":true,"id":1,"method":"join","data":{}}"#,
@@ -245,7 +256,7 @@ async fn notifications_route_by_method_and_bad_data_is_dropped() {
         .notification("chat", chat)
         .notification_fallback(other)
         .with_state(seen);
-    let (client, _events, _task) = serve(router, PeerConfig::default());
+    let (client, _events, _task) = serve(router, PeerConfig::default()).await;
     client.notify("chat", &json!({"text": 1})).unwrap();
     client.notify("chat", &json!({"text": "hi"})).unwrap();
     client.notify("typing", &()).unwrap();
@@ -267,7 +278,7 @@ async fn the_close_handler_runs_once_with_the_reason() {
         .request("add", add)
         .on_close(closed)
         .with_state(tx);
-    let (client, _events, task) = serve(router, PeerConfig::default());
+    let (client, _events, task) = serve(router, PeerConfig::default()).await;
     client.close();
     task.await.unwrap();
     assert_eq!(rx.recv().await.unwrap(), ("alice".to_owned(), Some(4000)));
@@ -286,8 +297,8 @@ async fn state_is_shared_by_the_handlers() {
     let router = Router::new()
         .request("count", count)
         .with_state(counter.clone());
-    let (client, _events, _task) = serve(router.clone(), PeerConfig::default());
-    let (other, _other_events, _other_task) = serve(router, PeerConfig::default());
+    let (client, _events, _task) = serve(router.clone(), PeerConfig::default()).await;
+    let (other, _other_events, _other_task) = serve(router, PeerConfig::default()).await;
     assert_eq!(client.request_as::<usize>("count", &()).await.unwrap(), 1);
     assert_eq!(other.request_as::<usize>("count", &()).await.unwrap(), 2);
     assert_eq!(counter.load(Ordering::SeqCst), 2);
@@ -309,7 +320,7 @@ async fn one_at_a_time_handlers_run_in_arrival_order() {
     }
     let log = Log::default();
     let router = Router::new().request("step", step).with_state(log.clone());
-    let (mut remote, _task) = serve_raw(router, PeerConfig::default());
+    let (mut remote, _task) = serve_raw(router, PeerConfig::default()).await;
     for n in 1..=5 {
         send_raw(
             &remote,
@@ -343,7 +354,7 @@ async fn a_concurrent_handler_does_not_hold_up_the_peer() {
         .concurrent()
         .request("ping", ping)
         .with_state(gate);
-    let (client, _events, _task) = serve(router, PeerConfig::default());
+    let (client, _events, _task) = serve(router, PeerConfig::default()).await;
     let asking = tokio::spawn({
         let client = client.clone();
         async move { client.request_as::<String>("ask", &()).await }
@@ -364,7 +375,7 @@ async fn a_handler_may_await_a_request_to_its_own_peer() {
         peer.request("question", &()).await
     }
     let (client, mut events, _task) =
-        serve(Router::new().request("ask", ask), PeerConfig::default());
+        serve(Router::new().request("ask", ask), PeerConfig::default()).await;
     let asking = tokio::spawn({
         let client = client.clone();
         async move { client.request("ask", &()).await }
@@ -399,7 +410,7 @@ async fn a_full_event_queue_stalls_a_request_to_the_own_peer_until_its_timeout()
     let config = PeerConfig::default()
         .with_event_queue(1)
         .with_request_timeout(Duration::from_secs(5));
-    let (mut remote, _task) = serve_raw(router, config);
+    let (mut remote, _task) = serve_raw(router, config).await;
     send_raw(&remote, r#"{"request":true,"id":1,"method":"ask"}"#);
     let question = recv_json(&mut remote).await;
     assert_eq!(question["method"], "question");
@@ -433,7 +444,7 @@ async fn extraction_failures_in_notifications_drop_only_that_event() {
         .notification("wrong", wrong)
         .notification("right", right)
         .with_state(tx);
-    let (client, _events, _task) = serve(router, PeerConfig::default());
+    let (client, _events, _task) = serve(router, PeerConfig::default()).await;
     client.notify("wrong", &()).unwrap();
     client.notify("right", &()).unwrap();
     assert_eq!(rx.recv().await.unwrap(), "right");
@@ -462,7 +473,7 @@ async fn eight_extractors_and_the_room() {
         Ok(())
     }
     let router = Router::new().request("all", all).with_state(10u32);
-    let (client, _events, _task) = serve(router, PeerConfig::default());
+    let (client, _events, _task) = serve(router, PeerConfig::default()).await;
     let answer = client.request("all", &1).await.unwrap();
     assert_eq!(answer.to_value(), json!(["r", "alice", "all", 1, 11]));
 }

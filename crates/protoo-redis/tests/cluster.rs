@@ -214,18 +214,10 @@ async fn no_key_mentions_a_room_once_its_last_peer_left() {
     b.peer.closed().await;
     // The removal is queued before the close reaches the client; one more
     // round trip on node 1's link (a presence read) orders after it.
-    let _ = nodes[1]
-        .rooms
-        .get_or_create("probe")
-        .unwrap()
-        .presence()
-        .await;
-    let _ = nodes[0]
-        .rooms
-        .get_or_create("probe")
-        .unwrap()
-        .presence()
-        .await;
+    let (probe, _hold) = nodes[1].rooms.admit("probe", "").hold().await.unwrap();
+    let _ = probe.presence().await;
+    let (probe, _hold) = nodes[0].rooms.admit("probe", "").hold().await.unwrap();
+    let _ = probe.presence().await;
     let keys = keys_of(&mut conn, &prefix).await;
     assert!(keys.iter().all(|k| !k.contains("room-x")), "{keys:?}");
     // A node that leaves in good order takes its keys with it.

@@ -11,31 +11,27 @@
 //! public server needs (origin allow-list, connection limit, handshake
 //! timeout, size limits), and hands each connection to the application as a
 //! [`ConnectionRequest`] to accept or reject: protoo's `connectionrequest`
-//! event. An accepted connection becomes a [`Transport`], usually admitted
-//! straight into a [`Room`].
+//! event. [`ConnectionRequest::admit`] puts the connection straight into a
+//! [`Room`] of a [`Rooms`] registry; [`ConnectionRequest::accept`] gives a
+//! bare [`Transport`] for a peer outside any room.
 //!
 //! # A room server in a few lines
 //!
 //! ```no_run
-//! use protoo_server::{DuplicatePolicy, PeerConfig, PeerEvent, Rooms, ServerConfig, WebSocketServer};
+//! use protoo_server::{DuplicatePolicy, PeerEvent, Rooms, ServerConfig, WebSocketServer};
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
 //!     let mut server = WebSocketServer::bind("127.0.0.1:4443", ServerConfig::default()).await?;
-//!     let rooms: Rooms = Rooms::new();
+//!     let rooms: Rooms = Rooms::builder().duplicate_policy(DuplicatePolicy::Replace).build();
 //!     while let Some(request) = server.next_request().await {
-//!         let (Some(room_id), Some(peer_id)) = (request.query_param("roomId"), request.query_param("peerId")) else {
-//!             request.reject(400, "missing roomId or peerId");
-//!             continue;
-//!         };
 //!         let rooms = rooms.clone();
 //!         tokio::spawn(async move {
-//!             let Ok((room, peer, mut events)) = request
-//!                 .accept_into_rooms(&rooms, &room_id, peer_id, (), PeerConfig::default(), DuplicatePolicy::Replace)
-//!                 .await
-//!             else {
+//!             // The query's roomId and peerId (400 without them).
+//!             let Ok(joined) = request.admit(&rooms).join(()).await else {
 //!                 return;
 //!             };
+//!             let (room, peer, mut events) = (joined.room, joined.peer, joined.events);
 //!             while let Some(event) = events.next().await {
 //!                 match event {
 //!                     PeerEvent::Request(request) if request.method() == "chat" => {
@@ -73,6 +69,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod admit;
 mod config;
 mod error;
 pub mod metrics;
@@ -87,9 +84,10 @@ pub mod axum;
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use protoo_transport::ws::tls;
 
+pub use admit::ServerAdmit;
 pub use config::ServerConfig;
 pub use error::ServerError;
-pub use request::{ConnectionRequest, Opening};
+pub use request::ConnectionRequest;
 pub use server::{SHUTDOWN_REASON, ServerHandle, WebSocketServer};
 
 pub use protoo_codec as codec;
@@ -99,9 +97,9 @@ pub use protoo_transport as transport;
 pub use protoo_codec::{ErrorData, Frame, Id, Method, Payload};
 pub use protoo_core::handler;
 pub use protoo_core::{
-    Broadcast, BroadcastReport, CoreError, DuplicatePolicy, IncomingNotification, IncomingRequest,
-    IntoErrorData, Joined, Member, Members, Peer, PeerConfig, PeerError, PeerEvent, PeerEvents,
-    Presence, RequestError, Reservation, Room, Rooms, RoomsBuilder,
+    Broadcast, BroadcastReport, Context, CoreError, DuplicatePolicy, IncomingNotification,
+    IncomingRequest, IntoErrorData, Joined, Member, Members, Peer, PeerConfig, PeerError,
+    PeerEvent, PeerEvents, Presence, RequestError, Room, RoomHold, RoomSetup, Rooms, RoomsBuilder,
 };
 pub use protoo_transport::ws::{self, WsConfig};
 pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, close_code};

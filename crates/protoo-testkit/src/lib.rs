@@ -19,7 +19,10 @@ use std::time::Duration;
 use protoo_core::transport::{Transport, memory};
 use protoo_core::{CloseReason, IncomingNotification, IncomingRequest, PeerEvent, PeerEvents};
 
+mod held_room;
 pub mod protoo_case;
+
+pub use held_room::HeldRoom;
 
 /// The longest one step of a test on real time may take (a failure guard).
 pub const GUARD: Duration = Duration::from_secs(10);

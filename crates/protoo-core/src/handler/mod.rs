@@ -28,7 +28,7 @@
 //!
 //! ```
 //! use protoo_core::handler::{Data, Router, State};
-//! use protoo_core::{ErrorData, Peer, PeerConfig, PeerError, PeerEvent, Room};
+//! use protoo_core::{ErrorData, Peer, PeerConfig, PeerError, PeerEvent, Room, Rooms};
 //! use protoo_transport::memory;
 //! use serde::Deserialize;
 //! use serde_json::json;
@@ -69,15 +69,15 @@
 //!     .notification("chat", chat)
 //!     .with_state(App { motd: "hello" });
 //!
-//! let room = Room::with_id("lobby");
+//! let rooms: Rooms = Rooms::new();
 //! let mut clients = Vec::new();
 //! for id in ["alice", "bob"] {
 //!     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-//!     let (peer, events) = room.create_peer(id, server_side, (), PeerConfig::default())?;
+//!     let joined = rooms.admit("lobby", id).join(server_side, ()).await?;
 //!     // One task per peer runs its handlers.
 //!     tokio::spawn({
-//!         let (router, room) = (router.clone(), room.clone());
-//!         async move { router.run(room, peer, events).await }
+//!         let router = router.clone();
+//!         async move { router.run(joined).await }
 //!     });
 //!     // The client end, as a peer too.
 //!     clients.push(Peer::new("server", client_side, (), PeerConfig::default())?);

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::impls::{HandlerFuture, NotificationHandler, RequestHandler};
-use crate::{IncomingRequest, Peer, PeerEvent, PeerEvents, Room};
+use crate::{IncomingRequest, Joined, Peer, PeerEvent, Room};
 
 /// The reason of the 404 answered to a request with no handler.
 pub const UNKNOWN_METHOD_REASON: &str = "unknown method";
@@ -271,8 +271,14 @@ where
     /// [`concurrent`](Router::concurrent) is spawned instead), until the
     /// peer closed and the close handler ran.
     ///
-    /// Run it in the peer's own task; `events` must be the peer's.
-    pub async fn run(&self, room: Room<D, R>, peer: Peer<D>, mut events: PeerEvents) {
+    /// Run it in the peer's own task, with what
+    /// [`Rooms::admit`](crate::Rooms::admit) gave.
+    pub async fn run(&self, joined: Joined<D, R>) {
+        let Joined {
+            room,
+            peer,
+            mut events,
+        } = joined;
         let routes = &*self.routes;
         while let Some(event) = events.next().await {
             match event {

@@ -225,12 +225,13 @@ impl Node {
     /// not sent `join`).
     pub async fn connect(&self, room: &str, peer: &str) -> Client {
         let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-        let (room, server_peer, events) = self
+        let joined = self
             .rooms
-            .join(room, peer, server_side, ())
+            .admit(room, peer)
+            .join(server_side, ())
             .await
             .expect("admitted");
-        tokio::spawn(serve(room, server_peer, events));
+        tokio::spawn(serve(joined.room, joined.peer, joined.events));
         let (peer, events) = Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
         Client { peer, events }
     }

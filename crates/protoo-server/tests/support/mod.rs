@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use protoo_server::{
-    CloseReason, ConnectionRequest, DuplicatePolicy, IncomingRequest, Payload, Peer, PeerConfig,
-    PeerEvent, PeerEvents, RequestError, Room, Rooms, ServerConfig, ServerHandle, WebSocketServer,
+    CloseReason, ConnectionRequest, DuplicatePolicy, IncomingRequest, Joined, Payload, Peer,
+    PeerConfig, PeerEvent, PeerEvents, RequestError, Room, Rooms, ServerConfig, ServerHandle,
+    WebSocketServer,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -164,20 +165,11 @@ impl Fixture {
 }
 
 async fn admit(request: ConnectionRequest, rooms: Rooms, config: PeerConfig, channels: Channels) {
-    let param = |name| request.query_param(name).filter(|v| !v.is_empty());
-    let (Some(room_id), Some(peer_id)) = (param("roomId"), param("peerId")) else {
-        request.reject(400, "missing roomId or peerId");
-        return;
-    };
-    let Ok((room, peer, events)) = request
-        .accept_into_rooms(
-            &rooms,
-            &room_id,
-            peer_id,
-            (),
-            config,
-            DuplicatePolicy::Replace,
-        )
+    let Ok(Joined { room, peer, events }) = request
+        .admit(&rooms)
+        .config(config)
+        .policy(DuplicatePolicy::Replace)
+        .join(())
         .await
     else {
         return;
