@@ -257,7 +257,11 @@ impl ConnectionRequest {
         let (status, reason, error) = match reserved {
             Ok(Ok(reservation)) => return Ok(reservation),
             Ok(Err(CoreError::RoomSetup(error))) => {
-                tracing::debug!(room_id, %error, "room setup failed: connection rejected");
+                tracing::debug!(
+                    room_id = %protoo_transport::log::Remote(room_id),
+                    error = %protoo_transport::log::Remote(&error),
+                    "room setup failed: connection rejected"
+                );
                 let status = error.code().filter(|code| (400..600).contains(code));
                 let reason = error.reason().unwrap_or_else(|| "room setup failed".into());
                 let error = ServerError::Core(CoreError::RoomSetup(error));
