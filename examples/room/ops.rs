@@ -15,7 +15,7 @@
 //!   the room page) stays untouched.
 //! - `--log-format json` logs one JSON object per line (tracing-subscriber's
 //!   JSON format) instead of text, for log collectors; the level is set by
-//!   `RUST_LOG` as before.
+//!   `RUST_LOG` as before. Text is coloured only on a terminal.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
