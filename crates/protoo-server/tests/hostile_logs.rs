@@ -117,3 +117,29 @@ async fn a_reconnecting_flooder_gets_its_addresss_budget_only() {
     assert!(!logs.matching("invalid message dropped").is_empty());
     fixture.back_to_baseline(tasks).await;
 }
+
+/// The transports the server hands out name their client's address (what
+/// the warning budgets count by), on the bound server and the axum mount.
+#[tokio::test]
+async fn transports_name_their_clients_address() {
+    let (mut server, addr) = server(ServerConfig::default()).await;
+    let mut mounted = Vec::new();
+    #[cfg(feature = "axum")]
+    mounted.push(axum_app(ServerConfig::default(), "/ws").await);
+    for (server, addr, path) in std::iter::once((&mut server, addr, "/"))
+        .chain(mounted.iter_mut().map(|(s, a)| (s, *a, "/ws")))
+    {
+        let client = tokio::spawn(async move {
+            raw_ws_from("127.0.0.4", addr, &format!("{path}?roomId=r&peerId=p")).await
+        });
+        let request = next_request(server).await;
+        let transport = guard("accept", request.accept()).await.expect("accept");
+        let ws = guard("client", client).await.expect("client");
+        let seen = transport.remote_addr().expect("a remote address");
+        assert_eq!(seen, ws.get_ref().local_addr().expect("local addr"));
+        assert_eq!(
+            protoo_server::log::Source::from(seen).to_string(),
+            "127.0.0.4"
+        );
+    }
+}
