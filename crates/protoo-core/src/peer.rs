@@ -262,11 +262,8 @@ impl Core {
             && count >= max
             && !self.is_closed()
         {
-            tracing::warn!(
-                peer_id = %Remote(&self.id),
-                count,
-                "too many invalid messages: closing the peer"
-            );
+            // Once per connection, but a remote may reconnect at will.
+            remote_warn!(self, count, "too many invalid messages: closing the peer");
             self.close_locally(close_code::POLICY_VIOLATION, TOO_MANY_INVALID_REASON);
         }
     }
