@@ -38,7 +38,7 @@ mod page;
 use clap::Parser;
 use protoo_server::{
     ConnectionRequest, DuplicatePolicy, ErrorData, IncomingNotification, IncomingRequest, Payload,
-    Peer, PeerEvent, PeerEvents, Room, Rooms, ServerError, WebSocketServer,
+    Peer, PeerEvent, PeerEvents, Room, Rooms, ServerError, WebSocketServer, log,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -100,11 +100,13 @@ async fn admit(request: ConnectionRequest, rooms: &Rooms) -> Admitted {
     // A peer already here with this id is replaced (the registry's
     // policy): its loop tells the others it left before the newcomer's
     // first request is handled.
+    let source = log::Source::from(request.remote_addr());
     match request.admit(rooms).join(()).await {
         Ok(joined) => Some((joined.room, joined.peer, joined.events)),
         Err(ServerError::MissingId(_)) => None,
         Err(error) => {
-            tracing::warn!(%error, "peer refused");
+            // The remote decides how often: within its address's budget.
+            protoo_server::remote_warn!(source, error = %log::Remote(&error), "peer refused");
             None
         }
     }

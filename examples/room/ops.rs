@@ -15,8 +15,9 @@
 //!   the room page) stays untouched.
 //! - `--log-format json` logs one JSON object per line (tracing-subscriber's
 //!   JSON format) instead of text, for log collectors; the level is set by
-//!   `RUST_LOG` as before.
+//!   `RUST_LOG` as before. Text is coloured only on a terminal.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use protoo_server::{Rooms, ServerHandle};
@@ -38,7 +39,11 @@ pub(crate) enum LogFormat {
 pub(crate) fn init_logs(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only on a terminal: escape codes in a file or a collector are
+    // noise (and what a remote sends is escaped: `protoo_server::log`).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().with_current_span(true).init(),

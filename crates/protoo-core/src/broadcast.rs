@@ -217,7 +217,12 @@ impl<'a, D, R> Broadcast<'a, D, R> {
             Ok(()) => report.delivered += 1,
             Err(TransportError::Closed(_)) => report.skipped += 1,
             Err(error) => {
-                tracing::debug!(room_id = self.room.id(), peer_id = peer.id(), %error, "broadcast: peer overflowed");
+                tracing::debug!(
+                    room_id = %protoo_transport::log::Remote(self.room.id()),
+                    peer_id = %protoo_transport::log::Remote(peer.id()),
+                    %error,
+                    "broadcast: peer overflowed"
+                );
                 report.overflowed += 1;
             }
         }

@@ -158,7 +158,7 @@ impl Drop for PeerEvents {
         self.core.events.consumer_dropped();
         if !self.detached && !self.closed_reported && !self.core.is_closed() {
             tracing::warn!(
-                peer_id = %self.core.id,
+                peer_id = %protoo_transport::log::Remote(&self.core.id),
                 "peer events dropped before the peer closed: closing it"
             );
             self.core
@@ -363,7 +363,11 @@ impl IncomingRequest {
         let (frame, outcome) = match encode::success(&self.request.id, data) {
             Ok(frame) => (frame, Outcome::Ok),
             Err(error) => {
-                tracing::warn!(method = self.method(), %error, "response data not encodable, answering 500");
+                tracing::warn!(
+                    method = %protoo_transport::log::Remote(self.method()),
+                    %error,
+                    "response data not encodable, answering 500"
+                );
                 let error = ErrorData::new(500, error.to_string());
                 (
                     encode::error(&self.request.id, &error),
@@ -463,8 +467,8 @@ impl IncomingRequest {
         core.metrics.answered(outcome);
         if let Err(error) = core.send(frame) {
             tracing::debug!(
-                peer_id = %core.id,
-                method = self.method(),
+                peer_id = %protoo_transport::log::Remote(&core.id),
+                method = %protoo_transport::log::Remote(self.method()),
                 %error,
                 "response not sent"
             );
@@ -476,7 +480,7 @@ impl Drop for IncomingRequest {
     fn drop(&mut self) {
         if self.core.is_some() {
             tracing::debug!(
-                method = self.method(),
+                method = %protoo_transport::log::Remote(self.method()),
                 "request dropped unanswered, answering 500"
             );
             let frame = encode::error(&self.request.id, &ErrorData::new(500, NOT_ANSWERED_REASON));

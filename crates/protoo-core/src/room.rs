@@ -159,7 +159,7 @@ impl<D> Admitted<D> {
     /// peer's close (see [`DuplicatePolicy::Replace`]).
     pub(crate) fn start(self) -> (Peer<D>, PeerEvents) {
         let replaced = self.replaced.map(|old| {
-            tracing::debug!(peer_id = old.id(), "peer replaced by a new one with its id");
+            tracing::debug!(peer_id = %protoo_transport::log::Remote(old.id()), "peer replaced by a new one with its id");
             old.core().close_replaced();
             old.core().clone()
         });
@@ -181,7 +181,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
         data: R,
         reserved: usize,
     ) -> Self {
-        tracing::debug!(room_id = %id, "room created");
+        tracing::debug!(room_id = %protoo_transport::log::Remote(&id), "room created");
         Room {
             inner: Arc::new(RoomInner {
                 id,
@@ -222,7 +222,11 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             return Err(CoreError::RoomClosed);
         }
         if policy == DuplicatePolicy::Refuse && state.peers.contains_key(&id) {
-            tracing::debug!(room_id = %self.inner.id, peer_id = %id, "duplicate peer id refused");
+            tracing::debug!(
+                room_id = %protoo_transport::log::Remote(&self.inner.id),
+                peer_id = %protoo_transport::log::Remote(&id),
+                "duplicate peer id refused"
+            );
             transport.close();
             return Err(CoreError::DuplicateId(id.to_string()));
         }
@@ -283,7 +287,11 @@ impl<D, R> Room<D, R> {
             }
         };
         if removed.is_some() {
-            tracing::debug!(room_id = %self.inner.id, peer_id = %core.id, "peer left the room");
+            tracing::debug!(
+                room_id = %protoo_transport::log::Remote(&self.inner.id),
+                peer_id = %protoo_transport::log::Remote(&core.id),
+                "peer left the room"
+            );
         }
         // Dropped outside the lock: it may be the peer's last handle.
         drop(removed);
@@ -397,7 +405,7 @@ impl<D, R> Room<D, R> {
             }
             std::mem::take(&mut state.peers)
         };
-        tracing::debug!(room_id = %self.inner.id, peers = peers.len(), "closing room");
+        tracing::debug!(room_id = %protoo_transport::log::Remote(&self.inner.id), peers = peers.len(), "closing room");
         for peer in peers.values() {
             peer.close();
         }
@@ -412,7 +420,7 @@ impl<D, R> Room<D, R> {
     /// hook (once) and wakes who waits for it. Called outside every lock.
     pub(crate) fn report_closed(&self) {
         if !self.inner.reported.swap(true, Ordering::AcqRel) {
-            tracing::debug!(room_id = %self.inner.id, "room closed");
+            tracing::debug!(room_id = %protoo_transport::log::Remote(&self.inner.id), "room closed");
             self.inner.open.closed();
             if let Some(hook) = &self.inner.on_close {
                 hook(self);

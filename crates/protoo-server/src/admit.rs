@@ -194,7 +194,11 @@ where
         let (status, reason, error) = match reserved {
             Ok(Ok(ready)) => return Ok((request, ready)),
             Ok(Err(CoreError::RoomSetup(error))) => {
-                tracing::debug!(room_id, %error, "room setup failed: connection rejected");
+                tracing::debug!(
+                    room_id = %protoo_transport::log::Remote(room_id),
+                    error = %protoo_transport::log::Remote(&error),
+                    "room setup failed: connection rejected"
+                );
                 let status = error.code().filter(|code| (400..600).contains(code));
                 let reason = error.reason().unwrap_or_else(|| "room setup failed".into());
                 let error = ServerError::Core(CoreError::RoomSetup(error));

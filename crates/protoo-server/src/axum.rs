@@ -113,10 +113,11 @@ impl Mount {
             }
         };
         let protoo = ws::protoo_subprotocol(headers).map(str::to_owned);
-        let remote_addr = request
+        let connect_info = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| ([0, 0, 0, 0], 0).into(), |info| info.0);
+            .map(|info| info.0);
+        let remote_addr = connect_info.unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         let head = RequestHead {
             target: request.uri().path_and_query().map_or_else(
                 || request.uri().path().to_owned(),
@@ -150,7 +151,10 @@ impl Mount {
         let id = guard.id;
         let transport = ws::from_upgrade(upgraded, &shared.config.ws, guard).await;
         let (opening, opened) = Opening::new();
-        hand_over(give, Ok((shared.register(id, transport), opening)));
+        hand_over(
+            give,
+            Ok((shared.register(id, transport, connect_info), opening)),
+        );
         let _ = tokio::time::timeout_at(deadline, opened).await;
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

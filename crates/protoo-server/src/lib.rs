@@ -103,6 +103,7 @@ pub use protoo_core::{
 };
 pub use protoo_transport::ws::{self, WsConfig};
 pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, close_code};
+pub use protoo_transport::{log, remote_warn};
 
 /// The workspace README's code, compiled as a doc test so it stays true.
 #[cfg(doctest)]

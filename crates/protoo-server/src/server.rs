@@ -424,7 +424,7 @@ async fn connection<S>(
     let upgrade = match read {
         Ok(Ok(upgrade)) => upgrade,
         Ok(Err(error)) => {
-            tracing::debug!(%error, "bad upgrade request");
+            tracing::debug!(error = %protoo_transport::log::Remote(&error), "bad upgrade request");
             return;
         }
         Err(_) => {
@@ -460,7 +460,10 @@ async fn connection<S>(
             let (pending, opened) = match timeout_at(deadline, accepted).await {
                 Ok(Ok((transport, pending))) => {
                     let (opening, opened) = Opening::new();
-                    hand_over(give, Ok((shared.register(id, transport), opening)));
+                    hand_over(
+                        give,
+                        Ok((shared.register(id, transport, Some(remote_addr)), opening)),
+                    );
                     (pending, opened)
                 }
                 Ok(Err(error)) => return hand_over(give, Err(ServerError::Transport(error))),
@@ -479,7 +482,7 @@ async fn connection<S>(
             }
         }
         Decision::Reject(status, reason) => {
-            tracing::debug!(status, %reason, "connection request rejected");
+            tracing::debug!(status, reason = %protoo_transport::log::Remote(&reason), "connection request rejected");
             let _ =
                 tokio::time::timeout(REJECT_WRITE_TIMEOUT, upgrade.reject(status, &reason)).await;
         }
@@ -553,7 +556,7 @@ async fn checks_and_decision(
         .get(http::header::ORIGIN)
         .and_then(|o| o.to_str().ok());
     if !shared.config.origin_allowed(origin) {
-        tracing::debug!(?origin, "origin not allowed");
+        tracing::debug!(origin = %protoo_transport::log::Remote(origin.unwrap_or_default()), "origin not allowed");
         return reject(403, "origin not allowed");
     }
     if !wants_protoo {
@@ -632,7 +635,12 @@ impl Shared {
     /// at shutdown (at once if the shutdown already closed every peer), and
     /// has its requests counted for the grace period. A connection that has
     /// already ended (its guard dropped) is not registered.
-    pub(crate) fn register(&self, id: u64, transport: Transport) -> Transport {
+    pub(crate) fn register(
+        &self,
+        id: u64,
+        transport: Transport,
+        remote_addr: Option<SocketAddr>,
+    ) -> Transport {
         {
             let mut live = self.lock_live();
             let closing = self.closing.load(Ordering::Acquire);
@@ -642,7 +650,11 @@ impl Shared {
                 None => {}
             }
         }
-        transport.with_request_tracker(self.in_flight.clone())
+        let transport = transport.with_request_tracker(self.in_flight.clone());
+        match remote_addr {
+            Some(addr) => transport.with_remote_addr(addr),
+            None => transport,
+        }
     }
 
     /// Whether the server stopped accepting.

@@ -135,7 +135,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
         };
         let grace = self.grace;
         tracing::debug!(
-            room_id = room.id(),
+            room_id = %protoo_transport::log::Remote(room.id()),
             ?grace,
             "room empty, kept for its grace"
         );
@@ -169,7 +169,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
             }
         };
         if let Some(Slot::Ready(removed)) = removed {
-            tracing::debug!(room_id = %removed.inner.id, "last peer left, room removed");
+            tracing::debug!(room_id = %protoo_transport::log::Remote(&removed.inner.id), "last peer left, room removed");
             removed.report_closed();
         }
     }

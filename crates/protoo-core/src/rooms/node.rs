@@ -38,8 +38,8 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryI
         let core = peer.core().clone();
         drop(peer);
         tracing::debug!(
-            room_id,
-            peer_id,
+            room_id = %protoo_transport::log::Remote(room_id),
+            peer_id = %protoo_transport::log::Remote(peer_id),
             "peer replaced by a new one with its id on another node"
         );
         core.close_replaced();

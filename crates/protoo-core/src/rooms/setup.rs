@@ -303,7 +303,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Starter<D, R> {
     /// of its own.
     pub(super) fn run(self, made: SetupFuture<R>) {
         let completion = self.0;
-        tracing::debug!(room_id = %completion.room_id, "room setup started");
+        tracing::debug!(room_id = %protoo_transport::log::Remote(&completion.room_id), "room setup started");
         tokio::spawn(async move {
             let result = made.await;
             completion.finish(result);
@@ -359,14 +359,19 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Completion<D, R> {
                         data,
                         waiters,
                     );
-                    tracing::debug!(room_id = %self.room_id, waiters, "room setup done");
+                    tracing::debug!(room_id = %protoo_transport::log::Remote(&self.room_id), waiters, "room setup done");
                     if waiters == 0 {
                         emptied = Some(room.clone());
                     }
                     (Some(Slot::Ready(room.clone())), Ok(room))
                 }
                 Err(error) => {
-                    tracing::debug!(room_id = %self.room_id, %error, waiters, "room setup failed");
+                    tracing::debug!(
+                        room_id = %protoo_transport::log::Remote(&self.room_id),
+                        error = %protoo_transport::log::Remote(&error),
+                        waiters,
+                        "room setup failed"
+                    );
                     (None, Err(error))
                 }
             };

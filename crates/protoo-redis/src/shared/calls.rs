@@ -226,9 +226,9 @@ impl Shared {
             .is_none()
         {
             tracing::debug!(
-                room,
-                peer,
-                node,
+                room = %protoo_core::transport::log::Remote(room),
+                peer = %protoo_core::transport::log::Remote(peer),
+                node = %protoo_core::transport::log::Remote(node),
                 "the replaced peer's node did not answer in time"
             );
         }

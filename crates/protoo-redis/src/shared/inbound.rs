@@ -51,7 +51,13 @@ impl Shared {
                 self.stats.received();
                 if let Some(node) = self.node() {
                     let delivered = node.deliver(room, &frame, &except, listed_only);
-                    tracing::trace!(node_id = %self.node_id, from, room, delivered, "broadcast received");
+                    tracing::trace!(
+                        node_id = %self.node_id,
+                        from = %protoo_core::transport::log::Remote(&from),
+                        room = %protoo_core::transport::log::Remote(&room),
+                        delivered,
+                        "broadcast received"
+                    );
                 }
             }
             Message::Replace {
