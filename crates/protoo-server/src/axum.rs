@@ -148,7 +148,9 @@ impl Mount {
         };
         let guard = shared.connection_guard(counted);
         let id = guard.id;
-        let transport = ws::from_upgrade(upgraded, &shared.config.ws, guard).await;
+        let transport = ws::ServerTransport::builder(&shared.config.ws)
+            .guard(guard)
+            .upgrade(upgraded);
         let (opening, opened) = Opening::new();
         hand_over(give, Ok((shared.register(id, transport), opening)));
         let _ = tokio::time::timeout_at(deadline, opened).await;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protoo_transport::ws::read_upgrade_request;
+use protoo_transport::ws::{ServerTransport, read_upgrade_request};
 use protoo_transport::{FrameSink, Tracker, TrackerGuard, Transport, close_code};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, ToSocketAddrs};
@@ -442,7 +442,8 @@ async fn connection<S>(
             crate::metrics::upgrade_rejected(invalid.status);
         }
         // Answered by the transport (400, or 426 for another version).
-        let _ = timeout_at(deadline, upgrade.accept(&config.ws)).await;
+        let refuse = ServerTransport::builder(&config.ws).accept(upgrade);
+        let _ = timeout_at(deadline, refuse).await;
         return;
     }
     let head = RequestHead {
@@ -456,7 +457,9 @@ async fn connection<S>(
         Decision::Accept(give) => {
             let guard = shared.connection_guard(counted);
             let id = guard.id;
-            let accepted = upgrade.accept_pending(&shared.config.ws);
+            let accepted = ServerTransport::builder(&shared.config.ws)
+                .guard(guard)
+                .accept_pending(upgrade);
             let (pending, opened) = match timeout_at(deadline, accepted).await {
                 Ok(Ok((transport, pending))) => {
                     let (opening, opened) = Opening::new();
@@ -470,7 +473,7 @@ async fn connection<S>(
             // drops the opening); at the deadline the client is answered
             // regardless.
             let _ = timeout_at(deadline, opened).await;
-            let open = pending.open_holding(guard);
+            let open = pending.open();
             if tokio::time::timeout(REJECT_WRITE_TIMEOUT, open)
                 .await
                 .is_err()
