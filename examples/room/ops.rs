@@ -45,6 +45,11 @@ pub(crate) fn init_logs(format: LogFormat) {
     }
 }
 
+/// Connections the operations endpoints serve at a time (scrapers and
+/// health checks); beyond, 503.
+#[cfg(feature = "metrics")]
+const METRICS_CONNECTIONS: usize = 64;
+
 /// Starts the operations endpoints on `addr`, when given, and prints where
 /// (`metrics on http://ADDR/metrics`). Called before the first peer is
 /// admitted: peers register their metrics when they are created.
@@ -65,6 +70,10 @@ pub(crate) async fn start<D: Send + Sync + 'static, R: Send + Sync + 'static>(
     println!("metrics on http://{}/metrics", listener.local_addr()?);
     let link = cluster.map(Cluster::link);
     let router = enabled::router(recorder, server, rooms, link);
+    // The limits of the public port before a request is read: a header
+    // timeout, a head-size limit, and a cap of its own on connections.
+    let limits = protoo_server::ServerConfig::default().with_max_connections(METRICS_CONNECTIONS);
+    let listener = protoo_server::axum::limited(listener, &limits);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(%error, "the metrics endpoint failed");

@@ -74,6 +74,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod descriptors;
 mod error;
 pub mod metrics;
 mod request;
