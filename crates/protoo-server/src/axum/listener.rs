@@ -400,7 +400,7 @@ mod tests {
         assert_eq!(scan.feed(b"\r\nGET / HTTP/1.1\r\nHost: x\r"), None);
         assert_eq!(scan.feed(b"\n\r"), None);
         assert_eq!(scan.feed(b"\nrest"), Some(1));
-        assert_eq!(scan.len, 27);
+        assert_eq!(scan.len, 29);
         let mut bare = Scan::default();
         assert_eq!(bare.feed(b"GET / HTTP/1.1\nHost: x\n\nnext"), Some(24));
     }
