@@ -15,7 +15,7 @@
 //!   the room page) stays untouched.
 //! - `--log-format json` logs one JSON object per line (tracing-subscriber's
 //!   JSON format) instead of text, for log collectors; the level is set by
-//!   `RUST_LOG` as before.
+//!   `RUST_LOG` as before. Logs go to stderr.
 
 use std::net::SocketAddr;
 
@@ -34,11 +34,14 @@ pub(crate) enum LogFormat {
 }
 
 /// Installs the global tracing subscriber: `RUST_LOG` filters (default
-/// `warn`), `format` formats.
+/// `warn`), `format` formats; logs go to stderr (stdout carries the
+/// addresses the example prints).
 pub(crate) fn init_logs(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().with_current_span(true).init(),

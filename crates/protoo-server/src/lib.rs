@@ -9,9 +9,9 @@
 //! `axum` feature, is mounted on a route of an axum application), checks
 //! what protoo checks (the `protoo` subprotocol: 403 without it) plus what a
 //! public server needs (origin allow-list, connection limit, handshake
-//! timeout, size limits), and hands each connection to the application as a
-//! [`ConnectionRequest`] to accept or reject: protoo's `connectionrequest`
-//! event. An accepted connection becomes a [`Transport`], usually admitted
+//! timeout, size limits), and [serves](WebSocketServer::serve) each
+//! connection to the application's handler as a [`ConnectionRequest`] to
+//! accept or reject: protoo's `connectionrequest` event. An accepted connection becomes a [`Transport`], usually admitted
 //! straight into a [`Room`].
 //!
 //! # A room server in a few lines
@@ -21,15 +21,14 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let mut server = WebSocketServer::bind("127.0.0.1:4443", ServerConfig::default()).await?;
+//!     let server = WebSocketServer::bind("127.0.0.1:4443", ServerConfig::default()).await?;
 //!     let rooms: Rooms = Rooms::new();
-//!     while let Some(request) = server.next_request().await {
-//!         let (Some(room_id), Some(peer_id)) = (request.query_param("roomId"), request.query_param("peerId")) else {
-//!             request.reject(400, "missing roomId or peerId");
-//!             continue;
-//!         };
+//!     let handle = server.serve(move |request| {
 //!         let rooms = rooms.clone();
-//!         tokio::spawn(async move {
+//!         async move {
+//!             let (Some(room_id), Some(peer_id)) = (request.query_param("roomId"), request.query_param("peerId")) else {
+//!                 return request.reject(400, "missing roomId or peerId");
+//!             };
 //!             let Ok((room, peer, mut events)) = request
 //!                 .accept_into_rooms(&rooms, &room_id, peer_id, (), PeerConfig::default(), DuplicatePolicy::Replace)
 //!                 .await
@@ -49,8 +48,9 @@
 //!                     }
 //!                 }
 //!             }
-//!         });
-//!     }
+//!         }
+//!     });
+//!     handle.stopped().await;
 //!     Ok(())
 //! }
 //! ```
