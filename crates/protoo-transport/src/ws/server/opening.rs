@@ -77,7 +77,7 @@ where
     }
 
     /// Answers the upgrade with an HTTP error instead (as
-    /// [`UpgradeRequest::reject`] does); the transport reports a close with
+    /// [`UpgradeRequest::reject`](super::UpgradeRequest::reject) does); the transport reports a close with
     /// no code and `reason`.
     ///
     /// # Errors
