@@ -49,9 +49,10 @@ pub(crate) fn init_logs(format: LogFormat) {
 }
 
 /// Connections the operations endpoints serve at a time (scrapers and
-/// health checks); beyond, 503.
+/// health checks); beyond, 503. Small: these descriptors come out of the
+/// reserve the public port's cap leaves (see `ServerConfig::max_connections`).
 #[cfg(feature = "metrics")]
-const METRICS_CONNECTIONS: usize = 64;
+const METRICS_CONNECTIONS: usize = 16;
 
 /// Starts the operations endpoints on `addr`, when given, and prints where
 /// (`metrics on http://ADDR/metrics`). Called before the first peer is

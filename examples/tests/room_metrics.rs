@@ -176,7 +176,7 @@ async fn metrics_and_health_of_the_room_example() {
 }
 
 /// The operations listener has the public port's limits before a request
-/// is read: unfinished heads take at most its 64 places, the next
+/// is read: unfinished heads take at most its 16 places, the next
 /// connection is answered 503 at once instead of being held; a head over
 /// 16 KiB is answered 431.
 #[tokio::test]
@@ -208,7 +208,7 @@ async fn the_metrics_listener_caps_unfinished_heads() {
     // a finished request behind it is answered 503 (the places are taken
     // in accept order).
     let mut held = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..16 {
         let mut tcp = TcpStream::connect(metrics_addr).await.expect("connect");
         tcp.write_all(b"GET /healthz HTTP/1.1\r\n")
             .await
