@@ -124,7 +124,7 @@ impl Listener for LimitedListener {
                 phase: Phase::Head(Scan::default()),
                 max_head: self.max_head,
                 head_timeout: self.head_timeout,
-                deadline: Box::pin(tokio::time::sleep(self.head_timeout)),
+                deadline: Some(Box::pin(tokio::time::sleep(self.head_timeout))),
                 _slot: slot,
             };
             return (io, remote_addr);
@@ -146,7 +146,9 @@ pub struct LimitedIo {
     phase: Phase,
     max_head: usize,
     head_timeout: Duration,
-    deadline: Pin<Box<Sleep>>,
+    /// The header timeout, then the linger of a refusal; freed once the
+    /// connection is upgraded (an idle WebSocket keeps no timer).
+    deadline: Option<Pin<Box<Sleep>>>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -214,6 +216,22 @@ impl Scan {
 }
 
 impl LimitedIo {
+    /// Whether the deadline has passed (registering the waker otherwise).
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
+    }
+
+    /// The deadline, `after` from now.
+    fn restart_deadline(&mut self, after: Duration) {
+        let at = Instant::now() + after;
+        match &mut self.deadline {
+            Some(deadline) => deadline.as_mut().reset(at),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
     /// The answer to a head over the limit.
     fn refusal(&self) -> Vec<u8> {
         let reason = format!("request head larger than {} bytes", self.max_head);
@@ -235,7 +253,7 @@ impl LimitedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        if self.deadline_passed(cx) {
             tracing::debug!("request head not complete in time: connection closed");
             self.phase = Phase::Closed;
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
@@ -290,11 +308,11 @@ impl LimitedIo {
                 }
                 Phase::ShuttingDown => {
                     ready!(Pin::new(&mut self.io).poll_shutdown(cx))?;
-                    self.deadline.as_mut().reset(Instant::now() + REFUSE_LINGER);
+                    self.restart_deadline(REFUSE_LINGER);
                     self.phase = Phase::Lingering;
                 }
                 Phase::Lingering => {
-                    if self.deadline.as_mut().poll(cx).is_ready() {
+                    if self.deadline_passed(cx) {
                         self.phase = Phase::Closed;
                         continue;
                     }
@@ -320,14 +338,15 @@ impl LimitedIo {
     fn before_write(&mut self, first: &[u8]) -> io::Result<()> {
         match &self.phase {
             Phase::Upgraded => {}
-            Phase::Answer if first.starts_with(b"HTTP/1.1 101 ") => self.phase = Phase::Upgraded,
+            Phase::Answer if first.starts_with(b"HTTP/1.1 101 ") => {
+                self.phase = Phase::Upgraded;
+                self.deadline = None;
+            }
             Phase::Answer | Phase::Head(_) => {
                 if matches!(self.phase, Phase::Answer) {
                     self.phase = Phase::Head(Scan::default());
                 }
-                self.deadline
-                    .as_mut()
-                    .reset(Instant::now() + self.head_timeout);
+                self.restart_deadline(self.head_timeout);
             }
             _ => return Err(io::ErrorKind::BrokenPipe.into()),
         }
