@@ -49,8 +49,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ops::init_logs(args.log_format);
 
     let config = args.server_config();
-    let (mut server, mount) = WebSocketServer::mounted(config.clone());
-    let local_addr = page::serve(args.listen, mount, &config)
+    let (server, mount) = WebSocketServer::mounted(config);
+    let local_addr = page::serve(args.listen, mount)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     println!("listening on ws://{local_addr}/");
@@ -76,15 +76,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         cluster.as_ref(),
     )
     .await?;
-    while let Some(request) = server.next_request().await {
+    let handle = server.serve(move |request| {
         let rooms = rooms.clone();
-        tokio::spawn(async move {
+        async move {
             if let Some((room, peer, events)) = admit(request, &rooms).await {
                 run_peer(room, peer, events).await;
             }
-        });
-    }
-    server.handle().stopped().await;
+        }
+    });
+    handle.stopped().await;
     if let Some(cluster) = cluster {
         cluster.leave().await;
     }

@@ -111,7 +111,7 @@ async fn session(input: Vec<u8>) {
 
     let server = async {
         let request = ws::read_upgrade_request(server_io, &config).await.ok()?;
-        let transport = request.accept(&config).await.ok()?;
+        let transport = ws::ServerTransport::builder(&config).accept(request).await.ok()?;
         let rooms: Rooms = Rooms::new();
         let config = PeerConfig::default().with_event_queue(8);
         let joined = rooms.admit("r", "p").config(config).join(transport, ()).await.ok()?;

@@ -9,9 +9,10 @@
 //! `axum` feature, is mounted on a route of an axum application), checks
 //! what protoo checks (the `protoo` subprotocol: 403 without it) plus what a
 //! public server needs (origin allow-list, connection limit, handshake
-//! timeout, size limits), and hands each connection to the application as a
-//! [`ConnectionRequest`] to accept or reject: protoo's `connectionrequest`
-//! event. [`ConnectionRequest::admit`] puts the connection straight into a
+//! timeout, size limits), and [serves](WebSocketServer::serve) each
+//! connection to the application's handler as a [`ConnectionRequest`] to
+//! accept or reject: protoo's `connectionrequest` event.
+//! [`ConnectionRequest::admit`] puts the connection straight into a
 //! [`Room`] of a [`Rooms`] registry; [`ConnectionRequest::accept`] gives a
 //! bare [`Transport`] for a peer outside any room.
 //!
@@ -22,11 +23,11 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let mut server = WebSocketServer::bind("127.0.0.1:4443", ServerConfig::default()).await?;
+//!     let server = WebSocketServer::bind("127.0.0.1:4443", ServerConfig::default()).await?;
 //!     let rooms: Rooms = Rooms::builder().duplicate_policy(DuplicatePolicy::Replace).build();
-//!     while let Some(request) = server.next_request().await {
+//!     let handle = server.serve(move |request| {
 //!         let rooms = rooms.clone();
-//!         tokio::spawn(async move {
+//!         async move {
 //!             // The query's roomId and peerId (400 without them).
 //!             let Ok(joined) = request.admit(&rooms).join(()).await else {
 //!                 return;
@@ -45,8 +46,9 @@
 //!                     }
 //!                 }
 //!             }
-//!         });
-//!     }
+//!         }
+//!     });
+//!     handle.stopped().await;
 //!     Ok(())
 //! }
 //! ```
@@ -71,6 +73,7 @@
 
 mod admit;
 mod config;
+mod descriptors;
 mod error;
 pub mod metrics;
 mod request;

@@ -47,7 +47,7 @@
 //! socket.set_nodelay(true)?;
 //! let request = ws::read_upgrade_request(socket, &config).await?;
 //! assert!(request.wants_protoo());
-//! let mut server_side = request.accept(&config).await?;
+//! let mut server_side = ws::ServerTransport::builder(&config).accept(request).await?;
 //!
 //! let client = client.await??;
 //! client.send(Frame::from_static(r#"{"notification":true,"method":"hello","data":{}}"#))?;
