@@ -14,7 +14,7 @@
 use serde::Serialize;
 
 use crate::payload::is_falsy;
-use crate::raw::raw_len;
+use crate::raw::{raw_len, write_raw};
 use crate::{EncodeError, ErrorData, Frame, Id};
 
 /// Room for the fixed parts of a message, so that small messages are written
@@ -27,7 +27,9 @@ pub(crate) fn write_data<T: Serialize + ?Sized>(
     data: &T,
 ) -> Result<(), EncodeError> {
     let start = out.len();
-    serde_json::to_writer(&mut *out, data).map_err(EncodeError::Data)?;
+    if !write_raw(out, data) {
+        serde_json::to_writer(&mut *out, data).map_err(EncodeError::Data)?;
+    }
     if is_falsy(&out[start..]) {
         out.truncate(start);
         out.extend_from_slice(b"{}");

@@ -120,8 +120,23 @@ impl Serialize for Payload {
         use crate::raw::RAW_VALUE_TOKEN;
         use serde::ser::SerializeStruct;
         let mut raw = serializer.serialize_struct(RAW_VALUE_TOKEN, 1)?;
-        raw.serialize_field(RAW_VALUE_TOKEN, self.as_str())?;
+        raw.serialize_field(RAW_VALUE_TOKEN, &Text(self))?;
         raw.end()
+    }
+}
+
+/// A payload's text: a string to a human-readable serializer (serde_json's
+/// raw-value writers), its bytes otherwise (the encoder's own copy, which
+/// so skips a UTF-8 check of text that is UTF-8 by construction).
+struct Text<'a>(&'a Payload);
+
+impl Serialize for Text<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(self.0.as_str())
+        } else {
+            serializer.serialize_bytes(self.0.as_bytes())
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! Telling, before encoding, whether some data serialises as raw JSON text
-//! (a [`Payload`](crate::Payload), a `serde_json` `RawValue`) and how long
-//! that text is: the encoder then sizes its buffer once and serde_json
+//! (a [`Payload`](crate::Payload), a `serde_json` `RawValue`), how long
+//! that text is, and copying it: the encoder sizes its buffer once and
 //! copies the text, so forwarding a received payload costs a copy, not a
-//! parse.
+//! parse (nor a UTF-8 check: a payload hands its text over as bytes to a
+//! serializer that is not human-readable, as this one says it is not).
 
 use std::fmt;
 
@@ -18,7 +19,13 @@ pub(crate) const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 /// for any other data (found out at its first serializer call, before
 /// anything is written).
 pub(crate) fn raw_len<T: Serialize + ?Sized>(data: &T) -> Option<usize> {
-    data.serialize(Probe).ok()
+    data.serialize(Probe(None)).ok()
+}
+
+/// Copies `data`'s JSON text at the end of `out` if it serialises as raw
+/// JSON, returning whether it did (nothing is written otherwise).
+pub(crate) fn write_raw<T: Serialize + ?Sized>(out: &mut Vec<u8>, data: &T) -> bool {
+    data.serialize(Probe(Some(out))).is_ok()
 }
 
 /// Not raw JSON: the probe stops there.
@@ -53,6 +60,17 @@ macro_rules! refuse {
 macro_rules! refuse_all_but_str_and_struct {
     () => {
         refuse! {
+            serialize_bytes(&[u8]) -> usize;
+        }
+        refuse_all_but_str_and_bytes!();
+    };
+}
+
+/// As `refuse_all_but_str_and_struct`, for a serializer that also takes
+/// bytes but refuses structs.
+macro_rules! refuse_all_but_str_and_bytes {
+    () => {
+        refuse! {
             serialize_bool(bool) -> usize;
             serialize_i8(i8) -> usize;
             serialize_i16(i16) -> usize;
@@ -65,7 +83,6 @@ macro_rules! refuse_all_but_str_and_struct {
             serialize_f32(f32) -> usize;
             serialize_f64(f64) -> usize;
             serialize_char(char) -> usize;
-            serialize_bytes(&[u8]) -> usize;
             serialize_none() -> usize;
             serialize_unit() -> usize;
             serialize_unit_struct(&'static str) -> usize;
@@ -106,10 +123,11 @@ macro_rules! refuse_all_but_str_and_struct {
     };
 }
 
-/// Accepts only serde_json's raw-value struct.
-struct Probe;
+/// Accepts only serde_json's raw-value struct, and copies its text into
+/// the buffer if there is one.
+struct Probe<'a>(Option<&'a mut Vec<u8>>);
 
-impl Serializer for Probe {
+impl<'a> Serializer for Probe<'a> {
     type Ok = usize;
     type Error = NotRaw;
     type SerializeSeq = Impossible<usize, NotRaw>;
@@ -117,7 +135,7 @@ impl Serializer for Probe {
     type SerializeTupleStruct = Impossible<usize, NotRaw>;
     type SerializeTupleVariant = Impossible<usize, NotRaw>;
     type SerializeMap = Impossible<usize, NotRaw>;
-    type SerializeStruct = RawField;
+    type SerializeStruct = RawField<'a>;
     type SerializeStructVariant = Impossible<usize, NotRaw>;
 
     refuse_all_but_str_and_struct!();
@@ -126,19 +144,26 @@ impl Serializer for Probe {
         Err(NotRaw)
     }
 
-    fn serialize_struct(self, name: &'static str, len: usize) -> Result<RawField, NotRaw> {
+    fn serialize_struct(self, name: &'static str, len: usize) -> Result<RawField<'a>, NotRaw> {
         if name == RAW_VALUE_TOKEN && len == 1 {
-            Ok(RawField(None))
+            Ok(RawField {
+                out: self.0,
+                len: None,
+            })
         } else {
             Err(NotRaw)
         }
     }
 }
 
-/// The raw-value struct's one field: the JSON text, as a string.
-struct RawField(Option<usize>);
+/// The raw-value struct's one field: the JSON text, as a string (or, from
+/// a payload, as bytes).
+struct RawField<'a> {
+    out: Option<&'a mut Vec<u8>>,
+    len: Option<usize>,
+}
 
-impl SerializeStruct for RawField {
+impl SerializeStruct for RawField<'_> {
     type Ok = usize;
     type Error = NotRaw;
 
@@ -147,22 +172,32 @@ impl SerializeStruct for RawField {
         key: &'static str,
         value: &T,
     ) -> Result<(), NotRaw> {
-        if key != RAW_VALUE_TOKEN || self.0.is_some() {
+        if key != RAW_VALUE_TOKEN || self.len.is_some() {
             return Err(NotRaw);
         }
-        self.0 = Some(value.serialize(StrLen)?);
+        self.len = Some(value.serialize(Text(self.out.take()))?);
         Ok(())
     }
 
     fn end(self) -> Result<usize, NotRaw> {
-        self.0.ok_or(NotRaw)
+        self.len.ok_or(NotRaw)
     }
 }
 
-/// The length of a string.
-struct StrLen;
+/// The text of a raw value: its length, copied into the buffer if there
+/// is one.
+struct Text<'a>(Option<&'a mut Vec<u8>>);
 
-impl Serializer for StrLen {
+impl Text<'_> {
+    fn take(self, text: &[u8]) -> usize {
+        if let Some(out) = self.0 {
+            out.extend_from_slice(text);
+        }
+        text.len()
+    }
+}
+
+impl Serializer for Text<'_> {
     type Ok = usize;
     type Error = NotRaw;
     type SerializeSeq = Impossible<usize, NotRaw>;
@@ -173,10 +208,18 @@ impl Serializer for StrLen {
     type SerializeStruct = Impossible<usize, NotRaw>;
     type SerializeStructVariant = Impossible<usize, NotRaw>;
 
-    refuse_all_but_str_and_struct!();
+    refuse_all_but_str_and_bytes!();
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
 
     fn serialize_str(self, text: &str) -> Result<usize, NotRaw> {
-        Ok(text.len())
+        Ok(self.take(text.as_bytes()))
+    }
+
+    fn serialize_bytes(self, text: &[u8]) -> Result<usize, NotRaw> {
+        Ok(self.take(text))
     }
 
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, NotRaw> {
