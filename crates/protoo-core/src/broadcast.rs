@@ -215,7 +215,8 @@ impl<'a, D, R> LocalBroadcast<'a, D, R> {
     /// predicate, it runs on a snapshot of the peers, outside the room's
     /// lock, so that it may look at the room.
     pub fn send_frame(self, frame: &Frame) -> BroadcastReport {
-        self.room.deliver(frame, &self.target, self.filter.as_deref())
+        self.room
+            .deliver(frame, &self.target, self.filter.as_deref())
     }
 }
 

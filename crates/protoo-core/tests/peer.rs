@@ -193,7 +193,9 @@ async fn respond_err_forwards_a_remote_error_unchanged() {
         &raw,
         r#"{"request":true,"id":2,"method":"forward","data":{}}"#,
     );
-    expect_request(&mut events).await.respond(Err::<(), _>(data));
+    expect_request(&mut events)
+        .await
+        .respond(Err::<(), _>(data));
     assert_eq!(
         recv_text(&mut raw).await,
         r#"{"response":true,"id":2,"errorCode":"E_WEIRD","errorReason":{"detail":[1,2]}}"#

@@ -245,7 +245,12 @@ async fn a_slow_peer_does_not_hold_up_the_others() {
 
     let mut counts = Vec::new();
     for n in 0..100 {
-        counts.push(room.to_all().notify("n", &json!({"n": n})).unwrap().delivered);
+        counts.push(
+            room.to_all()
+                .notify("n", &json!({"n": n}))
+                .unwrap()
+                .delivered,
+        );
     }
     // The slow peer took a few, then overflowed and was closed as a slow
     // consumer; the broadcast went on to the others.

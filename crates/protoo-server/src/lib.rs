@@ -39,13 +39,13 @@
 //!             while let Some(event) = events.next().await {
 //!                 match event {
 //!                     PeerEvent::Request(request) if request.method() == "chat" => {
-//!                         let _ = room.broadcast("chat", request.payload(), &[peer.id()]);
+//!                         let _ = room.to_all().except_peer(&peer).notify("chat", request.payload());
 //!                         request.accept(&());
 //!                     }
 //!                     PeerEvent::Request(request) => request.reject(404, "unknown method"),
 //!                     PeerEvent::Notification(_) => {}
 //!                     PeerEvent::Closed(_) => {
-//!                         let _ = room.broadcast("peerClosed", &serde_json::json!({ "peerId": peer.id() }), &[]);
+//!                         let _ = room.to_all().notify("peerClosed", &serde_json::json!({ "peerId": peer.id() }));
 //!                     }
 //!                 }
 //!             }
@@ -99,8 +99,8 @@ pub use protoo_transport as transport;
 pub use protoo_codec::{ErrorData, Frame, Id, Method, Payload};
 pub use protoo_core::{
     Broadcast, BroadcastReport, CoreError, DuplicatePolicy, IncomingNotification, IncomingRequest,
-    IntoErrorData, Joined, Peer, PeerConfig, PeerError, PeerEvent, PeerEvents, Presence,
-    RequestError, Reservation, Room, Rooms, RoomsBuilder,
+    IntoErrorData, Joined, LocalBroadcast, Peer, PeerConfig, PeerError, PeerEvent, PeerEvents,
+    Presence, RequestError, Reservation, Room, Rooms, RoomsBuilder, Target,
 };
 pub use protoo_transport::ws::{self, WsConfig};
 pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, close_code};
