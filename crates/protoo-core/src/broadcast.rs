@@ -55,7 +55,10 @@ impl Target {
 }
 
 /// A predicate on a peer.
-type Predicate<'a, D> = Box<dyn Fn(&Peer<D>) -> bool + 'a>;
+type Keep<'a, D> = dyn Fn(&Peer<D>) -> bool + 'a;
+
+/// A predicate on a peer, owned.
+type Predicate<'a, D> = Box<Keep<'a, D>>;
 
 /// A broadcast being aimed: [`Room::to_all`], then
 /// [`except`](Broadcast::except), [`except_peer`](Broadcast::except_peer)
@@ -228,7 +231,7 @@ impl<D, R> Room<D, R> {
         &self,
         frame: &Frame,
         target: &Target,
-        filter: Option<&(dyn Fn(&Peer<D>) -> bool + '_)>,
+        filter: Option<&Keep<'_, D>>,
     ) -> BroadcastReport {
         let mut report = BroadcastReport::default();
         match filter {
