@@ -291,9 +291,9 @@ impl EventQueue {
 /// A request from the remote, waiting for its one answer.
 ///
 /// Answer it with [`accept`](Self::accept), [`reject`](Self::reject) or
-/// [`respond`](Self::respond): each consumes it, so it is answered at most once. Dropped without an answer, it
-/// answers 500 `request not answered` by itself: the remote never waits for
-/// a response that will not come. It can be moved to another task to be
+/// [`respond`](Self::respond): each consumes it, so it is answered at most
+/// once. Dropped without an answer, it answers 500 `request not answered`
+/// by itself: the remote never waits for a response that will not come. It can be moved to another task to be
 /// answered later.
 ///
 /// Answering a peer that has closed meanwhile does nothing (the failure is
@@ -396,12 +396,13 @@ impl IncomingRequest {
     /// request whose listener throws.
     ///
     /// ```
-    /// # use protoo_core::{ErrorData, IncomingRequest};
+    /// # use protoo_core::{ErrorData, IncomingRequest, IntoErrorData};
     /// #[derive(serde::Deserialize)]
     /// struct Add { a: i64, b: i64 }
     ///
     /// fn add(request: &IncomingRequest) -> Result<i64, ErrorData> {
-    ///     let add: Add = request.data().map_err(|e| ErrorData::new(400, e.to_string()))?;
+    ///     // Bad data: 400 with serde's message.
+    ///     let add: Add = request.data().map_err(IntoErrorData::into_error_data)?;
     ///     add.a.checked_add(add.b).ok_or(ErrorData::new(422, "overflow"))
     /// }
     ///
@@ -471,8 +472,8 @@ impl fmt::Debug for IncomingRequest {
 }
 
 /// How an application error becomes the error response of a request
-/// ([`IncomingRequest::respond`]): implement it for your error types so that a
-/// handler returning `Result<T, YourError>` picks its code.
+/// ([`IncomingRequest::respond`]): implement it for your error types so
+/// that a handler returning `Result<T, YourError>` picks its code.
 ///
 /// ```
 /// use protoo_core::{ErrorData, IntoErrorData};
