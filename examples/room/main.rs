@@ -37,8 +37,8 @@ mod page;
 
 use clap::Parser;
 use protoo_server::{
-    ConnectionRequest, DuplicatePolicy, ErrorData, IncomingNotification, IncomingRequest, Payload,
-    Peer, PeerEvent, PeerEvents, Room, Rooms, ServerError, WebSocketServer, log,
+    ConnectionRequest, DuplicatePolicy, IncomingNotification, IncomingRequest, Payload, Peer,
+    PeerEvent, PeerEvents, Room, Rooms, ServerError, WebSocketServer, log,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -124,7 +124,10 @@ async fn run_peer(room: Room, peer: Peer, mut events: PeerEvents) {
                 handle_notification(&room, &peer, notification)
             }
             PeerEvent::Closed(_) => {
-                let _ = room.broadcast("peerClosed", &json!({ "peerId": peer.id() }), &[peer.id()]);
+                let _ = room
+                    .to_all()
+                    .except_peer(&peer)
+                    .notify("peerClosed", &json!({ "peerId": peer.id() }));
             }
         }
     }
@@ -177,10 +180,9 @@ async fn join(room: &Room, peer: &Peer, request: IncomingRequest) {
         })
         .collect();
     request.accept(&json!({ "peers": peers }));
-    let _ = room.broadcast(
+    let _ = room.to_all().except_peer(peer).notify(
         "newPeer",
         &json!({ "id": peer.id(), "displayName": listed.display_name }),
-        &[peer.id()],
     );
 }
 
@@ -209,20 +211,23 @@ fn handle_request(room: &Room, peer: &Peer, request: IncomingRequest) {
         "echo" => {
             let mut request = request;
             let data = request.take_payload();
-            request.accept_payload(&data);
+            request.accept(&data);
         }
         "broadcast" => {
             let _ = room
                 .to_all()
                 .except([peer.id()])
-                .notify_payload("chat", request.payload());
+                .notify("chat", request.payload());
             request.accept(&json!({}));
         }
-        "chat" => request.handle(|chat: Chat| {
-            let data = json!({ "peerId": peer.id(), "text": chat.text });
-            room.broadcast("chat", &data, &[peer.id()])
-                .map(|_| json!({}))
-        }),
+        "chat" => match request.data::<Chat>() {
+            Ok(chat) => {
+                let data = json!({ "peerId": peer.id(), "text": chat.text });
+                let sent = room.to_all().except_peer(peer).notify("chat", &data);
+                request.respond(sent.map(|_| json!({})));
+            }
+            Err(error) => request.respond(Err::<(), _>(error)),
+        },
         "ask" => {
             let ask = match request.data::<Ask>() {
                 Ok(ask) => ask,
@@ -236,8 +241,11 @@ fn handle_request(room: &Room, peer: &Peer, request: IncomingRequest) {
                 request.respond(response.map(|response| json!({ "response": response })));
             });
         }
-        "fail" => request.handle(|fail: Fail| Err::<(), _>(ErrorData::new(fail.code, fail.reason))),
-        "crash" => request.fail("handler failed on purpose"),
+        "fail" => match request.data::<Fail>() {
+            Ok(fail) => request.reject(fail.code, fail.reason),
+            Err(error) => request.respond(Err::<(), _>(error)),
+        },
+        "crash" => request.respond(Err::<(), _>("handler failed on purpose")),
         "kick" => {
             request.accept(&());
             peer.close();
@@ -252,6 +260,6 @@ fn handle_notification(room: &Room, peer: &Peer, notification: IncomingNotificat
     }
     if let Ok(chat) = notification.data::<Chat>() {
         let data = json!({ "peerId": peer.id(), "text": chat.text });
-        let _ = room.broadcast("chat", &data, &[peer.id()]);
+        let _ = room.to_all().except_peer(peer).notify("chat", &data);
     }
 }

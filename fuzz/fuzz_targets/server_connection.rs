@@ -125,8 +125,8 @@ async fn session(input: Vec<u8>) {
                         request.accept(&data);
                     }
                     "broadcast" => {
-                        let sent = room.broadcast("chat", request.payload(), &[]);
-                        request.respond(sent.map(|n| n as u64));
+                        let sent = room.to_all().notify("chat", request.payload());
+                        request.respond(sent.map(|report| report.delivered as u64));
                     }
                     "ask" => {
                         let peer = peer.clone();
@@ -144,7 +144,10 @@ async fn session(input: Vec<u8>) {
                     _ => request.reject(404, "unknown method"),
                 },
                 PeerEvent::Notification(notification) => {
-                    let _ = room.broadcast(notification.method(), notification.payload(), &["p"]);
+                    let _ = room
+                        .to_all()
+                        .except(["p"])
+                        .notify(notification.method(), notification.payload());
                 }
                 PeerEvent::Closed(_) => {}
             }

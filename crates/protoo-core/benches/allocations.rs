@@ -19,7 +19,7 @@
 //!   by a [`Router`](protoo_core::handler::Router) handler
 //!   (`async fn(Payload) -> Result<Payload, Infallible>`).
 //! - **notify**: the server sends one notification to one peer.
-//! - **broadcast to 100**: one `Room::broadcast` to a room of 100 peers.
+//! - **broadcast to 100**: one `room.to_all().notify(..)` to a room of 100 peers.
 
 use std::alloc::System;
 
@@ -68,7 +68,7 @@ fn echo_server() -> Transport {
             match event {
                 PeerEvent::Request(mut request) => {
                     let data = request.take_payload();
-                    request.accept_payload(&data);
+                    request.accept(&data);
                 }
                 PeerEvent::Notification(_) => {}
                 PeerEvent::Closed(_) => break,
@@ -168,7 +168,7 @@ fn main() {
             let mut total = 0;
             for _ in 0..BROADCASTS {
                 let region = Region::new(GLOBAL);
-                let _ = room.broadcast("chat", &data, &[]);
+                let _ = room.to_all().notify("chat", &data);
                 total += region.change().allocations;
                 for (client, _) in clients.iter_mut() {
                     recv_text(client).await;
@@ -189,7 +189,7 @@ fn main() {
         );
         println!("| notification received | {notification_in:.1} |");
         println!("| `Peer::notify` to one peer | {notify:.1} |");
-        println!("| `Room::broadcast` to 100 peers | {broadcast:.1} |");
+        println!("| `room.to_all().notify` to 100 peers | {broadcast:.1} |");
         println!(
             "\n(client's own send + receive over the memory pair, subtracted above: {client_alone:.1})"
         );

@@ -63,7 +63,8 @@ impl PeerError {
 pub enum RequestError {
     /// The remote answered with an error response; [`RequestError::code`] and
     /// [`RequestError::reason`] read it. Forward it unchanged with
-    /// [`IncomingRequest::reject_with`](crate::IncomingRequest::reject_with).
+    /// [`IncomingRequest::respond`](crate::IncomingRequest::respond)`(Err(error))`
+    /// (the whole `RequestError`: a rejection is sent as it is).
     #[error("request rejected: {0}")]
     Rejected(ErrorData),
     /// No response came within the request timeout

@@ -100,9 +100,10 @@
 //! # Rooms and broadcast
 //!
 //! [`Rooms::admit`] puts a new connection in its room, creating the room
-//! if needed; the room goes away with its last peer. [`Room::broadcast`]
-//! encodes a notification once and queues the same bytes to every peer but
-//! the ones excluded; it never waits, and a peer too slow to keep up is
+//! if needed; the room goes away with its last peer. [`Room::to_all`]
+//! encodes a notification once and queues the same bytes to every peer the
+//! broadcast's [`Target`] chooses (all but some ids, the listed ones); it
+//! never waits, and a peer too slow to keep up is
 //! closed by its own queue limit without holding up the others.
 //!
 //! ```
@@ -125,7 +126,7 @@
 //!     let room = joined.room;
 //!     // Each peer's events go to its handler (dropping them closes the peer).
 //!     handlers.push(joined.events);
-//!     room.broadcast("newPeer", &serde_json::json!({"id": id}), &[id])?;
+//!     room.to_all().except([id]).notify("newPeer", &serde_json::json!({"id": id}))?;
 //!     clients.push(Peer::new("server", client_side, (), PeerConfig::default())?);
 //! }
 //! let room = rooms.get("r1").unwrap();
@@ -174,7 +175,7 @@ mod rate;
 mod room;
 mod rooms;
 
-pub use broadcast::{Broadcast, BroadcastReport};
+pub use broadcast::{Broadcast, BroadcastReport, LocalBroadcast, Target};
 pub use config::{
     DEFAULT_EVENT_QUEUE, DEFAULT_INCOMING_BUDGET, DEFAULT_MAX_UNANSWERED_REQUESTS, PeerConfig,
 };

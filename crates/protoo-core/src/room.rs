@@ -3,9 +3,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use protoo_codec::{EncodeError, Frame, Payload, encode};
+use protoo_codec::Payload;
 use protoo_transport::Transport;
-use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
@@ -70,8 +69,8 @@ pub enum DuplicatePolicy {
 /// assert_eq!(room.len(), 3);
 ///
 /// // Encoded once, the same bytes queued to bob and carol.
-/// let sent = room.broadcast("chat", &serde_json::json!({"text": "hi"}), &["alice"])?;
-/// assert_eq!(sent, 2);
+/// let sent = room.to_all().except(["alice"]).notify("chat", &serde_json::json!({"text": "hi"}))?;
+/// assert_eq!(sent.delivered, 2);
 ///
 /// let (_, bob_events) = &mut remotes[1];
 /// let Some(PeerEvent::Notification(chat)) = bob_events.next().await else { panic!() };
@@ -354,37 +353,16 @@ impl<D, R> Room<D, R> {
         lock(&self.inner.state).peers.is_empty()
     }
 
-    /// A targeted broadcast to the peers of the room: chosen by id and by a
-    /// predicate, encoded once, with a report of what happened (see
-    /// [`Broadcast`]).
+    /// A broadcast to the peers of the room, on every node: narrowed by id
+    /// and presence (a [`Target`](crate::Target)), or to this node's peers
+    /// and a predicate ([`Broadcast::local`]); encoded once, with a report
+    /// of what happened (see [`Broadcast`]).
+    ///
+    /// Never waits: a peer whose queue is full closes itself (its own byte
+    /// limit, [`close_code::POLICY_VIOLATION`](protoo_transport::close_code::POLICY_VIOLATION))
+    /// and is skipped; closed peers are skipped.
     pub fn to_all(&self) -> Broadcast<'_, D, R> {
         Broadcast::new(self)
-    }
-
-    /// Sends a notification to every peer in the room except those whose id
-    /// is in `except`, returning to how many peers it was queued.
-    ///
-    /// The notification is encoded once and the same bytes are queued to
-    /// each peer. Never waits: a peer whose queue is full closes itself (its
-    /// own byte limit, [`close_code::POLICY_VIOLATION`](protoo_transport::close_code::POLICY_VIOLATION))
-    /// and is skipped; closed peers are skipped.
-    pub fn broadcast(
-        &self,
-        method: &str,
-        data: &(impl Serialize + ?Sized),
-        except: &[&str],
-    ) -> Result<usize, EncodeError> {
-        let frame = encode::notification(method, data)?;
-        Ok(self.broadcast_frame(&frame, except))
-    }
-
-    /// Queues an already-encoded frame to every peer except those in
-    /// `except`; see [`Room::broadcast`].
-    pub fn broadcast_frame(&self, frame: &Frame, except: &[&str]) -> usize {
-        self.to_all()
-            .except_slice(except)
-            .send_frame(frame)
-            .delivered
     }
 
     /// Closes the room: no peer is admitted any more, every peer in it is

@@ -56,6 +56,7 @@ async fn broadcast_predicate_and_report() {
     let report = room
         .to_all()
         .except(["a"])
+        .local()
         .filter(|peer| *peer.data() != 2)
         .notify("hello", &serde_json::json!({"x": 1}))
         .unwrap();
@@ -81,20 +82,18 @@ async fn replacement_order_as_the_others_see_it() {
             while let Some(event) = events.next().await {
                 match event {
                     PeerEvent::Request(request) => {
-                        let _ = room.broadcast(
-                            "newPeer",
-                            &serde_json::json!({"id": peer.id()}),
-                            &[peer.id()],
-                        );
+                        let _ = room
+                            .to_all()
+                            .except_peer(&peer)
+                            .notify("newPeer", &serde_json::json!({"id": peer.id()}));
                         request.accept(&());
                     }
                     PeerEvent::Notification(_) => {}
                     PeerEvent::Closed(reason) => {
-                        let _ = room.broadcast(
-                            "peerClosed",
-                            &serde_json::json!({"id": peer.id()}),
-                            &[peer.id()],
-                        );
+                        let _ = room
+                            .to_all()
+                            .except_peer(&peer)
+                            .notify("peerClosed", &serde_json::json!({"id": peer.id()}));
                         return Some(reason);
                     }
                 }
@@ -185,18 +184,28 @@ async fn typed_handlers_answer_400_on_bad_data_and_convert_errors() {
                 continue;
             };
             match request.method() {
-                "add" => request.handle(|add: Add| Ok::<_, AppError>(add.a + add.b)),
-                "find" => request.handle(|code: u16| match code {
-                    404 => Err(AppError::NotFound),
-                    403 => Err(AppError::Forbidden),
-                    409 => Err(AppError::Conflict),
-                    _ => Ok("found"),
-                }),
+                "add" => {
+                    let sum = request
+                        .data::<Add>()
+                        .map(|add| add.a + add.b)
+                        .map_err(IntoErrorData::into_error_data);
+                    request.respond(sum);
+                }
+                "find" => {
+                    let found = match request.data::<u16>() {
+                        Err(error) => Err(error.into_error_data()),
+                        Ok(404) => Err(AppError::NotFound.into_error_data()),
+                        Ok(403) => Err(AppError::Forbidden.into_error_data()),
+                        Ok(409) => Err(AppError::Conflict.into_error_data()),
+                        Ok(_) => Ok("found"),
+                    };
+                    request.respond(found);
+                }
                 "echo" => {
                     let data = request.take_payload();
                     request.accept(&data);
                 }
-                _ => request.fail("no such method"),
+                _ => request.respond(Err::<(), _>("no such method")),
             }
         }
     });

@@ -191,6 +191,7 @@ async fn a_broadcast_can_go_to_the_listed_peers_only() {
     let report = room
         .to_all()
         .listed()
+        .local()
         .filter(|peer| peer.id() != "bob")
         .notify("chat", &json!({}))
         .unwrap();

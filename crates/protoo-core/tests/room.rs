@@ -205,8 +205,11 @@ async fn broadcast_encodes_once_and_skips_the_excluded() {
         recorders.push(recorder);
     }
     let sent = room
-        .broadcast("chat", &json!({"text": "hi"}), &["b", "nobody"])
-        .unwrap();
+        .to_all()
+        .except(["b", "nobody"])
+        .notify("chat", &json!({"text": "hi"}))
+        .unwrap()
+        .delivered;
     assert_eq!(sent, 3);
     let frames: Vec<Vec<Frame>> = recorders.iter().map(|r| r.frames()).collect();
     assert!(frames[1].is_empty(), "b is excluded");
@@ -223,17 +226,24 @@ async fn broadcast_encodes_once_and_skips_the_excluded() {
 
     // Closed peers are skipped.
     peers[2].0.close();
-    assert_eq!(room.broadcast_frame(first, &[]), 3);
+    assert_eq!(room.to_all().send_frame(first).delivered, 3);
     assert_eq!(recorders[2].close_code(), Some(4000));
     assert_eq!(recorders[2].frames().len(), 1);
-    assert_eq!(room.broadcast("x", &(), &["a", "b", "c", "d"]).unwrap(), 0);
+    assert_eq!(
+        room.to_all()
+            .except(["a", "b", "c", "d"])
+            .notify("x", &())
+            .unwrap()
+            .delivered,
+        0
+    );
 }
 
 #[tokio::test]
 async fn broadcast_of_unencodable_data_is_an_error() {
     let room: HeldRoom = HeldRoom::new("").await;
     let data = std::collections::BTreeMap::from([(vec![1u8], 1)]);
-    assert!(room.broadcast("x", &data, &[]).is_err());
+    assert!(room.to_all().notify("x", &data).is_err());
 }
 
 #[tokio::test]
@@ -259,7 +269,12 @@ async fn a_slow_peer_does_not_hold_up_the_others() {
 
     let mut counts = Vec::new();
     for n in 0..100 {
-        counts.push(room.broadcast("n", &json!({"n": n}), &[]).unwrap());
+        counts.push(
+            room.to_all()
+                .notify("n", &json!({"n": n}))
+                .unwrap()
+                .delivered,
+        );
     }
     // The slow peer took a few, then overflowed and was closed as a slow
     // consumer; the broadcast went on to the others.

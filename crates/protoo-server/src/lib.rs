@@ -36,13 +36,13 @@
 //!             while let Some(event) = events.next().await {
 //!                 match event {
 //!                     PeerEvent::Request(request) if request.method() == "chat" => {
-//!                         let _ = room.broadcast("chat", request.payload(), &[peer.id()]);
+//!                         let _ = room.to_all().except_peer(&peer).notify("chat", request.payload());
 //!                         request.accept(&());
 //!                     }
 //!                     PeerEvent::Request(request) => request.reject(404, "unknown method"),
 //!                     PeerEvent::Notification(_) => {}
 //!                     PeerEvent::Closed(_) => {
-//!                         let _ = room.broadcast("peerClosed", &serde_json::json!({ "peerId": peer.id() }), &[]);
+//!                         let _ = room.to_all().notify("peerClosed", &serde_json::json!({ "peerId": peer.id() }));
 //!                     }
 //!                 }
 //!             }
@@ -101,8 +101,9 @@ pub use protoo_codec::{ErrorData, Frame, Id, Method, Payload};
 pub use protoo_core::handler;
 pub use protoo_core::{
     Broadcast, BroadcastReport, Context, CoreError, DuplicatePolicy, IncomingNotification,
-    IncomingRequest, IntoErrorData, Joined, Member, Members, Peer, PeerConfig, PeerError,
-    PeerEvent, PeerEvents, Presence, RequestError, Room, RoomHold, RoomSetup, Rooms, RoomsBuilder,
+    IncomingRequest, IntoErrorData, Joined, LocalBroadcast, Member, Members, Peer, PeerConfig,
+    PeerError, PeerEvent, PeerEvents, Presence, RequestError, Room, RoomHold, RoomSetup, Rooms,
+    RoomsBuilder, Target,
 };
 pub use protoo_transport::ws::{self, WsConfig};
 pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, close_code};

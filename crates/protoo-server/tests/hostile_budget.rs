@@ -435,7 +435,10 @@ async fn one_sender_in_a_room_of_1000_makes_the_server_send_at_most_its_limit_ti
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
             if let PeerEvent::Request(request) = event {
-                let result = room.broadcast("chat", request.payload(), &[sender.id()]);
+                let result = room
+                    .to_all()
+                    .except_peer(&sender)
+                    .notify("chat", request.payload());
                 request.respond(result.map(|_| json!({})));
             }
         }

@@ -7,7 +7,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use protoo_codec::{ErrorData, Frame};
+use protoo_codec::{ErrorData, encode};
+use serde::Serialize;
 use tokio::sync::watch;
 
 use super::Context;
@@ -140,27 +141,44 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
     }
 
     /// What is broadcast, in its room, about a member whose node died (its
-    /// process was killed, or lost its cluster link for good): made once
-    /// per lost member, cluster-wide, by the node that notices. Return
-    /// `None` to broadcast nothing (the default: the member just leaves
-    /// the room's presence). The lost peer's id is excluded from the
-    /// broadcast.
+    /// process was killed, or lost its cluster link for good): the method
+    /// and data of a notification, made once per lost member,
+    /// cluster-wide, by the node that notices. Return `None` to broadcast
+    /// nothing (the default: the member just leaves the room's presence).
+    /// The lost peer's id is excluded from the broadcast. Data that cannot
+    /// be encoded is logged and nothing is broadcast.
     ///
     /// ```
-    /// use protoo_core::{Rooms, codec::encode};
+    /// use protoo_core::Rooms;
     ///
     /// let rooms: Rooms = Rooms::builder()
     ///     .on_member_lost(|lost| {
-    ///         encode::notification("peerClosed", &serde_json::json!({ "peerId": lost.peer_id })).ok()
+    ///         Some(("peerClosed", serde_json::json!({ "peerId": lost.peer_id })))
     ///     })
     ///     .build();
     /// # drop(rooms);
     /// ```
-    pub fn on_member_lost(
+    pub fn on_member_lost<M, T>(
         mut self,
-        hook: impl Fn(&LostMember) -> Option<Frame> + Send + Sync + 'static,
-    ) -> Self {
-        self.parts.on_member_lost = Some(Box::new(hook));
+        hook: impl Fn(&LostMember) -> Option<(M, T)> + Send + Sync + 'static,
+    ) -> Self
+    where
+        M: AsRef<str>,
+        T: Serialize,
+    {
+        self.parts.on_member_lost = Some(Box::new(move |lost: &LostMember| {
+            let (method, data) = hook(lost)?;
+            encode::notification(method.as_ref(), &data)
+                .inspect_err(|error| {
+                    tracing::warn!(
+                        room_id = lost.room_id,
+                        peer_id = lost.peer_id,
+                        %error,
+                        "lost member's notification not encodable, nothing broadcast"
+                    );
+                })
+                .ok()
+        }));
         self
     }
 

@@ -33,8 +33,7 @@ impl Shared {
         match message {
             Message::Broadcast {
                 from,
-                except,
-                listed_only,
+                target,
                 frame,
             } => {
                 if from == &*self.node_id {
@@ -50,7 +49,7 @@ impl Shared {
                 };
                 self.stats.received();
                 if let Some(node) = self.node() {
-                    let delivered = node.deliver(room, &frame, &except, listed_only);
+                    let delivered = node.deliver(room, &frame, &target);
                     tracing::trace!(
                         node_id = %self.node_id,
                         from = %protoo_core::transport::log::Remote(&from),

@@ -191,7 +191,10 @@ async fn run_peer(room: Room, peer: Peer, mut events: PeerEvents, channels: Chan
             PeerEvent::Request(request) => handle(&room, &peer, request, &channels),
             PeerEvent::Notification(notification) => {
                 if notification.method() == "relay" {
-                    let _ = room.broadcast("chat", notification.payload(), &[peer.id()]);
+                    let _ = room
+                        .to_all()
+                        .except_peer(&peer)
+                        .notify("chat", notification.payload());
                 }
             }
             PeerEvent::Closed(reason) => {
@@ -208,7 +211,10 @@ fn handle(room: &Room, peer: &Peer, request: IncomingRequest, channels: &Channel
             request.accept(&data);
         }
         "broadcast" => {
-            let result = room.broadcast("chat", request.payload(), &[peer.id()]);
+            let result = room
+                .to_all()
+                .except_peer(peer)
+                .notify("chat", request.payload());
             request.respond(result.map(|_| json!({})));
         }
         "hold" => {
@@ -232,7 +238,9 @@ fn handle(room: &Room, peer: &Peer, request: IncomingRequest, channels: &Channel
                 let result = peer.request(&ask.method, &ask.data).await;
                 match &result {
                     Ok(response) => request.accept(&json!({ "response": response })),
-                    Err(RequestError::Rejected(error)) => request.reject_with(error.clone()),
+                    Err(RequestError::Rejected(error)) => {
+                        request.respond(Err::<(), _>(error.clone()))
+                    }
                     Err(error) => request.reject(500, error.to_string()),
                 }
                 let _ = asked.send((peer.id().to_owned(), result));
