@@ -52,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move {
             let handshake = async {
                 let request = ws::read_upgrade_request(socket, &config).await?;
-                request.accept(&config).await
+                ws::ServerTransport::builder(&config).accept(request).await
             };
             match tokio::time::timeout(config.handshake_timeout, handshake).await {
                 Ok(Ok(transport)) => echo(transport).await,

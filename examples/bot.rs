@@ -71,7 +71,7 @@ async fn main() -> ExitCode {
                 tokio::spawn(async move {
                     if let Err(error) = client.request("join", &json!({"displayName": "bot"})).await
                     {
-                        tracing::warn!(%error, "join failed");
+                        tracing::warn!(error = %protoo_server::log::Remote(&error), "join failed");
                     }
                 });
             }
@@ -110,7 +110,7 @@ async fn main() -> ExitCode {
                         json!({})
                     };
                     if let Err(error) = client.request(method, &data).await {
-                        tracing::warn!(method, %error, "request failed");
+                        tracing::warn!(method, error = %protoo_server::log::Remote(&error), "request failed");
                     }
                 });
             }

@@ -8,6 +8,8 @@
 //! Any protoo client connects to the printed URL; a request `{"a": 1}` comes
 //! back as `{"a": 1}`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use protoo_server::{Peer, PeerConfig, PeerEvent, ServerConfig, WebSocketServer};
 
 #[tokio::main]
@@ -15,14 +17,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:4444".into());
-    let mut server = WebSocketServer::bind(addr, ServerConfig::default()).await?;
+    let server = WebSocketServer::bind(addr, ServerConfig::default()).await?;
     println!("listening on ws://{}/", server.local_addr());
 
-    let mut next_id = 0u64;
-    while let Some(request) = server.next_request().await {
-        next_id += 1;
-        let peer_id = format!("peer-{next_id}");
-        tokio::spawn(async move {
+    let next_id = AtomicU64::new(0);
+    let handle = server.serve(move |request| {
+        let peer_id = format!("peer-{}", next_id.fetch_add(1, Ordering::Relaxed) + 1);
+        async move {
             let Ok(transport) = request.accept().await else {
                 return;
             };
@@ -36,7 +37,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     request.accept(&data);
                 }
             }
-        });
-    }
+        }
+    });
+    handle.stopped().await;
     Ok(())
 }

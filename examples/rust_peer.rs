@@ -120,7 +120,7 @@ async fn script(peer: Peer) {
         respond_line(method, peer.request(method, &data).await);
     }
     if let Err(error) = peer.notify("note", &json!({ "n": 1 })) {
-        tracing::warn!(%error, "notification not sent");
+        tracing::warn!(error = %protoo_server::log::Remote(&error), "notification not sent");
     }
     respond_line("ready", peer.request("ready", &json!({})).await);
 }

@@ -7,15 +7,14 @@
 //! A member lost with its node (a process killed) is announced with the
 //! usual `peerClosed {peerId}`, once, by the node that sweeps it.
 
-use protoo_server::codec::encode;
-use protoo_server::{Frame, RoomsBuilder, core::cluster::LostMember};
-use serde_json::json;
+use protoo_server::{RoomsBuilder, core::cluster::LostMember};
+use serde_json::{Value, json};
 
 use crate::flags::Args;
 
 /// What the rooms broadcast about a member whose node died.
-pub(crate) fn member_lost(lost: &LostMember) -> Option<Frame> {
-    encode::notification("peerClosed", &json!({ "peerId": lost.peer_id })).ok()
+pub(crate) fn member_lost(lost: &LostMember) -> Option<(&'static str, Value)> {
+    Some(("peerClosed", json!({ "peerId": lost.peer_id })))
 }
 
 /// The cluster this process is a node of, if any.

@@ -37,8 +37,8 @@ mod page;
 
 use clap::Parser;
 use protoo_server::{
-    ConnectionRequest, DuplicatePolicy, ErrorData, IncomingNotification, IncomingRequest, Payload,
-    Peer, PeerEvent, PeerEvents, Room, Rooms, WebSocketServer,
+    ConnectionRequest, DuplicatePolicy, IncomingNotification, IncomingRequest, Payload, Peer,
+    PeerEvent, PeerEvents, Room, Rooms, ServerError, WebSocketServer, log,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -49,8 +49,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ops::init_logs(args.log_format);
 
     let config = args.server_config();
-    let (mut server, mount) = WebSocketServer::mounted(config.clone());
-    let local_addr = page::serve(args.listen, mount, &config)
+    let (server, mount) = WebSocketServer::mounted(config);
+    let local_addr = page::serve(args.listen, mount)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     println!("listening on ws://{local_addr}/");
@@ -76,15 +76,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         cluster.as_ref(),
     )
     .await?;
-    while let Some(request) = server.next_request().await {
+    let handle = server.serve(move |request| {
         let rooms = rooms.clone();
-        tokio::spawn(async move {
+        async move {
             if let Some((room, peer, events)) = admit(request, &rooms).await {
                 run_peer(room, peer, events).await;
             }
-        });
-    }
-    server.handle().stopped().await;
+        }
+    });
+    handle.stopped().await;
     if let Some(cluster) = cluster {
         cluster.leave().await;
     }
@@ -94,21 +94,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// What `admit` hands to the peer's loop.
 type Admitted = Option<(Room, Peer, PeerEvents)>;
 
-/// Accepts a connection into its room, or rejects it with 400.
+/// Admits a connection into its room: the query's `roomId` and `peerId`
+/// (rejected with 400 without them).
 async fn admit(request: ConnectionRequest, rooms: &Rooms) -> Admitted {
-    let param = |name| request.query_param(name).filter(|value| !value.is_empty());
-    let (Some(room_id), Some(peer_id)) = (param("roomId"), param("peerId")) else {
-        request.reject(400, "missing roomId or peerId");
-        return None;
-    };
     // A peer already here with this id is replaced (the registry's
     // policy): its loop tells the others it left before the newcomer's
     // first request is handled.
-    let admitted = request.accept_join(rooms, &room_id, peer_id, ()).await;
-    match admitted {
-        Ok(admitted) => Some(admitted),
+    let source = log::Source::from(request.remote_addr());
+    match request.admit(rooms).join(()).await {
+        Ok(joined) => Some((joined.room, joined.peer, joined.events)),
+        Err(ServerError::MissingId(_)) => None,
         Err(error) => {
-            tracing::warn!(%error, "peer refused");
+            // The remote decides how often: within its address's budget.
+            protoo_server::remote_warn!(source, error = %log::Remote(&error), "peer refused");
             None
         }
     }
@@ -126,7 +124,10 @@ async fn run_peer(room: Room, peer: Peer, mut events: PeerEvents) {
                 handle_notification(&room, &peer, notification)
             }
             PeerEvent::Closed(_) => {
-                let _ = room.broadcast("peerClosed", &json!({ "peerId": peer.id() }), &[peer.id()]);
+                let _ = room
+                    .to_all()
+                    .except_peer(&peer)
+                    .notify("peerClosed", &json!({ "peerId": peer.id() }));
             }
         }
     }
@@ -179,10 +180,9 @@ async fn join(room: &Room, peer: &Peer, request: IncomingRequest) {
         })
         .collect();
     request.accept(&json!({ "peers": peers }));
-    let _ = room.broadcast(
+    let _ = room.to_all().except_peer(peer).notify(
         "newPeer",
         &json!({ "id": peer.id(), "displayName": listed.display_name }),
-        &[peer.id()],
     );
 }
 
@@ -211,20 +211,23 @@ fn handle_request(room: &Room, peer: &Peer, request: IncomingRequest) {
         "echo" => {
             let mut request = request;
             let data = request.take_payload();
-            request.accept_payload(&data);
+            request.accept(&data);
         }
         "broadcast" => {
             let _ = room
                 .to_all()
                 .except([peer.id()])
-                .notify_payload("chat", request.payload());
+                .notify("chat", request.payload());
             request.accept(&json!({}));
         }
-        "chat" => request.handle(|chat: Chat| {
-            let data = json!({ "peerId": peer.id(), "text": chat.text });
-            room.broadcast("chat", &data, &[peer.id()])
-                .map(|_| json!({}))
-        }),
+        "chat" => match request.data::<Chat>() {
+            Ok(chat) => {
+                let data = json!({ "peerId": peer.id(), "text": chat.text });
+                let sent = room.to_all().except_peer(peer).notify("chat", &data);
+                request.respond(sent.map(|_| json!({})));
+            }
+            Err(error) => request.respond(Err::<(), _>(error)),
+        },
         "ask" => {
             let ask = match request.data::<Ask>() {
                 Ok(ask) => ask,
@@ -238,8 +241,11 @@ fn handle_request(room: &Room, peer: &Peer, request: IncomingRequest) {
                 request.respond(response.map(|response| json!({ "response": response })));
             });
         }
-        "fail" => request.handle(|fail: Fail| Err::<(), _>(ErrorData::new(fail.code, fail.reason))),
-        "crash" => request.fail("handler failed on purpose"),
+        "fail" => match request.data::<Fail>() {
+            Ok(fail) => request.reject(fail.code, fail.reason),
+            Err(error) => request.respond(Err::<(), _>(error)),
+        },
+        "crash" => request.respond(Err::<(), _>("handler failed on purpose")),
         "kick" => {
             request.accept(&());
             peer.close();
@@ -254,6 +260,6 @@ fn handle_notification(room: &Room, peer: &Peer, notification: IncomingNotificat
     }
     if let Ok(chat) = notification.data::<Chat>() {
         let data = json!({ "peerId": peer.id(), "text": chat.text });
-        let _ = room.broadcast("chat", &data, &[peer.id()]);
+        let _ = room.to_all().except_peer(peer).notify("chat", &data);
     }
 }

@@ -15,8 +15,10 @@
 //!   the room page) stays untouched.
 //! - `--log-format json` logs one JSON object per line (tracing-subscriber's
 //!   JSON format) instead of text, for log collectors; the level is set by
-//!   `RUST_LOG` as before.
+//!   `RUST_LOG` as before. Logs go to stderr,
+//!   coloured only when it is a terminal.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use protoo_server::{Rooms, ServerHandle};
@@ -34,16 +36,28 @@ pub(crate) enum LogFormat {
 }
 
 /// Installs the global tracing subscriber: `RUST_LOG` filters (default
-/// `warn`), `format` formats.
+/// `warn`), `format` formats; logs go to stderr (stdout carries the
+/// addresses the example prints).
 pub(crate) fn init_logs(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only on a terminal: escape codes in a file or a collector are
+    // noise (and what a remote sends is escaped: `protoo_server::log`).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().with_current_span(true).init(),
     }
 }
+
+/// Connections the operations endpoints serve at a time (scrapers and
+/// health checks); beyond, 503. Small: these descriptors come out of the
+/// reserve the public port's cap leaves (see `ServerConfig::max_connections`).
+#[cfg(feature = "metrics")]
+const METRICS_CONNECTIONS: usize = 16;
 
 /// Starts the operations endpoints on `addr`, when given, and prints where
 /// (`metrics on http://ADDR/metrics`). Called before the first peer is
@@ -65,6 +79,10 @@ pub(crate) async fn start<D: Send + Sync + 'static, R: Send + Sync + 'static>(
     println!("metrics on http://{}/metrics", listener.local_addr()?);
     let link = cluster.map(Cluster::link);
     let router = enabled::router(recorder, server, rooms, link);
+    // The limits of the public port before a request is read: a header
+    // timeout, a head-size limit, and a cap of its own on connections.
+    let limits = protoo_server::ServerConfig::default().with_max_connections(METRICS_CONNECTIONS);
+    let listener = protoo_server::axum::limited(listener, &limits);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(%error, "the metrics endpoint failed");

@@ -10,23 +10,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use protoo_server::ServerConfig;
 use protoo_server::axum::Mount;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tower::ServiceExt;
 
 /// Scripts, styles, images and connections from this server only; no
 /// inline script or style, no plugin, no framing, no form posting.
@@ -72,54 +63,19 @@ const ASSETS: &[Asset] = &[
 /// Listens on `addr` and serves `mount` and the page there, in a task of
 /// its own. Returns the bound address (the port the system chose for 0).
 ///
-/// Each TCP connection is served by hyper (HTTP/1.1 with upgrades) under
-/// the limits a bound server applies before the upgrade: a request head
-/// must arrive within the WebSocket handshake timeout, and at most
-/// `max_connections` connections wait for one at a time (an upgraded
-/// connection is the mount's and counts against its own limit).
-pub(crate) async fn serve(
-    addr: SocketAddr,
-    mount: Mount,
-    config: &ServerConfig,
-) -> io::Result<SocketAddr> {
+/// The mount's listener applies the limits a bound server applies before
+/// the upgrade: a request head must arrive within the WebSocket handshake
+/// timeout and be at most `max_handshake_bytes` long (431 beyond), and at
+/// most `max_connections` connections are served at a time (503 beyond).
+pub(crate) async fn serve(addr: SocketAddr, mount: Mount) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
+    let listener = mount.listener(listener);
     let app = Router::new().fallback(route).with_state(mount);
-    let head_timeout = config.ws.handshake_timeout;
-    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     tokio::spawn(async move {
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let (tcp, remote_addr) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off
-                    // briefly instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            // Small protoo messages go out at once, as with a bound server.
-            let _ = tcp.set_nodelay(true);
-            let app = app.clone();
-            let service = service_fn(move |mut request: hyper::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(remote_addr));
-                app.clone().oneshot(request.map(Body::new))
-            });
-            tokio::spawn(async move {
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(head_timeout)
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .with_upgrades();
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, %remote_addr, "HTTP connection ended");
-                }
-                drop(slot);
-            });
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the HTTP server failed");
         }
     });
     Ok(local_addr)

@@ -1,7 +1,8 @@
 //! The room example's operations endpoints (`--metrics`, built with the
 //! `metrics` feature), against the real program: `/metrics` scraped over
 //! HTTP while a real peer connects, exchanges and leaves, and `/healthz`
-//! answering 200 while serving and 503 during a graceful shutdown.
+//! answering 200 while serving and 503 during a graceful shutdown; its
+//! listener's limits (head size, connection cap).
 //!
 //! `cargo test -p protoo-examples --features metrics` builds the example
 //! with the feature (`cargo xtask ci` tests with every feature); to run
@@ -172,4 +173,60 @@ async fn metrics_and_health_of_the_room_example() {
         .await
         .expect("wait");
     assert!(exit.success(), "{exit:?}");
+}
+
+/// The operations listener has the public port's limits before a request
+/// is read: unfinished heads take at most its 16 places, the next
+/// connection is answered 503 at once instead of being held; a head over
+/// 16 KiB is answered 431.
+#[tokio::test]
+async fn the_metrics_listener_caps_unfinished_heads() {
+    let room = start_room("127.0.0.1:0", &["--metrics", "127.0.0.1:0"]).await;
+    let mut stdout = room.stdout;
+    let second = next_line(&mut stdout).await;
+    let metrics_addr: SocketAddr = second
+        .strip_prefix("metrics on http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected second line {second:?}"));
+
+    let big = format!(
+        "GET /healthz?{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let mut tcp = TcpStream::connect(metrics_addr).await.expect("connect");
+    let _ = tcp.write_all(big.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = guard("the 431", tcp.read_to_end(&mut answer)).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 431 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // Unfinished heads in every place; each one is known to be held once
+    // a finished request behind it is answered 503 (the places are taken
+    // in accept order).
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut tcp = TcpStream::connect(metrics_addr).await.expect("connect");
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        held.push(tcp);
+    }
+    let mut over = TcpStream::connect(metrics_addr).await.expect("connect");
+    over.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    guard("the 503", over.read_to_end(&mut answer))
+        .await
+        .expect("read");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 503 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(held);
 }

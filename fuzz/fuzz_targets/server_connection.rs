@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use protoo_server::transport::ws::{self, WsConfig};
-use protoo_server::{PeerConfig, PeerEvent, Room};
+use protoo_server::{PeerConfig, PeerEvent, Rooms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const UPGRADE: &[u8] = b"GET /?roomId=r&peerId=p HTTP/1.1\r\nHost: fuzz\r\n\
@@ -111,10 +111,11 @@ async fn session(input: Vec<u8>) {
 
     let server = async {
         let request = ws::read_upgrade_request(server_io, &config).await.ok()?;
-        let transport = request.accept(&config).await.ok()?;
-        let room: Room = Room::with_id("r");
+        let transport = ws::ServerTransport::builder(&config).accept(request).await.ok()?;
+        let rooms: Rooms = Rooms::new();
         let config = PeerConfig::default().with_event_queue(8);
-        let (peer, mut events) = room.create_peer("p", transport, (), config).ok()?;
+        let joined = rooms.admit("r", "p").config(config).join(transport, ()).await.ok()?;
+        let (room, peer, mut events) = (joined.room, joined.peer, joined.events);
         let mut asks = Vec::new();
         while let Some(event) = events.next().await {
             match event {
@@ -124,8 +125,8 @@ async fn session(input: Vec<u8>) {
                         request.accept(&data);
                     }
                     "broadcast" => {
-                        let sent = room.broadcast("chat", request.payload(), &[]);
-                        request.respond(sent.map(|n| n as u64));
+                        let sent = room.to_all().notify("chat", request.payload());
+                        request.respond(sent.map(|report| report.delivered as u64));
                     }
                     "ask" => {
                         let peer = peer.clone();
@@ -143,7 +144,10 @@ async fn session(input: Vec<u8>) {
                     _ => request.reject(404, "unknown method"),
                 },
                 PeerEvent::Notification(notification) => {
-                    let _ = room.broadcast(notification.method(), notification.payload(), &["p"]);
+                    let _ = room
+                        .to_all()
+                        .except(["p"])
+                        .notify(notification.method(), notification.payload());
                 }
                 PeerEvent::Closed(_) => {}
             }

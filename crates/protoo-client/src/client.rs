@@ -290,7 +290,11 @@ async fn run(
                     Ended::Final(reason) => break 'rounds reason,
                 },
                 Err(error) => {
-                    tracing::debug!(attempt, %error, "connection attempt failed");
+                    tracing::debug!(
+                        attempt,
+                        error = %protoo_transport::log::Remote(&error),
+                        "connection attempt failed"
+                    );
                     let _ = tx.send(ClientEvent::Failed(attempt)).await;
                     if attempt > config.retry.retries {
                         break 'rounds None;

@@ -36,11 +36,8 @@ fn codec(c: &mut Criterion) {
             )
         })
     });
-    group.bench_function("encode_response_forwarding_data", |b| {
-        b.iter(|| encode::success(black_box(&request.id), black_box(&request.data)))
-    });
     group.bench_function("encode_response_forwarding_payload", |b| {
-        b.iter(|| encode::success_payload(black_box(&request.id), black_box(&request.data)))
+        b.iter(|| encode::success(black_box(&request.id), black_box(&request.data)))
     });
     group.finish();
 

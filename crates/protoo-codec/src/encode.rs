@@ -6,15 +6,16 @@
 //! (forwarded as it came). Data JavaScript finds falsy (`null`, `false`, `0`,
 //! `""`) is sent as `{}`, as protoo does with `data || {}`.
 //!
-//! Forwarding a received [`Payload`] is cheapest with the `*_payload`
-//! functions: they copy its text as it is (it is one JSON value by
-//! construction) into a buffer sized once, where serde would scan the JSON
-//! again to serialise it.
+//! Data that is a received [`Payload`] (or a serde_json `RawValue`) is
+//! recognised before anything is written: the buffer is sized once for it
+//! and its text copied as it is (it is one JSON value by construction), not
+//! scanned again.
 
 use serde::Serialize;
 
 use crate::payload::is_falsy;
-use crate::{EncodeError, ErrorData, Frame, Id, Payload};
+use crate::raw::{raw_len, write_raw};
+use crate::{EncodeError, ErrorData, Frame, Id};
 
 /// Room for the fixed parts of a message, so that small messages are written
 /// with a single allocation.
@@ -26,7 +27,9 @@ pub(crate) fn write_data<T: Serialize + ?Sized>(
     data: &T,
 ) -> Result<(), EncodeError> {
     let start = out.len();
-    serde_json::to_writer(&mut *out, data).map_err(EncodeError::Data)?;
+    if !write_raw(out, data) {
+        serde_json::to_writer(&mut *out, data).map_err(EncodeError::Data)?;
+    }
     if is_falsy(&out[start..]) {
         out.truncate(start);
         out.extend_from_slice(b"{}");
@@ -34,19 +37,15 @@ pub(crate) fn write_data<T: Serialize + ?Sized>(
     Ok(())
 }
 
-/// Copies a payload's JSON text at the end of `out`, `{}` for falsy data.
-fn write_payload(out: &mut Vec<u8>, data: &Payload) {
-    let text = data.as_bytes();
-    if is_falsy(text) {
-        out.extend_from_slice(b"{}");
-    } else {
-        out.extend_from_slice(text);
-    }
-}
-
-/// Room for a payload of `data`'s length, `{}` and the closing brace.
-fn payload_room(data: &Payload) -> usize {
-    data.as_bytes().len().max(2) + 1
+/// The buffer for a message of `fixed` bytes around a method and data:
+/// sized for the whole message when the data is raw JSON (its text, or
+/// `{}`, room for escapes in the method, and the closing brace), else for
+/// the fixed parts (serde_json grows it for the data).
+fn buffer<T: Serialize + ?Sized>(fixed: usize, method: &str, data: &T) -> Vec<u8> {
+    Vec::with_capacity(match raw_len(data) {
+        Some(len) => fixed + 2 * method.len() + len.max(2) + 1,
+        None => fixed + method.len(),
+    })
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -60,7 +59,7 @@ pub fn request<T: Serialize + ?Sized>(
     method: &str,
     data: &T,
 ) -> Result<Frame, EncodeError> {
-    let mut out = Vec::with_capacity(HEADROOM + method.len());
+    let mut out = buffer(HEADROOM, method, data);
     out.extend_from_slice(b"{\"request\":true,\"id\":");
     id.write(&mut out);
     out.extend_from_slice(b",\"method\":");
@@ -72,8 +71,17 @@ pub fn request<T: Serialize + ?Sized>(
 }
 
 /// `{"response":true,"id":ID,"ok":true,"data":DATA}`
+///
+/// ```
+/// use protoo_codec::{encode, Id, Payload};
+///
+/// // A received payload is copied as it is, not parsed and written again.
+/// let data = Payload::from_json(r#"{"sdp": "v=0"}"#).unwrap();
+/// let frame = encode::success(&Id::from(7u32), &data).unwrap();
+/// assert_eq!(frame.as_str(), r#"{"response":true,"id":7,"ok":true,"data":{"sdp": "v=0"}}"#);
+/// ```
 pub fn success<T: Serialize + ?Sized>(id: &Id, data: &T) -> Result<Frame, EncodeError> {
-    let mut out = Vec::with_capacity(HEADROOM);
+    let mut out = buffer(HEADROOM, "", data);
     out.extend_from_slice(b"{\"response\":true,\"id\":");
     id.write(&mut out);
     out.extend_from_slice(b",\"ok\":true,\"data\":");
@@ -102,56 +110,13 @@ pub fn error(id: &Id, error: &ErrorData) -> Frame {
 
 /// `{"notification":true,"method":METHOD,"data":DATA}`
 pub fn notification<T: Serialize + ?Sized>(method: &str, data: &T) -> Result<Frame, EncodeError> {
-    let mut out = Vec::with_capacity(HEADROOM + method.len());
+    let mut out = buffer(HEADROOM, method, data);
     out.extend_from_slice(b"{\"notification\":true,\"method\":");
     write_str(&mut out, method);
     out.extend_from_slice(b",\"data\":");
     write_data(&mut out, data)?;
     out.push(b'}');
     Ok(Frame::from_encoded(out))
-}
-
-/// [`request`] forwarding a received payload: its text copied as it is.
-pub fn request_payload(id: &Id, method: &str, data: &Payload) -> Frame {
-    let mut out = Vec::with_capacity(HEADROOM + 2 * method.len() + payload_room(data));
-    out.extend_from_slice(b"{\"request\":true,\"id\":");
-    id.write(&mut out);
-    out.extend_from_slice(b",\"method\":");
-    write_str(&mut out, method);
-    out.extend_from_slice(b",\"data\":");
-    write_payload(&mut out, data);
-    out.push(b'}');
-    Frame::from_encoded(out)
-}
-
-/// [`success`] forwarding a received payload: its text copied as it is.
-///
-/// ```
-/// use protoo_codec::{encode, Id, Payload};
-///
-/// let data = Payload::from_json(r#"{"sdp": "v=0"}"#).unwrap();
-/// let frame = encode::success_payload(&Id::from(7u32), &data);
-/// assert_eq!(frame.as_str(), r#"{"response":true,"id":7,"ok":true,"data":{"sdp": "v=0"}}"#);
-/// ```
-pub fn success_payload(id: &Id, data: &Payload) -> Frame {
-    let mut out = Vec::with_capacity(HEADROOM + payload_room(data));
-    out.extend_from_slice(b"{\"response\":true,\"id\":");
-    id.write(&mut out);
-    out.extend_from_slice(b",\"ok\":true,\"data\":");
-    write_payload(&mut out, data);
-    out.push(b'}');
-    Frame::from_encoded(out)
-}
-
-/// [`notification`] forwarding a received payload: its text copied as it is.
-pub fn notification_payload(method: &str, data: &Payload) -> Frame {
-    let mut out = Vec::with_capacity(HEADROOM + 2 * method.len() + payload_room(data));
-    out.extend_from_slice(b"{\"notification\":true,\"method\":");
-    write_str(&mut out, method);
-    out.extend_from_slice(b",\"data\":");
-    write_payload(&mut out, data);
-    out.push(b'}');
-    Frame::from_encoded(out)
 }
 
 #[cfg(test)]
@@ -186,7 +151,7 @@ mod tests {
     }
 
     #[test]
-    fn payload_functions_match_the_serde_ones() {
+    fn a_payload_is_copied_into_a_buffer_sized_once() {
         let id = Id::from(42u32);
         for text in [
             r#"{"b": [1,2], "a":"x", "u": "\u00e9 é"}"#,
@@ -199,24 +164,30 @@ mod tests {
             "12.5e3",
         ] {
             let p = Payload::from_json(text).unwrap();
-            assert_eq!(
-                success_payload(&id, &p),
-                success(&id, &p).unwrap(),
-                "{text}"
-            );
+            let data = if p == Payload::empty() { "{}" } else { text };
             let method = "m\"é";
-            assert_eq!(
-                notification_payload(method, &p),
-                notification(method, &p).unwrap(),
-                "{text}"
-            );
-            assert_eq!(
-                request_payload(&id, method, &p),
-                request(&id, method, &p).unwrap(),
-                "{text}"
-            );
-            let vec: Vec<u8> = success_payload(&id, &p).into_bytes().into();
-            assert_eq!(vec.capacity(), vec.len());
+            let frames = [
+                (
+                    success(&id, &p).unwrap(),
+                    format!(r#"{{"response":true,"id":42,"ok":true,"data":{data}}}"#),
+                ),
+                (
+                    notification(method, &p).unwrap(),
+                    format!(r#"{{"notification":true,"method":"m\"é","data":{data}}}"#),
+                ),
+                (
+                    request(&id, method, &p).unwrap(),
+                    format!(r#"{{"request":true,"id":42,"method":"m\"é","data":{data}}}"#),
+                ),
+            ];
+            for (frame, expected) in frames {
+                assert_eq!(frame.as_str(), expected, "{text}");
+                let vec: Vec<u8> = frame.into_bytes().into();
+                assert_eq!(vec.capacity(), vec.len());
+            }
+            // As the text, serde_json's own RawValue encodes the same.
+            let raw = serde_json::value::RawValue::from_string(p.as_str().to_owned()).unwrap();
+            assert_eq!(success(&id, &raw).unwrap(), success(&id, &p).unwrap());
         }
     }
 

@@ -67,6 +67,7 @@ mod error;
 mod frame;
 mod id;
 mod payload;
+mod raw;
 
 pub use bytes::Bytes;
 pub use decode::{Message, Notification, Request, Response};

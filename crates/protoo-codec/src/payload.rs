@@ -110,11 +110,33 @@ impl Payload {
     }
 }
 
+/// Serialises as the JSON it holds, exactly as a [`RawValue`] of its text
+/// would, without scanning the text again (it is one JSON value by
+/// construction): encoding a message whose data is a payload
+/// ([`encode::success`](crate::encode::success)`(id, &payload)`) sizes its
+/// buffer once and copies the text.
 impl Serialize for Payload {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let raw: &RawValue =
-            serde_json::from_str(self.as_str()).map_err(serde::ser::Error::custom)?;
-        raw.serialize(serializer)
+        use crate::raw::RAW_VALUE_TOKEN;
+        use serde::ser::SerializeStruct;
+        let mut raw = serializer.serialize_struct(RAW_VALUE_TOKEN, 1)?;
+        raw.serialize_field(RAW_VALUE_TOKEN, &Text(self))?;
+        raw.end()
+    }
+}
+
+/// A payload's text: a string to a human-readable serializer (serde_json's
+/// raw-value writers), its bytes otherwise (the encoder's own copy, which
+/// so skips a UTF-8 check of text that is UTF-8 by construction).
+struct Text<'a>(&'a Payload);
+
+impl Serialize for Text<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(self.0.as_str())
+        } else {
+            serializer.serialize_bytes(self.0.as_bytes())
+        }
     }
 }
 
@@ -326,5 +348,44 @@ mod tests {
         assert_eq!(e.code(), Some(403));
         assert_eq!(e.reason().as_deref(), Some("no \"way\""));
         assert_eq!(e.to_string(), "no \"way\" (code 403)");
+    }
+
+    #[test]
+    fn a_payload_serialises_as_its_raw_value_would() {
+        #[derive(serde::Serialize)]
+        struct Nested<'a, T: ?Sized> {
+            id: u8,
+            data: &'a T,
+        }
+        for text in [
+            r#"{"b": [1,2], "a":"x", "u": "\u00e9 é"}"#,
+            "[]",
+            "\"text\"",
+            "12.5e3",
+            "null",
+        ] {
+            let payload = Payload::from_json(text).unwrap();
+            let raw: Box<RawValue> = RawValue::from_string(payload.as_str().to_owned()).unwrap();
+            assert_eq!(
+                serde_json::to_string(&payload).unwrap(),
+                serde_json::to_string(&raw).unwrap()
+            );
+            assert_eq!(
+                serde_json::to_string_pretty(&Nested {
+                    id: 1,
+                    data: &payload
+                })
+                .unwrap(),
+                serde_json::to_string_pretty(&Nested { id: 1, data: &raw }).unwrap()
+            );
+            assert_eq!(
+                serde_json::to_value(&payload).unwrap(),
+                serde_json::to_value(&raw).unwrap()
+            );
+            assert_eq!(
+                serde_json::to_value(&payload).unwrap(),
+                serde_json::from_str::<serde_json::Value>(payload.as_str()).unwrap()
+            );
+        }
     }
 }

@@ -15,13 +15,19 @@
 //!   and receive are measured alone and subtracted.
 //! - **notification received**: the same for a notification the loop reads
 //!   and drops.
+//! - **request + response through the router**: the same `echo`, answered
+//!   by a [`Router`](protoo_core::handler::Router) handler
+//!   (`async fn(Payload) -> Result<Payload, Infallible>`).
 //! - **notify**: the server sends one notification to one peer.
-//! - **broadcast to 100**: one `Room::broadcast` to a room of 100 peers.
+//! - **broadcast to 100**: one `room.to_all().notify(..)` to a room of 100 peers.
 
 use std::alloc::System;
 
 use protoo_codec::{Id, encode};
-use protoo_core::{DuplicatePolicy, Peer, PeerConfig, PeerEvent, Rooms};
+use std::convert::Infallible;
+
+use protoo_core::handler::Router;
+use protoo_core::{Payload, Peer, PeerConfig, PeerEvent, Rooms};
 use protoo_transport::{Inbound, Transport, memory};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -62,13 +68,30 @@ fn echo_server() -> Transport {
             match event {
                 PeerEvent::Request(mut request) => {
                     let data = request.take_payload();
-                    request.accept_payload(&data);
+                    request.accept(&data);
                 }
                 PeerEvent::Notification(_) => {}
                 PeerEvent::Closed(_) => break,
             }
         }
     });
+    client_side
+}
+
+/// [`echo_server`] through the handler layer.
+async fn router_echo_server() -> Transport {
+    async fn echo(data: Payload) -> Result<Payload, Infallible> {
+        Ok(data)
+    }
+    let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
+    let rooms: Rooms = Rooms::new();
+    let joined = rooms
+        .admit("r", "alice")
+        .join(server_side, ())
+        .await
+        .expect("a valid peer");
+    let router = Router::new().request("echo", echo);
+    tokio::spawn(async move { router.run(joined).await });
     client_side
 }
 
@@ -95,6 +118,12 @@ fn main() {
             recv_text(&mut client).await;
         });
 
+        let mut client = router_echo_server().await;
+        let routed = per_round!({
+            let _ = client.send(request.clone());
+            recv_text(&mut client).await;
+        });
+
         // Notifications: the loop reads them; a request after a batch tells
         // when the loop is through (its cost, one round trip, subtracted).
         let mut client = echo_server();
@@ -114,18 +143,13 @@ fn main() {
         let mut room = None;
         for i in 0..100 {
             let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-            let (r, _peer, events) = rooms
-                .create_peer(
-                    "r",
-                    format!("p{i}"),
-                    server_side,
-                    (),
-                    PeerConfig::default(),
-                    DuplicatePolicy::Refuse,
-                )
+            let joined = rooms
+                .admit("r", format!("p{i}"))
+                .join(server_side, ())
+                .await
                 .expect("admitted");
-            room = Some(r);
-            clients.push((client_side, events));
+            room = Some(joined.room);
+            clients.push((client_side, joined.events));
         }
         let room = room.expect("a room");
         let one = room.peer("p0").expect("p0");
@@ -144,7 +168,7 @@ fn main() {
             let mut total = 0;
             for _ in 0..BROADCASTS {
                 let region = Region::new(GLOBAL);
-                let _ = room.broadcast("chat", &data, &[]);
+                let _ = room.to_all().notify("chat", &data);
                 total += region.change().allocations;
                 for (client, _) in clients.iter_mut() {
                     recv_text(client).await;
@@ -159,9 +183,13 @@ fn main() {
             "| request received + response sent (`echo`) | {:.1} |",
             round_trip - client_alone
         );
+        println!(
+            "| request received + response sent (`echo`), through the router | {:.1} |",
+            routed - client_alone
+        );
         println!("| notification received | {notification_in:.1} |");
         println!("| `Peer::notify` to one peer | {notify:.1} |");
-        println!("| `Room::broadcast` to 100 peers | {broadcast:.1} |");
+        println!("| `room.to_all().notify` to 100 peers | {broadcast:.1} |");
         println!(
             "\n(client's own send + receive over the memory pair, subtracted above: {client_alone:.1})"
         );

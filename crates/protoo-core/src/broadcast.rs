@@ -1,12 +1,13 @@
 //! Targeted broadcast: one notification, encoded once, to the peers of a
-//! room chosen by id and by a predicate on each peer.
+//! room chosen by a [`Target`] (data, the same on every node of a cluster)
+//! and, on this node only, by a predicate.
 
-use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
-use protoo_codec::{EncodeError, Frame, Payload, encode};
+use protoo_codec::{EncodeError, Frame, encode};
 use protoo_transport::TransportError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::peer::lock;
 use crate::{Peer, Room};
@@ -17,7 +18,7 @@ use crate::{Peer, Room};
 pub struct BroadcastReport {
     /// Peers the notification was queued to.
     pub delivered: usize,
-    /// Peers left out: excluded by id, refused by the predicate, or already
+    /// Peers left out: excluded by the target or the filter, or already
     /// closed.
     pub skipped: usize,
     /// Peers whose outbound queue had no room for it: they have closed
@@ -25,38 +26,80 @@ pub struct BroadcastReport {
     pub overflowed: usize,
 }
 
+/// Which peers of a room a broadcast reaches: the one value a
+/// [`Broadcast`] builds, handed whole to the cluster backend
+/// ([`ClusterBackend::broadcast`](crate::cluster::ClusterBackend::broadcast))
+/// and applied on every node ([`LocalNode::deliver`](crate::cluster::LocalNode::deliver)).
+///
+/// It serialises with serde, so a backend carries it as it is (a new
+/// targeting option is a new field here and the code that applies it,
+/// nothing in between). The default reaches every peer of the room, on
+/// every node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Target {
+    /// The ids of the peers left out.
+    pub except: Vec<Arc<str>>,
+    /// Only the peers listed in the room ([`Room::set_presence`]).
+    pub listed: bool,
+    /// Only the peers on this node: nothing is handed to the cluster
+    /// backend ([`Broadcast::local`]).
+    pub local: bool,
+}
+
+impl Target {
+    /// Whether the peer `peer_id` (`listed` or not in its room) is chosen.
+    pub fn chooses(&self, peer_id: &str, listed: bool) -> bool {
+        (!self.listed || listed) && !self.except.iter().any(|id| **id == *peer_id)
+    }
+}
+
 /// A predicate on a peer.
-type Predicate<'a, D> = Box<dyn Fn(&Peer<D>) -> bool + 'a>;
+type Keep<'a, D> = dyn Fn(&Peer<D>) -> bool + 'a;
+
+/// A predicate on a peer, owned.
+type Predicate<'a, D> = Box<Keep<'a, D>>;
 
 /// A broadcast being aimed: [`Room::to_all`], then
-/// [`except`](Broadcast::except) and [`filter`](Broadcast::filter), then
-/// [`notify`](Broadcast::notify).
+/// [`except`](Broadcast::except), [`except_peer`](Broadcast::except_peer)
+/// and [`listed`](Broadcast::listed), then [`notify`](Broadcast::notify) or
+/// [`send_frame`](Broadcast::send_frame).
 ///
-/// The targeting is data (the excluded ids) plus a predicate evaluated on
-/// each peer where it is, so the same choice can be applied to the peers of
-/// a room wherever they live.
+/// Its choice is a [`Target`], data, so it reaches the chosen peers of the
+/// room wherever they are (on every node of a cluster). A predicate on
+/// each peer can only run here: [`local`](Broadcast::local) says so first,
+/// then [`filter`](LocalBroadcast::filter).
 ///
 /// ```
-/// use protoo_core::{PeerConfig, Room};
+/// use protoo_core::Rooms;
 /// use protoo_transport::memory;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // Peer data: whether the peer has joined.
-/// let room: Room<bool> = Room::with_id("r");
+/// let rooms: Rooms<bool> = Rooms::new();
 /// let mut remotes = Vec::new();
 /// let mut handlers = Vec::new();
 /// for (id, joined) in [("alice", true), ("bob", true), ("carol", false)] {
 ///     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
 ///     // Each peer's (peer, events) go to its handler; dropping the events
 ///     // would close the peer.
-///     handlers.push(room.create_peer(id, server_side, joined, PeerConfig::default())?);
+///     let admitted = rooms.admit("r", id).join(server_side, joined).await?;
+///     handlers.push((admitted.peer, admitted.events));
 ///     remotes.push(client_side);
 /// }
-/// // Every joined peer but alice: bob.
+/// let room = rooms.get("r").unwrap();
+/// // Everybody but alice.
 /// let report = room
 ///     .to_all()
 ///     .except(["alice"])
+///     .notify("newPeer", &serde_json::json!({"id": "alice"}))?;
+/// assert_eq!((report.delivered, report.skipped, report.overflowed), (2, 1, 0));
+/// // Every joined peer of this node but alice: bob.
+/// let report = room
+///     .to_all()
+///     .except(["alice"])
+///     .local()
 ///     .filter(|peer| *peer.data())
 ///     .notify("newPeer", &serde_json::json!({"id": "alice"}))?;
 /// assert_eq!((report.delivered, report.skipped, report.overflowed), (1, 2, 0));
@@ -66,58 +109,59 @@ type Predicate<'a, D> = Box<dyn Fn(&Peer<D>) -> bool + 'a>;
 #[must_use = "a broadcast is sent by `notify` or `send_frame`"]
 pub struct Broadcast<'a, D, R = ()> {
     room: &'a Room<D, R>,
-    /// Borrowed when given as a slice ([`Room::broadcast`]): no allocation.
-    except: Cow<'a, [&'a str]>,
-    filter: Option<Predicate<'a, D>>,
-    /// Only the peers listed in the room ([`Room::set_presence`]).
-    listed: bool,
+    target: Target,
 }
 
 impl<'a, D, R> Broadcast<'a, D, R> {
     pub(crate) fn new(room: &'a Room<D, R>) -> Self {
         Broadcast {
             room,
-            except: Cow::Borrowed(&[]),
-            filter: None,
-            listed: false,
+            target: Target::default(),
         }
     }
 
     /// Leaves out the peers with these ids.
-    pub fn except(mut self, ids: impl IntoIterator<Item = &'a str>) -> Self {
-        self.except.to_mut().extend(ids);
+    pub fn except<I>(mut self, ids: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.target
+            .except
+            .extend(ids.into_iter().map(|id| Arc::from(id.as_ref())));
         self
     }
 
-    /// Leaves out the peers whose ids are in `ids` (borrowed as it is).
-    pub(crate) fn except_slice(mut self, ids: &'a [&'a str]) -> Self {
-        if self.except.is_empty() {
-            self.except = Cow::Borrowed(ids);
-        } else {
-            self.except.to_mut().extend_from_slice(ids);
-        }
+    /// Leaves out `peer` (its id, shared rather than copied).
+    pub fn except_peer(mut self, peer: &Peer<D>) -> Self {
+        self.target.except.push(peer.core().id.clone());
         self
     }
 
     /// Sends only to the peers listed in the room (those that set their
     /// [presence](Room::set_presence): the joined peers of a
-    /// mediasoup-demo room). Unlike a [`filter`](Broadcast::filter), this
-    /// choice is data, so it holds for the room's peers wherever they are.
+    /// mediasoup-demo room), wherever they are.
     pub fn listed(mut self) -> Self {
-        self.listed = true;
+        self.target.listed = true;
         self
     }
 
-    /// Sends only to the peers for which `predicate` holds (called once per
-    /// peer not excluded by id, outside the room's lock). A second call
-    /// replaces the first predicate.
-    pub fn filter(mut self, predicate: impl Fn(&Peer<D>) -> bool + 'a) -> Self {
-        self.filter = Some(Box::new(predicate));
-        self
+    /// Reaches this node's peers only: in a room that spans several
+    /// processes, nothing goes to the other nodes. The only way to a
+    /// [`filter`](LocalBroadcast::filter), which is a closure and can only
+    /// run here.
+    pub fn local(mut self) -> LocalBroadcast<'a, D, R> {
+        self.target.local = true;
+        LocalBroadcast {
+            room: self.room,
+            target: self.target,
+            filter: None,
+        }
     }
 
-    /// Encodes the notification once and queues it to every chosen peer;
-    /// never waits.
+    /// Encodes the notification once (a [`Payload`](protoo_codec::Payload)
+    /// as data is copied as it is, not parsed again) and queues it to every
+    /// chosen peer; never waits.
     pub fn notify(
         self,
         method: &str,
@@ -127,65 +171,95 @@ impl<'a, D, R> Broadcast<'a, D, R> {
         Ok(self.send_frame(&frame))
     }
 
-    /// Like [`notify`](Broadcast::notify), with a received payload as the
-    /// data, as it is (its JSON text copied, not parsed and encoded again):
-    /// forwarding what one peer sent to the others.
-    pub fn notify_payload(self, method: &str, data: &Payload) -> BroadcastReport {
-        let frame = encode::notification_payload(method, data);
-        self.send_frame(&frame)
-    }
-
     /// Queues an already-encoded frame to every chosen peer.
     ///
-    /// Without a predicate, the peers are visited under the room's lock
-    /// (queueing never waits, and takes no room lock): no list of them is
-    /// built and no peer handle is cloned. With one, the predicate runs on a
-    /// snapshot, outside the lock, so that it may look at the room.
-    ///
-    /// In a room that spans several processes
+    /// This node's peers are visited under the room's lock (queueing never
+    /// waits, and takes no room lock): no list of them is built and no peer
+    /// handle is cloned. In a room that spans several processes
     /// ([`RoomsBuilder::cluster`](crate::RoomsBuilder::cluster)), the frame
-    /// is then handed once to the cluster backend for the members on the
-    /// other nodes, with the excluded ids and [`listed`](Broadcast::listed);
-    /// the report counts this node's peers. A broadcast with a
-    /// [`filter`](Broadcast::filter) reaches this node's peers only: the
-    /// predicate is a closure, it cannot run elsewhere.
+    /// is then handed once to the cluster backend with the [`Target`], for
+    /// the members on the other nodes; the report counts this node's peers.
     pub fn send_frame(self, frame: &Frame) -> BroadcastReport {
-        let report = self.deliver_here(frame);
-        if self.filter.is_none()
-            && let Some(cluster) = &self.room.inner.cluster
-        {
-            cluster.broadcast(self.room.id(), frame, &self.except, self.listed);
+        let report = self.room.deliver(frame, &self.target, None);
+        if let Some(cluster) = &self.room.inner.cluster {
+            cluster.broadcast(self.room.id(), frame, &self.target);
         }
         report
     }
+}
 
-    /// Queues `frame` to the chosen peers of this node.
-    pub(crate) fn deliver_here(&self, frame: &Frame) -> BroadcastReport {
+/// A broadcast to this node's peers of a room only ([`Broadcast::local`]),
+/// which may choose them with a predicate ([`filter`](LocalBroadcast::filter)).
+#[must_use = "a broadcast is sent by `notify` or `send_frame`"]
+pub struct LocalBroadcast<'a, D, R = ()> {
+    room: &'a Room<D, R>,
+    target: Target,
+    filter: Option<Predicate<'a, D>>,
+}
+
+impl<'a, D, R> LocalBroadcast<'a, D, R> {
+    /// Sends only to the peers for which `predicate` holds (called once per
+    /// peer the target chose, outside the room's lock). A second call
+    /// replaces the first predicate.
+    pub fn filter(mut self, predicate: impl Fn(&Peer<D>) -> bool + 'a) -> Self {
+        self.filter = Some(Box::new(predicate));
+        self
+    }
+
+    /// As [`Broadcast::notify`], to this node's chosen peers.
+    pub fn notify(
+        self,
+        method: &str,
+        data: &(impl Serialize + ?Sized),
+    ) -> Result<BroadcastReport, EncodeError> {
+        let frame = encode::notification(method, data)?;
+        Ok(self.send_frame(&frame))
+    }
+
+    /// Queues an already-encoded frame to this node's chosen peers. With a
+    /// predicate, it runs on a snapshot of the peers, outside the room's
+    /// lock, so that it may look at the room.
+    pub fn send_frame(self, frame: &Frame) -> BroadcastReport {
+        self.room
+            .deliver(frame, &self.target, self.filter.as_deref())
+    }
+}
+
+impl<D, R> Room<D, R> {
+    /// Queues `frame` to this node's peers that `target` (and `filter`, if
+    /// any) chooses: what every broadcast does here, and what a broadcast
+    /// from another node does on arrival.
+    pub(crate) fn deliver(
+        &self,
+        frame: &Frame,
+        target: &Target,
+        filter: Option<&Keep<'_, D>>,
+    ) -> BroadcastReport {
         let mut report = BroadcastReport::default();
-        match &self.filter {
+        match filter {
             None => {
-                let state = lock(&self.room.inner.state);
+                let state = lock(&self.inner.state);
                 for (id, peer) in &state.peers {
-                    let chosen = !self.except.contains(&peer.id())
-                        && (!self.listed || state.presence.contains_key(id));
+                    let chosen = target.chooses(id, state.presence.contains_key(id));
                     self.offer(peer, frame, chosen, &mut report);
                 }
                 Self::count(state.peers.values().next(), frame, &report);
             }
             Some(keep) => {
-                // With whether each is listed, taken under the same lock.
+                // Whether each is chosen by the target, under the same lock.
                 let peers: Vec<(Peer<D>, bool)> = {
-                    let state = lock(&self.room.inner.state);
+                    let state = lock(&self.inner.state);
                     state
                         .peers
                         .iter()
-                        .map(|(id, peer)| (peer.clone(), state.presence.contains_key(id)))
+                        .map(|(id, peer)| {
+                            let chosen = target.chooses(id, state.presence.contains_key(id));
+                            (peer.clone(), chosen)
+                        })
                         .collect()
                 };
-                for (peer, listed) in &peers {
-                    let chosen = !self.except.contains(&peer.id())
-                        && (!self.listed || *listed)
-                        && keep(peer);
+                for (peer, chosen) in &peers {
+                    let chosen = *chosen && keep(peer);
                     self.offer(peer, frame, chosen, &mut report);
                 }
                 Self::count(peers.first().map(|(peer, _)| peer), frame, &report);
@@ -215,7 +289,12 @@ impl<'a, D, R> Broadcast<'a, D, R> {
             Ok(()) => report.delivered += 1,
             Err(TransportError::Closed(_)) => report.skipped += 1,
             Err(error) => {
-                tracing::debug!(room_id = self.room.id(), peer_id = peer.id(), %error, "broadcast: peer overflowed");
+                tracing::debug!(
+                    room_id = %protoo_transport::log::Remote(self.id()),
+                    peer_id = %protoo_transport::log::Remote(peer.id()),
+                    %error,
+                    "broadcast: peer overflowed"
+                );
                 report.overflowed += 1;
             }
         }
@@ -226,9 +305,17 @@ impl<D, R> fmt::Debug for Broadcast<'_, D, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Broadcast")
             .field("room", &self.room.id())
-            .field("except", &self.except)
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl<D, R> fmt::Debug for LocalBroadcast<'_, D, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalBroadcast")
+            .field("room", &self.room.id())
+            .field("target", &self.target)
             .field("filter", &self.filter.is_some())
-            .field("listed", &self.listed)
             .finish()
     }
 }

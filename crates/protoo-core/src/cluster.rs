@@ -9,13 +9,14 @@
 //!
 //! - its **members** are the peers connected to any node; each lives, and
 //!   is handled, where it connected;
-//! - a broadcast ([`Room::broadcast`](crate::Room::broadcast),
-//!   [`Room::to_all`](crate::Room::to_all)) reaches the members on every
-//!   node: delivered here at once, handed to the backend once (the encoded
-//!   frame and the targeting, which is data: excluded ids and
-//!   [`listed`](crate::Broadcast::listed)) for the other nodes. A
-//!   [`filter`](crate::Broadcast::filter) is a closure and runs here only: a
-//!   filtered broadcast reaches this node's members only;
+//! - a broadcast ([`Room::to_all`](crate::Room::to_all)) reaches the
+//!   members on every node: delivered here at once, handed to the backend
+//!   once (the encoded frame and its [`Target`], which is data: excluded
+//!   ids, [`listed`](crate::Broadcast::listed)) for the other nodes. A
+//!   broadcast to this node only is named so
+//!   ([`Broadcast::local`](crate::Broadcast::local)), and only such a
+//!   broadcast takes a [`filter`](crate::LocalBroadcast::filter), a closure
+//!   that can only run here;
 //! - [presence](crate::Room::set_presence) is shared: [`Room::presence`](crate::Room::presence)
 //!   lists the peers listed on every node;
 //! - a peer id joining on one node replaces (or, under
@@ -44,7 +45,7 @@ use std::sync::{Arc, Weak};
 
 use protoo_codec::{Frame, Payload};
 
-use crate::{Presence, RequestError};
+use crate::{Presence, RequestError, Target};
 
 /// A boxed future a [`ClusterBackend`] returns.
 pub type ClusterFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -129,7 +130,7 @@ impl LostMember {
 }
 
 /// What makes the notification broadcast for a [`LostMember`] (`None`:
-/// nothing is broadcast).
+/// nothing is broadcast), encoded.
 pub(crate) type OnMemberLost = Box<dyn Fn(&LostMember) -> Option<Frame> + Send + Sync>;
 
 /// A cluster backend: what carries rooms across the nodes of a cluster.
@@ -176,9 +177,11 @@ pub trait ClusterBackend: Send + Sync + 'static {
     fn member_removed(&self, room_id: &str, peer_id: &str);
 
     /// A broadcast in `room_id`, already delivered to this node's members:
-    /// deliver `frame` to the members on the other nodes whose id is not in
-    /// `except` (and, if `listed_only`, that are listed), once each.
-    fn broadcast(&self, room_id: &str, frame: &Frame, except: &[&str], listed_only: bool);
+    /// deliver `frame` to the members on the other nodes that `target`
+    /// chooses, once each ([`LocalNode::deliver`] there, with the same
+    /// target: carry it whole, it serialises with serde). Never called for
+    /// a broadcast to this node only ([`Target::local`]).
+    fn broadcast(&self, room_id: &str, frame: &Frame, target: &Target);
 
     /// The listed peers of `room_id` across the cluster; `None` when the
     /// backend cannot tell now (then this node's own list is used).
@@ -196,7 +199,7 @@ pub trait ClusterBackend: Send + Sync + 'static {
 
 /// This node's rooms, as a backend reaches them.
 pub(crate) trait NodeRooms: Send + Sync {
-    fn deliver(&self, room_id: &str, frame: &Frame, except: &[&str], listed_only: bool) -> usize;
+    fn deliver(&self, room_id: &str, frame: &Frame, target: &Target) -> usize;
     fn replace(&self, room_id: &str, peer_id: &str) -> Option<ClusterFuture<()>>;
     fn lost_frame(&self, member: &LostMember) -> Option<Frame>;
     fn to_peer(
@@ -228,19 +231,11 @@ impl LocalNode {
     }
 
     /// Delivers a broadcast from another node to this node's members of
-    /// `room_id` (not to the other nodes): the peers whose id is not in
-    /// `except` and, if `listed_only`, that are listed. Returns to how many
-    /// it was queued.
-    pub fn deliver(
-        &self,
-        room_id: &str,
-        frame: &Frame,
-        except: &[&str],
-        listed_only: bool,
-    ) -> usize {
-        self.rooms().map_or(0, |rooms| {
-            rooms.deliver(room_id, frame, except, listed_only)
-        })
+    /// `room_id` (not to the other nodes): the peers `target` chooses.
+    /// Returns to how many it was queued.
+    pub fn deliver(&self, room_id: &str, frame: &Frame, target: &Target) -> usize {
+        self.rooms()
+            .map_or(0, |rooms| rooms.deliver(room_id, frame, target))
     }
 
     /// Closes this node's peer `peer_id` of `room_id` because a peer with
@@ -258,7 +253,8 @@ impl LocalNode {
     /// if anything. The backend broadcasts it in the member's room (here
     /// with [`LocalNode::deliver`], and to the other nodes), once
     /// cluster-wide, with the lost peer's id excluded so that a newcomer
-    /// with its id does not hear it.
+    /// with its id does not hear it. The hook's method and data come
+    /// encoded as a notification.
     pub fn lost_frame(&self, member: &LostMember) -> Option<Frame> {
         self.rooms()?.lost_frame(member)
     }

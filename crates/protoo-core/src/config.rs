@@ -110,7 +110,8 @@ pub struct PeerConfig {
     /// (1008, [`TOO_MANY_INVALID_REASON`](crate::TOO_MANY_INVALID_REASON)).
     /// Default: `None`, never (protoo drops them and keeps the peer);
     /// invalid messages are always dropped, and their warnings are rate
-    /// limited per peer either way.
+    /// limited per source (the client's address) either way
+    /// ([`transport::log`](crate::transport::log)).
     pub max_invalid_messages: Option<u32>,
     /// Incoming requests and notifications per second. Default: `None`,
     /// no limit. Past it, a request is answered at once with

@@ -28,10 +28,6 @@ pub enum CoreError {
     /// its code as the HTTP status (500 when it is not one).
     #[error("room setup failed: {0}")]
     RoomSetup(ErrorData),
-    /// The room's data has an async setup that has not completed: a
-    /// synchronous admission cannot wait for it ([`Rooms::join`](crate::Rooms::join) does).
-    #[error("room is not set up yet")]
-    RoomNotReady,
 }
 
 /// Why a notification or a frame was not sent to a peer.
@@ -67,7 +63,8 @@ impl PeerError {
 pub enum RequestError {
     /// The remote answered with an error response; [`RequestError::code`] and
     /// [`RequestError::reason`] read it. Forward it unchanged with
-    /// [`IncomingRequest::reject_with`](crate::IncomingRequest::reject_with).
+    /// [`IncomingRequest::respond`](crate::IncomingRequest::respond)`(Err(error))`
+    /// (the whole `RequestError`: a rejection is sent as it is).
     #[error("request rejected: {0}")]
     Rejected(ErrorData),
     /// No response came within the request timeout

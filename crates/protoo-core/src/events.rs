@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
-use protoo_codec::{ErrorData, Id, Notification, Payload, Request, encode};
+use protoo_codec::{ErrorData, Id, Method, Notification, Payload, Request, encode};
 use protoo_transport::{
     ByteQueue, CloseReason, Initiator, Refused, TrackerGuard, Weigh, close_code,
 };
@@ -158,7 +158,7 @@ impl Drop for PeerEvents {
         self.core.events.consumer_dropped();
         if !self.detached && !self.closed_reported && !self.core.is_closed() {
             tracing::warn!(
-                peer_id = %self.core.id,
+                peer_id = %protoo_transport::log::Remote(&self.core.id),
                 "peer events dropped before the peer closed: closing it"
             );
             self.core
@@ -290,11 +290,10 @@ impl EventQueue {
 
 /// A request from the remote, waiting for its one answer.
 ///
-/// Answer it with [`accept`](Self::accept), [`reject`](Self::reject),
-/// [`reject_with`](Self::reject_with) or [`respond`](Self::respond): each
-/// consumes it, so it is answered at most once. Dropped without an answer, it
-/// answers 500 `request not answered` by itself: the remote never waits for
-/// a response that will not come. It can be moved to another task to be
+/// Answer it with [`accept`](Self::accept), [`reject`](Self::reject) or
+/// [`respond`](Self::respond): each consumes it, so it is answered at most
+/// once. Dropped without an answer, it answers 500 `request not answered`
+/// by itself: the remote never waits for a response that will not come. It can be moved to another task to be
 /// answered later.
 ///
 /// Answering a peer that has closed meanwhile does nothing (the failure is
@@ -331,6 +330,11 @@ impl IncomingRequest {
         self.request.method.as_str()
     }
 
+    /// The method name as decoded (a cheap handle to the frame's bytes).
+    pub(crate) fn method_name(&self) -> &Method {
+        &self.request.method
+    }
+
     /// The request id, as the remote wrote it.
     pub fn id(&self) -> &Id {
         &self.request.id
@@ -354,11 +358,29 @@ impl IncomingRequest {
     /// Answers with a success response carrying `data` (`&()` sends `{}`).
     /// If `data` cannot be encoded, answers 500 with the encoding error
     /// instead.
+    ///
+    /// A received [`Payload`] is sent as it is: its JSON text copied into a
+    /// buffer sized once, not parsed and encoded again (an echo, or data
+    /// forwarded from another peer).
+    ///
+    /// ```
+    /// # use protoo_core::{PeerEvent, PeerEvents};
+    /// # async fn echo(mut events: PeerEvents) {
+    /// while let Some(PeerEvent::Request(mut request)) = events.next().await {
+    ///     let data = request.take_payload();
+    ///     request.accept(&data);
+    /// }
+    /// # }
+    /// ```
     pub fn accept(mut self, data: &(impl Serialize + ?Sized)) {
         let (frame, outcome) = match encode::success(&self.request.id, data) {
             Ok(frame) => (frame, Outcome::Ok),
             Err(error) => {
-                tracing::warn!(method = self.method(), %error, "response data not encodable, answering 500");
+                tracing::warn!(
+                    method = %protoo_transport::log::Remote(self.method()),
+                    %error,
+                    "response data not encodable, answering 500"
+                );
                 let error = ErrorData::new(500, error.to_string());
                 (
                     encode::error(&self.request.id, &error),
@@ -369,79 +391,46 @@ impl IncomingRequest {
         self.answer(frame, outcome);
     }
 
-    /// Answers with a success response carrying a received payload as it
-    /// is (its JSON text copied, not parsed and encoded again): an echo, or
-    /// data forwarded from another peer.
-    ///
-    /// ```
-    /// # use protoo_core::{PeerEvent, PeerEvents};
-    /// # async fn echo(mut events: PeerEvents) {
-    /// while let Some(PeerEvent::Request(mut request)) = events.next().await {
-    ///     let data = request.take_payload();
-    ///     request.accept_payload(&data);
-    /// }
-    /// # }
-    /// ```
-    pub fn accept_payload(mut self, data: &Payload) {
-        let frame = encode::success_payload(&self.request.id, data);
-        self.answer(frame, Outcome::Ok);
-    }
-
     /// Answers with an error response: `errorCode` and `errorReason`.
     pub fn reject(self, code: u16, reason: impl AsRef<str>) {
-        self.reject_with(ErrorData::new(code, reason));
-    }
-
-    /// Answers with an error response carrying `error` as it is, for
-    /// instance the error another peer answered
-    /// ([`RequestError::error_data`](crate::RequestError::error_data)).
-    pub fn reject_with(mut self, error: ErrorData) {
-        let frame = encode::error(&self.request.id, &error);
-        self.answer(frame, Outcome::Rejected(error.code().unwrap_or(0)));
+        self.reject_data(ErrorData::new(code, reason));
     }
 
     /// Answers `Ok(data)` as [`accept`](Self::accept) and `Err(error)` with
-    /// the error's [`IntoErrorData`] conversion: a serde error (bad request
-    /// data) is 400 with serde's message, an [`ErrorData`] is sent as it is,
-    /// a string or another error is 500 with its message, as protoo answers a
+    /// the error's [`IntoErrorData`] conversion: an [`ErrorData`] is sent as
+    /// it is (for instance the error another peer answered,
+    /// [`RequestError::error_data`](crate::RequestError::error_data)), a
+    /// serde error (bad request data) is 400 with serde's message, a string
+    /// or another error is 500 with its message, as protoo answers a
     /// request whose listener throws.
-    pub fn respond<T: Serialize, E: IntoErrorData>(self, result: Result<T, E>) {
-        match result {
-            Ok(data) => self.accept(&data),
-            Err(error) => self.fail(error),
-        }
-    }
-
-    /// Answers with the error's [`IntoErrorData`] conversion.
-    pub fn fail(self, error: impl IntoErrorData) {
-        self.reject_with(error.into_error_data());
-    }
-
-    /// A typed handler: deserialises the data into `T` (400 with serde's
-    /// message when it does not fit), calls `handler`, and answers its
-    /// result as [`respond`](Self::respond) does.
     ///
     /// ```
-    /// # use protoo_core::{ErrorData, IncomingRequest};
+    /// # use protoo_core::{ErrorData, IncomingRequest, IntoErrorData};
     /// #[derive(serde::Deserialize)]
     /// struct Add { a: i64, b: i64 }
     ///
+    /// fn add(request: &IncomingRequest) -> Result<i64, ErrorData> {
+    ///     // Bad data: 400 with serde's message.
+    ///     let add: Add = request.data().map_err(IntoErrorData::into_error_data)?;
+    ///     add.a.checked_add(add.b).ok_or(ErrorData::new(422, "overflow"))
+    /// }
+    ///
     /// fn on_add(request: IncomingRequest) {
-    ///     request.handle(|add: Add| {
-    ///         add.a.checked_add(add.b).ok_or(ErrorData::new(422, "overflow"))
-    ///     });
+    ///     let result = add(&request);
+    ///     request.respond(result);
     /// }
     /// ```
-    pub fn handle<T, R, E>(self, handler: impl FnOnce(T) -> Result<R, E>)
-    where
-        T: DeserializeOwned,
-        R: Serialize,
-        E: IntoErrorData,
-    {
-        match self.data::<T>() {
-            Ok(data) => self.respond(handler(data)),
-            Err(error) => self.fail(error),
+    pub fn respond<T: Serialize, E: IntoErrorData>(self, result: Result<T, E>) {
+        match result {
+            Ok(data) => self.accept(&data),
+            Err(error) => self.reject_data(error.into_error_data()),
         }
+    }
+
+    /// Answers with an error response carrying `error` as it is.
+    fn reject_data(mut self, error: ErrorData) {
+        let frame = encode::error(&self.request.id, &error);
+        self.answer(frame, Outcome::Rejected(error.code().unwrap_or(0)));
     }
 
     /// Takes the request data out (leaving `{}`), to answer with it or move
@@ -458,8 +447,8 @@ impl IncomingRequest {
         core.metrics.answered(outcome);
         if let Err(error) = core.send(frame) {
             tracing::debug!(
-                peer_id = %core.id,
-                method = self.method(),
+                peer_id = %protoo_transport::log::Remote(&core.id),
+                method = %protoo_transport::log::Remote(self.method()),
                 %error,
                 "response not sent"
             );
@@ -471,7 +460,7 @@ impl Drop for IncomingRequest {
     fn drop(&mut self) {
         if self.core.is_some() {
             tracing::debug!(
-                method = self.method(),
+                method = %protoo_transport::log::Remote(self.method()),
                 "request dropped unanswered, answering 500"
             );
             let frame = encode::error(&self.request.id, &ErrorData::new(500, NOT_ANSWERED_REASON));
@@ -492,9 +481,8 @@ impl fmt::Debug for IncomingRequest {
 }
 
 /// How an application error becomes the error response of a request
-/// ([`IncomingRequest::respond`], [`IncomingRequest::fail`],
-/// [`IncomingRequest::handle`]): implement it for your error types so that a
-/// handler returning `Result<T, YourError>` picks its code.
+/// ([`IncomingRequest::respond`]): implement it for your error types so
+/// that a handler returning `Result<T, YourError>` picks its code.
 ///
 /// ```
 /// use protoo_core::{ErrorData, IntoErrorData};
@@ -583,6 +571,11 @@ impl IncomingNotification {
     /// The method name.
     pub fn method(&self) -> &str {
         self.notification.method.as_str()
+    }
+
+    /// The method name as decoded (a cheap handle to the frame's bytes).
+    pub(crate) fn method_name(&self) -> &Method {
+        &self.notification.method
     }
 
     /// The notification data as raw JSON (`{}` when the remote sent none).

@@ -13,10 +13,15 @@
 //!   Each incoming request is an [`IncomingRequest`] that answers exactly
 //!   once, 500 if the application drops it unanswered. A peer needs no room.
 //! - [`Room`]: peers by id (empty and duplicate ids refused, or duplicates
-//!   replaced with [`Room::create_or_replace_peer`]), broadcast encoded once
+//!   replaced under [`DuplicatePolicy::Replace`]), broadcast encoded once
 //!   for all receivers, close. A closed peer leaves its room by itself.
 //! - [`Rooms`]: rooms by id, created on demand in one atomic step with their
-//!   first peer, removed when their last peer leaves.
+//!   first member ([`Rooms::admit`]: the one way into a room), removed when
+//!   their last member leaves.
+//! - [`handler`]: a [`Router`](handler::Router) of async handlers by
+//!   method, with extractors and `?`, that runs a peer's loop; and
+//!   [`Room::exclusive`], sections atomic with respect to the room's other
+//!   sections (what Node gives between two `await`s).
 //!
 //! Each peer runs one task that reads its transport. Nothing here holds a
 //! lock across an `.await`, every queue is bounded, and nothing a remote
@@ -89,14 +94,16 @@
 //!
 //! A handler that awaits (a database, another peer) is best spawned with its
 //! [`IncomingRequest`], so the loop keeps reading: the request can be
-//! answered from any task.
+//! answered from any task. The [`handler`] module runs this loop for you,
+//! and says what runs concurrently.
 //!
 //! # Rooms and broadcast
 //!
-//! [`Rooms::create_peer`] puts a new connection in its room, creating the
-//! room if needed; the room goes away with its last peer. [`Room::broadcast`]
-//! encodes a notification once and queues the same bytes to every peer but
-//! the ones excluded; it never waits, and a peer too slow to keep up is
+//! [`Rooms::admit`] puts a new connection in its room, creating the room
+//! if needed; the room goes away with its last peer. [`Room::to_all`]
+//! encodes a notification once and queues the same bytes to every peer the
+//! broadcast's [`Target`] chooses (all but some ids, the listed ones); it
+//! never waits, and a peer too slow to keep up is
 //! closed by its own queue limit without holding up the others.
 //!
 //! ```
@@ -111,12 +118,15 @@
 //!     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
 //!     // Application data: the display name.
 //!     let name = id.to_uppercase();
-//!     let (room, _peer, events) = rooms.create_peer(
-//!         "r1", id, server_side, name, PeerConfig::default(), DuplicatePolicy::Replace,
-//!     )?;
+//!     let joined = rooms
+//!         .admit("r1", id)
+//!         .policy(DuplicatePolicy::Replace)
+//!         .join(server_side, name)
+//!         .await?;
+//!     let room = joined.room;
 //!     // Each peer's events go to its handler (dropping them closes the peer).
-//!     handlers.push(events);
-//!     room.broadcast("newPeer", &serde_json::json!({"id": id}), &[id])?;
+//!     handlers.push(joined.events);
+//!     room.to_all().except([id]).notify("newPeer", &serde_json::json!({"id": id}))?;
 //!     clients.push(Peer::new("server", client_side, (), PeerConfig::default())?);
 //! }
 //! let room = rooms.get("r1").unwrap();
@@ -154,6 +164,8 @@ pub mod cluster;
 mod config;
 mod error;
 mod events;
+mod exclusive;
+pub mod handler;
 mod ids;
 mod log_limit;
 pub mod metrics;
@@ -163,7 +175,7 @@ mod rate;
 mod room;
 mod rooms;
 
-pub use broadcast::{Broadcast, BroadcastReport};
+pub use broadcast::{Broadcast, BroadcastReport, LocalBroadcast, Target};
 pub use config::{
     DEFAULT_EVENT_QUEUE, DEFAULT_INCOMING_BUDGET, DEFAULT_MAX_UNANSWERED_REQUESTS, PeerConfig,
 };
@@ -173,13 +185,14 @@ pub use events::{
     NOT_ANSWERED_REASON, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerEvent, PeerEvents,
     RATE_LIMITED_CODE, RATE_LIMITED_REASON, SHUTTING_DOWN_REASON, TOO_MANY_INVALID_REASON,
 };
+pub use exclusive::{Member, Members};
 pub use peer::{CLUSTER_ADMISSION_WAIT, DUPLICATE_ELSEWHERE_REASON, Peer, REPLACEMENT_WAIT};
 pub use presence::Presence;
 pub use rate::Rate;
 pub use room::{DuplicatePolicy, Room};
-pub use rooms::{Joined, Reservation, Rooms, RoomsBuilder};
+pub use rooms::{Admit, Context, Joined, ReadyAdmit, RoomHold, RoomSetup, Rooms, RoomsBuilder};
 
-pub use protoo_codec::{self as codec, EncodeError, ErrorData, Frame, Id, Payload};
+pub use protoo_codec::{self as codec, EncodeError, ErrorData, Frame, Id, Method, Payload};
 pub use protoo_transport::{
     self as transport, CloseReason, Initiator, PROTOO_CLOSED_REASON, Transport, TransportError,
     close_code,

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use protoo_codec::{ErrorData, Frame, Id, Message, Payload, Response, encode};
+use protoo_transport::log::{Remote, Source};
 use protoo_transport::{
     Bytes, CloseReason, FrameSink, FrameStream, Inbound, Initiator, PROTOO_CLOSED_REASON,
     REPLACED_REASON, Tracker, Transport, TransportError, close_code,
@@ -18,7 +19,7 @@ use tracing::Instrument;
 use crate::budget::{Budget, Over};
 use crate::events::{EventQueue, IncomingNotification, IncomingRequest, PeerEvent, PeerEvents};
 use crate::ids::IdRng;
-use crate::log_limit::{LogLimit, remote_warn};
+use crate::log_limit::remote_warn;
 use crate::metrics::{self as meter, Kind, Outcome as Ended, PeerMetrics, Started};
 use crate::rate::Limiter;
 use crate::{
@@ -85,8 +86,10 @@ pub(crate) struct Core {
     leave: Mutex<Option<Weak<dyn Leave>>>,
     /// What the remote makes this side hold (bytes, unanswered requests).
     pub(crate) budget: Arc<Budget>,
-    /// Remote-triggered warnings, limited.
-    pub(crate) log_limit: LogLimit,
+    /// Where the peer's remote-triggered warnings count (its client's
+    /// address, or this peer), and whether it caused any.
+    pub(crate) source: Source,
+    pub(crate) warned: AtomicBool,
     /// The incoming rate limits, if any (taken by the reader task only);
     /// boxed, so that a peer without them does not carry their size.
     rate: Option<Box<Mutex<Limiter>>>,
@@ -158,18 +161,13 @@ impl Core {
         // Events queued before the close are still handed out, then the
         // close.
         self.events.close();
-        let held_back = self.log_limit.take_held_back();
-        if held_back > 0 {
-            tracing::warn!(
-                peer_id = %self.id,
-                held_back,
-                "more warnings caused by this peer were logged at debug level only"
-            );
+        if self.warned.load(Ordering::Relaxed) {
+            protoo_transport::log::closed(self.source);
         }
         tracing::debug!(
-            peer_id = %self.id,
-            room_id = self.room_id.as_deref().unwrap_or(""),
-            reason = %self.reason.get().map(ToString::to_string).unwrap_or_default(),
+            peer_id = %Remote(&self.id),
+            room_id = %Remote(self.room_id.as_deref().unwrap_or("")),
+            reason = %Remote(self.reason.get().map(ToString::to_string).unwrap_or_default()),
             "peer closed"
         );
         true
@@ -264,7 +262,8 @@ impl Core {
             && count >= max
             && !self.is_closed()
         {
-            tracing::warn!(peer_id = %self.id, count, "too many invalid messages: closing the peer");
+            // Once per connection, but a remote may reconnect at will.
+            remote_warn!(self, count, "too many invalid messages: closing the peer");
             self.close_locally(close_code::POLICY_VIOLATION, TOO_MANY_INVALID_REASON);
         }
     }
@@ -290,7 +289,7 @@ impl Core {
             None => {
                 remote_warn!(
                     self,
-                    id = %response.id,
+                    id = %Remote(&response.id),
                     "received response does not match any sent request"
                 );
                 meter::invalid("unknown_response");
@@ -375,7 +374,7 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
     let len = text.len();
     let message = match Message::decode(text) {
         Err(error) => {
-            remote_warn!(core, %error, "invalid message dropped");
+            remote_warn!(core, error = %Remote(&error), "invalid message dropped");
             meter::invalid("decode");
             core.invalid_message();
             return None;
@@ -408,7 +407,10 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
                     Some(guard) => Some(guard),
                     None => {
                         // A graceful shutdown started: not waited for.
-                        tracing::debug!(method = %request.method, "request during shutdown answered 503");
+                        tracing::debug!(
+                            method = %Remote(&request.method),
+                            "request during shutdown answered 503"
+                        );
                         let error = ErrorData::new(503, SHUTTING_DOWN_REASON);
                         core.metrics.answered(Ended::Rejected(503));
                         let _ = core.send(encode::error(&request.id, &error));
@@ -416,7 +418,11 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
                     }
                 },
             };
-            tracing::debug!(method = %request.method, id = %request.id, "request received");
+            tracing::debug!(
+                method = %Remote(&request.method),
+                id = %Remote(&request.id),
+                "request received"
+            );
             PeerEvent::Request(IncomingRequest::new(
                 request,
                 core.clone(),
@@ -425,7 +431,7 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
             ))
         }
         (Message::Notification(notification), Ok(charge)) => {
-            tracing::debug!(method = %notification.method, "notification received");
+            tracing::debug!(method = %Remote(&notification.method), "notification received");
             PeerEvent::Notification(IncomingNotification::new(notification, Some(charge)))
         }
         (Message::Request(request), Err((code, reason))) => {
@@ -434,8 +440,8 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
             core.metrics.answered(Ended::Rejected(code));
             remote_warn!(
                 core,
-                method = %request.method,
-                id = %request.id,
+                method = %Remote(&request.method),
+                id = %Remote(&request.id),
                 bytes = len,
                 held = core.budget.held(),
                 unanswered = core.budget.requests(),
@@ -449,7 +455,7 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
             meter::refused(code == RATE_LIMITED_CODE, false);
             remote_warn!(
                 core,
-                method = %notification.method,
+                method = %Remote(&notification.method),
                 bytes = len,
                 held = core.budget.held(),
                 "notification dropped: {reason}"
@@ -510,13 +516,13 @@ impl Start {
         match &self.node_id {
             None => tracing::debug_span!(
                 "protoo_peer",
-                peer_id = %self.core.id,
-                room_id = self.core.room_id.as_deref().unwrap_or(""),
+                peer_id = %Remote(&self.core.id),
+                room_id = %Remote(self.core.room_id.as_deref().unwrap_or("")),
             ),
             Some(node_id) => tracing::debug_span!(
                 "protoo_peer",
-                peer_id = %self.core.id,
-                room_id = self.core.room_id.as_deref().unwrap_or(""),
+                peer_id = %Remote(&self.core.id),
+                room_id = %Remote(self.core.room_id.as_deref().unwrap_or("")),
                 node_id = %node_id,
             ),
         }
@@ -638,6 +644,7 @@ pub(crate) fn build<D>(
     handle: Handle,
 ) -> (Peer<D>, PeerEvents, Start) {
     let requests = transport.request_tracker().cloned();
+    let source = Source::of(transport.remote_addr());
     let (sink, stream) = transport.into_parts();
     let core = Arc::new(Core {
         id,
@@ -659,7 +666,8 @@ pub(crate) fn build<D>(
         events: EventQueue::new(config.event_queue),
         leave: Mutex::new(None),
         budget: Budget::new(config.incoming_budget, config.max_unanswered_requests),
-        log_limit: LogLimit::default(),
+        source,
+        warned: AtomicBool::new(false),
         rate: Limiter::new(config.message_rate, config.byte_rate)
             .map(|limiter| Box::new(Mutex::new(limiter))),
         invalid: AtomicU32::new(0),
@@ -685,7 +693,7 @@ pub(crate) fn build<D>(
 ///
 /// A cheap handle (an `Arc` inside): clone it into every task that sends to
 /// the peer. What the peer receives arrives in its [`PeerEvents`], returned
-/// next to it by [`Peer::new`] or [`Room::create_peer`](crate::Room::create_peer).
+/// next to it by [`Peer::new`] or [`Rooms::admit`](crate::Rooms::admit).
 ///
 /// A peer works inside a [`Room`](crate::Room) or on its own. It stays open
 /// until either side closes it; when every `Peer` handle and its
@@ -845,7 +853,7 @@ impl<D> Peer<D> {
             done: false,
         };
         let frame = encode::request(&Id::from(id), method, data).map_err(RequestError::Encode)?;
-        tracing::debug!(peer_id = %core.id, method, id, "request sent");
+        tracing::debug!(peer_id = %Remote(&core.id), method, id, "request sent");
         let started = Started::now();
         core.send(frame).map_err(|error| match error {
             TransportError::Closed(_) => RequestError::PeerClosed,
@@ -862,7 +870,7 @@ impl<D> Peer<D> {
             }
             Ok(Err(_)) => (Err(RequestError::PeerClosed), Ended::Closed),
             Err(_) => {
-                tracing::debug!(peer_id = %core.id, method, id, "request timeout");
+                tracing::debug!(peer_id = %Remote(&core.id), method, id, "request timeout");
                 (Err(RequestError::Timeout), Ended::Timeout)
             }
         };
@@ -885,7 +893,7 @@ impl<D> Peer<D> {
     /// Sends a notification (no response). `data` as in [`Peer::request`].
     pub fn notify(&self, method: &str, data: &(impl Serialize + ?Sized)) -> Result<(), PeerError> {
         let frame = encode::notification(method, data)?;
-        tracing::debug!(peer_id = %self.id(), method, "notification sent");
+        tracing::debug!(peer_id = %Remote(self.id()), method, "notification sent");
         self.send_frame(frame).map_err(PeerError::from_transport)
     }
 

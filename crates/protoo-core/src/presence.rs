@@ -64,17 +64,19 @@ impl<D, R> Room<D, R> {
     /// room, and with [`PeerError::Encode`] if `info` cannot be encoded.
     ///
     /// ```
-    /// use protoo_core::{PeerConfig, Room};
+    /// use protoo_core::Rooms;
     /// use protoo_transport::memory;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let room = Room::with_id("r");
+    /// let rooms: Rooms = Rooms::new();
     /// let mut kept = Vec::new();
     /// for id in ["alice", "bob"] {
     ///     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-    ///     kept.push((room.create_peer(id, server_side, (), PeerConfig::default())?, client_side));
+    ///     let joined = rooms.admit("r", id).join(server_side, ()).await?;
+    ///     kept.push((joined.peer, joined.events, client_side));
     /// }
+    /// let room = rooms.get("r").unwrap();
     /// // Only alice has joined: both are members, only she is listed.
     /// room.set_presence("alice", &serde_json::json!({"displayName": "Alice"}))?;
     /// let listed = room.presence().await;

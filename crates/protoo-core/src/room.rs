@@ -3,15 +3,14 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use protoo_codec::{EncodeError, Frame, Payload, encode};
+use protoo_codec::Payload;
 use protoo_transport::Transport;
-use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use crate::cluster::{Admission, ClusterBackend, ClusterFuture};
-use crate::peer::{Core, Leave, Start, admission, build, lock};
-use crate::rooms::RegistryInner;
+use crate::peer::{Core, Leave, Start, build, lock};
+use crate::rooms::{OnClose, RegistryInner};
 use crate::{Broadcast, CoreError, Peer, PeerConfig, PeerEvents};
 
 /// What to do when a peer joins a room with the id of a peer already in it.
@@ -46,30 +45,32 @@ pub enum DuplicatePolicy {
 /// never held while waiting or sending.
 ///
 /// A peer that closes leaves its room by itself. [`Room::close`] closes every
-/// peer and then the room. A room created by [`Rooms`](crate::Rooms) is also
-/// closed and removed from the registry when its last peer leaves.
+/// peer and then the room. Rooms come from a [`Rooms`](crate::Rooms)
+/// registry ([`Rooms::admit`](crate::Rooms::admit)), which also closes and
+/// removes a room when its last member leaves.
 ///
 /// ```
-/// use protoo_core::{Peer, PeerConfig, PeerEvent, Room};
+/// use protoo_core::{Peer, PeerConfig, PeerEvent, Rooms};
 /// use protoo_transport::memory;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let room = Room::with_id("lobby");
+/// let rooms: Rooms = Rooms::new();
 /// let (mut remotes, mut handlers) = (Vec::new(), Vec::new());
 /// for id in ["alice", "bob", "carol"] {
 ///     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-///     let (_peer, events) = room.create_peer(id, server_side, (), PeerConfig::default())?;
+///     let joined = rooms.admit("lobby", id).join(server_side, ()).await?;
 ///     // Each peer's events go to its handler (dropping them closes the peer).
-///     handlers.push(events);
+///     handlers.push(joined.events);
 ///     // The client end, as a peer too (no room needed).
 ///     remotes.push(Peer::new("server", client_side, (), PeerConfig::default())?);
 /// }
+/// let room = rooms.get("lobby").unwrap();
 /// assert_eq!(room.len(), 3);
 ///
 /// // Encoded once, the same bytes queued to bob and carol.
-/// let sent = room.broadcast("chat", &serde_json::json!({"text": "hi"}), &["alice"])?;
-/// assert_eq!(sent, 2);
+/// let sent = room.to_all().except(["alice"]).notify("chat", &serde_json::json!({"text": "hi"}))?;
+/// assert_eq!(sent.delivered, 2);
 ///
 /// let (_, bob_events) = &mut remotes[1];
 /// let Some(PeerEvent::Notification(chat)) = bob_events.next().await else { panic!() };
@@ -87,6 +88,9 @@ pub struct Room<D = (), R = ()> {
 pub(crate) struct RoomInner<D, R> {
     pub(crate) id: Arc<str>,
     pub(crate) state: Mutex<RoomState<D>>,
+    /// The section lock of [`Room::exclusive`]: separate from `state`, so
+    /// an exclusive section may use the room (broadcast, presence).
+    pub(crate) section: Mutex<()>,
     /// The application's room data.
     data: R,
     /// Set once the room's close is complete (its peers closed).
@@ -97,6 +101,8 @@ pub(crate) struct RoomInner<D, R> {
     /// The registry's cluster backend, if its rooms span several
     /// processes.
     pub(crate) cluster: Option<Arc<dyn ClusterBackend>>,
+    /// The registry's hook, run once when the room closes.
+    on_close: Option<Arc<OnClose<D, R>>>,
     /// Counts the room as open until it closes (nothing without the
     /// `metrics` feature).
     open: crate::metrics::OpenRoom,
@@ -108,8 +114,8 @@ pub(crate) struct RoomState<D> {
     /// (see [`Room::set_presence`]).
     pub(crate) presence: HashMap<Arc<str>, Payload>,
     pub(crate) closed: bool,
-    /// Admissions promised a place ([`Reservation`](crate::Reservation)s
-    /// not yet used): the room is not removed for being empty while any
+    /// Places held (admissions not yet joined, and
+    /// [`RoomHold`](crate::RoomHold)s): the room is not removed for being empty while any
     /// is outstanding.
     pub(crate) reserved: usize,
     /// Counts the times the room became empty, so a grace timer started
@@ -152,7 +158,7 @@ impl<D> Admitted<D> {
     /// peer's close (see [`DuplicatePolicy::Replace`]).
     pub(crate) fn start(self) -> (Peer<D>, PeerEvents) {
         let replaced = self.replaced.map(|old| {
-            tracing::debug!(peer_id = old.id(), "peer replaced by a new one with its id");
+            tracing::debug!(peer_id = %protoo_transport::log::Remote(old.id()), "peer replaced by a new one with its id");
             old.core().close_replaced();
             old.core().clone()
         });
@@ -165,41 +171,16 @@ impl<D> Admitted<D> {
     }
 }
 
-impl<D: Send + Sync + 'static, R: Default + Send + Sync + 'static> Default for Room<D, R> {
-    fn default() -> Self {
-        Room::with_data("", R::default())
-    }
-}
-
-impl<D: Send + Sync + 'static> Room<D> {
-    /// An empty room with no id and no room data.
-    pub fn new() -> Self {
-        Room::with_id("")
-    }
-
-    /// An empty room with an id, used in logs (rooms from
-    /// [`Rooms`](crate::Rooms) have theirs), and no room data
-    /// ([`Room::with_data`] gives it some).
-    pub fn with_id(id: impl Into<String>) -> Self {
-        Room::with_data(id, ())
-    }
-}
-
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
-    /// An empty room with an id and the application's room data (see
-    /// [`Room::data`]).
-    pub fn with_data(id: impl Into<String>, data: R) -> Self {
-        Room::create(id.into().into(), Weak::new(), None, data, 0)
-    }
-
     pub(crate) fn create(
         id: Arc<str>,
         registry: Weak<RegistryInner<D, R>>,
         cluster: Option<Arc<dyn ClusterBackend>>,
+        on_close: Option<Arc<OnClose<D, R>>>,
         data: R,
         reserved: usize,
     ) -> Self {
-        tracing::debug!(room_id = %id, "room created");
+        tracing::debug!(room_id = %protoo_transport::log::Remote(&id), "room created");
         Room {
             inner: Arc::new(RoomInner {
                 id,
@@ -211,69 +192,15 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
                     reserved,
                     emptied: 0,
                 }),
+                section: Mutex::new(()),
                 reported: AtomicBool::new(false),
                 closed_notify: Notify::new(),
                 registry,
                 cluster,
+                on_close,
                 open: crate::metrics::OpenRoom::new(),
             }),
         }
-    }
-
-    /// Creates a peer on `transport` and admits it into the room.
-    ///
-    /// Refuses an empty id ([`CoreError::EmptyId`]), an id already in the
-    /// room ([`CoreError::DuplicateId`]) and a closed room
-    /// ([`CoreError::RoomClosed`]), closing the transport in each case, as
-    /// protoo does. The peer leaves the room by itself when it closes.
-    pub fn create_peer(
-        &self,
-        id: impl Into<String>,
-        transport: Transport,
-        data: D,
-        config: PeerConfig,
-    ) -> Result<(Peer<D>, PeerEvents), CoreError> {
-        self.create_peer_with(id, transport, data, config, DuplicatePolicy::Refuse)
-    }
-
-    /// Like [`Room::create_peer`], but a peer already in the room with this
-    /// id is closed (4000) and replaced by the new one
-    /// ([`DuplicatePolicy::Replace`]). The room never holds two peers with
-    /// one id, and the old peer closing later does not remove the new one.
-    pub fn create_or_replace_peer(
-        &self,
-        id: impl Into<String>,
-        transport: Transport,
-        data: D,
-        config: PeerConfig,
-    ) -> Result<(Peer<D>, PeerEvents), CoreError> {
-        self.create_peer_with(id, transport, data, config, DuplicatePolicy::Replace)
-    }
-
-    /// [`Room::create_peer`] with the given policy for duplicate ids.
-    pub fn create_peer_with(
-        &self,
-        id: impl Into<String>,
-        transport: Transport,
-        data: D,
-        config: PeerConfig,
-        policy: DuplicatePolicy,
-    ) -> Result<(Peer<D>, PeerEvents), CoreError> {
-        let id: String = id.into();
-        let handle = admission(&id, &transport)?;
-        let admitted = {
-            let mut state = lock(&self.inner.state);
-            self.admit(
-                &mut state,
-                id.into(),
-                transport,
-                data,
-                &config,
-                policy,
-                handle,
-            )
-        };
-        admitted.map(Admitted::start)
     }
 
     /// Admits a new peer while the caller holds the room's lock. On failure
@@ -294,7 +221,11 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             return Err(CoreError::RoomClosed);
         }
         if policy == DuplicatePolicy::Refuse && state.peers.contains_key(&id) {
-            tracing::debug!(room_id = %self.inner.id, peer_id = %id, "duplicate peer id refused");
+            tracing::debug!(
+                room_id = %protoo_transport::log::Remote(&self.inner.id),
+                peer_id = %protoo_transport::log::Remote(&id),
+                "duplicate peer id refused"
+            );
             transport.close();
             return Err(CoreError::DuplicateId(id.to_string()));
         }
@@ -355,7 +286,11 @@ impl<D, R> Room<D, R> {
             }
         };
         if removed.is_some() {
-            tracing::debug!(room_id = %self.inner.id, peer_id = %core.id, "peer left the room");
+            tracing::debug!(
+                room_id = %protoo_transport::log::Remote(&self.inner.id),
+                peer_id = %protoo_transport::log::Remote(&core.id),
+                "peer left the room"
+            );
         }
         // Dropped outside the lock: it may be the peer's last handle.
         drop(removed);
@@ -378,7 +313,7 @@ impl<D, R> Room<D, R> {
 
     /// The application's room data: made by the registry's setup
     /// ([`RoomsBuilder::setup`](crate::RoomsBuilder::setup)) before the
-    /// room's first peer was admitted, or given to [`Room::with_data`].
+    /// room's first member was admitted (`R::default()` without one).
     ///
     /// It lives as long as the room's handles: the registry drops its own
     /// when the room closes, after its peers are closed, so data whose
@@ -388,7 +323,7 @@ impl<D, R> Room<D, R> {
         &self.inner.data
     }
 
-    /// The room id (empty for a room made with [`Room::new`]).
+    /// The room id.
     pub fn id(&self) -> &str {
         &self.inner.id
     }
@@ -418,37 +353,16 @@ impl<D, R> Room<D, R> {
         lock(&self.inner.state).peers.is_empty()
     }
 
-    /// A targeted broadcast to the peers of the room: chosen by id and by a
-    /// predicate, encoded once, with a report of what happened (see
-    /// [`Broadcast`]).
+    /// A broadcast to the peers of the room, on every node: narrowed by id
+    /// and presence (a [`Target`](crate::Target)), or to this node's peers
+    /// and a predicate ([`Broadcast::local`]); encoded once, with a report
+    /// of what happened (see [`Broadcast`]).
+    ///
+    /// Never waits: a peer whose queue is full closes itself (its own byte
+    /// limit, [`close_code::POLICY_VIOLATION`](protoo_transport::close_code::POLICY_VIOLATION))
+    /// and is skipped; closed peers are skipped.
     pub fn to_all(&self) -> Broadcast<'_, D, R> {
         Broadcast::new(self)
-    }
-
-    /// Sends a notification to every peer in the room except those whose id
-    /// is in `except`, returning to how many peers it was queued.
-    ///
-    /// The notification is encoded once and the same bytes are queued to
-    /// each peer. Never waits: a peer whose queue is full closes itself (its
-    /// own byte limit, [`close_code::POLICY_VIOLATION`](protoo_transport::close_code::POLICY_VIOLATION))
-    /// and is skipped; closed peers are skipped.
-    pub fn broadcast(
-        &self,
-        method: &str,
-        data: &(impl Serialize + ?Sized),
-        except: &[&str],
-    ) -> Result<usize, EncodeError> {
-        let frame = encode::notification(method, data)?;
-        Ok(self.broadcast_frame(&frame, except))
-    }
-
-    /// Queues an already-encoded frame to every peer except those in
-    /// `except`; see [`Room::broadcast`].
-    pub fn broadcast_frame(&self, frame: &Frame, except: &[&str]) -> usize {
-        self.to_all()
-            .except_slice(except)
-            .send_frame(frame)
-            .delivered
     }
 
     /// Closes the room: no peer is admitted any more, every peer in it is
@@ -469,7 +383,7 @@ impl<D, R> Room<D, R> {
             }
             std::mem::take(&mut state.peers)
         };
-        tracing::debug!(room_id = %self.inner.id, peers = peers.len(), "closing room");
+        tracing::debug!(room_id = %protoo_transport::log::Remote(&self.inner.id), peers = peers.len(), "closing room");
         for peer in peers.values() {
             peer.close();
         }
@@ -480,11 +394,15 @@ impl<D, R> Room<D, R> {
         self.report_closed();
     }
 
-    /// Marks the room's close as complete and wakes who waits for it.
+    /// Marks the room's close as complete, runs the registry's `on_close`
+    /// hook (once) and wakes who waits for it. Called outside every lock.
     pub(crate) fn report_closed(&self) {
         if !self.inner.reported.swap(true, Ordering::AcqRel) {
-            tracing::debug!(room_id = %self.inner.id, "room closed");
+            tracing::debug!(room_id = %protoo_transport::log::Remote(&self.inner.id), "room closed");
             self.inner.open.closed();
+            if let Some(hook) = &self.inner.on_close {
+                hook(self);
+            }
         }
         self.inner.closed_notify.notify_waiters();
     }

@@ -3,9 +3,10 @@
 
 use futures_util::StreamExt;
 use protoo_core::{
-    DuplicatePolicy, ErrorData, IntoErrorData, Peer, PeerConfig, PeerEvent, PeerEvents,
+    DuplicatePolicy, ErrorData, IntoErrorData, Joined, Peer, PeerConfig, PeerEvent, PeerEvents,
     RequestError, Room, Rooms,
 };
+use protoo_testkit::HeldRoom;
 use protoo_transport::{Initiator, REPLACED_REASON, Transport, memory};
 use serde::Deserialize;
 
@@ -26,7 +27,7 @@ async fn next_notification(events: &mut PeerEvents) -> (String, serde_json::Valu
 
 #[tokio::test]
 async fn broadcast_predicate_and_report() {
-    let room: Room<u32> = Room::with_id("r");
+    let room: HeldRoom<u32> = HeldRoom::new("r").await;
     let mut clients = Vec::new();
     // The server sides' events are kept: a peer whose events are dropped
     // closes.
@@ -35,6 +36,7 @@ async fn broadcast_predicate_and_report() {
         let (server_side, client_side) = pair();
         held.push(
             room.create_peer(id, server_side, n as u32, PeerConfig::default())
+                .await
                 .unwrap(),
         );
         clients.push(client(client_side));
@@ -44,6 +46,7 @@ async fn broadcast_predicate_and_report() {
     let (server_side, _client_side) = memory::pair(8);
     held.push(
         room.create_peer("tiny", server_side, 9, PeerConfig::default())
+            .await
             .unwrap(),
     );
     room.peer("tiny").unwrap().notify("fill", &()).unwrap();
@@ -53,6 +56,7 @@ async fn broadcast_predicate_and_report() {
     let report = room
         .to_all()
         .except(["a"])
+        .local()
         .filter(|peer| *peer.data() != 2)
         .notify("hello", &serde_json::json!({"x": 1}))
         .unwrap();
@@ -78,20 +82,18 @@ async fn replacement_order_as_the_others_see_it() {
             while let Some(event) = events.next().await {
                 match event {
                     PeerEvent::Request(request) => {
-                        let _ = room.broadcast(
-                            "newPeer",
-                            &serde_json::json!({"id": peer.id()}),
-                            &[peer.id()],
-                        );
+                        let _ = room
+                            .to_all()
+                            .except_peer(&peer)
+                            .notify("newPeer", &serde_json::json!({"id": peer.id()}));
                         request.accept(&());
                     }
                     PeerEvent::Notification(_) => {}
                     PeerEvent::Closed(reason) => {
-                        let _ = room.broadcast(
-                            "peerClosed",
-                            &serde_json::json!({"id": peer.id()}),
-                            &[peer.id()],
-                        );
+                        let _ = room
+                            .to_all()
+                            .except_peer(&peer)
+                            .notify("peerClosed", &serde_json::json!({"id": peer.id()}));
                         return Some(reason);
                     }
                 }
@@ -100,43 +102,31 @@ async fn replacement_order_as_the_others_see_it() {
         })
     };
     let (server_side, watcher_side) = pair();
-    let (room, peer, events) = rooms
-        .create_peer(
-            "r",
-            "watcher",
-            server_side,
-            (),
-            PeerConfig::default(),
-            DuplicatePolicy::Replace,
-        )
+    let Joined { room, peer, events } = rooms
+        .admit("r", "watcher")
+        .policy(DuplicatePolicy::Replace)
+        .join(server_side, ())
+        .await
         .unwrap();
     serve(room, peer, events);
     let (_watcher, mut watcher_events) = client(watcher_side);
 
     let (server_side, old_side) = pair();
-    let (room, peer, events) = rooms
-        .create_peer(
-            "r",
-            "p",
-            server_side,
-            (),
-            PeerConfig::default(),
-            DuplicatePolicy::Replace,
-        )
+    let Joined { room, peer, events } = rooms
+        .admit("r", "p")
+        .policy(DuplicatePolicy::Replace)
+        .join(server_side, ())
+        .await
         .unwrap();
     let old_loop = serve(room, peer, events);
     let (_old, mut old_events) = client(old_side);
 
     let (server_side, new_side) = pair();
-    let (room, peer, events) = rooms
-        .create_peer(
-            "r",
-            "p",
-            server_side,
-            (),
-            PeerConfig::default(),
-            DuplicatePolicy::Replace,
-        )
+    let Joined { room, peer, events } = rooms
+        .admit("r", "p")
+        .policy(DuplicatePolicy::Replace)
+        .join(server_side, ())
+        .await
         .unwrap();
     // The newcomer's request is on its way before the old loop ran.
     let (newcomer, _new_events) = client(new_side);
@@ -194,18 +184,28 @@ async fn typed_handlers_answer_400_on_bad_data_and_convert_errors() {
                 continue;
             };
             match request.method() {
-                "add" => request.handle(|add: Add| Ok::<_, AppError>(add.a + add.b)),
-                "find" => request.handle(|code: u16| match code {
-                    404 => Err(AppError::NotFound),
-                    403 => Err(AppError::Forbidden),
-                    409 => Err(AppError::Conflict),
-                    _ => Ok("found"),
-                }),
+                "add" => {
+                    let sum = request
+                        .data::<Add>()
+                        .map(|add| add.a + add.b)
+                        .map_err(IntoErrorData::into_error_data);
+                    request.respond(sum);
+                }
+                "find" => {
+                    let found = match request.data::<u16>() {
+                        Err(error) => Err(error.into_error_data()),
+                        Ok(404) => Err(AppError::NotFound.into_error_data()),
+                        Ok(403) => Err(AppError::Forbidden.into_error_data()),
+                        Ok(409) => Err(AppError::Conflict.into_error_data()),
+                        Ok(_) => Ok("found"),
+                    };
+                    request.respond(found);
+                }
                 "echo" => {
                     let data = request.take_payload();
                     request.accept(&data);
                 }
-                _ => request.fail("no such method"),
+                _ => request.respond(Err::<(), _>("no such method")),
             }
         }
     });

@@ -4,13 +4,16 @@
 mod common;
 
 use common::*;
-use protoo_core::{EVENTS_DROPPED_REASON, Initiator, PeerConfig, PeerEvent, Room, close_code};
+use protoo_core::{EVENTS_DROPPED_REASON, Initiator, PeerConfig, PeerEvent, close_code};
 
 #[tokio::test]
 async fn a_panicking_handler_closes_its_peer_with_1011_and_it_leaves_the_room() {
-    let room = Room::with_id("r");
+    let room = HeldRoom::new("r").await;
     let (a, mut raw) = pair();
-    let (peer, mut events) = room.create_peer("p", a, (), PeerConfig::default()).unwrap();
+    let (peer, mut events) = room
+        .create_peer("p", a, (), PeerConfig::default())
+        .await
+        .unwrap();
     let handler = tokio::spawn(async move {
         if let Some(PeerEvent::Request(_request)) = events.next().await {
             panic!("handler panics on purpose (expected by the test)");

@@ -169,7 +169,7 @@ async fn request_frame_is_protoo_json() {
 }
 
 #[tokio::test]
-async fn reject_with_forwards_a_remote_error_unchanged() {
+async fn respond_err_forwards_a_remote_error_unchanged() {
     let (a, mut raw) = pair();
     let (peer, mut events) = Peer::new("p", a, (), PeerConfig::default()).unwrap();
     let task = tokio::spawn({
@@ -193,10 +193,45 @@ async fn reject_with_forwards_a_remote_error_unchanged() {
         &raw,
         r#"{"request":true,"id":2,"method":"forward","data":{}}"#,
     );
-    expect_request(&mut events).await.reject_with(data);
+    expect_request(&mut events)
+        .await
+        .respond(Err::<(), _>(data));
     assert_eq!(
         recv_text(&mut raw).await,
         r#"{"response":true,"id":2,"errorCode":"E_WEIRD","errorReason":{"detail":[1,2]}}"#
+    );
+}
+
+/// A received payload is answered as it came, byte for byte (spacing,
+/// escapes and key order kept), as the codec copies it.
+#[tokio::test]
+async fn accept_of_a_payload_sends_its_text_as_it_is() {
+    let (a, mut raw) = pair();
+    let (_peer, mut events) = Peer::new("p", a, (), PeerConfig::default()).unwrap();
+    let data = r#"{"b": [1, 2], "a":"\u00e9 é", "n": 1.50}"#;
+    send_raw(
+        &raw,
+        &format!(r#"{{"request":true,"id":7,"method":"echo","data":{data}}}"#),
+    );
+    let mut request = expect_request(&mut events).await;
+    let payload = request.take_payload();
+    request.accept(&payload);
+    assert_eq!(
+        recv_text(&mut raw).await,
+        format!(r#"{{"response":true,"id":7,"ok":true,"data":{data}}}"#)
+    );
+    // Nested in other data, it is still its own text.
+    send_raw(&raw, r#"{"request":true,"id":8,"method":"wrap","data":{}}"#);
+    #[derive(serde::Serialize)]
+    struct Wrap<'a> {
+        echo: &'a protoo_core::Payload,
+    }
+    expect_request(&mut events)
+        .await
+        .accept(&Wrap { echo: &payload });
+    assert_eq!(
+        recv_text(&mut raw).await,
+        format!(r#"{{"response":true,"id":8,"ok":true,"data":{{"echo":{data}}}}}"#)
     );
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use protoo_core::{DuplicatePolicy, PeerConfig, PeerError, PeerEvent, RequestError, Room, Rooms};
+use protoo_core::{DuplicatePolicy, Joined, PeerConfig, PeerError, PeerEvent, RequestError, Rooms};
 use serde_json::json;
 
 fn ids(room_presence: &[protoo_core::Presence]) -> Vec<String> {
@@ -15,14 +15,16 @@ fn ids(room_presence: &[protoo_core::Presence]) -> Vec<String> {
 
 #[tokio::test]
 async fn only_peers_that_set_their_presence_are_listed() {
-    let room = Room::with_id("r");
+    let room = HeldRoom::new("r").await;
     let (a, _raw_a) = pair();
     let (b, _raw_b) = pair();
     let _alice = room
         .create_peer("alice", a, (), PeerConfig::default())
+        .await
         .unwrap();
     let _bob = room
         .create_peer("bob", b, (), PeerConfig::default())
+        .await
         .unwrap();
     assert!(room.presence().await.is_empty());
 
@@ -49,7 +51,7 @@ async fn only_peers_that_set_their_presence_are_listed() {
 
 #[tokio::test]
 async fn a_peer_not_in_the_room_cannot_be_listed() {
-    let room: Room = Room::with_id("r");
+    let room: HeldRoom = HeldRoom::new("r").await;
     assert!(matches!(
         room.set_presence("ghost", &json!({})),
         Err(PeerError::Closed)
@@ -59,14 +61,16 @@ async fn a_peer_not_in_the_room_cannot_be_listed() {
 
 #[tokio::test]
 async fn a_peer_that_leaves_is_no_longer_listed() {
-    let room = Room::with_id("r");
+    let room = HeldRoom::new("r").await;
     let (a, _raw_a) = pair();
     let (b, _raw_b) = pair();
     let (alice, mut alice_events) = room
         .create_peer("alice", a, (), PeerConfig::default())
+        .await
         .unwrap();
     let _bob = room
         .create_peer("bob", b, (), PeerConfig::default())
+        .await
         .unwrap();
     room.set_presence("alice", &json!({})).unwrap();
     room.set_presence("bob", &json!({})).unwrap();
@@ -90,12 +94,20 @@ async fn a_peer_that_leaves_is_no_longer_listed() {
 async fn a_replacing_peer_is_not_listed_until_it_says_so() {
     let rooms: Rooms = Rooms::with_defaults(PeerConfig::default(), DuplicatePolicy::Replace);
     let (a, _raw_a) = pair();
-    let (room, _old, _old_events) = rooms.join("r", "p", a, ()).await.unwrap();
+    let Joined {
+        room,
+        peer: _old,
+        events: _old_events,
+    } = rooms.admit("r", "p").join(a, ()).await.unwrap();
     room.set_presence("p", &json!({"displayName": "old"}))
         .unwrap();
 
     let (b, _raw_b) = pair();
-    let (room, _new, _new_events) = rooms.join("r", "p", b, ()).await.unwrap();
+    let Joined {
+        room,
+        peer: _new,
+        events: _new_events,
+    } = rooms.admit("r", "p").join(b, ()).await.unwrap();
     assert!(room.presence().await.is_empty());
     room.set_presence("p", &json!({"displayName": "new"}))
         .unwrap();
@@ -106,10 +118,11 @@ async fn a_replacing_peer_is_not_listed_until_it_says_so() {
 
 #[tokio::test]
 async fn a_peer_is_reached_by_its_id() {
-    let room = Room::with_id("r");
+    let room = HeldRoom::new("r").await;
     let (server_side, client_side) = pair();
     let (_peer, _events) = room
         .create_peer("alice", server_side, (), PeerConfig::default())
+        .await
         .unwrap();
     let (_client, mut client_events) =
         protoo_core::Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
@@ -150,13 +163,14 @@ async fn a_peer_is_reached_by_its_id() {
 
 #[tokio::test]
 async fn a_broadcast_can_go_to_the_listed_peers_only() {
-    let room = Room::with_id("r");
+    let room = HeldRoom::new("r").await;
     let mut raws = Vec::new();
     let mut kept = Vec::new();
     for id in ["alice", "bob", "carol"] {
         let (server_side, raw) = pair();
         kept.push(
             room.create_peer(id, server_side, (), PeerConfig::default())
+                .await
                 .unwrap(),
         );
         raws.push(raw);
@@ -177,6 +191,7 @@ async fn a_broadcast_can_go_to_the_listed_peers_only() {
     let report = room
         .to_all()
         .listed()
+        .local()
         .filter(|peer| peer.id() != "bob")
         .notify("chat", &json!({}))
         .unwrap();

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use protoo_core::{
-    CoreError, DuplicatePolicy, Frame, Initiator, PROTOO_CLOSED_REASON, Peer, PeerConfig, Room,
+    CoreError, DuplicatePolicy, Frame, Initiator, PROTOO_CLOSED_REASON, Peer, PeerConfig,
     close_code,
 };
 use protoo_transport::memory;
@@ -12,16 +12,18 @@ use serde_json::json;
 
 #[tokio::test]
 async fn create_peer_admits_and_looks_up() {
-    let room = Room::with_id("r");
+    let room = HeldRoom::new("r").await;
     assert_eq!(room.id(), "r");
     assert!(room.is_empty());
     let (a, _raw_a) = pair();
     let (b, _raw_b) = pair();
     let (alice, _alice_events) = room
         .create_peer("alice", a, 1u8, PeerConfig::default())
+        .await
         .unwrap();
     let (bob, _bob_events) = room
         .create_peer("bob", b, 2u8, PeerConfig::default())
+        .await
         .unwrap();
     assert_eq!(room.len(), 2);
     assert!(room.has_peer("alice") && room.has_peer("bob") && !room.has_peer("carol"));
@@ -36,9 +38,9 @@ async fn create_peer_admits_and_looks_up() {
 
 #[tokio::test]
 async fn empty_id_is_refused_and_the_transport_closed() {
-    let room = Room::new();
+    let room = HeldRoom::new("").await;
     let (a, mut raw) = pair();
-    let result = room.create_peer("", a, (), PeerConfig::default());
+    let result = room.create_peer("", a, (), PeerConfig::default()).await;
     assert!(matches!(result, Err(CoreError::EmptyId)));
     assert_eq!(recv_close(&mut raw).await.code, Some(4000));
     assert!(room.is_empty());
@@ -46,12 +48,15 @@ async fn empty_id_is_refused_and_the_transport_closed() {
 
 #[tokio::test]
 async fn duplicate_id_is_refused_and_the_transport_closed() {
-    let room = Room::new();
+    let room = HeldRoom::new("").await;
     let (a, mut raw_a) = pair();
-    let (first, _first_events) = room.create_peer("p", a, (), PeerConfig::default()).unwrap();
+    let (first, _first_events) = room
+        .create_peer("p", a, (), PeerConfig::default())
+        .await
+        .unwrap();
 
     let (b, mut raw_b) = pair();
-    let result = room.create_peer("p", b, (), PeerConfig::default());
+    let result = room.create_peer("p", b, (), PeerConfig::default()).await;
     assert!(matches!(result, Err(CoreError::DuplicateId(ref id)) if id == "p"));
     let reason = recv_close(&mut raw_b).await;
     assert_eq!(
@@ -67,14 +72,16 @@ async fn duplicate_id_is_refused_and_the_transport_closed() {
 
 #[tokio::test]
 async fn duplicate_id_replaces_the_old_peer() {
-    let room = Room::new();
+    let room = HeldRoom::new("").await;
     let (a, mut raw_a) = pair();
     let (old, mut old_events) = room
         .create_peer("p", a, "old", PeerConfig::default())
+        .await
         .unwrap();
     let (b, mut raw_b) = pair();
     let (new, _new_events) = room
         .create_or_replace_peer("p", b, "new", PeerConfig::default())
+        .await
         .unwrap();
 
     // The old peer got 4000, and its close did not take the new one out.
@@ -92,24 +99,27 @@ async fn duplicate_id_replaces_the_old_peer() {
 
 #[tokio::test]
 async fn replace_without_a_duplicate_just_admits() {
-    let room = Room::new();
+    let room = HeldRoom::new("").await;
     let (a, _raw) = pair();
     let (peer, _events) = room
         .create_peer_with("p", a, (), PeerConfig::default(), DuplicatePolicy::Replace)
+        .await
         .unwrap();
     assert_eq!(room.peer("p"), Some(peer));
 }
 
 #[tokio::test]
 async fn a_closed_peer_leaves_the_room() {
-    let room = Room::new();
+    let room = HeldRoom::new("").await;
     let (a, raw_a) = pair();
     let (b, _raw_b) = pair();
     let (alice, mut alice_events) = room
         .create_peer("alice", a, (), PeerConfig::default())
+        .await
         .unwrap();
     let (bob, _bob_events) = room
         .create_peer("bob", b, (), PeerConfig::default())
+        .await
         .unwrap();
 
     // Closed by the remote.
@@ -130,24 +140,31 @@ async fn a_closed_peer_leaves_the_room() {
     let (c, _raw_c) = pair();
     assert!(
         room.create_peer("alice", c, (), PeerConfig::default())
+            .await
             .is_ok()
     );
 }
 
 #[tokio::test]
 async fn room_close_closes_every_peer_then_the_room() {
-    let room = Room::new();
+    let room = HeldRoom::new("").await;
     let mut raws = Vec::new();
     let mut peers = Vec::new();
     for id in ["a", "b", "c"] {
         let (t, raw) = pair();
-        peers.push(room.create_peer(id, t, (), PeerConfig::default()).unwrap());
+        peers.push(
+            room.create_peer(id, t, (), PeerConfig::default())
+                .await
+                .unwrap(),
+        );
         raws.push(raw);
     }
     let waiter = tokio::spawn({
         let room = room.clone();
         async move { room.closed().await }
     });
+    // An admission that has its place when the room closes.
+    let late = room.rooms.admit(room.id(), "d").reserve().await.unwrap();
     room.close();
     room.close(); // no effect
     waiter.await.unwrap();
@@ -168,24 +185,31 @@ async fn room_close_closes_every_peer_then_the_room() {
 
     // A closed room takes no new peer, and closes its transport.
     let (t, mut raw) = pair();
-    let result = room.create_peer("d", t, (), PeerConfig::default());
+    let result = late.join(t, ());
     assert!(matches!(result, Err(CoreError::RoomClosed)));
     assert_eq!(recv_close(&mut raw).await.code, Some(4000));
 }
 
 #[tokio::test]
 async fn broadcast_encodes_once_and_skips_the_excluded() {
-    let room = Room::new();
+    let room = HeldRoom::new("").await;
     let mut recorders = Vec::new();
     let mut peers = Vec::new();
     for id in ["a", "b", "c", "d"] {
         let (t, recorder) = recording();
-        peers.push(room.create_peer(id, t, (), PeerConfig::default()).unwrap());
+        peers.push(
+            room.create_peer(id, t, (), PeerConfig::default())
+                .await
+                .unwrap(),
+        );
         recorders.push(recorder);
     }
     let sent = room
-        .broadcast("chat", &json!({"text": "hi"}), &["b", "nobody"])
-        .unwrap();
+        .to_all()
+        .except(["b", "nobody"])
+        .notify("chat", &json!({"text": "hi"}))
+        .unwrap()
+        .delivered;
     assert_eq!(sent, 3);
     let frames: Vec<Vec<Frame>> = recorders.iter().map(|r| r.frames()).collect();
     assert!(frames[1].is_empty(), "b is excluded");
@@ -202,22 +226,29 @@ async fn broadcast_encodes_once_and_skips_the_excluded() {
 
     // Closed peers are skipped.
     peers[2].0.close();
-    assert_eq!(room.broadcast_frame(first, &[]), 3);
+    assert_eq!(room.to_all().send_frame(first).delivered, 3);
     assert_eq!(recorders[2].close_code(), Some(4000));
     assert_eq!(recorders[2].frames().len(), 1);
-    assert_eq!(room.broadcast("x", &(), &["a", "b", "c", "d"]).unwrap(), 0);
+    assert_eq!(
+        room.to_all()
+            .except(["a", "b", "c", "d"])
+            .notify("x", &())
+            .unwrap()
+            .delivered,
+        0
+    );
 }
 
 #[tokio::test]
 async fn broadcast_of_unencodable_data_is_an_error() {
-    let room: Room = Room::new();
+    let room: HeldRoom = HeldRoom::new("").await;
     let data = std::collections::BTreeMap::from([(vec![1u8], 1)]);
-    assert!(room.broadcast("x", &data, &[]).is_err());
+    assert!(room.to_all().notify("x", &data).is_err());
 }
 
 #[tokio::test]
 async fn a_slow_peer_does_not_hold_up_the_others() {
-    let room = Room::new();
+    let room = HeldRoom::new("").await;
     // Two peers whose remotes read, one whose remote never reads and whose
     // queue holds about 2 KiB.
     let (fast1, mut raw1) = pair();
@@ -225,17 +256,25 @@ async fn a_slow_peer_does_not_hold_up_the_others() {
     let (slow, mut raw_slow) = memory::pair(2048);
     let _p1 = room
         .create_peer("fast1", fast1, (), PeerConfig::default())
+        .await
         .unwrap();
     let _p2 = room
         .create_peer("fast2", fast2, (), PeerConfig::default())
+        .await
         .unwrap();
     let (slow_peer, mut slow_events) = room
         .create_peer("slow", slow, (), PeerConfig::default())
+        .await
         .unwrap();
 
     let mut counts = Vec::new();
     for n in 0..100 {
-        counts.push(room.broadcast("n", &json!({"n": n}), &[]).unwrap());
+        counts.push(
+            room.to_all()
+                .notify("n", &json!({"n": n}))
+                .unwrap()
+                .delivered,
+        );
     }
     // The slow peer took a few, then overflowed and was closed as a slow
     // consumer; the broadcast went on to the others.
@@ -259,9 +298,12 @@ async fn a_slow_peer_does_not_hold_up_the_others() {
 
 #[tokio::test]
 async fn peers_of_a_dropped_room_keep_working() {
-    let room = Room::new();
+    let room = HeldRoom::new("").await;
     let (a, mut raw) = pair();
-    let (peer, _events) = room.create_peer("p", a, (), PeerConfig::default()).unwrap();
+    let (peer, _events) = room
+        .create_peer("p", a, (), PeerConfig::default())
+        .await
+        .unwrap();
     drop(room);
     peer.notify("n", &()).unwrap();
     assert!(recv_text(&mut raw).await.contains("\"n\""));

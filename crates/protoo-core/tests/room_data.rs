@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protoo_core::{CoreError, ErrorData, PeerEvent, Rooms};
+use protoo_core::{CoreError, ErrorData, Joined, PeerEvent, RoomSetup, Rooms};
 use protoo_transport::{Transport, memory};
 use tokio::sync::Semaphore;
 
@@ -34,7 +34,7 @@ async fn setup_runs_once_under_100_concurrent_first_joiners() {
     let gate = Arc::new(Semaphore::new(0));
     let rooms: Rooms<(), String> = Rooms::builder().setup({
         let (calls, gate) = (calls.clone(), gate.clone());
-        move |room_id: String| {
+        move |RoomSetup { room_id, .. }: RoomSetup| {
             let (calls, gate) = (calls.clone(), gate.clone());
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -53,7 +53,10 @@ async fn setup_runs_once_under_100_concurrent_first_joiners() {
         clients.push(client_side);
         let rooms = rooms.clone();
         joins.push(tokio::spawn(async move {
-            rooms.join("r", format!("p{n}"), server_side, ()).await
+            rooms
+                .admit("r", format!("p{n}"))
+                .join(server_side, ())
+                .await
         }));
     }
     // While the setup runs there is no room yet.
@@ -61,7 +64,7 @@ async fn setup_runs_once_under_100_concurrent_first_joiners() {
     gate.add_permits(1);
     let mut held = Vec::new();
     for join in joins {
-        let (room, peer, events) = join.await.unwrap().expect("joined");
+        let Joined { room, peer, events } = join.await.unwrap().expect("joined");
         assert_eq!(room.data(), "router of r");
         held.push((room, peer, events));
     }
@@ -77,7 +80,9 @@ async fn a_failing_setup_fails_every_waiter_and_the_next_join_runs_it_again() {
     let gate = Arc::new(Semaphore::new(0));
     let rooms: Rooms<(), u32> = Rooms::builder().setup({
         let (calls, gate) = (calls.clone(), gate.clone());
-        move |_room_id: String| {
+        move |RoomSetup {
+                  room_id: _room_id, ..
+              }: RoomSetup| {
             let (calls, gate) = (calls.clone(), gate.clone());
             async move {
                 let call = calls.fetch_add(1, Ordering::SeqCst);
@@ -100,7 +105,10 @@ async fn a_failing_setup_fails_every_waiter_and_the_next_join_runs_it_again() {
         clients.push(client_side);
         let rooms = rooms.clone();
         joins.push(tokio::spawn(async move {
-            rooms.join("r", format!("p{n}"), server_side, ()).await
+            rooms
+                .admit("r", format!("p{n}"))
+                .join(server_side, ())
+                .await
         }));
     }
     tokio::task::yield_now().await;
@@ -125,27 +133,36 @@ async fn a_failing_setup_fails_every_waiter_and_the_next_join_runs_it_again() {
     // The next admission runs the setup anew.
     gate.add_permits(1);
     let (server_side, _client_side) = pair();
-    let (room, _peer, _events) = rooms.join("r", "late", server_side, ()).await.unwrap();
+    let Joined {
+        room,
+        peer: _peer,
+        events: _events,
+    } = rooms
+        .admit("r", "late")
+        .join(server_side, ())
+        .await
+        .unwrap();
     assert_eq!(*room.data(), 7);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
 async fn a_setup_that_panics_fails_with_500() {
-    let rooms: Rooms<(), u32> = Rooms::builder().setup(|room_id: String| async move {
-        if room_id == "boom" {
-            panic!("setup panicked on purpose");
-        }
-        Ok::<_, ErrorData>(1)
-    });
+    let rooms: Rooms<(), u32> =
+        Rooms::builder().setup(|RoomSetup { room_id, .. }: RoomSetup| async move {
+            if room_id == "boom" {
+                panic!("setup panicked on purpose");
+            }
+            Ok::<_, ErrorData>(1)
+        });
     let (server_side, _client_side) = pair();
-    match rooms.join("boom", "p", server_side, ()).await {
+    match rooms.admit("boom", "p").join(server_side, ()).await {
         Err(CoreError::RoomSetup(error)) => assert_eq!(error.code(), Some(500)),
         other => panic!("expected a 500, got {:?}", other.map(|_| ())),
     }
     assert!(rooms.is_empty());
     let (server_side, _client_side) = pair();
-    assert!(rooms.join("fine", "p", server_side, ()).await.is_ok());
+    assert!(rooms.admit("fine", "p").join(server_side, ()).await.is_ok());
 }
 
 #[tokio::test]
@@ -153,7 +170,7 @@ async fn room_data_is_dropped_after_the_last_peer() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let rooms: Rooms<(), Router> = Rooms::builder().setup({
         let log = log.clone();
-        move |room_id: String| {
+        move |RoomSetup { room_id, .. }: RoomSetup| {
             let log = log.clone();
             async move { Ok::<_, ErrorData>(Router { name: room_id, log }) }
         }
@@ -163,7 +180,11 @@ async fn room_data_is_dropped_after_the_last_peer() {
     for id in ["alice", "bob"] {
         let (server_side, client_side) = pair();
         clients.push(client_side);
-        let (room, peer, mut events) = rooms.join("r", id, server_side, ()).await.unwrap();
+        let Joined {
+            room,
+            peer,
+            mut events,
+        } = rooms.admit("r", id).join(server_side, ()).await.unwrap();
         let log = log.clone();
         // The application's per-peer loop holds the room until its peer's
         // events end.
@@ -201,13 +222,23 @@ async fn an_empty_room_is_kept_for_its_grace() {
         .empty_room_grace(Duration::from_secs(10))
         .setup({
             let calls = calls.clone();
-            move |_room_id: String| {
+            move |RoomSetup {
+                      room_id: _room_id, ..
+                  }: RoomSetup| {
                 let call = calls.fetch_add(1, Ordering::SeqCst);
                 async move { Ok::<_, ErrorData>(call) }
             }
         });
     let (server_side, client_side) = pair();
-    let (room, peer, _events) = rooms.join("r", "alice", server_side, ()).await.unwrap();
+    let Joined {
+        room,
+        peer,
+        events: _events,
+    } = rooms
+        .admit("r", "alice")
+        .join(server_side, ())
+        .await
+        .unwrap();
     peer.close();
     drop(client_side);
     // Empty, and still there within the grace.
@@ -216,7 +247,15 @@ async fn an_empty_room_is_kept_for_its_grace() {
     assert_eq!(rooms.get("r").as_ref(), Some(&room));
     // A peer that comes back finds the same room and data.
     let (server_side, client_side) = pair();
-    let (again, peer, _events) = rooms.join("r", "alice", server_side, ()).await.unwrap();
+    let Joined {
+        room: again,
+        peer,
+        events: _events,
+    } = rooms
+        .admit("r", "alice")
+        .join(server_side, ())
+        .await
+        .unwrap();
     assert_eq!(again, room);
     assert_eq!(*again.data(), 0);
     // It leaves again: the first emptiness's timer does not cut the second
@@ -238,7 +277,9 @@ async fn a_joiner_that_gives_up_during_the_setup_leaves_nothing_behind() {
     let done = Arc::new(tokio::sync::Notify::new());
     let rooms: Rooms<(), ()> = Rooms::builder().setup({
         let (gate, done) = (gate.clone(), done.clone());
-        move |_room_id: String| {
+        move |RoomSetup {
+                  room_id: _room_id, ..
+              }: RoomSetup| {
             let (gate, done) = (gate.clone(), done.clone());
             async move {
                 let _permit = gate
@@ -253,7 +294,7 @@ async fn a_joiner_that_gives_up_during_the_setup_leaves_nothing_behind() {
     let (server_side, _client_side) = pair();
     let waiting = tokio::time::timeout(
         Duration::from_millis(1),
-        rooms.join("r", "p", server_side, ()),
+        rooms.admit("r", "p").join(server_side, ()),
     );
     assert!(waiting.await.is_err(), "the setup is held");
     gate.add_permits(1);
@@ -262,11 +303,11 @@ async fn a_joiner_that_gives_up_during_the_setup_leaves_nothing_behind() {
     // notification to its completion without yielding): the room is
     // removed at once.
     assert!(rooms.is_empty());
-    // A reservation dropped unused gives its place back too.
-    let reservation = rooms.reserve("r").await.unwrap();
-    let room = reservation.room().clone();
+    // An admission dropped unused gives its place back too.
+    let ready = rooms.admit("r", "p").reserve().await.unwrap();
+    let room = ready.room().clone();
     assert_eq!(rooms.len(), 1);
-    drop(reservation);
+    drop(ready);
     room.closed().await;
     assert!(rooms.is_empty());
 }

@@ -1,4 +1,4 @@
-//! The rooms registry: atomic get-or-create, removal when empty, and the race
+//! The rooms registry: atomic find-or-create, removal when empty, and the race
 //! between a room's removal and a new peer joining it.
 
 mod common;
@@ -6,11 +6,11 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use protoo_core::{CoreError, DuplicatePolicy, Peer, PeerConfig, Room, Rooms};
+use protoo_core::{CoreError, DuplicatePolicy, Joined, Peer, Room, Rooms};
 use tokio::sync::Barrier;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn get_or_create_under_100_concurrent_callers_makes_one_room() {
+async fn hold_under_100_concurrent_callers_makes_one_room() {
     let rooms: Rooms = Rooms::new();
     let barrier = Arc::new(Barrier::new(100));
     let tasks: Vec<_> = (0..100)
@@ -18,13 +18,16 @@ async fn get_or_create_under_100_concurrent_callers_makes_one_room() {
             let (rooms, barrier) = (rooms.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                rooms.get_or_create("room").unwrap()
+                rooms.admit("room", "").hold().await.unwrap()
             })
         })
         .collect();
     let mut got = Vec::new();
+    let mut holds = Vec::new();
     for task in tasks {
-        got.push(task.await.unwrap());
+        let (room, hold) = task.await.unwrap();
+        got.push(room);
+        holds.push(hold);
     }
     assert_eq!(rooms.len(), 1);
     assert!(got.iter().all(|room| Room::ptr_eq(room, &got[0])));
@@ -33,7 +36,7 @@ async fn get_or_create_under_100_concurrent_callers_makes_one_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn create_peer_under_100_concurrent_callers_fills_one_room() {
+async fn admit_under_100_concurrent_callers_fills_one_room() {
     // mediasoup-demo queues room creation through an async queue to get
     // this; here concurrent joins need nothing.
     let rooms: Rooms = Rooms::new();
@@ -44,15 +47,10 @@ async fn create_peer_under_100_concurrent_callers_fills_one_room() {
             tokio::spawn(async move {
                 let (t, raw) = pair();
                 barrier.wait().await;
-                let (room, peer, events) = rooms
-                    .create_peer(
-                        "room",
-                        format!("peer-{i}"),
-                        t,
-                        (),
-                        PeerConfig::default(),
-                        DuplicatePolicy::Refuse,
-                    )
+                let Joined { room, peer, events } = rooms
+                    .admit("room", format!("peer-{i}"))
+                    .join(t, ())
+                    .await
                     .unwrap();
                 (room, peer, events, raw)
             })
@@ -73,26 +71,16 @@ async fn a_room_is_removed_and_closed_when_its_last_peer_leaves() {
     let rooms = Rooms::new();
     let (a, _raw_a) = pair();
     let (b, raw_b) = pair();
-    let (room, alice, _ae) = rooms
-        .create_peer(
-            "r",
-            "alice",
-            a,
-            (),
-            PeerConfig::default(),
-            DuplicatePolicy::Refuse,
-        )
-        .unwrap();
-    let (_, bob, mut bob_events) = rooms
-        .create_peer(
-            "r",
-            "bob",
-            b,
-            (),
-            PeerConfig::default(),
-            DuplicatePolicy::Refuse,
-        )
-        .unwrap();
+    let Joined {
+        room,
+        peer: alice,
+        events: _ae,
+    } = rooms.admit("r", "alice").join(a, ()).await.unwrap();
+    let Joined {
+        peer: bob,
+        events: mut bob_events,
+        ..
+    } = rooms.admit("r", "bob").join(b, ()).await.unwrap();
     assert_eq!(room.len(), 2);
 
     raw_b.close();
@@ -109,58 +97,51 @@ async fn a_room_is_removed_and_closed_when_its_last_peer_leaves() {
 }
 
 #[tokio::test]
-async fn a_room_emptied_under_a_caller_refuses_it_and_create_peer_retries() {
+async fn a_room_emptied_under_a_caller_is_refused_and_the_next_admission_gets_a_new_one() {
     let rooms = Rooms::new();
     let (a, _raw_a) = pair();
-    let (_, alice, _ae) = rooms
-        .create_peer(
-            "r",
-            "alice",
-            a,
-            (),
-            PeerConfig::default(),
-            DuplicatePolicy::Refuse,
-        )
-        .unwrap();
+    let Joined {
+        peer: alice,
+        events: _ae,
+        ..
+    } = rooms.admit("r", "alice").join(a, ()).await.unwrap();
     // A caller gets the room...
-    let stale = rooms.get_or_create("r").unwrap();
+    let stale = rooms.get("r").unwrap();
     // ...and its last peer leaves before the caller adds one.
     alice.close();
     stale.closed().await;
 
-    // Adding through the stale handle is refused (and the transport closed).
+    // An admission whose room closes under it is refused (and the
+    // transport closed).
+    let ready = rooms.admit("r", "bob").reserve().await.unwrap();
+    ready.room().close();
     let (b, mut raw_b) = pair();
-    let result = stale.create_peer("bob", b, (), PeerConfig::default());
+    let result = ready.join(b, ());
     assert!(matches!(result, Err(CoreError::RoomClosed)));
     assert_eq!(recv_close(&mut raw_b).await.code, Some(4000));
 
     // Through the registry, get-or-create and admission are one step.
     let (c, _raw_c) = pair();
-    let (room, bob, _be) = rooms
-        .create_peer(
-            "r",
-            "bob",
-            c,
-            (),
-            PeerConfig::default(),
-            DuplicatePolicy::Refuse,
-        )
-        .unwrap();
+    let Joined {
+        room,
+        peer: bob,
+        events: _be,
+    } = rooms.admit("r", "bob").join(c, ()).await.unwrap();
     assert!(!Room::ptr_eq(&room, &stale));
     assert_eq!(room.peer("bob"), Some(bob));
     assert_eq!(rooms.get("r"), Some(room));
 }
 
 #[tokio::test]
-async fn get_or_create_replaces_a_closed_room() {
+async fn a_hold_replaces_a_closed_room() {
     let rooms: Rooms = Rooms::new();
-    let first = rooms.get_or_create("r").unwrap();
+    let (first, _first_hold) = rooms.admit("r", "").hold().await.unwrap();
     first.close();
     assert!(rooms.get("r").is_none());
-    let second = rooms.get_or_create("r").unwrap();
+    let (second, _second_hold) = rooms.admit("r", "").hold().await.unwrap();
     assert!(!Room::ptr_eq(&first, &second));
     assert!(!second.is_closed());
-    // An empty room made by get_or_create stays until removed.
+    // An empty room held stays until removed.
     assert_eq!(rooms.len(), 1);
     assert_eq!(rooms.remove("r"), Some(second.clone()));
     assert!(second.is_closed() && rooms.is_empty());
@@ -171,38 +152,26 @@ async fn get_or_create_replaces_a_closed_room() {
 async fn duplicate_policies_through_the_registry() {
     let rooms = Rooms::new();
     let (a, _raw_a) = pair();
-    let (room, old, mut old_events) = rooms
-        .create_peer(
-            "r",
-            "p",
-            a,
-            1,
-            PeerConfig::default(),
-            DuplicatePolicy::Refuse,
-        )
-        .unwrap();
+    let Joined {
+        room,
+        peer: old,
+        events: mut old_events,
+    } = rooms.admit("r", "p").join(a, 1).await.unwrap();
     let (b, mut raw_b) = pair();
-    let refused = rooms.create_peer(
-        "r",
-        "p",
-        b,
-        2,
-        PeerConfig::default(),
-        DuplicatePolicy::Refuse,
-    );
+    let refused = rooms.admit("r", "p").join(b, 2).await;
     assert!(matches!(refused, Err(CoreError::DuplicateId(_))));
     assert_eq!(recv_close(&mut raw_b).await.code, Some(4000));
 
     let (c, _raw_c) = pair();
-    let (same_room, new, _new_events) = rooms
-        .create_peer(
-            "r",
-            "p",
-            c,
-            3,
-            PeerConfig::default(),
-            DuplicatePolicy::Replace,
-        )
+    let Joined {
+        room: same_room,
+        peer: new,
+        events: _new_events,
+    } = rooms
+        .admit("r", "p")
+        .policy(DuplicatePolicy::Replace)
+        .join(c, 3)
+        .await
         .unwrap();
     assert!(Room::ptr_eq(&room, &same_room));
     until_closed(&mut old_events).await;
@@ -213,14 +182,7 @@ async fn duplicate_policies_through_the_registry() {
     assert_eq!(rooms.get("r"), Some(room));
 
     let (d, mut raw_d) = pair();
-    let empty = rooms.create_peer(
-        "r2",
-        "",
-        d,
-        0,
-        PeerConfig::default(),
-        DuplicatePolicy::Refuse,
-    );
+    let empty = rooms.admit("r2", "").join(d, 0).await;
     assert!(matches!(empty, Err(CoreError::EmptyId)));
     assert_eq!(recv_close(&mut raw_d).await.code, Some(4000));
     assert!(rooms.get("r2").is_none(), "no room left behind");
@@ -239,15 +201,10 @@ async fn joins_and_leaves_racing_never_lose_a_peer() {
                 for round in 0..50 {
                     let (t, _raw) = pair();
                     let id = format!("{task}-{round}");
-                    let (room, peer, events) = rooms
-                        .create_peer(
-                            "busy",
-                            id.clone(),
-                            t,
-                            (),
-                            PeerConfig::default(),
-                            DuplicatePolicy::Refuse,
-                        )
+                    let Joined { room, peer, events } = rooms
+                        .admit("busy", id.clone())
+                        .join(t, ())
+                        .await
                         .expect("joined");
                     // While this peer is in it, its room stays open and
                     // registered.
@@ -273,16 +230,7 @@ async fn remove_and_close_all_close_the_peers() {
     let mut peers: Vec<(Peer, _, _)> = Vec::new();
     for room_id in ["r1", "r2", "r3"] {
         let (t, raw) = pair();
-        let (_, peer, events) = rooms
-            .create_peer(
-                room_id,
-                "p",
-                t,
-                (),
-                PeerConfig::default(),
-                DuplicatePolicy::Refuse,
-            )
-            .unwrap();
+        let Joined { peer, events, .. } = rooms.admit(room_id, "p").join(t, ()).await.unwrap();
         peers.push((peer, events, raw));
     }
     let mut ids = rooms.ids();

@@ -17,11 +17,7 @@
 //!     .duplicate_policy(DuplicatePolicy::Replace)
 //!     .cluster(cluster.clone())
 //!     .on_member_lost(|lost| {
-//!         protoo_core::codec::encode::notification(
-//!             "peerClosed",
-//!             &serde_json::json!({ "peerId": lost.peer_id }),
-//!         )
-//!         .ok()
+//!         Some(("peerClosed", serde_json::json!({ "peerId": lost.peer_id })))
 //!     })
 //!     .build();
 //! // ... serve peers with `rooms` ...
@@ -119,7 +115,7 @@ use std::sync::{Arc, Mutex};
 use protoo_core::cluster::{
     Admission, ClusterBackend, ClusterFuture, LocalNode, PeerMessage, PeerReply,
 };
-use protoo_core::{Frame, Payload, Presence};
+use protoo_core::{Frame, Payload, Presence, Target};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -355,8 +351,8 @@ impl ClusterBackend for RedisCluster {
         self.shared().member_removed(room_id, peer_id);
     }
 
-    fn broadcast(&self, room_id: &str, frame: &Frame, except: &[&str], listed_only: bool) {
-        self.shared().broadcast(room_id, frame, except, listed_only);
+    fn broadcast(&self, room_id: &str, frame: &Frame, target: &Target) {
+        self.shared().broadcast(room_id, frame, target);
     }
 
     fn presence(&self, room_id: &str) -> ClusterFuture<Option<Vec<Presence>>> {

@@ -2,7 +2,9 @@
 //! (a compact binary serde format; a frame is carried as raw bytes, and
 //! borrowed back out of the received buffer without a copy).
 
-use protoo_core::{ErrorData, Payload, RequestError};
+use std::borrow::Cow;
+
+use protoo_core::{ErrorData, Payload, RequestError, Target};
 use serde::{Deserialize, Serialize};
 
 /// A message on a room channel or a node channel.
@@ -12,9 +14,8 @@ pub(crate) enum Message<'a> {
     Broadcast {
         /// The sending node, which has delivered it to its own members.
         from: &'a str,
-        #[serde(borrow)]
-        except: Vec<&'a str>,
-        listed_only: bool,
+        /// Which peers it reaches, as the sender's core chose them.
+        target: Cow<'a, Target>,
         #[serde(with = "serde_bytes")]
         frame: &'a [u8],
     },
@@ -118,11 +119,13 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         let frame = br#"{"notification":true,"method":"chat","data":{}}"#;
+        let mut target = Target::default();
+        target.except = vec!["a".into(), "b".into()];
+        target.listed = true;
         let messages = [
             Message::Broadcast {
                 from: "n1",
-                except: vec!["a", "b"],
-                listed_only: true,
+                target: Cow::Owned(target),
                 frame,
             },
             Message::Replace {
@@ -156,6 +159,38 @@ mod tests {
             assert_eq!(decode(&bytes), Some(message));
         }
         assert_eq!(decode(b"\xff\xff\xff"), None);
+    }
+
+    #[test]
+    fn a_broadcast_target_travels_whole() {
+        let frame = br#"{"notification":true,"method":"n","data":{}}"#;
+        let mut targets = vec![Target::default()];
+        let mut target = Target::default();
+        target.except = vec!["alice".into(), "bob é".into()];
+        targets.push(target.clone());
+        target.listed = true;
+        targets.push(target.clone());
+        target.local = true;
+        targets.push(target);
+        for target in targets {
+            let bytes = encode(&Message::Broadcast {
+                from: "n1",
+                target: Cow::Borrowed(&target),
+                frame,
+            });
+            match decode(&bytes) {
+                Some(Message::Broadcast {
+                    from,
+                    target: received,
+                    frame: received_frame,
+                }) => {
+                    assert_eq!(from, "n1");
+                    assert_eq!(*received, target);
+                    assert_eq!(received_frame, frame);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

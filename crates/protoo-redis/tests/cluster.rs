@@ -64,6 +64,66 @@ async fn broadcasts_reach_every_other_member_once_in_order() {
     }
 }
 
+/// A broadcast's target (ids left out, listed peers only) chooses the same
+/// peers on every node; a local broadcast with a filter stays on its node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_target_chooses_the_same_peers_on_every_node() {
+    let redis = RedisServer::shared().await;
+    let (_prefix, nodes) = cluster::<2>(&redis).await;
+    // Listed (joined): sender, a (node 0); b, c (node 1). Not listed:
+    // quiet0 (node 0), quiet1 (node 1).
+    let sender = nodes[0].connect("r", "sender").await;
+    sender.join("S").await;
+    let mut a = nodes[0].connect("r", "a").await;
+    a.join("A").await;
+    let mut b = nodes[1].connect("r", "b").await;
+    b.join("B").await;
+    let mut c = nodes[1].connect("r", "c").await;
+    c.join("C").await;
+    let mut quiet0 = nodes[0].connect("r", "quiet0").await;
+    let mut quiet1 = nodes[1].connect("r", "quiet1").await;
+    a.expect_new_peers(&["b", "c"]).await;
+    b.expect_new_peer("c").await;
+
+    // Every listed peer but the sender and c: a here, b on the other node.
+    let answer = sender
+        .request(
+            "target",
+            &json!({ "except": ["sender", "c"], "listed": true, "data": { "n": 1 } }),
+        )
+        .await;
+    assert_eq!(answer, Ok(json!({ "delivered": 1 })), "a, on this node");
+    // This node's peers but a, through a filter: quiet0 only (the sender
+    // left out by id), nobody on the other node.
+    let answer = sender
+        .request(
+            "target",
+            &json!({ "except": ["sender"], "filterOut": "a", "data": { "n": 2 } }),
+        )
+        .await;
+    assert_eq!(answer, Ok(json!({ "delivered": 1 })), "quiet0");
+    // Then everybody but the sender, as a marker: what each got before it
+    // is what the targeted broadcasts gave it.
+    sender.broadcast(&json!({ "marker": true })).await;
+    for (client, expected) in [
+        (&mut a, vec![json!({ "n": 1 })]),
+        (&mut b, vec![json!({ "n": 1 })]),
+        (&mut c, vec![]),
+        (&mut quiet0, vec![json!({ "n": 2 })]),
+        (&mut quiet1, vec![]),
+    ] {
+        let mut got = Vec::new();
+        loop {
+            let data = client.expect("chat").await;
+            if data == json!({ "marker": true }) {
+                break;
+            }
+            got.push(data);
+        }
+        assert_eq!(got, expected);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_departure_reaches_every_node_and_join_no_longer_lists_it() {
     let redis = RedisServer::shared().await;
@@ -214,18 +274,10 @@ async fn no_key_mentions_a_room_once_its_last_peer_left() {
     b.peer.closed().await;
     // The removal is queued before the close reaches the client; one more
     // round trip on node 1's link (a presence read) orders after it.
-    let _ = nodes[1]
-        .rooms
-        .get_or_create("probe")
-        .unwrap()
-        .presence()
-        .await;
-    let _ = nodes[0]
-        .rooms
-        .get_or_create("probe")
-        .unwrap()
-        .presence()
-        .await;
+    let (probe, _hold) = nodes[1].rooms.admit("probe", "").hold().await.unwrap();
+    let _ = probe.presence().await;
+    let (probe, _hold) = nodes[0].rooms.admit("probe", "").hold().await.unwrap();
+    let _ = probe.presence().await;
     let keys = keys_of(&mut conn, &prefix).await;
     assert!(keys.iter().all(|k| !k.contains("room-x")), "{keys:?}");
     // A node that leaves in good order takes its keys with it.

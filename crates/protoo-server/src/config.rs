@@ -33,6 +33,14 @@ pub struct ServerConfig {
     /// Connections at most, counting those still in their handshake; beyond
     /// it a new connection is answered 503. Default: 20,000 (one process
     /// holds that many peers in a few hundred MB).
+    ///
+    /// A server also fits it to the process's file-descriptor limit: at
+    /// start the soft `RLIMIT_NOFILE` is raised to the hard limit where
+    /// allowed, and a cap above the limit minus a reserve (64 descriptors,
+    /// at most a quarter of the limit, for listeners, Redis, logs and the
+    /// 503 answers) is lowered to fit, with a warning. Past the cap, a
+    /// connection is answered 503 rather than left waiting for a
+    /// descriptor.
     pub max_connections: usize,
     /// Connection requests waiting for the application's
     /// [`next_request`](crate::WebSocketServer::next_request); beyond it new

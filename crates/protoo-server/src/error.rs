@@ -11,7 +11,13 @@ pub enum ServerError {
     /// Completing the WebSocket upgrade failed.
     #[error(transparent)]
     Transport(#[from] protoo_transport::TransportError),
-    /// Admitting the peer failed (empty or duplicate id, room closed).
+    /// The connection named no room or no peer (the query's `roomId` or
+    /// `peerId`, or an empty one): rejected with 400 before the upgrade.
+    /// Holds the missing parameter's name.
+    #[error("missing or empty {0}")]
+    MissingId(&'static str),
+    /// Admitting the peer failed (room setup failed, duplicate id, room
+    /// closed).
     #[error(transparent)]
     Core(#[from] protoo_core::CoreError),
     /// Binding or accepting failed.

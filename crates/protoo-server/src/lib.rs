@@ -9,48 +9,46 @@
 //! `axum` feature, is mounted on a route of an axum application), checks
 //! what protoo checks (the `protoo` subprotocol: 403 without it) plus what a
 //! public server needs (origin allow-list, connection limit, handshake
-//! timeout, size limits), and hands each connection to the application as a
-//! [`ConnectionRequest`] to accept or reject: protoo's `connectionrequest`
-//! event. An accepted connection becomes a [`Transport`], usually admitted
-//! straight into a [`Room`].
+//! timeout, size limits), and [serves](WebSocketServer::serve) each
+//! connection to the application's handler as a [`ConnectionRequest`] to
+//! accept or reject: protoo's `connectionrequest` event.
+//! [`ConnectionRequest::admit`] puts the connection straight into a
+//! [`Room`] of a [`Rooms`] registry; [`ConnectionRequest::accept`] gives a
+//! bare [`Transport`] for a peer outside any room.
 //!
 //! # A room server in a few lines
 //!
 //! ```no_run
-//! use protoo_server::{DuplicatePolicy, PeerConfig, PeerEvent, Rooms, ServerConfig, WebSocketServer};
+//! use protoo_server::{DuplicatePolicy, PeerEvent, Rooms, ServerConfig, WebSocketServer};
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let mut server = WebSocketServer::bind("127.0.0.1:4443", ServerConfig::default()).await?;
-//!     let rooms: Rooms = Rooms::new();
-//!     while let Some(request) = server.next_request().await {
-//!         let (Some(room_id), Some(peer_id)) = (request.query_param("roomId"), request.query_param("peerId")) else {
-//!             request.reject(400, "missing roomId or peerId");
-//!             continue;
-//!         };
+//!     let server = WebSocketServer::bind("127.0.0.1:4443", ServerConfig::default()).await?;
+//!     let rooms: Rooms = Rooms::builder().duplicate_policy(DuplicatePolicy::Replace).build();
+//!     let handle = server.serve(move |request| {
 //!         let rooms = rooms.clone();
-//!         tokio::spawn(async move {
-//!             let Ok((room, peer, mut events)) = request
-//!                 .accept_into_rooms(&rooms, &room_id, peer_id, (), PeerConfig::default(), DuplicatePolicy::Replace)
-//!                 .await
-//!             else {
+//!         async move {
+//!             // The query's roomId and peerId (400 without them).
+//!             let Ok(joined) = request.admit(&rooms).join(()).await else {
 //!                 return;
 //!             };
+//!             let (room, peer, mut events) = (joined.room, joined.peer, joined.events);
 //!             while let Some(event) = events.next().await {
 //!                 match event {
 //!                     PeerEvent::Request(request) if request.method() == "chat" => {
-//!                         let _ = room.broadcast("chat", request.payload(), &[peer.id()]);
+//!                         let _ = room.to_all().except_peer(&peer).notify("chat", request.payload());
 //!                         request.accept(&());
 //!                     }
 //!                     PeerEvent::Request(request) => request.reject(404, "unknown method"),
 //!                     PeerEvent::Notification(_) => {}
 //!                     PeerEvent::Closed(_) => {
-//!                         let _ = room.broadcast("peerClosed", &serde_json::json!({ "peerId": peer.id() }), &[]);
+//!                         let _ = room.to_all().notify("peerClosed", &serde_json::json!({ "peerId": peer.id() }));
 //!                     }
 //!                 }
 //!             }
-//!         });
-//!     }
+//!         }
+//!     });
+//!     handle.stopped().await;
 //!     Ok(())
 //! }
 //! ```
@@ -73,7 +71,9 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod admit;
 mod config;
+mod descriptors;
 mod error;
 pub mod metrics;
 mod request;
@@ -87,9 +87,10 @@ pub mod axum;
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use protoo_transport::ws::tls;
 
+pub use admit::ServerAdmit;
 pub use config::ServerConfig;
 pub use error::ServerError;
-pub use request::{ConnectionRequest, Opening};
+pub use request::ConnectionRequest;
 pub use server::{SHUTDOWN_REASON, ServerHandle, WebSocketServer};
 
 pub use protoo_codec as codec;
@@ -97,13 +98,16 @@ pub use protoo_core as core;
 pub use protoo_transport as transport;
 
 pub use protoo_codec::{ErrorData, Frame, Id, Method, Payload};
+pub use protoo_core::handler;
 pub use protoo_core::{
-    Broadcast, BroadcastReport, CoreError, DuplicatePolicy, IncomingNotification, IncomingRequest,
-    IntoErrorData, Joined, Peer, PeerConfig, PeerError, PeerEvent, PeerEvents, Presence,
-    RequestError, Reservation, Room, Rooms, RoomsBuilder,
+    Broadcast, BroadcastReport, Context, CoreError, DuplicatePolicy, IncomingNotification,
+    IncomingRequest, IntoErrorData, Joined, LocalBroadcast, Member, Members, Peer, PeerConfig,
+    PeerError, PeerEvent, PeerEvents, Presence, RequestError, Room, RoomHold, RoomSetup, Rooms,
+    RoomsBuilder, Target,
 };
 pub use protoo_transport::ws::{self, WsConfig};
 pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, close_code};
+pub use protoo_transport::{log, remote_warn};
 
 /// The workspace README's code, compiled as a doc test so it stays true.
 #[cfg(doctest)]

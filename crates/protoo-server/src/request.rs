@@ -1,20 +1,13 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 
 use http::HeaderMap;
-use protoo_core::{
-    CoreError, DuplicatePolicy, Joined, Peer, PeerConfig, PeerEvents, Reservation, Room, Rooms,
-};
 use protoo_transport::Transport;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::ServerError;
-
-/// An admission in progress, boxed (see [`ConnectionRequest::accept`]).
-type Admission<'a, T> = Pin<Box<dyn Future<Output = Result<T, ServerError>> + Send + 'a>>;
 
 /// A transport whose client has not yet seen the WebSocket open, and what
 /// opens it.
@@ -31,12 +24,12 @@ pub(crate) enum Decision {
 /// Lets the client see its WebSocket open (the `101 Switching Protocols`
 /// goes out): [`Opening::open`], or dropping it, which does the same.
 ///
-/// Given by [`ConnectionRequest::accept_pending`] with a transport that
-/// exists before the client can send or receive on it: put the peer in its
-/// room first, and anything sent to the room after the client's `open`
+/// Given by `ConnectionRequest::accept_pending` with a transport that
+/// exists before the client can send or receive on it: the peer is put in
+/// its room first, and anything sent to the room after the client's `open`
 /// reaches it. Frames sent to the transport before it opens are queued.
 #[derive(Debug)]
-pub struct Opening(Option<oneshot::Sender<()>>);
+pub(crate) struct Opening(Option<oneshot::Sender<()>>);
 
 impl Opening {
     pub(crate) fn new() -> (Opening, oneshot::Receiver<()>) {
@@ -45,7 +38,7 @@ impl Opening {
     }
 
     /// Opens the connection now.
-    pub fn open(mut self) {
+    pub(crate) fn open(mut self) {
         if let Some(open) = self.0.take() {
             let _ = open.send(());
         }
@@ -68,8 +61,10 @@ pub(crate) struct RequestHead {
 /// The server has already checked what every protoo server checks (a valid
 /// WebSocket upgrade, the `protoo` subprotocol, the origin allow-list, the
 /// connection limit); the application decides the rest from the path,
-/// query, headers and address: [`accept`](ConnectionRequest::accept) it or
-/// [`reject`](ConnectionRequest::reject) it, once. The decision may take a
+/// query, headers and address, once: [`admit`](ConnectionRequest::admit) it
+/// into a room, [`accept`](ConnectionRequest::accept) it (a bare transport,
+/// for a peer outside any room), or [`reject`](ConnectionRequest::reject)
+/// it. The decision may take a
 /// while (an authentication lookup), within the handshake timeout; a
 /// request dropped undecided is answered 500, and one left undecided past
 /// the timeout 503.
@@ -135,7 +130,12 @@ impl ConnectionRequest {
         self.head.tls
     }
 
-    fn decide(&mut self, decision: Decision) -> bool {
+    /// When the handshake times out.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.head.deadline
+    }
+
+    pub(crate) fn decide(&mut self, decision: Decision) -> bool {
         match self.reply.take() {
             Some(reply) => reply.send(decision).is_ok(),
             None => false,
@@ -146,9 +146,13 @@ impl ConnectionRequest {
     /// returns the peer's transport. Fails if the handshake timeout passed
     /// first or the connection broke.
     ///
-    /// Like every `accept*` method, it returns a boxed future: what the
-    /// handshake holds is freed once it is done, instead of sizing the
-    /// application's per-connection task for the peer's whole life.
+    /// For a peer outside any room ([`Peer::new`](protoo_core::Peer::new));
+    /// a peer that joins a room is admitted with
+    /// [`ConnectionRequest::admit`] instead.
+    ///
+    /// It returns a boxed future: what the handshake holds is freed once it
+    /// is done, instead of sizing the application's per-connection task for
+    /// the peer's whole life.
     pub fn accept(self) -> impl Future<Output = Result<Transport, ServerError>> + Send {
         Box::pin(async move {
             let (transport, opening) = self.accept_pending().await?;
@@ -159,119 +163,15 @@ impl ConnectionRequest {
 
     /// Accepts, but holds the client's WebSocket open back: returns the
     /// peer's transport and the [`Opening`] that lets the client see it
-    /// open. Put the peer where it belongs (its room) before opening, and
-    /// nothing sent there after the client's `open` misses it, as with
-    /// protoo-server. The `accept_into*` and `accept_join` methods do this.
-    pub async fn accept_pending(mut self) -> Result<(Transport, Opening), ServerError> {
+    /// open. The admission ([`ConnectionRequest::admit`]) puts the peer in
+    /// its room before opening, so nothing sent there after the client's
+    /// `open` misses it, as with protoo-server.
+    pub(crate) async fn accept_pending(mut self) -> Result<(Transport, Opening), ServerError> {
         let (tx, rx) = oneshot::channel();
         if !self.decide(Decision::Accept(tx)) {
             return Err(ServerError::HandshakeTimeout);
         }
         rx.await.unwrap_or(Err(ServerError::HandshakeTimeout))
-    }
-
-    /// Accepts and admits the peer into `room` with `peer_id`, before the
-    /// client sees its connection open; see [`Room::create_peer_with`].
-    pub fn accept_into<'a, D: Send + Sync + 'static, R: Send + Sync + 'static>(
-        self,
-        room: &'a Room<D, R>,
-        peer_id: impl Into<String>,
-        data: D,
-        config: PeerConfig,
-        policy: DuplicatePolicy,
-    ) -> impl Future<Output = Result<(Peer<D>, PeerEvents), ServerError>> + Send + 'a {
-        let peer_id = peer_id.into();
-        Box::pin(async move {
-            let (transport, opening) = self.accept_pending().await?;
-            let admitted = room.create_peer_with(peer_id, transport, data, config, policy);
-            opening.open();
-            Ok(admitted?)
-        })
-    }
-
-    /// Accepts and admits the peer into the room `room_id` of `rooms`
-    /// (waiting for the room's setup first), before the client sees its
-    /// connection open; see [`Rooms::join`].
-    ///
-    /// A room whose setup fails rejects the connection with the setup
-    /// error's code as the HTTP status (500 when it is not one) and its
-    /// reason; one whose setup outlasts the handshake timeout, with 503.
-    pub fn accept_into_rooms<'a, D: Send + Sync + 'static, R: Send + Sync + 'static>(
-        self,
-        rooms: &'a Rooms<D, R>,
-        room_id: &'a str,
-        peer_id: impl Into<String>,
-        data: D,
-        config: PeerConfig,
-        policy: DuplicatePolicy,
-    ) -> impl Future<Output = Result<Joined<D, R>, ServerError>> + Send + 'a {
-        let peer_id = peer_id.into();
-        self.admit(rooms, room_id, peer_id, data, Some((config, policy)))
-    }
-
-    /// [`ConnectionRequest::accept_into_rooms`] with the registry's
-    /// defaults ([`Rooms::builder`]).
-    pub fn accept_join<'a, D: Send + Sync + 'static, R: Send + Sync + 'static>(
-        self,
-        rooms: &'a Rooms<D, R>,
-        room_id: &'a str,
-        peer_id: impl Into<String>,
-        data: D,
-    ) -> impl Future<Output = Result<Joined<D, R>, ServerError>> + Send + 'a {
-        let peer_id = peer_id.into();
-        self.admit(rooms, room_id, peer_id, data, None)
-    }
-
-    /// Waits for the room, accepts, joins (with `settings`, or the
-    /// registry's defaults), then opens.
-    fn admit<'a, D: Send + Sync + 'static, R: Send + Sync + 'static>(
-        mut self,
-        rooms: &'a Rooms<D, R>,
-        room_id: &'a str,
-        peer_id: String,
-        data: D,
-        settings: Option<(PeerConfig, DuplicatePolicy)>,
-    ) -> Admission<'a, Joined<D, R>> {
-        Box::pin(async move {
-            let reservation = self.reserve(rooms, room_id).await?;
-            let (transport, opening) = self.accept_pending().await?;
-            let admitted = match settings {
-                Some((config, policy)) => {
-                    reservation.join_with(peer_id, transport, data, config, policy)
-                }
-                None => reservation.join(peer_id, transport, data),
-            };
-            opening.open();
-            Ok(admitted?)
-        })
-    }
-
-    /// Waits for the room (its setup), within the handshake timeout;
-    /// rejects the connection when it cannot be had.
-    async fn reserve<D: Send + Sync + 'static, R: Send + Sync + 'static>(
-        &mut self,
-        rooms: &Rooms<D, R>,
-        room_id: &str,
-    ) -> Result<Reservation<D, R>, ServerError> {
-        let reserved = tokio::time::timeout_at(self.head.deadline, rooms.reserve(room_id)).await;
-        let (status, reason, error) = match reserved {
-            Ok(Ok(reservation)) => return Ok(reservation),
-            Ok(Err(CoreError::RoomSetup(error))) => {
-                tracing::debug!(room_id, %error, "room setup failed: connection rejected");
-                let status = error.code().filter(|code| (400..600).contains(code));
-                let reason = error.reason().unwrap_or_else(|| "room setup failed".into());
-                let error = ServerError::Core(CoreError::RoomSetup(error));
-                (status.unwrap_or(500), reason, error)
-            }
-            Ok(Err(error)) => (500, error.to_string(), ServerError::Core(error)),
-            Err(_) => (
-                503,
-                "room setup timed out".to_owned(),
-                ServerError::HandshakeTimeout,
-            ),
-        };
-        self.decide(Decision::Reject(status, reason));
-        Err(error)
     }
 
     /// Rejects with an HTTP `status` and `reason` (protoo's

@@ -1,19 +1,21 @@
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protoo_transport::ws::read_upgrade_request;
+use protoo_transport::ws::{ServerTransport, read_upgrade_request};
 use protoo_transport::{FrameSink, Tracker, TrackerGuard, Transport, close_code};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
+use crate::descriptors::{self, AcceptErrors};
 use crate::request::{Decision, Opening, Pending, RequestHead};
 use crate::{ConnectionRequest, ServerConfig, ServerError};
 
@@ -23,53 +25,49 @@ pub const SHUTDOWN_REASON: &str = "server shutting down";
 /// How long writing an HTTP rejection may take before the socket is dropped.
 const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long a connection answered 503 over the connection limit is read
-/// (and what it sends discarded) before it is closed, as the transport does
-/// for its rejections.
-const REJECT_LINGER: Duration = Duration::from_secs(1);
-
 /// A protoo WebSocket server: protoo-server's `WebSocketServer`.
 ///
 /// [`bind`](WebSocketServer::bind) listens on a TCP address (or, with the
 /// `tls` feature, [`bind_tls`](WebSocketServer::bind_tls) serves `wss://`);
 /// the `axum` feature mounts the same server on a route of an existing axum
 /// application instead. Every connection that passes the protocol checks
-/// becomes a [`ConnectionRequest`] that the application takes with
-/// [`next_request`](WebSocketServer::next_request) and accepts or rejects.
-///
-/// Dropping the server [stops](ServerHandle::stop) it: nobody is left to
-/// take connection requests, so it stops accepting (and closes its
-/// listener); connections already accepted go on.
+/// becomes a [`ConnectionRequest`]; [`serve`](WebSocketServer::serve) runs
+/// the application's handler on each, in a task of its own, and the
+/// handler accepts or rejects it.
 ///
 /// ```
-/// use protoo_server::{Peer, PeerEvent, ServerConfig, WebSocketServer};
+/// use protoo_server::{ConnectionRequest, Peer, PeerEvent, ServerConfig, WebSocketServer};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut server = WebSocketServer::bind("127.0.0.1:0", ServerConfig::default()).await?;
+/// let server = WebSocketServer::bind("127.0.0.1:0", ServerConfig::default()).await?;
 /// println!("listening on ws://{}/", server.local_addr());
-/// # let handle = server.handle();
-/// # tokio::spawn(async move { handle.shutdown().await });
-/// while let Some(request) = server.next_request().await {
+/// let handle = server.serve(|request: ConnectionRequest| async move {
 ///     let Some(peer_id) = request.query_param("peerId") else {
-///         request.reject(400, "missing peerId");
-///         continue;
+///         return request.reject(400, "missing peerId");
 ///     };
-///     tokio::spawn(async move {
-///         let transport = request.accept().await?;
-///         let (_peer, mut events) = Peer::new(peer_id, transport, (), Default::default())?;
-///         while let Some(event) = events.next().await {
-///             if let PeerEvent::Request(request) = event {
-///                 let data = request.payload().clone();
-///                 request.accept(&data); // an echo server
-///             }
+///     let Ok(transport) = request.accept().await else { return };
+///     let Ok((_peer, mut events)) = Peer::new(peer_id, transport, (), Default::default()) else {
+///         return;
+///     };
+///     while let Some(event) = events.next().await {
+///         if let PeerEvent::Request(request) = event {
+///             let data = request.payload().clone();
+///             request.accept(&data); // an echo server
 ///         }
-///         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-///     });
-/// }
+///     }
+/// });
+/// # handle.shutdown().await;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// [`next_request`](WebSocketServer::next_request) (or the server as a
+/// [`Stream`](futures_core::Stream)) takes the requests one by one instead,
+/// for tests and applications that want their own loop. Dropping a server
+/// that is not serving [stops](ServerHandle::stop) it: nobody is left to
+/// take connection requests, so it stops accepting (and closes its
+/// listener); connections already accepted go on.
 pub struct WebSocketServer {
     local_addr: Option<SocketAddr>,
     requests: mpsc::Receiver<ConnectionRequest>,
@@ -164,7 +162,9 @@ impl WebSocketServer {
 
     /// A server with no listener of its own, fed by a mount on another HTTP
     /// server (the `axum` feature).
-    pub(crate) fn unbound(config: ServerConfig) -> Self {
+    pub(crate) fn unbound(mut config: ServerConfig) -> Self {
+        // What the descriptor limit allows, said once here when lowered.
+        config.max_connections = descriptors::connection_cap(config.max_connections);
         let (tx, rx) = mpsc::channel(config.request_backlog.max(1));
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -190,8 +190,33 @@ impl WebSocketServer {
         self.local_addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into())
     }
 
+    /// Serves: runs `handler` on every connection request, each in a task
+    /// of its own, until the server stops ([`ServerHandle::stop`] or
+    /// [`ServerHandle::shutdown`] on the returned handle). The handler
+    /// accepts or rejects its request (one left undecided is answered 500)
+    /// and usually goes on to run the peer: its task lasts as long as it
+    /// likes. Tasks run in the caller's tracing span.
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn serve<H, F>(mut self, handler: H) -> ServerHandle
+    where
+        H: Fn(ConnectionRequest) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = self.handle();
+        let handler = Arc::new(handler);
+        let requests = async move {
+            while let Some(request) = self.requests.recv().await {
+                tokio::spawn(handler(request).in_current_span());
+            }
+        };
+        tokio::spawn(requests.in_current_span());
+        handle
+    }
+
     /// The next connection request, or `None` once the server has stopped
-    /// and every request was handed out.
+    /// and every request was handed out. (Most applications
+    /// [`serve`](WebSocketServer::serve) instead.)
     pub async fn next_request(&mut self) -> Option<ConnectionRequest> {
         self.requests.recv().await
     }
@@ -326,6 +351,7 @@ enum Acceptor {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acceptor: Acceptor) {
     let mut stop = shared.stop.subscribe();
+    let mut errors = AcceptErrors::default();
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => break,
@@ -334,13 +360,15 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acceptor: Accep
         let (stream, remote_addr) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                // Out of file descriptors and the like: back off briefly
-                // instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+                // Out of file descriptors and the like: back off instead of
+                // spinning, and log once in a while.
+                tokio::select! {
+                    _ = stop.wait_for(|stopped| *stopped) => break,
+                    () = errors.failed(&error) => continue,
+                }
             }
         };
+        errors.accepted();
         let _ = stream.set_nodelay(true);
         let counted = shared.enter();
         let span = tracing::debug_span!("connection", remote = %remote_addr);
@@ -409,7 +437,7 @@ async fn connection<S>(
         crate::metrics::upgrade_rejected(503);
         // A stopping server does not wait for the linger.
         tokio::select! {
-            () = answer_over_limit(stream) => {}
+            () = descriptors::answer_over_limit(stream) => {}
             _ = shared.stopped_accepting() => {}
         }
         return;
@@ -424,7 +452,7 @@ async fn connection<S>(
     let upgrade = match read {
         Ok(Ok(upgrade)) => upgrade,
         Ok(Err(error)) => {
-            tracing::debug!(%error, "bad upgrade request");
+            tracing::debug!(error = %protoo_transport::log::Remote(&error), "bad upgrade request");
             return;
         }
         Err(_) => {
@@ -442,7 +470,8 @@ async fn connection<S>(
             crate::metrics::upgrade_rejected(invalid.status);
         }
         // Answered by the transport (400, or 426 for another version).
-        let _ = timeout_at(deadline, upgrade.accept(&config.ws)).await;
+        let refuse = ServerTransport::builder(&config.ws).accept(upgrade);
+        let _ = timeout_at(deadline, refuse).await;
         return;
     }
     let head = RequestHead {
@@ -456,11 +485,16 @@ async fn connection<S>(
         Decision::Accept(give) => {
             let guard = shared.connection_guard(counted);
             let id = guard.id;
-            let accepted = upgrade.accept_pending(&shared.config.ws);
+            let accepted = ServerTransport::builder(&shared.config.ws)
+                .guard(guard)
+                .accept_pending(upgrade);
             let (pending, opened) = match timeout_at(deadline, accepted).await {
                 Ok(Ok((transport, pending))) => {
                     let (opening, opened) = Opening::new();
-                    hand_over(give, Ok((shared.register(id, transport), opening)));
+                    hand_over(
+                        give,
+                        Ok((shared.register(id, transport, Some(remote_addr)), opening)),
+                    );
                     (pending, opened)
                 }
                 Ok(Err(error)) => return hand_over(give, Err(ServerError::Transport(error))),
@@ -470,7 +504,7 @@ async fn connection<S>(
             // drops the opening); at the deadline the client is answered
             // regardless.
             let _ = timeout_at(deadline, opened).await;
-            let open = pending.open_holding(guard);
+            let open = pending.open();
             if tokio::time::timeout(REJECT_WRITE_TIMEOUT, open)
                 .await
                 .is_err()
@@ -479,49 +513,11 @@ async fn connection<S>(
             }
         }
         Decision::Reject(status, reason) => {
-            tracing::debug!(status, %reason, "connection request rejected");
+            tracing::debug!(status, reason = %protoo_transport::log::Remote(&reason), "connection request rejected");
             let _ =
                 tokio::time::timeout(REJECT_WRITE_TIMEOUT, upgrade.reject(status, &reason)).await;
         }
     }
-}
-
-/// Answers a connection over the limit with 503 before reading its
-/// request, then lingers like the transport's other rejections: the write
-/// side is shut down (the client sees the answer, then the end) and input
-/// is discarded until the client closes, for at most [`REJECT_LINGER`].
-/// Closing at once, with the client's request unread or still arriving,
-/// would reset the connection and the client could lose the answer.
-async fn answer_over_limit<S>(mut stream: S)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let answer = async {
-        stream
-            .write_all(
-                b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
-                  Content-Type: text/plain; charset=utf-8\r\n\
-                  X-WebSocket-Reject-Reason: too many connections\r\n\
-                  Content-Length: 20\r\n\r\ntoo many connections",
-            )
-            .await?;
-        stream.shutdown().await
-    };
-    if !matches!(
-        tokio::time::timeout(REJECT_WRITE_TIMEOUT, answer).await,
-        Ok(Ok(()))
-    ) {
-        return;
-    }
-    let drain = async {
-        let mut scratch = [0u8; 256];
-        while let Ok(n) = stream.read(&mut scratch).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(REJECT_LINGER, drain).await;
 }
 
 /// The checks every connection request passes (origin, subprotocol, server
@@ -553,7 +549,7 @@ async fn checks_and_decision(
         .get(http::header::ORIGIN)
         .and_then(|o| o.to_str().ok());
     if !shared.config.origin_allowed(origin) {
-        tracing::debug!(?origin, "origin not allowed");
+        tracing::debug!(origin = %protoo_transport::log::Remote(origin.unwrap_or_default()), "origin not allowed");
         return reject(403, "origin not allowed");
     }
     if !wants_protoo {
@@ -632,7 +628,12 @@ impl Shared {
     /// at shutdown (at once if the shutdown already closed every peer), and
     /// has its requests counted for the grace period. A connection that has
     /// already ended (its guard dropped) is not registered.
-    pub(crate) fn register(&self, id: u64, transport: Transport) -> Transport {
+    pub(crate) fn register(
+        &self,
+        id: u64,
+        transport: Transport,
+        remote_addr: Option<SocketAddr>,
+    ) -> Transport {
         {
             let mut live = self.lock_live();
             let closing = self.closing.load(Ordering::Acquire);
@@ -642,7 +643,11 @@ impl Shared {
                 None => {}
             }
         }
-        transport.with_request_tracker(self.in_flight.clone())
+        let transport = transport.with_request_tracker(self.in_flight.clone());
+        match remote_addr {
+            Some(addr) => transport.with_remote_addr(addr),
+            None => transport,
+        }
     }
 
     /// Whether the server stopped accepting.

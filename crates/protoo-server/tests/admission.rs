@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use protoo_server::{
-    DuplicatePolicy, ErrorData, PeerConfig, PeerEvent, PeerEvents, Rooms, ServerConfig,
-    WebSocketServer,
+    Context, DuplicatePolicy, ErrorData, Joined, PeerConfig, PeerEvent, PeerEvents, RoomSetup,
+    Rooms, ServerAdmit, ServerConfig, ServerError, WebSocketServer,
 };
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -25,12 +25,8 @@ fn admit_all<R: Send + Sync + 'static>(mut server: WebSocketServer, rooms: Rooms
         while let Some(request) = server.next_request().await {
             let rooms = rooms.clone();
             tokio::spawn(async move {
-                let room_id = request.query_param("roomId").unwrap_or_default();
-                let peer_id = request.query_param("peerId").unwrap_or_default();
-                if let Ok((_room, _peer, events)) =
-                    request.accept_join(&rooms, &room_id, peer_id, ()).await
-                {
-                    drain(events).await;
+                if let Ok(joined) = request.admit(&rooms).join(()).await {
+                    drain(joined.events).await;
                 }
             });
         }
@@ -55,7 +51,7 @@ fn gated_rooms(
     let (calls, gate) = (calls.clone(), gate.clone());
     Rooms::builder()
         .duplicate_policy(DuplicatePolicy::Replace)
-        .setup(move |room_id: String| {
+        .setup(move |RoomSetup { room_id, .. }: RoomSetup| {
             let (calls, gate) = (calls.clone(), gate.clone());
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -167,4 +163,159 @@ async fn through_the_axum_mount_too() {
     let rooms: Rooms = Rooms::with_defaults(PeerConfig::default(), DuplicatePolicy::Replace);
     admit_all(server, rooms.clone());
     in_the_room_before_the_open(addr, "/", &rooms).await;
+}
+
+/// Admits the next connection request with `admit`'s overrides, handing
+/// back what the admission gave.
+async fn admit_next<R, F>(
+    server: &mut WebSocketServer,
+    rooms: &Rooms<(), R>,
+    overrides: F,
+) -> tokio::task::JoinHandle<Result<Joined<(), R>, ServerError>>
+where
+    R: Send + Sync + 'static,
+    F: for<'a> FnOnce(ServerAdmit<'a, (), R>) -> ServerAdmit<'a, (), R> + Send + 'static,
+{
+    let request = next_request(server).await;
+    let rooms = rooms.clone();
+    tokio::spawn(async move { overrides(request.admit(&rooms)).join(()).await })
+}
+
+#[tokio::test]
+async fn a_missing_or_empty_id_is_rejected_with_400_before_the_upgrade() {
+    let (mut server, addr) = server(ServerConfig::default()).await;
+    let rooms: Rooms = Rooms::new();
+    for (target, missing) in [
+        ("/?peerId=p", "roomId"),
+        ("/?roomId=&peerId=p", "roomId"),
+        ("/?roomId=r", "peerId"),
+        ("/?roomId=r&peerId=", "peerId"),
+        ("/", "roomId"),
+    ] {
+        let request = upgrade_request(addr, target, Some("protoo"), &[]);
+        let refusal = tokio::spawn(refused(addr, request));
+        let admitted = admit_next(&mut server, &rooms, |admit| admit).await;
+        match admitted.await.unwrap() {
+            Err(ServerError::MissingId(name)) => assert_eq!(name, missing, "{target}"),
+            other => panic!("{target}: expected MissingId, got {:?}", other.map(|_| ())),
+        }
+        let refusal = refusal.await.unwrap();
+        assert_eq!(refusal.status, 400, "{target}");
+        let reason = format!("missing or empty {missing}");
+        assert_eq!(refusal.reason_header.as_deref(), Some(reason.as_str()));
+    }
+    // An empty override is no id either.
+    let request = upgrade_request(addr, "/?roomId=r&peerId=p", Some("protoo"), &[]);
+    let refusal = tokio::spawn(refused(addr, request));
+    let admitted = admit_next(&mut server, &rooms, |admit| admit.peer("")).await;
+    assert!(matches!(
+        admitted.await.unwrap(),
+        Err(ServerError::MissingId("peerId"))
+    ));
+    assert_eq!(refusal.await.unwrap().status, 400);
+    assert!(rooms.is_empty(), "no room made for a rejected connection");
+}
+
+#[tokio::test]
+async fn room_and_peer_overrides_replace_the_query() {
+    let (mut server, addr) = server(ServerConfig::default()).await;
+    let rooms: Rooms = Rooms::new();
+    // No ids in the query at all: the application names them.
+    let opened = tokio::spawn(async move { client(addr, "/lobby/alice").await });
+    let admitted = admit_next(&mut server, &rooms, |admit| {
+        admit.room("lobby").peer("alice")
+    })
+    .await;
+    let joined = admitted.await.unwrap().expect("admitted");
+    let _client = opened.await.unwrap();
+    assert_eq!((joined.room.id(), joined.peer.id()), ("lobby", "alice"));
+    assert!(
+        rooms
+            .get("lobby")
+            .is_some_and(|room| room.has_peer("alice"))
+    );
+
+    // Overrides win over the query.
+    let opened = tokio::spawn(async move { client(addr, "/?roomId=x&peerId=y").await });
+    let admitted = admit_next(&mut server, &rooms, |admit| {
+        admit
+            .room("lobby")
+            .peer("bob")
+            .policy(DuplicatePolicy::Refuse)
+            .config(PeerConfig::default())
+    })
+    .await;
+    let joined = admitted.await.unwrap().expect("admitted");
+    let _client = opened.await.unwrap();
+    assert_eq!((joined.room.id(), joined.peer.id()), ("lobby", "bob"));
+    assert!(rooms.get("x").is_none());
+}
+
+#[tokio::test]
+async fn the_setup_sees_the_query_or_the_given_context() {
+    let (mut server, addr) = server(ServerConfig::default()).await;
+    let rooms: Rooms<(), String> = Rooms::builder().setup(|setup: RoomSetup| async move {
+        let params: Vec<String> = setup
+            .context
+            .params()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        Ok::<_, ErrorData>(params.join("&"))
+    });
+    // By default, the query's parameters, percent-decoded.
+    let target = "/?roomId=r1&peerId=p&consumerReplicas=2&name=a%20b";
+    let opened = tokio::spawn(async move { client(addr, target).await });
+    let joined = admit_next(&mut server, &rooms, |admit| admit)
+        .await
+        .await
+        .unwrap()
+        .expect("admitted");
+    let _client = opened.await.unwrap();
+    assert_eq!(
+        joined.room.data(),
+        "roomId=r1&peerId=p&consumerReplicas=2&name=a b"
+    );
+
+    // A context given by the application replaces it.
+    let opened = tokio::spawn(async move { client(addr, "/?roomId=r2&peerId=p&x=1").await });
+    let joined = admit_next(&mut server, &rooms, |admit| {
+        admit.context(Context::new().with_param("claims", "alice"))
+    })
+    .await
+    .await
+    .unwrap()
+    .expect("admitted");
+    let _client = opened.await.unwrap();
+    assert_eq!(joined.room.data(), "claims=alice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_setup_that_outlasts_the_handshake_timeout_is_rejected_with_503() {
+    let (mut server, addr) =
+        server(ServerConfig::default().with_handshake_timeout(std::time::Duration::from_secs(5)))
+            .await;
+    let gate = Arc::new(Semaphore::new(0));
+    let rooms: Rooms<(), ()> = Rooms::builder().setup({
+        let gate = gate.clone();
+        move |_: RoomSetup| {
+            let gate = gate.clone();
+            async move {
+                let _permit = gate
+                    .acquire()
+                    .await
+                    .map_err(|_| ErrorData::new(500, "gate"))?;
+                Ok::<_, ErrorData>(())
+            }
+        }
+    });
+    let request = upgrade_request(addr, "/?roomId=r&peerId=p", Some("protoo"), &[]);
+    let refusal = tokio::spawn(refused(addr, request));
+    let admitted = admit_next(&mut server, &rooms, |admit| admit).await;
+    assert!(matches!(
+        admitted.await.unwrap(),
+        Err(ServerError::HandshakeTimeout)
+    ));
+    // The admission and the server's own wait for a decision share the
+    // handshake deadline: whichever answers, the client gets 503.
+    assert_eq!(refusal.await.unwrap().status, 503);
 }

@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use protoo_server::transport::{FrameSink, memory};
-use protoo_server::{DuplicatePolicy, Frame, PeerConfig, Room, Rooms, Transport, TransportError};
+use protoo_server::{DuplicatePolicy, Frame, Joined, Room, Rooms, Transport, TransportError};
 
 /// Forwards to a memory transport's sink, and records whether the peer was
 /// still in its room when the transport was asked to close.
@@ -69,12 +69,15 @@ fn observing(
 #[tokio::test]
 async fn a_closed_peer_leaves_its_room_before_the_close_is_sent() {
     let slot = Arc::new(OnceLock::new());
-    let room: Room = Room::new();
+    let rooms: Rooms = Rooms::new();
+    let (room, _hold) = rooms.admit("r", "").hold().await.unwrap();
     slot.set(room.clone()).unwrap();
     let (transport, _client_side, seen) = observing("a", &slot);
-    let (peer, _events) = room
-        .create_peer("a", transport, (), PeerConfig::default())
-        .unwrap();
+    let Joined {
+        peer,
+        events: _events,
+        ..
+    } = rooms.admit("r", "a").join(transport, ()).await.unwrap();
     assert!(room.has_peer("a"));
 
     peer.close();
@@ -92,15 +95,15 @@ async fn a_kicked_peer_can_reconnect_at_once_under_the_refuse_policy() {
     let rooms: Rooms = Rooms::new();
     let slot = Arc::new(OnceLock::new());
     let (transport, _client_side, seen) = observing("a", &slot);
-    let (room, peer, _events) = rooms
-        .create_peer(
-            "r",
-            "a",
-            transport,
-            (),
-            PeerConfig::default(),
-            DuplicatePolicy::Refuse,
-        )
+    let Joined {
+        room,
+        peer,
+        events: _events,
+    } = rooms
+        .admit("r", "a")
+        .policy(DuplicatePolicy::Refuse)
+        .join(transport, ())
+        .await
         .unwrap();
     slot.set(room).unwrap();
     peer.close();

@@ -10,7 +10,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use protoo_server::transport::Inbound;
 use protoo_server::{
-    CoreError, DuplicatePolicy, Frame, Initiator, PeerConfig, PeerEvent, Room, Rooms, ServerConfig,
+    CoreError, DuplicatePolicy, Frame, Initiator, Joined, PeerEvent, Room, Rooms, ServerConfig,
     ServerError, close_code,
 };
 use serde_json::json;
@@ -477,21 +477,23 @@ async fn the_application_sees_path_query_headers_origin_and_address() {
 }
 
 #[tokio::test]
-async fn accept_into_a_room() {
+async fn admit_into_a_room() {
     let (mut server, addr) = server(ServerConfig::default()).await;
-    let room: Room<String> = Room::with_id("lobby");
+    let rooms: Rooms<String> = Rooms::new();
+    let (room, _hold) = rooms.admit("lobby", "").hold().await.unwrap();
 
     let first = tokio::spawn(async move { client(addr, "/?peerId=alice").await });
     let request = next_request(&mut server).await;
-    let (peer, mut events) = guard(
-        "accept_into",
-        request.accept_into(
-            &room,
-            "alice",
-            "Alice".to_owned(),
-            PeerConfig::default(),
-            DuplicatePolicy::Refuse,
-        ),
+    let Joined {
+        peer, mut events, ..
+    } = guard(
+        "admit",
+        request
+            .admit(&rooms)
+            .room("lobby")
+            .peer("alice")
+            .policy(DuplicatePolicy::Refuse)
+            .join("Alice".to_owned()),
     )
     .await
     .expect("admitted");
@@ -517,14 +519,13 @@ async fn accept_into_a_room() {
     let second = tokio::spawn(async move { client(addr, "/?peerId=alice").await });
     let request = next_request(&mut server).await;
     let refused = guard(
-        "accept_into",
-        request.accept_into(
-            &room,
-            "alice",
-            "Alice 2".to_owned(),
-            PeerConfig::default(),
-            DuplicatePolicy::Refuse,
-        ),
+        "admit",
+        request
+            .admit(&rooms)
+            .room("lobby")
+            .peer("alice")
+            .policy(DuplicatePolicy::Refuse)
+            .join("Alice 2".to_owned()),
     )
     .await;
     match refused {
@@ -541,7 +542,7 @@ async fn accept_into_a_room() {
 }
 
 #[tokio::test]
-async fn accept_into_rooms_creates_and_removes_rooms() {
+async fn admit_creates_and_removes_rooms() {
     let (mut server, addr) = server(ServerConfig::default()).await;
     let rooms: Rooms = Rooms::new();
 
@@ -551,18 +552,12 @@ async fn accept_into_rooms_creates_and_removes_rooms() {
         let target = format!("/?roomId=r1&peerId={peer_id}");
         let client = tokio::spawn(async move { client(addr, &target).await });
         let request = next_request(&mut server).await;
-        let room_id = request.query_param("roomId").unwrap();
-        let peer_id = request.query_param("peerId").unwrap();
-        let (room, peer, events) = guard(
-            "accept_into_rooms",
-            request.accept_into_rooms(
-                &rooms,
-                &room_id,
-                peer_id,
-                (),
-                PeerConfig::default(),
-                DuplicatePolicy::Replace,
-            ),
+        let Joined { room, peer, events } = guard(
+            "admit",
+            request
+                .admit(&rooms)
+                .policy(DuplicatePolicy::Replace)
+                .join(()),
         )
         .await
         .expect("admitted");

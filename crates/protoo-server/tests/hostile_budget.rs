@@ -19,7 +19,8 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use protoo_server::core::{OVER_BUDGET_CODE, OVER_BUDGET_REASON, RATE_LIMITED_CODE, Rate};
 use protoo_server::transport::{Inbound, memory};
 use protoo_server::{
-    DuplicatePolicy, Peer, PeerConfig, PeerEvent, PeerEvents, RequestError, Rooms, ServerConfig,
+    DuplicatePolicy, Joined, Peer, PeerConfig, PeerEvent, PeerEvents, RequestError, Rooms,
+    ServerConfig,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -395,15 +396,12 @@ async fn one_sender_in_a_room_of_1000_makes_the_server_send_at_most_its_limit_ti
     let delivered = Arc::new(AtomicU64::new(0));
     for i in 0..MEMBERS {
         let (server_end, mut client_end) = memory::pair(1 << 20);
-        let (_, _, events) = rooms
-            .create_peer(
-                "big",
-                format!("m{i}"),
-                server_end,
-                (),
-                limited.clone(),
-                DuplicatePolicy::Refuse,
-            )
+        let Joined { events, .. } = rooms
+            .admit("big", format!("m{i}"))
+            .config(limited.clone())
+            .policy(DuplicatePolicy::Refuse)
+            .join(server_end, ())
+            .await
             .unwrap();
         // Members send nothing: no loop for their events.
         events.detach();
@@ -421,22 +419,26 @@ async fn one_sender_in_a_room_of_1000_makes_the_server_send_at_most_its_limit_ti
         });
     }
     let (server_end, client_end) = memory::pair(16 << 20);
-    let (room, sender, mut events) = rooms
-        .create_peer(
-            "big",
-            "sender",
-            server_end,
-            (),
-            limited,
-            DuplicatePolicy::Refuse,
-        )
+    let Joined {
+        room,
+        peer: sender,
+        mut events,
+    } = rooms
+        .admit("big", "sender")
+        .config(limited)
+        .policy(DuplicatePolicy::Refuse)
+        .join(server_end, ())
+        .await
         .unwrap();
     assert_eq!(room.len() as u64, MEMBERS + 1);
     // The room example's `broadcast`: every other member gets `chat`.
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
             if let PeerEvent::Request(request) = event {
-                let result = room.broadcast("chat", request.payload(), &[sender.id()]);
+                let result = room
+                    .to_all()
+                    .except_peer(&sender)
+                    .notify("chat", request.payload());
                 request.respond(result.map(|_| json!({})));
             }
         }

@@ -351,10 +351,12 @@ async fn ten_thousand_names_and_ids_keep_the_series_bounded() {
     let mut remotes: Vec<Transport> = Vec::new();
     for n in 0..10_000u32 {
         let (local, remote) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-        let (_room, _peer, mut events) = rooms
-            .join(&format!("room-{n}"), format!("peer-{n}"), local, ())
+        let mut events = rooms
+            .admit(format!("room-{n}"), format!("peer-{n}"))
+            .join(local, ())
             .await
-            .expect("join");
+            .expect("join")
+            .events;
         tokio::spawn(async move {
             while let Some(event) = events.next().await {
                 match event {

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use common::*;
 use protoo_server::{
-    DuplicatePolicy, Initiator, Peer, PeerConfig, PeerEvent, PeerEvents, Room, ServerConfig,
+    DuplicatePolicy, Initiator, Peer, PeerEvent, PeerEvents, Room, Rooms, ServerConfig,
     ServerHandle, TransportError, WsConfig, close_code, ws,
 };
 use protoo_testkit::protoo_case::{
@@ -35,30 +35,30 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let (mut server, addr) = server(ServerConfig::default()).await;
     let handle = server.handle();
-    let room: Room = Room::new();
+    let rooms: Rooms = Rooms::new();
+    let (room, hold) = rooms.admit("r", "").hold().await.unwrap();
     let (tx, admitted) = mpsc::unbounded_channel();
     tokio::spawn({
-        let room = room.clone();
         async move {
+            // The room stays open when empty, as protoo's does.
+            let _hold = hold;
             while let Some(request) = server.next_request().await {
                 let peer_id = request.query_param("peerId").unwrap_or_default();
                 if peer_id == "reject" {
                     request.reject(403, "Sorry!");
                     continue;
                 }
-                let (room, tx) = (room.clone(), tx.clone());
+                let (rooms, tx) = (rooms.clone(), tx.clone());
                 tokio::spawn(async move {
                     let admitted = request
-                        .accept_into(
-                            &room,
-                            peer_id,
-                            (),
-                            PeerConfig::default(),
-                            DuplicatePolicy::Refuse,
-                        )
+                        .admit(&rooms)
+                        .room("r")
+                        .peer(peer_id)
+                        .policy(DuplicatePolicy::Refuse)
+                        .join(())
                         .await;
                     if let Ok(admitted) = admitted {
-                        let _ = tx.send(admitted);
+                        let _ = tx.send((admitted.peer, admitted.events));
                     }
                 });
             }

@@ -5,6 +5,7 @@
 //!   (never a way to wait for something);
 //! - [`pair`] and the `expect_*` helpers: peers over in-memory transports,
 //!   and the next event of a peer, which must be of a given kind;
+//! - [`logs`]: what a test logs, captured (text or JSON lines);
 //! - [`protoo_case`]: protoo's own request and notification cases
 //!   (versatica/protoo's suite), run by the core's suite over memory
 //!   transports and by the server's over real WebSockets.
@@ -19,7 +20,11 @@ use std::time::Duration;
 use protoo_core::transport::{Transport, memory};
 use protoo_core::{CloseReason, IncomingNotification, IncomingRequest, PeerEvent, PeerEvents};
 
+mod held_room;
+pub mod logs;
 pub mod protoo_case;
+
+pub use held_room::HeldRoom;
 
 /// The longest one step of a test on real time may take (a failure guard).
 pub const GUARD: Duration = Duration::from_secs(10);

@@ -47,7 +47,7 @@
 //! socket.set_nodelay(true)?;
 //! let request = ws::read_upgrade_request(socket, &config).await?;
 //! assert!(request.wants_protoo());
-//! let mut server_side = request.accept(&config).await?;
+//! let mut server_side = ws::ServerTransport::builder(&config).accept(request).await?;
 //!
 //! let client = client.await??;
 //! client.send(Frame::from_static(r#"{"notification":true,"method":"hello","data":{}}"#))?;
@@ -130,6 +130,7 @@
 
 use std::fmt;
 use std::future::poll_fn;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -138,6 +139,7 @@ pub use protoo_codec::Frame;
 
 mod byte_queue;
 mod error;
+pub mod log;
 pub mod memory;
 pub mod metrics;
 mod queue;
@@ -288,6 +290,13 @@ pub trait FrameSink: Send + Sync + fmt::Debug + 'static {
             reason: "binary messages are not supported by this transport",
         })
     }
+
+    /// Told the remote's address by [`Transport::with_remote_addr`], so that
+    /// the warnings the transport itself logs about the remote count against
+    /// that address's budget ([`log`]). The default ignores it.
+    fn set_remote_addr(&self, addr: SocketAddr) {
+        let _ = addr;
+    }
 }
 
 /// The receiving half of a transport, owned by the one task that reads.
@@ -319,6 +328,7 @@ pub struct Transport {
     sink: Arc<dyn FrameSink>,
     stream: Box<dyn FrameStream>,
     requests: Option<Tracker>,
+    remote_addr: Option<SocketAddr>,
 }
 
 impl Transport {
@@ -328,6 +338,7 @@ impl Transport {
             sink: Arc::new(sink),
             stream: Box::new(stream),
             requests: None,
+            remote_addr: None,
         }
     }
 
@@ -337,6 +348,7 @@ impl Transport {
             sink,
             stream,
             requests: None,
+            remote_addr: None,
         }
     }
 
@@ -351,6 +363,23 @@ impl Transport {
     /// The tracker set by [`Transport::with_request_tracker`].
     pub fn request_tracker(&self) -> Option<&Tracker> {
         self.requests.as_ref()
+    }
+
+    /// Names the remote's address (the server side of a network transport
+    /// knows it from its accept): what the remote triggers in the logs is
+    /// then limited per address, across its reconnections ([`log`]);
+    /// without it, per connection.
+    pub fn with_remote_addr(self, addr: SocketAddr) -> Self {
+        self.sink.set_remote_addr(addr);
+        Transport {
+            remote_addr: Some(addr),
+            ..self
+        }
+    }
+
+    /// The address set by [`Transport::with_remote_addr`].
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
     }
 
     /// The two halves, to send from many tasks and read from one.
@@ -406,6 +435,7 @@ impl fmt::Debug for Transport {
             .field("sink", &self.sink)
             .field("stream", &self.stream)
             .field("requests", &self.requests)
+            .field("remote_addr", &self.remote_addr)
             .finish()
     }
 }

@@ -9,11 +9,11 @@
 //! [`read_upgrade_request`] reads the HTTP upgrade request from any byte
 //! stream (TCP, TLS) into an [`UpgradeRequest`] exposing path, query,
 //! headers, origin and offered subprotocols; the application decides,
-//! possibly asynchronously; [`UpgradeRequest::accept`] answers `101` with
-//! the `protoo` subprotocol and returns the [`Transport`](crate::Transport),
-//! or [`UpgradeRequest::reject`] answers an HTTP error status. A stream
-//! upgraded by an HTTP framework becomes a transport with
-//! [`from_upgraded`].
+//! possibly asynchronously; [`ServerTransport::builder`] accepts it
+//! (answers `101` with the `protoo` subprotocol and returns the
+//! [`Transport`](crate::Transport)), or [`UpgradeRequest::reject`] answers
+//! an HTTP error status. The same builder makes a transport over a stream
+//! upgraded by an HTTP framework.
 //!
 //! # Client side
 //!
@@ -105,7 +105,7 @@
 //!             return Err("rejected".into());
 //!         }
 //!         let peer_id = request.query_param("peerId");
-//!         let transport = request.accept(&config).await?;
+//!         let transport = ws::ServerTransport::builder(&config).accept(request).await?;
 //!         Ok::<_, Box<dyn std::error::Error + Send + Sync>>((peer_id, transport))
 //!     }
 //! });
@@ -143,8 +143,8 @@ pub use http;
 pub use client::{ClientOptions, connect, connect_with};
 pub use config::WsConfig;
 pub use server::{
-    PendingOpen, UpgradeRequest, from_upgrade, from_upgraded, from_upgraded_holding,
-    from_upgraded_with, query_param, read_upgrade_request,
+    PendingOpen, ServerTransport, ServerTransportBuilder, UpgradeRequest, query_param,
+    read_upgrade_request,
 };
 pub use upgrade::{InvalidUpgrade, offered_protocols, protoo_subprotocol, validate_upgrade};
 

@@ -75,7 +75,10 @@ async fn serve(listener: &tokio::net::TcpListener, n: usize, held: &mut Vec<Tran
         let (socket, _) = listener.accept().await.unwrap();
         socket.set_nodelay(true).unwrap();
         let request = ws::read_upgrade_request(socket, &config).await.unwrap();
-        let mut transport = request.accept(&config).await.unwrap();
+        let mut transport = ws::ServerTransport::builder(&config)
+            .accept(request)
+            .await
+            .unwrap();
         let Inbound::Text(text) = transport.recv().await else {
             panic!("closed")
         };

@@ -44,7 +44,10 @@ async fn wss_round_trip() {
             let request = ws::read_upgrade_request(stream, &config).await.unwrap();
             assert_eq!(request.query_param("peerId").as_deref(), Some("p1"));
             assert!(request.wants_protoo());
-            request.accept(&config).await.unwrap()
+            ws::ServerTransport::builder(&config)
+                .accept(request)
+                .await
+                .unwrap()
         }
     });
 

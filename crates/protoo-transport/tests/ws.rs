@@ -405,7 +405,10 @@ async fn upgrade_request_is_exposed_and_accepted() {
     assert!(request.wants_protoo());
     assert!(request.is_websocket_upgrade());
     assert!(request.leftover().is_empty());
-    let mut server = request.accept(&WsConfig::default()).await.unwrap();
+    let mut server = ws::ServerTransport::builder(&WsConfig::default())
+        .accept(request)
+        .await
+        .unwrap();
 
     let response = read_response(&mut client).await;
     assert!(
@@ -436,7 +439,10 @@ async fn bytes_after_the_head_are_kept() {
     let (_client, request) = raw_request(&raw, &WsConfig::default()).await;
     let request = request.await.unwrap().unwrap();
     assert_eq!(request.leftover().len(), 8);
-    let mut server = request.accept(&WsConfig::default()).await.unwrap();
+    let mut server = ws::ServerTransport::builder(&WsConfig::default())
+        .accept(request)
+        .await
+        .unwrap();
     assert_eq!(text(&mut server).await, "hi");
 }
 
@@ -447,7 +453,10 @@ async fn not_an_upgrade_is_answered_400_by_accept() {
     let request = request.await.unwrap().unwrap();
     assert!(!request.is_websocket_upgrade());
     assert_eq!(request.upgrade_error(), Some("missing Upgrade: websocket"));
-    let error = request.accept(&WsConfig::default()).await.unwrap_err();
+    let error = ws::ServerTransport::builder(&WsConfig::default())
+        .accept(request)
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, TransportError::Rejected { status: 400, .. }),
         "{error:?}"
@@ -463,11 +472,9 @@ async fn not_an_upgrade_is_answered_400_by_accept() {
 async fn other_websocket_version_is_answered_426() {
     let raw = UPGRADE.replace("Version: 13", "Version: 8");
     let (mut client, request) = raw_request(raw.as_bytes(), &WsConfig::default()).await;
-    let error = request
-        .await
-        .unwrap()
-        .unwrap()
-        .accept(&WsConfig::default())
+    let request = request.await.unwrap().unwrap();
+    let error = ws::ServerTransport::builder(&WsConfig::default())
+        .accept(request)
         .await
         .unwrap_err();
     assert!(matches!(
@@ -622,7 +629,10 @@ async fn extra_headers_reach_the_server() {
             .unwrap();
         let auth = request.headers()["authorization"].clone();
         let origin = request.origin().map(str::to_owned);
-        let transport = request.accept(&WsConfig::default()).await.unwrap();
+        let transport = ws::ServerTransport::builder(&WsConfig::default())
+            .accept(request)
+            .await
+            .unwrap();
         (auth, origin, transport)
     });
     let options = ClientOptions::new(format!("ws://{addr}/?peerId=x"))
@@ -682,7 +692,7 @@ async fn handshake_timeout_bounds_connect() {
 #[tokio::test]
 async fn transport_over_an_already_upgraded_stream() {
     let (server_io, client_io) = tokio::io::duplex(4096);
-    let mut server = ws::from_upgraded(server_io, &WsConfig::default()).await;
+    let mut server = ws::ServerTransport::builder(&WsConfig::default()).upgraded(server_io);
     let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
     client.send(Message::text("from client")).await.unwrap();
     assert_eq!(text(&mut server).await, "from client");

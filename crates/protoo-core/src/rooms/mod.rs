@@ -1,33 +1,31 @@
 //! The registry of rooms by id: [`Rooms`], built by [`RoomsBuilder`], and
-//! the two-step admission of [`Reservation`].
+//! the one way into its rooms, [`Rooms::admit`].
 //!
-//! `setup.rs` makes a room's data (at once, or by the application's async
-//! setup that runs once per room); `reservation.rs` holds a room's place for
-//! a peer about to join.
+//! `admit.rs` is the admission builder ([`Admit`], [`Joined`],
+//! [`RoomHold`], [`Context`]); `setup.rs` makes a room's data (at once, or
+//! by the application's async setup that runs once per room);
+//! `reservation.rs` holds a room's place for an admission.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protoo_transport::Transport;
-
 use crate::cluster::{ClusterBackend, LocalNode, NodeRooms, OnMemberLost};
 use crate::peer::lock;
 use crate::room::DuplicatePolicy;
-use crate::{CoreError, Peer, PeerConfig, PeerEvents, Room};
+use crate::{CoreError, PeerConfig, Room};
 
+mod admit;
 mod node;
 mod reservation;
 mod setup;
 
-pub use reservation::Reservation;
-
-/// A peer admitted into a room: the room, the peer, and the peer's events
-/// (what [`Rooms::join`] and [`Reservation::join`] give).
-pub type Joined<D = (), R = ()> = (Room<D, R>, Peer<D>, PeerEvents);
-pub use setup::RoomsBuilder;
+pub use admit::{Admit, Context, Joined, ReadyAdmit, RoomHold};
+use reservation::Reservation;
+pub(crate) use setup::OnClose;
 use setup::{Pending, Setup};
+pub use setup::{RoomSetup, RoomsBuilder};
 
 /// Rooms by id: created on demand, removed when their last peer leaves.
 ///
@@ -38,11 +36,12 @@ use setup::{Pending, Setup};
 /// arrive at once; they wait for it, and if it fails each of them gets its
 /// error.
 ///
-/// [`Rooms::join`] finds or creates the room and admits the peer with the
-/// registry's defaults (peer config, duplicate policy) in one step: the
-/// room cannot be removed in between. [`Rooms::reserve`] splits that step in
-/// two for a server that wants the room ready before it accepts the
-/// connection (`protoo_server`'s `ConnectionRequest::accept_join` does).
+/// [`Rooms::admit`] finds or creates the room and admits a peer
+/// ([`Admit::join`], with the registry's defaults unless overridden) in one
+/// step: the room cannot be removed in between. [`Admit::hold`] keeps a
+/// room open for a member that is not a protoo peer. When a room closes
+/// (its last member gone, [`Room::close`], [`Rooms::close_all`]), the
+/// [`RoomsBuilder::on_close`] hook runs once.
 ///
 /// Every operation on the registry is one short synchronous critical
 /// section: there is no window in which two callers could create two rooms
@@ -51,7 +50,7 @@ use setup::{Pending, Setup};
 /// here it needs none. Locks are always taken registry first, then room.
 ///
 /// ```
-/// use protoo_core::{DuplicatePolicy, PeerConfig, Rooms};
+/// use protoo_core::{DuplicatePolicy, Rooms};
 /// use protoo_transport::memory;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -59,11 +58,12 @@ use setup::{Pending, Setup};
 /// // Room data made once per room, asynchronously (here: a name).
 /// let rooms: Rooms<(), String> = Rooms::builder()
 ///     .duplicate_policy(DuplicatePolicy::Replace)
-///     .setup(|room_id: String| async move {
-///         Ok::<_, protoo_core::ErrorData>(format!("router for {room_id}"))
+///     .setup(|setup: protoo_core::RoomSetup| async move {
+///         Ok::<_, protoo_core::ErrorData>(format!("router for {}", setup.room_id))
 ///     });
 /// let (server_side, _client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-/// let (room, peer, _events) = rooms.join("room-1", "alice", server_side, ()).await?;
+/// let joined = rooms.admit("room-1", "alice").join(server_side, ()).await?;
+/// let (room, peer) = (joined.room, joined.peer);
 /// assert_eq!(room.data(), "router for room-1");
 /// assert_eq!(rooms.get("room-1"), Some(room.clone()));
 ///
@@ -80,7 +80,7 @@ pub struct Rooms<D = (), R = ()> {
 
 pub(crate) struct RegistryInner<D, R> {
     rooms: Mutex<HashMap<Arc<str>, Slot<D, R>>>,
-    /// What [`Rooms::join`] admits peers with.
+    /// What [`Rooms::admit`] admits peers with, unless overridden.
     config: PeerConfig,
     policy: DuplicatePolicy,
     /// How long an empty room stays before it is removed.
@@ -90,16 +90,16 @@ pub(crate) struct RegistryInner<D, R> {
     pub(crate) cluster: Option<Arc<dyn ClusterBackend>>,
     /// What is broadcast about a member lost with its node.
     on_member_lost: Option<OnMemberLost>,
+    /// Run once when one of the rooms closes.
+    on_close: Option<Arc<OnClose<D, R>>>,
 }
 
-/// What [`Rooms::try_reserve`] found.
+/// What `Rooms::try_reserve` found.
 enum Reserved<D: Send + Sync + 'static, R: Send + Sync + 'static> {
     /// A place in the ready room.
     Now(Reservation<D, R>),
     /// The room's setup is running: wait for it (and start it, if given).
     Wait(setup::Waiting<D, R>, Option<setup::Starter<D, R>>),
-    /// The setup would have to be waited for, and the caller cannot wait.
-    NotReady,
 }
 
 /// A room id's place in the registry.
@@ -135,7 +135,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
         };
         let grace = self.grace;
         tracing::debug!(
-            room_id = room.id(),
+            room_id = %protoo_transport::log::Remote(room.id()),
             ?grace,
             "room empty, kept for its grace"
         );
@@ -169,7 +169,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
             }
         };
         if let Some(Slot::Ready(removed)) = removed {
-            tracing::debug!(room_id = %removed.inner.id, "last peer left, room removed");
+            tracing::debug!(room_id = %protoo_transport::log::Remote(&removed.inner.id), "last peer left, room removed");
             removed.report_closed();
         }
     }
@@ -203,7 +203,7 @@ impl<D: Send + Sync + 'static> Rooms<D> {
         Rooms::builder().build()
     }
 
-    /// An empty registry whose [`Rooms::join`] admits peers with `config`
+    /// An empty registry whose [`Rooms::admit`] admits peers with `config`
     /// and `policy`: the admission settings, given once. Shorthand for
     /// [`Rooms::builder`].
     pub fn with_defaults(config: PeerConfig, policy: DuplicatePolicy) -> Self {
@@ -221,7 +221,11 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
         RoomsBuilder::new()
     }
 
-    fn from_parts(parts: setup::Parts, setup: Setup<R>) -> Self {
+    fn from_parts(
+        parts: setup::Parts,
+        setup: Setup<R>,
+        on_close: Option<Arc<OnClose<D, R>>>,
+    ) -> Self {
         let inner = Arc::new(RegistryInner {
             rooms: Mutex::new(HashMap::new()),
             config: parts.config,
@@ -230,6 +234,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
             setup,
             cluster: parts.cluster,
             on_member_lost: parts.on_member_lost,
+            on_close,
         });
         if let Some(cluster) = &inner.cluster {
             let weak: std::sync::Weak<dyn NodeRooms> = Arc::downgrade(&inner) as _;
@@ -244,7 +249,8 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
         self.inner.cluster.is_some()
     }
 
-    /// The peer settings and duplicate policy [`Rooms::join`] uses.
+    /// The peer settings and duplicate policy [`Rooms::admit`] uses unless
+    /// overridden.
     pub fn defaults(&self) -> (&PeerConfig, DuplicatePolicy) {
         (&self.inner.config, self.inner.policy)
     }
@@ -255,65 +261,47 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
         self.inner.grace
     }
 
-    /// Finds or creates the room `room_id` (waiting for its data's setup)
-    /// and admits a new peer into it with the registry's defaults: the
-    /// room cannot be removed in between.
-    ///
-    /// Fails with [`CoreError::RoomSetup`] if the room's setup failed, and
-    /// as [`Room::create_peer`] does otherwise; the transport is closed on
-    /// every failure.
-    pub async fn join(
-        &self,
-        room_id: &str,
-        peer_id: impl Into<String>,
-        transport: Transport,
-        data: D,
-    ) -> Result<Joined<D, R>, CoreError> {
-        match self.reserve(room_id).await {
-            Ok(reservation) => reservation.join(peer_id, transport, data),
-            Err(error) => {
-                transport.close();
-                Err(error)
-            }
-        }
-    }
-
     /// Finds or creates the room `room_id`, waits for its data's setup, and
     /// holds a place in it: the room is not removed for being empty while
-    /// the [`Reservation`] lives. Join with [`Reservation::join`].
+    /// the reservation lives.
     ///
-    /// Concurrent callers with one id share one room and one setup. A setup
-    /// that fails fails every caller waiting for it with
-    /// [`CoreError::RoomSetup`], and the next caller starts a new one.
-    /// Dropping the future stops only this caller's wait.
-    pub async fn reserve(&self, room_id: &str) -> Result<Reservation<D, R>, CoreError> {
-        match self.try_reserve(room_id, true) {
+    /// Concurrent callers with one id share one room and one setup, started
+    /// by the first of them with its `context`. A setup that fails fails
+    /// every caller waiting for it with [`CoreError::RoomSetup`], and the
+    /// next caller starts a new one. Dropping the future stops only this
+    /// caller's wait.
+    pub(crate) async fn reserve(
+        &self,
+        room_id: &str,
+        context: Context,
+    ) -> Result<Reservation<D, R>, CoreError> {
+        match self.try_reserve(room_id) {
             Reserved::Now(reservation) => Ok(reservation),
             Reserved::Wait(waiting, starter) => {
                 if let (Some(starter), Setup::Async(setup)) = (starter, &self.inner.setup) {
-                    starter.run(setup(room_id.to_owned()));
+                    starter.run(setup(RoomSetup {
+                        room_id: room_id.to_owned(),
+                        context,
+                    }));
                 }
                 waiting.outcome().await.map(Reservation::new)
             }
-            Reserved::NotReady => Err(CoreError::RoomNotReady),
         }
     }
 
     /// A place in the room `room_id` now, if its data is ready or made at
-    /// once; otherwise, when `may_wait`, a wait for its async setup (and
-    /// the setup to start, outside the registry's lock, if this call is its
-    /// first admission).
-    fn try_reserve(&self, room_id: &str, may_wait: bool) -> Reserved<D, R> {
+    /// once; otherwise a wait for its async setup (and the setup to start,
+    /// outside the registry's lock, if this call is its first admission).
+    fn try_reserve(&self, room_id: &str) -> Reserved<D, R> {
         let mut rooms = lock(&self.inner.rooms);
         let (reserved, replaced) = match rooms.get_mut(room_id) {
             Some(Slot::Ready(room)) if room.reserve() => {
                 (Reserved::Now(Reservation::new(room.clone())), None)
             }
-            Some(Slot::Pending(pending)) if may_wait => (
+            Some(Slot::Pending(pending)) => (
                 Reserved::Wait(pending.wait(&self.inner, room_id.into()), None),
                 None,
             ),
-            Some(Slot::Pending(_)) => (Reserved::NotReady, None),
             // No room, or one closed by its owner and not yet forgotten.
             _ => match &self.inner.setup {
                 Setup::Default(make) => {
@@ -321,12 +309,11 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
                     let replaced = rooms.insert(room_id.into(), Slot::Ready(room.clone()));
                     (Reserved::Now(Reservation::new(room)), replaced)
                 }
-                Setup::Async(_) if may_wait => {
+                Setup::Async(_) => {
                     let (pending, waiting, starter) = Pending::new(&self.inner, room_id.into());
                     let replaced = rooms.insert(room_id.into(), Slot::Pending(pending));
                     (Reserved::Wait(waiting, Some(starter)), replaced)
                 }
-                Setup::Async(_) => (Reserved::NotReady, None),
             },
         };
         drop(rooms);
@@ -341,31 +328,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
             room_id.into(),
             Arc::downgrade(&self.inner),
             self.inner.cluster.clone(),
+            self.inner.on_close.clone(),
             data,
             reserved,
         )
-    }
-
-    /// The open room with this id, created if there is none. Concurrent
-    /// callers with one id all get the same room.
-    ///
-    /// A room created here and never given a peer stays until
-    /// [`Rooms::remove`]: removal happens when a room's last peer leaves.
-    /// Fails with [`CoreError::RoomNotReady`] when the room's data has an
-    /// async setup that has not completed (use [`Rooms::reserve`]).
-    pub fn get_or_create(&self, room_id: &str) -> Result<Room<D, R>, CoreError> {
-        let mut rooms = lock(&self.inner.rooms);
-        match (rooms.get(room_id), &self.inner.setup) {
-            (Some(Slot::Ready(room)), _) if !room.is_closed() => Ok(room.clone()),
-            (Some(Slot::Pending(_)), _) | (_, Setup::Async(_)) => Err(CoreError::RoomNotReady),
-            (_, Setup::Default(make)) => {
-                let room = self.create(room_id, make(), 0);
-                let replaced = rooms.insert(room_id.into(), Slot::Ready(room.clone()));
-                drop(rooms);
-                drop(replaced);
-                Ok(room)
-            }
-        }
     }
 
     /// The room with this id, if there is one (and its data is ready).
@@ -374,34 +340,6 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
             .get(room_id)
             .and_then(Slot::ready)
             .cloned()
-    }
-
-    /// Finds or creates the room `room_id` and admits a new peer into it, in
-    /// one step, with the given config and policy; synchronous, so it fails
-    /// with [`CoreError::RoomNotReady`] where [`Rooms::join`] would wait for
-    /// an async setup.
-    ///
-    /// Refuses an empty peer id, and a duplicate one under
-    /// [`DuplicatePolicy::Refuse`], closing the transport, as
-    /// [`Room::create_peer`] does. Returns the room with the peer.
-    pub fn create_peer(
-        &self,
-        room_id: &str,
-        peer_id: impl Into<String>,
-        transport: Transport,
-        data: D,
-        config: PeerConfig,
-        policy: DuplicatePolicy,
-    ) -> Result<Joined<D, R>, CoreError> {
-        match self.try_reserve(room_id, false) {
-            Reserved::Now(reservation) => {
-                reservation.join_with(peer_id, transport, data, config, policy)
-            }
-            Reserved::Wait(..) | Reserved::NotReady => {
-                transport.close();
-                Err(CoreError::RoomNotReady)
-            }
-        }
     }
 
     /// Removes the room with this id and closes it (and its peers). A room

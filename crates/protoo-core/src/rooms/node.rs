@@ -9,7 +9,7 @@ use protoo_codec::Frame;
 use super::{RegistryInner, Slot};
 use crate::cluster::{ClusterFuture, LostMember, Member, NodeRooms, PeerMessage, PeerReply};
 use crate::peer::lock;
-use crate::{PeerError, RequestError, Room};
+use crate::{PeerError, RequestError, Room, Target};
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
     /// The room with this id on this node, if any.
@@ -22,15 +22,11 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryInner<D, R> {
-    fn deliver(&self, room_id: &str, frame: &Frame, except: &[&str], listed_only: bool) -> usize {
+    fn deliver(&self, room_id: &str, frame: &Frame, target: &Target) -> usize {
         let Some(room) = self.local_room(room_id) else {
             return 0;
         };
-        let mut broadcast = room.to_all().except_slice(except);
-        if listed_only {
-            broadcast = broadcast.listed();
-        }
-        broadcast.deliver_here(frame).delivered
+        room.deliver(frame, target, None).delivered
     }
 
     fn replace(&self, room_id: &str, peer_id: &str) -> Option<ClusterFuture<()>> {
@@ -38,8 +34,8 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryI
         let core = peer.core().clone();
         drop(peer);
         tracing::debug!(
-            room_id,
-            peer_id,
+            room_id = %protoo_transport::log::Remote(room_id),
+            peer_id = %protoo_transport::log::Remote(peer_id),
             "peer replaced by a new one with its id on another node"
         );
         core.close_replaced();

@@ -1,24 +1,24 @@
-//! A place held in a room for a peer about to join: the room, its data
-//! ready, is not removed for being empty while a reservation lives.
+//! A place held in a room (for a peer about to join, or a
+//! [`RoomHold`](super::RoomHold)): the room, its data ready, is not removed
+//! for being empty while a reservation lives.
 
 use std::fmt;
 
 use protoo_transport::Transport;
 
+use super::Joined;
 use crate::peer::{admission, lock};
 use crate::room::{Admitted, DuplicatePolicy};
-use crate::{CoreError, Joined, PeerConfig, Room};
+use crate::{CoreError, PeerConfig, Room};
 
-/// A room with its data ready and a place held for one peer:
-/// [`Rooms::reserve`](crate::Rooms::reserve), then [`Reservation::join`].
+/// A room with its data ready and a place held for one admission
+/// ([`Admit`](super::Admit)), or for a [`RoomHold`](super::RoomHold).
 ///
-/// Between the two, the application may do what must happen before the
-/// peer is in the room (a server completes the WebSocket handshake). The
-/// room is not removed for being empty meanwhile; it may still be closed
-/// by [`Room::close`], and the join then fails with
-/// [`CoreError::RoomClosed`]. Dropping the reservation gives the place
-/// back (an empty room is then removed as if its last peer had left).
-pub struct Reservation<D: Send + Sync + 'static, R: Send + Sync + 'static> {
+/// The room is not removed for being empty while it lives; it may still be
+/// closed by [`Room::close`], and a join then fails with
+/// [`CoreError::RoomClosed`]. Dropping it gives the place back (an empty
+/// room is then removed as if its last peer had left).
+pub(crate) struct Reservation<D: Send + Sync + 'static, R: Send + Sync + 'static> {
     room: Room<D, R>,
     held: bool,
 }
@@ -30,39 +30,21 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Reservation<D, R> {
     }
 
     /// The room, its data ready.
-    pub fn room(&self) -> &Room<D, R> {
+    pub(super) fn room(&self) -> &Room<D, R> {
         &self.room
     }
 
-    /// Admits a new peer on `transport` into the room with the registry's
-    /// defaults (see [`Rooms::join`](crate::Rooms::join)); fails as
-    /// [`Room::create_peer`] does, closing the transport.
-    pub fn join(
-        self,
-        peer_id: impl Into<String>,
-        transport: Transport,
-        data: D,
-    ) -> Result<Joined<D, R>, CoreError> {
-        let registry = self.room.inner.registry.upgrade();
-        let (config, policy) = match &registry {
-            Some(registry) => (registry.config.clone(), registry.policy),
-            None => (PeerConfig::default(), DuplicatePolicy::default()),
-        };
-        drop(registry);
-        self.join_with(peer_id, transport, data, config, policy)
-    }
-
-    /// [`Reservation::join`] with the given peer settings and duplicate
-    /// policy.
-    pub fn join_with(
+    /// Admits a new peer on `transport` into the room, using the place;
+    /// fails (closing the transport) on an empty id, a refused duplicate
+    /// or a closed room.
+    pub(super) fn join(
         mut self,
-        peer_id: impl Into<String>,
+        peer_id: String,
         transport: Transport,
         data: D,
-        config: PeerConfig,
+        config: &PeerConfig,
         policy: DuplicatePolicy,
     ) -> Result<Joined<D, R>, CoreError> {
-        let peer_id: String = peer_id.into();
         let handle = admission(&peer_id, &transport)?;
         let room = self.room.clone();
         let (admitted, emptiness) = {
@@ -74,7 +56,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Reservation<D, R> {
                 peer_id.into(),
                 transport,
                 data,
-                &config,
+                config,
                 policy,
                 handle,
             );
@@ -84,7 +66,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Reservation<D, R> {
             room.emptied(emptiness);
         }
         let (peer, events) = admitted.map(Admitted::start)?;
-        Ok((room, peer, events))
+        Ok(Joined { room, peer, events })
     }
 }
 

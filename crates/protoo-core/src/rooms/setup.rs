@@ -7,9 +7,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use protoo_codec::{ErrorData, Frame};
+use protoo_codec::{ErrorData, encode};
+use serde::Serialize;
 use tokio::sync::watch;
 
+use super::Context;
 use super::{RegistryInner, Rooms, Slot};
 use crate::cluster::{ClusterBackend, LostMember, OnMemberLost};
 use crate::peer::lock;
@@ -24,7 +26,29 @@ pub(crate) enum Setup<R> {
     /// Synchronous (`R::default`), called under the registry's lock.
     Default(fn() -> R),
     /// The application's async setup.
-    Async(Box<dyn Fn(String) -> SetupFuture<R> + Send + Sync>),
+    Async(Box<dyn Fn(RoomSetup) -> SetupFuture<R> + Send + Sync>),
+}
+
+/// The hook run once when a room closes ([`RoomsBuilder::on_close`]).
+pub(crate) type OnClose<D, R> = dyn Fn(&Room<D, R>) + Send + Sync;
+
+/// What a room's setup ([`RoomsBuilder::setup`]) is given: the room id,
+/// and the [`Context`] of the admission that started the setup.
+///
+/// When several admissions race to a room that does not exist yet, the
+/// setup runs once, started by the first of them to reach the registry
+/// (the one that found no room): its context is the one given here. The
+/// others wait for that setup; their contexts are not seen by it. If the
+/// setup fails, the next admission starts a new one with its own context.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RoomSetup {
+    /// The id of the room being set up.
+    pub room_id: String,
+    /// The context of the admission that started the setup
+    /// ([`Admit::context`](crate::Admit::context); `protoo_server` gives the
+    /// connection's query parameters).
+    pub context: Context,
 }
 
 /// Builds a [`Rooms`] registry: [`Rooms::builder`], then the settings, then
@@ -33,7 +57,7 @@ pub(crate) enum Setup<R> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use protoo_core::{DuplicatePolicy, ErrorData, PeerConfig, Rooms};
+/// use protoo_core::{DuplicatePolicy, ErrorData, PeerConfig, RoomSetup, Rooms};
 ///
 /// struct RoomState { router: String }
 ///
@@ -42,7 +66,8 @@ pub(crate) enum Setup<R> {
 ///     .duplicate_policy(DuplicatePolicy::Replace)
 ///     // A peer that reconnects within 10 s finds its room (and router).
 ///     .empty_room_grace(Duration::from_secs(10))
-///     .setup(|room_id: String| async move {
+///     .setup(|setup: RoomSetup| async move {
+///         let room_id = setup.room_id;
 ///         if room_id.len() > 64 {
 ///             // The connection is rejected with HTTP 400 and this reason.
 ///             return Err(ErrorData::new(400, "room id too long"));
@@ -54,7 +79,7 @@ pub(crate) enum Setup<R> {
 #[must_use = "a builder does nothing until `build` or `setup`"]
 pub struct RoomsBuilder<D = (), R = ()> {
     parts: Parts,
-    _types: std::marker::PhantomData<fn() -> (D, R)>,
+    on_close: Option<Arc<OnClose<D, R>>>,
 }
 
 /// The settings of a registry, but for its room data's setup.
@@ -76,18 +101,20 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
                 cluster: None,
                 on_member_lost: None,
             },
-            _types: std::marker::PhantomData,
+            on_close: None,
         }
     }
 
-    /// The peer settings [`Rooms::join`] admits peers with (default:
+    /// The peer settings [`Rooms::admit`] admits peers with unless
+    /// overridden (default:
     /// [`PeerConfig::default`]).
     pub fn peer_config(mut self, config: PeerConfig) -> Self {
         self.parts.config = config;
         self
     }
 
-    /// What [`Rooms::join`] does with a duplicate peer id (default:
+    /// What [`Rooms::admit`] does with a duplicate peer id unless
+    /// overridden (default:
     /// [`DuplicatePolicy::Refuse`], protoo's).
     pub fn duplicate_policy(mut self, policy: DuplicatePolicy) -> Self {
         self.parts.policy = policy;
@@ -114,27 +141,84 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
     }
 
     /// What is broadcast, in its room, about a member whose node died (its
-    /// process was killed, or lost its cluster link for good): made once
-    /// per lost member, cluster-wide, by the node that notices. Return
-    /// `None` to broadcast nothing (the default: the member just leaves
-    /// the room's presence). The lost peer's id is excluded from the
-    /// broadcast.
+    /// process was killed, or lost its cluster link for good): the method
+    /// and data of a notification, made once per lost member,
+    /// cluster-wide, by the node that notices. Return `None` to broadcast
+    /// nothing (the default: the member just leaves the room's presence).
+    /// The lost peer's id is excluded from the broadcast. Data that cannot
+    /// be encoded is logged and nothing is broadcast.
     ///
     /// ```
-    /// use protoo_core::{Rooms, codec::encode};
+    /// use protoo_core::Rooms;
     ///
     /// let rooms: Rooms = Rooms::builder()
     ///     .on_member_lost(|lost| {
-    ///         encode::notification("peerClosed", &serde_json::json!({ "peerId": lost.peer_id })).ok()
+    ///         Some(("peerClosed", serde_json::json!({ "peerId": lost.peer_id })))
     ///     })
     ///     .build();
     /// # drop(rooms);
     /// ```
-    pub fn on_member_lost(
+    pub fn on_member_lost<M, T>(
         mut self,
-        hook: impl Fn(&LostMember) -> Option<Frame> + Send + Sync + 'static,
-    ) -> Self {
-        self.parts.on_member_lost = Some(Box::new(hook));
+        hook: impl Fn(&LostMember) -> Option<(M, T)> + Send + Sync + 'static,
+    ) -> Self
+    where
+        M: AsRef<str>,
+        T: Serialize,
+    {
+        self.parts.on_member_lost = Some(Box::new(move |lost: &LostMember| {
+            let (method, data) = hook(lost)?;
+            encode::notification(method.as_ref(), &data)
+                .inspect_err(|error| {
+                    tracing::warn!(
+                        room_id = lost.room_id,
+                        peer_id = lost.peer_id,
+                        %error,
+                        "lost member's notification not encodable, nothing broadcast"
+                    );
+                })
+                .ok()
+        }));
+        self
+    }
+
+    /// Runs `hook` once when a room closes, with the room (its data still
+    /// there): its last member left (a peer or a [`RoomHold`](crate::RoomHold);
+    /// after the empty-room grace, if any), [`Room::close`],
+    /// [`Rooms::remove`] or [`Rooms::close_all`]. The room's peers are
+    /// closed by then. Lets an application release what the room's data
+    /// holds (close its mediasoup router) at once, instead of when the last
+    /// handle to the room goes.
+    ///
+    /// Called outside every lock of the registry and the room; it must not
+    /// block (spawn what takes time). The registry keeps the hook: a hook
+    /// that captures the registry itself (a `Rooms` clone) keeps it alive
+    /// for good; capture what the room's teardown needs instead.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use protoo_core::Rooms;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), protoo_core::CoreError> {
+    /// let closed = Arc::new(AtomicUsize::new(0));
+    /// let counter = closed.clone();
+    /// let rooms: Rooms = Rooms::builder()
+    ///     .on_close(move |room| {
+    ///         assert_eq!(room.id(), "r1");
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     })
+    ///     .build();
+    /// let (room, hold) = rooms.admit("r1", "").hold().await?;
+    /// drop(hold); // the last member: the room closes
+    /// room.closed().await;
+    /// assert_eq!(closed.load(Ordering::Relaxed), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_close(mut self, hook: impl Fn(&Room<D, R>) + Send + Sync + 'static) -> Self {
+        self.on_close = Some(Arc::new(hook));
         self
     }
 
@@ -143,29 +227,31 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
     where
         R: Default,
     {
-        Rooms::from_parts(self.parts, Setup::Default(R::default))
+        Rooms::from_parts(self.parts, Setup::Default(R::default), self.on_close)
     }
 
-    /// The registry, whose rooms get their data from `setup(room_id)`.
+    /// The registry, whose rooms get their data from `setup(room_setup)`:
+    /// the room id and the [`Context`] of the admission that started the
+    /// setup (see [`RoomSetup`] for which one that is when several race).
     ///
     /// The setup runs once per room, in a task of its own (it is not
     /// cancelled when the admission that started it gives up), when the
-    /// room's first peer arrives; the admissions that arrive meanwhile wait
-    /// for it. If it fails, every waiting admission fails with its error
-    /// ([`CoreError::RoomSetup`]; `protoo_server` rejects the connections
-    /// with the error's code as the HTTP status), and the next admission
-    /// runs it anew. A setup that panics fails with 500.
+    /// room's first member arrives; the admissions that arrive meanwhile
+    /// wait for it. If it fails, every waiting admission fails with its
+    /// error ([`CoreError::RoomSetup`]; `protoo_server` rejects the
+    /// connections with the error's code as the HTTP status), and the next
+    /// admission runs it anew. A setup that panics fails with 500.
     pub fn setup<F, Fut, E>(self, setup: F) -> Rooms<D, R>
     where
-        F: Fn(String) -> Fut + Send + Sync + 'static,
+        F: Fn(RoomSetup) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
         E: IntoErrorData + 'static,
     {
-        let setup = Setup::Async(Box::new(move |room_id| {
-            let made = setup(room_id);
+        let setup = Setup::Async(Box::new(move |room_setup| {
+            let made = setup(room_setup);
             Box::pin(async move { made.await.map_err(IntoErrorData::into_error_data) })
         }));
-        Rooms::from_parts(self.parts, setup)
+        Rooms::from_parts(self.parts, setup, self.on_close)
     }
 }
 
@@ -235,7 +321,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Starter<D, R> {
     /// of its own.
     pub(super) fn run(self, made: SetupFuture<R>) {
         let completion = self.0;
-        tracing::debug!(room_id = %completion.room_id, "room setup started");
+        tracing::debug!(room_id = %protoo_transport::log::Remote(&completion.room_id), "room setup started");
         tokio::spawn(async move {
             let result = made.await;
             completion.finish(result);
@@ -287,17 +373,23 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Completion<D, R> {
                         self.room_id.clone(),
                         Arc::downgrade(&registry),
                         registry.cluster.clone(),
+                        registry.on_close.clone(),
                         data,
                         waiters,
                     );
-                    tracing::debug!(room_id = %self.room_id, waiters, "room setup done");
+                    tracing::debug!(room_id = %protoo_transport::log::Remote(&self.room_id), waiters, "room setup done");
                     if waiters == 0 {
                         emptied = Some(room.clone());
                     }
                     (Some(Slot::Ready(room.clone())), Ok(room))
                 }
                 Err(error) => {
-                    tracing::debug!(room_id = %self.room_id, %error, waiters, "room setup failed");
+                    tracing::debug!(
+                        room_id = %protoo_transport::log::Remote(&self.room_id),
+                        error = %protoo_transport::log::Remote(&error),
+                        waiters,
+                        "room setup failed"
+                    );
                     (None, Err(error))
                 }
             };

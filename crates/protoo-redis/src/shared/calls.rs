@@ -2,11 +2,12 @@
 //! presence, broadcasts, messages to a peer elsewhere, and the
 //! announcement of members lost with their node.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use protoo_core::cluster::{LostMember, PeerMessage, PeerReply};
-use protoo_core::{Frame, Payload, RequestError};
+use protoo_core::{Frame, Payload, RequestError, Target};
 use redis::{Cmd, Value};
 use tokio::sync::oneshot;
 
@@ -104,16 +105,15 @@ impl Shared {
         }
     }
 
-    pub(crate) fn broadcast(&self, room: &str, frame: &Frame, except: &[&str], listed_only: bool) {
-        self.publish_cmd(self.broadcast_cmd(room, frame, except, listed_only));
+    pub(crate) fn broadcast(&self, room: &str, frame: &Frame, target: &Target) {
+        self.publish_cmd(self.broadcast_cmd(room, frame, target));
     }
 
     /// The PUBLISH of a broadcast in `room` (on its channel, from this node).
-    fn broadcast_cmd(&self, room: &str, frame: &Frame, except: &[&str], listed_only: bool) -> Cmd {
+    fn broadcast_cmd(&self, room: &str, frame: &Frame, target: &Target) -> Cmd {
         let message = Message::Broadcast {
             from: &self.node_id,
-            except: except.to_vec(),
-            listed_only,
+            target: Cow::Borrowed(target),
             frame: frame.as_bytes(),
         };
         scripts::cmd::publish(&self.keys.room(room), &wire::encode(&message))
@@ -226,9 +226,9 @@ impl Shared {
             .is_none()
         {
             tracing::debug!(
-                room,
-                peer,
-                node,
+                room = %protoo_core::transport::log::Remote(room),
+                peer = %protoo_core::transport::log::Remote(peer),
+                node = %protoo_core::transport::log::Remote(node),
                 "the replaced peer's node did not answer in time"
             );
         }
@@ -261,11 +261,12 @@ impl Shared {
         let member = LostMember::new(room, peer, info);
         self.stats.member_lost();
         let frame = node.lost_frame(&member)?;
-        let except = [peer];
+        let mut target = Target::default();
+        target.except.push(peer.into());
         if here {
-            node.deliver(room, &frame, &except, false);
+            node.deliver(room, &frame, &target);
         }
-        Some(self.broadcast_cmd(room, &frame, &except, false))
+        Some(self.broadcast_cmd(room, &frame, &target))
     }
 
     /// Every member of this node (room, peer, incarnation), grouped by room.

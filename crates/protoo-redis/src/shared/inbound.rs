@@ -33,8 +33,7 @@ impl Shared {
         match message {
             Message::Broadcast {
                 from,
-                except,
-                listed_only,
+                target,
                 frame,
             } => {
                 if from == &*self.node_id {
@@ -50,8 +49,14 @@ impl Shared {
                 };
                 self.stats.received();
                 if let Some(node) = self.node() {
-                    let delivered = node.deliver(room, &frame, &except, listed_only);
-                    tracing::trace!(node_id = %self.node_id, from, room, delivered, "broadcast received");
+                    let delivered = node.deliver(room, &frame, &target);
+                    tracing::trace!(
+                        node_id = %self.node_id,
+                        from = %protoo_core::transport::log::Remote(&from),
+                        room = %protoo_core::transport::log::Remote(&room),
+                        delivered,
+                        "broadcast received"
+                    );
                 }
             }
             Message::Replace {

@@ -12,7 +12,6 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use protoo_core::codec::encode;
 use protoo_core::transport::memory;
 use protoo_core::{DuplicatePolicy, Payload, Peer, PeerConfig, PeerEvent, PeerEvents, Room, Rooms};
 use protoo_redis::{RedisCluster, RedisConfig};
@@ -214,9 +213,7 @@ impl Node {
         let rooms = Rooms::builder()
             .duplicate_policy(policy)
             .cluster(cluster.clone())
-            .on_member_lost(|lost| {
-                encode::notification("peerClosed", &json!({ "peerId": lost.peer_id })).ok()
-            })
+            .on_member_lost(|lost| Some(("peerClosed", json!({ "peerId": lost.peer_id }))))
             .build();
         Node { rooms, cluster }
     }
@@ -225,12 +222,13 @@ impl Node {
     /// not sent `join`).
     pub async fn connect(&self, room: &str, peer: &str) -> Client {
         let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-        let (room, server_peer, events) = self
+        let joined = self
             .rooms
-            .join(room, peer, server_side, ())
+            .admit(room, peer)
+            .join(server_side, ())
             .await
             .expect("admitted");
-        tokio::spawn(serve(room, server_peer, events));
+        tokio::spawn(serve(joined.room, joined.peer, joined.events));
         let (peer, events) = Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
         Client { peer, events }
     }
@@ -259,18 +257,44 @@ async fn serve(room: Room, peer: Peer, mut events: PeerEvents) {
                         })
                         .collect();
                     request.accept(&json!({ "peers": peers }));
-                    let _ = room.broadcast(
-                        "newPeer",
-                        &json!({ "id": peer.id(), "displayName": name }),
-                        &[peer.id()],
-                    );
+                    let _ = room
+                        .to_all()
+                        .except_peer(&peer)
+                        .notify("newPeer", &json!({ "id": peer.id(), "displayName": name }));
                 }
                 "broadcast" => {
                     let _ = room
                         .to_all()
                         .except([peer.id()])
-                        .notify_payload("chat", request.payload());
+                        .notify("chat", request.payload());
                     request.accept(&json!({}));
+                }
+                "target" => {
+                    // A `chat` of `data` to the peers chosen by `except`
+                    // and `listed`, or, with `filterOut`, to this node's
+                    // peers but that one.
+                    let data: Value = request.data().unwrap_or_default();
+                    let except: Vec<String> = data["except"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| id.as_str().map(str::to_owned))
+                        .collect();
+                    let mut broadcast = room.to_all().except(&except);
+                    if data["listed"] == true {
+                        broadcast = broadcast.listed();
+                    }
+                    let report = match data["filterOut"].as_str() {
+                        Some(out) => broadcast
+                            .local()
+                            .filter(|peer| peer.id() != out)
+                            .notify("chat", &data["data"]),
+                        None => broadcast.notify("chat", &data["data"]),
+                    };
+                    match report {
+                        Ok(report) => request.accept(&json!({ "delivered": report.delivered })),
+                        Err(error) => request.respond(Err::<(), _>(error)),
+                    }
                 }
                 "kick" => {
                     request.accept(&json!({}));
@@ -309,7 +333,10 @@ async fn serve(room: Room, peer: Peer, mut events: PeerEvents) {
             },
             PeerEvent::Notification(_) => {}
             PeerEvent::Closed(_) => {
-                let _ = room.broadcast("peerClosed", &json!({ "peerId": peer.id() }), &[peer.id()]);
+                let _ = room
+                    .to_all()
+                    .except_peer(&peer)
+                    .notify("peerClosed", &json!({ "peerId": peer.id() }));
             }
         }
     }

@@ -229,6 +229,7 @@ pub async fn axum_app(config: ServerConfig, path: &str) -> (WebSocketServer, Soc
         .route(path, mount.route());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let listener = mount.listener(listener);
     tokio::spawn(async move {
         axum::serve(
             listener,

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use protoo_server::{
-    CloseReason, ConnectionRequest, DuplicatePolicy, IncomingRequest, Payload, Peer, PeerConfig,
-    PeerEvent, PeerEvents, RequestError, Room, Rooms, ServerConfig, ServerHandle, WebSocketServer,
+    CloseReason, ConnectionRequest, DuplicatePolicy, IncomingRequest, Joined, Payload, Peer,
+    PeerConfig, PeerEvent, PeerEvents, RequestError, Room, Rooms, ServerConfig, ServerHandle,
+    WebSocketServer,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -164,20 +165,11 @@ impl Fixture {
 }
 
 async fn admit(request: ConnectionRequest, rooms: Rooms, config: PeerConfig, channels: Channels) {
-    let param = |name| request.query_param(name).filter(|v| !v.is_empty());
-    let (Some(room_id), Some(peer_id)) = (param("roomId"), param("peerId")) else {
-        request.reject(400, "missing roomId or peerId");
-        return;
-    };
-    let Ok((room, peer, events)) = request
-        .accept_into_rooms(
-            &rooms,
-            &room_id,
-            peer_id,
-            (),
-            config,
-            DuplicatePolicy::Replace,
-        )
+    let Ok(Joined { room, peer, events }) = request
+        .admit(&rooms)
+        .config(config)
+        .policy(DuplicatePolicy::Replace)
+        .join(())
         .await
     else {
         return;
@@ -199,7 +191,10 @@ async fn run_peer(room: Room, peer: Peer, mut events: PeerEvents, channels: Chan
             PeerEvent::Request(request) => handle(&room, &peer, request, &channels),
             PeerEvent::Notification(notification) => {
                 if notification.method() == "relay" {
-                    let _ = room.broadcast("chat", notification.payload(), &[peer.id()]);
+                    let _ = room
+                        .to_all()
+                        .except_peer(&peer)
+                        .notify("chat", notification.payload());
                 }
             }
             PeerEvent::Closed(reason) => {
@@ -216,7 +211,10 @@ fn handle(room: &Room, peer: &Peer, request: IncomingRequest, channels: &Channel
             request.accept(&data);
         }
         "broadcast" => {
-            let result = room.broadcast("chat", request.payload(), &[peer.id()]);
+            let result = room
+                .to_all()
+                .except_peer(peer)
+                .notify("chat", request.payload());
             request.respond(result.map(|_| json!({})));
         }
         "hold" => {
@@ -240,7 +238,9 @@ fn handle(room: &Room, peer: &Peer, request: IncomingRequest, channels: &Channel
                 let result = peer.request(&ask.method, &ask.data).await;
                 match &result {
                     Ok(response) => request.accept(&json!({ "response": response })),
-                    Err(RequestError::Rejected(error)) => request.reject_with(error.clone()),
+                    Err(RequestError::Rejected(error)) => {
+                        request.respond(Err::<(), _>(error.clone()))
+                    }
                     Err(error) => request.reject(500, error.to_string()),
                 }
                 let _ = asked.send((peer.id().to_owned(), result));

@@ -111,12 +111,15 @@ pub struct WsConfig {
     /// it, and the client side for connecting, TLS and the handshake. The
     /// server facade applies it around
     /// [`read_upgrade_request`](super::read_upgrade_request) and the
-    /// decision; [`connect`](super::connect) applies it itself.
+    /// decision (and protoo-server's axum listener to each request head);
+    /// [`connect`](super::connect) applies it itself.
     ///
     /// Default: 10 s.
     pub handshake_timeout: Duration,
     /// Largest HTTP upgrade request head (request line and headers) the
-    /// server reads, in bytes; a larger one is answered with 431.
+    /// server reads, in bytes; a larger one is answered with 431 (by
+    /// [`read_upgrade_request`](super::read_upgrade_request), and by
+    /// protoo-server's axum listener for every request head it serves).
     ///
     /// Default: 16 KiB: browsers' upgrade requests with cookies are a few
     /// KiB; the limit keeps a slow or hostile client from making the server

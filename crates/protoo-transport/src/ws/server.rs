@@ -8,16 +8,16 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::WsConfig;
-use super::conn;
 use super::upgrade::{offered_protocols, protoo_subprotocol, validate_upgrade};
-use crate::{Transport, TransportError};
+use crate::TransportError;
 
+mod builder;
 mod opening;
 
-pub use opening::{PendingOpen, from_upgrade};
+pub use builder::{ServerTransport, ServerTransportBuilder};
+pub use opening::PendingOpen;
 
 /// Most headers an upgrade request may have (more: 431).
 const MAX_HEADERS: usize = 64;
@@ -30,8 +30,8 @@ const REJECT_LINGER: Duration = Duration::from_secs(1);
 
 /// Reads the HTTP/1.1 request head of a WebSocket upgrade from `stream`:
 /// the first step of a server-side handshake, before the application
-/// decides (possibly asynchronously) whether to
-/// [accept](UpgradeRequest::accept) or [reject](UpgradeRequest::reject) it.
+/// decides (possibly asynchronously) whether to accept it (with
+/// [`ServerTransport::builder`]) or [reject](UpgradeRequest::reject) it.
 ///
 /// Reads at most [`WsConfig::max_handshake_bytes`]; bytes read past the
 /// head (a client may send its first frames without waiting for the answer)
@@ -164,7 +164,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, Failure> {
 }
 
 /// A WebSocket upgrade request read by [`read_upgrade_request`], waiting to
-/// be [accepted](UpgradeRequest::accept) or
+/// be accepted ([`ServerTransportBuilder::accept`]) or
 /// [rejected](UpgradeRequest::reject). Dropping it closes the connection
 /// without an answer.
 ///
@@ -187,7 +187,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, Failure> {
 ///     request.reject(400, "missing roomId").await?;
 ///     return Ok(());
 /// }
-/// let _server_side = request.accept(&WsConfig::default()).await?;
+/// let config = WsConfig::default();
+/// let _server_side = ws::ServerTransport::builder(&config).accept(request).await?;
 /// let _client_side = client.await??;
 /// # Ok(())
 /// # }
@@ -308,37 +309,10 @@ impl<S> UpgradeRequest<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    /// Accepts the upgrade: answers `101 Switching Protocols` (selecting the
-    /// `protoo` subprotocol when the client offered it) and starts the
-    /// connection task on the current tokio runtime. Bytes the client sent
-    /// after the request head are kept.
-    ///
-    /// # Errors
-    ///
-    /// An invalid upgrade request is answered (400, or 426 for another
-    /// WebSocket version) and reported as [`TransportError::Rejected`]; a
-    /// failure to write the answer is [`TransportError::Io`].
-    pub async fn accept(self, config: &WsConfig) -> Result<Transport, TransportError> {
-        self.accept_holding(config, ()).await
-    }
-
-    /// Like [`UpgradeRequest::accept`], and the connection task keeps
-    /// `guard` until it ends: drop-based bookkeeping, such as counting
-    /// connections for a graceful shutdown, without a task of its own.
-    pub async fn accept_holding<G: Send + 'static>(
-        self,
-        config: &WsConfig,
-        guard: G,
-    ) -> Result<Transport, TransportError> {
-        let (transport, pending) = self.accept_pending(config).await?;
-        pending.open_holding(guard).await?;
-        Ok(transport)
-    }
-
-    /// Checks the upgrade (answering an invalid one, as
-    /// [`UpgradeRequest::accept`] does) and gives the stream, the bytes read
-    /// past the head, and the `101 Switching Protocols` to write.
-    async fn prepare(mut self) -> Result<(S, Vec<u8>, String), TransportError> {
+    /// Checks the upgrade (answering an invalid one: 400, or 426 for
+    /// another WebSocket version) and gives the stream, the bytes read past
+    /// the head, and the `101 Switching Protocols` to write.
+    pub(super) async fn prepare(mut self) -> Result<(S, Vec<u8>, String), TransportError> {
         if let Some((status, reason)) = self.check() {
             let extra: &[(&str, &str)] = if status == 426 {
                 &[("Sec-WebSocket-Version", "13")]
@@ -493,53 +467,6 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
-}
-
-/// A server-side transport over `io`, a byte stream on which the WebSocket
-/// handshake was already done by someone else (for example an HTTP
-/// framework's upgrade: hyper's `Upgraded` wrapped in `TokioIo`). Starts the
-/// connection task on the current tokio runtime.
-///
-/// Bytes the client sent after its request must not have been consumed;
-/// when they were, use [`from_upgraded_with`].
-pub async fn from_upgraded<S>(io: S, config: &WsConfig) -> Transport
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    from_upgraded_with(io, Vec::new(), config).await
-}
-
-/// Like [`from_upgraded`], with `leftover`: bytes already read from `io`
-/// after the request head, to be read as WebSocket input first.
-pub async fn from_upgraded_with<S>(io: S, leftover: Vec<u8>, config: &WsConfig) -> Transport
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    from_upgraded_holding(io, leftover, config, ()).await
-}
-
-/// Like [`from_upgraded_with`], and the connection task keeps `guard` until
-/// it ends (see [`UpgradeRequest::accept_holding`]).
-pub async fn from_upgraded_holding<S, G>(
-    io: S,
-    leftover: Vec<u8>,
-    config: &WsConfig,
-    guard: G,
-) -> Transport
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    G: Send + 'static,
-{
-    let (transport, conn) = upgraded(io, leftover, config);
-    conn::spawn(conn, guard);
-    transport
-}
-
-fn upgraded<S>(io: S, leftover: Vec<u8>, config: &WsConfig) -> (Transport, conn::Conn<S>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    conn::start(io, leftover, Role::Server, config)
 }
 
 #[cfg(test)]

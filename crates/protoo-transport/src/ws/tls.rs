@@ -30,7 +30,8 @@
 //!     socket.set_nodelay(true)?;
 //!     let tls_stream = acceptor.accept(socket).await?;
 //!     let request = ws::read_upgrade_request(tls_stream, &WsConfig::default()).await?;
-//!     let mut transport = request.accept(&WsConfig::default()).await?;
+//!     let config = WsConfig::default();
+//!     let mut transport = ws::ServerTransport::builder(&config).accept(request).await?;
 //!     while let protoo_transport::Inbound::Text(_) = transport.recv().await {}
 //!     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
 //! });

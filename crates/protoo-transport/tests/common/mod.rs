@@ -24,7 +24,10 @@ pub async fn accept_one(listener: &TcpListener, config: &WsConfig) -> Transport 
     let request = ws::read_upgrade_request(socket, config).await.unwrap();
     assert!(request.is_websocket_upgrade());
     assert!(request.wants_protoo());
-    request.accept(config).await.unwrap()
+    ws::ServerTransport::builder(config)
+        .accept(request)
+        .await
+        .unwrap()
 }
 
 /// Like [`accept_one`], with a future that completes when the connection
@@ -37,7 +40,11 @@ pub async fn accept_one_task(
     socket.set_nodelay(true).unwrap();
     let request = ws::read_upgrade_request(socket, config).await.unwrap();
     let (held, ended) = tokio::sync::oneshot::channel::<()>();
-    let transport = request.accept_holding(config, held).await.unwrap();
+    let transport = ws::ServerTransport::builder(config)
+        .guard(held)
+        .accept(request)
+        .await
+        .unwrap();
     (transport, async move {
         // Resolves (with an error) once the task drops the guard.
         let _ = ended.await;

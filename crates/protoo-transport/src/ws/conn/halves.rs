@@ -63,6 +63,10 @@ impl FrameSink for WsSink {
     fn queued_bytes(&self) -> usize {
         self.shared.queue.queued_bytes()
     }
+
+    fn set_remote_addr(&self, addr: std::net::SocketAddr) {
+        self.shared.set_remote_addr(addr);
+    }
 }
 
 impl Drop for WsSink {

@@ -203,9 +203,9 @@ pub(crate) struct Conn<S> {
     paused: bool,
     /// The deadline is a close deadline (not a keepalive one).
     linger: bool,
-    /// A binary message was dropped already: the next ones are logged at
-    /// debug level only (the remote chooses how many it sends).
-    binary_warned: bool,
+    /// A remote-triggered warning was logged (its source is told when the
+    /// connection ends).
+    warned: bool,
     /// When the timer fires; `None`: off.
     deadline: Option<Instant>,
     /// `deadline` changed since the timer was last set.
@@ -278,7 +278,7 @@ where
             keepalive: Keepalive::Idle,
             paused: false,
             linger: false,
-            binary_warned: false,
+            warned: false,
             deadline,
             rearm: false,
             sleep: Box::pin(tokio::time::sleep_until(
@@ -360,6 +360,9 @@ impl<S> Drop for Conn<S> {
             "connection task ended",
             Initiator::Local,
         ));
+        if self.warned {
+            crate::log::closed(self.shared.source());
+        }
     }
 }
 

@@ -64,20 +64,14 @@ where
             }
             Event::Binary(data) => {
                 if self.state == State::Open {
-                    // The first at WARN, the rest at DEBUG: the remote
-                    // decides how many there are.
-                    if std::mem::replace(&mut self.binary_warned, true) {
-                        tracing::debug!(
-                            bytes = data.len(),
-                            "binary WebSocket message dropped: protoo uses text messages"
-                        );
-                    } else {
-                        tracing::warn!(
-                            bytes = data.len(),
-                            "binary WebSocket message dropped: protoo uses text messages \
-                             (further ones on this connection are logged at debug level)"
-                        );
-                    }
+                    // Within the budget of the remote's address: it decides
+                    // how many there are, and how many connections.
+                    self.warned = true;
+                    crate::remote_warn!(
+                        self.shared.source(),
+                        bytes = data.len(),
+                        "binary WebSocket message dropped: protoo uses text messages"
+                    );
                     crate::metrics::binary_dropped();
                 }
             }
@@ -106,7 +100,11 @@ where
             Some((code, reason)) => (*code, reason.as_str()),
             None => (NO_STATUS, ""),
         };
-        tracing::debug!(code, reason = %reason, "WebSocket closed by the remote");
+        tracing::debug!(
+            code,
+            reason = %crate::log::Remote(reason),
+            "WebSocket closed by the remote"
+        );
         self.shared
             .end(CloseReason::new(Some(code), reason, Initiator::Remote));
         // Nothing more may be sent but the frame being written and our

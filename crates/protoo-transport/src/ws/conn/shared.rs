@@ -1,7 +1,10 @@
 //! What the connection task shares with the transport's two halves: the
 //! outbound queue, the inbox of incoming messages and how the transport ended.
 
+use std::sync::OnceLock;
+
 use super::*;
+use crate::log::Source;
 
 /// State shared by the sink, the stream and the connection task.
 pub(crate) struct Shared {
@@ -16,6 +19,9 @@ pub(crate) struct Shared {
     pub(super) handles: AtomicU8,
     /// [`WsConfig::binary_messages`].
     pub(super) binary: bool,
+    /// Where the remote's warnings count: its address once told
+    /// ([`FrameSink::set_remote_addr`]), or else this connection.
+    source: OnceLock<Source>,
 }
 
 /// An incoming message waiting for the reader.
@@ -38,7 +44,18 @@ impl Shared {
             inbox: ByteQueue::new(config.max_message_size.max(1), INBOX_FRAMES, 0),
             handles: AtomicU8::new(2),
             binary: config.binary_messages,
+            source: OnceLock::new(),
         }
+    }
+
+    /// Where the remote's warnings count.
+    pub(super) fn source(&self) -> Source {
+        *self.source.get_or_init(Source::connection)
+    }
+
+    /// The remote's address, told before the connection opens.
+    pub(super) fn set_remote_addr(&self, addr: std::net::SocketAddr) {
+        let _ = self.source.set(Source::from(addr));
     }
 
     /// Whether the task may read another message; registers the task's

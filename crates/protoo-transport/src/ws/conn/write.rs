@@ -267,7 +267,7 @@ where
     }
 
     pub(super) fn begin_close(&mut self, code: u16, reason: String) {
-        tracing::debug!(code, reason = %reason, "closing the WebSocket");
+        tracing::debug!(code, reason = %crate::log::Remote(&reason), "closing the WebSocket");
         self.push_close(Some((code, &reason)));
         self.ping = false;
         self.keepalive = Keepalive::Idle;

@@ -4,11 +4,11 @@
 //! protoo-server, where `accept()` returns the transport synchronously and
 //! the `101` goes out afterwards).
 //!
-//! - [`UpgradeRequest::accept_pending`]: a connection this crate reads
-//!   itself; the `101` is written by [`PendingOpen::open`].
-//! - [`from_upgrade`]: a connection upgraded by an HTTP framework, whose
-//!   `101` the framework writes once its handler returns: the transport
-//!   is built over the upgrade still to come.
+//! - [`ServerTransportBuilder::accept_pending`]: a connection this crate
+//!   reads itself; the `101` is written by [`PendingOpen::open`].
+//! - [`ServerTransportBuilder::upgrade`]: a connection upgraded by an HTTP
+//!   framework, whose `101` the framework writes once its handler returns:
+//!   the transport is built over the upgrade still to come.
 
 use std::fmt;
 use std::future::Future;
@@ -17,77 +17,43 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::{UpgradeRequest, linger, respond};
-use crate::ws::{WsConfig, conn};
-use crate::{CloseReason, Initiator, Transport, TransportError};
+#[cfg(doc)]
+use super::ServerTransportBuilder;
+use super::{linger, respond};
+use crate::ws::conn;
+use crate::{CloseReason, Initiator, TransportError};
 
 /// The reason a pending connection's transport reports when it was never
 /// opened.
 const NOT_OPENED: &str = "connection not opened";
 
-impl<S> UpgradeRequest<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    /// Accepts the upgrade without answering it yet: returns the transport
-    /// (frames sent to it are queued) and the [`PendingOpen`] that writes
-    /// the `101 Switching Protocols` and starts the connection. An invalid
-    /// upgrade is answered and refused as by [`UpgradeRequest::accept`].
-    ///
-    /// ```no_run
-    /// use protoo_transport::ws::{self, WsConfig};
-    ///
-    /// # async fn run(socket: tokio::net::TcpStream) -> Result<(), Box<dyn std::error::Error>> {
-    /// let config = WsConfig::default();
-    /// let request = ws::read_upgrade_request(socket, &config).await?;
-    /// let (transport, pending) = request.accept_pending(&config).await?;
-    /// // ... put the peer on `transport` in its room ...
-    /// pending.open().await?; // now the client sees the connection open
-    /// # drop(transport);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn accept_pending(
-        self,
-        config: &WsConfig,
-    ) -> Result<(Transport, PendingOpen<S>), TransportError> {
-        let had_leftover = !self.leftover.is_empty();
-        let (stream, leftover, response) = self.prepare().await?;
-        let (transport, conn) = super::upgraded(stream, leftover, config);
-        let pending = PendingOpen {
-            conn: Some(conn),
-            response,
-            had_leftover,
-        };
-        Ok((transport, pending))
-    }
-}
-
 /// An accepted WebSocket connection whose `101 Switching Protocols` is not
 /// written yet: [`open`](PendingOpen::open) it, or
 /// [`reject`](PendingOpen::reject) it with an HTTP error after all.
 /// Dropped, it is neither: the socket is closed and the transport reports
-/// its close.
-pub struct PendingOpen<S> {
-    conn: Option<conn::Conn<S>>,
-    response: String,
-    had_leftover: bool,
+/// its close. Given by [`ServerTransportBuilder::accept_pending`], with the
+/// builder's guard, kept by the connection task once opened.
+pub struct PendingOpen<S, G = ()> {
+    pub(super) conn: Option<conn::Conn<S>>,
+    pub(super) response: String,
+    pub(super) had_leftover: bool,
+    pub(super) guard: Option<G>,
 }
 
-impl<S> PendingOpen<S>
+impl<S, G> PendingOpen<S, G>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    G: Send + 'static,
 {
-    /// Writes the `101` and starts the connection task.
-    pub async fn open(self) -> Result<(), TransportError> {
-        self.open_holding(()).await
-    }
-
-    /// Like [`PendingOpen::open`], and the connection task keeps `guard`
-    /// until it ends (see [`UpgradeRequest::accept_holding`]).
-    pub async fn open_holding<G: Send + 'static>(mut self, guard: G) -> Result<(), TransportError> {
+    /// Writes the `101` and starts the connection task (which keeps the
+    /// builder's guard until it ends).
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Io`] when the `101` could not be written; the
+    /// transport then reports a lost connection.
+    pub async fn open(mut self) -> Result<(), TransportError> {
         // The connection stays in `self` while the `101` is written: if
         // this future is dropped meanwhile, `Drop` ends the transport.
         let Some(conn) = self.conn.as_mut() else {
@@ -105,14 +71,18 @@ where
             return Err(error.into());
         }
         if let Some(conn) = self.conn.take() {
-            conn::spawn(conn, guard);
+            conn::spawn(conn, self.guard.take());
         }
         Ok(())
     }
 
     /// Answers the upgrade with an HTTP error instead (as
-    /// [`UpgradeRequest::reject`] does); the transport reports a close with
+    /// [`UpgradeRequest::reject`](super::UpgradeRequest::reject) does); the transport reports a close with
     /// no code and `reason`.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Io`] when the answer could not be written.
     pub async fn reject(mut self, status: u16, reason: &str) -> Result<(), TransportError> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
@@ -132,7 +102,7 @@ where
     }
 }
 
-impl<S> Drop for PendingOpen<S> {
+impl<S, G> Drop for PendingOpen<S, G> {
     fn drop(&mut self) {
         if let Some(mut conn) = self.conn.take() {
             conn.abandon(CloseReason::new(None, NOT_OPENED, Initiator::Local));
@@ -140,7 +110,7 @@ impl<S> Drop for PendingOpen<S> {
     }
 }
 
-impl<S> fmt::Debug for PendingOpen<S> {
+impl<S, G> fmt::Debug for PendingOpen<S, G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PendingOpen")
             .field("pending", &self.conn.is_some())
@@ -148,27 +118,8 @@ impl<S> fmt::Debug for PendingOpen<S> {
     }
 }
 
-/// A transport over a connection an HTTP framework will upgrade once its
-/// handler returns the `101` (hyper's `OnUpgrade`, mapped to the upgraded
-/// I/O): the connection task starts now and waits for `upgrade` before
-/// its first read or write; frames sent meanwhile are queued. If `upgrade`
-/// fails (the handler answered something else, the client went away), the
-/// transport reports a lost connection. The task keeps `guard` until it
-/// ends.
-pub async fn from_upgrade<F, S, G>(upgrade: F, config: &WsConfig, guard: G) -> Transport
-where
-    F: Future<Output = io::Result<S>> + Send + 'static,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    G: Send + 'static,
-{
-    let io = LateIo::Upgrading(Box::pin(upgrade));
-    let (transport, conn) = conn::start(io, Vec::new(), Role::Server, config);
-    conn::spawn(conn, guard);
-    transport
-}
-
 /// I/O that is an upgrade still to come, then the upgraded stream.
-enum LateIo<S> {
+pub(super) enum LateIo<S> {
     Upgrading(Pin<Box<dyn Future<Output = io::Result<S>> + Send>>),
     Ready(S),
     Failed,

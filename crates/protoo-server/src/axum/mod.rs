@@ -3,31 +3,34 @@
 //!
 //! [`WebSocketServer::mounted`] gives a server without a listener of its
 //! own and a [`Mount`] to route to. Connection requests reach the
-//! application through [`WebSocketServer::next_request`] exactly as with a
-//! bound server, with the same checks and limits; the HTTP server stays the
-//! application's (serve it with
+//! application's [`serve`](WebSocketServer::serve) handler exactly as with
+//! a bound server, with the same checks and limits; the HTTP server stays
+//! the application's. Serve it on [`Mount::listener`], which applies the
+//! limits a bound server applies before the upgrade (connection cap, head
+//! size, header timeout), and with
 //! `into_make_service_with_connect_info::<SocketAddr>()` for
 //! [`ConnectionRequest::remote_addr`](crate::ConnectionRequest::remote_addr)
-//! to be the client's address).
+//! to be the client's address.
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
 //! use protoo_server::{ServerConfig, WebSocketServer};
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let (mut server, mount) = WebSocketServer::mounted(ServerConfig::default());
+//! let (server, mount) = WebSocketServer::mounted(ServerConfig::default());
 //! let app = axum::Router::new()
 //!     .route("/health", axum::routing::get(|| async { "ok" }))
 //!     .route("/protoo", mount.route());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! tokio::spawn(async move {
-//!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
-//! });
-//! while let Some(request) = server.next_request().await {
+//! let _handle = server.serve(|request| async move {
 //!     // accept or reject, as with a bound server
 //! #   drop(request);
-//! }
-//! # Ok(())
+//! });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(
+//!     mount.listener(listener),
+//!     app.into_make_service_with_connect_info::<SocketAddr>(),
+//! )
+//! .await
 //! # }
 //! ```
 
@@ -45,8 +48,12 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::request::{Decision, Opening, RequestHead};
+
+mod listener;
+
 use crate::server::{Shared, decide, hand_over};
 use crate::{ServerConfig, WebSocketServer};
+pub use listener::{LimitedIo, LimitedListener, ServeListener, limited};
 
 /// The route handler of a mounted [`WebSocketServer`]. Cheap to clone.
 #[derive(Clone)]
@@ -73,6 +80,14 @@ impl WebSocketServer {
 }
 
 impl Mount {
+    /// Wraps `listener` for `axum::serve` with this server's limits before
+    /// the upgrade: its connection cap (503 beyond), head-size limit (431
+    /// beyond) and header timeout, as a bound server applies them. See
+    /// [`limited`].
+    pub fn listener(&self, listener: tokio::net::TcpListener) -> ServeListener {
+        limited(listener, &self.shared.config)
+    }
+
     /// A `GET` route serving protoo WebSocket upgrades.
     pub fn route<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
         let mount = self.clone();
@@ -113,10 +128,11 @@ impl Mount {
             }
         };
         let protoo = ws::protoo_subprotocol(headers).map(str::to_owned);
-        let remote_addr = request
+        let connect_info = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| ([0, 0, 0, 0], 0).into(), |info| info.0);
+            .map(|info| info.0);
+        let remote_addr = connect_info.unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         let head = RequestHead {
             target: request.uri().path_and_query().map_or_else(
                 || request.uri().path().to_owned(),
@@ -148,9 +164,14 @@ impl Mount {
         };
         let guard = shared.connection_guard(counted);
         let id = guard.id;
-        let transport = ws::from_upgrade(upgraded, &shared.config.ws, guard).await;
+        let transport = ws::ServerTransport::builder(&shared.config.ws)
+            .guard(guard)
+            .upgrade(upgraded);
         let (opening, opened) = Opening::new();
-        hand_over(give, Ok((shared.register(id, transport), opening)));
+        hand_over(
+            give,
+            Ok((shared.register(id, transport, connect_info), opening)),
+        );
         let _ = tokio::time::timeout_at(deadline, opened).await;
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -1,0 +1,229 @@
+//! A connection request admitted into a room: [`ConnectionRequest::admit`]
+//! gives a [`ServerAdmit`], which waits for the room (its setup), completes
+//! the handshake, puts the peer in its room and only then lets the client
+//! see its WebSocket open.
+
+use std::fmt;
+use std::future::Future;
+
+use protoo_core::{Context, CoreError, DuplicatePolicy, Joined, PeerConfig, ReadyAdmit, Rooms};
+
+use crate::request::Decision;
+use crate::{ConnectionRequest, ServerError};
+
+/// The query parameter the room id comes from by default.
+const ROOM_ID_PARAM: &str = "roomId";
+/// The query parameter the peer id comes from by default.
+const PEER_ID_PARAM: &str = "peerId";
+
+impl ConnectionRequest {
+    /// Admits the connection into a room of `rooms`: the room id and peer
+    /// id come from the query's `roomId` and `peerId` (protoo's
+    /// convention; [`ServerAdmit::room`] and [`ServerAdmit::peer`] give
+    /// others), the room's setup sees the query's parameters as the
+    /// admission's [`Context`] (unless [`ServerAdmit::context`] gives one),
+    /// and the peer gets the registry's [`PeerConfig`] and
+    /// [`DuplicatePolicy`] (unless overridden). [`ServerAdmit::join`] does it.
+    ///
+    /// ```no_run
+    /// use protoo_server::{Rooms, ServerConfig, WebSocketServer};
+    ///
+    /// # async fn run() -> std::io::Result<()> {
+    /// let mut server = WebSocketServer::bind("127.0.0.1:4443", ServerConfig::default()).await?;
+    /// let rooms: Rooms = Rooms::new();
+    /// while let Some(request) = server.next_request().await {
+    ///     let rooms = rooms.clone();
+    ///     tokio::spawn(async move {
+    ///         // 400 without `roomId` or `peerId`; the setup's error status
+    ///         // if the room's setup fails.
+    ///         let Ok(joined) = request.admit(&rooms).join(()).await else { return };
+    ///         let mut events = joined.events;
+    ///         while let Some(_event) = events.next().await { /* .. */ }
+    ///     });
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn admit<D, R>(self, rooms: &Rooms<D, R>) -> ServerAdmit<'_, D, R>
+    where
+        D: Send + Sync + 'static,
+        R: Send + Sync + 'static,
+    {
+        ServerAdmit {
+            request: self,
+            rooms,
+            room_id: None,
+            peer_id: None,
+            config: None,
+            policy: None,
+            context: None,
+        }
+    }
+
+    /// The query's parameters, percent-decoded, as an admission context.
+    fn query_context(&self) -> Context {
+        let Some(query) = self.query() else {
+            return Context::new();
+        };
+        form_urlencoded::parse(query.as_bytes()).fold(Context::new(), |context, (name, value)| {
+            context.with_param(name, value)
+        })
+    }
+}
+
+/// A connection request on its way into a room: [`ConnectionRequest::admit`],
+/// optional overrides, then [`join`](ServerAdmit::join).
+#[must_use = "an admission does nothing until `join`"]
+pub struct ServerAdmit<'a, D, R> {
+    request: ConnectionRequest,
+    rooms: &'a Rooms<D, R>,
+    room_id: Option<String>,
+    peer_id: Option<String>,
+    config: Option<PeerConfig>,
+    policy: Option<DuplicatePolicy>,
+    context: Option<Context>,
+}
+
+impl<'a, D, R> ServerAdmit<'a, D, R>
+where
+    D: Send + Sync + 'static,
+    R: Send + Sync + 'static,
+{
+    /// The room id, instead of the query's `roomId`.
+    pub fn room(mut self, room_id: impl Into<String>) -> Self {
+        self.room_id = Some(room_id.into());
+        self
+    }
+
+    /// The peer id, instead of the query's `peerId`.
+    pub fn peer(mut self, peer_id: impl Into<String>) -> Self {
+        self.peer_id = Some(peer_id.into());
+        self
+    }
+
+    /// The peer's settings, instead of the registry's.
+    pub fn config(mut self, config: PeerConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// What to do with a peer of the same id already in the room, instead
+    /// of the registry's policy.
+    pub fn policy(mut self, policy: DuplicatePolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The context the room's setup sees (if this admission starts it),
+    /// instead of the query's parameters.
+    pub fn context(mut self, context: Context) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// Waits for the room (its setup, within the handshake timeout),
+    /// accepts the connection, admits the peer with `data` into the room,
+    /// and then lets the client see its WebSocket open: nothing broadcast
+    /// in the room after the client's `open` misses it, as with
+    /// protoo-server.
+    ///
+    /// Rejected before the upgrade, with a readable reason: a missing or
+    /// empty room id or peer id (400, [`ServerError::MissingId`]); a room
+    /// whose setup fails (the setup error's code as the HTTP status, 500
+    /// when it is not one; [`CoreError::RoomSetup`]); a setup that outlasts
+    /// the handshake timeout (503, [`ServerError::HandshakeTimeout`]). A
+    /// peer refused once the connection is open (a duplicate id under
+    /// [`DuplicatePolicy::Refuse`]) is closed with 4000, as protoo does.
+    ///
+    /// Returns a boxed future: what the handshake holds is freed once it is
+    /// done, instead of sizing the application's per-connection task for
+    /// the peer's whole life.
+    pub fn join(
+        self,
+        data: D,
+    ) -> impl Future<Output = Result<Joined<D, R>, ServerError>> + Send + 'a {
+        Box::pin(async move {
+            let (request, ready) = self.ready().await?;
+            let (transport, opening) = request.accept_pending().await?;
+            let joined = ready.join(transport, data);
+            opening.open();
+            Ok(joined?)
+        })
+    }
+
+    /// Checks the ids and waits for the room, rejecting the connection when
+    /// either fails.
+    async fn ready(self) -> Result<(ConnectionRequest, ReadyAdmit<D, R>), ServerError> {
+        let ServerAdmit {
+            mut request,
+            rooms,
+            room_id,
+            peer_id,
+            config,
+            policy,
+            context,
+        } = self;
+        let room_id = room_id.or_else(|| request.query_param(ROOM_ID_PARAM));
+        let peer_id = peer_id.or_else(|| request.query_param(PEER_ID_PARAM));
+        let (room_id, peer_id) = match (room_id, peer_id) {
+            (Some(room_id), Some(peer_id)) if !room_id.is_empty() && !peer_id.is_empty() => {
+                (room_id, peer_id)
+            }
+            (room_id, _) => {
+                let missing = if room_id.is_none_or(|id| id.is_empty()) {
+                    ROOM_ID_PARAM
+                } else {
+                    PEER_ID_PARAM
+                };
+                tracing::debug!(missing, "connection without a room or peer id rejected");
+                let reason = format!("missing or empty {missing}");
+                request.decide(Decision::Reject(400, reason));
+                return Err(ServerError::MissingId(missing));
+            }
+        };
+        let context = context.unwrap_or_else(|| request.query_context());
+        let mut admit = rooms.admit(room_id, peer_id).context(context);
+        if let Some(config) = config {
+            admit = admit.config(config);
+        }
+        if let Some(policy) = policy {
+            admit = admit.policy(policy);
+        }
+        let room_id = admit.room_id().to_owned();
+        let reserved = tokio::time::timeout_at(request.deadline(), admit.reserve()).await;
+        let (status, reason, error) = match reserved {
+            Ok(Ok(ready)) => return Ok((request, ready)),
+            Ok(Err(CoreError::RoomSetup(error))) => {
+                tracing::debug!(
+                    room_id = %protoo_transport::log::Remote(room_id),
+                    error = %protoo_transport::log::Remote(&error),
+                    "room setup failed: connection rejected"
+                );
+                let status = error.code().filter(|code| (400..600).contains(code));
+                let reason = error.reason().unwrap_or_else(|| "room setup failed".into());
+                let error = ServerError::Core(CoreError::RoomSetup(error));
+                (status.unwrap_or(500), reason, error)
+            }
+            Ok(Err(error)) => (500, error.to_string(), ServerError::Core(error)),
+            Err(_) => (
+                503,
+                "room setup timed out".to_owned(),
+                ServerError::HandshakeTimeout,
+            ),
+        };
+        request.decide(Decision::Reject(status, reason));
+        Err(error)
+    }
+}
+
+impl<D, R> fmt::Debug for ServerAdmit<'_, D, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerAdmit")
+            .field("request", &self.request)
+            .field("room_id", &self.room_id)
+            .field("peer_id", &self.peer_id)
+            .field("policy", &self.policy)
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
