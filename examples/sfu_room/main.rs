@@ -34,10 +34,12 @@ mod media;
 mod rest;
 mod room;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use protoo_server::{
-    ConnectionRequest, DuplicatePolicy, Rooms, ServerConfig, WebSocketServer, WsConfig,
+    ConnectionRequest, DuplicatePolicy, Rooms, ServerConfig, WebSocketServer, WsConfig, log,
+    remote_warn,
 };
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
@@ -70,19 +72,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener =
         tokio::net::TcpListener::bind(listen.as_deref().unwrap_or("127.0.0.1:4443")).await?;
     println!("listening on ws://{}/", listener.local_addr()?);
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(mount.listener(listener), app).await });
     let peers = handlers::router();
     let handle = server.serve(move |request: ConnectionRequest| {
         let (rooms, peers) = (rooms.clone(), peers.clone());
+        let source = log::Source::from(request.remote_addr());
         async move {
             match request.admit(&rooms).join(Default::default()).await {
                 Ok(joined) => {
                     let _ = joined
                         .peer
                         .notify("mediasoup-version", &json!({ "version": "stand-in" }));
-                    peers.run(joined.room, joined.peer, joined.events).await;
+                    peers.run(joined).await;
                 }
-                Err(error) => tracing::warn!(%error, "connection refused"),
+                Err(error) => {
+                    remote_warn!(source, error = %log::Remote(&error), "connection refused")
+                }
             }
         }
     });

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use futures_util::future::join_all;
+use protoo_server::log::Remote;
 use protoo_server::{Broadcast, ErrorData, IntoErrorData, Peer, Room, RoomHold, RoomSetup, Rooms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -233,7 +234,7 @@ impl RoomMedia {
 /// (with the `consumerReplicas` of its query, if any).
 pub(crate) async fn create(worker: Arc<dyn Worker>, setup: RoomSetup) -> Answer<RoomMedia> {
     let router = worker.create_router().await?;
-    tracing::info!(room_id = setup.room_id, router_id = router.id(), "new room");
+    tracing::info!(room_id = %Remote(&setup.room_id), router_id = router.id(), "new room");
     let replicas = setup.context.param("consumerReplicas");
     Ok(RoomMedia {
         router,
@@ -245,7 +246,7 @@ pub(crate) async fn create(worker: Arc<dyn Worker>, setup: RoomSetup) -> Answer<
 /// Room.js's `close()`: the room closed (its last member left), so does its
 /// router; the broadcasters go (and their holds).
 pub(crate) fn closed(room: &SfuRoom) {
-    tracing::info!(room_id = room.id(), "room closed");
+    tracing::info!(room_id = %Remote(room.id()), "room closed");
     room.data().router.close();
     drop(std::mem::take(&mut *lock(&room.data().broadcasters)));
 }
@@ -274,7 +275,8 @@ pub(crate) fn spawn_consumers(room: &SfuRoom, peer: &SfuPeer, owner: &str, p: Ar
         let replicas = replicas.map(|_| consume(&peer, &owner, &producer, &transport, &caps));
         for result in join_all(replicas).await {
             if let Err(error) = result {
-                tracing::warn!(?error, "_createConsumer() | failed");
+                // The client may refuse (a remote's choice): not a warning.
+                tracing::debug!(error = %Remote(&error.1), "_createConsumer() | failed");
             }
         }
     });
