@@ -64,11 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_max_message_size(960_000)
         .with_max_frame_size(960_000);
     let (server, mount) = WebSocketServer::mounted(ServerConfig::default().with_ws(ws));
-    let app = rest::routes(rest::App {
-        rooms: rooms.clone(),
-        worker,
-    })
-    .route("/", mount.route());
+    let app = rest::routes(rooms.clone(), worker).route("/", mount.route());
     let listener =
         tokio::net::TcpListener::bind(listen.as_deref().unwrap_or("127.0.0.1:4443")).await?;
     println!("listening on ws://{}/", listener.local_addr()?);

@@ -21,14 +21,14 @@ use crate::media::{ConsumerEvent, MediaKind, Transport, TransportKind, Transport
 use crate::room::{Broadcaster, Error, Listed, SfuRoom, SfuRooms, bad, fail, spawn_consumers};
 
 #[derive(Clone)]
-pub(crate) struct App {
-    pub(crate) rooms: SfuRooms,
-    pub(crate) worker: Arc<dyn Worker>,
+struct App {
+    rooms: SfuRooms,
+    worker: Arc<dyn Worker>,
 }
 
 type Reply<T = Json<Value>> = Result<T, Error>;
 
-pub(crate) fn routes(app: App) -> Router {
+pub(crate) fn routes(rooms: SfuRooms, worker: Arc<dyn Worker>) -> Router {
     let broadcaster = "/rooms/{roomId}/broadcasters/{broadcasterId}";
     let transport = format!("{broadcaster}/transports/{{transportId}}");
     Router::new()
@@ -40,7 +40,7 @@ pub(crate) fn routes(app: App) -> Router {
         .route(&format!("{transport}/connect"), post(connect_transport))
         .route(&format!("{transport}/producers"), post(create_producer))
         .route(&format!("{transport}/consume"), post(create_consumer))
-        .with_state(app)
+        .with_state(App { rooms, worker })
 }
 
 #[derive(Deserialize)]
@@ -55,28 +55,33 @@ struct Params {
 
 /// server.js's `expressApp.param('roomId')` and `req.params`: the route's
 /// room, made if needed and held while the request runs, and its path's ids.
-struct At(SfuRoom, RoomHold, Params);
+struct At {
+    room: SfuRoom,
+    hold: RoomHold,
+    ids: Params,
+}
 
 impl FromRequestParts<App> for At {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Response> {
-        let Path(params) = Path::<Params>::from_request_parts(parts, app)
+        let Path(ids) = Path::<Params>::from_request_parts(parts, app)
             .await
             .map_err(IntoResponse::into_response)?;
-        let held = app.rooms.admit(&params.room_id, "").hold().await;
+        let held = app.rooms.admit(&ids.room_id, "").hold().await;
         let (room, hold) = held.map_err(|error| Error::from(error).into_response())?;
-        Ok(At(room, hold, params))
+        Ok(At { room, hold, ids })
     }
 }
 
 impl At {
     fn broadcaster(&self) -> Result<Arc<Broadcaster>, Error> {
-        self.0.data().broadcaster(&self.2.broadcaster_id)
+        self.room.data().broadcaster(&self.ids.broadcaster_id)
     }
 
     fn transport(&self) -> Result<Arc<dyn Transport>, Error> {
-        self.broadcaster()?.endpoint.transport(&self.2.transport_id)
+        let broadcaster = self.broadcaster()?;
+        broadcaster.endpoint.transport(&self.ids.transport_id)
     }
 }
 
@@ -88,7 +93,7 @@ async fn stats(State(app): State<App>) -> Json<Value> {
 }
 
 async fn rtp_capabilities(at: At) -> Json<Value> {
-    Json(at.0.data().router.rtp_capabilities())
+    Json(at.room.data().router.rtp_capabilities())
 }
 
 #[derive(Default, Deserialize)]
@@ -109,7 +114,8 @@ struct Device {
 
 /// Tells the joined peers `newPeer`; answers them with their producers the
 /// broadcaster can consume (none without its `rtpCapabilities`).
-async fn create_broadcaster(At(room, hold, _): At, Json(new): Json<NewBroadcaster>) -> Reply {
+async fn create_broadcaster(at: At, Json(new): Json<NewBroadcaster>) -> Reply {
+    let At { room, hold, .. } = at;
     let required = [
         ("id", &new.id),
         ("displayName", &new.display_name),
@@ -152,8 +158,8 @@ async fn create_broadcaster(At(room, hold, _): At, Json(new): Json<NewBroadcaste
 
 /// Closes its transports and tells the joined peers `peerClosed`.
 async fn delete_broadcaster(at: At) -> Reply<&'static str> {
-    let At(room, _hold, params) = at;
-    let id = params.broadcaster_id;
+    let At { room, ids, .. } = at;
+    let id = ids.broadcaster_id;
     room.data().take_broadcaster(&id)?.endpoint.close();
     let _ = room
         .to_all()
@@ -187,7 +193,8 @@ async fn create_transport(at: At, Json(new): Json<NewTransport>) -> Reply {
         sctp_streams: new.sctp_capabilities.map(|caps| caps["numStreams"].clone()),
         ..TransportOptions::default()
     };
-    let transport = at.0.data().router.create_transport(kind, options).await?;
+    let router = &at.room.data().router;
+    let transport = router.create_transport(kind, options).await?;
     broadcaster.endpoint.add_transport(transport.clone());
     if kind == TransportKind::WebRtc {
         return Ok(Json(webrtc_parameters(&*transport)));
@@ -207,7 +214,7 @@ struct Connect {
 async fn connect_transport(at: At, Json(connect): Json<Connect>) -> Reply<()> {
     let transport = at.transport()?;
     if transport.kind() != TransportKind::WebRtc {
-        let id = &at.2.transport_id;
+        let id = &at.ids.transport_id;
         return Err(fail(format!(
             "transport with id \"{id}\" is not a WebRtcTransport"
         )));
@@ -229,10 +236,11 @@ async fn create_producer(at: At, Json(new): Json<NewProducer>) -> Reply {
         .transport()?
         .produce(new.kind, new.rtp_parameters, json!({}))
         .await?;
-    at.0.exclusive(|members| {
+    let (room, owner) = (&at.room, &at.ids.broadcaster_id);
+    room.exclusive(|members| {
         broadcaster.endpoint.add_producer(producer.clone());
         for member in members.listed() {
-            spawn_consumers(&at.0, member.peer(), &at.2.broadcaster_id, producer.clone());
+            spawn_consumers(room, member.peer(), owner, producer.clone());
         }
     });
     Ok(Json(json!({ "id": producer.id() })))
