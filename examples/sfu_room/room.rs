@@ -269,13 +269,14 @@ pub(crate) fn spawn_consumers(room: &SfuRoom, peer: &SfuPeer, owner: &str, p: Ar
             return;
         };
         let Some(transport) = peer.data().consuming_transport() else {
-            return tracing::warn!("_createConsumer() | Transport for consuming not found");
+            // Up to the client (Room.js warns): not a warning here.
+            return tracing::debug!("_createConsumer() | Transport for consuming not found");
         };
         let replicas = 0..=room.data().consumer_replicas;
         let replicas = replicas.map(|_| consume(&peer, &owner, &producer, &transport, &caps));
         for result in join_all(replicas).await {
             if let Err(error) = result {
-                // The client may refuse (a remote's choice): not a warning.
+                // The client may refuse it (Room.js warns).
                 tracing::debug!(error = %Remote(&error.1), "_createConsumer() | failed");
             }
         }
