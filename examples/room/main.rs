@@ -46,8 +46,8 @@ use clap::Parser;
 use protoo_server::codec::EncodeError;
 use protoo_server::handler::{Data, Responder, Router, State};
 use protoo_server::{
-    DuplicatePolicy, ErrorData, IntoErrorData, Payload, Peer, RequestError, Room, Rooms,
-    ServerError, WebSocketServer, log,
+    DuplicatePolicy, ErrorData, IntoErrorData, Members, Payload, Peer, Presence, RequestError,
+    Room, Rooms, ServerError, WebSocketServer, log, remote_warn,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -108,7 +108,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 Err(ServerError::MissingId(_)) => {} // answered 400
                 // The remote decides how often: within its address's budget.
                 Err(error) => {
-                    protoo_server::remote_warn!(source, error = %log::Remote(&error), "peer refused")
+                    remote_warn!(source, error = %log::Remote(&error), "peer refused")
                 }
             }
         }
@@ -126,9 +126,10 @@ struct Listed {
 }
 
 /// `join`: lists the peer, answers the other listed peers and tells the
-/// others about the newcomer, in one exclusive section of the room, so two
-/// peers joining at once each learn of the other once: in the `join` answer
-/// of the second, from `newPeer` for the first.
+/// others about the newcomer, all in one exclusive section of the room: of
+/// two peers joining at once, exactly one lists the other, and a `newPeer`
+/// a peer hears after its `join` answer is never of a peer that answer
+/// listed.
 async fn join(
     peer: Peer,
     room: Room,
@@ -145,27 +146,30 @@ async fn join(
         true => room.presence().await,
         false => Vec::new(),
     };
-    let announce =
-        |members: &protoo_server::Members<()>| -> Result<(), Box<dyn Error + Send + Sync>> {
-            room.set_presence(peer.id(), &join)?;
-            let here = (members.listed())
-                .filter_map(|m| Some((m.id(), m.presence()?.deserialize().ok()?)));
-            let there = (elsewhere.iter())
-                .filter(|listed| members.get(&listed.peer_id).is_none())
-                .filter_map(|listed| Some((listed.peer_id.as_str(), listed.info_as().ok()?)));
-            let peers: Vec<Value> = (here.chain(there))
-            .filter(|(id, _)| *id != peer.id())
-            .map(|(id, listed): (&str, Listed)| json!({ "id": id, "displayName": listed.display_name }))
-            .collect();
-            responder.accept(&json!({ "peers": peers }));
-            let newcomer = json!({ "id": peer.id(), "displayName": join.display_name });
-            room.to_all()
-                .except_peer(&peer)
-                .notify("newPeer", &newcomer)?;
-            Ok(())
-        };
-    room.exclusive(announce)
+    let section = |members: &Members<()>| -> Result<(), Box<dyn Error + Send + Sync>> {
+        room.set_presence(peer.id(), &join)?;
+        responder.accept(&json!({ "peers": others(&peer, members, &elsewhere) }));
+        let newcomer = json!({ "id": peer.id(), "displayName": join.display_name });
+        room.to_all()
+            .except_peer(&peer)
+            .notify("newPeer", &newcomer)?;
+        Ok(())
+    };
+    room.exclusive(section)
         .map_err(IntoErrorData::into_error_data)
+}
+
+/// The listed peers but `peer`, as `join` answers them: this process's
+/// (`members`), then the other processes' (`elsewhere`).
+fn others(peer: &Peer, members: &Members<()>, elsewhere: &[Presence]) -> Vec<Value> {
+    let here = (members.listed()).filter_map(|m| Some((m.id(), m.presence()?.deserialize().ok()?)));
+    let there = (elsewhere.iter())
+        .filter(|listed| members.get(&listed.peer_id).is_none())
+        .filter_map(|listed| Some((listed.peer_id.as_str(), listed.info_as().ok()?)));
+    (here.chain(there))
+        .filter(|(id, _)| *id != peer.id())
+        .map(|(id, listed): (&str, Listed)| json!({ "id": id, "displayName": listed.display_name }))
+        .collect()
 }
 
 #[derive(Deserialize)]
