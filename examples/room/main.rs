@@ -125,11 +125,13 @@ struct Listed {
     display_name: String,
 }
 
-/// `join`: lists the peer, answers the other listed peers and tells the
-/// others about the newcomer, all in one exclusive section of the room: of
-/// two peers joining at once, exactly one lists the other, and a `newPeer`
-/// a peer hears after its `join` answer is never of a peer that answer
-/// listed.
+/// `join`: lists the peer, tells the others about it, and answers the
+/// other listed peers, all in one exclusive section of the room: of two
+/// peers joining at once, exactly one lists the other, and a `newPeer` a
+/// peer hears after its `join` answer is never of a peer that answer
+/// listed. `newPeer` goes out before the answer: a client that acts on the
+/// answer (another peer of it connects) finds the others told already, so
+/// a peer that arrives later never hears of an earlier one's join.
 async fn join(
     peer: Peer,
     room: Room,
@@ -148,11 +150,11 @@ async fn join(
     };
     let section = |members: &Members<()>| -> Result<(), Box<dyn Error + Send + Sync>> {
         room.set_presence(peer.id(), &join)?;
-        responder.accept(&json!({ "peers": others(&peer, members, &elsewhere) }));
         let newcomer = json!({ "id": peer.id(), "displayName": join.display_name });
         room.to_all()
             .except_peer(&peer)
             .notify("newPeer", &newcomer)?;
+        responder.accept(&json!({ "peers": others(&peer, members, &elsewhere) }));
         Ok(())
     };
     room.exclusive(section)
