@@ -13,7 +13,7 @@
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | `join {displayName}` | `{peers: [{id, displayName}]}` (the other joined peers); the others get `newPeer {id, displayName}`; a `displayName` over 256 bytes: 400 `displayName too long`, nothing listed or sent |
+//! | `join {displayName}` | `{peers: [{id, displayName}]}` (the other joined peers), once the others got `newPeer {id, displayName}`; a `displayName` over 256 bytes: 400 `displayName too long` (not a string: 400), nothing listed or sent |
 //! | `chat {text}` | `{}`; the others get `chat {peerId, text}` |
 //! | `echo` | the request's data, unchanged |
 //! | `broadcast` | `{}`; the others get `chat` with the request's data unchanged |
