@@ -84,22 +84,16 @@ const DEFAULT_MAX_INVALID_MESSAGES: u32 = 100;
 impl Args {
     /// Refuses a flag whose feature this build lacks.
     pub(crate) fn check_features(&self) -> Result<(), String> {
-        let lacking = [
-            (
-                "redis",
-                self.redis.is_some() && cfg!(not(feature = "redis")),
-            ),
-            (
-                "metrics",
-                self.metrics.is_some() && cfg!(not(feature = "metrics")),
-            ),
-        ];
-        match lacking.into_iter().find(|(_, lacking)| *lacking) {
-            Some((feature, _)) => Err(format!(
-                "--{feature} needs the room example built with `--features {feature}`"
-            )),
-            None => Ok(()),
+        for (feature, given, built) in [
+            ("redis", self.redis.is_some(), cfg!(feature = "redis")),
+            ("metrics", self.metrics.is_some(), cfg!(feature = "metrics")),
+        ] {
+            if given && !built {
+                let needs = "needs the room example built with `--features";
+                return Err(format!("--{feature} {needs} {feature}`"));
+            }
         }
+        Ok(())
     }
 
     /// The server's settings: the transport's limits from the flags.
