@@ -5,75 +5,64 @@
 //! `--redis-prefix`. The handlers in main.rs are the same either way.
 //!
 //! A member lost with its node (a process killed) is announced with the
-//! usual `peerClosed {peerId}`, once, by the node that sweeps it.
+//! usual `peerClosed {peerId}`, once, by the node that sweeps it (main.rs's
+//! `on_member_lost`).
 
-use protoo_server::{RoomsBuilder, core::cluster::LostMember};
-use serde_json::{Value, json};
+use std::error::Error;
+
+use protoo_server::RoomsBuilder;
 
 use crate::flags::Args;
 
-/// What the rooms broadcast about a member whose node died.
-pub(crate) fn member_lost(lost: &LostMember) -> Option<(&'static str, Value)> {
-    Some(("peerClosed", json!({ "peerId": lost.peer_id })))
-}
-
 /// The cluster this process is a node of, if any.
+#[derive(Default)]
 pub(crate) struct Cluster {
     #[cfg(feature = "redis")]
-    node: protoo_redis::RedisCluster,
-}
-
-/// Joins the cluster when `--redis` is given: the rooms built from the
-/// returned builder span every node.
-#[cfg(feature = "redis")]
-pub(crate) async fn join(
-    args: &Args,
-    builder: RoomsBuilder,
-) -> Result<(RoomsBuilder, Option<Cluster>), Box<dyn std::error::Error>> {
-    let Some(url) = &args.redis else {
-        return Ok((builder, None));
-    };
-    let config = protoo_redis::RedisConfig::new(url).with_prefix(&args.redis_prefix);
-    let node = protoo_redis::RedisCluster::connect(config)
-        .await
-        .map_err(|error| format!("--redis {url}: {error}"))?;
-    println!("cluster node {} over {url}", node.node_id());
-    Ok((builder.cluster(node.clone()), Some(Cluster { node })))
-}
-
-/// Without the `redis` feature there is no cluster: `--redis` is refused.
-#[cfg(not(feature = "redis"))]
-pub(crate) async fn join(
-    args: &Args,
-    builder: RoomsBuilder,
-) -> Result<(RoomsBuilder, Option<Cluster>), Box<dyn std::error::Error>> {
-    match args.redis {
-        None => Ok((builder, None)),
-        Some(_) => Err("--redis needs the room example built with `--features redis`".into()),
-    }
+    node: Option<protoo_redis::RedisCluster>,
 }
 
 /// How long the link to the cluster has been down, if it is (for the
 /// health check).
-#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+#[cfg(feature = "metrics")]
 pub(crate) type Link = std::sync::Arc<dyn Fn() -> Option<std::time::Duration> + Send + Sync>;
 
 impl Cluster {
-    /// The state of the link, for the health check.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) fn link(&self) -> Link {
+    /// Joins the cluster when `--redis` is given (`Args::check_features`
+    /// refused it already without the `redis` feature): the rooms built from
+    /// the returned builder span every node.
+    pub(crate) async fn join(
+        args: &Args,
+        builder: RoomsBuilder,
+    ) -> Result<(RoomsBuilder, Cluster), Box<dyn Error>> {
         #[cfg(feature = "redis")]
-        {
-            let node = self.node.clone();
-            std::sync::Arc::new(move || node.disconnected_for())
+        if let Some(url) = &args.redis {
+            let config = protoo_redis::RedisConfig::new(url).with_prefix(&args.redis_prefix);
+            let node = protoo_redis::RedisCluster::connect(config)
+                .await
+                .map_err(|error| format!("--redis {url}: {error}"))?;
+            println!("cluster node {} over {url}", node.node_id());
+            let builder = builder.cluster(node.clone());
+            return Ok((builder, Cluster { node: Some(node) }));
         }
-        #[cfg(not(feature = "redis"))]
-        std::sync::Arc::new(|| None)
+        let _ = args;
+        Ok((builder, Cluster::default()))
+    }
+
+    /// The state of the link, for the health check (`None`: no cluster).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn link(&self) -> Option<Link> {
+        #[cfg(feature = "redis")]
+        if let Some(node) = self.node.clone() {
+            return Some(std::sync::Arc::new(move || node.disconnected_for()));
+        }
+        None
     }
 
     /// Leaves the cluster in good order (after the peers closed).
     pub(crate) async fn leave(self) {
         #[cfg(feature = "redis")]
-        self.node.shutdown().await;
+        if let Some(node) = self.node {
+            node.shutdown().await;
+        }
     }
 }

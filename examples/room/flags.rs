@@ -82,6 +82,20 @@ const DEFAULT_BYTE_RATE: u64 = 2 << 20;
 const DEFAULT_MAX_INVALID_MESSAGES: u32 = 100;
 
 impl Args {
+    /// Refuses a flag whose feature this build lacks.
+    pub(crate) fn check_features(&self) -> Result<(), String> {
+        for (feature, given, built) in [
+            ("redis", self.redis.is_some(), cfg!(feature = "redis")),
+            ("metrics", self.metrics.is_some(), cfg!(feature = "metrics")),
+        ] {
+            if given && !built {
+                let needs = "needs the room example built with `--features";
+                return Err(format!("--{feature} {needs} {feature}`"));
+            }
+        }
+        Ok(())
+    }
+
     /// The server's settings: the transport's limits from the flags.
     pub(crate) fn server_config(&self) -> ServerConfig {
         let mut ws = WsConfig::default();

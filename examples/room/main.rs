@@ -13,7 +13,7 @@
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | `join {displayName}` | `{peers: [{id, displayName}]}` (the other joined peers); the others get `newPeer {id, displayName}` |
+//! | `join {displayName}` | `{peers: [{id, displayName}]}` (the other joined peers), once the others got `newPeer {id, displayName}`; a `displayName` over 256 bytes: 400 `displayName too long` (not a string: 400), nothing listed or sent |
 //! | `chat {text}` | `{}`; the others get `chat {peerId, text}` |
 //! | `echo` | the request's data, unchanged |
 //! | `broadcast` | `{}`; the others get `chat` with the request's data unchanged |
@@ -27,6 +27,10 @@
 //! leaves, the others get `peerClosed {peerId}`. This example is the contract
 //! the interop suites and the benchmarks run against.
 //!
+//! Each peer's requests are handled one at a time, in order (`ask` excepted:
+//! it waits for the same peer's answer, so it runs beside the others), by
+//! the handlers below on a `protoo_server::handler::Router`.
+//!
 //! With `--redis redis://HOST:PORT` (the `redis` feature), every process on
 //! that Redis serves the same rooms: see cluster.rs.
 
@@ -35,161 +39,167 @@ mod flags;
 mod ops;
 mod page;
 
+use std::convert::Infallible;
+use std::error::Error;
+
 use clap::Parser;
+use protoo_server::codec::EncodeError;
+use protoo_server::handler::{Data, Responder, Router, State};
 use protoo_server::{
-    ConnectionRequest, DuplicatePolicy, IncomingNotification, IncomingRequest, Payload, Peer,
-    PeerEvent, PeerEvents, Room, Rooms, ServerError, WebSocketServer, log,
+    DuplicatePolicy, ErrorData, IntoErrorData, Members, Payload, Peer, Presence, RequestError,
+    Room, Rooms, ServerError, WebSocketServer, log, remote_warn,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// The longest `displayName` a peer may join with, in bytes: `join`
+/// answers every listed name, so the names bound what one `join` costs.
+const MAX_DISPLAY_NAME: usize = 256;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn Error>> {
     let args = flags::Args::parse();
+    args.check_features()?;
     ops::init_logs(args.log_format);
 
-    let config = args.server_config();
-    let (server, mount) = WebSocketServer::mounted(config);
+    let (server, mount) = WebSocketServer::mounted(args.server_config());
     let local_addr = page::serve(args.listen, mount)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     println!("listening on ws://{local_addr}/");
-
     let handle = server.handle();
     tokio::spawn(async move {
         ops::shutdown_signal().await;
         handle.shutdown().await;
     });
 
-    // With `--redis`, the rooms span every process on that Redis
-    // (cluster.rs); nothing below depends on it.
+    // A peer already here with the same id is replaced: its close handler
+    // runs before the newcomer's first request is handled. With `--redis`,
+    // the rooms span every process on that Redis (cluster.rs), and a member
+    // lost with its process is announced as if it had left.
     let builder = Rooms::builder()
         .peer_config(args.peer_config())
         .duplicate_policy(DuplicatePolicy::Replace)
-        .on_member_lost(cluster::member_lost);
-    let (builder, cluster) = cluster::join(&args, builder).await?;
+        .on_member_lost(|lost| Some(("peerClosed", json!({ "peerId": lost.peer_id }))));
+    let (builder, cluster) = cluster::Cluster::join(&args, builder).await?;
     let rooms: Rooms = builder.build();
-    ops::start(
-        args.metrics,
-        server.handle(),
-        rooms.clone(),
-        cluster.as_ref(),
-    )
-    .await?;
+    #[cfg(feature = "metrics")]
+    ops::metrics::start(&args, server.handle(), rooms.clone(), cluster.link()).await?;
+
+    let router = Router::new()
+        .request("join", join)
+        .request("chat", chat)
+        .notification("chat", chat)
+        .request("echo", echo)
+        .request("broadcast", broadcast)
+        .request("ask", ask)
+        .concurrent()
+        .request("fail", fail)
+        .request("crash", crash)
+        .request("kick", kick)
+        .on_close(left)
+        .with_state(rooms.is_clustered());
     let handle = server.serve(move |request| {
-        let rooms = rooms.clone();
+        let (rooms, router) = (rooms.clone(), router.clone());
         async move {
-            if let Some((room, peer, events)) = admit(request, &rooms).await {
-                run_peer(room, peer, events).await;
+            let source = log::Source::from(request.remote_addr());
+            match request.admit(&rooms).join(()).await {
+                Ok(joined) => router.run(joined).await,
+                Err(ServerError::MissingId(_)) => {} // answered 400
+                // The remote decides how often: within its address's budget.
+                Err(error) => {
+                    remote_warn!(source, error = %log::Remote(&error), "peer refused")
+                }
             }
         }
     });
     handle.stopped().await;
-    if let Some(cluster) = cluster {
-        cluster.leave().await;
-    }
+    cluster.leave().await;
     Ok(())
 }
 
-/// What `admit` hands to the peer's loop.
-type Admitted = Option<(Room, Peer, PeerEvents)>;
-
-/// Admits a connection into its room: the query's `roomId` and `peerId`
-/// (rejected with 400 without them).
-async fn admit(request: ConnectionRequest, rooms: &Rooms) -> Admitted {
-    // A peer already here with this id is replaced (the registry's
-    // policy): its loop tells the others it left before the newcomer's
-    // first request is handled.
-    let source = log::Source::from(request.remote_addr());
-    match request.admit(rooms).join(()).await {
-        Ok(joined) => Some((joined.room, joined.peer, joined.events)),
-        Err(ServerError::MissingId(_)) => None,
-        Err(error) => {
-            // The remote decides how often: within its address's budget.
-            protoo_server::remote_warn!(source, error = %log::Remote(&error), "peer refused");
-            None
-        }
-    }
-}
-
-/// The per-peer loop: every request and notification of one peer, in order.
-async fn run_peer(room: Room, peer: Peer, mut events: PeerEvents) {
-    while let Some(event) = events.next().await {
-        match event {
-            PeerEvent::Request(request) if request.method() == "join" => {
-                join(&room, &peer, request).await
-            }
-            PeerEvent::Request(request) => handle_request(&room, &peer, request),
-            PeerEvent::Notification(notification) => {
-                handle_notification(&room, &peer, notification)
-            }
-            PeerEvent::Closed(_) => {
-                let _ = room
-                    .to_all()
-                    .except_peer(&peer)
-                    .notify("peerClosed", &json!({ "peerId": peer.id() }));
-            }
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct Join {
-    #[serde(rename = "displayName", default)]
-    display_name: Option<String>,
-}
-
-/// What a joined peer is listed with (its presence in the room).
+/// What a peer joins with, and is listed with (its presence in the room).
 #[derive(Serialize, Deserialize)]
 struct Listed {
-    #[serde(rename = "displayName")]
+    #[serde(rename = "displayName", default)]
     display_name: String,
 }
 
-#[derive(Serialize)]
-struct PeerInfo {
-    id: String,
-    #[serde(rename = "displayName")]
-    display_name: String,
-}
-
-/// `join`: the peer is listed from now on; answers the other listed
-/// peers, then tells the others about the newcomer. Awaited by the peer's
-/// loop, so the peer's next message is handled after it.
-async fn join(room: &Room, peer: &Peer, request: IncomingRequest) {
-    let display_name = request
-        .data::<Join>()
-        .ok()
-        .and_then(|join| join.display_name)
-        .unwrap_or_default();
-    let listed = Listed { display_name };
-    if let Err(error) = room.set_presence(peer.id(), &listed) {
-        return request.reject(500, error.to_string());
+/// `join`: lists the peer, tells the others about it, and answers the
+/// other listed peers, all in one exclusive section of the room: of two
+/// peers joining at once, exactly one lists the other, and a `newPeer` a
+/// peer hears after its `join` answer is never of a peer that answer
+/// listed. `newPeer` goes out before the answer: a client that acts on the
+/// answer (another peer of it connects) finds the others told already, so
+/// a peer that arrives later never hears of an earlier one's join.
+async fn join(
+    peer: Peer,
+    room: Room,
+    responder: Responder,
+    State(clustered): State<bool>,
+    Data(join): Data<Listed>,
+) -> Result<(), ErrorData> {
+    if join.display_name.len() > MAX_DISPLAY_NAME {
+        return Err(ErrorData::new(400, "displayName too long"));
     }
-    let peers: Vec<PeerInfo> = room
-        .presence()
-        .await
-        .into_iter()
-        .filter(|other| other.peer_id != peer.id())
-        .filter_map(|other| {
-            let info: Listed = other.info_as().ok()?;
-            Some(PeerInfo {
-                id: other.peer_id,
-                display_name: info.display_name,
-            })
-        })
-        .collect();
-    request.accept(&json!({ "peers": peers }));
-    let _ = room.to_all().except_peer(peer).notify(
-        "newPeer",
-        &json!({ "id": peer.id(), "displayName": listed.display_name }),
-    );
+    // The peers listed by the other processes of a cluster (across
+    // processes, joins are ordered only as Redis orders them).
+    let elsewhere = match clustered {
+        true => room.presence().await,
+        false => Vec::new(),
+    };
+    let section = |members: &Members<()>| -> Result<(), Box<dyn Error + Send + Sync>> {
+        room.set_presence(peer.id(), &join)?;
+        let newcomer = json!({ "id": peer.id(), "displayName": join.display_name });
+        room.to_all()
+            .except_peer(&peer)
+            .notify("newPeer", &newcomer)?;
+        responder.accept(&json!({ "peers": others(&peer, members, &elsewhere) }));
+        Ok(())
+    };
+    room.exclusive(section)
+        .map_err(IntoErrorData::into_error_data)
+}
+
+/// The listed peers but `peer`, as `join` answers them: this process's
+/// (`members`), then the other processes' (`elsewhere`).
+fn others(peer: &Peer, members: &Members<()>, elsewhere: &[Presence]) -> Vec<Value> {
+    let here = (members.listed()).filter_map(|m| Some((m.id(), m.presence()?.deserialize().ok()?)));
+    let there = (elsewhere.iter())
+        .filter(|listed| members.get(&listed.peer_id).is_none())
+        .filter_map(|listed| Some((listed.peer_id.as_str(), listed.info_as().ok()?)));
+    (here.chain(there))
+        .filter(|(id, _)| *id != peer.id())
+        .map(|(id, listed): (&str, Listed)| json!({ "id": id, "displayName": listed.display_name }))
+        .collect()
 }
 
 #[derive(Deserialize)]
 struct Chat {
     #[serde(default)]
-    text: serde_json::Value,
+    text: Value,
+}
+
+/// `chat`, request or notification: the others get `chat {peerId, text}`.
+async fn chat(peer: Peer, room: Room, Data(chat): Data<Chat>) -> Result<(), EncodeError> {
+    let data = json!({ "peerId": peer.id(), "text": chat.text });
+    room.to_all()
+        .except_peer(&peer)
+        .notify("chat", &data)
+        .map(drop)
+}
+
+/// `echo`: the request's data, as it came (its text copied, not parsed).
+async fn echo(payload: Payload) -> Result<Payload, Infallible> {
+    Ok(payload)
+}
+
+/// `broadcast`: the others get `chat` with the request's data as it came.
+async fn broadcast(peer: Peer, room: Room, payload: Payload) -> Result<(), EncodeError> {
+    room.to_all()
+        .except_peer(&peer)
+        .notify("chat", &payload)
+        .map(drop)
 }
 
 #[derive(Deserialize)]
@@ -199,6 +209,13 @@ struct Ask {
     data: Payload,
 }
 
+/// `ask`: sends the request to the same peer and answers its answer (or its
+/// error). Concurrent: the answer is read while this waits.
+async fn ask(peer: Peer, Data(ask): Data<Ask>) -> Result<Value, RequestError> {
+    let response = peer.request(&ask.method, &ask.data).await?;
+    Ok(json!({ "response": response }))
+}
+
 #[derive(Deserialize)]
 struct Fail {
     code: u16,
@@ -206,60 +223,27 @@ struct Fail {
     reason: String,
 }
 
-fn handle_request(room: &Room, peer: &Peer, request: IncomingRequest) {
-    match request.method() {
-        "echo" => {
-            let mut request = request;
-            let data = request.take_payload();
-            request.accept(&data);
-        }
-        "broadcast" => {
-            let _ = room
-                .to_all()
-                .except([peer.id()])
-                .notify("chat", request.payload());
-            request.accept(&json!({}));
-        }
-        "chat" => match request.data::<Chat>() {
-            Ok(chat) => {
-                let data = json!({ "peerId": peer.id(), "text": chat.text });
-                let sent = room.to_all().except_peer(peer).notify("chat", &data);
-                request.respond(sent.map(|_| json!({})));
-            }
-            Err(error) => request.respond(Err::<(), _>(error)),
-        },
-        "ask" => {
-            let ask = match request.data::<Ask>() {
-                Ok(ask) => ask,
-                Err(error) => return request.reject(400, error.to_string()),
-            };
-            // The answer comes from the same peer: wait for it in a task of
-            // its own so this loop goes on reading.
-            let peer = peer.clone();
-            tokio::spawn(async move {
-                let response = peer.request(&ask.method, &ask.data).await;
-                request.respond(response.map(|response| json!({ "response": response })));
-            });
-        }
-        "fail" => match request.data::<Fail>() {
-            Ok(fail) => request.reject(fail.code, fail.reason),
-            Err(error) => request.respond(Err::<(), _>(error)),
-        },
-        "crash" => request.respond(Err::<(), _>("handler failed on purpose")),
-        "kick" => {
-            request.accept(&());
-            peer.close();
-        }
-        _ => request.reject(404, "unknown method"),
-    }
+/// `fail`: answers the error asked for.
+async fn fail(Data(fail): Data<Fail>) -> Result<(), ErrorData> {
+    Err(ErrorData::new(fail.code, fail.reason))
 }
 
-fn handle_notification(room: &Room, peer: &Peer, notification: IncomingNotification) {
-    if notification.method() != "chat" {
-        return;
-    }
-    if let Ok(chat) = notification.data::<Chat>() {
-        let data = json!({ "peerId": peer.id(), "text": chat.text });
-        let _ = room.to_all().except_peer(peer).notify("chat", &data);
-    }
+/// `crash`: the handler fails as an exception would (500).
+async fn crash() -> Result<(), &'static str> {
+    Err("handler failed on purpose")
+}
+
+/// `kick`: answers, then closes the peer (4000).
+async fn kick(peer: Peer, responder: Responder) -> Result<(), ErrorData> {
+    responder.accept(&());
+    peer.close();
+    Ok(())
+}
+
+/// A peer left (or was replaced): the others get `peerClosed {peerId}`.
+async fn left(peer: Peer, room: Room) -> Result<(), EncodeError> {
+    room.to_all()
+        .except_peer(&peer)
+        .notify("peerClosed", &json!({ "peerId": peer.id() }))
+        .map(drop)
 }

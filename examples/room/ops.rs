@@ -19,11 +19,6 @@
 //!   coloured only when it is a terminal.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
-
-use protoo_server::{Rooms, ServerHandle};
-
-use crate::cluster::Cluster;
 
 /// How the example logs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -53,145 +48,117 @@ pub(crate) fn init_logs(format: LogFormat) {
     }
 }
 
-/// Connections the operations endpoints serve at a time (scrapers and
-/// health checks); beyond, 503. Small: these descriptors come out of the
-/// reserve the public port's cap leaves (see `ServerConfig::max_connections`).
+/// `--metrics ADDR`: `GET /metrics` and `GET /healthz` on a listener of
+/// its own.
 #[cfg(feature = "metrics")]
-const METRICS_CONNECTIONS: usize = 16;
-
-/// Starts the operations endpoints on `addr`, when given, and prints where
-/// (`metrics on http://ADDR/metrics`). Called before the first peer is
-/// admitted: peers register their metrics when they are created.
-#[cfg(feature = "metrics")]
-pub(crate) async fn start<D: Send + Sync + 'static, R: Send + Sync + 'static>(
-    addr: Option<SocketAddr>,
-    server: ServerHandle,
-    rooms: Rooms<D, R>,
-    cluster: Option<&Cluster>,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let Some(addr) = addr else {
-        return Ok(());
-    };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
-    let recorder = install_recorder()?;
-    println!("metrics on http://{}/metrics", listener.local_addr()?);
-    let link = cluster.map(Cluster::link);
-    let router = enabled::router(recorder, server, rooms, link);
-    // The limits of the public port before a request is read: a header
-    // timeout, a head-size limit, and a cap of its own on connections.
-    let limits = protoo_server::ServerConfig::default().with_max_connections(METRICS_CONNECTIONS);
-    let listener = protoo_server::axum::limited(listener, &limits);
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
-            tracing::error!(%error, "the metrics endpoint failed");
-        }
-    });
-    Ok(())
-}
-
-/// Without the `metrics` feature there is nothing to serve: `--metrics`
-/// is refused.
-#[cfg(not(feature = "metrics"))]
-pub(crate) async fn start<D: Send + Sync + 'static, R: Send + Sync + 'static>(
-    addr: Option<SocketAddr>,
-    _server: ServerHandle,
-    _rooms: Rooms<D, R>,
-    _cluster: Option<&Cluster>,
-) -> Result<(), Box<dyn std::error::Error>> {
-    match addr {
-        None => Ok(()),
-        Some(_) => Err("--metrics needs the room example built with `--features metrics`".into()),
-    }
-}
-
-/// The Prometheus recorder, installed as the global `metrics` recorder,
-/// with its histograms drained every few seconds (no scrape may come).
-#[cfg(feature = "metrics")]
-fn install_recorder()
--> Result<metrics_exporter_prometheus::PrometheusHandle, Box<dyn std::error::Error>> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    // Request durations as a histogram (not a summary), in seconds.
-    let buckets = [
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ];
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(protoo_server::core::metrics::REQUEST_DURATION.to_owned()),
-            &buckets,
-        )?
-        .install_recorder()?;
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            every.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-    Ok(handle)
-}
-
-#[cfg(feature = "metrics")]
-mod enabled {
+pub(crate) mod metrics {
     use axum::Router;
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     use axum::routing::get;
-    use metrics_exporter_prometheus::PrometheusHandle;
-    use protoo_server::{Rooms, ServerHandle};
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+    use protoo_server::{Rooms, ServerConfig, ServerHandle};
     use serde_json::json;
 
     use crate::cluster::Link;
+    use crate::flags::Args;
+
+    /// Connections the operations endpoints serve at a time (scrapers and
+    /// health checks); beyond, 503. Small: these descriptors come out of the
+    /// reserve the public port's cap leaves (see `ServerConfig::max_connections`).
+    const CONNECTIONS: usize = 16;
 
     /// How long the cluster link may be down before `/healthz` answers
     /// 503: a Redis restart takes a few seconds, and meanwhile the node
     /// serves its own peers; past this, the operator should hear of it.
     const CLUSTER_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+    /// Starts the operations endpoints on `--metrics`, when given, and
+    /// prints where (`metrics on http://ADDR/metrics`). Called before the
+    /// first peer is admitted: peers register their metrics when they are
+    /// created.
+    pub(crate) async fn start(
+        args: &Args,
+        server: ServerHandle,
+        rooms: Rooms,
+        cluster: Option<Link>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let Some(addr) = args.metrics else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
+        let recorder = install_recorder()?;
+        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        let router = router(recorder, server, rooms, cluster);
+        // The limits of the public port before a request is read: a header
+        // timeout, a head-size limit, and a cap of its own on connections.
+        let limits = ServerConfig::default().with_max_connections(CONNECTIONS);
+        let listener = protoo_server::axum::limited(listener, &limits);
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(%error, "the metrics endpoint failed");
+            }
+        });
+        Ok(())
+    }
+
+    /// The Prometheus recorder, installed as the global `metrics` recorder,
+    /// with its histograms drained every few seconds (no scrape may come).
+    fn install_recorder() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
+        // Request durations as a histogram (not a summary), in seconds.
+        let buckets = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(protoo_server::core::metrics::REQUEST_DURATION.to_owned()),
+                &buckets,
+            )?
+            .install_recorder()?;
+        let upkeep = handle.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        Ok(handle)
+    }
+
     /// `GET /metrics` and `GET /healthz`.
-    pub(super) fn router<D: Send + Sync + 'static, R: Send + Sync + 'static>(
+    fn router(
         recorder: PrometheusHandle,
         server: ServerHandle,
-        rooms: Rooms<D, R>,
+        rooms: Rooms,
         cluster: Option<Link>,
     ) -> Router {
+        let metrics = move || {
+            // The per-thread counts first: the scrape is exact.
+            protoo_server::core::metrics::flush();
+            let text = recorder.render();
+            let content_type = "text/plain; version=0.0.4; charset=utf-8";
+            async move { ([(header::CONTENT_TYPE, content_type)], text) }
+        };
+        let health = move || {
+            let answer = health(&server, &rooms, cluster.as_ref());
+            async move { answer }
+        };
         Router::new()
-            .route(
-                "/metrics",
-                get(move || {
-                    // The per-thread counts first: the scrape is exact.
-                    protoo_server::core::metrics::flush();
-                    let text = recorder.render();
-                    async move {
-                        (
-                            [(
-                                header::CONTENT_TYPE,
-                                "text/plain; version=0.0.4; charset=utf-8",
-                            )],
-                            text,
-                        )
-                    }
-                }),
-            )
-            .route(
-                "/healthz",
-                get(move || {
-                    let answer = health(&server, &rooms, cluster.as_ref());
-                    async move { answer }
-                }),
-            )
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(health))
     }
 
     /// 200 while serving, 503 once the server stopped accepting (a
     /// shutdown has begun) or the cluster link has been down for longer
     /// than [`CLUSTER_GRACE`], with the counts.
-    fn health<D: Send + Sync + 'static, R: Send + Sync + 'static>(
+    fn health(
         server: &ServerHandle,
-        rooms: &Rooms<D, R>,
+        rooms: &Rooms,
         cluster: Option<&Link>,
-    ) -> impl IntoResponse + use<D, R> {
+    ) -> impl IntoResponse + use<> {
         let stopping = server.is_stopped();
         let down_for = cluster.and_then(|link| link());
         let cut_off = down_for.is_some_and(|down| down > CLUSTER_GRACE);
@@ -215,16 +182,12 @@ mod enabled {
                 "downForSeconds": down_for.map(|down| down.as_secs_f64()),
             });
         }
-        let status = if stopping || cut_off {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::OK
+        let status = match stopping || cut_off {
+            true => StatusCode::SERVICE_UNAVAILABLE,
+            false => StatusCode::OK,
         };
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
+        let content_type = [(header::CONTENT_TYPE, "application/json")];
+        (status, content_type, body.to_string())
     }
 }
 

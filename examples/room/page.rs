@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use protoo_server::axum::Mount;
 use tokio::net::TcpListener;
@@ -25,39 +25,31 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// One file of the page.
-struct Asset {
-    path: &'static str,
-    content_type: &'static str,
-    body: &'static [u8],
+/// The page's file at `path`: its content type and body.
+fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
+    let body: &[u8] = match path {
+        "/" => include_bytes!("page/index.html"),
+        "/app.js" => include_bytes!("page/app.js"),
+        "/app.css" => include_bytes!("page/app.css"),
+        "/protoo-client.js" => include_bytes!("page/protoo-client.js"),
+        "/favicon.svg" => include_bytes!("page/favicon.svg"),
+        _ => return None,
+    };
+    let content_type = match path.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        _ => "text/html; charset=utf-8",
+    };
+    Some((content_type, body))
 }
 
-const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("page/index.html"),
-    },
-    Asset {
-        path: "/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("page/app.js"),
-    },
-    Asset {
-        path: "/app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("page/app.css"),
-    },
-    Asset {
-        path: "/protoo-client.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("page/protoo-client.js"),
-    },
-    Asset {
-        path: "/favicon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("page/favicon.svg"),
-    },
+/// The headers of every page file, beside its content type.
+const HEADERS: [(HeaderName, &str); 4] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::CACHE_CONTROL, "no-cache"),
 ];
 
 /// Listens on `addr` and serves `mount` and the page there, in a task of
@@ -85,15 +77,18 @@ pub(crate) async fn serve(addr: SocketAddr, mount: Mount) -> io::Result<SocketAd
 /// ones with the bound server's statuses), `GET`/`HEAD` of a page file get
 /// the file, anything else is an upgrade error as with a bound server.
 async fn route(State(mount): State<Mount>, request: Request) -> Response {
-    let asset = ASSETS
-        .iter()
-        .find(|asset| asset.path == request.uri().path());
-    match asset {
-        Some(asset)
+    match asset(request.uri().path()) {
+        Some((content_type, body))
             if !request.headers().contains_key(header::UPGRADE)
                 && matches!(*request.method(), Method::GET | Method::HEAD) =>
         {
-            page(asset)
+            let mut response = Response::new(Body::from(body));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            for (name, value) in HEADERS {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+            response
         }
         _ => upgrade(&mount, request).await,
     }
@@ -104,34 +99,8 @@ async fn route(State(mount): State<Mount>, request: Request) -> Response {
 async fn upgrade(mount: &Mount, request: Request) -> Response {
     let mut response = mount.upgrade(request).await;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let close = HeaderValue::from_static("close");
+        response.headers_mut().insert(header::CONNECTION, close);
     }
-    response
-}
-
-/// A page file with its content type and the page's security headers.
-fn page(asset: &Asset) -> Response {
-    let mut response = Response::new(Body::from(asset.body));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(asset.content_type),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    *response.status_mut() = StatusCode::OK;
     response
 }

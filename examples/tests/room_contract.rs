@@ -233,6 +233,103 @@ async fn join_lists_the_other_joined_peers_and_announces_newcomers() {
 }
 
 #[tokio::test]
+async fn a_display_name_over_256_bytes_is_refused_before_anything_is_listed_or_sent() {
+    let server = RoomServer::start().await;
+    let (mut alice, _) = server.join("r", "alice", "Alice").await;
+    let mut bob = server.connect("r", "bob").await;
+
+    // 300 bytes (150 two-byte characters): 400, bob is neither listed nor
+    // announced.
+    let too_long = "é".repeat(150);
+    assert_eq!(too_long.len(), 300);
+    let error = bob
+        .request("join", &json!({ "displayName": too_long }))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(400));
+    assert_eq!(error.reason().as_deref(), Some("displayName too long"));
+    alice.assert_quiet().await;
+    let (mut carol, peers) = server.join("r", "carol", "Carol").await;
+    assert_eq!(peers, vec![peer("alice", "Alice")]);
+    let carol_announced = (
+        "newPeer".to_owned(),
+        json!({ "id": "carol", "displayName": "Carol" }),
+    );
+    assert_eq!(alice.notification().await, carol_announced);
+    assert_eq!(bob.notification().await, carol_announced);
+
+    // 256 bytes, the cap: bob joins, listed and announced with it.
+    let longest = "b".repeat(256);
+    assert_eq!(
+        bob.join(&longest).await,
+        vec![peer("alice", "Alice"), peer("carol", "Carol")]
+    );
+    let bob_announced = (
+        "newPeer".to_owned(),
+        json!({ "id": "bob", "displayName": longest }),
+    );
+    assert_eq!(alice.notification().await, bob_announced);
+    assert_eq!(carol.notification().await, bob_announced);
+    let (mut dave, peers) = server.join("r", "dave", "Dave").await;
+    assert_eq!(
+        peers,
+        vec![
+            peer("alice", "Alice"),
+            peer("bob", &longest),
+            peer("carol", "Carol")
+        ]
+    );
+    for client in [&mut alice, &mut bob, &mut carol] {
+        client.notification().await; // newPeer dave
+    }
+    for client in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        client.assert_quiet().await;
+    }
+}
+
+#[tokio::test]
+async fn peers_joining_at_once_are_listed_one_way_and_announced() {
+    const PEERS: usize = 12;
+    let server = RoomServer::start().await;
+    let mut clients = Vec::new();
+    for n in 0..PEERS {
+        clients.push(server.connect("r", &format!("p{n}")).await);
+    }
+    // Every join at once: of two peers joining together, the one that
+    // joins second lists the first in its `join` answer, the first does not
+    // list the second (it hears `newPeer` of it); and every peer hears
+    // `newPeer` of every other (they are all members from the start).
+    let lists = join_all(clients.iter().map(|client| client.join(&client.name))).await;
+    for client in &clients {
+        client.request("echo", &json!({})).await.expect("echo"); // its join ended
+    }
+    let listed = |x: usize, y: usize| lists[x].iter().any(|(id, _)| *id == format!("p{y}"));
+    for x in 0..PEERS {
+        for y in x + 1..PEERS {
+            assert!(
+                listed(x, y) != listed(y, x),
+                "p{x} and p{y}: listed by each other {:?}",
+                (listed(x, y), listed(y, x))
+            );
+        }
+    }
+    for client in &mut clients {
+        let mut announced = Vec::new();
+        for _ in 1..PEERS {
+            let (method, data) = client.notification().await;
+            assert_eq!(method, "newPeer");
+            announced.push(data["id"].as_str().expect("id").to_owned());
+        }
+        announced.sort();
+        let mut others: Vec<String> = (0..PEERS).map(|n| format!("p{n}")).collect();
+        others.retain(|id| *id != client.name);
+        others.sort();
+        assert_eq!(announced, others, "announced to {}", client.name);
+        client.assert_quiet().await;
+    }
+}
+
+#[tokio::test]
 async fn chat_echo_and_broadcast() {
     let server = RoomServer::start().await;
     let (mut alice, _) = server.join("r", "alice", "Alice").await;
