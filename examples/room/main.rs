@@ -13,7 +13,7 @@
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | `join {displayName}` | `{peers: [{id, displayName}]}` (the other joined peers), once the others got `newPeer {id, displayName}`; a `displayName` over 256 bytes: 400 `displayName too long` (not a string: 400), nothing listed or sent |
+//! | `join {displayName}` | `{peers: [{id, displayName}]}` (the other joined peers), once the others got `newPeer {id, displayName}`; a `displayName` over 256 bytes: 400 `displayName too long`, nothing listed or sent (one that is not a string joins with an empty name) |
 //! | `chat {text}` | `{}`; the others get `chat {peerId, text}` |
 //! | `echo` | the request's data, unchanged |
 //! | `broadcast` | `{}`; the others get `chat` with the request's data unchanged |
@@ -125,6 +125,25 @@ struct Listed {
     display_name: String,
 }
 
+impl Listed {
+    /// The `displayName` of a `join`'s data; none (data that is not an
+    /// object, a name that is not a string) joins with an empty name.
+    fn of(data: &Payload) -> Listed {
+        #[derive(Deserialize)]
+        struct Join {
+            #[serde(rename = "displayName")]
+            display_name: Option<Value>,
+        }
+        let display_name = match data.deserialize::<Join>() {
+            Ok(Join {
+                display_name: Some(Value::String(name)),
+            }) => name,
+            _ => String::new(),
+        };
+        Listed { display_name }
+    }
+}
+
 /// `join`: lists the peer, tells the others about it, and answers the
 /// other listed peers, all in one exclusive section of the room: of two
 /// peers joining at once, exactly one lists the other, and a `newPeer` a
@@ -137,8 +156,9 @@ async fn join(
     room: Room,
     responder: Responder,
     State(clustered): State<bool>,
-    Data(join): Data<Listed>,
+    data: Payload,
 ) -> Result<(), ErrorData> {
+    let join = Listed::of(&data);
     if join.display_name.len() > MAX_DISPLAY_NAME {
         return Err(ErrorData::new(400, "displayName too long"));
     }
