@@ -10,9 +10,10 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use crate::cluster::{Admission, ClusterBackend, ClusterFuture};
+use crate::identity::{IdentitySlot, may_replace};
 use crate::peer::{Core, Leave, Start, build, lock};
 use crate::rooms::{OnClose, RegistryInner};
-use crate::{Broadcast, CoreError, Peer, PeerConfig, PeerEvents};
+use crate::{Broadcast, CoreError, Identity, Peer, PeerConfig, PeerEvents};
 
 /// What to do when a peer joins a room with the id of a peer already in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -216,6 +217,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
         config: &PeerConfig,
         policy: DuplicatePolicy,
         handle: Handle,
+        identity: Option<Identity>,
     ) -> Result<Admitted<D>, CoreError> {
         if state.closed {
             transport.close();
@@ -230,14 +232,42 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             transport.close();
             return Err(CoreError::DuplicateId(id.to_string()));
         }
+        if let Some(old) = state.peers.get(&id)
+            && !may_replace(old.identity().as_deref(), identity.as_ref())
+        {
+            // The one check of takeovers: every admission comes here, under
+            // the room's lock. The peer in the room is not told.
+            tracing::debug!(
+                room_id = %protoo_transport::log::Remote(&self.inner.id),
+                peer_id = %protoo_transport::log::Remote(&id),
+                "peer id of another identity refused"
+            );
+            transport.close();
+            return Err(CoreError::IdentityMismatch(id.to_string()));
+        }
+        let expiries = identity.as_ref().and_then(|_| {
+            let registry = self.inner.registry.upgrade()?;
+            Some(registry.expiries())
+        });
+        let slot = identity.map(|identity| {
+            IdentitySlot::new(
+                identity,
+                expiries.as_ref().map(Arc::downgrade).unwrap_or_default(),
+            )
+        });
+        let deadline = slot.as_deref().map(IdentitySlot::deadline);
         let (peer, events, mut start) = build(
             id.clone(),
             Some(self.inner.id.clone()),
             transport,
             data,
             config,
-            handle,
+            handle.clone(),
+            slot,
         );
+        if let (Some(expiries), Some(deadline)) = (expiries, deadline) {
+            expiries.schedule(deadline, Arc::downgrade(start.core()), &handle);
+        }
         let room: Weak<RoomInner<D, R>> = Arc::downgrade(&self.inner);
         start.core().set_leave(room);
         // A newcomer is not listed until it says so itself.

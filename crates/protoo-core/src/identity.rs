@@ -1,0 +1,380 @@
+//! Who a peer is, as a verified credential says: [`Identity`], set on a
+//! peer by its admission ([`Admit::identity`](crate::Admit::identity)).
+//!
+//! With an identity, three things hold for the peer, here in the core so
+//! that no admission path and no application loop can skip them:
+//!
+//! - **no takeover**: a connection replaces a peer of its id
+//!   ([`DuplicatePolicy::Replace`](crate::DuplicatePolicy::Replace)) only
+//!   when both have an identity of the same subject and room; otherwise the
+//!   newcomer is refused ([`CoreError::IdentityMismatch`]) and the peer in
+//!   the room is left untouched, not even told;
+//! - **allowed methods**: a request whose method is outside
+//!   [`Identity::allow`] is answered 403 [`METHOD_NOT_ALLOWED_REASON`]
+//!   before it reaches the application, and such a notification is dropped
+//!   (both counted, with a rate-limited warning);
+//! - **expiry**: the peer is closed with 4000 [`TOKEN_EXPIRED_REASON`] at
+//!   [`Identity::expires_at`] (within a second), unless
+//!   [`Peer::refresh_identity`](crate::Peer::refresh_identity) moved it.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::peer::{Core, lock};
+
+/// The code of the answer to a request whose method the peer's identity
+/// does not allow.
+pub const METHOD_NOT_ALLOWED_CODE: u16 = 403;
+
+/// The reason of the answer to a request whose method the peer's identity
+/// does not allow.
+pub const METHOD_NOT_ALLOWED_REASON: &str = "method not allowed";
+
+/// The close reason (with code 4000) of a peer whose identity expired.
+///
+/// 4000 because protoo-client does not reconnect after it: after any other
+/// code it would reconnect to the very same URL, expired token and all, and
+/// be refused (401) again and again. The application's page sees the close
+/// and connects anew with a fresh token.
+pub const TOKEN_EXPIRED_REASON: &str = "token expired";
+
+/// Who a peer is: the verified claims of its credential (a token).
+///
+/// Made by the application's verifier (`protoo_server`'s `auth` module
+/// makes one from a JWT), given to the admission
+/// ([`Admit::identity`](crate::Admit::identity)), and read back with
+/// [`Peer::identity`](crate::Peer::identity). Cheap to clone (its lists are
+/// shared).
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use protoo_core::Identity;
+///
+/// #[derive(Debug, PartialEq)]
+/// struct Plan { tier: String }
+///
+/// let identity = Identity::new("alice", "room-1", SystemTime::now() + Duration::from_secs(600))
+///     .with_name("Alice")
+///     .with_allow(["join", "chat"])
+///     .with_custom(Plan { tier: "gold".into() });
+/// assert_eq!((identity.subject(), identity.room()), ("alice", "room-1"));
+/// assert!(identity.allows("chat") && !identity.allows("kick"));
+/// assert_eq!(identity.custom::<Plan>().map(|plan| plan.tier.as_str()), Some("gold"));
+/// ```
+#[derive(Clone)]
+pub struct Identity {
+    subject: Arc<str>,
+    room: Arc<str>,
+    expires_at: SystemTime,
+    name: Option<Box<str>>,
+    allow: Option<Arc<[Box<str>]>>,
+    custom: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Identity {
+    /// The identity of `subject` (the peer id) in `room`, valid until
+    /// `expires_at`; every method allowed, no display name.
+    pub fn new(
+        subject: impl Into<Arc<str>>,
+        room: impl Into<Arc<str>>,
+        expires_at: SystemTime,
+    ) -> Self {
+        Identity {
+            subject: subject.into(),
+            room: room.into(),
+            expires_at,
+            name: None,
+            allow: None,
+            custom: None,
+        }
+    }
+
+    /// With a display name.
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<Box<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// With the only methods (requests and notifications) the peer may
+    /// send.
+    #[must_use]
+    pub fn with_allow<I, S>(mut self, methods: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        self.allow = Some(methods.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// With the application's own claims, read back with
+    /// [`Identity::custom`].
+    #[must_use]
+    pub fn with_custom<T: Any + Send + Sync>(mut self, claims: T) -> Self {
+        self.custom = Some(Arc::new(claims));
+        self
+    }
+
+    /// Who: the token's `sub`, the peer id.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// Where: the token's `room`, the room id.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// Until when: the token's `exp`.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    /// The display name (the token's `name`), if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The methods the peer may send (the token's `allow`); `None`: all.
+    pub fn allow(&self) -> Option<&[Box<str>]> {
+        self.allow.as_deref()
+    }
+
+    /// Whether the peer may send `method`.
+    pub fn allows(&self, method: &str) -> bool {
+        self.allow
+            .as_ref()
+            .is_none_or(|allow| allow.iter().any(|allowed| **allowed == *method))
+    }
+
+    /// The application's own claims, if they are of type `T`.
+    pub fn custom<T: Any>(&self) -> Option<&T> {
+        self.custom.as_deref()?.downcast_ref()
+    }
+
+    /// Whether `self` and `other` are the same subject in the same room.
+    pub fn same_subject(&self, other: &Identity) -> bool {
+        self.subject == other.subject && self.room == other.room
+    }
+
+    /// When the peer expires, on Tokio's clock.
+    fn deadline(&self) -> Instant {
+        let left = self
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        let now = Instant::now();
+        now.checked_add(left)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+    }
+}
+
+impl fmt::Debug for Identity {
+    /// The subject, room, expiry and allowed methods; never a credential
+    /// (an identity holds none).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("subject", &self.subject)
+            .field("room", &self.room)
+            .field("expires_at", &self.expires_at)
+            .field("name", &self.name)
+            .field("allow", &self.allow)
+            .field("custom", &self.custom.is_some())
+            .finish()
+    }
+}
+
+/// Whether a newcomer with identity `new` may replace a peer of its id
+/// whose identity is `old`: the one rule of takeovers. Without identities
+/// (an application without auth) anything goes, as before; with one on
+/// either side, both must be the same subject in the same room.
+pub(crate) fn may_replace(old: Option<&Identity>, new: Option<&Identity>) -> bool {
+    match (old, new) {
+        (None, None) => true,
+        (Some(old), Some(new)) => old.same_subject(new),
+        _ => false,
+    }
+}
+
+/// A peer's identity, held by its core (boxed: a peer without one pays a
+/// pointer).
+pub(crate) struct IdentitySlot {
+    current: Mutex<(Arc<Identity>, Instant)>,
+    expiries: Weak<Expiries>,
+}
+
+impl IdentitySlot {
+    pub(crate) fn new(identity: Identity, expiries: Weak<Expiries>) -> Box<Self> {
+        let deadline = identity.deadline();
+        Box::new(IdentitySlot {
+            current: Mutex::new((Arc::new(identity), deadline)),
+            expiries,
+        })
+    }
+
+    pub(crate) fn identity(&self) -> Arc<Identity> {
+        lock(&self.current).0.clone()
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        lock(&self.current).1
+    }
+
+    pub(crate) fn allows(&self, method: &str) -> bool {
+        lock(&self.current).0.allows(method)
+    }
+
+    /// Replaces the identity by a fresh one of the same subject and room,
+    /// moving the expiry; the new deadline if it is earlier than the old
+    /// one (to be scheduled).
+    pub(crate) fn refresh(&self, identity: Identity) -> Result<Option<Instant>, Identity> {
+        let mut current = lock(&self.current);
+        if !current.0.same_subject(&identity) {
+            return Err(identity);
+        }
+        let deadline = identity.deadline();
+        let earlier = (deadline < current.1).then_some(deadline);
+        *current = (Arc::new(identity), deadline);
+        Ok(earlier)
+    }
+
+    pub(crate) fn expiries(&self) -> Option<Arc<Expiries>> {
+        self.expiries.upgrade()
+    }
+}
+
+/// The peers of a registry that expire, by deadline, and the one task that
+/// closes them: a peer with an identity pays an entry here, not a timer
+/// task of its own.
+#[derive(Default)]
+pub(crate) struct Expiries {
+    state: Mutex<ExpiryState>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct ExpiryState {
+    queue: BTreeMap<(Instant, u64), Weak<Core>>,
+    next: u64,
+    started: bool,
+    closed: bool,
+}
+
+impl Expiries {
+    /// Closes `core` at `at` (unless its identity was refreshed by then),
+    /// starting the task on `handle` the first time.
+    pub(crate) fn schedule(self: &Arc<Self>, at: Instant, core: Weak<Core>, handle: &Handle) {
+        let first = {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return;
+            }
+            let key = (at, state.next);
+            state.next += 1;
+            state.queue.insert(key, core);
+            if !state.started {
+                state.started = true;
+                handle.spawn(run(self.clone()));
+            }
+            state
+                .queue
+                .first_key_value()
+                .is_some_and(|(k, _)| *k == key)
+        };
+        if first {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The registry is gone: the task ends.
+    pub(crate) fn close(&self) {
+        lock(&self.state).closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// The expiry task: sleeps until the first deadline, closes what is due.
+async fn run(expiries: Arc<Expiries>) {
+    loop {
+        let next = {
+            let state = lock(&expiries.state);
+            if state.closed {
+                return;
+            }
+            state.queue.first_key_value().map(|((at, _), _)| *at)
+        };
+        match next {
+            None => expiries.wake.notified().await,
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = expiries.wake.notified() => continue,
+                }
+            }
+        }
+        let now = Instant::now();
+        let due: Vec<Weak<Core>> = {
+            let mut state = lock(&expiries.state);
+            let later = state.queue.split_off(&(now, u64::MAX));
+            std::mem::replace(&mut state.queue, later)
+                .into_values()
+                .collect()
+        };
+        for core in due {
+            let Some(core) = core.upgrade() else { continue };
+            let Some(slot) = core.identity.as_deref() else {
+                continue;
+            };
+            let deadline = slot.deadline();
+            if deadline > now {
+                // Refreshed meanwhile.
+                let handle = Handle::current();
+                expiries.schedule(deadline, Arc::downgrade(&core), &handle);
+            } else if !core.is_closed() {
+                tracing::debug!(
+                    peer_id = %protoo_transport::log::Remote(&core.id),
+                    "identity expired: closing the peer"
+                );
+                core.close_locally(
+                    protoo_transport::close_code::PROTOO_CLOSED,
+                    TOKEN_EXPIRED_REASON,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takeover_rule() {
+        let far = SystemTime::now() + Duration::from_secs(60);
+        let alice = Identity::new("alice", "r", far);
+        let alice_again = Identity::new("alice", "r", far + Duration::from_secs(60));
+        let mallory = Identity::new("mallory", "r", far);
+        let alice_elsewhere = Identity::new("alice", "other", far);
+        assert!(may_replace(None, None));
+        assert!(may_replace(Some(&alice), Some(&alice_again)));
+        assert!(!may_replace(Some(&alice), Some(&mallory)));
+        assert!(!may_replace(Some(&alice), Some(&alice_elsewhere)));
+        assert!(!may_replace(Some(&alice), None));
+        assert!(!may_replace(None, Some(&alice)));
+    }
+
+    #[test]
+    fn identity_is_small() {
+        let size = std::mem::size_of::<Identity>();
+        println!("Identity: {size} bytes");
+        assert!(size <= 112, "Identity grew to {size} bytes");
+    }
+}
