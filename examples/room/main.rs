@@ -28,8 +28,11 @@
 //! the interop suites and the benchmarks run against.
 //!
 //! With `--redis redis://HOST:PORT` (the `redis` feature), every process on
-//! that Redis serves the same rooms: see cluster.rs.
+//! that Redis serves the same rooms: see cluster.rs. With `--auth-secret`
+//! or `--auth-public-key`, every connection needs a token (`room token`
+//! mints one): see auth.rs.
 
+mod auth;
 mod cluster;
 mod flags;
 mod ops;
@@ -46,9 +49,14 @@ use serde_json::json;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = flags::Args::parse();
+    if let Some(command) = &args.command {
+        return auth::run(command);
+    }
     ops::init_logs(args.log_format);
 
-    let config = args.server_config();
+    // With `--auth-secret` or `--auth-public-key`, a token on every
+    // connection (auth.rs).
+    let config = auth::configure(&args.auth, args.server_config())?;
     let (server, mount) = WebSocketServer::mounted(config);
     let local_addr = page::serve(args.listen, mount)
         .await

@@ -4,12 +4,16 @@
 //! Switched on in one line, [`ServerConfig::with_auth`](crate::ServerConfig::with_auth):
 //!
 //! ```
-//! # #[cfg(feature = "auth")] {
+//! # #[cfg(feature = "auth")]
+//! # fn main() -> Result<(), protoo_server::auth::AuthError> {
 //! use protoo_server::ServerConfig;
 //! use protoo_server::auth::JwtVerifier;
 //!
-//! let config = ServerConfig::default().with_auth(JwtVerifier::hs256(b"a long random secret"));
+//! let config = ServerConfig::default().with_auth(JwtVerifier::hs256(b"a long random secret")?);
+//! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "auth"))]
+//! # fn main() {}
 //! ```
 //!
 //! Then, on the bound server and the axum mount alike, every connection
