@@ -21,7 +21,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -54,7 +54,7 @@ pub const TOKEN_EXPIRED_REASON: &str = "token expired";
 /// shared).
 ///
 /// ```
-/// use std::time::{Duration, SystemTime};
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// use protoo_core::Identity;
 ///
 /// #[derive(Debug, PartialEq)]
@@ -70,9 +70,13 @@ pub const TOKEN_EXPIRED_REASON: &str = "token expired";
 /// ```
 #[derive(Clone)]
 pub struct Identity {
-    subject: Arc<str>,
-    room: Arc<str>,
-    expires_at: SystemTime,
+    // The ids are shared with the peer's own (the admission swaps them for
+    // the peer's and room's `Arc`s when equal): an identity costs a peer
+    // little more than its own allocation.
+    pub(crate) subject: Arc<str>,
+    pub(crate) room: Arc<str>,
+    /// Unix time in milliseconds.
+    expires_at: u64,
     name: Option<Box<str>>,
     allow: Option<Arc<[Box<str>]>>,
     custom: Option<Arc<dyn Any + Send + Sync>>,
@@ -86,6 +90,9 @@ impl Identity {
         room: impl Into<Arc<str>>,
         expires_at: SystemTime,
     ) -> Self {
+        let expires_at = expires_at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
         Identity {
             subject: subject.into(),
             room: room.into(),
@@ -133,9 +140,9 @@ impl Identity {
         &self.room
     }
 
-    /// Until when: the token's `exp`.
+    /// Until when: the token's `exp` (to the millisecond).
     pub fn expires_at(&self) -> SystemTime {
-        self.expires_at
+        UNIX_EPOCH + Duration::from_millis(self.expires_at)
     }
 
     /// The display name (the token's `name`), if any.
@@ -168,7 +175,7 @@ impl Identity {
     /// When the peer expires, on Tokio's clock.
     fn deadline(&self) -> Instant {
         let left = self
-            .expires_at
+            .expires_at()
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
         let now = Instant::now();
@@ -184,7 +191,7 @@ impl fmt::Debug for Identity {
         f.debug_struct("Identity")
             .field("subject", &self.subject)
             .field("room", &self.room)
-            .field("expires_at", &self.expires_at)
+            .field("expires_at", &self.expires_at())
             .field("name", &self.name)
             .field("allow", &self.allow)
             .field("custom", &self.custom.is_some())
@@ -208,15 +215,13 @@ pub(crate) fn may_replace(old: Option<&Identity>, new: Option<&Identity>) -> boo
 /// pointer).
 pub(crate) struct IdentitySlot {
     current: Mutex<(Arc<Identity>, Instant)>,
-    expiries: Weak<Expiries>,
 }
 
 impl IdentitySlot {
-    pub(crate) fn new(identity: Identity, expiries: Weak<Expiries>) -> Box<Self> {
+    pub(crate) fn new(identity: Identity) -> Box<Self> {
         let deadline = identity.deadline();
         Box::new(IdentitySlot {
             current: Mutex::new((Arc::new(identity), deadline)),
-            expiries,
         })
     }
 
@@ -242,43 +247,84 @@ impl IdentitySlot {
         }
         let deadline = identity.deadline();
         let earlier = (deadline < current.1).then_some(deadline);
+        // Keep sharing the ids.
+        let identity = Identity {
+            subject: current.0.subject.clone(),
+            room: current.0.room.clone(),
+            ..identity
+        };
         *current = (Arc::new(identity), deadline);
         Ok(earlier)
-    }
-
-    pub(crate) fn expiries(&self) -> Option<Arc<Expiries>> {
-        self.expiries.upgrade()
     }
 }
 
 /// The peers of a registry that expire, by deadline, and the one task that
 /// closes them: a peer with an identity pays an entry here, not a timer
 /// task of its own.
-#[derive(Default)]
 pub(crate) struct Expiries {
     state: Mutex<ExpiryState>,
     wake: Notify,
+    /// What the keys count milliseconds from.
+    base: Instant,
 }
+
+/// The queue's keys: milliseconds since `base` (rounded up) in the high
+/// bits, a sequence number in the low ones: 16 bytes an entry.
+const SEQ_BITS: u32 = 20;
 
 #[derive(Default)]
 struct ExpiryState {
-    queue: BTreeMap<(Instant, u64), Weak<Core>>,
+    queue: BTreeMap<u64, Weak<Core>>,
     next: u64,
     started: bool,
     closed: bool,
 }
 
+impl Default for Expiries {
+    fn default() -> Self {
+        Expiries {
+            state: Mutex::default(),
+            wake: Notify::new(),
+            base: Instant::now(),
+        }
+    }
+}
+
 impl Expiries {
+    /// The key's time.
+    fn at(&self, key: u64) -> Instant {
+        self.base + Duration::from_millis(key >> SEQ_BITS)
+    }
+
+    /// The first key after every key due at `now`.
+    fn due_before(&self, now: Instant) -> u64 {
+        let millis = now.saturating_duration_since(self.base).as_millis();
+        let millis = u64::try_from(millis).unwrap_or(u64::MAX >> SEQ_BITS);
+        (millis + 1) << SEQ_BITS
+    }
+
     /// Closes `core` at `at` (unless its identity was refreshed by then),
     /// starting the task on `handle` the first time.
     pub(crate) fn schedule(self: &Arc<Self>, at: Instant, core: Weak<Core>, handle: &Handle) {
+        let since = at.saturating_duration_since(self.base);
+        // Rounded up: never early. Capped at some 500 years.
+        let millis = since.as_nanos().div_ceil(1_000_000);
+        let millis = u64::try_from(millis)
+            .unwrap_or(u64::MAX)
+            .min(u64::MAX >> SEQ_BITS >> 1);
         let first = {
             let mut state = lock(&self.state);
             if state.closed {
                 return;
             }
-            let key = (at, state.next);
-            state.next += 1;
+            let mut key;
+            loop {
+                key = (millis << SEQ_BITS) | (state.next & ((1 << SEQ_BITS) - 1));
+                state.next = state.next.wrapping_add(1);
+                if !state.queue.contains_key(&key) {
+                    break;
+                }
+            }
             state.queue.insert(key, core);
             if !state.started {
                 state.started = true;
@@ -309,7 +355,10 @@ async fn run(expiries: Arc<Expiries>) {
             if state.closed {
                 return;
             }
-            state.queue.first_key_value().map(|((at, _), _)| *at)
+            state
+                .queue
+                .first_key_value()
+                .map(|(key, _)| expiries.at(*key))
         };
         match next {
             None => expiries.wake.notified().await,
@@ -323,7 +372,7 @@ async fn run(expiries: Arc<Expiries>) {
         let now = Instant::now();
         let due: Vec<Weak<Core>> = {
             let mut state = lock(&expiries.state);
-            let later = state.queue.split_off(&(now, u64::MAX));
+            let later = state.queue.split_off(&expiries.due_before(now));
             std::mem::replace(&mut state.queue, later)
                 .into_values()
                 .collect()

@@ -18,7 +18,9 @@ use tracing::Instrument;
 
 use crate::budget::{Budget, Over};
 use crate::events::{EventQueue, IncomingNotification, IncomingRequest, PeerEvent, PeerEvents};
-use crate::identity::{Identity, IdentitySlot, METHOD_NOT_ALLOWED_CODE, METHOD_NOT_ALLOWED_REASON};
+use crate::identity::{
+    Expiries, Identity, IdentitySlot, METHOD_NOT_ALLOWED_CODE, METHOD_NOT_ALLOWED_REASON,
+};
 use crate::ids::IdRng;
 use crate::log_limit::remote_warn;
 use crate::metrics::{self as meter, Kind, Outcome as Ended, PeerMetrics, Started};
@@ -43,6 +45,9 @@ type Outcome = Result<Payload, ErrorData>;
 pub(crate) trait Leave: Send + Sync {
     /// Takes the closed peer `core` out of the room.
     fn leave(self: Arc<Self>, core: &Arc<Core>);
+
+    /// The expiry queue of the room's registry (peers with an identity).
+    fn expiries(&self) -> Option<Arc<Expiries>>;
 }
 
 /// Requests waiting for their response.
@@ -986,10 +991,13 @@ impl<D> Peer<D> {
         let earlier = slot
             .refresh(identity)
             .map_err(|_| CoreError::IdentityMismatch(core.id.to_string()))?;
-        if let (Some(at), Some(expiries), Ok(handle)) =
-            (earlier, slot.expiries(), Handle::try_current())
-        {
-            expiries.schedule(at, Arc::downgrade(core), &handle);
+        if let Some(at) = earlier {
+            let room = lock(&core.leave).as_ref().and_then(Weak::upgrade);
+            if let (Some(expiries), Ok(handle)) =
+                (room.and_then(|room| room.expiries()), Handle::try_current())
+            {
+                expiries.schedule(at, Arc::downgrade(core), &handle);
+            }
         }
         tracing::debug!(peer_id = %Remote(&core.id), "identity refreshed");
         Ok(())

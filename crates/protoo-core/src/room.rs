@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use crate::cluster::{Admission, ClusterBackend, ClusterFuture};
-use crate::identity::{IdentitySlot, may_replace};
+use crate::identity::{Expiries, IdentitySlot, may_replace};
 use crate::peer::{Core, Leave, Start, build, lock};
 use crate::rooms::{OnClose, RegistryInner};
 use crate::{Broadcast, CoreError, Identity, Peer, PeerConfig, PeerEvents};
@@ -245,15 +245,16 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             transport.close();
             return Err(CoreError::IdentityMismatch(id.to_string()));
         }
-        let expiries = identity.as_ref().and_then(|_| {
-            let registry = self.inner.registry.upgrade()?;
-            Some(registry.expiries())
-        });
-        let slot = identity.map(|identity| {
-            IdentitySlot::new(
-                identity,
-                expiries.as_ref().map(Arc::downgrade).unwrap_or_default(),
-            )
+        let expiries = identity.as_ref().and_then(|_| self.expiries());
+        let slot = identity.map(|mut identity| {
+            // Share the peer's and the room's ids rather than copies.
+            if identity.subject == id {
+                identity.subject = id.clone();
+            }
+            if identity.room == self.inner.id {
+                identity.room = self.inner.id.clone();
+            }
+            IdentitySlot::new(identity)
         });
         let deadline = slot.as_deref().map(IdentitySlot::deadline);
         let (peer, events, mut start) = build(
@@ -290,6 +291,17 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Leave for RoomInner<D, R> {
     fn leave(self: Arc<Self>, core: &Arc<Core>) {
         Room { inner: self }.remove(core);
+    }
+
+    fn expiries(&self) -> Option<Arc<Expiries>> {
+        Some(self.registry.upgrade()?.expiries())
+    }
+}
+
+impl<D, R> Room<D, R> {
+    /// The expiry queue of the room's registry.
+    fn expiries(&self) -> Option<Arc<Expiries>> {
+        Some(self.inner.registry.upgrade()?.expiries())
     }
 }
 
