@@ -47,7 +47,7 @@ impl Opening {
 }
 
 /// The parts of the HTTP upgrade request the application decides on.
-#[derive(Debug)]
+/// (No `Debug`: its target may hold a token; see `ConnectionRequest`'s.)
 pub(crate) struct RequestHead {
     pub(crate) target: String,
     pub(crate) headers: HeaderMap,
