@@ -177,29 +177,22 @@ where
         let identity = request.identity().cloned();
         let (room_id, peer_id) = match &identity {
             None => (room_id, peer_id),
-            Some(identity) => {
-                let claimed = |asked: Option<String>, proved: &str, what: &'static str| match asked
-                {
-                    Some(asked) if !asked.is_empty() && asked != proved => Err(what),
-                    _ => Ok(Some(proved.to_owned())),
-                };
-                let ids = claimed(room_id, identity.room(), "token is for another room").and_then(
-                    |room_id| {
-                        Ok((
-                            room_id,
-                            claimed(peer_id, identity.subject(), "token is for another peer id")?,
-                        ))
-                    },
-                );
-                match ids {
-                    Ok(ids) => ids,
-                    Err(reason) => {
-                        tracing::debug!(reason, "connection refused: identity");
-                        request.decide(Decision::Reject(403, reason.to_owned()));
-                        return Err(ServerError::Auth(AuthError::Forbidden(reason.to_owned())));
-                    }
+            Some(identity) => match (
+                proved(room_id, identity.room()),
+                proved(peer_id, identity.subject()),
+            ) {
+                (Some(room_id), Some(peer_id)) => (Some(room_id), Some(peer_id)),
+                (room_id, _) => {
+                    let reason = if room_id.is_none() {
+                        "token is for another room"
+                    } else {
+                        "token is for another peer id"
+                    };
+                    tracing::debug!(reason, "connection refused: identity");
+                    request.decide(Decision::Reject(403, reason.to_owned()));
+                    return Err(ServerError::Auth(AuthError::Forbidden(reason.to_owned())));
                 }
-            }
+            },
         };
         let (room_id, peer_id) = match (room_id, peer_id) {
             (Some(room_id), Some(peer_id)) if !room_id.is_empty() && !peer_id.is_empty() => {
@@ -263,6 +256,16 @@ where
         };
         request.decide(Decision::Reject(status, reason));
         Err(error)
+    }
+}
+
+/// The id a connection with a verified identity gets: the one it proves,
+/// when the URL (or the application) asks for none or for that one; `None`
+/// when it asks for another.
+fn proved(asked: Option<String>, proved: &str) -> Option<String> {
+    match asked {
+        Some(asked) if !asked.is_empty() && asked != proved => None,
+        _ => Some(proved.to_owned()),
     }
 }
 
