@@ -214,27 +214,55 @@ pub(crate) fn may_replace(old: Option<&Identity>, new: Option<&Identity>) -> boo
 /// A peer's identity, held by its core (boxed: a peer without one pays a
 /// pointer).
 pub(crate) struct IdentitySlot {
-    current: Mutex<(Arc<Identity>, Instant)>,
+    current: Mutex<Current>,
 }
+
+struct Current {
+    identity: Arc<Identity>,
+    /// When the peer expires, on Tokio's clock.
+    deadline: Instant,
+    /// Its entry in the registry's [`Expiries`] ([`NO_KEY`]: none), taken
+    /// out when the peer closes.
+    key: u64,
+}
+
+/// No entry in the expiry queue.
+const NO_KEY: u64 = u64::MAX;
 
 impl IdentitySlot {
     pub(crate) fn new(identity: Identity) -> Box<Self> {
         let deadline = identity.deadline();
         Box::new(IdentitySlot {
-            current: Mutex::new((Arc::new(identity), deadline)),
+            current: Mutex::new(Current {
+                identity: Arc::new(identity),
+                deadline,
+                key: NO_KEY,
+            }),
         })
     }
 
     pub(crate) fn identity(&self) -> Arc<Identity> {
-        lock(&self.current).0.clone()
+        lock(&self.current).identity.clone()
     }
 
     pub(crate) fn deadline(&self) -> Instant {
-        lock(&self.current).1
+        lock(&self.current).deadline
     }
 
     pub(crate) fn allows(&self, method: &str) -> bool {
-        lock(&self.current).0.allows(method)
+        lock(&self.current).identity.allows(method)
+    }
+
+    /// Records the peer's entry in the expiry queue; the one it had, if
+    /// any.
+    fn replace_key(&self, key: u64) -> Option<u64> {
+        let old = std::mem::replace(&mut lock(&self.current).key, key);
+        (old != NO_KEY).then_some(old)
+    }
+
+    /// Takes the peer's entry in the expiry queue out (it closed).
+    pub(crate) fn take_key(&self) -> Option<u64> {
+        self.replace_key(NO_KEY)
     }
 
     /// Replaces the identity by a fresh one of the same subject and room,
@@ -242,18 +270,19 @@ impl IdentitySlot {
     /// one (to be scheduled).
     pub(crate) fn refresh(&self, identity: Identity) -> Result<Option<Instant>, Identity> {
         let mut current = lock(&self.current);
-        if !current.0.same_subject(&identity) {
+        if !current.identity.same_subject(&identity) {
             return Err(identity);
         }
         let deadline = identity.deadline();
-        let earlier = (deadline < current.1).then_some(deadline);
+        let earlier = (deadline < current.deadline).then_some(deadline);
         // Keep sharing the ids.
         let identity = Identity {
-            subject: current.0.subject.clone(),
-            room: current.0.room.clone(),
+            subject: current.identity.subject.clone(),
+            room: current.identity.room.clone(),
             ..identity
         };
-        *current = (Arc::new(identity), deadline);
+        current.identity = Arc::new(identity);
+        current.deadline = deadline;
         Ok(earlier)
     }
 }
@@ -303,19 +332,40 @@ impl Expiries {
         (millis + 1) << SEQ_BITS
     }
 
-    /// Closes `core` at `at` (unless its identity was refreshed by then),
-    /// starting the task on `handle` the first time.
-    pub(crate) fn schedule(self: &Arc<Self>, at: Instant, core: Weak<Core>, handle: &Handle) {
+    /// Closes `core` (a peer with an identity) at `at`, unless its identity
+    /// was refreshed by then; its entry replaces the one it had.
+    pub(crate) fn expire(self: &Arc<Self>, core: &Arc<Core>, at: Instant, handle: &Handle) {
+        let Some(slot) = core.identity.as_deref() else {
+            return;
+        };
+        let Some(key) = self.schedule(at, Arc::downgrade(core), handle) else {
+            return;
+        };
+        if let Some(old) = slot.replace_key(key) {
+            self.cancel(old);
+        }
+    }
+
+    /// Forgets the entry `key` (its peer closed): no closed peer's memory
+    /// is kept until its token would have expired.
+    pub(crate) fn cancel(&self, key: u64) {
+        let removed = lock(&self.state).queue.remove(&key);
+        drop(removed);
+    }
+
+    /// Queues `core` to be closed at `at`, starting the task on `handle`
+    /// the first time; its key.
+    fn schedule(self: &Arc<Self>, at: Instant, core: Weak<Core>, handle: &Handle) -> Option<u64> {
         let since = at.saturating_duration_since(self.base);
         // Rounded up: never early. Capped at some 500 years.
         let millis = since.as_nanos().div_ceil(1_000_000);
         let millis = u64::try_from(millis)
             .unwrap_or(u64::MAX)
             .min(u64::MAX >> SEQ_BITS >> 1);
-        let first = {
+        let (key, first) = {
             let mut state = lock(&self.state);
             if state.closed {
-                return;
+                return None;
             }
             let mut key;
             loop {
@@ -330,14 +380,22 @@ impl Expiries {
                 state.started = true;
                 handle.spawn(run(self.clone()));
             }
-            state
+            let first = state
                 .queue
                 .first_key_value()
-                .is_some_and(|(k, _)| *k == key)
+                .is_some_and(|(first, _)| *first == key);
+            (key, first)
         };
         if first {
             self.wake.notify_one();
         }
+        Some(key)
+    }
+
+    /// Entries queued.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.state).queue.len()
     }
 
     /// The registry is gone: the task ends.
@@ -385,8 +443,7 @@ async fn run(expiries: Arc<Expiries>) {
             let deadline = slot.deadline();
             if deadline > now {
                 // Refreshed meanwhile.
-                let handle = Handle::current();
-                expiries.schedule(deadline, Arc::downgrade(&core), &handle);
+                expiries.expire(&core, deadline, &Handle::current());
             } else if !core.is_closed() {
                 tracing::debug!(
                     peer_id = %protoo_transport::log::Remote(&core.id),
@@ -418,6 +475,38 @@ mod tests {
         assert!(!may_replace(Some(&alice), Some(&alice_elsewhere)));
         assert!(!may_replace(Some(&alice), None));
         assert!(!may_replace(None, Some(&alice)));
+    }
+
+    /// A peer that closes leaves the queue: nothing of it is kept until its
+    /// token would have expired. A refresh to an earlier expiry replaces
+    /// its entry.
+    #[tokio::test]
+    async fn a_closed_peer_leaves_the_expiry_queue() {
+        let rooms: crate::Rooms = crate::Rooms::new();
+        let mut peers = Vec::new();
+        for id in ["a", "b", "c"] {
+            let (transport, remote) = protoo_transport::memory::pair(1024);
+            let joined = rooms
+                .admit("r", id)
+                .identity(Identity::new(
+                    id,
+                    "r",
+                    SystemTime::now() + Duration::from_secs(3600),
+                ))
+                .join(transport, ())
+                .await
+                .unwrap();
+            peers.push((joined, remote));
+        }
+        assert_eq!(rooms.expiry_entries(), 3);
+        let earlier = Identity::new("a", "r", SystemTime::now() + Duration::from_secs(60));
+        peers[0].0.peer.refresh_identity(earlier).unwrap();
+        assert_eq!(rooms.expiry_entries(), 3);
+        peers[0].0.peer.close();
+        peers[1].0.peer.close();
+        assert_eq!(rooms.expiry_entries(), 1);
+        drop(peers);
+        assert_eq!(rooms.expiry_entries(), 0);
     }
 
     #[test]

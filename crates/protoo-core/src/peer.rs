@@ -996,7 +996,7 @@ impl<D> Peer<D> {
             if let (Some(expiries), Ok(handle)) =
                 (room.and_then(|room| room.expiries()), Handle::try_current())
             {
-                expiries.schedule(at, Arc::downgrade(core), &handle);
+                expiries.expire(core, at, &handle);
             }
         }
         tracing::debug!(peer_id = %Remote(&core.id), "identity refreshed");

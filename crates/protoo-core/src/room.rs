@@ -267,7 +267,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             slot,
         );
         if let (Some(expiries), Some(deadline)) = (expiries, deadline) {
-            expiries.schedule(deadline, Arc::downgrade(start.core()), &handle);
+            expiries.expire(start.core(), deadline, &handle);
         }
         let room: Weak<RoomInner<D, R>> = Arc::downgrade(&self.inner);
         start.core().set_leave(room);
@@ -290,6 +290,12 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Leave for RoomInner<D, R> {
     fn leave(self: Arc<Self>, core: &Arc<Core>) {
+        // A closed peer leaves the expiry queue too.
+        if let Some(key) = core.identity.as_deref().and_then(IdentitySlot::take_key)
+            && let Some(expiries) = self.expiries()
+        {
+            expiries.cancel(key);
+        }
         Room { inner: self }.remove(core);
     }
 

@@ -105,6 +105,17 @@ impl<D, R> RegistryInner<D, R> {
     }
 }
 
+#[cfg(test)]
+impl<D, R> Rooms<D, R> {
+    /// Entries in the registry's expiry queue.
+    pub(crate) fn expiry_entries(&self) -> usize {
+        self.inner
+            .expiries
+            .get()
+            .map_or(0, |expiries| expiries.len())
+    }
+}
+
 impl<D, R> Drop for RegistryInner<D, R> {
     fn drop(&mut self) {
         if let Some(expiries) = self.expiries.get() {
