@@ -202,7 +202,8 @@ pub(crate) fn masked(target: &str) -> String {
 ///
 /// ```no_run
 /// # async fn handle(peer: protoo_server::Peer, request: protoo_server::IncomingRequest,
-/// #     verifier: &protoo_server::auth::JwtVerifier) {
+/// #     verifier: &dyn protoo_server::auth::Verifier) {
+/// // `verifier`: the one the server checks tokens with (`ServerConfig::auth`).
 /// #[derive(serde::Deserialize)]
 /// struct Refresh { token: String }
 /// let Ok(Refresh { token }) = request.payload().deserialize() else {
