@@ -63,6 +63,12 @@ pub(crate) struct Args {
     /// with the same Redis and prefix form one cluster.
     #[arg(long, default_value = "protoo", requires = "redis")]
     pub(crate) redis_prefix: String,
+    /// Tokens: `--auth-secret`, `--auth-public-key` (see auth.rs).
+    #[command(flatten)]
+    pub(crate) auth: crate::auth::AuthArgs,
+    /// `token`: print a token and exit (see auth.rs); none: run the server.
+    #[command(subcommand)]
+    pub(crate) command: Option<crate::auth::Command>,
 }
 
 /// Default of `--message-rate`: far above what a signaling client sends

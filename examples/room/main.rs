@@ -32,8 +32,11 @@
 //! the handlers below on a `protoo_server::handler::Router`.
 //!
 //! With `--redis redis://HOST:PORT` (the `redis` feature), every process on
-//! that Redis serves the same rooms: see cluster.rs.
+//! that Redis serves the same rooms: see cluster.rs. With `--auth-secret`
+//! or `--auth-public-key`, every connection needs a token (`room token`
+//! mints one): see auth.rs.
 
+mod auth;
 mod cluster;
 mod flags;
 mod ops;
@@ -59,10 +62,16 @@ const MAX_DISPLAY_NAME: usize = 256;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let args = flags::Args::parse();
+    if let Some(command) = &args.command {
+        return auth::run(command);
+    }
     args.check_features()?;
     ops::init_logs(args.log_format);
 
-    let (server, mount) = WebSocketServer::mounted(args.server_config());
+    // With `--auth-secret` or `--auth-public-key`, a token on every
+    // connection (auth.rs).
+    let config = auth::configure(&args.auth, args.server_config())?;
+    let (server, mount) = WebSocketServer::mounted(config);
     let local_addr = page::serve(args.listen, mount)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;

@@ -28,6 +28,14 @@ pub enum CoreError {
     /// its code as the HTTP status (500 when it is not one).
     #[error("room setup failed: {0}")]
     RoomSetup(ErrorData),
+    /// The peer id is taken in the room by a peer of another identity (or
+    /// one of the two has none): a connection may replace a peer only as
+    /// the same subject in the same room
+    /// ([`Identity`](crate::Identity)). Also what
+    /// [`Peer::refresh_identity`](crate::Peer::refresh_identity) says of an
+    /// identity of another subject or room.
+    #[error("peer id {0:?} belongs to another identity")]
+    IdentityMismatch(String),
 }
 
 /// Why a notification or a frame was not sent to a peer.

@@ -166,6 +166,7 @@ mod error;
 mod events;
 mod exclusive;
 pub mod handler;
+mod identity;
 mod ids;
 mod log_limit;
 pub mod metrics;
@@ -186,6 +187,9 @@ pub use events::{
     RATE_LIMITED_CODE, RATE_LIMITED_REASON, SHUTTING_DOWN_REASON, TOO_MANY_INVALID_REASON,
 };
 pub use exclusive::{Member, Members};
+pub use identity::{
+    Identity, METHOD_NOT_ALLOWED_CODE, METHOD_NOT_ALLOWED_REASON, TOKEN_EXPIRED_REASON,
+};
 pub use peer::{CLUSTER_ADMISSION_WAIT, DUPLICATE_ELSEWHERE_REASON, Peer, REPLACEMENT_WAIT};
 pub use presence::Presence;
 pub use rate::Rate;

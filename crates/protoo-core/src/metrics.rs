@@ -54,9 +54,9 @@ pub const PEERS_CLOSED: &str = "protoo_peers_closed_total";
 /// `unknown_response`, `binary`).
 pub const INVALID_MESSAGES: &str = protoo_transport::metrics::INVALID_MESSAGES;
 /// Incoming requests answered at once and notifications dropped because a
-/// peer was over its rate limits or incoming budget (counter, labels
-/// `reason`: `rate_limited`, `over_budget`, and `kind`: `request`,
-/// `notification`).
+/// peer was over its rate limits or incoming budget, or sent a method its
+/// identity does not allow (counter, labels `reason`: `rate_limited`,
+/// `over_budget`, `not_allowed`, and `kind`: `request`, `notification`).
 pub const MESSAGES_REFUSED: &str = "protoo_messages_refused_total";
 
 /// The close codes labelled as themselves; any other is `other`.
@@ -331,6 +331,19 @@ pub(crate) fn refused(_rate_limited: bool, _request: bool) {
     counter!(
         MESSAGES_REFUSED,
         "reason" => if _rate_limited { "rate_limited" } else { "over_budget" },
+        "kind" => if _request { "request" } else { "notification" }
+    )
+    .increment(1);
+}
+
+/// An incoming message was refused: its method is not allowed by the
+/// peer's identity.
+#[inline]
+pub(crate) fn not_allowed(_request: bool) {
+    #[cfg(feature = "metrics")]
+    counter!(
+        MESSAGES_REFUSED,
+        "reason" => "not_allowed",
         "kind" => if _request { "request" } else { "notification" }
     )
     .increment(1);

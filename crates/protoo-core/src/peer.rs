@@ -18,6 +18,9 @@ use tracing::Instrument;
 
 use crate::budget::{Budget, Over};
 use crate::events::{EventQueue, IncomingNotification, IncomingRequest, PeerEvent, PeerEvents};
+use crate::identity::{
+    Expiries, Identity, IdentitySlot, METHOD_NOT_ALLOWED_CODE, METHOD_NOT_ALLOWED_REASON,
+};
 use crate::ids::IdRng;
 use crate::log_limit::remote_warn;
 use crate::metrics::{self as meter, Kind, Outcome as Ended, PeerMetrics, Started};
@@ -42,6 +45,9 @@ type Outcome = Result<Payload, ErrorData>;
 pub(crate) trait Leave: Send + Sync {
     /// Takes the closed peer `core` out of the room.
     fn leave(self: Arc<Self>, core: &Arc<Core>);
+
+    /// The expiry queue of the room's registry (peers with an identity).
+    fn expiries(&self) -> Option<Arc<Expiries>>;
 }
 
 /// Requests waiting for their response.
@@ -97,6 +103,8 @@ pub(crate) struct Core {
     invalid: AtomicU32,
     /// The peer's metric handles (nothing without the `metrics` feature).
     pub(crate) metrics: PeerMetrics,
+    /// Who the peer is, if its admission said ([`Identity`]).
+    pub(crate) identity: Option<Box<IdentitySlot>>,
 }
 
 impl Core {
@@ -392,6 +400,17 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
         Kind::Notification
     };
     core.metrics.received(kind, len);
+    if let Some(identity) = core.identity.as_deref() {
+        let method = match &message {
+            Message::Request(request) => &request.method,
+            Message::Notification(notification) => &notification.method,
+            Message::Response(_) => return None,
+        };
+        if !identity.allows(method.as_str()) {
+            not_allowed(core, message);
+            return None;
+        }
+    }
     let refused = if !core.within_rate(len) {
         Err((RATE_LIMITED_CODE, RATE_LIMITED_REASON))
     } else {
@@ -467,6 +486,37 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
     // An event nobody will take (events dropped, peer closed) is dropped: a
     // request then answers 500 by itself.
     core.events.try_push(event).err()
+}
+
+/// A request or notification whose method the peer's identity does not
+/// allow: the request is answered 403 at once, the notification dropped;
+/// both counted, with a rate-limited warning.
+fn not_allowed(core: &Arc<Core>, message: Message) {
+    core.budget.count_refused();
+    match message {
+        Message::Request(request) => {
+            meter::not_allowed(true);
+            core.metrics
+                .answered(Ended::Rejected(METHOD_NOT_ALLOWED_CODE));
+            remote_warn!(
+                core,
+                method = %Remote(&request.method),
+                id = %Remote(&request.id),
+                "request refused: method not allowed"
+            );
+            let error = ErrorData::new(METHOD_NOT_ALLOWED_CODE, METHOD_NOT_ALLOWED_REASON);
+            let _ = core.send(encode::error(&request.id, &error));
+        }
+        Message::Notification(notification) => {
+            meter::not_allowed(false);
+            remote_warn!(
+                core,
+                method = %Remote(&notification.method),
+                "notification dropped: method not allowed"
+            );
+        }
+        Message::Response(_) => {}
+    }
 }
 
 /// The next incoming frame or the transport's end. Meanwhile, closes the
@@ -642,6 +692,7 @@ pub(crate) fn build<D>(
     data: D,
     config: &PeerConfig,
     handle: Handle,
+    identity: Option<Box<IdentitySlot>>,
 ) -> (Peer<D>, PeerEvents, Start) {
     let requests = transport.request_tracker().cloned();
     let source = Source::of(transport.remote_addr());
@@ -672,6 +723,7 @@ pub(crate) fn build<D>(
             .map(|limiter| Box::new(Mutex::new(limiter))),
         invalid: AtomicU32::new(0),
         metrics: PeerMetrics::new(),
+        identity,
     });
     let peer = Peer {
         inner: Arc::new(PeerInner {
@@ -763,7 +815,7 @@ impl<D: Send + Sync + 'static> Peer<D> {
     ) -> Result<(Self, PeerEvents), CoreError> {
         let id: String = id.into();
         let handle = admission(&id, &transport)?;
-        let (peer, events, start) = build(id.into(), None, transport, data, &config, handle);
+        let (peer, events, start) = build(id.into(), None, transport, data, &config, handle, None);
         start.spawn();
         Ok((peer, events))
     }
@@ -919,6 +971,38 @@ impl<D> Peer<D> {
         self.inner.core.close_locally(code, reason);
     }
 
+    /// Who the peer is, if its admission gave an identity
+    /// ([`Admit::identity`](crate::Admit::identity)): the latest one, after
+    /// [`Peer::refresh_identity`].
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        Some(self.inner.core.identity.as_deref()?.identity())
+    }
+
+    /// Replaces the peer's identity by a fresh one (a new token, verified
+    /// by the application): moves the expiry, and the allowed methods with
+    /// it. Refused ([`CoreError::IdentityMismatch`]) for a peer without an
+    /// identity or an identity of another subject or room: a peer cannot
+    /// become someone else.
+    pub fn refresh_identity(&self, identity: Identity) -> Result<(), CoreError> {
+        let core = &self.inner.core;
+        let Some(slot) = core.identity.as_deref() else {
+            return Err(CoreError::IdentityMismatch(core.id.to_string()));
+        };
+        let earlier = slot
+            .refresh(identity)
+            .map_err(|_| CoreError::IdentityMismatch(core.id.to_string()))?;
+        if let Some(at) = earlier {
+            let room = lock(&core.leave).as_ref().and_then(Weak::upgrade);
+            if let (Some(expiries), Ok(handle)) =
+                (room.and_then(|room| room.expiries()), Handle::try_current())
+            {
+                expiries.expire(core, at, &handle);
+            }
+        }
+        tracing::debug!(peer_id = %Remote(&core.id), "identity refreshed");
+        Ok(())
+    }
+
     /// Waits until the peer is closed (and out of its room, its pending
     /// requests failed).
     pub async fn closed(&self) {
@@ -987,6 +1071,7 @@ mod tests {
             (),
             &PeerConfig::default(),
             Handle::current(),
+            None,
         );
         let (core, stream) = (start.core.clone(), start.stream.take().unwrap());
         let future = read(core, stream).instrument(tracing::Span::none());
@@ -1011,6 +1096,7 @@ mod tests {
             (),
             &PeerConfig::default(),
             Handle::current(),
+            None,
         );
         drop(start);
         let Some(PeerEvent::Closed(reason)) = events.next().await else {

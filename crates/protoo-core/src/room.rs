@@ -9,9 +9,10 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use crate::cluster::{Admission, ClusterBackend, ClusterFuture};
+use crate::identity::{Expiries, IdentitySlot, may_replace};
 use crate::peer::{Core, Leave, Start, build, lock};
 use crate::rooms::{OnClose, RegistryInner};
-use crate::{Broadcast, CoreError, Peer, PeerConfig, PeerEvents};
+use crate::{Broadcast, CoreError, Identity, Peer, PeerConfig, PeerEvents};
 
 /// What to do when a peer joins a room with the id of a peer already in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -215,6 +216,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
         config: &PeerConfig,
         policy: DuplicatePolicy,
         handle: Handle,
+        identity: Option<Identity>,
     ) -> Result<Admitted<D>, CoreError> {
         if state.closed {
             transport.close();
@@ -229,14 +231,43 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             transport.close();
             return Err(CoreError::DuplicateId(id.to_string()));
         }
+        if let Some(old) = state.peers.get(&id)
+            && !may_replace(old.identity().as_deref(), identity.as_ref())
+        {
+            // The one check of takeovers: every admission comes here, under
+            // the room's lock. The peer in the room is not told.
+            tracing::debug!(
+                room_id = %protoo_transport::log::Remote(&self.inner.id),
+                peer_id = %protoo_transport::log::Remote(&id),
+                "peer id of another identity refused"
+            );
+            transport.close();
+            return Err(CoreError::IdentityMismatch(id.to_string()));
+        }
+        let expiries = identity.as_ref().and_then(|_| self.expiries());
+        let slot = identity.map(|mut identity| {
+            // Share the peer's and the room's ids rather than copies.
+            if identity.subject == id {
+                identity.subject = id.clone();
+            }
+            if identity.room == self.inner.id {
+                identity.room = self.inner.id.clone();
+            }
+            IdentitySlot::new(identity)
+        });
+        let deadline = slot.as_deref().map(IdentitySlot::deadline);
         let (peer, events, mut start) = build(
             id.clone(),
             Some(self.inner.id.clone()),
             transport,
             data,
             config,
-            handle,
+            handle.clone(),
+            slot,
         );
+        if let (Some(expiries), Some(deadline)) = (expiries, deadline) {
+            expiries.expire(start.core(), deadline, &handle);
+        }
         let room: Weak<RoomInner<D, R>> = Arc::downgrade(&self.inner);
         start.core().set_leave(room);
         // A newcomer is not listed until it says so itself.
@@ -258,7 +289,24 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Leave for RoomInner<D, R> {
     fn leave(self: Arc<Self>, core: &Arc<Core>) {
+        // A closed peer leaves the expiry queue too.
+        if let Some(key) = core.identity.as_deref().and_then(IdentitySlot::take_key)
+            && let Some(expiries) = self.expiries()
+        {
+            expiries.cancel(key);
+        }
         Room { inner: self }.remove(core);
+    }
+
+    fn expiries(&self) -> Option<Arc<Expiries>> {
+        Some(self.registry.upgrade()?.expiries())
+    }
+}
+
+impl<D, R> Room<D, R> {
+    /// The expiry queue of the room's registry.
+    fn expiries(&self) -> Option<Arc<Expiries>> {
+        Some(self.inner.registry.upgrade()?.expiries())
     }
 }
 

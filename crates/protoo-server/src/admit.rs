@@ -8,6 +8,7 @@ use std::future::Future;
 
 use protoo_core::{Context, CoreError, DuplicatePolicy, Joined, PeerConfig, ReadyAdmit, Rooms};
 
+use crate::auth::AuthError;
 use crate::request::Decision;
 use crate::{ConnectionRequest, ServerError};
 
@@ -65,9 +66,12 @@ impl ConnectionRequest {
         let Some(query) = self.query() else {
             return Context::new();
         };
-        form_urlencoded::parse(query.as_bytes()).fold(Context::new(), |context, (name, value)| {
-            context.with_param(name, value)
-        })
+        // The token stays out: a context is shown in logs and debug output.
+        form_urlencoded::parse(query.as_bytes())
+            .filter(|(name, _)| name != crate::auth::TOKEN_PARAM)
+            .fold(Context::new(), |context, (name, value)| {
+                context.with_param(name, value)
+            })
     }
 }
 
@@ -127,8 +131,13 @@ where
     /// in the room after the client's `open` misses it, as with
     /// protoo-server.
     ///
+    /// With a verified identity ([`ConnectionRequest::identity`]), a
+    /// missing room id or peer id is the token's `room` or `sub`.
+    ///
     /// Rejected before the upgrade, with a readable reason: a missing or
     /// empty room id or peer id (400, [`ServerError::MissingId`]); a room
+    /// or peer id that is not the identity's, or a peer id taken in the
+    /// room by another identity (403, [`ServerError::Auth`]); a room
     /// whose setup fails (the setup error's code as the HTTP status, 500
     /// when it is not one; [`CoreError::RoomSetup`]); a setup that outlasts
     /// the handshake timeout (503, [`ServerError::HandshakeTimeout`]). A
@@ -165,6 +174,26 @@ where
         } = self;
         let room_id = room_id.or_else(|| request.query_param(ROOM_ID_PARAM));
         let peer_id = peer_id.or_else(|| request.query_param(PEER_ID_PARAM));
+        let identity = request.identity().cloned();
+        let (room_id, peer_id) = match &identity {
+            None => (room_id, peer_id),
+            Some(identity) => match (
+                proved(room_id, identity.room()),
+                proved(peer_id, identity.subject()),
+            ) {
+                (Some(room_id), Some(peer_id)) => (Some(room_id), Some(peer_id)),
+                (room_id, _) => {
+                    let reason = if room_id.is_none() {
+                        "token is for another room"
+                    } else {
+                        "token is for another peer id"
+                    };
+                    tracing::debug!(reason, "connection refused: identity");
+                    request.decide(Decision::Reject(403, reason.to_owned()));
+                    return Err(ServerError::Auth(AuthError::Forbidden(reason.to_owned())));
+                }
+            },
+        };
         let (room_id, peer_id) = match (room_id, peer_id) {
             (Some(room_id), Some(peer_id)) if !room_id.is_empty() && !peer_id.is_empty() => {
                 (room_id, peer_id)
@@ -181,8 +210,14 @@ where
                 return Err(ServerError::MissingId(missing));
             }
         };
-        let context = context.unwrap_or_else(|| request.query_context());
+        let mut context = context.unwrap_or_else(|| request.query_context());
+        if let Some(identity) = &identity {
+            context.insert(identity.clone());
+        }
         let mut admit = rooms.admit(room_id, peer_id).context(context);
+        if let Some(identity) = identity {
+            admit = admit.identity(identity);
+        }
         if let Some(config) = config {
             admit = admit.config(config);
         }
@@ -192,6 +227,14 @@ where
         let room_id = admit.room_id().to_owned();
         let reserved = tokio::time::timeout_at(request.deadline(), admit.reserve()).await;
         let (status, reason, error) = match reserved {
+            Ok(Ok(ready)) if ready.is_takeover() => {
+                // Checked again when the peer joins; refused here with a
+                // status the client can read.
+                tracing::debug!("connection refused: peer id of another identity");
+                let reason = "peer id belongs to another identity";
+                let error = ServerError::Auth(AuthError::Forbidden(reason.to_owned()));
+                (403, reason.to_owned(), error)
+            }
             Ok(Ok(ready)) => return Ok((request, ready)),
             Ok(Err(CoreError::RoomSetup(error))) => {
                 tracing::debug!(
@@ -213,6 +256,16 @@ where
         };
         request.decide(Decision::Reject(status, reason));
         Err(error)
+    }
+}
+
+/// The id a connection with a verified identity gets: the one it proves,
+/// when the URL (or the application) asks for none or for that one; `None`
+/// when it asks for another.
+fn proved(asked: Option<String>, proved: &str) -> Option<String> {
+    match asked {
+        Some(asked) if !asked.is_empty() && asked != proved => None,
+        _ => Some(proved.to_owned()),
     }
 }
 

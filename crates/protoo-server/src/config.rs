@@ -1,6 +1,9 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use protoo_transport::ws::WsConfig;
+
+use crate::auth::{Auth, Verifier};
 
 /// How a [`WebSocketServer`](crate::WebSocketServer) admits connections.
 ///
@@ -49,6 +52,8 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for requests already received to
     /// be answered before it closes every peer with 1001. Default: 5 s.
     pub shutdown_grace: Duration,
+    /// The verifier of connection tokens ([`ServerConfig::with_auth`]).
+    pub(crate) auth: Option<Auth>,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +64,7 @@ impl Default for ServerConfig {
             max_connections: 20_000,
             request_backlog: 1024,
             shutdown_grace: Duration::from_secs(5),
+            auth: None,
         }
     }
 }
@@ -104,6 +110,38 @@ impl ServerConfig {
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
+    }
+
+    /// Verifies every connection's token with `verifier` before the
+    /// application sees the request (and so before the upgrade), on the
+    /// bound server and the axum mount alike: see the [`auth`](crate::auth)
+    /// module. The verified [`Identity`](crate::Identity) rides on the
+    /// [`ConnectionRequest`](crate::ConnectionRequest) into the room.
+    /// Default: none, anyone may connect as anyone.
+    ///
+    /// ```
+    /// # #[cfg(feature = "auth")]
+    /// # fn main() -> Result<(), protoo_server::auth::AuthError> {
+    /// use protoo_server::ServerConfig;
+    /// use protoo_server::auth::JwtVerifier;
+    ///
+    /// let config = ServerConfig::default().with_auth(JwtVerifier::hs256(b"a long random secret")?);
+    /// assert!(config.auth().is_some());
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "auth"))]
+    /// # fn main() {}
+    /// ```
+    pub fn with_auth(mut self, verifier: impl Verifier) -> Self {
+        self.auth = Some(Auth(Arc::new(verifier)));
+        self
+    }
+
+    /// The verifier of connection tokens, if [`ServerConfig::with_auth`]
+    /// gave one (to [`refresh`](crate::auth::refresh) a peer's identity
+    /// with).
+    pub fn auth(&self) -> Option<&Arc<dyn Verifier>> {
+        self.auth.as_ref().map(|auth| &auth.0)
     }
 
     pub(crate) fn origin_allowed(&self, origin: Option<&str>) -> bool {

@@ -16,6 +16,11 @@ pub enum ServerError {
     /// Holds the missing parameter's name.
     #[error("missing or empty {0}")]
     MissingId(&'static str),
+    /// The connection's identity does not give what it asks (its token is
+    /// for another room or peer id, or the peer id belongs to another
+    /// identity): rejected with the error's status before the upgrade.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// Admitting the peer failed (room setup failed, duplicate id, room
     /// closed).
     #[error(transparent)]

@@ -65,6 +65,9 @@
 //!
 //! - `tls`: `wss://` with rustls ([`WebSocketServer::bind_tls`]).
 //! - `axum`: mount the server on an axum route.
+//! - `auth`: verify connection tokens (JWTs) before the upgrade
+//!   ([`auth::JwtVerifier`], [`ServerConfig::with_auth`]); an
+//!   application's own [`auth::Verifier`] needs no feature.
 //! - `metrics`: report connections, peers, rooms, messages, requests and
 //!   closes through the [`metrics`](https://docs.rs/metrics) facade (see
 //!   [`metrics`]); the application installs the recorder of its choice.
@@ -72,6 +75,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admit;
+pub mod auth;
 mod config;
 mod descriptors;
 mod error;
@@ -100,10 +104,10 @@ pub use protoo_transport as transport;
 pub use protoo_codec::{ErrorData, Frame, Id, Method, Payload};
 pub use protoo_core::handler;
 pub use protoo_core::{
-    Broadcast, BroadcastReport, Context, CoreError, DuplicatePolicy, IncomingNotification,
-    IncomingRequest, IntoErrorData, Joined, LocalBroadcast, Member, Members, Peer, PeerConfig,
-    PeerError, PeerEvent, PeerEvents, Presence, RequestError, Room, RoomHold, RoomSetup, Rooms,
-    RoomsBuilder, Target,
+    Broadcast, BroadcastReport, Context, CoreError, DuplicatePolicy, Identity,
+    IncomingNotification, IncomingRequest, IntoErrorData, Joined, LocalBroadcast, Member, Members,
+    Peer, PeerConfig, PeerError, PeerEvent, PeerEvents, Presence, RequestError, Room, RoomHold,
+    RoomSetup, Rooms, RoomsBuilder, Target,
 };
 pub use protoo_transport::ws::{self, WsConfig};
 pub use protoo_transport::{CloseReason, Initiator, Transport, TransportError, close_code};

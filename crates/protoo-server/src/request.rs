@@ -3,6 +3,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use http::HeaderMap;
+use protoo_core::Identity;
 use protoo_transport::Transport;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -46,7 +47,7 @@ impl Opening {
 }
 
 /// The parts of the HTTP upgrade request the application decides on.
-#[derive(Debug)]
+/// (No `Debug`: its target may hold a token; see `ConnectionRequest`'s.)
 pub(crate) struct RequestHead {
     pub(crate) target: String,
     pub(crate) headers: HeaderMap,
@@ -54,6 +55,9 @@ pub(crate) struct RequestHead {
     pub(crate) tls: bool,
     /// When the handshake times out.
     pub(crate) deadline: Instant,
+    /// Who the connection's token says it is, when the server verifies
+    /// tokens.
+    pub(crate) identity: Option<Identity>,
 }
 
 /// A client asking to connect: protoo's `connectionrequest`.
@@ -130,6 +134,13 @@ impl ConnectionRequest {
         self.head.tls
     }
 
+    /// Who the connection is, as its token proves, when the server
+    /// verifies tokens ([`ServerConfig::with_auth`](crate::ServerConfig::with_auth));
+    /// [`admit`](ConnectionRequest::admit) gives it to the peer.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.head.identity.as_ref()
+    }
+
     /// When the handshake times out.
     pub(crate) fn deadline(&self) -> Instant {
         self.head.deadline
@@ -185,7 +196,8 @@ impl ConnectionRequest {
 impl fmt::Debug for ConnectionRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionRequest")
-            .field("target", &self.head.target)
+            .field("target", &crate::auth::masked(&self.head.target))
+            .field("identity", &self.head.identity)
             .field("origin", &self.origin())
             .field("remote_addr", &self.head.remote_addr)
             .field("tls", &self.head.tls)
@@ -207,6 +219,7 @@ mod tests {
                 remote_addr: ([127, 0, 0, 1], 1).into(),
                 tls: false,
                 deadline: Instant::now(),
+                identity: None,
             },
             tx,
         )

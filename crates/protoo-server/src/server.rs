@@ -480,6 +480,7 @@ async fn connection<S>(
         remote_addr,
         tls,
         deadline,
+        identity: None,
     };
     match decide(shared, head, upgrade.wants_protoo(), deadline).await {
         Decision::Accept(give) => {
@@ -539,7 +540,7 @@ pub(crate) async fn decide(
 /// [`decide`] before counting.
 async fn checks_and_decision(
     shared: &Shared,
-    head: RequestHead,
+    mut head: RequestHead,
     wants_protoo: bool,
     deadline: Instant,
 ) -> Decision {
@@ -556,6 +557,19 @@ async fn checks_and_decision(
         // Remote-triggered, once per connection: not worth a warning.
         tracing::debug!("invalid/missing Sec-WebSocket-Protocol");
         return reject(403, "invalid/missing Sec-WebSocket-Protocol");
+    }
+    if let Some(auth) = &shared.config.auth {
+        match verify(auth, &head, deadline).await {
+            Ok(identity) => head.identity = Some(identity),
+            Err(error) => {
+                tracing::debug!(
+                    target = %protoo_transport::log::Remote(crate::auth::masked(&head.target)),
+                    error = %error,
+                    "connection refused: token"
+                );
+                return Decision::Reject(error.status(), error.reason());
+            }
+        }
     }
     let Some(requests) = shared.request_sender() else {
         return reject(503, "server shutting down");
@@ -592,6 +606,23 @@ async fn checks_and_decision(
         Ok(Ok(accept)) => accept,
         Ok(Err(_)) => reject(500, "connection request not answered"),
         Err(_) => reject(503, "connection request timed out"),
+    }
+}
+
+/// Verifies the request's token (within the handshake's deadline).
+async fn verify(
+    auth: &crate::auth::Auth,
+    head: &RequestHead,
+    deadline: Instant,
+) -> Result<protoo_core::Identity, crate::auth::AuthError> {
+    let query = head.target.split_once('?').map(|(_, query)| query);
+    let token =
+        crate::auth::token_of(query, &head.headers).ok_or(crate::auth::AuthError::Missing)?;
+    match timeout_at(deadline, auth.0.verify(&token)).await {
+        Ok(verified) => verified,
+        Err(_) => Err(crate::auth::AuthError::Unavailable(
+            "token verification timed out".to_owned(),
+        )),
     }
 }
 

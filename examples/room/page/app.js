@@ -2,8 +2,12 @@
 // (page/protoo-client.js, the global `protooClient`) on the server the page
 // came from.
 //
-// `/?roomId=R&peerId=P&displayName=N`, each optional. What a remote sends
-// (names, chat text) only ever goes into the page as text.
+// `/?roomId=R&peerId=P&displayName=N&token=T`, each optional. A `token`
+// (a server started with --auth-secret needs one; `room token` mints it)
+// goes through to the WebSocket URL, and the room, peer id and name it
+// carries are the defaults (the server checks it; the page only reads
+// it). What a remote sends (names, chat text) only ever goes into the page
+// as text.
 'use strict';
 
 (() =>
@@ -12,9 +16,13 @@
 	const HUES = 8;
 
 	const params = new URLSearchParams(location.search);
-	const roomId = params.get('roomId') || 'lobby';
-	const peerId = params.get('peerId') || randomId();
-	const displayName = params.get('displayName') || `Guest ${peerId.slice(0, 4)}`;
+	const token = params.get('token');
+	const claims = tokenClaims(token);
+	const claim = (name) => (typeof claims[name] === 'string' ? claims[name] : '');
+	const roomId = params.get('roomId') || claim('room') || 'lobby';
+	const peerId = params.get('peerId') || claim('sub') || randomId();
+	const displayName =
+		params.get('displayName') || claim('name') || `Guest ${peerId.slice(0, 4)}`;
 
 	const $ = (id) => document.getElementById(id);
 	const statusEl = $('status');
@@ -35,7 +43,8 @@
 	let everOpen = false;
 
 	const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-	const query = new URLSearchParams({ roomId, peerId }).toString();
+	const query = new URLSearchParams(
+		token ? { roomId, peerId, token } : { roomId, peerId }).toString();
 	const transport = new protooClient.WebSocketTransport(`${scheme}://${location.host}/?${query}`);
 	const peer = new protooClient.Peer(transport);
 
@@ -307,6 +316,22 @@
 		}
 
 		return h;
+	}
+
+	// The claims of a JWT, unverified (the server verifies it), or {}.
+	function tokenClaims(jwt)
+	{
+		try
+		{
+			const part = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+			const claims = JSON.parse(atob(part));
+
+			return claims && typeof claims === 'object' ? claims : {};
+		}
+		catch (error)
+		{
+			return {};
+		}
 	}
 
 	function randomId()

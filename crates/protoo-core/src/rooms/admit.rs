@@ -13,8 +13,9 @@ use protoo_transport::Transport;
 
 use super::Rooms;
 use super::reservation::Reservation;
+use crate::identity::may_replace;
 use crate::room::DuplicatePolicy;
-use crate::{CoreError, Peer, PeerConfig, PeerEvents, Room};
+use crate::{CoreError, Identity, Peer, PeerConfig, PeerEvents, Room};
 
 /// The context of an admission: what the connection said about itself
 /// (its query parameters) and what the application learned about it
@@ -189,6 +190,7 @@ pub struct Admit<'a, D, R> {
     config: Option<PeerConfig>,
     policy: Option<DuplicatePolicy>,
     context: Context,
+    identity: Option<Identity>,
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
@@ -203,6 +205,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
             config: None,
             policy: None,
             context: Context::default(),
+            identity: None,
         }
     }
 }
@@ -225,6 +228,16 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
     /// admission is the one that starts it.
     pub fn context(mut self, context: Context) -> Self {
         self.context = context;
+        self
+    }
+
+    /// Who the peer is, as its verified credential says (see
+    /// [`Identity`]): with one, the peer replaces a peer of its id only as
+    /// the same subject in the same room, sends only the methods it
+    /// allows, and is closed when it expires. `protoo_server` sets it from
+    /// the connection's token when the server verifies them.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
         self
     }
 
@@ -287,6 +300,7 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
             config,
             policy,
             context,
+            identity,
         } = self;
         let reservation = rooms.reserve(&room_id, context).await?;
         let (defaults, default_policy) = rooms.defaults();
@@ -295,6 +309,7 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
             peer_id,
             config: config.unwrap_or_else(|| defaults.clone()),
             policy: policy.unwrap_or(default_policy),
+            identity,
         })
     }
 }
@@ -306,6 +321,7 @@ impl<D, R> fmt::Debug for Admit<'_, D, R> {
             .field("peer_id", &self.peer_id)
             .field("policy", &self.policy)
             .field("context", &self.context)
+            .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
 }
@@ -317,6 +333,7 @@ pub struct ReadyAdmit<D: Send + Sync + 'static, R: Send + Sync + 'static> {
     peer_id: String,
     config: PeerConfig,
     policy: DuplicatePolicy,
+    identity: Option<Identity>,
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> ReadyAdmit<D, R> {
@@ -325,11 +342,28 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> ReadyAdmit<D, R> {
         self.reservation.room()
     }
 
+    /// Whether joining now would be refused as a takeover (a peer of this
+    /// id, of another identity, is in the room): for a server that answers
+    /// it with an HTTP status before the upgrade. The join checks it again
+    /// under the room's lock.
+    pub fn is_takeover(&self) -> bool {
+        self.reservation
+            .room()
+            .peer(&self.peer_id)
+            .is_some_and(|old| !may_replace(old.identity().as_deref(), self.identity.as_ref()))
+    }
+
     /// Admits the peer on `transport`; fails as [`Admit::join`] does,
     /// closing the transport.
     pub fn join(self, transport: Transport, data: D) -> Result<Joined<D, R>, CoreError> {
-        self.reservation
-            .join(self.peer_id, transport, data, &self.config, self.policy)
+        self.reservation.join(
+            self.peer_id,
+            transport,
+            data,
+            &self.config,
+            self.policy,
+            self.identity,
+        )
     }
 }
 

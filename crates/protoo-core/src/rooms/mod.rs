@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cluster::{ClusterBackend, LocalNode, NodeRooms, OnMemberLost};
+use crate::identity::Expiries;
 use crate::peer::lock;
 use crate::room::DuplicatePolicy;
 use crate::{CoreError, PeerConfig, Room};
@@ -92,6 +93,35 @@ pub(crate) struct RegistryInner<D, R> {
     on_member_lost: Option<OnMemberLost>,
     /// Run once when one of the rooms closes.
     on_close: Option<Arc<OnClose<D, R>>>,
+    /// The peers that expire ([`Identity`](crate::Identity)), made on
+    /// first use.
+    expiries: std::sync::OnceLock<Arc<Expiries>>,
+}
+
+impl<D, R> RegistryInner<D, R> {
+    /// The registry's expiry queue.
+    pub(crate) fn expiries(&self) -> Arc<Expiries> {
+        self.expiries.get_or_init(Default::default).clone()
+    }
+}
+
+#[cfg(test)]
+impl<D, R> Rooms<D, R> {
+    /// Entries in the registry's expiry queue.
+    pub(crate) fn expiry_entries(&self) -> usize {
+        self.inner
+            .expiries
+            .get()
+            .map_or(0, |expiries| expiries.len())
+    }
+}
+
+impl<D, R> Drop for RegistryInner<D, R> {
+    fn drop(&mut self) {
+        if let Some(expiries) = self.expiries.get() {
+            expiries.close();
+        }
+    }
 }
 
 /// What `Rooms::try_reserve` found.
@@ -235,6 +265,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
             cluster: parts.cluster,
             on_member_lost: parts.on_member_lost,
             on_close,
+            expiries: std::sync::OnceLock::new(),
         });
         if let Some(cluster) = &inner.cluster {
             let weak: std::sync::Weak<dyn NodeRooms> = Arc::downgrade(&inner) as _;

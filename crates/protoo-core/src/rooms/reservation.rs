@@ -9,7 +9,7 @@ use protoo_transport::Transport;
 use super::Joined;
 use crate::peer::{admission, lock};
 use crate::room::{Admitted, DuplicatePolicy};
-use crate::{CoreError, PeerConfig, Room};
+use crate::{CoreError, Identity, PeerConfig, Room};
 
 /// A room with its data ready and a place held for one admission
 /// ([`Admit`](super::Admit)), or for a [`RoomHold`](super::RoomHold).
@@ -44,6 +44,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Reservation<D, R> {
         data: D,
         config: &PeerConfig,
         policy: DuplicatePolicy,
+        identity: Option<Identity>,
     ) -> Result<Joined<D, R>, CoreError> {
         let handle = admission(&peer_id, &transport)?;
         let room = self.room.clone();
@@ -59,6 +60,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Reservation<D, R> {
                 config,
                 policy,
                 handle,
+                identity,
             );
             (admitted, state.emptiness())
         };

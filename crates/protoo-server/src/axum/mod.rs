@@ -142,6 +142,7 @@ impl Mount {
             remote_addr,
             tls: request.uri().scheme_str() == Some("https"),
             deadline: Instant::now() + shared.config.ws.handshake_timeout,
+            identity: None,
         };
         let deadline = head.deadline;
         let give = match decide(shared, head, protoo.is_some(), deadline).await {
