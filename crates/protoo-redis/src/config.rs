@@ -24,10 +24,10 @@ pub struct RedisConfig {
     /// What every key and channel name starts with, so that several
     /// clusters (or other applications) share one Redis. Default `protoo`.
     pub prefix: String,
-    /// How often a node refreshes its heartbeat key and looks for dead
+    /// How often a node pushes its deadline on (its heartbeat) and looks for dead
     /// nodes. Default 2 s.
     pub heartbeat: Duration,
-    /// How long a node's heartbeat key lives: a node silent for this long
+    /// How far ahead a heartbeat pushes the node's deadline: a node silent for this long
     /// is dead, and its members are swept (announced gone) by another node
     /// within one more [`heartbeat`](RedisConfig::heartbeat). Default 6 s,
     /// three heartbeats, so a node is not declared dead for one slow
@@ -98,6 +98,12 @@ impl RedisConfig {
     pub fn with_queue_limit(mut self, bytes: usize) -> Self {
         self.queue_limit = bytes;
         self
+    }
+
+    /// Whether a `PUBLISH` count says who received it (not on Redis
+    /// Cluster, where it counts one shard's subscribers).
+    pub(crate) fn counts_receivers(&self) -> bool {
+        true
     }
 
     /// How long the key listing a node's rooms outlives the node's last

@@ -47,8 +47,8 @@
 //! - A peer id joining on one node closes the peer with that id on another
 //!   (4000), and the newcomer reads nothing until that node handled the
 //!   close (what it broadcast about it, `peerClosed`, arrives first).
-//! - Each node refreshes a heartbeat key every 2 s (TTL 6 s); every node
-//!   looks for nodes without one, and the one that takes a dead node's
+//! - Each node pushes its deadline on every 2 s (6 s ahead); every node
+//!   looks for nodes past theirs, and the one that takes a dead node's
 //!   sweep lock (`SET NX`) removes its members and broadcasts, for each,
 //!   what [`RoomsBuilder::on_member_lost`](protoo_core::RoomsBuilder::on_member_lost)
 //!   makes: once, cluster-wide, within about 8 s of the death.
@@ -97,18 +97,25 @@
 //!
 //! # Keys
 //!
-//! Under the prefix `P` ([`RedisConfig::prefix`]):
+//! Under the prefix `P` ([`RedisConfig::prefix`]), each name with a hash
+//! tag (`{...}`) so that what one script touches shares one hash slot: a
+//! room's keys and channel live on one shard of a Redis Cluster, and no
+//! step of the backend crosses slots.
 //!
 //! | name | kind | holds | lifetime |
 //! | --- | --- | --- | --- |
-//! | `P:room:{R}` | hash | peer id → `NODE:INCARNATION\|INFO` | deleted with its last entry |
-//! | `P:node:{N}` | string | node N's heartbeat | TTL `node_ttl` (6 s), refreshed every `heartbeat` (2 s) |
-//! | `P:node:{N}:rooms` | set | the rooms with a member on N | TTL a minute, refreshed with the heartbeat; deleted when N leaves or is swept |
-//! | `P:nodes` | set | the node ids | a node leaves it when it shuts down or is swept |
-//! | `P:sweep:{N}` | string | who sweeps dead node N | `SET NX EX 60` |
+//! | `{P:room:R}` | hash | peer id → `NODE:INCARNATION\|INFO` | deleted with its last entry |
+//! | `{P:room:R}:nodes` | hash | node id → deadline (ms) of each node with a member in R | pushed on with each heartbeat (`node_ttl` ahead); deleted with the room's last entry |
+//! | `{P:node:N}:rooms` | set | the rooms with a member on N | TTL a minute, refreshed with the heartbeat; deleted when N leaves or is swept |
+//! | `{P}:nodes` | sorted set | node id → deadline (ms) | a node leaves it when it shuts down or is swept |
+//! | `{P}:sweep:N` | string | who sweeps dead node N | `SET NX EX 60` |
 //!
-//! Channels: `P:room:{R}` (broadcasts in R, subscribed by the nodes with a
-//! member in R) and `P:node:{N}` (messages for node N). Redis 7 or later.
+//! Whether a node is alive is read in the room's own slot (its deadline in
+//! `{P:room:R}:nodes`, pushed on by its heartbeat in every room it has
+//! members in), never from another slot inside a script. Channels:
+//! `{P:room:R}` (broadcasts in R, subscribed by the nodes with a member
+//! in R) and `{P:node:N}` (messages for node N). Redis 7 or later. The
+//! prefix must not hold `{` or `}`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

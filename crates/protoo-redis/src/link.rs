@@ -240,7 +240,7 @@ async fn execute(shared: &Shared, link: &mut Link, batch: Vec<Op>) -> redis::Red
             }
             Op::Subscribe(room) => {
                 flush(link, &mut pipe, &mut replies).await?;
-                link.subscriber.subscribe(shared.keys.room(&room)).await?;
+                subscribe(link, &shared.keys.room(&room)).await?;
             }
             Op::Unsubscribe(room) => {
                 flush(link, &mut pipe, &mut replies).await?;
@@ -292,15 +292,17 @@ async fn flush(
 /// Entries of members it no longer has are removed, and, when `announce`
 /// (after a lost link, when their departure could not reach the other
 /// nodes), announced gone to the other nodes.
+///
+/// Two round trips: the first loads the scripts, beats and reads the
+/// node's room set; the second removes what the node no longer has in the
+/// rooms of that set and registers its members room by room (each room's
+/// step in the room's slot, the room set's in the node's).
 async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::RedisResult<()> {
     shared.stats.resynced();
     let keys = &shared.keys;
-    let config = &shared.config;
+    let life = shared.life();
     let rooms = shared.local_rooms();
     let info = members_info(shared);
-    let own = shared.own_prefix();
-    let rooms_ttl = config.rooms_ttl().as_secs();
-    let ttl_ms = u64::try_from(config.node_ttl.as_millis()).unwrap_or(u64::MAX);
 
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
@@ -309,20 +311,33 @@ async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::Redi
         pipe.add_command(load);
         n + 1
     });
-    pipe.add_command(cmd::heartbeat(
-        &keys.node,
-        &keys.node_rooms,
-        &keys.nodes,
-        &shared.node_id,
-        ttl_ms,
-        rooms_ttl,
-    ));
-    pipe.add_command(cmd::forget_rooms(
-        &keys.node_rooms,
-        keys.room_prefix(),
-        &own,
-        rooms.iter().map(|(room, _)| room.as_str()),
-    ));
+    pipe.add_command(cmd::heartbeat(&keys.nodes, &shared.node_id, life));
+    pipe.add_command(redis::cmd("SMEMBERS").arg(&keys.node_rooms).clone());
+    let values: Value = pipe.query_async(&mut link.commands).await?;
+    let known = match values {
+        Value::Array(values) => values
+            .into_iter()
+            .nth(loads + 1)
+            .and_then(strings)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let here: std::collections::HashSet<&str> =
+        rooms.iter().map(|(room, _)| room.as_str()).collect();
+    let stale: Vec<String> = known
+        .into_iter()
+        .filter(|room| !here.contains(room.as_str()))
+        .collect();
+
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for room in &stale {
+        let names = keys.room_names(room);
+        pipe.add_command(cmd::sweep_room(names.keys(), &shared.node_id));
+    }
+    if !stale.is_empty() {
+        pipe.add_command(redis::cmd("SREM").arg(&keys.node_rooms).arg(&stale).clone());
+    }
     for (room, peers) in &rooms {
         let entries = peers.iter().map(|(peer, incarnation)| {
             let listed = info
@@ -334,40 +349,61 @@ async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::Redi
                 format!("{}{listed}", shared.entry_prefix(*incarnation)),
             )
         });
+        let names = keys.room_names(room);
         pipe.add_command(cmd::resync_room(
-            &keys.room(room),
-            &keys.node_rooms,
-            &own,
-            room,
-            rooms_ttl,
+            names.keys(),
+            &shared.node_id,
+            life,
             entries,
         ));
     }
-    let values: Value = pipe.query_async(&mut link.commands).await?;
-    link.subscriber.subscribe(&keys.node).await?;
+    if !rooms.is_empty() {
+        let all: Vec<&str> = rooms.iter().map(|(room, _)| room.as_str()).collect();
+        pipe.add_command(redis::cmd("SADD").arg(&keys.node_rooms).arg(all).clone());
+        pipe.add_command(
+            redis::cmd("EXPIRE")
+                .arg(&keys.node_rooms)
+                .arg(shared.config.rooms_ttl().as_secs())
+                .clone(),
+        );
+    }
+    let values: Value = if pipe.is_empty() {
+        Value::Nil
+    } else {
+        pipe.query_async(&mut link.commands).await?
+    };
+    subscribe(link, &keys.node).await?;
     for (room, _) in &rooms {
-        link.subscriber.subscribe(keys.room(room)).await?;
+        subscribe(link, &keys.room(room)).await?;
     }
     let Value::Array(values) = values else {
         return Ok(());
     };
-    let mut values = values.into_iter().skip(loads + 1);
-    let forgotten = values.next().and_then(strings).unwrap_or_default();
-    if announce {
-        for gone in forgotten.chunks_exact(3) {
-            shared.announce_lost(&gone[0], &gone[1], &gone[2], false);
+    if !announce {
+        return Ok(());
+    }
+    let mut values = values.into_iter();
+    for room in &stale {
+        let removed = values.next().and_then(strings).unwrap_or_default();
+        for gone in removed.chunks_exact(2) {
+            shared.announce_lost(room, &gone[0], &gone[1], false);
         }
     }
+    if !stale.is_empty() {
+        values.next();
+    }
     for ((room, _), removed) in rooms.iter().zip(values) {
-        if !announce {
-            continue;
-        }
         for gone in strings(removed).unwrap_or_default().chunks_exact(2) {
             shared.announce_lost(room, &gone[0], &gone[1], false);
         }
     }
     tracing::debug!(node_id = %shared.node_id, rooms = rooms.len(), "members registered in Redis");
     Ok(())
+}
+
+/// Subscribes the link's subscriber to `channel`.
+async fn subscribe(link: &mut Link, channel: &str) -> redis::RedisResult<()> {
+    link.subscriber.subscribe(channel).await
 }
 
 /// The presence of each member, by (room, peer), from the core.
@@ -388,30 +424,49 @@ fn members_info(
 /// gone to the other nodes, then the node's own keys go.
 async fn leave(shared: &Shared, link: &mut Link) {
     let keys = &shared.keys;
-    let own = shared.own_prefix();
-    let forget = cmd::forget_rooms(
-        &keys.node_rooms,
-        keys.room_prefix(),
-        &own,
-        std::iter::empty(),
-    );
-    match forget.query_async::<Value>(&mut link.commands).await {
-        Ok(value) => {
+    let rooms = redis::cmd("SMEMBERS")
+        .arg(&keys.node_rooms)
+        .query_async::<Value>(&mut link.commands)
+        .await
+        .map(|rooms| strings(rooms).unwrap_or_default());
+    match rooms {
+        Ok(rooms) if !rooms.is_empty() => {
             let mut pipe = redis::pipe();
-            for gone in strings(value).unwrap_or_default().chunks_exact(3) {
-                if let Some(publish) = shared.lost_publication(&gone[0], &gone[1], &gone[2], false)
-                {
-                    pipe.add_command(publish);
+            pipe.ignore_errors();
+            for room in &rooms {
+                let names = keys.room_names(room);
+                pipe.add_command(cmd::sweep_room(names.keys(), &shared.node_id));
+            }
+            let removed = pipe.query_async::<Value>(&mut link.commands).await;
+            let mut publish = redis::pipe();
+            if let Ok(Value::Array(removed)) = removed {
+                for (room, removed) in rooms.iter().zip(removed) {
+                    for gone in strings(removed).unwrap_or_default().chunks_exact(2) {
+                        if let Some(cmd) = shared.lost_publication(room, &gone[0], &gone[1], false)
+                        {
+                            publish.add_command(cmd);
+                        }
+                    }
                 }
             }
-            if !pipe.is_empty() {
-                let _ = pipe.query_async::<Value>(&mut link.commands).await;
+            if !publish.is_empty() {
+                let _ = publish.query_async::<Value>(&mut link.commands).await;
             }
         }
+        Ok(_) => {}
         Err(error) => tracing::warn!(%error, "could not remove this node's members from Redis"),
     }
-    let leave = cmd::leave(&keys.node, &keys.node_rooms, &keys.nodes, &shared.node_id);
-    if let Err(error) = leave.query_async::<Value>(&mut link.commands).await {
+    // The node's keys (its slot), then its place in the node set (the
+    // cluster's slot): two commands.
+    let mut pipe = redis::pipe();
+    pipe.add_command(redis::cmd("DEL").arg(&keys.node_rooms).clone());
+    pipe.add_command(
+        redis::cmd("ZREM")
+            .arg(&keys.nodes)
+            .arg(&*shared.node_id)
+            .clone(),
+    );
+    if let Err(error) = pipe.query_async::<Value>(&mut link.commands).await {
         tracing::warn!(%error, "could not tell Redis this node left");
     }
     shared.set_up(false);

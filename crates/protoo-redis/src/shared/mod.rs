@@ -201,13 +201,13 @@ impl Shared {
         format!("{}:{incarnation}|", self.node_id)
     }
 
-    /// `NODE:`: what every entry of this node starts with.
-    pub(crate) fn own_prefix(&self) -> String {
-        format!("{}:", self.node_id)
-    }
-
-    fn rooms_ttl(&self) -> u64 {
-        self.config.rooms_ttl().as_secs()
+    /// The lifetimes the scripts give a node's deadlines, in ms.
+    pub(crate) fn life(&self) -> scripts::Lifetimes {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        scripts::Lifetimes {
+            ttl: ms(self.config.node_ttl),
+            keep: ms(self.config.rooms_ttl()),
+        }
     }
 
     /// Queues an op of `class`; `false` if it was not queued (and what

@@ -50,9 +50,37 @@ impl RedisServer {
 
     /// Starts one of the test's own on a free port.
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(&[]).await
+    }
+
+    /// Starts one in cluster mode, owning every slot: a Redis Cluster of
+    /// one shard. It enforces what a cluster does (a script touches
+    /// declared keys of one slot), and needs no redirection.
+    pub async fn start_one_shard_cluster() -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("protoo-redis-{}", unique_prefix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.to_string_lossy().into_owned();
+        let redis = RedisServer::start_with(&["--cluster-enabled", "yes", "--dir", &dir]).await;
+        redis.run(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).await;
+        let mut conn = redis.connection().await;
+        for _ in 0..200 {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if info.contains("cluster_state:ok") {
+                return redis;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the one-shard cluster did not become ready");
+    }
+
+    async fn start_with(args: &[&str]) -> RedisServer {
         for _ in 0..5 {
             let port = free_port();
-            if let Some(child) = spawn_redis(port).await {
+            if let Some(child) = spawn_redis(port, args).await {
                 return RedisServer {
                     child: Some(child),
                     port,
@@ -77,7 +105,7 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         self.kill().await;
         self.child = Some(
-            spawn_redis(self.port)
+            spawn_redis(self.port, &[])
                 .await
                 .expect("redis-server restarts on its port"),
         );
@@ -120,11 +148,12 @@ fn free_port() -> u16 {
 
 /// Starts redis-server on `port`; `None` if it exited before it was ready
 /// (the port was taken).
-async fn spawn_redis(port: u16) -> Option<Child> {
+async fn spawn_redis(port: u16, args: &[&str]) -> Option<Child> {
     let binary = std::env::var("PROTOO_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
     let mut child = Command::new(&binary)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -440,8 +469,9 @@ pub enum Event {
 /// Every key of `prefix` in Redis, with its value (hashes and sets as their
 /// members), sorted.
 pub async fn keys_of(redis: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
+    // `{P:...}` (a room's or a node's keys) and `{P}:...` (the cluster's).
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
+        .arg(format!("{{{prefix}[:}}]*"))
         .query_async(redis)
         .await
         .unwrap();
@@ -456,6 +486,16 @@ pub async fn keys_of(redis: &mut redis::aio::MultiplexedConnection, prefix: &str
             "hash" => {
                 let all: Vec<String> = redis::cmd("HGETALL")
                     .arg(&key)
+                    .query_async(redis)
+                    .await
+                    .unwrap();
+                all.join(",")
+            }
+            "zset" => {
+                let all: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
                     .query_async(redis)
                     .await
                     .unwrap();
