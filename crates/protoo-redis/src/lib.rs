@@ -131,6 +131,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 mod config;
+mod conn;
 mod keys;
 mod link;
 mod scripts;
@@ -139,7 +140,7 @@ mod stats;
 mod sweep;
 mod wire;
 
-pub use config::RedisConfig;
+pub use config::{RedisConfig, RedisTopology};
 pub use stats::ClusterStats;
 
 use shared::{Shared, lock};
@@ -148,9 +149,12 @@ use shared::{Shared, lock};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The URL is not a Redis URL.
+    /// An address is not a Redis URL or `HOST:PORT`.
     #[error("invalid Redis URL: {0}")]
     Url(#[source] redis::RedisError),
+    /// The prefix holds `{` or `}` (it goes inside the keys' hash tags).
+    #[error("the key prefix {0:?} holds a brace")]
+    Prefix(String),
     /// Redis could not be reached.
     #[error("cannot reach Redis: {0}")]
     Connect(#[source] redis::RedisError),
@@ -187,15 +191,18 @@ impl RedisCluster {
     /// invalid or Redis cannot be reached now; once started, the node
     /// survives any later outage.
     pub async fn connect(config: RedisConfig) -> Result<Self, Error> {
-        let client = link::client(&config)?;
+        if config.prefix.contains(['{', '}']) {
+            return Err(Error::Prefix(config.prefix));
+        }
+        let connector = conn::Connector::new(&config)?;
         let shared = Arc::new(Shared::new(config, new_node_id()));
-        let first = link::connect(&shared, &client)
+        let first = link::connect(&shared, &connector)
             .await
             .map_err(Error::Connect)?;
         // Everything the node's tasks log says which node it is.
         let span = tracing::info_span!("protoo_cluster", node_id = %shared.node_id);
         let tasks = vec![
-            tokio::spawn(link::run(shared.clone(), client, first).instrument(span.clone())),
+            tokio::spawn(link::run(shared.clone(), connector, first).instrument(span.clone())),
             tokio::spawn(sweep::run(shared.clone()).instrument(span)),
         ];
         // Started once registered on the link (if that link breaks at once,

@@ -23,13 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use protoo_core::transport::Popped;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 
+use crate::conn::{Conn, Connector};
 use crate::scripts::cmd;
 use crate::shared::{Op, Shared, strings};
-use crate::{Error, RedisConfig};
 
 /// Bytes of queued commands sent in one pipeline, at most (about).
 const BATCH_BYTES: usize = 256 << 10;
@@ -40,8 +39,8 @@ const FIRST_RECONNECT_WAIT: Duration = Duration::from_millis(50);
 
 /// One link: both connections, and whether either has broken.
 pub(crate) struct Link {
-    commands: MultiplexedConnection,
-    subscriber: MultiplexedConnection,
+    commands: Conn,
+    subscriber: Conn,
     broken: Arc<Broken>,
 }
 
@@ -69,28 +68,13 @@ impl Broken {
     }
 }
 
-/// A client for `config.url`, speaking RESP3 (needed for pub/sub on a
-/// multiplexed connection).
-pub(crate) fn client(config: &RedisConfig) -> Result<Client, Error> {
-    use redis::IntoConnectionInfo;
-    let info = config
-        .url
-        .as_str()
-        .into_connection_info()
-        .map_err(Error::Url)?;
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(redis::ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(settings)).map_err(Error::Url)
-}
-
 /// Opens both connections.
-pub(crate) async fn connect(shared: &Arc<Shared>, client: &Client) -> redis::RedisResult<Link> {
+pub(crate) async fn connect(
+    shared: &Arc<Shared>,
+    connector: &Connector,
+) -> redis::RedisResult<Link> {
     let broken = Arc::new(Broken::default());
-    let base = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(shared.config.response_timeout));
+    let timeout = shared.config.response_timeout;
     let on_message = {
         let shared = Arc::downgrade(shared);
         let broken = broken.clone();
@@ -100,7 +84,6 @@ pub(crate) async fn connect(shared: &Arc<Shared>, client: &Client) -> redis::Red
             } else if let Some(shared) = shared.upgrade() {
                 shared.on_push(info);
             }
-            Ok::<(), std::convert::Infallible>(())
         }
     };
     let on_disconnect = {
@@ -109,15 +92,10 @@ pub(crate) async fn connect(shared: &Arc<Shared>, client: &Client) -> redis::Red
             if info.kind == PushKind::Disconnection {
                 broken.set();
             }
-            Ok::<(), std::convert::Infallible>(())
         }
     };
-    let subscriber = client
-        .get_multiplexed_async_connection_with_config(&base.clone().set_push_sender(on_message))
-        .await?;
-    let commands = client
-        .get_multiplexed_async_connection_with_config(&base.set_push_sender(on_disconnect))
-        .await?;
+    let subscriber = connector.open(timeout, on_message).await?;
+    let commands = connector.open(timeout, on_disconnect).await?;
     Ok(Link {
         commands,
         subscriber,
@@ -128,14 +106,14 @@ pub(crate) async fn connect(shared: &Arc<Shared>, client: &Client) -> redis::Red
 /// The link task: serves the link while it lasts, makes it anew when it
 /// breaks, ends when the queue is closed (a shutdown) after telling Redis
 /// this node left.
-pub(crate) async fn run(shared: Arc<Shared>, client: Client, first: Link) {
+pub(crate) async fn run(shared: Arc<Shared>, connector: Connector, first: Link) {
     let mut next = Some(first);
     let mut wait = FIRST_RECONNECT_WAIT;
     let mut announce = false;
     loop {
         let link = match next.take() {
             Some(link) => link,
-            None => match connect(&shared, &client).await {
+            None => match connect(&shared, &connector).await {
                 Ok(link) => {
                     tracing::info!(node_id = %shared.node_id, "Redis link up again");
                     wait = FIRST_RECONNECT_WAIT;
@@ -240,11 +218,15 @@ async fn execute(shared: &Shared, link: &mut Link, batch: Vec<Op>) -> redis::Red
             }
             Op::Subscribe(room) => {
                 flush(link, &mut pipe, &mut replies).await?;
-                subscribe(link, &shared.keys.room(&room)).await?;
+                link.subscriber
+                    .subscribe_room(&shared.keys.room(&room))
+                    .await?;
             }
             Op::Unsubscribe(room) => {
                 flush(link, &mut pipe, &mut replies).await?;
-                link.subscriber.unsubscribe(shared.keys.room(&room)).await?;
+                link.subscriber
+                    .unsubscribe_room(&shared.keys.room(&room))
+                    .await?;
             }
         }
     }
@@ -261,21 +243,27 @@ async fn flush(
     if replies.is_empty() {
         return Ok(());
     }
-    let values: Value = pipe.query_async(&mut link.commands).await?;
+    let values = link.commands.run(pipe).await?;
     pipe.clear();
-    let values = match values {
-        Value::Array(values) => values,
-        other => vec![other],
-    };
     let mut forgot_scripts = false;
+    let mut not_master = false;
     for (reply, value) in replies.drain(..).zip(values) {
         if let Value::ServerError(error) = &value {
             forgot_scripts |= error.code() == "NOSCRIPT";
+            // A master demoted under us (a Sentinel failover): the link
+            // is made anew to the master the sentinels name now.
+            not_master |= error.code() == "READONLY";
             tracing::warn!(%error, "a cluster command failed in Redis");
         }
         if let Some(reply) = reply {
             let _ = reply.send(value);
         }
+    }
+    if not_master {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "Redis is no longer a master",
+        )));
     }
     if forgot_scripts {
         // Made anew, the link loads them again.
@@ -313,15 +301,12 @@ async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::Redi
     });
     pipe.add_command(cmd::heartbeat(&keys.nodes, &shared.node_id, life));
     pipe.add_command(redis::cmd("SMEMBERS").arg(&keys.node_rooms).clone());
-    let values: Value = pipe.query_async(&mut link.commands).await?;
-    let known = match values {
-        Value::Array(values) => values
-            .into_iter()
-            .nth(loads + 1)
-            .and_then(strings)
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
+    let values = no_errors(link.commands.run(&pipe).await?)?;
+    let known = values
+        .into_iter()
+        .nth(loads + 1)
+        .and_then(strings)
+        .unwrap_or_default();
     let here: std::collections::HashSet<&str> =
         rooms.iter().map(|(room, _)| room.as_str()).collect();
     let stale: Vec<String> = known
@@ -367,18 +352,15 @@ async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::Redi
                 .clone(),
         );
     }
-    let values: Value = if pipe.is_empty() {
-        Value::Nil
+    let values = if pipe.is_empty() {
+        Vec::new()
     } else {
-        pipe.query_async(&mut link.commands).await?
+        no_errors(link.commands.run(&pipe).await?)?
     };
-    subscribe(link, &keys.node).await?;
+    link.subscriber.subscribe(&keys.node).await?;
     for (room, _) in &rooms {
-        subscribe(link, &keys.room(room)).await?;
+        link.subscriber.subscribe_room(&keys.room(room)).await?;
     }
-    let Value::Array(values) = values else {
-        return Ok(());
-    };
     if !announce {
         return Ok(());
     }
@@ -401,9 +383,17 @@ async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::Redi
     Ok(())
 }
 
-/// Subscribes the link's subscriber to `channel`.
-async fn subscribe(link: &mut Link, channel: &str) -> redis::RedisResult<()> {
-    link.subscriber.subscribe(channel).await
+/// A registration is all or nothing: a command Redis refused (a Redis
+/// Cluster shard without a master yet, a script forgotten) fails it, and
+/// the link is made anew.
+fn no_errors(values: Vec<Value>) -> redis::RedisResult<Vec<Value>> {
+    match values.iter().find_map(|value| match value {
+        Value::ServerError(error) => Some(error.clone()),
+        _ => None,
+    }) {
+        Some(error) => Err(error.into()),
+        None => Ok(values),
+    }
 }
 
 /// The presence of each member, by (room, peer), from the core.
@@ -437,9 +427,10 @@ async fn leave(shared: &Shared, link: &mut Link) {
                 let names = keys.room_names(room);
                 pipe.add_command(cmd::sweep_room(names.keys(), &shared.node_id));
             }
-            let removed = pipe.query_async::<Value>(&mut link.commands).await;
+            let removed = link.commands.run(&pipe).await;
             let mut publish = redis::pipe();
-            if let Ok(Value::Array(removed)) = removed {
+            publish.ignore_errors();
+            if let Ok(removed) = removed {
                 for (room, removed) in rooms.iter().zip(removed) {
                     for gone in strings(removed).unwrap_or_default().chunks_exact(2) {
                         if let Some(cmd) = shared.lost_publication(room, &gone[0], &gone[1], false)
@@ -450,7 +441,7 @@ async fn leave(shared: &Shared, link: &mut Link) {
                 }
             }
             if !publish.is_empty() {
-                let _ = publish.query_async::<Value>(&mut link.commands).await;
+                let _ = link.commands.run(&publish).await;
             }
         }
         Ok(_) => {}
@@ -459,6 +450,7 @@ async fn leave(shared: &Shared, link: &mut Link) {
     // The node's keys (its slot), then its place in the node set (the
     // cluster's slot): two commands.
     let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     pipe.add_command(redis::cmd("DEL").arg(&keys.node_rooms).clone());
     pipe.add_command(
         redis::cmd("ZREM")
@@ -466,7 +458,7 @@ async fn leave(shared: &Shared, link: &mut Link) {
             .arg(&*shared.node_id)
             .clone(),
     );
-    if let Err(error) = pipe.query_async::<Value>(&mut link.commands).await {
+    if let Err(error) = link.commands.run(&pipe).await {
         tracing::warn!(%error, "could not tell Redis this node left");
     }
     shared.set_up(false);

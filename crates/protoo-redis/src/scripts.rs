@@ -426,6 +426,14 @@ pub(crate) mod cmd {
         })
     }
 
+    /// The publish of a room's broadcast: on Redis Cluster `SPUBLISH`, to
+    /// the shard of the room's slot only.
+    pub(crate) fn publish_room(sharded: bool, channel: &str, payload: &[u8]) -> Cmd {
+        let mut cmd = redis::cmd(if sharded { "SPUBLISH" } else { "PUBLISH" });
+        cmd.arg(channel).arg(payload);
+        cmd
+    }
+
     pub(crate) fn publish(channel: &str, payload: &[u8]) -> Cmd {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(payload);

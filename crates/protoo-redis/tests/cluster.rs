@@ -283,8 +283,8 @@ async fn under_refuse_a_peer_id_present_on_another_node_is_refused() {
     let prefix = unique_prefix();
     let policy = protoo_core::DuplicatePolicy::Refuse;
     let nodes = [
-        Node::start_with(fast(&redis.url(), &prefix), policy).await,
-        Node::start_with(fast(&redis.url(), &prefix), policy).await,
+        Node::start_with(redis.fast(&prefix), policy).await,
+        Node::start_with(redis.fast(&prefix), policy).await,
     ];
     let mut first = nodes[0].connect("r", "alice").await;
     first.join("A").await;

@@ -119,7 +119,7 @@ impl Shared {
             listed_only,
             frame: frame.as_bytes(),
         };
-        scripts::cmd::publish(&self.keys.room(room), &wire::encode(&message))
+        scripts::cmd::publish_room(self.sharded, &self.keys.room(room), &wire::encode(&message))
     }
 
     /// The listed members of `room` on live nodes; `None` if Redis cannot

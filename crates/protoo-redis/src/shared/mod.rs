@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     pub(crate) node_id: Arc<str>,
     pub(crate) config: RedisConfig,
     pub(crate) keys: Keys,
+    /// Whether rooms' broadcasts go over sharded pub/sub (Redis Cluster).
+    pub(crate) sharded: bool,
     /// Commands and publishes for Redis, in order, bounded in bytes.
     pub(crate) queue: ByteQueue<Op>,
     /// Whether the link to Redis is up (and this node registered on it).
@@ -129,6 +131,7 @@ impl Shared {
         Shared {
             node_id: node_id.into(),
             keys,
+            sharded: config.topology.sharded(),
             // Items are counted in bytes only; an idle node keeps no buffer.
             queue: ByteQueue::new(config.queue_limit, usize::MAX, 64),
             config,
@@ -286,6 +289,29 @@ impl Shared {
     fn answer(&self, token: u64, answer: Answer) {
         if let Some(tx) = lock(&self.waiting).remove(&token) {
             let _ = tx.send(answer);
+        }
+    }
+
+    /// Redis ended a sharded subscription: ours (the room's last member
+    /// left), or the shard's when the room's slot moved to another shard
+    /// (or the shard became a replica). While the room has members here,
+    /// it is subscribed again, where the slot is now (the client follows
+    /// the redirection); Redis keeps one subscription per channel, so a
+    /// subscription made twice delivers once.
+    pub(crate) fn on_sunsubscribe(&self, data: &[Value]) {
+        let Some(Value::BulkString(channel)) = data.first() else {
+            return;
+        };
+        let Some(room) = self.keys.room_of(channel) else {
+            return;
+        };
+        if lock(&self.local).rooms.contains_key(room) {
+            tracing::debug!(
+                node_id = %self.node_id,
+                room = %protoo_core::transport::log::Remote(room),
+                "a room's shard ended its subscription: subscribing where its slot is now"
+            );
+            self.send_control(Op::Subscribe(room.to_owned()));
         }
     }
 

@@ -8,6 +8,11 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod topology;
+
+#[allow(unused_imports)]
+pub use topology::{ClusterSet, SentinelSet, TestConn};
+
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -15,7 +20,7 @@ use std::time::Duration;
 use protoo_core::codec::encode;
 use protoo_core::transport::memory;
 use protoo_core::{DuplicatePolicy, Payload, Peer, PeerConfig, PeerEvent, PeerEvents, Room, Rooms};
-use protoo_redis::{RedisCluster, RedisConfig};
+use protoo_redis::{RedisCluster, RedisConfig, RedisTopology};
 use protoo_testkit::guard_for;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -29,6 +34,8 @@ pub const GUARD: Duration = Duration::from_secs(15);
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// The topology the run shares, when it is not one server.
+    topology: Option<RedisTopology>,
 }
 
 impl RedisServer {
@@ -36,14 +43,30 @@ impl RedisServer {
     /// (`PROTOO_REDIS_URL`), if any, else one of the test's own: for tests
     /// that neither restart, pause nor reconfigure it (each test keeps to
     /// its own key prefix).
+    ///
+    /// `PROTOO_REDIS_SENTINEL` (sentinel addresses, with the master's name
+    /// in `PROTOO_REDIS_MASTER`, default `protoo`) or `PROTOO_REDIS_CLUSTER`
+    /// (seed addresses) run the same tests over a Sentinel set-up or a
+    /// Redis Cluster the run started.
     pub async fn shared() -> RedisServer {
+        if let Some(topology) = topology::from_env() {
+            return RedisServer {
+                child: None,
+                port: 0,
+                topology: Some(topology),
+            };
+        }
         let url = std::env::var("PROTOO_REDIS_URL").ok();
         let port = url
             .as_deref()
             .and_then(|url| url.rsplit(':').next())
             .and_then(|port| port.trim_end_matches('/').parse().ok());
         match port {
-            Some(port) => RedisServer { child: None, port },
+            Some(port) => RedisServer {
+                child: None,
+                port,
+                topology: None,
+            },
             None => RedisServer::start().await,
         }
     }
@@ -84,14 +107,37 @@ impl RedisServer {
                 return RedisServer {
                     child: Some(child),
                     port,
+                    topology: None,
                 };
             }
         }
         panic!("could not start redis-server on a free port");
     }
 
+    /// The topology of an own set-up (Sentinel, Cluster), without its
+    /// processes (they stay with the set-up).
+    pub fn of(topology: RedisTopology) -> RedisServer {
+        RedisServer {
+            child: None,
+            port: 0,
+            topology: Some(topology),
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Which Redis this is.
+    pub fn topology(&self) -> RedisTopology {
+        self.topology
+            .clone()
+            .unwrap_or_else(|| RedisTopology::Single { url: self.url() })
+    }
+
+    /// The test timings ([`fast`]) on this Redis, under `prefix`.
+    pub fn fast(&self, prefix: &str) -> RedisConfig {
+        fast_on(self.topology(), prefix)
     }
 
     /// Kills it (SIGKILL): an outage begins.
@@ -120,13 +166,10 @@ impl RedisServer {
         let _: redis::Value = cmd.query_async(&mut self.connection().await).await.unwrap();
     }
 
-    /// A connection for the test's own commands.
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+    /// A connection for the test's own commands (on a Redis Cluster, to
+    /// every shard; `KEYS` asks them all).
+    pub async fn connection(&self) -> TestConn {
+        TestConn::to(&self.topology()).await
     }
 }
 
@@ -138,7 +181,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -149,10 +192,29 @@ fn free_port() -> u16 {
 /// Starts redis-server on `port`; `None` if it exited before it was ready
 /// (the port was taken).
 async fn spawn_redis(port: u16, args: &[&str]) -> Option<Child> {
+    let mut all = vec!["--port".to_owned(), port.to_string()];
+    all.extend(
+        [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ]
+        .map(str::to_owned),
+    );
+    all.extend(args.iter().map(|arg| (*arg).to_owned()));
+    spawn_ready(&all, "Ready to accept connections").await
+}
+
+/// Starts the Redis binary with `args`; `None` if it exited before it
+/// logged `ready` (its port was taken).
+pub async fn spawn_ready(args: &[String], ready: &str) -> Option<Child> {
     let binary = std::env::var("PROTOO_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
     let mut child = Command::new(&binary)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -165,7 +227,7 @@ async fn spawn_redis(port: u16, args: &[&str]) -> Option<Child> {
     let mut lines = BufReader::new(stdout).lines();
     let ready = tokio::time::timeout(GUARD, async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("Ready to accept connections") {
+            if line.contains(ready) {
                 return true;
             }
         }
@@ -194,7 +256,12 @@ pub fn unique_prefix() -> String {
 
 /// Cluster timings short enough for tests: heartbeat 200 ms, TTL 600 ms.
 pub fn fast(url: &str, prefix: &str) -> RedisConfig {
-    RedisConfig::new(url)
+    fast_on(RedisTopology::Single { url: url.into() }, prefix)
+}
+
+/// [`fast`] on any topology.
+pub fn fast_on(topology: RedisTopology, prefix: &str) -> RedisConfig {
+    RedisConfig::with_topology(topology)
         .with_prefix(prefix)
         .with_heartbeat(Duration::from_millis(200), Duration::from_millis(600))
 }
@@ -213,7 +280,7 @@ pub async fn cluster_with<const N: usize>(
     let prefix = unique_prefix();
     let mut nodes = Vec::with_capacity(N);
     for _ in 0..N {
-        nodes.push(Node::start(tune(fast(&redis.url(), &prefix))).await);
+        nodes.push(Node::start(tune(redis.fast(&prefix))).await);
     }
     let Ok(nodes) = nodes.try_into() else {
         unreachable!("N nodes were made");
@@ -468,7 +535,7 @@ pub enum Event {
 
 /// Every key of `prefix` in Redis, with its value (hashes and sets as their
 /// members), sorted.
-pub async fn keys_of(redis: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
+pub async fn keys_of(redis: &mut TestConn, prefix: &str) -> Vec<String> {
     // `{P:...}` (a room's or a node's keys) and `{P}:...` (the cluster's).
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{{{prefix}[:}}]*"))
