@@ -57,11 +57,27 @@ pub(crate) struct Args {
     /// Serve rooms together with every process on this Redis
     /// (`redis://HOST:PORT`; built with the `redis` feature; see
     /// cluster.rs).
-    #[arg(long)]
+    #[arg(long, group = "redis_topology")]
     pub(crate) redis: Option<String>,
+    /// The same over a master watched by Redis Sentinel: the sentinels'
+    /// addresses (`HOST:PORT[,HOST:PORT...]`), with `--redis-master`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        group = "redis_topology",
+        requires = "redis_master"
+    )]
+    pub(crate) redis_sentinel: Option<Vec<String>>,
+    /// The master's name in the sentinels' configuration.
+    #[arg(long, requires = "redis_sentinel")]
+    pub(crate) redis_master: Option<String>,
+    /// The same over a Redis Cluster: some of its nodes' addresses
+    /// (`HOST:PORT[,HOST:PORT...]`); the rest is discovered.
+    #[arg(long, value_delimiter = ',', group = "redis_topology")]
+    pub(crate) redis_cluster: Option<Vec<String>>,
     /// What the cluster's Redis keys and channels start with: processes
     /// with the same Redis and prefix form one cluster.
-    #[arg(long, default_value = "protoo", requires = "redis")]
+    #[arg(long, default_value = "protoo", requires = "redis_topology")]
     pub(crate) redis_prefix: String,
 }
 

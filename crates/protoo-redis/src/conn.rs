@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo,
@@ -93,12 +94,13 @@ impl Connector {
     }
 
     /// Opens a connection whose pushes (messages, disconnections) go to
-    /// `on_push`.
+    /// `on_push`; with the address it reached (on a Redis Cluster, the
+    /// seeds).
     pub(crate) async fn open(
         &self,
         timeout: Duration,
         on_push: impl Fn(PushInfo) + Send + Sync + 'static,
-    ) -> redis::RedisResult<Conn> {
+    ) -> redis::RedisResult<(Conn, String)> {
         let sender = move |info: PushInfo| {
             on_push(info);
             Ok::<(), std::convert::Infallible>(())
@@ -112,7 +114,8 @@ impl Connector {
                 let conn = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await?;
-                Ok(Conn::Single(conn))
+                let address = client.get_connection_info().addr().to_string();
+                Ok((Conn::Single(conn), address))
             }
             Connector::Sentinel {
                 sentinel,
@@ -133,7 +136,8 @@ impl Connector {
                 let conn = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await?;
-                Ok(Conn::Single(conn))
+                let address = client.get_connection_info().addr().to_string();
+                Ok((Conn::Single(conn), address))
             }
             Connector::Cluster(client) => {
                 let config = ClusterConfig::new()
@@ -141,7 +145,7 @@ impl Connector {
                     .set_response_timeout(timeout)
                     .set_push_sender(sender);
                 let conn = client.get_async_connection_with_config(config).await?;
-                Ok(Conn::Cluster(conn))
+                Ok((Conn::Cluster(conn), "cluster".to_owned()))
             }
         }
     }
@@ -253,6 +257,62 @@ impl Conn {
         }
         run_groups(conn, &cmds, groups, &mut out).await?;
         Ok(out)
+    }
+}
+
+impl Conn {
+    /// Whether each shard answers a `PING` now: the one server (`address`),
+    /// or each master a Redis Cluster's `CLUSTER SLOTS` lists.
+    pub(crate) async fn probe(&mut self, address: &str) -> Vec<crate::ShardLink> {
+        let conn = match self {
+            Conn::Single(conn) => {
+                let connected = redis::cmd("PING").query_async::<Value>(conn).await.is_ok();
+                return vec![crate::ShardLink {
+                    address: address.to_owned(),
+                    connected,
+                }];
+            }
+            Conn::Cluster(conn) => conn,
+        };
+        let slots = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async::<Value>(conn)
+            .await;
+        let mut masters: Vec<(String, u16)> = Vec::new();
+        if let Ok(Value::Array(ranges)) = slots {
+            for range in ranges {
+                let Value::Array(range) = range else { continue };
+                let Some(Value::Array(master)) = range.get(2) else {
+                    continue;
+                };
+                if let (Some(Value::BulkString(host)), Some(Value::Int(port))) =
+                    (master.first(), master.get(1))
+                {
+                    let host = String::from_utf8_lossy(host).into_owned();
+                    let port = u16::try_from(*port).unwrap_or_default();
+                    if !masters.contains(&(host.clone(), port)) {
+                        masters.push((host, port));
+                    }
+                }
+            }
+        }
+        masters.sort();
+        let mut shards = Vec::with_capacity(masters.len());
+        for (host, port) in masters {
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port,
+            });
+            let connected = conn
+                .route_command(redis::cmd("PING"), routing)
+                .await
+                .is_ok();
+            shards.push(crate::ShardLink {
+                address: format!("{host}:{port}"),
+                connected,
+            });
+        }
+        shards
     }
 }
 

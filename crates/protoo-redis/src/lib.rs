@@ -145,6 +145,19 @@ pub use stats::ClusterStats;
 
 use shared::{Shared, lock};
 
+/// The link of a node to one shard of its Redis: the one server, the
+/// master Sentinel names, or one master of a Redis Cluster
+/// ([`RedisCluster::shards`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardLink {
+    /// The shard's address (`HOST:PORT`).
+    pub address: String,
+    /// Whether it answered the last probe (one per heartbeat) and the
+    /// node's link is up.
+    pub connected: bool,
+}
+
 /// Why [`RedisCluster::connect`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -241,6 +254,13 @@ impl RedisCluster {
     /// longer than a grace serves its own peers only.
     pub fn disconnected_for(&self) -> Option<std::time::Duration> {
         self.shared().down_for()
+    }
+
+    /// The link to each shard, as probed with every heartbeat: the one
+    /// server, the master Sentinel names now, or each master of a Redis
+    /// Cluster. What a health check lists.
+    pub fn shards(&self) -> Vec<ShardLink> {
+        self.shared().shards()
     }
 
     /// Waits until the link to Redis is up and this node's members are

@@ -41,6 +41,8 @@ const FIRST_RECONNECT_WAIT: Duration = Duration::from_millis(50);
 pub(crate) struct Link {
     commands: Conn,
     subscriber: Conn,
+    /// The server's address (one server, or the master Sentinel named).
+    address: String,
     broken: Arc<Broken>,
 }
 
@@ -94,11 +96,18 @@ pub(crate) async fn connect(
             }
         }
     };
-    let subscriber = connector.open(timeout, on_message).await?;
-    let commands = connector.open(timeout, on_disconnect).await?;
+    let (subscriber, address) = connector.open(timeout, on_message).await?;
+    let (commands, _) = connector.open(timeout, on_disconnect).await?;
+    if matches!(commands, Conn::Single(_)) {
+        shared.set_shards(vec![crate::ShardLink {
+            address: address.clone(),
+            connected: true,
+        }]);
+    }
     Ok(Link {
         commands,
         subscriber,
+        address,
         broken,
     })
 }
@@ -206,7 +215,7 @@ async fn serve(shared: &Arc<Shared>, mut link: Link, announce: bool) -> Served {
 
 /// Sends a batch: commands in pipelines, subscriptions between them in
 /// their place; hands each reply to whoever waits for it.
-async fn execute(shared: &Shared, link: &mut Link, batch: Vec<Op>) -> redis::RedisResult<()> {
+async fn execute(shared: &Arc<Shared>, link: &mut Link, batch: Vec<Op>) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     let mut replies = Vec::new();
@@ -221,6 +230,18 @@ async fn execute(shared: &Shared, link: &mut Link, batch: Vec<Op>) -> redis::Red
                 link.subscriber
                     .subscribe_room(&shared.keys.room(&room))
                     .await?;
+            }
+            Op::Probe => {
+                // On the side: a shard that does not answer holds nothing up.
+                let mut conn = link.commands.clone();
+                let address = link.address.clone();
+                let shared = Arc::downgrade(shared);
+                tokio::spawn(async move {
+                    let shards = conn.probe(&address).await;
+                    if let Some(shared) = shared.upgrade() {
+                        shared.set_shards(shards);
+                    }
+                });
             }
             Op::Unsubscribe(room) => {
                 flush(link, &mut pipe, &mut replies).await?;

@@ -64,6 +64,7 @@ async fn heartbeat(shared: &Shared) -> bool {
         .arg(shared.config.rooms_ttl().as_secs())
         .clone();
     shared.send_control(Op::cmd(expire, None));
+    shared.send_control(Op::Probe);
     for room in shared.local_room_ids() {
         let names = keys.room_names(&room);
         let refresh = cmd::refresh_room(names.keys(), &shared.node_id, life);

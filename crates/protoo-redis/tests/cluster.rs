@@ -32,6 +32,17 @@ async fn join_lists_the_peers_of_every_node_and_new_peer_reaches_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_to_every_shard_is_reported() {
+    let redis = RedisServer::shared().await;
+    let (_prefix, nodes) = cluster::<1>(&redis).await;
+    support::topology::until("every shard answers", || async {
+        let shards = nodes[0].cluster.shards();
+        !shards.is_empty() && shards.iter().all(|shard| shard.connected)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_reach_every_other_member_once_in_order() {
     let redis = RedisServer::shared().await;
     let (_prefix, nodes) = cluster::<3>(&redis).await;

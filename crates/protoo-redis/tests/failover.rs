@@ -175,6 +175,12 @@ async fn a_cluster_master_failover_loses_only_what_was_sent_during_the_switch() 
     let redis = RedisServer::of(set.topology());
     let stream = Stream::start(&redis).await;
     stream.until_seen(100).await;
+    // The health of the link lists the three masters.
+    until("the node probes the three shards", || async {
+        let shards = stream.nodes[0].cluster.shards();
+        shards.len() == 3 && shards.iter().all(|shard| shard.connected)
+    })
+    .await;
 
     // The shard of the room's slot loses its master.
     let slot = room_slot(&set, &stream).await;

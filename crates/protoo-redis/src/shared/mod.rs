@@ -41,6 +41,8 @@ pub(crate) enum Op {
     Subscribe(String),
     /// Unsubscribe from it (its last member left).
     Unsubscribe(String),
+    /// Ask every shard whether it answers (for [`Shared::shards`]).
+    Probe,
 }
 
 impl Op {
@@ -65,6 +67,7 @@ impl Weigh for Op {
         match self {
             Op::Cmd { weight, .. } => *weight,
             Op::Subscribe(room) | Op::Unsubscribe(room) => OP_OVERHEAD + room.len(),
+            Op::Probe => OP_OVERHEAD,
         }
     }
 }
@@ -123,6 +126,8 @@ pub(crate) struct Shared {
     /// Requests from other nodes waiting for this node's peers.
     incoming_requests: AtomicUsize,
     pub(crate) stats: Stats,
+    /// The link to each shard, as last probed.
+    shards: Mutex<Vec<crate::ShardLink>>,
 }
 
 impl Shared {
@@ -147,6 +152,7 @@ impl Shared {
             next_incarnation: AtomicU64::new(1),
             incoming_requests: AtomicUsize::new(0),
             stats: Stats::default(),
+            shards: Mutex::new(Vec::new()),
         }
     }
 
@@ -181,6 +187,24 @@ impl Shared {
         self.up.store(up, Ordering::Release);
         self.stats.set_connected(up);
         self.up_watch.send_replace(up);
+    }
+
+    /// The link to each shard, as last probed (each down while the link
+    /// is).
+    pub(crate) fn shards(&self) -> Vec<crate::ShardLink> {
+        let up = self.is_up();
+        lock(&self.shards)
+            .iter()
+            .map(|shard| crate::ShardLink {
+                address: shard.address.clone(),
+                connected: up && shard.connected,
+            })
+            .collect()
+    }
+
+    /// What a probe found.
+    pub(crate) fn set_shards(&self, shards: Vec<crate::ShardLink>) {
+        *lock(&self.shards) = shards;
     }
 
     /// Waits until the link is up.
