@@ -32,6 +32,20 @@
 //! # }
 //! ```
 //!
+//! # Topologies
+//!
+//! [`RedisConfig`] chooses the Redis ([`RedisTopology`]): one server
+//! ([`RedisConfig::new`]), a master watched by Redis Sentinel
+//! ([`RedisConfig::sentinel`]: each link asks the sentinels for the master,
+//! and asks again when it breaks or the master turns `READONLY`), or a
+//! Redis Cluster ([`RedisConfig::cluster`]: slots discovered from the
+//! seeds, `MOVED`/`ASK` followed and the topology refreshed by the `redis`
+//! crate's cluster client; a room's broadcasts over sharded pub/sub on its
+//! slot's shard; a room whose slot moved subscribed again where it went).
+//! Everything below holds on all three; a failover, or a slot moved, is a
+//! lost link (below) that ends when the new master answers.
+//! [`RedisCluster::shards`] reports the link to each shard.
+//!
 //! # What the cluster guarantees
 //!
 //! - A broadcast is encoded once and published once per room (the frame
