@@ -163,16 +163,31 @@ pub(crate) async fn run(shared: Arc<Shared>, connector: Connector, first: Link) 
 }
 
 /// Drops what is queued; returns how many ops.
+/// Publishes among them are counted as dropped while down.
 fn drain(shared: &Shared) -> usize {
     let mut dropped = 0;
     let waker = std::task::Waker::noop();
     let cx = std::task::Context::from_waker(waker);
+    let mut take = |op: Op| {
+        dropped += 1;
+        if let Op::Cmd { cmd, .. } = &op
+            && is_publish(cmd)
+        {
+            shared.stats.publish_dropped(false);
+        }
+    };
     while let std::task::Poll::Ready(Popped::Items) =
-        shared
-            .queue
-            .poll_take(&cx, usize::MAX, |_| dropped += 1, |_| ())
+        shared.queue.poll_take(&cx, usize::MAX, &mut take, |_| ())
     {}
     dropped
+}
+
+/// Whether `cmd` is a `PUBLISH` or `SPUBLISH`.
+fn is_publish(cmd: &redis::Cmd) -> bool {
+    matches!(
+        cmd.args_iter().next(),
+        Some(redis::Arg::Simple(name)) if name.eq_ignore_ascii_case(b"PUBLISH") || name.eq_ignore_ascii_case(b"SPUBLISH")
+    )
 }
 
 enum Served {
@@ -226,7 +241,7 @@ async fn execute(shared: &Arc<Shared>, link: &mut Link, batch: Vec<Op>) -> redis
                 replies.push(reply);
             }
             Op::Subscribe(room) => {
-                flush(link, &mut pipe, &mut replies).await?;
+                flush(shared, link, &mut pipe, &mut replies).await?;
                 link.subscriber
                     .subscribe_room(&shared.keys.room(&room))
                     .await?;
@@ -244,19 +259,20 @@ async fn execute(shared: &Arc<Shared>, link: &mut Link, batch: Vec<Op>) -> redis
                 });
             }
             Op::Unsubscribe(room) => {
-                flush(link, &mut pipe, &mut replies).await?;
+                flush(shared, link, &mut pipe, &mut replies).await?;
                 link.subscriber
                     .unsubscribe_room(&shared.keys.room(&room))
                     .await?;
             }
         }
     }
-    flush(link, &mut pipe, &mut replies).await
+    flush(shared, link, &mut pipe, &mut replies).await
 }
 
 type Replies = Vec<Option<tokio::sync::oneshot::Sender<Value>>>;
 
 async fn flush(
+    shared: &Shared,
     link: &mut Link,
     pipe: &mut redis::Pipeline,
     replies: &mut Replies,
@@ -264,7 +280,16 @@ async fn flush(
     if replies.is_empty() {
         return Ok(());
     }
-    let values = link.commands.run(pipe).await?;
+    let values = match link.commands.run(pipe).await {
+        Ok(values) => values,
+        Err(error) => {
+            // Lost with the link: counted as dropped while down.
+            for _ in pipe.cmd_iter().filter(|cmd| is_publish(cmd)) {
+                shared.stats.publish_dropped(false);
+            }
+            return Err(error);
+        }
+    };
     pipe.clear();
     let mut forgot_scripts = false;
     let mut not_master = false;
