@@ -25,6 +25,8 @@ pub(crate) enum Connector {
         sentinel: tokio::sync::Mutex<Sentinel>,
         master: String,
         node: SentinelNodeConnectionInfo,
+        /// The sentinels, to hear `+switch-master` from.
+        sentinels: Vec<Client>,
     },
     Cluster(ClusterClient),
 }
@@ -70,11 +72,17 @@ impl Connector {
                     .set_protocol(ProtocolVersion::RESP3);
                 let node =
                     SentinelNodeConnectionInfo::default().set_redis_connection_info(settings);
+                let clients = infos
+                    .iter()
+                    .map(|info| Client::open(resp3(info.clone())))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(Error::Url)?;
                 let sentinel = Sentinel::build(infos).map_err(Error::Url)?;
                 Ok(Connector::Sentinel {
                     sentinel: tokio::sync::Mutex::new(sentinel),
                     master: master.clone(),
                     node,
+                    sentinels: clients,
                 })
             }
             RedisTopology::Cluster { seeds } => {
@@ -121,6 +129,7 @@ impl Connector {
                 sentinel,
                 master,
                 node,
+                ..
             } => {
                 // Asked anew on every link: after a failover, the sentinels
                 // name the promoted replica (checked to be a master).
@@ -148,6 +157,58 @@ impl Connector {
                 Ok((Conn::Cluster(conn), "cluster".to_owned()))
             }
         }
+    }
+}
+
+impl Connector {
+    /// On Sentinel: a connection to the first sentinel that answers,
+    /// subscribed to `+switch-master`; `on_switch` runs when the sentinels
+    /// switch this master (so that the link leaves an old master that
+    /// still answers, before it is turned into a replica). `None`
+    /// elsewhere, or if no sentinel answers (the link then finds out from
+    /// a broken connection or a `READONLY` reply).
+    pub(crate) async fn watch_switch(
+        &self,
+        on_switch: impl Fn() + Send + Sync + Clone + 'static,
+    ) -> Option<MultiplexedConnection> {
+        let Connector::Sentinel {
+            master, sentinels, ..
+        } = self
+        else {
+            return None;
+        };
+        for client in sentinels {
+            let master = master.clone();
+            let on_switch = on_switch.clone();
+            let sender = move |info: PushInfo| {
+                // `+switch-master`: "NAME OLD-IP OLD-PORT NEW-IP NEW-PORT".
+                let ours = info.kind == redis::PushKind::Message
+                    && matches!(
+                        info.data.get(1),
+                        Some(Value::BulkString(text))
+                            if text.split(|&b| b == b' ').next() == Some(master.as_bytes())
+                    );
+                if ours {
+                    on_switch();
+                }
+                Ok::<(), std::convert::Infallible>(())
+            };
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(1)))
+                .set_push_sender(sender);
+            let Ok(mut conn) = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            else {
+                continue;
+            };
+            if conn.subscribe("+switch-master").await.is_ok() {
+                return Some(conn);
+            }
+        }
+        tracing::debug!("no sentinel answers: a failover is noticed by the link itself");
+        None
     }
 }
 
@@ -376,5 +437,43 @@ impl ConnectionLike for Conn {
             Conn::Single(conn) => conn.get_db(),
             Conn::Cluster(conn) => conn.get_db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_group_by_the_slot_of_their_key() {
+        let eval = redis::cmd("EVALSHA")
+            .arg("sha")
+            .arg(2)
+            .arg("{p:room:r}")
+            .arg("{p:room:r}:nodes")
+            .clone();
+        let publish = redis::cmd("SPUBLISH").arg("{p:room:r}").arg("x").clone();
+        let sadd = redis::cmd("SADD").arg("{p:node:n}:rooms").arg("r").clone();
+        assert_eq!(tag_of(&eval).as_deref(), Some(&b"p:room:r"[..]));
+        assert_eq!(
+            tag_of(&publish),
+            tag_of(&eval),
+            "a room's broadcasts go with its keys"
+        );
+        assert_eq!(tag_of(&sadd).as_deref(), Some(&b"p:node:n"[..]));
+        // No slot: plain pub/sub and script loading.
+        assert_eq!(
+            tag_of(&redis::cmd("PUBLISH").arg("{p:node:n}").arg("x").clone()),
+            None
+        );
+        assert_eq!(
+            tag_of(&redis::cmd("SCRIPT").arg("LOAD").arg("x").clone()),
+            None
+        );
+        // A key without a tag is its own.
+        assert_eq!(
+            tag_of(&redis::cmd("DEL").arg("k").clone()).as_deref(),
+            Some(&b"k"[..])
+        );
     }
 }

@@ -37,7 +37,8 @@
 //! [`RedisConfig`] chooses the Redis ([`RedisTopology`]): one server
 //! ([`RedisConfig::new`]), a master watched by Redis Sentinel
 //! ([`RedisConfig::sentinel`]: each link asks the sentinels for the master,
-//! and asks again when it breaks or the master turns `READONLY`), or a
+//! and asks again when it breaks, when a sentinel announces
+//! `+switch-master`, or when the master turns `READONLY`), or a
 //! Redis Cluster ([`RedisConfig::cluster`]: slots discovered from the
 //! seeds, `MOVED`/`ASK` followed and the topology refreshed by the `redis`
 //! crate's cluster client; a room's broadcasts over sharded pub/sub on its

@@ -43,6 +43,9 @@ pub(crate) struct Link {
     subscriber: Conn,
     /// The server's address (one server, or the master Sentinel named).
     address: String,
+    /// On Sentinel: the subscription to `+switch-master` (kept with the
+    /// link).
+    _switch: Option<redis::aio::MultiplexedConnection>,
     broken: Arc<Broken>,
 }
 
@@ -98,6 +101,15 @@ pub(crate) async fn connect(
     };
     let (subscriber, address) = connector.open(timeout, on_message).await?;
     let (commands, _) = connector.open(timeout, on_disconnect).await?;
+    let switch = {
+        let broken = broken.clone();
+        connector
+            .watch_switch(move || {
+                tracing::info!("the sentinels switched the master: making the link anew");
+                broken.set();
+            })
+            .await
+    };
     if matches!(commands, Conn::Single(_)) {
         shared.set_shards(vec![crate::ShardLink {
             address: address.clone(),
@@ -108,6 +120,7 @@ pub(crate) async fn connect(
         commands,
         subscriber,
         address,
+        _switch: switch,
         broken,
     })
 }

@@ -194,6 +194,51 @@ async fn a_sentinel_failover_loses_only_what_was_sent_during_the_switch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_demoted_by_sentinel_is_left_for_the_new_one() {
+    // A failover the sentinels are asked for: the old master lives on as a
+    // replica, and answers writes with READONLY.
+    let set = SentinelSet::start().await;
+    let redis = RedisServer::of(set.topology());
+    let stream = Stream::start(&redis).await;
+    stream.until_seen(100).await;
+
+    let old = set.master_port().await;
+    let sentinel = set.sentinels[0].1;
+    run_on(sentinel, &["SENTINEL", "FAILOVER", &set.master])
+        .await
+        .expect("a failover starts");
+    set.switched_from(old).await;
+    // Every node writes to the new master again: a member joining on one
+    // node is listed on another.
+    let late = stream.nodes[2].connect("r", "late").await;
+    late.join("L").await;
+    until("the nodes register on the new master", || async {
+        let newcomer = stream.nodes[1].connect("r", "probe").await;
+        let listed = newcomer.join("P").await;
+        newcomer.peer.close();
+        listed.contains(&"late".to_owned())
+    })
+    .await;
+    let took = stream.until_linked().await;
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // Each node's link is to the new master (the health check says which).
+    let new = format!("127.0.0.1:{}", set.master_port().await);
+    for node in &stream.nodes {
+        until("the link names the new master", || async {
+            node.cluster
+                .shards()
+                .iter()
+                .all(|shard| shard.address == new)
+        })
+        .await;
+    }
+    let (_sent, lost) = stream
+        .finish(0, "Sentinel failover, old master demoted")
+        .await;
+    assert!(lost < 10_000, "lost {lost}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_master_failover_loses_only_what_was_sent_during_the_switch() {
     let mut set = ClusterSet::start().await;
     let redis = RedisServer::of(set.topology());
