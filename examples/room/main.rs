@@ -28,7 +28,9 @@
 //! the interop suites and the benchmarks run against.
 //!
 //! With `--redis redis://HOST:PORT` (the `redis` feature), every process on
-//! that Redis serves the same rooms: see cluster.rs.
+//! that Redis serves the same rooms; `--redis-sentinel HOST:PORT[,...]
+//! --redis-master NAME` and `--redis-cluster HOST:PORT[,...]` do the same
+//! over Redis Sentinel or a Redis Cluster: see cluster.rs.
 
 mod cluster;
 mod flags;

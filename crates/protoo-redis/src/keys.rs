@@ -158,4 +158,19 @@ mod tests {
         // Rooms spread over the slots.
         assert_ne!(slot(&keys.room("a")), slot(&keys.room("b")));
     }
+
+    #[test]
+    fn a_thousand_rooms_spread_evenly_over_three_shards() {
+        // `redis-cli --cluster create` with three masters gives each a third
+        // of the slots; each room's load goes to its slot's shard.
+        let keys = Keys::new("protoo", "n1");
+        let mut per_shard = [0u32; 3];
+        for i in 0..1000 {
+            let slot = slot(&keys.room(&format!("room-{i}")));
+            per_shard[usize::from(slot) * 3 / 16384] += 1;
+        }
+        for count in per_shard {
+            assert!((250..=417).contains(&count), "within ±25 %: {per_shard:?}");
+        }
+    }
 }

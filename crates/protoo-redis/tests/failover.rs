@@ -273,6 +273,12 @@ async fn a_room_whose_slot_moves_to_another_shard_keeps_its_stream() {
     stream.until_seen(100).await;
 
     let slot = room_slot(&set, &stream).await;
+    // The room's broadcasts cross its slot's shard only.
+    let owner = set.owner_of(slot).await;
+    for port in set.live_ports() {
+        let calls = set.spublish_calls(port).await;
+        assert_eq!(calls > 0, port == owner, "SPUBLISH on {port}: {calls}");
+    }
     let to = set.other_master(slot).await;
     set.migrate(slot, to).await;
     // The three nodes follow the slot: their subscriptions move to the

@@ -410,6 +410,26 @@ impl ClusterSet {
         panic!("no other master");
     }
 
+    /// How many `SPUBLISH` the node at `port` ran.
+    pub async fn spublish_calls(&self, port: u16) -> u64 {
+        let stats = text(run_on(port, &["INFO", "commandstats"]).await);
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_spublish:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The ports of the live nodes.
+    pub fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|(child, _)| child.is_some())
+            .map(|(_, port)| *port)
+            .collect()
+    }
+
     /// Kills the node at `port` (SIGKILL).
     pub async fn kill(&mut self, port: u16) {
         for (child, p) in &mut self.nodes {
