@@ -105,20 +105,26 @@ fn until(what: &str, mut check: impl FnMut() -> bool) -> Result {
 pub(crate) struct Sentinel {
     servers: Vec<Server>,
     sentinels: Vec<Server>,
+    dir: PathBuf,
 }
 
 impl Sentinel {
     pub(crate) fn start(binary: &Path, sentinel: &Path, cli_path: &Path) -> Result<Sentinel> {
-        let master = server(binary, &[])?;
+        // A replica keeps the master's data in a file: in the run's own
+        // directory.
+        let dir = run_dir("sentinel")?;
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let master = server(binary, &["--dir".to_owned(), dir_arg.clone()])?;
         let replica = server(
             binary,
             &[
                 "--replicaof".to_owned(),
                 "127.0.0.1".to_owned(),
                 master.port().to_string(),
+                "--dir".to_owned(),
+                dir_arg,
             ],
         )?;
-        let dir = run_dir("sentinel")?;
         let mut sentinels = Vec::new();
         for i in 0..3 {
             let port = free_port()?;
@@ -146,6 +152,7 @@ impl Sentinel {
         let set = Sentinel {
             servers: vec![master, replica],
             sentinels,
+            dir,
         };
         let replica_port = set.servers[1].port();
         until("the Sentinel replica syncs", || {
@@ -191,6 +198,7 @@ impl Sentinel {
 /// Three masters with a replica each.
 pub(crate) struct Cluster {
     nodes: Vec<Server>,
+    dir: PathBuf,
 }
 
 impl Cluster {
@@ -212,7 +220,7 @@ impl Cluster {
                 ],
             )?);
         }
-        let set = Cluster { nodes };
+        let set = Cluster { nodes, dir };
         let addresses: Vec<String> = set
             .nodes
             .iter()
@@ -248,6 +256,19 @@ impl Cluster {
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+// The processes stop (by pid) as their `Server`s drop, after this.
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -40,6 +40,8 @@ pub struct RedisServer {
     port: u16,
     /// The topology the run shares, when it is not one server.
     topology: Option<RedisTopology>,
+    /// A directory of its own, removed with it.
+    dir: Option<String>,
 }
 
 impl RedisServer {
@@ -58,6 +60,7 @@ impl RedisServer {
                 child: None,
                 port: 0,
                 topology: Some(topology),
+                dir: None,
             };
         }
         let url = std::env::var("PROTOO_REDIS_URL").ok();
@@ -70,6 +73,7 @@ impl RedisServer {
                 child: None,
                 port,
                 topology: None,
+                dir: None,
             },
             None => RedisServer::start().await,
         }
@@ -87,7 +91,8 @@ impl RedisServer {
         let dir = std::env::temp_dir().join(format!("protoo-redis-{}", unique_prefix()));
         std::fs::create_dir_all(&dir).unwrap();
         let dir = dir.to_string_lossy().into_owned();
-        let redis = RedisServer::start_with(&["--cluster-enabled", "yes", "--dir", &dir]).await;
+        let mut redis = RedisServer::start_with(&["--cluster-enabled", "yes", "--dir", &dir]).await;
+        redis.dir = Some(dir);
         redis.run(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).await;
         let mut conn = redis.connection().await;
         for _ in 0..200 {
@@ -112,6 +117,7 @@ impl RedisServer {
                     child: Some(child),
                     port,
                     topology: None,
+                    dir: None,
                 };
             }
         }
@@ -125,6 +131,7 @@ impl RedisServer {
             child: None,
             port: 0,
             topology: Some(topology),
+            dir: None,
         }
     }
 
@@ -181,6 +188,9 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
             let _ = child.start_kill();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

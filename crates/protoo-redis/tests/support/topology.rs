@@ -164,15 +164,18 @@ pub struct SentinelSet {
     /// The servers: `(process, port)`; the first started as the master.
     pub servers: Vec<(Option<Child>, u16)>,
     pub sentinels: Vec<(Child, u16)>,
+    dir: String,
 }
 
 impl SentinelSet {
     pub async fn start() -> SentinelSet {
         let master = "m".to_owned();
-        let (m, mport) = server(&[]).await;
-        let mport_s = mport.to_string();
-        let (r, rport) = server(&["--replicaof", "127.0.0.1", &mport_s]).await;
+        // A replica keeps the master's data in a file: in a directory of
+        // the test's own.
         let dir = own_dir();
+        let (m, mport) = server(&["--dir", &dir]).await;
+        let mport_s = mport.to_string();
+        let (r, rport) = server(&["--replicaof", "127.0.0.1", &mport_s, "--dir", &dir]).await;
         let mut sentinels = Vec::new();
         for i in 0..3 {
             let port = free_port();
@@ -195,6 +198,7 @@ impl SentinelSet {
             master,
             servers: vec![(Some(m), mport), (Some(r), rport)],
             sentinels,
+            dir,
         };
         // Ready once the replica is in sync and every sentinel knows the
         // replica and the two other sentinels (so that a failover can be
@@ -280,6 +284,7 @@ impl SentinelSet {
 /// timeout 1 s: all of the test's own.
 pub struct ClusterSet {
     pub nodes: Vec<(Option<Child>, u16)>,
+    dir: String,
 }
 
 impl ClusterSet {
@@ -326,6 +331,7 @@ impl ClusterSet {
                 .into_iter()
                 .map(|(child, port)| (Some(child), port))
                 .collect(),
+            dir,
         };
         set.until_ok().await;
         set
@@ -500,6 +506,7 @@ impl Drop for SentinelSet {
                 let _ = child.start_kill();
             }
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -510,5 +517,6 @@ impl Drop for ClusterSet {
                 let _ = child.start_kill();
             }
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
