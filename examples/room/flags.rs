@@ -57,11 +57,27 @@ pub(crate) struct Args {
     /// Serve rooms together with every process on this Redis
     /// (`redis://HOST:PORT`; built with the `redis` feature; see
     /// cluster.rs).
-    #[arg(long)]
+    #[arg(long, group = "redis_topology")]
     pub(crate) redis: Option<String>,
+    /// The same over a master watched by Redis Sentinel: the sentinels'
+    /// addresses (`HOST:PORT[,HOST:PORT...]`), with `--redis-master`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        group = "redis_topology",
+        requires = "redis_master"
+    )]
+    pub(crate) redis_sentinel: Option<Vec<String>>,
+    /// The master's name in the sentinels' configuration.
+    #[arg(long, requires = "redis_sentinel")]
+    pub(crate) redis_master: Option<String>,
+    /// The same over a Redis Cluster: some of its nodes' addresses
+    /// (`HOST:PORT[,HOST:PORT...]`); the rest is discovered.
+    #[arg(long, value_delimiter = ',', group = "redis_topology")]
+    pub(crate) redis_cluster: Option<Vec<String>>,
     /// What the cluster's Redis keys and channels start with: processes
     /// with the same Redis and prefix form one cluster.
-    #[arg(long, default_value = "protoo", requires = "redis")]
+    #[arg(long, default_value = "protoo", requires = "redis_topology")]
     pub(crate) redis_prefix: String,
     /// Tokens: `--auth-secret`, `--auth-public-key` (see auth.rs).
     #[command(flatten)]
@@ -90,13 +106,31 @@ const DEFAULT_MAX_INVALID_MESSAGES: u32 = 100;
 impl Args {
     /// Refuses a flag whose feature this build lacks.
     pub(crate) fn check_features(&self) -> Result<(), String> {
-        for (feature, given, built) in [
-            ("redis", self.redis.is_some(), cfg!(feature = "redis")),
-            ("metrics", self.metrics.is_some(), cfg!(feature = "metrics")),
+        let redis = cfg!(feature = "redis");
+        for (flag, feature, given, built) in [
+            ("redis", "redis", self.redis.is_some(), redis),
+            (
+                "redis-sentinel",
+                "redis",
+                self.redis_sentinel.is_some(),
+                redis,
+            ),
+            (
+                "redis-cluster",
+                "redis",
+                self.redis_cluster.is_some(),
+                redis,
+            ),
+            (
+                "metrics",
+                "metrics",
+                self.metrics.is_some(),
+                cfg!(feature = "metrics"),
+            ),
         ] {
             if given && !built {
                 let needs = "needs the room example built with `--features";
-                return Err(format!("--{feature} {needs} {feature}`"));
+                return Err(format!("--{flag} {needs} {feature}`"));
             }
         }
         Ok(())

@@ -32,9 +32,11 @@
 //! the handlers below on a `protoo_server::handler::Router`.
 //!
 //! With `--redis redis://HOST:PORT` (the `redis` feature), every process on
-//! that Redis serves the same rooms: see cluster.rs. With `--auth-secret`
-//! or `--auth-public-key`, every connection needs a token (`room token`
-//! mints one): see auth.rs.
+//! that Redis serves the same rooms; `--redis-sentinel HOST:PORT[,...]
+//! --redis-master NAME` and `--redis-cluster HOST:PORT[,...]` do the same
+//! over Redis Sentinel or a Redis Cluster: see cluster.rs. With
+//! `--auth-secret` or `--auth-public-key`, every connection needs a token
+//! (`room token` mints one): see auth.rs.
 
 mod auth;
 mod cluster;

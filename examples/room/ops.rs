@@ -160,7 +160,8 @@ pub(crate) mod metrics {
         cluster: Option<&Link>,
     ) -> impl IntoResponse + use<> {
         let stopping = server.is_stopped();
-        let down_for = cluster.and_then(|link| link());
+        let link = cluster.map(|link| link());
+        let down_for = link.as_ref().and_then(|link| link.down_for);
         let cut_off = down_for.is_some_and(|down| down > CLUSTER_GRACE);
         let room_list = rooms.rooms();
         let peers: usize = room_list.iter().map(|room| room.len()).sum();
@@ -176,10 +177,18 @@ pub(crate) mod metrics {
             "rooms": room_list.len(),
             "peers": peers,
         });
-        if cluster.is_some() {
+        if let Some(link) = &link {
+            // The link to every shard: the one server, the master Sentinel
+            // names, or each master of a Redis Cluster.
+            let shards: Vec<_> = link
+                .shards
+                .iter()
+                .map(|(address, connected)| json!({ "address": address, "connected": connected }))
+                .collect();
             body["cluster"] = json!({
                 "connected": down_for.is_none(),
                 "downForSeconds": down_for.map(|down| down.as_secs_f64()),
+                "shards": shards,
             });
         }
         let status = match stopping || cut_off {

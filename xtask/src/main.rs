@@ -10,6 +10,9 @@
 //!   conformance suite, and a short smoke of the benchmarks.
 //! - `cargo xtask browser`: the room example's page in headless Chromium
 //!   only (part of `ci`).
+//! - `cargo xtask redis-ha`: starts a Sentinel set-up and a Redis Cluster
+//!   (as `ci` does for the cluster suite), prints their addresses, and
+//!   stops them on Enter.
 //! - `cargo xtask bench [--smoke]`: the benchmarks side by side with the Node
 //!   protoo-server (see `BENCHMARKS.md`).
 
@@ -21,6 +24,7 @@ mod autobahn;
 mod bench;
 mod browser;
 mod redis;
+mod redis_ha;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -30,13 +34,14 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
         Some("autobahn") => autobahn::run(),
+        Some("redis-ha") => redis_ha_run(),
         Some("browser") => run(
             "build the room example",
             cargo().args(["build", "-p", "protoo-examples", "--example", "room"]),
         )
         .and_then(|()| browser::run_suites()),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench [--smoke] | autobahn | browser>");
+            eprintln!("usage: cargo xtask <ci | bench [--smoke] | autobahn | browser | redis-ha>");
             return ExitCode::from(2);
         }
     };
@@ -47,6 +52,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask redis-ha`: both highly available topologies, until Enter.
+fn redis_ha_run() -> Result {
+    let binary = redis::ensure()?;
+    let started = Instant::now();
+    let topologies = redis_ha::start_in_background(binary)
+        .join()
+        .map_err(|_| "starting the Redis topologies panicked".to_owned())??;
+    println!(
+        "ready in {:.1}s:\n  PROTOO_REDIS_SENTINEL={} PROTOO_REDIS_MASTER={}\n  PROTOO_REDIS_CLUSTER={}\n\
+         (room example: --redis-sentinel {} --redis-master {}, or --redis-cluster {})\n\
+         Enter stops them.",
+        started.elapsed().as_secs_f64(),
+        topologies.sentinel.addresses(),
+        redis_ha::MASTER,
+        topologies.cluster.addresses(),
+        topologies.sentinel.addresses(),
+        redis_ha::MASTER,
+        topologies.cluster.addresses(),
+    );
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    Ok(())
 }
 
 /// The workspace root (the parent of this crate's folder).
@@ -82,6 +111,11 @@ fn run(what: &str, cmd: &mut Command) -> Result {
 }
 
 fn ci() -> Result {
+    // The Sentinel set-up and the Redis Cluster start on a thread of their
+    // own while fmt and clippy run; they are stopped (by pid) when `ci`
+    // returns, however it returns.
+    let redis_binary = redis::ensure()?;
+    let topologies = redis_ha::start_in_background(redis_binary.clone());
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
@@ -100,8 +134,10 @@ fn ci() -> Result {
     )?;
     // One redis-server for the cluster tests, stopped (by pid) when `ci`
     // returns, however it returns.
-    let redis_binary = redis::ensure()?;
     let redis_server = redis::Server::start(&redis_binary, None)?;
+    let topologies = topologies
+        .join()
+        .map_err(|_| "starting the Redis topologies panicked".to_owned())??;
     run(
         "tests",
         cargo()
@@ -109,6 +145,23 @@ fn ci() -> Result {
             .env("PROTOO_REDIS_URL", redis_server.url())
             .env("PROTOO_REDIS_SERVER", &redis_binary),
     )?;
+    // The cluster suite again over each highly available topology.
+    run(
+        "protoo-redis cluster suite over Sentinel",
+        cargo()
+            .args(["test", "--workspace", "--all-features", "--test", "cluster"])
+            .env("PROTOO_REDIS_SENTINEL", topologies.sentinel.addresses())
+            .env("PROTOO_REDIS_MASTER", redis_ha::MASTER)
+            .env("PROTOO_REDIS_SERVER", &redis_binary),
+    )?;
+    run(
+        "protoo-redis cluster suite over Redis Cluster",
+        cargo()
+            .args(["test", "--workspace", "--all-features", "--test", "cluster"])
+            .env("PROTOO_REDIS_CLUSTER", topologies.cluster.addresses())
+            .env("PROTOO_REDIS_SERVER", &redis_binary),
+    )?;
+    drop(topologies);
     run(
         "loom model of the byte queue's wake-ups (tests/loom_queue.rs)",
         cargo()

@@ -46,7 +46,7 @@ pub(crate) fn ensure() -> Result<PathBuf> {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
@@ -92,6 +92,24 @@ impl Server {
     }
 
     fn start_on(binary: &Path, port: u16, log: Option<&Path>) -> Result<Server> {
+        let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
+            .into_iter()
+            .chain(["--save", "", "--appendonly", "no"])
+            .chain(["--daemonize", "no", "--logfile", ""])
+            .map(str::to_owned)
+            .collect();
+        Self::spawn(binary, &args, port, READY, log)
+    }
+
+    /// Starts `binary` with `args` (a server on `port`, or a sentinel) and
+    /// waits for the line `ready` in its output (never a sleep).
+    pub(crate) fn spawn(
+        binary: &Path,
+        args: &[String],
+        port: u16,
+        ready: &'static str,
+        log: Option<&Path>,
+    ) -> Result<Server> {
         let mut log_file = match log {
             Some(log) => {
                 Some(std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?)
@@ -99,9 +117,7 @@ impl Server {
             None => None,
         };
         let mut child = Command::new(binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "no", "--logfile", ""])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -124,7 +140,7 @@ impl Server {
                 if let Some(file) = &mut log_file {
                     let _ = writeln!(file, "{line}");
                 }
-                if line.contains(READY) {
+                if line.contains(ready) {
                     let _ = ready_tx.send(());
                 }
             }
@@ -145,6 +161,11 @@ impl Server {
     /// `redis://127.0.0.1:PORT`.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     /// Its process id (for its CPU time).

@@ -1,6 +1,49 @@
-//! [`RedisConfig`]: the backend's settings, each with its default and why.
+//! [`RedisConfig`]: the backend's settings, each with its default and why,
+//! and [`RedisTopology`]: which Redis.
 
 use std::time::Duration;
+
+/// Which Redis the nodes use: one server, a master watched by Sentinel,
+/// or a Redis Cluster. The rest of the application is the same for all
+/// three.
+///
+/// Addresses are `HOST:PORT` or URLs (`redis://[:PASSWORD@]HOST:PORT`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedisTopology {
+    /// One redis-server (`redis://HOST:PORT[/DB]`, with a password as
+    /// `redis://:PASSWORD@HOST:PORT`): the simple default. While it is
+    /// down, cross-node delivery and presence stop.
+    Single {
+        /// Its URL.
+        url: String,
+    },
+    /// A master and its replicas, watched by Redis Sentinel: each link
+    /// asks the sentinels for the master, and asks again when it breaks,
+    /// so a failover is an outage of a few seconds, not the end.
+    Sentinel {
+        /// The master's name in the sentinels' configuration
+        /// (`sentinel monitor NAME ...`).
+        master: String,
+        /// Sentinel addresses (any one that answers will do). Their
+        /// credentials, if a URL carries some, are the master's too.
+        sentinels: Vec<String>,
+    },
+    /// A Redis Cluster: slots discovered from the seeds, `MOVED`/`ASK`
+    /// followed, the topology refreshed; a room's broadcasts go through
+    /// its slot's shard only (sharded pub/sub, `SPUBLISH`).
+    Cluster {
+        /// Addresses of some of its nodes (any one that answers will do).
+        seeds: Vec<String>,
+    },
+}
+
+impl RedisTopology {
+    /// Whether a room's broadcasts go over sharded pub/sub.
+    pub(crate) fn sharded(&self) -> bool {
+        matches!(self, RedisTopology::Cluster { .. })
+    }
+}
 
 /// Settings of a [`RedisCluster`](crate::RedisCluster) node. Every node of a
 /// cluster uses the same Redis and the same [`prefix`](RedisConfig::prefix);
@@ -18,16 +61,15 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// The Redis server (`redis://HOST:PORT[/DB]`, with a password as
-    /// `redis://:PASSWORD@HOST:PORT`). Redis 7 or later.
-    pub url: String,
+    /// Which Redis: one server, Sentinel or Cluster. Redis 7 or later.
+    pub topology: RedisTopology,
     /// What every key and channel name starts with, so that several
     /// clusters (or other applications) share one Redis. Default `protoo`.
     pub prefix: String,
-    /// How often a node refreshes its heartbeat key and looks for dead
+    /// How often a node pushes its deadline on (its heartbeat) and looks for dead
     /// nodes. Default 2 s.
     pub heartbeat: Duration,
-    /// How long a node's heartbeat key lives: a node silent for this long
+    /// How far ahead a heartbeat pushes the node's deadline: a node silent for this long
     /// is dead, and its members are swept (announced gone) by another node
     /// within one more [`heartbeat`](RedisConfig::heartbeat). Default 6 s,
     /// three heartbeats, so a node is not declared dead for one slow
@@ -64,10 +106,47 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// The defaults, for the Redis at `url`.
+    /// The defaults, for the one Redis server at `url`.
     pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig::with_topology(RedisTopology::Single { url: url.into() })
+    }
+
+    /// The defaults, for the master `master` of the given sentinels.
+    ///
+    /// ```
+    /// use protoo_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::sentinel("signaling", ["10.0.0.1:26379", "10.0.0.2:26379"]);
+    /// # let _ = config;
+    /// ```
+    pub fn sentinel(
+        master: impl Into<String>,
+        sentinels: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        RedisConfig::with_topology(RedisTopology::Sentinel {
+            master: master.into(),
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    /// The defaults, for the Redis Cluster reached through `seeds`.
+    ///
+    /// ```
+    /// use protoo_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::cluster(["10.0.0.1:7000", "10.0.0.2:7000"]);
+    /// # let _ = config;
+    /// ```
+    pub fn cluster(seeds: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        RedisConfig::with_topology(RedisTopology::Cluster {
+            seeds: seeds.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    /// The defaults, for `topology`.
+    pub fn with_topology(topology: RedisTopology) -> Self {
         RedisConfig {
-            url: url.into(),
+            topology,
             prefix: "protoo".to_owned(),
             heartbeat: Duration::from_secs(2),
             node_ttl: Duration::from_secs(6),
@@ -98,6 +177,12 @@ impl RedisConfig {
     pub fn with_queue_limit(mut self, bytes: usize) -> Self {
         self.queue_limit = bytes;
         self
+    }
+
+    /// Whether a `PUBLISH` count says who received it (not on Redis
+    /// Cluster, where it counts one shard's subscribers).
+    pub(crate) fn counts_receivers(&self) -> bool {
+        !self.topology.sharded()
     }
 
     /// How long the key listing a node's rooms outlives the node's last

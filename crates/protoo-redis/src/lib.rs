@@ -28,6 +28,21 @@
 //! # }
 //! ```
 //!
+//! # Topologies
+//!
+//! [`RedisConfig`] chooses the Redis ([`RedisTopology`]): one server
+//! ([`RedisConfig::new`]), a master watched by Redis Sentinel
+//! ([`RedisConfig::sentinel`]: each link asks the sentinels for the master,
+//! and asks again when it breaks, when a sentinel announces
+//! `+switch-master`, or when the master turns `READONLY`), or a
+//! Redis Cluster ([`RedisConfig::cluster`]: slots discovered from the
+//! seeds, `MOVED`/`ASK` followed and the topology refreshed by the `redis`
+//! crate's cluster client; a room's broadcasts over sharded pub/sub on its
+//! slot's shard; a room whose slot moved subscribed again where it went).
+//! Everything below holds on all three; a failover, or a slot moved, is a
+//! lost link (below) that ends when the new master answers.
+//! [`RedisCluster::shards`] reports the link to each shard.
+//!
 //! # What the cluster guarantees
 //!
 //! - A broadcast is encoded once and published once per room (the frame
@@ -43,8 +58,8 @@
 //! - A peer id joining on one node closes the peer with that id on another
 //!   (4000), and the newcomer reads nothing until that node handled the
 //!   close (what it broadcast about it, `peerClosed`, arrives first).
-//! - Each node refreshes a heartbeat key every 2 s (TTL 6 s); every node
-//!   looks for nodes without one, and the one that takes a dead node's
+//! - Each node pushes its deadline on every 2 s (6 s ahead); every node
+//!   looks for nodes past theirs, and the one that takes a dead node's
 //!   sweep lock (`SET NX`) removes its members and broadcasts, for each,
 //!   what [`RoomsBuilder::on_member_lost`](protoo_core::RoomsBuilder::on_member_lost)
 //!   makes: once, cluster-wide, within about 8 s of the death.
@@ -93,18 +108,25 @@
 //!
 //! # Keys
 //!
-//! Under the prefix `P` ([`RedisConfig::prefix`]):
+//! Under the prefix `P` ([`RedisConfig::prefix`]), each name with a hash
+//! tag (`{...}`) so that what one script touches shares one hash slot: a
+//! room's keys and channel live on one shard of a Redis Cluster, and no
+//! step of the backend crosses slots.
 //!
 //! | name | kind | holds | lifetime |
 //! | --- | --- | --- | --- |
-//! | `P:room:{R}` | hash | peer id → `NODE:INCARNATION\|INFO` | deleted with its last entry |
-//! | `P:node:{N}` | string | node N's heartbeat | TTL `node_ttl` (6 s), refreshed every `heartbeat` (2 s) |
-//! | `P:node:{N}:rooms` | set | the rooms with a member on N | TTL a minute, refreshed with the heartbeat; deleted when N leaves or is swept |
-//! | `P:nodes` | set | the node ids | a node leaves it when it shuts down or is swept |
-//! | `P:sweep:{N}` | string | who sweeps dead node N | `SET NX EX 60` |
+//! | `{P:room:R}` | hash | peer id → `NODE:INCARNATION\|INFO` | deleted with its last entry |
+//! | `{P:room:R}:nodes` | hash | node id → deadline (ms) of each node with a member in R | pushed on with each heartbeat (`node_ttl` ahead); deleted with the room's last entry |
+//! | `{P:node:N}:rooms` | set | the rooms with a member on N | TTL a minute, refreshed with the heartbeat; deleted when N leaves or is swept |
+//! | `{P}:nodes` | sorted set | node id → deadline (ms) | a node leaves it when it shuts down or is swept |
+//! | `{P}:sweep:N` | string | who sweeps dead node N | `SET NX EX 60` |
 //!
-//! Channels: `P:room:{R}` (broadcasts in R, subscribed by the nodes with a
-//! member in R) and `P:node:{N}` (messages for node N). Redis 7 or later.
+//! Whether a node is alive is read in the room's own slot (its deadline in
+//! `{P:room:R}:nodes`, pushed on by its heartbeat in every room it has
+//! members in), never from another slot inside a script. Channels:
+//! `{P:room:R}` (broadcasts in R, subscribed by the nodes with a member
+//! in R) and `{P:node:N}` (messages for node N). Redis 7 or later. The
+//! prefix must not hold `{` or `}`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -120,6 +142,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 mod config;
+mod conn;
 mod keys;
 mod link;
 mod scripts;
@@ -128,18 +151,34 @@ mod stats;
 mod sweep;
 mod wire;
 
-pub use config::RedisConfig;
+pub use config::{RedisConfig, RedisTopology};
 pub use stats::ClusterStats;
 
 use shared::{Shared, lock};
+
+/// The link of a node to one shard of its Redis: the one server, the
+/// master Sentinel names, or one master of a Redis Cluster
+/// ([`RedisCluster::shards`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardLink {
+    /// The shard's address (`HOST:PORT`).
+    pub address: String,
+    /// Whether it answered the last probe (one per heartbeat) and the
+    /// node's link is up.
+    pub connected: bool,
+}
 
 /// Why [`RedisCluster::connect`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The URL is not a Redis URL.
+    /// An address is not a Redis URL or `HOST:PORT`.
     #[error("invalid Redis URL: {0}")]
     Url(#[source] redis::RedisError),
+    /// The prefix holds `{` or `}` (it goes inside the keys' hash tags).
+    #[error("the key prefix {0:?} holds a brace")]
+    Prefix(String),
     /// Redis could not be reached.
     #[error("cannot reach Redis: {0}")]
     Connect(#[source] redis::RedisError),
@@ -176,15 +215,18 @@ impl RedisCluster {
     /// invalid or Redis cannot be reached now; once started, the node
     /// survives any later outage.
     pub async fn connect(config: RedisConfig) -> Result<Self, Error> {
-        let client = link::client(&config)?;
+        if config.prefix.contains(['{', '}']) {
+            return Err(Error::Prefix(config.prefix));
+        }
+        let connector = conn::Connector::new(&config)?;
         let shared = Arc::new(Shared::new(config, new_node_id()));
-        let first = link::connect(&shared, &client)
+        let first = link::connect(&shared, &connector)
             .await
             .map_err(Error::Connect)?;
         // Everything the node's tasks log says which node it is.
         let span = tracing::info_span!("protoo_cluster", node_id = %shared.node_id);
         let tasks = vec![
-            tokio::spawn(link::run(shared.clone(), client, first).instrument(span.clone())),
+            tokio::spawn(link::run(shared.clone(), connector, first).instrument(span.clone())),
             tokio::spawn(sweep::run(shared.clone()).instrument(span)),
         ];
         // Started once registered on the link (if that link breaks at once,
@@ -223,6 +265,13 @@ impl RedisCluster {
     /// longer than a grace serves its own peers only.
     pub fn disconnected_for(&self) -> Option<std::time::Duration> {
         self.shared().down_for()
+    }
+
+    /// The link to each shard, as probed with every heartbeat: the one
+    /// server, the master Sentinel names now, or each master of a Redis
+    /// Cluster. What a health check lists.
+    pub fn shards(&self) -> Vec<ShardLink> {
+        self.shared().shards()
     }
 
     /// Waits until the link to Redis is up and this node's members are

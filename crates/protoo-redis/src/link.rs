@@ -23,13 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use protoo_core::transport::Popped;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 
+use crate::conn::{Conn, Connector};
 use crate::scripts::cmd;
 use crate::shared::{Op, Shared, strings};
-use crate::{Error, RedisConfig};
 
 /// Bytes of queued commands sent in one pipeline, at most (about).
 const BATCH_BYTES: usize = 256 << 10;
@@ -40,8 +39,13 @@ const FIRST_RECONNECT_WAIT: Duration = Duration::from_millis(50);
 
 /// One link: both connections, and whether either has broken.
 pub(crate) struct Link {
-    commands: MultiplexedConnection,
-    subscriber: MultiplexedConnection,
+    commands: Conn,
+    subscriber: Conn,
+    /// The server's address (one server, or the master Sentinel named).
+    address: String,
+    /// On Sentinel: the subscription to `+switch-master` (kept with the
+    /// link).
+    _switch: Option<redis::aio::MultiplexedConnection>,
     broken: Arc<Broken>,
 }
 
@@ -69,28 +73,13 @@ impl Broken {
     }
 }
 
-/// A client for `config.url`, speaking RESP3 (needed for pub/sub on a
-/// multiplexed connection).
-pub(crate) fn client(config: &RedisConfig) -> Result<Client, Error> {
-    use redis::IntoConnectionInfo;
-    let info = config
-        .url
-        .as_str()
-        .into_connection_info()
-        .map_err(Error::Url)?;
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(redis::ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(settings)).map_err(Error::Url)
-}
-
 /// Opens both connections.
-pub(crate) async fn connect(shared: &Arc<Shared>, client: &Client) -> redis::RedisResult<Link> {
+pub(crate) async fn connect(
+    shared: &Arc<Shared>,
+    connector: &Connector,
+) -> redis::RedisResult<Link> {
     let broken = Arc::new(Broken::default());
-    let base = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(shared.config.response_timeout));
+    let timeout = shared.config.response_timeout;
     let on_message = {
         let shared = Arc::downgrade(shared);
         let broken = broken.clone();
@@ -100,7 +89,6 @@ pub(crate) async fn connect(shared: &Arc<Shared>, client: &Client) -> redis::Red
             } else if let Some(shared) = shared.upgrade() {
                 shared.on_push(info);
             }
-            Ok::<(), std::convert::Infallible>(())
         }
     };
     let on_disconnect = {
@@ -109,18 +97,30 @@ pub(crate) async fn connect(shared: &Arc<Shared>, client: &Client) -> redis::Red
             if info.kind == PushKind::Disconnection {
                 broken.set();
             }
-            Ok::<(), std::convert::Infallible>(())
         }
     };
-    let subscriber = client
-        .get_multiplexed_async_connection_with_config(&base.clone().set_push_sender(on_message))
-        .await?;
-    let commands = client
-        .get_multiplexed_async_connection_with_config(&base.set_push_sender(on_disconnect))
-        .await?;
+    let (subscriber, address) = connector.open(timeout, on_message).await?;
+    let (commands, _) = connector.open(timeout, on_disconnect).await?;
+    let switch = {
+        let broken = broken.clone();
+        connector
+            .watch_switch(move || {
+                tracing::info!("the sentinels switched the master: making the link anew");
+                broken.set();
+            })
+            .await
+    };
+    if matches!(commands, Conn::Single(_)) {
+        shared.set_shards(vec![crate::ShardLink {
+            address: address.clone(),
+            connected: true,
+        }]);
+    }
     Ok(Link {
         commands,
         subscriber,
+        address,
+        _switch: switch,
         broken,
     })
 }
@@ -128,14 +128,14 @@ pub(crate) async fn connect(shared: &Arc<Shared>, client: &Client) -> redis::Red
 /// The link task: serves the link while it lasts, makes it anew when it
 /// breaks, ends when the queue is closed (a shutdown) after telling Redis
 /// this node left.
-pub(crate) async fn run(shared: Arc<Shared>, client: Client, first: Link) {
+pub(crate) async fn run(shared: Arc<Shared>, connector: Connector, first: Link) {
     let mut next = Some(first);
     let mut wait = FIRST_RECONNECT_WAIT;
     let mut announce = false;
     loop {
         let link = match next.take() {
             Some(link) => link,
-            None => match connect(&shared, &client).await {
+            None => match connect(&shared, &connector).await {
                 Ok(link) => {
                     tracing::info!(node_id = %shared.node_id, "Redis link up again");
                     wait = FIRST_RECONNECT_WAIT;
@@ -176,16 +176,31 @@ pub(crate) async fn run(shared: Arc<Shared>, client: Client, first: Link) {
 }
 
 /// Drops what is queued; returns how many ops.
+/// Publishes among them are counted as dropped while down.
 fn drain(shared: &Shared) -> usize {
     let mut dropped = 0;
     let waker = std::task::Waker::noop();
     let cx = std::task::Context::from_waker(waker);
+    let mut take = |op: Op| {
+        dropped += 1;
+        if let Op::Cmd { cmd, .. } = &op
+            && is_publish(cmd)
+        {
+            shared.stats.publish_dropped(false);
+        }
+    };
     while let std::task::Poll::Ready(Popped::Items) =
-        shared
-            .queue
-            .poll_take(&cx, usize::MAX, |_| dropped += 1, |_| ())
+        shared.queue.poll_take(&cx, usize::MAX, &mut take, |_| ())
     {}
     dropped
+}
+
+/// Whether `cmd` is a `PUBLISH` or `SPUBLISH`.
+fn is_publish(cmd: &redis::Cmd) -> bool {
+    matches!(
+        cmd.args_iter().next(),
+        Some(redis::Arg::Simple(name)) if name.eq_ignore_ascii_case(b"PUBLISH") || name.eq_ignore_ascii_case(b"SPUBLISH")
+    )
 }
 
 enum Served {
@@ -228,7 +243,7 @@ async fn serve(shared: &Arc<Shared>, mut link: Link, announce: bool) -> Served {
 
 /// Sends a batch: commands in pipelines, subscriptions between them in
 /// their place; hands each reply to whoever waits for it.
-async fn execute(shared: &Shared, link: &mut Link, batch: Vec<Op>) -> redis::RedisResult<()> {
+async fn execute(shared: &Arc<Shared>, link: &mut Link, batch: Vec<Op>) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     let mut replies = Vec::new();
@@ -239,21 +254,38 @@ async fn execute(shared: &Shared, link: &mut Link, batch: Vec<Op>) -> redis::Red
                 replies.push(reply);
             }
             Op::Subscribe(room) => {
-                flush(link, &mut pipe, &mut replies).await?;
-                link.subscriber.subscribe(shared.keys.room(&room)).await?;
+                flush(shared, link, &mut pipe, &mut replies).await?;
+                link.subscriber
+                    .subscribe_room(&shared.keys.room(&room))
+                    .await?;
+            }
+            Op::Probe => {
+                // On the side: a shard that does not answer holds nothing up.
+                let mut conn = link.commands.clone();
+                let address = link.address.clone();
+                let shared = Arc::downgrade(shared);
+                tokio::spawn(async move {
+                    let shards = conn.probe(&address).await;
+                    if let Some(shared) = shared.upgrade() {
+                        shared.set_shards(shards);
+                    }
+                });
             }
             Op::Unsubscribe(room) => {
-                flush(link, &mut pipe, &mut replies).await?;
-                link.subscriber.unsubscribe(shared.keys.room(&room)).await?;
+                flush(shared, link, &mut pipe, &mut replies).await?;
+                link.subscriber
+                    .unsubscribe_room(&shared.keys.room(&room))
+                    .await?;
             }
         }
     }
-    flush(link, &mut pipe, &mut replies).await
+    flush(shared, link, &mut pipe, &mut replies).await
 }
 
 type Replies = Vec<Option<tokio::sync::oneshot::Sender<Value>>>;
 
 async fn flush(
+    shared: &Shared,
     link: &mut Link,
     pipe: &mut redis::Pipeline,
     replies: &mut Replies,
@@ -261,21 +293,36 @@ async fn flush(
     if replies.is_empty() {
         return Ok(());
     }
-    let values: Value = pipe.query_async(&mut link.commands).await?;
-    pipe.clear();
-    let values = match values {
-        Value::Array(values) => values,
-        other => vec![other],
+    let values = match link.commands.run(pipe).await {
+        Ok(values) => values,
+        Err(error) => {
+            // Lost with the link: counted as dropped while down.
+            for _ in pipe.cmd_iter().filter(|cmd| is_publish(cmd)) {
+                shared.stats.publish_dropped(false);
+            }
+            return Err(error);
+        }
     };
+    pipe.clear();
     let mut forgot_scripts = false;
+    let mut not_master = false;
     for (reply, value) in replies.drain(..).zip(values) {
         if let Value::ServerError(error) = &value {
             forgot_scripts |= error.code() == "NOSCRIPT";
+            // A master demoted under us (a Sentinel failover): the link
+            // is made anew to the master the sentinels name now.
+            not_master |= error.code() == "READONLY";
             tracing::warn!(%error, "a cluster command failed in Redis");
         }
         if let Some(reply) = reply {
             let _ = reply.send(value);
         }
+    }
+    if not_master {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "Redis is no longer a master",
+        )));
     }
     if forgot_scripts {
         // Made anew, the link loads them again.
@@ -292,15 +339,17 @@ async fn flush(
 /// Entries of members it no longer has are removed, and, when `announce`
 /// (after a lost link, when their departure could not reach the other
 /// nodes), announced gone to the other nodes.
+///
+/// Two round trips: the first loads the scripts, beats and reads the
+/// node's room set; the second removes what the node no longer has in the
+/// rooms of that set and registers its members room by room (each room's
+/// step in the room's slot, the room set's in the node's).
 async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::RedisResult<()> {
     shared.stats.resynced();
     let keys = &shared.keys;
-    let config = &shared.config;
+    let life = shared.life();
     let rooms = shared.local_rooms();
     let info = members_info(shared);
-    let own = shared.own_prefix();
-    let rooms_ttl = config.rooms_ttl().as_secs();
-    let ttl_ms = u64::try_from(config.node_ttl.as_millis()).unwrap_or(u64::MAX);
 
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
@@ -309,20 +358,30 @@ async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::Redi
         pipe.add_command(load);
         n + 1
     });
-    pipe.add_command(cmd::heartbeat(
-        &keys.node,
-        &keys.node_rooms,
-        &keys.nodes,
-        &shared.node_id,
-        ttl_ms,
-        rooms_ttl,
-    ));
-    pipe.add_command(cmd::forget_rooms(
-        &keys.node_rooms,
-        keys.room_prefix(),
-        &own,
-        rooms.iter().map(|(room, _)| room.as_str()),
-    ));
+    pipe.add_command(cmd::heartbeat(&keys.nodes, &shared.node_id, life));
+    pipe.add_command(redis::cmd("SMEMBERS").arg(&keys.node_rooms).clone());
+    let values = no_errors(link.commands.run(&pipe).await?)?;
+    let known = values
+        .into_iter()
+        .nth(loads + 1)
+        .and_then(strings)
+        .unwrap_or_default();
+    let here: std::collections::HashSet<&str> =
+        rooms.iter().map(|(room, _)| room.as_str()).collect();
+    let stale: Vec<String> = known
+        .into_iter()
+        .filter(|room| !here.contains(room.as_str()))
+        .collect();
+
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for room in &stale {
+        let names = keys.room_names(room);
+        pipe.add_command(cmd::sweep_room(names.keys(), &shared.node_id));
+    }
+    if !stale.is_empty() {
+        pipe.add_command(redis::cmd("SREM").arg(&keys.node_rooms).arg(&stale).clone());
+    }
     for (room, peers) in &rooms {
         let entries = peers.iter().map(|(peer, incarnation)| {
             let listed = info
@@ -334,40 +393,66 @@ async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::Redi
                 format!("{}{listed}", shared.entry_prefix(*incarnation)),
             )
         });
+        let names = keys.room_names(room);
         pipe.add_command(cmd::resync_room(
-            &keys.room(room),
-            &keys.node_rooms,
-            &own,
-            room,
-            rooms_ttl,
+            names.keys(),
+            &shared.node_id,
+            life,
             entries,
         ));
     }
-    let values: Value = pipe.query_async(&mut link.commands).await?;
+    if !rooms.is_empty() {
+        let all: Vec<&str> = rooms.iter().map(|(room, _)| room.as_str()).collect();
+        pipe.add_command(redis::cmd("SADD").arg(&keys.node_rooms).arg(all).clone());
+        pipe.add_command(
+            redis::cmd("EXPIRE")
+                .arg(&keys.node_rooms)
+                .arg(shared.config.rooms_ttl().as_secs())
+                .clone(),
+        );
+    }
+    let values = if pipe.is_empty() {
+        Vec::new()
+    } else {
+        no_errors(link.commands.run(&pipe).await?)?
+    };
     link.subscriber.subscribe(&keys.node).await?;
     for (room, _) in &rooms {
-        link.subscriber.subscribe(keys.room(room)).await?;
+        link.subscriber.subscribe_room(&keys.room(room)).await?;
     }
-    let Value::Array(values) = values else {
+    if !announce {
         return Ok(());
-    };
-    let mut values = values.into_iter().skip(loads + 1);
-    let forgotten = values.next().and_then(strings).unwrap_or_default();
-    if announce {
-        for gone in forgotten.chunks_exact(3) {
-            shared.announce_lost(&gone[0], &gone[1], &gone[2], false);
+    }
+    let mut values = values.into_iter();
+    for room in &stale {
+        let removed = values.next().and_then(strings).unwrap_or_default();
+        for gone in removed.chunks_exact(2) {
+            shared.announce_lost(room, &gone[0], &gone[1], false);
         }
+    }
+    if !stale.is_empty() {
+        values.next();
     }
     for ((room, _), removed) in rooms.iter().zip(values) {
-        if !announce {
-            continue;
-        }
         for gone in strings(removed).unwrap_or_default().chunks_exact(2) {
             shared.announce_lost(room, &gone[0], &gone[1], false);
         }
     }
     tracing::debug!(node_id = %shared.node_id, rooms = rooms.len(), "members registered in Redis");
     Ok(())
+}
+
+/// A registration is all or nothing: a command Redis refused (a Redis
+/// Cluster shard without a master yet, a script forgotten) fails it, and
+/// the link is made anew.
+fn no_errors(values: Vec<Value>) -> redis::RedisResult<Vec<Value>> {
+    match values.iter().find_map(|value| match value {
+        Value::ServerError(error) => Some(error.clone()),
+        _ => None,
+    }) {
+        Some(error) => Err(error.into()),
+        None => Ok(values),
+    }
 }
 
 /// The presence of each member, by (room, peer), from the core.
@@ -388,30 +473,51 @@ fn members_info(
 /// gone to the other nodes, then the node's own keys go.
 async fn leave(shared: &Shared, link: &mut Link) {
     let keys = &shared.keys;
-    let own = shared.own_prefix();
-    let forget = cmd::forget_rooms(
-        &keys.node_rooms,
-        keys.room_prefix(),
-        &own,
-        std::iter::empty(),
-    );
-    match forget.query_async::<Value>(&mut link.commands).await {
-        Ok(value) => {
+    let rooms = redis::cmd("SMEMBERS")
+        .arg(&keys.node_rooms)
+        .query_async::<Value>(&mut link.commands)
+        .await
+        .map(|rooms| strings(rooms).unwrap_or_default());
+    match rooms {
+        Ok(rooms) if !rooms.is_empty() => {
             let mut pipe = redis::pipe();
-            for gone in strings(value).unwrap_or_default().chunks_exact(3) {
-                if let Some(publish) = shared.lost_publication(&gone[0], &gone[1], &gone[2], false)
-                {
-                    pipe.add_command(publish);
+            pipe.ignore_errors();
+            for room in &rooms {
+                let names = keys.room_names(room);
+                pipe.add_command(cmd::sweep_room(names.keys(), &shared.node_id));
+            }
+            let removed = link.commands.run(&pipe).await;
+            let mut publish = redis::pipe();
+            publish.ignore_errors();
+            if let Ok(removed) = removed {
+                for (room, removed) in rooms.iter().zip(removed) {
+                    for gone in strings(removed).unwrap_or_default().chunks_exact(2) {
+                        if let Some(cmd) = shared.lost_publication(room, &gone[0], &gone[1], false)
+                        {
+                            publish.add_command(cmd);
+                        }
+                    }
                 }
             }
-            if !pipe.is_empty() {
-                let _ = pipe.query_async::<Value>(&mut link.commands).await;
+            if !publish.is_empty() {
+                let _ = link.commands.run(&publish).await;
             }
         }
+        Ok(_) => {}
         Err(error) => tracing::warn!(%error, "could not remove this node's members from Redis"),
     }
-    let leave = cmd::leave(&keys.node, &keys.node_rooms, &keys.nodes, &shared.node_id);
-    if let Err(error) = leave.query_async::<Value>(&mut link.commands).await {
+    // The node's keys (its slot), then its place in the node set (the
+    // cluster's slot): two commands.
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe.add_command(redis::cmd("DEL").arg(&keys.node_rooms).clone());
+    pipe.add_command(
+        redis::cmd("ZREM")
+            .arg(&keys.nodes)
+            .arg(&*shared.node_id)
+            .clone(),
+    );
+    if let Err(error) = link.commands.run(&pipe).await {
         tracing::warn!(%error, "could not tell Redis this node left");
     }
     shared.set_up(false);

@@ -1,7 +1,16 @@
 //! The Lua scripts the backend runs in Redis, each one atomic step, and the
 //! commands that run them.
 //!
-//! A member's entry in `P:room:{R}` is `NODE:INCARNATION|INFO`: the prefix
+//! Every script declares the keys it touches (`KEYS`), and they share one
+//! hash slot: a room's keys carry the hash tag `{P:room:R}`, the cluster's
+//! own keys `{P}`. So each runs as it is on Redis Cluster, and a room's
+//! steps never cross shards. Whether another node is alive is read in the
+//! room's own slot: `{P:room:R}:nodes` holds, for each node with a member
+//! in the room, a deadline (ms, the shard's clock) that the node pushes
+//! forward with its heartbeat. Scripts read the clock with `TIME` (allowed
+//! since Redis 5: scripts replicate their effects).
+//!
+//! A member's entry in `{P:room:R}` is `NODE:INCARNATION|INFO`: the prefix
 //! up to the `|` names one admission of a peer on one node (its
 //! incarnation), `INFO` is its presence (empty: not listed). Node ids
 //! never hold `:` or `|`. Each link loads every script once (`SCRIPT
@@ -35,29 +44,47 @@ impl Lua {
     }
 }
 
-/// Registers a member: sets its entry and returns the one it replaced, with
-/// whether that entry's node is alive; under `refuse`, an entry of another
-/// live node is kept and the newcomer refused.
-static REGISTER: Lua = Lua::new(
+/// What every script that reads the clock starts with: `now`, in ms.
+macro_rules! with_now {
+    ($body:literal) => {
+        concat!(
+            "local t = redis.call('TIME')\n",
+            "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n",
+            $body
+        )
+    };
+}
+
+/// Registers a member: sets its entry (and pushes its node's deadline in
+/// the room) and returns the one it replaced, with whether that entry's
+/// node is alive; under `refuse`, an entry of another live node is kept
+/// and the newcomer refused.
+///
+/// KEYS: room, room nodes. ARGV: peer, entry, `replace`/`refuse`, node id,
+/// node TTL (ms), how long the room nodes hash outlives it (ms).
+static REGISTER: Lua = Lua::new(with_now!(
     r"
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
 local status = 'new'
 if prev then
   local node = string.match(prev, '^([^:]*):') or ''
-  if node == ARGV[6] then status = 'self'
-  elseif redis.call('EXISTS', ARGV[5] .. node) == 1 then status = 'alive'
+  local deadline = tonumber(redis.call('HGET', KEYS[2], node) or '0')
+  if node == ARGV[4] then status = 'self'
+  elseif deadline > now then status = 'alive'
   else status = 'dead' end
-  if status == 'alive' and ARGV[4] == 'refuse' then return {'refused', prev} end
+  if status == 'alive' and ARGV[3] == 'refuse' then return {'refused', prev} end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[7])
+redis.call('HSET', KEYS[2], ARGV[4], now + tonumber(ARGV[5]))
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
 if prev then return {status, prev} end
 return {status}
-",
-);
+"
+));
 
 /// Lists a member with its info, if its entry is still this incarnation's.
+///
+/// KEYS: room. ARGV: peer, incarnation prefix, info.
 static SET_INFO: Lua = Lua::new(
     r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
@@ -71,20 +98,27 @@ return 0
 
 /// Removes a member's entry if it is still this incarnation's (a newer one
 /// elsewhere is left alone); for the node's last member of the room, the
-/// room leaves the node's room set.
+/// node leaves the room's nodes; the room's last entry takes them along.
+///
+/// KEYS: room, room nodes. ARGV: peer, incarnation prefix, node id, `1`
+/// if it was the node's last member there.
 static REMOVE: Lua = Lua::new(
     r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v and string.sub(v, 1, #ARGV[2]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
-if ARGV[4] == '1' then redis.call('SREM', KEYS[2], ARGV[3]) end
+if ARGV[4] == '1' then redis.call('HDEL', KEYS[2], ARGV[3]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
 return 0
 ",
 );
 
 /// The listed members of a room on live nodes, as `[peer, info, ...]`.
-/// Entries of a node that is neither alive nor known (never to be swept:
-/// its keys expired while no node was there to sweep) are deleted.
-static PRESENCE: Lua = Lua::new(
+/// Entries of a node whose deadline passed longer ago than a sweep can
+/// take (nobody was there to sweep it), or that has none, are deleted.
+///
+/// KEYS: room, room nodes. ARGV: this node's id, how long a dead node's
+/// entries wait for their sweep (ms).
+static PRESENCE: Lua = Lua::new(with_now!(
     r"
 local all = redis.call('HGETALL', KEYS[1])
 local state = {}
@@ -94,8 +128,9 @@ for i = 1, #all, 2 do
   local node = string.match(v, '^([^:]*):') or ''
   local s = state[node]
   if s == nil then
-    if node == ARGV[3] or redis.call('EXISTS', ARGV[1] .. node) == 1 then s = 1
-    elseif redis.call('SISMEMBER', ARGV[2], node) == 1 then s = 0
+    local deadline = tonumber(redis.call('HGET', KEYS[2], node) or '0')
+    if node == ARGV[1] or deadline > now then s = 1
+    elseif deadline + tonumber(ARGV[2]) > now then s = 0
     else s = -1 end
     state[node] = s
   end
@@ -109,48 +144,78 @@ for i = 1, #all, 2 do
     redis.call('HDEL', KEYS[1], all[i])
   end
 end
+for node, s in pairs(state) do
+  if s == -1 then redis.call('HDEL', KEYS[2], node) end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
 return out
-",
-);
+"
+));
 
-/// Publishes a message on the channel of the node that has the member;
-/// returns how many received it (0: no such member, or its node is gone).
-static ROUTE: Lua = Lua::new(
+/// Publishes a message on the channel of the live node that has the
+/// member (a channel has no slot for `PUBLISH`); returns how many
+/// received it, or 1 if that count is not asked for (on Redis Cluster it
+/// counts one shard only), 0 if there is no such member on a live node.
+///
+/// KEYS: room, room nodes. ARGV: peer, node channel prefix (`{P:node:`),
+/// payload, `1` to return the count.
+static ROUTE: Lua = Lua::new(with_now!(
     r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 local node = string.match(v, '^([^:]*):')
 if not node then return 0 end
-return redis.call('PUBLISH', ARGV[2] .. node, ARGV[3])
-",
-);
+if tonumber(redis.call('HGET', KEYS[2], node) or '0') <= now then return 0 end
+local n = redis.call('PUBLISH', ARGV[2] .. node .. '}', ARGV[3])
+if ARGV[4] == '1' then return n end
+return 1
+"
+));
 
-/// A node's heartbeat; returns 1 if the node was not in the node set (it
-/// was swept, or Redis lost its data): its members must be registered
+/// Pushes a node's deadline in the room forward (its heartbeat, per room),
+/// if the room exists.
+///
+/// KEYS: room, room nodes. ARGV: node id, node TTL (ms), how long the
+/// room nodes hash outlives it (ms).
+static REFRESH_ROOM: Lua = Lua::new(with_now!(
+    r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], now + tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"
+));
+
+/// A node's heartbeat in the node set; returns 1 if the node was not in it
+/// (it was swept, or Redis lost its data): its members must be registered
 /// again.
-static HEARTBEAT: Lua = Lua::new(
+///
+/// KEYS: nodes. ARGV: node id, node TTL (ms).
+static HEARTBEAT: Lua = Lua::new(with_now!(
     r"
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return redis.call('SADD', KEYS[3], ARGV[1])
-",
-);
+return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+"
+));
 
-/// A dead node (in the node set, no heartbeat) this node now sweeps, if
-/// any: the sweep lock is taken here, once cluster-wide.
-static FIND_DEAD: Lua = Lua::new(
+/// The dead nodes (in the node set, deadline passed), but this one.
+///
+/// KEYS: nodes. ARGV: node id.
+static FIND_DEAD: Lua = Lua::new(with_now!(
     r"
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if n ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. n) == 0 then
-    if redis.call('SET', ARGV[2] .. n, ARGV[3], 'NX', 'EX', 60) then return n end
-  end
+local out = {}
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - 1)) do
+  if n ~= ARGV[1] then out[#out + 1] = n end
 end
-return false
-",
-);
+return out
+"
+));
 
-/// Removes a dead node's entries from a room; returns them, `[peer, entry,
-/// ...]`, so that each is announced exactly once.
+/// Removes a node's entries from a room, and the node from the room's
+/// nodes; returns the entries, `[peer, entry, ...]`, so that each is
+/// announced exactly once. For a dead node's sweep, and for a node's own
+/// rooms it no longer has (after a lost link, or when it leaves).
+///
+/// KEYS: room, room nodes. ARGV: `NODE:`, node id.
 static SWEEP_ROOM: Lua = Lua::new(
     r"
 local all = redis.call('HGETALL', KEYS[1])
@@ -162,28 +227,23 @@ for i = 1, #all, 2 do
     out[#out + 1] = all[i + 1]
   end
 end
+redis.call('HDEL', KEYS[2], ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
 return out
-",
-);
-
-/// After a dead node's rooms are swept: forgets the node (and the sweep
-/// lock: the node is no longer in the node set, nobody sweeps it again).
-static FORGET_NODE: Lua = Lua::new(
-    r"
-redis.call('DEL', KEYS[1], KEYS[3])
-redis.call('SREM', KEYS[2], ARGV[1])
-return 0
 ",
 );
 
 /// Makes a room's entries of this node what the node has: entries of
 /// members it no longer has are removed (and returned, `[peer, entry,
 /// ...]`), its members are set unless another node holds their id.
-static RESYNC_ROOM: Lua = Lua::new(
+///
+/// KEYS: room, room nodes. ARGV: `NODE:`, node id, node TTL (ms), how long
+/// the room nodes hash outlives it (ms), then peer, entry, ...
+static RESYNC_ROOM: Lua = Lua::new(with_now!(
     r"
 local keep = {}
 local any = false
-for i = 4, #ARGV, 2 do keep[ARGV[i]] = ARGV[i + 1]; any = true end
+for i = 5, #ARGV, 2 do keep[ARGV[i]] = ARGV[i + 1]; any = true end
 local all = redis.call('HGETALL', KEYS[1])
 local owner = {}
 for i = 1, #all, 2 do owner[all[i]] = all[i + 1] end
@@ -200,63 +260,28 @@ for f, v in pairs(keep) do
   if cur == nil or string.sub(cur, 1, #ARGV[1]) == ARGV[1] then redis.call('HSET', KEYS[1], f, v) end
 end
 if any then
-  redis.call('SADD', KEYS[2], ARGV[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[2], now + tonumber(ARGV[3]))
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+else
+  redis.call('HDEL', KEYS[2], ARGV[2])
 end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
 return removed
-",
-);
-
-/// Forgets this node's entries in the rooms of its room set that it no
-/// longer has; returns them, `[room, peer, entry, ...]`.
-static FORGET_ROOMS: Lua = Lua::new(
-    r"
-local keep = {}
-for i = 3, #ARGV do keep[ARGV[i]] = true end
-local removed = {}
-for _, r in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if not keep[r] then
-    local key = ARGV[1] .. r
-    local all = redis.call('HGETALL', key)
-    for i = 1, #all, 2 do
-      if string.sub(all[i + 1], 1, #ARGV[2]) == ARGV[2] then
-        redis.call('HDEL', key, all[i])
-        removed[#removed + 1] = r
-        removed[#removed + 1] = all[i]
-        removed[#removed + 1] = all[i + 1]
-      end
-    end
-    redis.call('SREM', KEYS[1], r)
-  end
-end
-return removed
-",
-);
-
-/// A node leaving in good order: its heartbeat, its room set and its place
-/// in the node set go (its members have been removed one by one).
-static LEAVE: Lua = Lua::new(
-    r"
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('SREM', KEYS[3], ARGV[1])
-return 0
-",
-);
+"
+));
 
 /// Every script, as each link loads them.
-static ALL: [&Lua; 12] = [
+static ALL: [&Lua; 10] = [
     &REGISTER,
     &SET_INFO,
     &REMOVE,
     &PRESENCE,
     &ROUTE,
+    &REFRESH_ROOM,
     &HEARTBEAT,
     &FIND_DEAD,
     &SWEEP_ROOM,
-    &FORGET_NODE,
     &RESYNC_ROOM,
-    &FORGET_ROOMS,
-    &LEAVE,
 ];
 
 fn eval(script: &Lua, keys: &[&str]) -> Cmd {
@@ -268,30 +293,44 @@ fn eval(script: &Lua, keys: &[&str]) -> Cmd {
     cmd
 }
 
+/// A room's two keys: its entries and its nodes' deadlines.
+#[derive(Clone, Copy)]
+pub(crate) struct RoomKeys<'a> {
+    pub(crate) room: &'a str,
+    pub(crate) nodes: &'a str,
+}
+
+/// How long things live, in ms: a node's deadline past its heartbeat
+/// (`ttl`), and how long a room's nodes outlive theirs (`keep`).
+#[derive(Clone, Copy)]
+pub(crate) struct Lifetimes {
+    pub(crate) ttl: u64,
+    pub(crate) keep: u64,
+}
+
 /// The commands of the scripts above, with their arguments in order.
 pub(crate) mod cmd {
     use super::*;
 
-    #[allow(clippy::too_many_arguments)]
+    fn room_eval(script: &Lua, keys: RoomKeys<'_>) -> Cmd {
+        eval(script, &[keys.room, keys.nodes])
+    }
+
     pub(crate) fn register(
-        room_key: &str,
-        node_rooms: &str,
+        keys: RoomKeys<'_>,
         peer: &str,
         entry: &str,
-        room: &str,
         replace: bool,
-        node_prefix: &str,
         node_id: &str,
-        rooms_ttl: u64,
+        life: Lifetimes,
     ) -> Cmd {
-        let mut cmd = eval(&REGISTER, &[room_key, node_rooms]);
+        let mut cmd = room_eval(&REGISTER, keys);
         cmd.arg(peer)
             .arg(entry)
-            .arg(room)
             .arg(if replace { "replace" } else { "refuse" })
-            .arg(node_prefix)
             .arg(node_id)
-            .arg(rooms_ttl);
+            .arg(life.ttl)
+            .arg(life.keep);
         cmd
     }
 
@@ -302,102 +341,79 @@ pub(crate) mod cmd {
     }
 
     pub(crate) fn remove(
-        room_key: &str,
-        node_rooms: &str,
+        keys: RoomKeys<'_>,
         peer: &str,
         incarnation: &str,
-        room: &str,
+        node_id: &str,
         last: bool,
     ) -> Cmd {
-        let mut cmd = eval(&REMOVE, &[room_key, node_rooms]);
+        let mut cmd = room_eval(&REMOVE, keys);
         cmd.arg(peer)
             .arg(incarnation)
-            .arg(room)
+            .arg(node_id)
             .arg(if last { "1" } else { "0" });
         cmd
     }
 
-    pub(crate) fn presence(room_key: &str, node_prefix: &str, nodes: &str, node_id: &str) -> Cmd {
-        let mut cmd = eval(&PRESENCE, &[room_key]);
-        cmd.arg(node_prefix).arg(nodes).arg(node_id);
+    pub(crate) fn presence(keys: RoomKeys<'_>, node_id: &str, life: Lifetimes) -> Cmd {
+        let mut cmd = room_eval(&PRESENCE, keys);
+        cmd.arg(node_id).arg(life.keep);
         cmd
     }
 
-    pub(crate) fn route(room_key: &str, peer: &str, node_prefix: &str, payload: &[u8]) -> Cmd {
-        let mut cmd = eval(&ROUTE, &[room_key]);
-        cmd.arg(peer).arg(node_prefix).arg(payload);
-        cmd
-    }
-
-    pub(crate) fn heartbeat(
-        node_key: &str,
-        node_rooms: &str,
-        nodes: &str,
-        node_id: &str,
-        ttl_ms: u64,
-        rooms_ttl: u64,
+    pub(crate) fn route(
+        keys: RoomKeys<'_>,
+        peer: &str,
+        node_channel_prefix: &str,
+        payload: &[u8],
+        count: bool,
     ) -> Cmd {
-        let mut cmd = eval(&HEARTBEAT, &[node_key, node_rooms, nodes]);
-        cmd.arg(node_id).arg(ttl_ms).arg(rooms_ttl);
+        let mut cmd = room_eval(&ROUTE, keys);
+        cmd.arg(peer)
+            .arg(node_channel_prefix)
+            .arg(payload)
+            .arg(if count { "1" } else { "0" });
         cmd
     }
 
-    pub(crate) fn find_dead(
-        nodes: &str,
-        node_prefix: &str,
-        sweep_prefix: &str,
-        node_id: &str,
-    ) -> Cmd {
+    pub(crate) fn refresh_room(keys: RoomKeys<'_>, node_id: &str, life: Lifetimes) -> Cmd {
+        let mut cmd = room_eval(&REFRESH_ROOM, keys);
+        cmd.arg(node_id).arg(life.ttl).arg(life.keep);
+        cmd
+    }
+
+    pub(crate) fn heartbeat(nodes: &str, node_id: &str, life: Lifetimes) -> Cmd {
+        let mut cmd = eval(&HEARTBEAT, &[nodes]);
+        cmd.arg(node_id).arg(life.ttl);
+        cmd
+    }
+
+    pub(crate) fn find_dead(nodes: &str, node_id: &str) -> Cmd {
         let mut cmd = eval(&FIND_DEAD, &[nodes]);
-        cmd.arg(node_prefix).arg(sweep_prefix).arg(node_id);
+        cmd.arg(node_id);
         cmd
     }
 
-    pub(crate) fn sweep_room(room_key: &str, dead_prefix: &str) -> Cmd {
-        let mut cmd = eval(&SWEEP_ROOM, &[room_key]);
-        cmd.arg(dead_prefix);
-        cmd
-    }
-
-    pub(crate) fn forget_node(dead_rooms: &str, nodes: &str, sweep_lock: &str, dead: &str) -> Cmd {
-        let mut cmd = eval(&FORGET_NODE, &[dead_rooms, nodes, sweep_lock]);
-        cmd.arg(dead);
+    pub(crate) fn sweep_room(keys: RoomKeys<'_>, node_id: &str) -> Cmd {
+        let mut cmd = room_eval(&SWEEP_ROOM, keys);
+        cmd.arg(format!("{node_id}:")).arg(node_id);
         cmd
     }
 
     pub(crate) fn resync_room<'a>(
-        room_key: &str,
-        node_rooms: &str,
-        own_prefix: &str,
-        room: &str,
-        rooms_ttl: u64,
+        keys: RoomKeys<'_>,
+        node_id: &str,
+        life: Lifetimes,
         entries: impl Iterator<Item = (&'a str, String)>,
     ) -> Cmd {
-        let mut cmd = eval(&RESYNC_ROOM, &[room_key, node_rooms]);
-        cmd.arg(own_prefix).arg(room).arg(rooms_ttl);
+        let mut cmd = room_eval(&RESYNC_ROOM, keys);
+        cmd.arg(format!("{node_id}:"))
+            .arg(node_id)
+            .arg(life.ttl)
+            .arg(life.keep);
         for (peer, entry) in entries {
             cmd.arg(peer).arg(entry);
         }
-        cmd
-    }
-
-    pub(crate) fn forget_rooms<'a>(
-        node_rooms: &str,
-        room_prefix: &str,
-        own_prefix: &str,
-        rooms: impl Iterator<Item = &'a str>,
-    ) -> Cmd {
-        let mut cmd = eval(&FORGET_ROOMS, &[node_rooms]);
-        cmd.arg(room_prefix).arg(own_prefix);
-        for room in rooms {
-            cmd.arg(room);
-        }
-        cmd
-    }
-
-    pub(crate) fn leave(node_key: &str, node_rooms: &str, nodes: &str, node_id: &str) -> Cmd {
-        let mut cmd = eval(&LEAVE, &[node_key, node_rooms, nodes]);
-        cmd.arg(node_id);
         cmd
     }
 
@@ -408,6 +424,14 @@ pub(crate) mod cmd {
             cmd.arg("LOAD").arg(script.text);
             cmd
         })
+    }
+
+    /// The publish of a room's broadcast: on Redis Cluster `SPUBLISH`, to
+    /// the shard of the room's slot only.
+    pub(crate) fn publish_room(sharded: bool, channel: &str, payload: &[u8]) -> Cmd {
+        let mut cmd = redis::cmd(if sharded { "SPUBLISH" } else { "PUBLISH" });
+        cmd.arg(channel).arg(payload);
+        cmd
     }
 
     pub(crate) fn publish(channel: &str, payload: &[u8]) -> Cmd {

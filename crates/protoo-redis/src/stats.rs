@@ -16,7 +16,8 @@ pub struct ClusterStats {
     pub queued_bytes: usize,
     /// Messages published (broadcasts, and messages to other nodes).
     pub published: u64,
-    /// Publishes dropped because the link was down.
+    /// Publishes dropped because the link was down, or lost with it
+    /// (queued, or sent and unanswered, when it broke).
     pub dropped_while_down: u64,
     /// Publishes dropped because the queue to Redis was over its limit.
     pub dropped_over_limit: u64,

@@ -1,5 +1,6 @@
-//! The heartbeat task: refreshes this node's heartbeat key, and sweeps
-//! dead nodes (in the node set, without a heartbeat): the node that takes a
+//! The heartbeat task: pushes this node's deadline on (in the node set and
+//! in each room it has members in), and sweeps dead nodes (in the node set,
+//! past their deadline): the node that takes a
 //! dead node's sweep lock removes its members room by room and announces
 //! each one gone, once cluster-wide.
 //!
@@ -16,7 +17,7 @@ use redis::Value;
 use tokio::time::Instant;
 
 use crate::scripts::cmd;
-use crate::shared::{Shared, strings};
+use crate::shared::{Op, Shared, strings};
 
 pub(crate) async fn run(shared: Arc<Shared>) {
     let heartbeat_every = shared.config.heartbeat;
@@ -52,19 +53,27 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Refreshes the heartbeat; returns whether Redis answered.
+/// Refreshes the heartbeat: this node's deadline in the node set, in
+/// each room it has members in, and its room set's TTL; returns whether
+/// Redis answered.
 async fn heartbeat(shared: &Shared) -> bool {
     let keys = &shared.keys;
-    let ttl_ms = u64::try_from(shared.config.node_ttl.as_millis()).unwrap_or(u64::MAX);
-    let beat = cmd::heartbeat(
-        &keys.node,
-        &keys.node_rooms,
-        &keys.nodes,
-        &shared.node_id,
-        ttl_ms,
-        shared.config.rooms_ttl().as_secs(),
-    );
-    match shared.query(beat).await {
+    let life = shared.life();
+    let expire = redis::cmd("EXPIRE")
+        .arg(&keys.node_rooms)
+        .arg(shared.config.rooms_ttl().as_secs())
+        .clone();
+    shared.send_control(Op::cmd(expire, None));
+    shared.send_control(Op::Probe);
+    for room in shared.local_room_ids() {
+        let names = keys.room_names(&room);
+        let refresh = cmd::refresh_room(names.keys(), &shared.node_id, life);
+        shared.send_control(Op::cmd(refresh, None));
+    }
+    match shared
+        .query(cmd::heartbeat(&keys.nodes, &shared.node_id, life))
+        .await
+    {
         Some(Value::Int(1)) => {
             // Not in the node set: swept as dead, or Redis lost its data.
             tracing::warn!(node_id = %shared.node_id, "this node was unknown to Redis: registering its members again");
@@ -72,39 +81,46 @@ async fn heartbeat(shared: &Shared) -> bool {
             shared.wake.notify_one();
             true
         }
-        Some(_) => true,
-        None => false,
+        Some(Value::Int(_)) => true,
+        _ => false,
     }
 }
 
 /// Sweeps every dead node this node gets the lock of.
 async fn sweep(shared: &Shared) {
     let keys = &shared.keys;
-    loop {
-        let find = cmd::find_dead(
-            &keys.nodes,
-            &keys.node_prefix,
-            &keys.sweep_prefix,
-            &shared.node_id,
-        );
-        let dead = match shared.query(find).await {
-            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+    let dead = shared
+        .query(cmd::find_dead(&keys.nodes, &shared.node_id))
+        .await
+        .and_then(strings)
+        .unwrap_or_default();
+    for dead in dead {
+        let lock = keys.sweep_lock(&dead);
+        let take = redis::cmd("SET")
+            .arg(&lock)
+            .arg(&*shared.node_id)
+            .arg("NX")
+            .arg("EX")
+            .arg(60)
+            .clone();
+        match shared.query(take).await {
+            Some(Value::Okay | Value::SimpleString(_)) => {}
             other => {
-                tracing::trace!(node_id = %shared.node_id, ?other, "no dead node to sweep");
-                return;
+                tracing::trace!(node_id = %shared.node_id, dead, ?other, "another node sweeps it");
+                continue;
             }
-        };
-        let dead_rooms = format!("{}:rooms", keys.node_of(&dead));
+        }
+        let dead_rooms = keys.rooms_of(&dead);
         let rooms = shared
             .query(redis::cmd("SMEMBERS").arg(&dead_rooms).clone())
             .await
             .and_then(strings)
             .unwrap_or_default();
-        let dead_prefix = format!("{dead}:");
         let mut lost = 0;
         for room in &rooms {
+            let names = keys.room_names(room);
             let removed = shared
-                .query(cmd::sweep_room(&keys.room(room), &dead_prefix))
+                .query(cmd::sweep_room(names.keys(), &dead))
                 .await
                 .and_then(strings)
                 .unwrap_or_default();
@@ -113,14 +129,15 @@ async fn sweep(shared: &Shared) {
                 lost += 1;
             }
         }
+        // The dead node's room set (its slot), then its place in the node
+        // set and the lock (the cluster's slot).
         shared
-            .query(cmd::forget_node(
-                &dead_rooms,
-                &keys.nodes,
-                &format!("{}{dead}", keys.sweep_prefix),
-                &dead,
-            ))
+            .query(redis::cmd("DEL").arg(&dead_rooms).clone())
             .await;
+        shared
+            .query(redis::cmd("ZREM").arg(&keys.nodes).arg(&dead).clone())
+            .await;
+        shared.query(redis::cmd("DEL").arg(&lock).clone()).await;
         shared.stats.node_swept();
         tracing::info!(node_id = %shared.node_id, dead, rooms = rooms.len(), lost, "swept a dead node");
     }

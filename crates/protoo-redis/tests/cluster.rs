@@ -32,6 +32,17 @@ async fn join_lists_the_peers_of_every_node_and_new_peer_reaches_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_to_every_shard_is_reported() {
+    let redis = RedisServer::shared().await;
+    let (_prefix, nodes) = cluster::<1>(&redis).await;
+    support::topology::until("every shard answers", || async {
+        let shards = nodes[0].cluster.shards();
+        !shards.is_empty() && shards.iter().all(|shard| shard.connected)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_reach_every_other_member_once_in_order() {
     let redis = RedisServer::shared().await;
     let (_prefix, nodes) = cluster::<3>(&redis).await;
@@ -343,8 +354,8 @@ async fn under_refuse_a_peer_id_present_on_another_node_is_refused() {
     let prefix = unique_prefix();
     let policy = protoo_core::DuplicatePolicy::Refuse;
     let nodes = [
-        Node::start_with(fast(&redis.url(), &prefix), policy).await,
-        Node::start_with(fast(&redis.url(), &prefix), policy).await,
+        Node::start_with(redis.fast(&prefix), policy).await,
+        Node::start_with(redis.fast(&prefix), policy).await,
     ];
     let mut first = nodes[0].connect("r", "alice").await;
     first.join("A").await;
@@ -354,4 +365,64 @@ async fn under_refuse_a_peer_id_present_on_another_node_is_refused() {
     let bob = nodes[1].connect("r", "bob").await;
     assert_eq!(bob.join("B").await, ["alice"]);
     assert_eq!(first.expect_new_peer("bob").await["displayName"], "B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_keeps_to_one_slot_on_a_redis_cluster() {
+    // A Redis in cluster mode refuses a script that touches an undeclared
+    // key or keys of two slots, and any multi-key command across slots:
+    // the whole life of a room runs on it as on a single server.
+    let redis = RedisServer::start_one_shard_cluster().await;
+    let (prefix, nodes) = cluster::<3>(&redis).await;
+    let mut alice = nodes[0].connect("r", "alice").await;
+    assert!(alice.join("A").await.is_empty());
+    let mut bob = nodes[1].connect("r", "bob").await;
+    assert_eq!(bob.join("B").await, ["alice"]);
+    alice.expect_new_peer("bob").await;
+    bob.broadcast(&json!({ "seq": 1 })).await;
+    assert_eq!(alice.expect("chat").await, json!({ "seq": 1 }));
+    // Replacement across nodes, and a message to a peer by id.
+    let mut bob2 = nodes[2].connect("r", "bob").await;
+    assert_eq!(bob.closed().await, Some(4000));
+    assert_eq!(bob2.join("B2").await, ["alice"]);
+    assert_eq!(
+        alice.request("notifyPeer", &json!({"peerId": "bob"})).await,
+        Ok(json!({}))
+    );
+    assert_eq!(bob2.expect("hello").await, json!({"from": "server"}));
+    // A killed node is swept; its member announced gone.
+    let doomed = nodes[1].connect("r", "doomed").await;
+    doomed.join("D").await;
+    alice.expect_new_peer("doomed").await;
+    nodes[1].cluster.abort();
+    loop {
+        let data = alice.expect("peerClosed").await;
+        if data["peerId"] == "doomed" {
+            break;
+        }
+    }
+    // The sweep ends (its lock goes) just after the announcement.
+    for attempt in 0.. {
+        let swept: u64 = [&nodes[0], &nodes[2]]
+            .iter()
+            .map(|node| node.cluster.stats().swept_nodes)
+            .sum();
+        if swept > 0 {
+            break;
+        }
+        assert!(attempt < 200, "the sweep did not end");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // A node leaving in good order takes its keys along; no command failed.
+    nodes[2].cluster.shutdown().await;
+    alice.expect("peerClosed").await;
+    let mut conn = redis.connection().await;
+    let keys = keys_of(&mut conn, &prefix).await;
+    for node in &nodes[1..] {
+        let id = node.cluster.node_id();
+        assert!(keys.iter().all(|k| !k.contains(id)), "{keys:?}");
+    }
+    for node in &nodes {
+        assert_eq!(node.cluster.stats().disconnects, 0, "no script was refused");
+    }
 }

@@ -43,18 +43,17 @@ impl Shared {
     ) -> Option<oneshot::Receiver<Value>> {
         if first && self.is_up() {
             self.send_control(Op::Subscribe(room.to_owned()));
+            // The node's room set lives in the node's slot: its own command.
+            self.send(Op::cmd(self.add_room_cmd(room), None), Class::Membership);
         }
         let (tx, rx) = oneshot::channel();
         let cmd = scripts::cmd::register(
-            &self.keys.room(room),
-            &self.keys.node_rooms,
+            self.keys.room_names(room).keys(),
             peer,
             &self.entry_prefix(incarnation),
-            room,
             replace,
-            &self.keys.node_prefix,
             &self.node_id,
-            self.rooms_ttl(),
+            self.life(),
         );
         self.send(Op::cmd(cmd, Some(tx)), Class::Membership)
             .then_some(rx)
@@ -93,14 +92,18 @@ impl Shared {
             (incarnation, last)
         };
         let cmd = scripts::cmd::remove(
-            &self.keys.room(room),
-            &self.keys.node_rooms,
+            self.keys.room_names(room).keys(),
             peer,
             &self.entry_prefix(incarnation),
-            room,
+            &self.node_id,
             last,
         );
         if self.send(Op::cmd(cmd, None), Class::Membership) && last {
+            let forget = redis::cmd("SREM")
+                .arg(&self.keys.node_rooms)
+                .arg(room)
+                .clone();
+            self.send(Op::cmd(forget, None), Class::Membership);
             self.send_control(Op::Unsubscribe(room.to_owned()));
         }
     }
@@ -116,7 +119,7 @@ impl Shared {
             target: Cow::Borrowed(target),
             frame: frame.as_bytes(),
         };
-        scripts::cmd::publish(&self.keys.room(room), &wire::encode(&message))
+        scripts::cmd::publish_room(self.sharded, &self.keys.room(room), &wire::encode(&message))
     }
 
     /// The listed members of `room` on live nodes; `None` if Redis cannot
@@ -127,10 +130,9 @@ impl Shared {
     ) -> Option<Vec<protoo_core::Presence>> {
         let (tx, rx) = oneshot::channel();
         let cmd = scripts::cmd::presence(
-            &self.keys.room(&room),
-            &self.keys.node_prefix,
-            &self.keys.nodes,
+            self.keys.room_names(&room).keys(),
             &self.node_id,
+            self.life(),
         );
         if !self.send(Op::cmd(cmd, Some(tx)), Class::Query) {
             return None;
@@ -175,10 +177,11 @@ impl Shared {
         };
         let (tx, rx) = oneshot::channel();
         let cmd = scripts::cmd::route(
-            &self.keys.room(&room),
+            self.keys.room_names(&room).keys(),
             &peer,
             &self.keys.node_prefix,
             &payload,
+            self.config.counts_receivers(),
         );
         let routed = self.send(Op::cmd(cmd, Some(tx)), Class::Query)
             && matches!(
@@ -267,6 +270,18 @@ impl Shared {
             node.deliver(room, &frame, &target);
         }
         Some(self.broadcast_cmd(room, &frame, &target))
+    }
+
+    /// `SADD` of `room` to this node's room set (and its TTL pushed on).
+    pub(crate) fn add_room_cmd(&self, room: &str) -> Cmd {
+        let mut pipe_cmd = redis::cmd("SADD");
+        pipe_cmd.arg(&self.keys.node_rooms).arg(room);
+        pipe_cmd
+    }
+
+    /// The rooms this node has members in.
+    pub(crate) fn local_room_ids(&self) -> Vec<String> {
+        lock(&self.local).rooms.keys().cloned().collect()
     }
 
     /// Every member of this node (room, peer, incarnation), grouped by room.

@@ -16,8 +16,10 @@ use crate::wire::{self, Message, Reply, ToPeer};
 /// What other nodes send, as the subscriber connection receives it.
 impl Shared {
     pub(crate) fn on_push(self: &Arc<Self>, info: PushInfo) {
-        if info.kind != PushKind::Message {
-            return;
+        match info.kind {
+            PushKind::Message | PushKind::SMessage => {}
+            PushKind::SUnsubscribe => return self.on_sunsubscribe(&info.data),
+            _ => return,
         }
         let mut data = info.data.into_iter();
         let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =

@@ -41,6 +41,8 @@ pub(crate) enum Op {
     Subscribe(String),
     /// Unsubscribe from it (its last member left).
     Unsubscribe(String),
+    /// Ask every shard whether it answers (for [`Shared::shards`]).
+    Probe,
 }
 
 impl Op {
@@ -65,6 +67,7 @@ impl Weigh for Op {
         match self {
             Op::Cmd { weight, .. } => *weight,
             Op::Subscribe(room) | Op::Unsubscribe(room) => OP_OVERHEAD + room.len(),
+            Op::Probe => OP_OVERHEAD,
         }
     }
 }
@@ -101,6 +104,8 @@ pub(crate) struct Shared {
     pub(crate) node_id: Arc<str>,
     pub(crate) config: RedisConfig,
     pub(crate) keys: Keys,
+    /// Whether rooms' broadcasts go over sharded pub/sub (Redis Cluster).
+    pub(crate) sharded: bool,
     /// Commands and publishes for Redis, in order, bounded in bytes.
     pub(crate) queue: ByteQueue<Op>,
     /// Whether the link to Redis is up (and this node registered on it).
@@ -121,6 +126,8 @@ pub(crate) struct Shared {
     /// Requests from other nodes waiting for this node's peers.
     incoming_requests: AtomicUsize,
     pub(crate) stats: Stats,
+    /// The link to each shard, as last probed.
+    shards: Mutex<Vec<crate::ShardLink>>,
 }
 
 impl Shared {
@@ -129,6 +136,7 @@ impl Shared {
         Shared {
             node_id: node_id.into(),
             keys,
+            sharded: config.topology.sharded(),
             // Items are counted in bytes only; an idle node keeps no buffer.
             queue: ByteQueue::new(config.queue_limit, usize::MAX, 64),
             config,
@@ -144,6 +152,7 @@ impl Shared {
             next_incarnation: AtomicU64::new(1),
             incoming_requests: AtomicUsize::new(0),
             stats: Stats::default(),
+            shards: Mutex::new(Vec::new()),
         }
     }
 
@@ -180,6 +189,24 @@ impl Shared {
         self.up_watch.send_replace(up);
     }
 
+    /// The link to each shard, as last probed (each down while the link
+    /// is).
+    pub(crate) fn shards(&self) -> Vec<crate::ShardLink> {
+        let up = self.is_up();
+        lock(&self.shards)
+            .iter()
+            .map(|shard| crate::ShardLink {
+                address: shard.address.clone(),
+                connected: up && shard.connected,
+            })
+            .collect()
+    }
+
+    /// What a probe found.
+    pub(crate) fn set_shards(&self, shards: Vec<crate::ShardLink>) {
+        *lock(&self.shards) = shards;
+    }
+
     /// Waits until the link is up.
     pub(crate) async fn connected(&self) {
         let mut up = self.up_watch.subscribe();
@@ -201,13 +228,13 @@ impl Shared {
         format!("{}:{incarnation}|", self.node_id)
     }
 
-    /// `NODE:`: what every entry of this node starts with.
-    pub(crate) fn own_prefix(&self) -> String {
-        format!("{}:", self.node_id)
-    }
-
-    fn rooms_ttl(&self) -> u64 {
-        self.config.rooms_ttl().as_secs()
+    /// The lifetimes the scripts give a node's deadlines, in ms.
+    pub(crate) fn life(&self) -> scripts::Lifetimes {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        scripts::Lifetimes {
+            ttl: ms(self.config.node_ttl),
+            keep: ms(self.config.rooms_ttl()),
+        }
     }
 
     /// Queues an op of `class`; `false` if it was not queued (and what
@@ -286,6 +313,29 @@ impl Shared {
     fn answer(&self, token: u64, answer: Answer) {
         if let Some(tx) = lock(&self.waiting).remove(&token) {
             let _ = tx.send(answer);
+        }
+    }
+
+    /// Redis ended a sharded subscription: ours (the room's last member
+    /// left), or the shard's when the room's slot moved to another shard
+    /// (or the shard became a replica). While the room has members here,
+    /// it is subscribed again, where the slot is now (the client follows
+    /// the redirection); Redis keeps one subscription per channel, so a
+    /// subscription made twice delivers once.
+    pub(crate) fn on_sunsubscribe(&self, data: &[Value]) {
+        let Some(Value::BulkString(channel)) = data.first() else {
+            return;
+        };
+        let Some(room) = self.keys.room_of(channel) else {
+            return;
+        };
+        if lock(&self.local).rooms.contains_key(room) {
+            tracing::debug!(
+                node_id = %self.node_id,
+                room = %protoo_core::transport::log::Remote(room),
+                "a room's shard ended its subscription: subscribing where its slot is now"
+            );
+            self.send_control(Op::Subscribe(room.to_owned()));
         }
     }
 

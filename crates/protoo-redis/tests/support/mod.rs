@@ -8,13 +8,22 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+mod inspect;
+pub mod topology;
+
+#[allow(unused_imports)]
+pub use inspect::keys_of;
+
+#[allow(unused_imports)]
+pub use topology::{ClusterSet, SentinelSet, TestConn};
+
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use protoo_core::transport::memory;
 use protoo_core::{DuplicatePolicy, Payload, Peer, PeerConfig, PeerEvent, PeerEvents, Room, Rooms};
-use protoo_redis::{RedisCluster, RedisConfig};
+use protoo_redis::{RedisCluster, RedisConfig, RedisTopology};
 use protoo_testkit::guard_for;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -28,6 +37,10 @@ pub const GUARD: Duration = Duration::from_secs(15);
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// The topology the run shares, when it is not one server.
+    topology: Option<RedisTopology>,
+    /// A directory of its own, removed with it.
+    dir: Option<String>,
 }
 
 impl RedisServer {
@@ -35,34 +48,106 @@ impl RedisServer {
     /// (`PROTOO_REDIS_URL`), if any, else one of the test's own: for tests
     /// that neither restart, pause nor reconfigure it (each test keeps to
     /// its own key prefix).
+    ///
+    /// `PROTOO_REDIS_SENTINEL` (sentinel addresses, with the master's name
+    /// in `PROTOO_REDIS_MASTER`, default `protoo`) or `PROTOO_REDIS_CLUSTER`
+    /// (seed addresses) run the same tests over a Sentinel set-up or a
+    /// Redis Cluster the run started.
     pub async fn shared() -> RedisServer {
+        if let Some(topology) = topology::from_env() {
+            return RedisServer {
+                child: None,
+                port: 0,
+                topology: Some(topology),
+                dir: None,
+            };
+        }
         let url = std::env::var("PROTOO_REDIS_URL").ok();
         let port = url
             .as_deref()
             .and_then(|url| url.rsplit(':').next())
             .and_then(|port| port.trim_end_matches('/').parse().ok());
         match port {
-            Some(port) => RedisServer { child: None, port },
+            Some(port) => RedisServer {
+                child: None,
+                port,
+                topology: None,
+                dir: None,
+            },
             None => RedisServer::start().await,
         }
     }
 
     /// Starts one of the test's own on a free port.
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(&[]).await
+    }
+
+    /// Starts one in cluster mode, owning every slot: a Redis Cluster of
+    /// one shard. It enforces what a cluster does (a script touches
+    /// declared keys of one slot), and needs no redirection.
+    pub async fn start_one_shard_cluster() -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("protoo-redis-{}", unique_prefix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.to_string_lossy().into_owned();
+        let mut redis = RedisServer::start_with(&["--cluster-enabled", "yes", "--dir", &dir]).await;
+        redis.dir = Some(dir);
+        redis.run(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).await;
+        let mut conn = redis.connection().await;
+        for _ in 0..200 {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if info.contains("cluster_state:ok") {
+                return redis;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the one-shard cluster did not become ready");
+    }
+
+    async fn start_with(args: &[&str]) -> RedisServer {
         for _ in 0..5 {
             let port = free_port();
-            if let Some(child) = spawn_redis(port).await {
+            if let Some(child) = spawn_redis(port, args).await {
                 return RedisServer {
                     child: Some(child),
                     port,
+                    topology: None,
+                    dir: None,
                 };
             }
         }
         panic!("could not start redis-server on a free port");
     }
 
+    /// The topology of an own set-up (Sentinel, Cluster), without its
+    /// processes (they stay with the set-up).
+    pub fn of(topology: RedisTopology) -> RedisServer {
+        RedisServer {
+            child: None,
+            port: 0,
+            topology: Some(topology),
+            dir: None,
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Which Redis this is.
+    pub fn topology(&self) -> RedisTopology {
+        self.topology
+            .clone()
+            .unwrap_or_else(|| RedisTopology::Single { url: self.url() })
+    }
+
+    /// The test timings ([`fast`]) on this Redis, under `prefix`.
+    pub fn fast(&self, prefix: &str) -> RedisConfig {
+        fast_on(self.topology(), prefix)
     }
 
     /// Kills it (SIGKILL): an outage begins.
@@ -76,7 +161,7 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         self.kill().await;
         self.child = Some(
-            spawn_redis(self.port)
+            spawn_redis(self.port, &[])
                 .await
                 .expect("redis-server restarts on its port"),
         );
@@ -91,13 +176,10 @@ impl RedisServer {
         let _: redis::Value = cmd.query_async(&mut self.connection().await).await.unwrap();
     }
 
-    /// A connection for the test's own commands.
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+    /// A connection for the test's own commands (on a Redis Cluster, to
+    /// every shard; `KEYS` asks them all).
+    pub async fn connection(&self) -> TestConn {
+        TestConn::to(&self.topology()).await
     }
 }
 
@@ -106,10 +188,13 @@ impl Drop for RedisServer {
         if let Some(child) = &mut self.child {
             let _ = child.start_kill();
         }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -119,11 +204,31 @@ fn free_port() -> u16 {
 
 /// Starts redis-server on `port`; `None` if it exited before it was ready
 /// (the port was taken).
-async fn spawn_redis(port: u16) -> Option<Child> {
+async fn spawn_redis(port: u16, args: &[&str]) -> Option<Child> {
+    let mut all = vec!["--port".to_owned(), port.to_string()];
+    all.extend(
+        [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ]
+        .map(str::to_owned),
+    );
+    all.extend(args.iter().map(|arg| (*arg).to_owned()));
+    spawn_ready(&all, "Ready to accept connections").await
+}
+
+/// Starts the Redis binary with `args`; `None` if it exited before it
+/// logged `ready` (its port was taken).
+pub async fn spawn_ready(args: &[String], ready: &str) -> Option<Child> {
     let binary = std::env::var("PROTOO_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
     let mut child = Command::new(&binary)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -135,7 +240,7 @@ async fn spawn_redis(port: u16) -> Option<Child> {
     let mut lines = BufReader::new(stdout).lines();
     let ready = tokio::time::timeout(GUARD, async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("Ready to accept connections") {
+            if line.contains(ready) {
                 return true;
             }
         }
@@ -164,7 +269,12 @@ pub fn unique_prefix() -> String {
 
 /// Cluster timings short enough for tests: heartbeat 200 ms, TTL 600 ms.
 pub fn fast(url: &str, prefix: &str) -> RedisConfig {
-    RedisConfig::new(url)
+    fast_on(RedisTopology::Single { url: url.into() }, prefix)
+}
+
+/// [`fast`] on any topology.
+pub fn fast_on(topology: RedisTopology, prefix: &str) -> RedisConfig {
+    RedisConfig::with_topology(topology)
         .with_prefix(prefix)
         .with_heartbeat(Duration::from_millis(200), Duration::from_millis(600))
 }
@@ -183,7 +293,7 @@ pub async fn cluster_with<const N: usize>(
     let prefix = unique_prefix();
     let mut nodes = Vec::with_capacity(N);
     for _ in 0..N {
-        nodes.push(Node::start(tune(fast(&redis.url(), &prefix))).await);
+        nodes.push(Node::start(tune(redis.fast(&prefix))).await);
     }
     let Ok(nodes) = nodes.try_into() else {
         unreachable!("N nodes were made");
@@ -461,51 +571,6 @@ impl Client {
 pub enum Event {
     Notification(String, Value),
     Closed(Option<u16>),
-}
-
-/// Every key of `prefix` in Redis, with its value (hashes and sets as their
-/// members), sorted.
-pub async fn keys_of(redis: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(redis)
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    for key in keys {
-        let kind: String = redis::cmd("TYPE")
-            .arg(&key)
-            .query_async(redis)
-            .await
-            .unwrap();
-        let value = match kind.as_str() {
-            "hash" => {
-                let all: Vec<String> = redis::cmd("HGETALL")
-                    .arg(&key)
-                    .query_async(redis)
-                    .await
-                    .unwrap();
-                all.join(",")
-            }
-            "set" => {
-                let all: Vec<String> = redis::cmd("SMEMBERS")
-                    .arg(&key)
-                    .query_async(redis)
-                    .await
-                    .unwrap();
-                all.join(",")
-            }
-            _ => redis::cmd("GET")
-                .arg(&key)
-                .query_async::<Option<String>>(redis)
-                .await
-                .unwrap()
-                .unwrap_or_default(),
-        };
-        out.push(format!("{key} = {value}"));
-    }
-    out.sort();
-    out
 }
 
 impl RedisServer {
