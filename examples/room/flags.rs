@@ -48,6 +48,11 @@ pub(crate) struct Args {
     /// Burst of `--fan-out-rate`, in bytes (default: the rate).
     #[arg(long)]
     fan_out_burst: Option<u64>,
+    /// Bytes at most of what one peer is listed with in its room (its
+    /// presence, the encoded JSON every `join` answer carries); past it
+    /// `join` fails.
+    #[arg(long, default_value_t = protoo_server::core::DEFAULT_MAX_PRESENCE_BYTES)]
+    max_presence_bytes: usize,
     /// Bytes of incoming frames a peer may make the server hold (queued
     /// events and unanswered requests); past it a request is answered 503
     /// and a notification dropped.
@@ -132,6 +137,7 @@ impl Args {
             Rate::per_second(self.fan_out_rate)
                 .with_burst(self.fan_out_burst.unwrap_or(self.fan_out_rate))
         });
+        config.max_presence_bytes = self.max_presence_bytes;
         config.max_invalid_messages =
             (self.max_invalid_messages > 0).then_some(self.max_invalid_messages);
         config

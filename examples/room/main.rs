@@ -30,6 +30,7 @@
 //! With `--redis redis://HOST:PORT` (the `redis` feature), every process on
 //! that Redis serves the same rooms: see cluster.rs.
 
+mod alloc;
 mod cluster;
 mod flags;
 mod ops;
