@@ -59,6 +59,14 @@ pub(crate) fn status_kb(pid: u32, key: &str) -> Option<u64> {
     })
 }
 
+/// Bytes `pid` has written through `write`-like calls (sockets included):
+/// `wchar` of `/proc/PID/io`.
+pub(crate) fn wchar(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:")?.trim().parse().ok())
+}
+
 /// Resident memory of `pid` in KiB.
 pub(crate) fn rss_kb(pid: Option<u32>) -> Option<u64> {
     status_kb(pid?, "VmRSS")
@@ -213,6 +221,7 @@ mod tests {
         assert!(system_busy_us().is_some());
         assert!(rss_kb(Some(pid)).is_some_and(|k| k > 0));
         assert!(status_kb(pid, "VmHWM").is_some_and(|k| k > 0));
+        assert!(wchar(pid).is_some());
     }
 
     #[test]

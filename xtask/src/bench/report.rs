@@ -321,7 +321,18 @@ for the members on the other process alone), Redis' CPU.\n\
 - **S11** presence churn across the two processes: 8 loops of connect (to each process in \
 turn), `join`, close, in one room where one member per process joined first and watches: \
 every `join` answer must list both watchers, and each watcher must get `newPeer` and \
-`peerClosed` for every session, once. Sessions per second, Redis' CPU per session.\n";
+`peerClosed` for every session, once. Sessions per second, Redis' CPU per session.\n\
+- **S14** join amplification: 16 peers join one room with the longest display name the \
+server takes (1,000,000 bytes, halved until a `join` is accepted: protoo-server takes any), \
+reading everything; one more peer's `join` and its answer (what one small request costs); \
+then 50 peers that never read send 2 `join`s each, every one answered with the member \
+list. Server RSS before, at its peak during the attack (3 s), and 3 s after the attackers \
+dropped their connections (what the allocator gave back); bytes the server wrote during \
+the attack (`/proc/PID/io` `wchar`). Both servers with their defaults.\n\
+- **S15** fan-out in bytes: S9 with 64 KB broadcasts in a room of 500 (16 outstanding): \
+the bytes the members receive per second against our server's fan-out budget \
+(`--fan-out-rate 20000000`, the room example's default: 20 MB/s delivered on one \
+sender's behalf). The anchor has no such budget.\n";
 
 pub(super) fn machine(root: &Path) -> String {
     let cores = std::thread::available_parallelism()
