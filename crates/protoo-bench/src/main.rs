@@ -43,7 +43,8 @@
 //! - `s10`: S3 across the nodes of a cluster: one `--url` per node (two
 //!   room processes on one Redis), the members split evenly between them,
 //!   the sender on the first; cross-node latency apart; `--redis-pid` adds
-//!   Redis' CPU time to the report.
+//!   Redis' CPU time to the report (once per shard of a Redis Cluster:
+//!   each shard's too).
 //! - `s11`: presence churn across the nodes: connect (to each node in
 //!   turn), `join`, close; 8 concurrent, in one room with one observing
 //!   member per node that must see every session leave, once.
@@ -86,9 +87,10 @@ struct Args {
     #[arg(long)]
     pid: Vec<u32>,
     /// The cluster's redis-server process id: its CPU time is read from
-    /// /proc/PID over the window.
+    /// /proc/PID over the window. Once per shard of a Redis Cluster (its
+    /// masters): the total is reported, and each shard's apart.
     #[arg(long)]
-    redis_pid: Option<u32>,
+    redis_pid: Vec<u32>,
     /// Measurement window of the throughput scenarios (s1, s2, s3, s5, s9, s10, s11), seconds.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -300,6 +302,22 @@ impl Report {
                 self.setf("redis_cpu_us_per_op", cpu as f64 / ops as f64, 3);
             }
         }
+        if !w.redis_shard_cpu_us.is_empty() {
+            let each = |f: &dyn Fn(u64) -> String| {
+                w.redis_shard_cpu_us
+                    .iter()
+                    .map(|&us| f(us))
+                    .collect::<Vec<_>>()
+                    .join("+")
+            };
+            self.set("redis_shard_cpu_pct", each(&|us| format!("{:.1}", pct(us))));
+            if ops > 0 {
+                self.set(
+                    "redis_shard_cpu_us_per_op",
+                    each(&|us| format!("{:.3}", us as f64 / ops as f64)),
+                );
+            }
+        }
         if let Some(cpu) = w.client_cpu_us {
             self.setf("cli_cpu_pct", cpu as f64 / 1e4 / w.secs.max(1e-9), 1);
         }
@@ -380,7 +398,7 @@ fn main() -> ExitCode {
         pid: args.pid.first().copied(),
         procs: Procs {
             servers: args.pid.clone(),
-            redis: args.redis_pid,
+            redis: args.redis_pid.clone(),
         },
         targets,
         duration,

@@ -1,6 +1,7 @@
 //! The scenarios: what each one measures and the load generator's
 //! arguments for it, full size or as a smoke; which of them run on a
-//! cluster of two server processes over Redis (S10, S11).
+//! cluster of two server processes over Redis (S10, S11), and on which
+//! Redis topology (one server, Sentinel, Redis Cluster).
 
 use super::*;
 
@@ -16,9 +17,29 @@ pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 /// our server outpaced the load generator at 4 KB (the run then stalls).
 pub(super) const S3_QUEUE: u64 = 80 * 1024 * 1024;
 
-pub(super) const ALL: [&str; 18] = [
-    "s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k", "s4", "s4e", "s5", "s6", "s7", "s8", "s9",
-    "s10", "s11", "s14", "s15",
+pub(super) const ALL: [&str; 22] = [
+    "s1",
+    "s2",
+    "s2-4k",
+    "s2-16k",
+    "s3",
+    "s3-4k",
+    "s3k",
+    "s4",
+    "s4e",
+    "s5",
+    "s6",
+    "s7",
+    "s8",
+    "s9",
+    "s10",
+    "s11",
+    "s14",
+    "s15",
+    "s10-sentinel",
+    "s11-sentinel",
+    "s10-cluster",
+    "s11-cluster",
 ];
 
 /// The fan-out budget S15 gives our server (the room example's default,
@@ -27,8 +48,41 @@ pub(super) const S15_FAN_OUT_RATE: u64 = 20_000_000;
 
 /// The scenarios on a cluster: [`CLUSTER_NODES`] server processes (ours
 /// with `--redis`, or the anchor with `--redis`) on a redis-server of their
-/// own.
-pub(super) const CLUSTER: [&str; 2] = ["s10", "s11"];
+/// own; the `-sentinel` and `-cluster` ones (ours only: the anchor speaks
+/// to one server) on a fresh Sentinel set-up or Redis Cluster
+/// (`redis_ha.rs`) instead.
+pub(super) const CLUSTER: [&str; 6] = [
+    "s10",
+    "s11",
+    "s10-sentinel",
+    "s11-sentinel",
+    "s10-cluster",
+    "s11-cluster",
+];
+
+/// The Redis a cluster scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Topology {
+    /// One redis-server (and the one-process scenarios, which use none).
+    Single,
+    /// A master, a replica and three sentinels.
+    Sentinel,
+    /// Three masters with a replica each.
+    Cluster,
+}
+
+impl Topology {
+    /// The topology of scenario `key` (by its suffix).
+    pub(super) fn of(key: &str) -> Topology {
+        if key.ends_with("-sentinel") {
+            Topology::Sentinel
+        } else if key.ends_with("-cluster") {
+            Topology::Cluster
+        } else {
+            Topology::Single
+        }
+    }
+}
 
 /// Server processes of a cluster scenario.
 pub(super) const CLUSTER_NODES: usize = 2;
@@ -76,6 +130,8 @@ pub(super) struct Scenario {
     pub(super) floor: bool,
     /// Server processes: 1, or [`CLUSTER_NODES`] on one Redis (see [`CLUSTER`]).
     pub(super) nodes: usize,
+    /// The Redis of a cluster scenario.
+    pub(super) topology: Topology,
 }
 
 /// Why S1 is pinned.
@@ -96,6 +152,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         echo: false,
         floor: false,
         nodes: 1,
+        topology: Topology::Single,
     };
     let mut list = if o.smoke {
         vec![
@@ -345,6 +402,26 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 "S11 presence churn across 2 nodes: connect, join, close; 8 concurrent",
                 &["--scenario", "s11", "--clients", "8", "--duration", &d],
             ),
+            sc(
+                "s10-sentinel",
+                "S10 over Redis Sentinel (master, replica, 3 sentinels), room of 100",
+                &["--scenario", "s10", "--peers", "100", "--duration", &d],
+            ),
+            sc(
+                "s11-sentinel",
+                "S11 over Redis Sentinel: connect, join, close; 8 concurrent",
+                &["--scenario", "s11", "--clients", "8", "--duration", &d],
+            ),
+            sc(
+                "s10-cluster",
+                "S10 over Redis Cluster (3 masters, 3 replicas), room of 100",
+                &["--scenario", "s10", "--peers", "100", "--duration", &d],
+            ),
+            sc(
+                "s11-cluster",
+                "S11 over Redis Cluster: connect, join, close; 8 concurrent",
+                &["--scenario", "s11", "--clients", "8", "--duration", &d],
+            ),
         ]
     };
     for s in &mut list {
@@ -381,6 +458,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         if CLUSTER.contains(&s.key) {
             s.nodes = CLUSTER_NODES;
         }
+        s.topology = Topology::of(s.key);
     }
     if let Some(only) = &o.scenarios {
         list.retain(|s| only.iter().any(|k| k == s.key));
