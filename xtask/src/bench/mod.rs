@@ -25,7 +25,7 @@
 //!
 //! ```text
 //! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor|floor]
-//!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9,s10,s11]
+//!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4-auth,s4e,s5,s5-auth,s6,s7,s8,s9,s10,s11]
 //!                   [--write | --no-write]
 //! ```
 //!
@@ -155,6 +155,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let mut order: Vec<&ServerKind> = Vec::new();
         for server in against {
             if matches!(server, ServerKind::Floor { .. }) && !sc.floor {
+                continue;
+            }
+            if sc.ours_only && !matches!(server, ServerKind::Ours { .. }) {
                 continue;
             }
             order.push(server);
@@ -325,7 +328,7 @@ impl Opts {
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
                                 [--only ours|anchor|floor] \
-                                [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9,s10,s11] \
+                                [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4-auth,s4e,s5,s5-auth,s6,s7,s8,s9,s10,s11] \
                                 [--write|--no-write]"
                         .into());
                 }

@@ -16,10 +16,19 @@ pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 /// our server outpaced the load generator at 4 KB (the run then stalls).
 pub(super) const S3_QUEUE: u64 = 80 * 1024 * 1024;
 
-pub(super) const ALL: [&str; 16] = [
-    "s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k", "s4", "s4e", "s5", "s6", "s7", "s8", "s9",
-    "s10", "s11",
+pub(super) const ALL: [&str; 18] = [
+    "s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k", "s4", "s4-auth", "s4e", "s5", "s5-auth",
+    "s6", "s7", "s8", "s9", "s10", "s11",
 ];
+
+/// The scenarios with tokens: S4 and S5 with our server verifying an HS256
+/// token on every connection (`--auth-secret`), the load generator minting
+/// one per connection with the same secret; ours only (the anchor has no
+/// such layer), compared with S4 and S5 of the same run.
+pub(super) const AUTH: [&str; 2] = ["s4-auth", "s5-auth"];
+
+/// The secret of [`AUTH`]'s tokens.
+const AUTH_SECRET: &str = "protoo-bench-secret";
 
 /// The scenarios on a cluster: [`CLUSTER_NODES`] server processes (ours
 /// with `--redis`, or the anchor with `--redis`) on a redis-server of their
@@ -63,6 +72,8 @@ pub(super) struct Scenario {
     pub(super) floor: bool,
     /// Server processes: 1, or [`CLUSTER_NODES`] on one Redis (see [`CLUSTER`]).
     pub(super) nodes: usize,
+    /// Run against our server only (see [`AUTH`]).
+    pub(super) ours_only: bool,
 }
 
 /// Why S1 is pinned.
@@ -83,6 +94,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         echo: false,
         floor: false,
         nodes: 1,
+        ours_only: false,
     };
     let mut list = if o.smoke {
         vec![
@@ -124,6 +136,20 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             sc(
                 "s5",
                 "S5 churn, 2 concurrent",
+                &[
+                    "--scenario",
+                    "s5",
+                    "--clients",
+                    "2",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
+            sc(
+                "s5-auth",
+                "S5 churn with tokens, 2 concurrent",
                 &[
                     "--scenario",
                     "s5",
@@ -240,6 +266,11 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 &["--scenario", "s4", "--peers", "10000"],
             ),
             sc(
+                "s4-auth",
+                "S4 10,000 idle peers, each with a verified identity (HS256 token)",
+                &["--scenario", "s4", "--peers", "10000"],
+            ),
+            sc(
                 "s4e",
                 "S4 10,000 idle peers, echo example",
                 &["--scenario", "s4", "--peers", "10000"],
@@ -247,6 +278,11 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             sc(
                 "s5",
                 "S5 churn: connect, echo, close; 8 concurrent",
+                &["--scenario", "s5", "--clients", "8", "--duration", &d],
+            ),
+            sc(
+                "s5-auth",
+                "S5 churn with an HS256 token verified per connection; 8 concurrent",
                 &["--scenario", "s5", "--clients", "8", "--duration", &d],
             ),
             sc(
@@ -301,6 +337,12 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         }
         s.pin = s.key == "s1" && can_pin();
         s.echo = s.key == "s4e";
+        if AUTH.contains(&s.key) {
+            let auth = ["--auth-secret".to_owned(), AUTH_SECRET.to_owned()];
+            s.ours_args.extend(auth.clone());
+            s.args.extend(auth);
+            s.ours_only = true;
+        }
         s.floor = FLOOR.contains(&s.key);
         if CLUSTER.contains(&s.key) {
             s.nodes = CLUSTER_NODES;
