@@ -179,6 +179,8 @@ pub(super) fn rows(key: &str) -> Vec<Row> {
         }
         "s5-auth" => {
             let mut rows = rows("s5");
+            // Ours only: no anchor to hold the rate to.
+            rows[0].target = Target::None;
             let mut added = r(
                 "server CPU per connection added by HS256 verification (µs), vs S5 (same run)",
                 "srv_cpu_us_per_op",
