@@ -67,7 +67,36 @@ pub(crate) enum Buffers {
     Busy,
 }
 
-/// Connects as `peer` to `room` with subprotocol `protoo`.
+/// The key of the tokens every connection presents, if any
+/// ([`set_auth_secret`]).
+static AUTH_KEY: OnceLock<jsonwebtoken::EncodingKey> = OnceLock::new();
+
+/// Makes every connection present an HS256 token signed with `secret`.
+pub(crate) fn set_auth_secret(secret: &str) -> Result<(), String> {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())
+        .map_err(|e| format!("--auth-secret: {e}"))?;
+    let _ = AUTH_KEY.set(key);
+    Ok(())
+}
+
+/// `&token=…` for `room` and `peer`, valid for an hour; empty without a
+/// secret.
+fn token_param(room: &str, peer: &str) -> Result<String, String> {
+    let Some(key) = AUTH_KEY.get() else {
+        return Ok(String::new());
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| format!("clock: {e}"))?
+        .as_secs();
+    let claims = serde_json::json!({ "sub": peer, "room": room, "iat": now, "exp": now + 3600 });
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    let token = jsonwebtoken::encode(&header, &claims, key).map_err(|e| format!("token: {e}"))?;
+    Ok(format!("&token={token}"))
+}
+
+/// Connects as `peer` to `room` with subprotocol `protoo` (and a token,
+/// see [`set_auth_secret`]).
 pub(crate) async fn connect(
     target: &Target,
     room: &str,
@@ -79,7 +108,8 @@ pub(crate) async fn connect(
         .map_err(|e| format!("connect {}: {e}", target.addr))?;
     tcp.set_nodelay(true)
         .map_err(|e| format!("set_nodelay: {e}"))?;
-    let mut request = format!("{}?roomId={room}&peerId={peer}", target.base)
+    let token = token_param(room, peer)?;
+    let mut request = format!("{}?roomId={room}&peerId={peer}{token}", target.base)
         .into_client_request()
         .map_err(|e| format!("request: {e}"))?;
     request

@@ -152,6 +152,12 @@ struct Args {
     /// Worker threads of the client runtime (default: available cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Present an HS256 token signed with this secret on every connection
+    /// (`token` query parameter; `sub` the peer id, `room` the room id),
+    /// minted here per connection, as an application backend would: for a
+    /// server that verifies tokens (the room example's `--auth-secret`).
+    #[arg(long)]
+    auth_secret: Option<String>,
     /// Upper bound of any wait in a scenario, seconds.
     #[arg(long, default_value_t = 120.0)]
     timeout: f64,
@@ -352,6 +358,10 @@ impl Report {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Err(e)) = args.auth_secret.as_deref().map(client::set_auth_secret) {
+        eprintln!("protoo-bench: {e}");
+        return ExitCode::from(2);
+    }
     let targets = match args
         .url
         .iter()

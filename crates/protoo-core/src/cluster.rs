@@ -45,7 +45,7 @@ use std::sync::{Arc, Weak};
 
 use protoo_codec::{Frame, Payload};
 
-use crate::{Presence, RequestError, Target};
+use crate::{Identity, Presence, RequestError, Target};
 
 /// A boxed future a [`ClusterBackend`] returns.
 pub type ClusterFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -57,9 +57,13 @@ pub type ClusterFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub enum Admission {
     /// The peer is a member of the room across the cluster: it may read.
     Admitted,
-    /// Another node has a peer with this id in the room and the policy is
-    /// [`DuplicatePolicy::Refuse`](crate::DuplicatePolicy::Refuse): the
-    /// newcomer is closed (4000) before it reads anything.
+    /// Another node has a peer with this id in the room, and the policy is
+    /// [`DuplicatePolicy::Refuse`](crate::DuplicatePolicy::Refuse) or that
+    /// peer's [`Identity`] is not the newcomer's (no takeover across nodes,
+    /// as within one: see [`ClusterBackend::member_added`]): the newcomer
+    /// is closed (4000,
+    /// [`DUPLICATE_ELSEWHERE_REASON`](crate::DUPLICATE_ELSEWHERE_REASON))
+    /// before it reads anything, and that peer is left untouched.
     Refused,
 }
 
@@ -166,8 +170,43 @@ pub trait ClusterBackend: Send + Sync + 'static {
     /// closed and its close handled there ([`LocalNode::replace`]), so
     /// that what that node broadcast about it arrives first. A peer with
     /// this id already on this node has been replaced by the core.
-    fn member_added(&self, room_id: &str, peer_id: &str, replace: bool)
-    -> ClusterFuture<Admission>;
+    ///
+    /// `identity` is the newcomer's verified [`Identity`], if it has one
+    /// ([`Admit::identity`](crate::Admit::identity)). The backend enforces
+    /// across nodes the rule the core enforces on one: a peer with this id
+    /// on another node is replaced only when both have no identity or both
+    /// have one of the same subject and room
+    /// ([`Identity::same_subject`]); otherwise the answer is
+    /// [`Admission::Refused`] and that peer is not touched, not even told.
+    /// A backend keeps what it needs of an identity to compare it (a
+    /// fingerprint of its subject and room, say), never the credential.
+    fn member_added(
+        &self,
+        room_id: &str,
+        peer_id: &str,
+        replace: bool,
+        identity: Option<&Identity>,
+    ) -> ClusterFuture<Admission>;
+
+    /// Whether a live peer `peer_id` of `room_id` on another node has
+    /// another identity than `identity` (the newcomer's): then
+    /// [`member_added`](ClusterBackend::member_added) would refuse the
+    /// newcomer. Asked, for a newcomer with an identity, before it is
+    /// admitted, so that it is refused
+    /// ([`CoreError::IdentityMismatch`](crate::CoreError::IdentityMismatch))
+    /// before anything of it exists: a server answers it with a status
+    /// before the upgrade, and the application never sees it.
+    /// `member_added` still decides (another may join in between). The
+    /// default, `false`, leaves it all to `member_added`.
+    fn taken_elsewhere(
+        &self,
+        room_id: &str,
+        peer_id: &str,
+        identity: &Identity,
+    ) -> ClusterFuture<bool> {
+        let _ = (room_id, peer_id, identity);
+        Box::pin(std::future::ready(false))
+    }
 
     /// The peer `peer_id` of `room_id` on this node is listed with `info`.
     fn presence_set(&self, room_id: &str, peer_id: &str, info: &Payload);

@@ -274,7 +274,12 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
         state.presence.remove(&id);
         let gate = self.inner.cluster.as_ref().map(|cluster| {
             start.set_node_id(cluster.node_id());
-            cluster.member_added(&self.inner.id, &id, policy == DuplicatePolicy::Replace)
+            cluster.member_added(
+                &self.inner.id,
+                &id,
+                policy == DuplicatePolicy::Replace,
+                peer.identity().as_deref(),
+            )
         });
         let replaced = state.peers.insert(id, peer.clone());
         Ok(Admitted {

@@ -36,7 +36,13 @@ impl ClusterBackend for Recording {
         *self.node.lock().unwrap() = Some(node);
     }
 
-    fn member_added(&self, _: &str, _: &str, _: bool) -> ClusterFuture<Admission> {
+    fn member_added(
+        &self,
+        _: &str,
+        _: &str,
+        _: bool,
+        _: Option<&protoo_core::Identity>,
+    ) -> ClusterFuture<Admission> {
         Box::pin(ready(Admission::Admitted))
     }
 

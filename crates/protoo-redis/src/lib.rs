@@ -137,7 +137,7 @@ use std::sync::{Arc, Mutex};
 use protoo_core::cluster::{
     Admission, ClusterBackend, ClusterFuture, LocalNode, PeerMessage, PeerReply,
 };
-use protoo_core::{Frame, Payload, Presence, Target};
+use protoo_core::{Frame, Identity, Payload, Presence, Target};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -361,10 +361,12 @@ impl ClusterBackend for RedisCluster {
         room_id: &str,
         peer_id: &str,
         replace: bool,
+        identity: Option<&Identity>,
     ) -> ClusterFuture<Admission> {
         let shared = self.shared();
-        let (incarnation, first) = shared.add_member(room_id, peer_id);
-        let Some(registered) = shared.register(room_id, peer_id, incarnation, first, replace)
+        let who = identity.map(shared::fingerprint);
+        let (incarnation, first) = shared.add_member(room_id, peer_id, who);
+        let Some(registered) = shared.register(room_id, peer_id, &incarnation, first, replace)
         else {
             return Box::pin(std::future::ready(Admission::Admitted));
         };
@@ -390,6 +392,19 @@ impl ClusterBackend for RedisCluster {
                 _ => Admission::Admitted,
             }
         })
+    }
+
+    fn taken_elsewhere(
+        &self,
+        room_id: &str,
+        peer_id: &str,
+        identity: &Identity,
+    ) -> ClusterFuture<bool> {
+        Box::pin(self.shared().clone().taken(
+            room_id.to_owned(),
+            peer_id.to_owned(),
+            shared::fingerprint(identity),
+        ))
     }
 
     fn presence_set(&self, room_id: &str, peer_id: &str, info: &Payload) {

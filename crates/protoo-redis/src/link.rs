@@ -390,7 +390,7 @@ async fn resync(shared: &Shared, link: &mut Link, announce: bool) -> redis::Redi
                 .unwrap_or("");
             (
                 peer.as_str(),
-                format!("{}{listed}", shared.entry_prefix(*incarnation)),
+                format!("{}{listed}", shared.entry_prefix(incarnation)),
             )
         });
         let names = keys.room_names(room);

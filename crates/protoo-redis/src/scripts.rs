@@ -57,8 +57,11 @@ macro_rules! with_now {
 
 /// Registers a member: sets its entry (and pushes its node's deadline in
 /// the room) and returns the one it replaced, with whether that entry's
-/// node is alive; under `refuse`, an entry of another live node is kept
-/// and the newcomer refused.
+/// node is alive; an entry of another live node is kept and the newcomer
+/// refused under `refuse`, and under `replace` when the entry's identity
+/// fingerprint (what follows `~` before `|`; none without an identity) is
+/// not the newcomer's: no takeover of another's peer id, checked where the
+/// entry is read, atomically.
 ///
 /// KEYS: room, room nodes. ARGV: peer, entry, `replace`/`refuse`, node id,
 /// node TTL (ms), how long the room nodes hash outlives it (ms).
@@ -72,13 +75,36 @@ if prev then
   if node == ARGV[4] then status = 'self'
   elseif deadline > now then status = 'alive'
   else status = 'dead' end
-  if status == 'alive' and ARGV[3] == 'refuse' then return {'refused', prev} end
+  if status == 'alive' then
+    if ARGV[3] == 'refuse' then return {'refused', prev} end
+    local who = string.match(prev, '^[^|~]*~([^|]*)|') or ''
+    local mine = string.match(ARGV[2], '^[^|~]*~([^|]*)|') or ''
+    if who ~= mine then return {'refused', prev} end
+  end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[4], now + tonumber(ARGV[5]))
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 if prev then return {status, prev} end
 return {status}
+"
+));
+
+/// Whether a live member of this id on another node has another identity
+/// fingerprint than the newcomer's (1) or not (0): what [`REGISTER`] would
+/// refuse, asked before the newcomer is admitted.
+///
+/// KEYS: room, room nodes. ARGV: peer, the newcomer's fingerprint, node id.
+static TAKEN: Lua = Lua::new(with_now!(
+    r"
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+if not prev then return 0 end
+local node = string.match(prev, '^([^:]*):') or ''
+if node == ARGV[3] then return 0 end
+if tonumber(redis.call('HGET', KEYS[2], node) or '0') <= now then return 0 end
+local who = string.match(prev, '^[^|~]*~([^|]*)|') or ''
+if who == ARGV[2] then return 0 end
+return 1
 "
 ));
 
@@ -271,8 +297,9 @@ return removed
 ));
 
 /// Every script, as each link loads them.
-static ALL: [&Lua; 10] = [
+static ALL: [&Lua; 11] = [
     &REGISTER,
+    &TAKEN,
     &SET_INFO,
     &REMOVE,
     &PRESENCE,
@@ -331,6 +358,12 @@ pub(crate) mod cmd {
             .arg(node_id)
             .arg(life.ttl)
             .arg(life.keep);
+        cmd
+    }
+
+    pub(crate) fn taken(keys: RoomKeys<'_>, peer: &str, who: &str, node_id: &str) -> Cmd {
+        let mut cmd = room_eval(&TAKEN, keys);
+        cmd.arg(peer).arg(who).arg(node_id);
         cmd
     }
 

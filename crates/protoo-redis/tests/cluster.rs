@@ -5,6 +5,9 @@
 
 mod support;
 
+use protoo_core::cluster::{Admission, ClusterBackend};
+use protoo_core::transport::memory;
+use protoo_core::{CoreError, Peer, PeerConfig, PeerEvent};
 use serde_json::json;
 use support::*;
 
@@ -365,6 +368,98 @@ async fn under_refuse_a_peer_id_present_on_another_node_is_refused() {
     let bob = nodes[1].connect("r", "bob").await;
     assert_eq!(bob.join("B").await, ["alice"]);
     assert_eq!(first.expect_new_peer("bob").await["displayName"], "B");
+}
+
+/// A verified identity of `subject` in room `r`, valid for an hour.
+fn identity(subject: &str) -> protoo_core::Identity {
+    let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    protoo_core::Identity::new(subject, "r", expires)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_takeover_of_a_peer_id_of_another_identity_on_another_node() {
+    let redis = RedisServer::shared().await;
+    let (_prefix, nodes) = cluster::<3>(&redis).await;
+    let mut watcher = nodes[2]
+        .connect_as("r", "watcher", Some(identity("watcher")))
+        .await;
+    watcher.join("W").await;
+    let mut victim = nodes[0]
+        .connect_as("r", "alice", Some(identity("alice")))
+        .await;
+    victim.join("A").await;
+    assert_eq!(watcher.expect_new_peer("alice").await["displayName"], "A");
+
+    // Another identity with alice's peer id on another node: refused before
+    // it is admitted (a server answers 403 before the upgrade).
+    let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
+    let refused = nodes[1]
+        .rooms
+        .admit("r", "alice")
+        .identity(identity("mallory"))
+        .join(server_side, ())
+        .await
+        .map(|_| ());
+    assert!(
+        matches!(refused, Err(CoreError::IdentityMismatch(ref id)) if id == "alice"),
+        "{refused:?}"
+    );
+    let (_peer, mut events) = Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
+    assert!(matches!(events.next().await, Some(PeerEvent::Closed(_))));
+    // Past that check (another identity, or none, registering in between):
+    // the registration refuses it, and its node closes it (4000) before
+    // it reads anything.
+    for newcomer in [Some(identity("mallory")), None] {
+        let admission = nodes[1]
+            .cluster
+            .member_added("r", "alice", true, newcomer.as_ref())
+            .await;
+        assert_eq!(admission, Admission::Refused);
+        nodes[1].cluster.member_removed("r", "alice");
+    }
+
+    // The victim is untouched and was told nothing: the next thing it gets
+    // is the watcher's marker, and the watcher heard no peerClosed (the
+    // next thing it gets is the victim's marker).
+    watcher.broadcast(&json!({ "marker": 1 })).await;
+    assert_eq!(
+        victim.next().await,
+        ("chat".to_owned(), json!({ "marker": 1 }))
+    );
+    victim.broadcast(&json!({ "marker": 2 })).await;
+    assert_eq!(
+        watcher.next().await,
+        ("chat".to_owned(), json!({ "marker": 2 }))
+    );
+    // It is still listed, and reached by id from the other nodes.
+    let bob = nodes[1].connect_as("r", "bob", Some(identity("bob"))).await;
+    assert_eq!(bob.join("B").await, ["alice", "watcher"]);
+    assert_eq!(victim.expect_new_peer("bob").await["displayName"], "B");
+    assert_eq!(
+        bob.request("notifyPeer", &json!({ "peerId": "alice" }))
+            .await,
+        Ok(json!({}))
+    );
+    assert_eq!(
+        victim.next().await,
+        ("hello".to_owned(), json!({ "from": "server" }))
+    );
+
+    // The same identity on another node replaces it, as before.
+    let mut again = nodes[1]
+        .connect_as("r", "alice", Some(identity("alice")))
+        .await;
+    assert_eq!(victim.closed().await, Some(4000));
+    assert_eq!(again.join("A2").await, ["bob", "watcher"]);
+    assert_eq!(
+        watcher.next_skipping("newPeer").await,
+        ("peerClosed".to_owned(), json!({"peerId": "alice"}))
+    );
+    watcher.broadcast(&json!({ "marker": 3 })).await;
+    assert_eq!(
+        again.next().await,
+        ("chat".to_owned(), json!({ "marker": 3 }))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

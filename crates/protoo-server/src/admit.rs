@@ -225,9 +225,14 @@ where
             admit = admit.policy(policy);
         }
         let room_id = admit.room_id().to_owned();
-        let reserved = tokio::time::timeout_at(request.deadline(), admit.reserve()).await;
+        let reserved = tokio::time::timeout_at(request.deadline(), async {
+            let ready = admit.reserve().await?;
+            let takeover = ready.is_takeover().await;
+            Ok::<_, CoreError>((ready, takeover))
+        })
+        .await;
         let (status, reason, error) = match reserved {
-            Ok(Ok(ready)) if ready.is_takeover() => {
+            Ok(Ok((_, true))) => {
                 // Checked again when the peer joins; refused here with a
                 // status the client can read.
                 tracing::debug!("connection refused: peer id of another identity");
@@ -235,7 +240,7 @@ where
                 let error = ServerError::Auth(AuthError::Forbidden(reason.to_owned()));
                 (403, reason.to_owned(), error)
             }
-            Ok(Ok(ready)) => return Ok((request, ready)),
+            Ok(Ok((ready, false))) => return Ok((request, ready)),
             Ok(Err(CoreError::RoomSetup(error))) => {
                 tracing::debug!(
                     room_id = %protoo_transport::log::Remote(room_id),

@@ -30,8 +30,8 @@
 //!
 //! ```text
 //! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor|floor]
-//!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9,s10,s11,
-//!                                s14,s15,s10-sentinel,s11-sentinel,s10-cluster,s11-cluster]
+//!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4-auth,s4e,s5,s5-auth,s6,s7,
+//!                                s8,s9,s10,s11,s14,s15,s10-sentinel,s11-sentinel,s10-cluster,s11-cluster]
 //!                   [--write | --no-write]
 //! ```
 //!
@@ -180,8 +180,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             if matches!(server, ServerKind::Floor { .. }) && !sc.floor {
                 continue;
             }
-            // The anchor speaks to one redis-server only.
-            if matches!(server, ServerKind::Anchor { .. }) && sc.topology != Topology::Single {
+            // The anchor speaks to one redis-server only, and has no tokens.
+            let ours_only = sc.ours_only || sc.topology != Topology::Single;
+            if ours_only && !matches!(server, ServerKind::Ours { .. }) {
                 continue;
             }
             order.push(server);
@@ -345,8 +346,8 @@ impl Opts {
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
                                 [--only ours|anchor|floor] \
-                                [--scenarios s1,s2,...,s10,s11,s14,s15,s10-sentinel,s11-sentinel,\
-                                s10-cluster,s11-cluster] \
+                                [--scenarios s1,s2,...,s4-auth,s5-auth,...,s10,s11,s14,s15,\
+                                s10-sentinel,s11-sentinel,s10-cluster,s11-cluster] \
                                 [--write|--no-write]"
                         .into());
                 }

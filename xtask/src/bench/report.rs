@@ -110,6 +110,29 @@ pub(super) fn relative(
     }
 }
 
+/// A row shown as a difference from another scenario ([`Row::delta`]):
+/// `p`'s value minus `base`'s, for the same server, in displayed units.
+pub(super) fn difference(
+    p: Option<&Parsed>,
+    base: Option<&Parsed>,
+    base_name: &str,
+    row: &Row,
+) -> (String, Option<f64>) {
+    let Some(p) = p else {
+        return ("failed".into(), None);
+    };
+    let Some(base) = base else {
+        return (format!("{base_name} not run"), None);
+    };
+    match (p.num(row.key), base.num(row.key)) {
+        (Some(v), Some(b)) => {
+            let v = (v - b) / row.scale;
+            (format!("{v:+.*}", row.decimals), Some(v))
+        }
+        _ => ("–".into(), None),
+    }
+}
+
 /// A smoke run passes when it had no error, did some work and, where
 /// delivery is measured, delivered everything.
 pub(super) fn smoke_ok(r: &Parsed) -> bool {
@@ -148,6 +171,7 @@ pub(super) fn table(
             let p = find(sc.key, server);
             match row.of {
                 None => cell(p, row),
+                Some((key, name)) if row.delta => difference(p, find(key, server), name, row),
                 Some((key, name)) => relative(p, find(key, server), name, row),
             }
         };
@@ -158,11 +182,12 @@ pub(super) fn table(
             } else {
                 ("–".into(), None)
             };
-            let ours_only = sc.echo || sc.topology != Topology::Single;
+            let ours_only = sc.echo || sc.ours_only || sc.topology != Topology::Single;
             let (a_txt, a) = match (has("anchor"), ours_only) {
                 (true, false) => value("anchor", &row),
-                // The echo example's scenarios and the Sentinel and Redis
-                // Cluster variants have no Node counterpart.
+                // The echo example's scenarios, the token scenarios and the
+                // Sentinel and Redis Cluster variants have no Node
+                // counterpart.
                 (true, true) if i == 0 => ("not run".into(), None),
                 (true, true) => (String::new(), None),
                 (false, _) => ("–".into(), None),

@@ -26,6 +26,9 @@ pub(super) struct Row {
     /// scenario, for the same server in the same run (key, and its name in
     /// the table): S10 against the one-process S3.
     pub(super) of: Option<(&'static str, &'static str)>,
+    /// With `of`: shown as the difference from that scenario's field (in
+    /// displayed units), not the ratio: what tokens add (S4, S5 with auth).
+    pub(super) delta: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +54,14 @@ pub(super) const FLOOR_CPU: f64 = 1.10;
 /// S10's deliveries per second across two nodes, at least this × S3's in
 /// one process (room of 100, same run).
 pub(super) const S10_OF_S3: f64 = 0.8;
+
+/// What an identity may add to an idle peer's memory, bytes (S4 with
+/// tokens against S4).
+pub(super) const AUTH_IDLE_BYTES: f64 = 200.0;
+
+/// What verifying an HS256 token may add to a connection's server CPU, µs
+/// (S5 with tokens against S5).
+pub(super) const AUTH_HS256_US: f64 = 5.0;
 
 /// The CPU row of the scenarios on a cluster (S10, S11).
 pub(super) const CLUSTER_CPU: &str =
@@ -92,6 +103,7 @@ fn ha_rows(base: &str, topology: Topology) -> Vec<Row> {
         better: Better::Neither,
         target: Target::None,
         of: None,
+        delta: false,
     };
     let cpu = if base == "s10" {
         shards(
@@ -159,6 +171,7 @@ fn plain_rows(key: &str) -> Vec<Row> {
         better,
         target,
         of: None,
+        delta: false,
     };
     let cpu = |unit| r(unit, "srv_cpu_us_per_op", 1.0, 2, Lower, Target::None);
     // A latency in whole µs, lower is better, no target.
@@ -242,6 +255,38 @@ fn plain_rows(key: &str) -> Vec<Row> {
             ),
             load,
         ],
+        "s4-auth" => {
+            let mut rows = rows("s4");
+            let mut added = r(
+                "idle bytes per peer added by an identity (B), vs S4 (same run)",
+                "rss_per_peer_bytes",
+                1.0,
+                0,
+                Lower,
+                Target::AtMost(AUTH_IDLE_BYTES),
+            );
+            added.of = Some(("s4", "S4"));
+            added.delta = true;
+            rows.insert(1, added);
+            rows
+        }
+        "s5-auth" => {
+            let mut rows = rows("s5");
+            // Ours only: no anchor to hold the rate to.
+            rows[0].target = Target::None;
+            let mut added = r(
+                "server CPU per connection added by HS256 verification (µs), vs S5 (same run)",
+                "srv_cpu_us_per_op",
+                1.0,
+                2,
+                Lower,
+                Target::AtMost(AUTH_HS256_US),
+            );
+            added.of = Some(("s5", "S5"));
+            added.delta = true;
+            rows.insert(1, added);
+            rows
+        }
         "s4" | "s4e" => vec![
             r(
                 "server RSS per idle peer (KB)",

@@ -17,7 +17,7 @@ pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 /// our server outpaced the load generator at 4 KB (the run then stalls).
 pub(super) const S3_QUEUE: u64 = 80 * 1024 * 1024;
 
-pub(super) const ALL: [&str; 22] = [
+pub(super) const ALL: [&str; 24] = [
     "s1",
     "s2",
     "s2-4k",
@@ -26,8 +26,10 @@ pub(super) const ALL: [&str; 22] = [
     "s3-4k",
     "s3k",
     "s4",
+    "s4-auth",
     "s4e",
     "s5",
+    "s5-auth",
     "s6",
     "s7",
     "s8",
@@ -45,6 +47,14 @@ pub(super) const ALL: [&str; 22] = [
 /// The fan-out budget S15 gives our server (the room example's default,
 /// passed explicitly), bytes per second delivered on one sender's behalf.
 pub(super) const S15_FAN_OUT_RATE: u64 = 20_000_000;
+/// The scenarios with tokens: S4 and S5 with our server verifying an HS256
+/// token on every connection (`--auth-secret`), the load generator minting
+/// one per connection with the same secret; ours only (the anchor has no
+/// such layer), compared with S4 and S5 of the same run.
+pub(super) const AUTH: [&str; 2] = ["s4-auth", "s5-auth"];
+
+/// The secret of [`AUTH`]'s tokens.
+const AUTH_SECRET: &str = "protoo-bench-secret";
 
 /// The scenarios on a cluster: [`CLUSTER_NODES`] server processes (ours
 /// with `--redis`, or the anchor with `--redis`) on a redis-server of their
@@ -132,6 +142,8 @@ pub(super) struct Scenario {
     pub(super) nodes: usize,
     /// The Redis of a cluster scenario.
     pub(super) topology: Topology,
+    /// Run against our server only (see [`AUTH`]).
+    pub(super) ours_only: bool,
 }
 
 /// Why S1 is pinned.
@@ -153,6 +165,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         floor: false,
         nodes: 1,
         topology: Topology::Single,
+        ours_only: false,
     };
     let mut list = if o.smoke {
         vec![
@@ -194,6 +207,20 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             sc(
                 "s5",
                 "S5 churn, 2 concurrent",
+                &[
+                    "--scenario",
+                    "s5",
+                    "--clients",
+                    "2",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
+            sc(
+                "s5-auth",
+                "S5 churn with tokens, 2 concurrent",
                 &[
                     "--scenario",
                     "s5",
@@ -344,6 +371,11 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 &["--scenario", "s4", "--peers", "10000"],
             ),
             sc(
+                "s4-auth",
+                "S4 10,000 idle peers, each with a verified identity (HS256 token)",
+                &["--scenario", "s4", "--peers", "10000"],
+            ),
+            sc(
                 "s4e",
                 "S4 10,000 idle peers, echo example",
                 &["--scenario", "s4", "--peers", "10000"],
@@ -351,6 +383,11 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             sc(
                 "s5",
                 "S5 churn: connect, echo, close; 8 concurrent",
+                &["--scenario", "s5", "--clients", "8", "--duration", &d],
+            ),
+            sc(
+                "s5-auth",
+                "S5 churn with an HS256 token verified per connection; 8 concurrent",
                 &["--scenario", "s5", "--clients", "8", "--duration", &d],
             ),
             sc(
@@ -454,6 +491,12 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         }
         s.pin = s.key == "s1" && can_pin();
         s.echo = s.key == "s4e";
+        if AUTH.contains(&s.key) {
+            let auth = ["--auth-secret".to_owned(), AUTH_SECRET.to_owned()];
+            s.ours_args.extend(auth.clone());
+            s.args.extend(auth);
+            s.ours_only = true;
+        }
         s.floor = FLOOR.contains(&s.key);
         if CLUSTER.contains(&s.key) {
             s.nodes = CLUSTER_NODES;

@@ -256,7 +256,9 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
     ///
     /// Refuses an empty peer id ([`CoreError::EmptyId`], before any room is
     /// made), a duplicate one under [`DuplicatePolicy::Refuse`]
-    /// ([`CoreError::DuplicateId`]) and a closed room
+    /// ([`CoreError::DuplicateId`]), a takeover of a peer of another
+    /// identity, here or on another node ([`CoreError::IdentityMismatch`]:
+    /// see [`Identity`]) and a closed room
     /// ([`CoreError::RoomClosed`]); fails with [`CoreError::RoomSetup`] if
     /// the room's setup failed. The transport is closed on every failure.
     /// Dropping the future stops only this admission's wait.
@@ -266,6 +268,10 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
             return Err(CoreError::EmptyId);
         }
         match self.reserve().await {
+            Ok(ready) if ready.is_takeover().await => {
+                transport.close();
+                Err(CoreError::IdentityMismatch(ready.peer_id))
+            }
             Ok(ready) => ready.join(transport, data),
             Err(error) => {
                 transport.close();
@@ -343,14 +349,26 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> ReadyAdmit<D, R> {
     }
 
     /// Whether joining now would be refused as a takeover (a peer of this
-    /// id, of another identity, is in the room): for a server that answers
-    /// it with an HTTP status before the upgrade. The join checks it again
-    /// under the room's lock.
-    pub fn is_takeover(&self) -> bool {
-        self.reservation
-            .room()
-            .peer(&self.peer_id)
-            .is_some_and(|old| !may_replace(old.identity().as_deref(), self.identity.as_ref()))
+    /// id, of another identity, is in the room, on this node or, for a
+    /// newcomer with an identity under
+    /// [`DuplicatePolicy::Replace`], on another:
+    /// [`ClusterBackend::taken_elsewhere`](crate::cluster::ClusterBackend::taken_elsewhere)):
+    /// for a server that answers it with an HTTP status before the
+    /// upgrade. The join checks it again under the room's lock, and the
+    /// cluster backend when it registers the peer.
+    pub async fn is_takeover(&self) -> bool {
+        let room = self.reservation.room();
+        if let Some(old) = room.peer(&self.peer_id) {
+            return !may_replace(old.identity().as_deref(), self.identity.as_ref());
+        }
+        match (&room.inner.cluster, &self.identity) {
+            (Some(cluster), Some(identity)) if self.policy == DuplicatePolicy::Replace => {
+                cluster
+                    .taken_elsewhere(room.id(), &self.peer_id, identity)
+                    .await
+            }
+            _ => false,
+        }
     }
 
     /// Admits the peer on `transport`; fails as [`Admit::join`] does,

@@ -11,7 +11,7 @@ use protoo_core::{Frame, Payload, RequestError, Target};
 use redis::{Cmd, Value};
 use tokio::sync::oneshot;
 
-use super::{Answer, Class, Op, Shared, lock};
+use super::{Answer, Class, Incarnation, Op, Shared, lock};
 use crate::scripts;
 use crate::wire::{self, Message, ToPeer};
 
@@ -19,15 +19,23 @@ use crate::wire::{self, Message, ToPeer};
 impl Shared {
     /// Returns the member's incarnation, and whether it is the room's
     /// first member here.
-    pub(crate) fn add_member(&self, room: &str, peer: &str) -> (u64, bool) {
-        let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn add_member(
+        &self,
+        room: &str,
+        peer: &str,
+        who: Option<Box<str>>,
+    ) -> (Incarnation, bool) {
+        let incarnation = Incarnation {
+            number: self.next_incarnation.fetch_add(1, Ordering::Relaxed),
+            who,
+        };
         let mut local = lock(&self.local);
         let first = !local.rooms.contains_key(room);
         local
             .rooms
             .entry(room.to_owned())
             .or_default()
-            .insert(peer.to_owned(), incarnation);
+            .insert(peer.to_owned(), incarnation.clone());
         (incarnation, first)
     }
 
@@ -37,7 +45,7 @@ impl Shared {
         &self,
         room: &str,
         peer: &str,
-        incarnation: u64,
+        incarnation: &Incarnation,
         first: bool,
         replace: bool,
     ) -> Option<oneshot::Receiver<Value>> {
@@ -66,14 +74,14 @@ impl Shared {
         let cmd = scripts::cmd::set_info(
             &self.keys.room(room),
             peer,
-            &self.entry_prefix(incarnation),
+            &self.entry_prefix(&incarnation),
             info.as_bytes(),
         );
         self.send(Op::cmd(cmd, None), Class::Membership);
     }
 
-    pub(super) fn incarnation(&self, room: &str, peer: &str) -> Option<u64> {
-        lock(&self.local).rooms.get(room)?.get(peer).copied()
+    pub(super) fn incarnation(&self, room: &str, peer: &str) -> Option<Incarnation> {
+        lock(&self.local).rooms.get(room)?.get(peer).cloned()
     }
 
     pub(crate) fn member_removed(&self, room: &str, peer: &str) {
@@ -94,7 +102,7 @@ impl Shared {
         let cmd = scripts::cmd::remove(
             self.keys.room_names(room).keys(),
             peer,
-            &self.entry_prefix(incarnation),
+            &self.entry_prefix(&incarnation),
             &self.node_id,
             last,
         );
@@ -149,6 +157,26 @@ impl Shared {
             }
         }
         Some(listed)
+    }
+
+    /// Whether a live member `peer` of `room` on another node has another
+    /// identity than the fingerprint `who`; `false` when Redis cannot tell
+    /// now (the registration decides).
+    pub(crate) async fn taken(self: Arc<Self>, room: String, peer: String, who: Box<str>) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let cmd = scripts::cmd::taken(
+            self.keys.room_names(&room).keys(),
+            &peer,
+            &who,
+            &self.node_id,
+        );
+        if !self.send(Op::cmd(cmd, Some(tx)), Class::Query) {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(self.config.response_timeout, rx).await,
+            Ok(Ok(Value::Int(1)))
+        )
     }
 
     /// A message for a peer on another node, routed by its entry.
@@ -285,14 +313,14 @@ impl Shared {
     }
 
     /// Every member of this node (room, peer, incarnation), grouped by room.
-    pub(crate) fn local_rooms(&self) -> Vec<(String, Vec<(String, u64)>)> {
+    pub(crate) fn local_rooms(&self) -> Vec<(String, Vec<(String, Incarnation)>)> {
         lock(&self.local)
             .rooms
             .iter()
             .map(|(room, peers)| {
                 let peers = peers
                     .iter()
-                    .map(|(peer, inc)| (peer.clone(), *inc))
+                    .map(|(peer, inc)| (peer.clone(), inc.clone()))
                     .collect();
                 (room.clone(), peers)
             })

@@ -90,7 +90,7 @@ impl Shared {
     ) {
         let ours = self
             .incarnation(room, peer)
-            .is_some_and(|current| incarnation == format!("{}:{current}", self.node_id));
+            .is_some_and(|current| incarnation == self.entry_tag(&current));
         let replaced = if ours {
             self.node().and_then(|node| node.replace(room, peer))
         } else {

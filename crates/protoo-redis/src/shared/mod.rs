@@ -94,10 +94,32 @@ pub(crate) enum Answer {
 }
 
 /// This node's members, as the backend knows them: room → peer →
-/// incarnation (a number per admission on this node).
+/// incarnation.
 #[derive(Default)]
 struct Local {
-    rooms: HashMap<String, HashMap<String, u64>>,
+    rooms: HashMap<String, HashMap<String, Incarnation>>,
+}
+
+/// One admission of a member on this node: a number, and the fingerprint
+/// of the member's identity if it has one (compared, in the registration
+/// script, with a newcomer's of its id on another node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Incarnation {
+    pub(crate) number: u64,
+    pub(crate) who: Option<Box<str>>,
+}
+
+/// The fingerprint of an identity that a member's entry carries: 32 hex
+/// digits of the SHA-1 of its subject and room (the subject's length
+/// first, so that no two pairs meet). Never the credential.
+pub(crate) fn fingerprint(identity: &protoo_core::Identity) -> Box<str> {
+    let mut hash = sha1_smol::Sha1::new();
+    hash.update(&(identity.subject().len() as u64).to_le_bytes());
+    hash.update(identity.subject().as_bytes());
+    hash.update(identity.room().as_bytes());
+    let mut hex = hash.digest().to_string();
+    hex.truncate(32);
+    hex.into_boxed_str()
 }
 
 pub(crate) struct Shared {
@@ -223,9 +245,19 @@ impl Shared {
         lock(&self.since).err().map(|since| since.elapsed())
     }
 
-    /// `NODE:INCARNATION|`: what a member's entry starts with.
-    pub(crate) fn entry_prefix(&self, incarnation: u64) -> String {
-        format!("{}:{incarnation}|", self.node_id)
+    /// `NODE:NUMBER|`, or `NODE:NUMBER~FINGERPRINT|` for a member with an
+    /// identity: what a member's entry starts with.
+    pub(crate) fn entry_prefix(&self, incarnation: &Incarnation) -> String {
+        format!("{}|", self.entry_tag(incarnation))
+    }
+
+    /// A member's entry prefix without its `|`: how a replacement names
+    /// the member it replaces.
+    pub(crate) fn entry_tag(&self, incarnation: &Incarnation) -> String {
+        match &incarnation.who {
+            Some(who) => format!("{}:{}~{who}", self.node_id, incarnation.number),
+            None => format!("{}:{}", self.node_id, incarnation.number),
+        }
     }
 
     /// The lifetimes the scripts give a node's deadlines, in ms.

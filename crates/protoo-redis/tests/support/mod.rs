@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use protoo_core::transport::memory;
-use protoo_core::{DuplicatePolicy, Payload, Peer, PeerConfig, PeerEvent, PeerEvents, Room, Rooms};
+use protoo_core::{
+    DuplicatePolicy, Identity, Payload, Peer, PeerConfig, PeerEvent, PeerEvents, Room, Rooms,
+};
 use protoo_redis::{RedisCluster, RedisConfig, RedisTopology};
 use protoo_testkit::guard_for;
 use serde_json::{Value, json};
@@ -331,13 +333,17 @@ impl Node {
     /// A client joined to `room` as `peer` (its connection admitted; it has
     /// not sent `join`).
     pub async fn connect(&self, room: &str, peer: &str) -> Client {
+        self.connect_as(room, peer, None).await
+    }
+
+    /// [`Node::connect`], with a verified identity (or none).
+    pub async fn connect_as(&self, room: &str, peer: &str, identity: Option<Identity>) -> Client {
         let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
-        let joined = self
-            .rooms
-            .admit(room, peer)
-            .join(server_side, ())
-            .await
-            .expect("admitted");
+        let mut admit = self.rooms.admit(room, peer);
+        if let Some(identity) = identity {
+            admit = admit.identity(identity);
+        }
+        let joined = admit.join(server_side, ()).await.expect("admitted");
         tokio::spawn(serve(joined.room, joined.peer, joined.events));
         let (peer, events) = Peer::new("server", client_side, (), PeerConfig::default()).unwrap();
         Client { peer, events }
