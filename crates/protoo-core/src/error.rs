@@ -12,6 +12,16 @@ pub enum CoreError {
     /// The peer id is the empty string.
     #[error("peer id is empty")]
     EmptyId,
+    /// The room id or the peer id is longer than the registry allows
+    /// ([`RoomsBuilder::max_id_bytes`](crate::RoomsBuilder::max_id_bytes),
+    /// [`DEFAULT_MAX_ID_BYTES`](crate::DEFAULT_MAX_ID_BYTES) by default).
+    #[error("{what} is longer than {max} bytes")]
+    IdTooLong {
+        /// Which id: `"room id"` or `"peer id"`.
+        what: &'static str,
+        /// The longest the registry takes, in bytes.
+        max: usize,
+    },
     /// The room already has a peer with this id (and the policy was to
     /// refuse it).
     #[error("there is already a peer with id {0:?} in the room")]

@@ -195,7 +195,10 @@ pub use peer::{CLUSTER_ADMISSION_WAIT, DUPLICATE_ELSEWHERE_REASON, Peer, REPLACE
 pub use presence::Presence;
 pub use rate::Rate;
 pub use room::{DuplicatePolicy, Room};
-pub use rooms::{Admit, Context, Joined, ReadyAdmit, RoomHold, RoomSetup, Rooms, RoomsBuilder};
+pub use rooms::{
+    Admit, Context, DEFAULT_MAX_ID_BYTES, Joined, ReadyAdmit, RoomHold, RoomSetup, Rooms,
+    RoomsBuilder,
+};
 
 pub use protoo_codec::{self as codec, EncodeError, ErrorData, Frame, Id, Method, Payload};
 pub use protoo_transport::{

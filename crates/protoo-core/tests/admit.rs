@@ -338,3 +338,57 @@ async fn every_close_path_runs_on_close_exactly_once() {
     drop(ready);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A room or peer id over the registry's limit is refused before any room
+/// is made, the transport closed; the limit can be set on the builder.
+#[tokio::test]
+async fn ids_over_the_limit_are_refused() {
+    let rooms: Rooms = Rooms::new();
+    assert_eq!(rooms.max_id_bytes(), protoo_core::DEFAULT_MAX_ID_BYTES);
+    let long = "x".repeat(protoo_core::DEFAULT_MAX_ID_BYTES + 1);
+    let (server_side, _client) = pair();
+    let refused = rooms.admit("r", long.as_str()).join(server_side, ()).await;
+    assert!(matches!(
+        refused,
+        Err(CoreError::IdTooLong {
+            what: "peer id",
+            max: 256
+        })
+    ));
+    let (server_side, _client) = pair();
+    let refused = rooms.admit(long.as_str(), "p").join(server_side, ()).await;
+    assert!(matches!(
+        refused,
+        Err(CoreError::IdTooLong {
+            what: "room id",
+            ..
+        })
+    ));
+    assert!(matches!(
+        rooms.admit(long.as_str(), "").hold().await,
+        Err(CoreError::IdTooLong {
+            what: "room id",
+            ..
+        })
+    ));
+    assert!(rooms.is_empty());
+
+    let small: Rooms = Rooms::builder().max_id_bytes(4).build();
+    let (server_side, _client) = pair();
+    assert!(
+        small
+            .admit("room", "peer")
+            .join(server_side, ())
+            .await
+            .is_ok()
+    );
+    let (server_side, _client) = pair();
+    let refused = small.admit("room", "peers").join(server_side, ()).await;
+    assert!(matches!(
+        refused,
+        Err(CoreError::IdTooLong {
+            what: "peer id",
+            max: 4
+        })
+    ));
+}

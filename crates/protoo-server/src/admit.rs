@@ -252,6 +252,10 @@ where
                 let error = ServerError::Core(CoreError::RoomSetup(error));
                 (status.unwrap_or(500), reason, error)
             }
+            // An id over the registry's limit: the client's fault.
+            Ok(Err(error @ CoreError::IdTooLong { .. })) => {
+                (400, error.to_string(), ServerError::Core(error))
+            }
             Ok(Err(error)) => (500, error.to_string(), ServerError::Core(error)),
             Err(_) => (
                 503,

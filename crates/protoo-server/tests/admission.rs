@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use protoo_server::{
-    Context, DuplicatePolicy, ErrorData, Joined, PeerConfig, PeerEvent, PeerEvents, RoomSetup,
-    Rooms, ServerAdmit, ServerConfig, ServerError, WebSocketServer,
+    Context, CoreError, DuplicatePolicy, ErrorData, Joined, PeerConfig, PeerEvent, PeerEvents,
+    RoomSetup, Rooms, ServerAdmit, ServerConfig, ServerError, WebSocketServer,
 };
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -214,6 +214,46 @@ async fn a_missing_or_empty_id_is_rejected_with_400_before_the_upgrade() {
     ));
     assert_eq!(refusal.await.unwrap().status, 400);
     assert!(rooms.is_empty(), "no room made for a rejected connection");
+}
+
+/// Ids over the registry's limit (256 bytes by default) are refused with
+/// 400 before the upgrade; ids at the limit are admitted.
+#[tokio::test]
+async fn an_id_over_the_limit_is_rejected_with_400_before_the_upgrade() {
+    let (mut server, addr) = server(ServerConfig::default()).await;
+    let rooms: Rooms = Rooms::new();
+    let long = "x".repeat(protoo_server::core::DEFAULT_MAX_ID_BYTES + 1);
+    for (target, what) in [
+        (format!("/?roomId={long}&peerId=p"), "room id"),
+        (format!("/?roomId=r&peerId={long}"), "peer id"),
+    ] {
+        let request = upgrade_request(addr, &target, Some("protoo"), &[]);
+        let refusal = tokio::spawn(refused(addr, request));
+        let admitted = admit_next(&mut server, &rooms, |admit| admit).await;
+        match admitted.await.unwrap() {
+            Err(ServerError::Core(CoreError::IdTooLong { what: refused, max })) => {
+                assert_eq!((refused, max), (what, 256));
+            }
+            other => panic!("{what}: expected IdTooLong, got {:?}", other.map(|_| ())),
+        }
+        let refusal = refusal.await.unwrap();
+        assert_eq!(refusal.status, 400, "{what}");
+        let reason = format!("{what} is longer than 256 bytes");
+        assert_eq!(refusal.reason_header.as_deref(), Some(reason.as_str()));
+    }
+    assert!(rooms.is_empty(), "no room made for a rejected connection");
+    let longest = "y".repeat(256);
+    let target = format!("/?roomId={longest}&peerId={longest}");
+    let (client, admitted) = tokio::join!(
+        client(addr, &target),
+        admit_next(&mut server, &rooms, |admit| admit),
+    );
+    let joined = admitted
+        .await
+        .unwrap()
+        .expect("ids at the limit are admitted");
+    assert_eq!((joined.room.id(), joined.peer.id()), (&*longest, &*longest));
+    drop(client);
 }
 
 #[tokio::test]

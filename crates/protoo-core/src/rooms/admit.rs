@@ -254,11 +254,12 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
     /// Finds or creates the room (waiting for its setup) and admits a new
     /// peer on `transport` into it: the room cannot be removed in between.
     ///
-    /// Refuses an empty peer id ([`CoreError::EmptyId`], before any room is
-    /// made), a duplicate one under [`DuplicatePolicy::Refuse`]
-    /// ([`CoreError::DuplicateId`]), a takeover of a peer of another
-    /// identity, here or on another node ([`CoreError::IdentityMismatch`]:
-    /// see [`Identity`]) and a closed room
+    /// Refuses an empty peer id ([`CoreError::EmptyId`]) and a room or peer
+    /// id over the registry's [`max_id_bytes`](crate::Rooms::max_id_bytes)
+    /// ([`CoreError::IdTooLong`]) before any room is made, a duplicate one
+    /// under [`DuplicatePolicy::Refuse`] ([`CoreError::DuplicateId`]), a
+    /// takeover of a peer of another identity, here or on another node
+    /// ([`CoreError::IdentityMismatch`]: see [`Identity`]) and a closed room
     /// ([`CoreError::RoomClosed`]); fails with [`CoreError::RoomSetup`] if
     /// the room's setup failed. The transport is closed on every failure.
     /// Dropping the future stops only this admission's wait.
@@ -299,6 +300,8 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
     /// [`Admit::join`].
     #[doc(hidden)]
     pub async fn reserve(self) -> Result<ReadyAdmit<D, R>, CoreError> {
+        self.check_length(&self.room_id, "room id")?;
+        self.check_length(&self.peer_id, "peer id")?;
         let Admit {
             rooms,
             room_id,
@@ -317,6 +320,17 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
             policy: policy.unwrap_or(default_policy),
             identity,
         })
+    }
+}
+
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'_, D, R> {
+    /// Refuses an id over the registry's limit.
+    fn check_length(&self, id: &str, what: &'static str) -> Result<(), CoreError> {
+        let max = self.rooms.max_id_bytes();
+        match id.len() > max {
+            true => Err(CoreError::IdTooLong { what, max }),
+            false => Ok(()),
+        }
     }
 }
 

@@ -17,6 +17,10 @@ use crate::peer::lock;
 use crate::room::DuplicatePolicy;
 use crate::{CoreError, PeerConfig, Room};
 
+/// The longest room id and peer id a registry admits by default, in bytes
+/// ([`RoomsBuilder::max_id_bytes`]).
+pub const DEFAULT_MAX_ID_BYTES: usize = 256;
+
 mod admit;
 mod node;
 mod reservation;
@@ -86,6 +90,8 @@ pub(crate) struct RegistryInner<D, R> {
     policy: DuplicatePolicy,
     /// How long an empty room stays before it is removed.
     grace: Duration,
+    /// The longest room and peer id admitted, in bytes.
+    max_id_bytes: usize,
     setup: Setup<R>,
     /// The cluster backend, if the rooms span several processes.
     pub(crate) cluster: Option<Arc<dyn ClusterBackend>>,
@@ -261,6 +267,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
             config: parts.config,
             policy: parts.policy,
             grace: parts.grace,
+            max_id_bytes: parts.max_id_bytes,
             setup,
             cluster: parts.cluster,
             on_member_lost: parts.on_member_lost,
@@ -284,6 +291,12 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
     /// overridden.
     pub fn defaults(&self) -> (&PeerConfig, DuplicatePolicy) {
         (&self.inner.config, self.inner.policy)
+    }
+
+    /// The longest room id and peer id the registry admits, in bytes
+    /// ([`RoomsBuilder::max_id_bytes`]).
+    pub fn max_id_bytes(&self) -> usize {
+        self.inner.max_id_bytes
     }
 
     /// How long an empty room is kept before it is removed (zero: removed

@@ -87,6 +87,7 @@ pub(super) struct Parts {
     pub(super) config: PeerConfig,
     pub(super) policy: DuplicatePolicy,
     pub(super) grace: Duration,
+    pub(super) max_id_bytes: usize,
     pub(super) cluster: Option<Arc<dyn ClusterBackend>>,
     pub(super) on_member_lost: Option<OnMemberLost>,
 }
@@ -98,6 +99,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
                 config: PeerConfig::default(),
                 policy: DuplicatePolicy::default(),
                 grace: Duration::ZERO,
+                max_id_bytes: super::DEFAULT_MAX_ID_BYTES,
                 cluster: None,
                 on_member_lost: None,
             },
@@ -118,6 +120,17 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
     /// [`DuplicatePolicy::Refuse`], protoo's).
     pub fn duplicate_policy(mut self, policy: DuplicatePolicy) -> Self {
         self.parts.policy = policy;
+        self
+    }
+
+    /// The longest room id and peer id [`Rooms::admit`] takes, in bytes
+    /// (default [`DEFAULT_MAX_ID_BYTES`](super::DEFAULT_MAX_ID_BYTES), 256):
+    /// a longer one is refused with [`CoreError::IdTooLong`] before any room
+    /// is made (`protoo_server` answers it 400 before the upgrade). Ids are
+    /// keys of every room, presence entry, log line and cluster message, so
+    /// a remote must not choose their size.
+    pub fn max_id_bytes(mut self, bytes: usize) -> Self {
+        self.parts.max_id_bytes = bytes;
         self
     }
 
