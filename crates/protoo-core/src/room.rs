@@ -11,8 +11,24 @@ use tokio::sync::Notify;
 use crate::cluster::{Admission, ClusterBackend, ClusterFuture};
 use crate::identity::{Expiries, IdentitySlot, may_replace};
 use crate::peer::{Core, Leave, Start, build, lock};
-use crate::rooms::{OnClose, RegistryInner};
 use crate::{Broadcast, CoreError, Identity, Peer, PeerConfig, PeerEvents};
+
+/// The hook run once when a room closes
+/// ([`RoomsBuilder::on_close`](crate::RoomsBuilder::on_close)).
+pub(crate) type OnClose<D, R> = dyn Fn(&Room<D, R>) + Send + Sync;
+
+/// What a room asks of the registry holding it (the `rooms` module's
+/// registry implements it): a trait, so that this module depends on no
+/// registry type and `rooms` depends on `room` one way only.
+pub(crate) trait RoomRegistry<D, R>: Send + Sync {
+    /// The registry's expiry queue.
+    fn expiries(&self) -> Arc<Expiries>;
+    /// The registry room `room` has become removable (no peers, no
+    /// reservations; its `emptied`-th time).
+    fn room_emptied(self: Arc<Self>, room: &Room<D, R>, emptied: u64);
+    /// Removes `room` if it is still registered under its id.
+    fn forget(&self, room: &Room<D, R>);
+}
 
 /// What to do when a peer joins a room with the id of a peer already in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -98,7 +114,7 @@ pub(crate) struct RoomInner<D, R> {
     reported: AtomicBool,
     closed_notify: Notify,
     /// The registry holding this room, if any.
-    pub(crate) registry: Weak<RegistryInner<D, R>>,
+    pub(crate) registry: Weak<dyn RoomRegistry<D, R>>,
     /// The registry's cluster backend, if its rooms span several
     /// processes.
     pub(crate) cluster: Option<Arc<dyn ClusterBackend>>,
@@ -175,7 +191,7 @@ impl<D> Admitted<D> {
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
     pub(crate) fn create(
         id: Arc<str>,
-        registry: Weak<RegistryInner<D, R>>,
+        registry: Weak<dyn RoomRegistry<D, R>>,
         cluster: Option<Arc<dyn ClusterBackend>>,
         on_close: Option<Arc<OnClose<D, R>>>,
         data: R,
