@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use protoo_transport::{FrameSink, Tracker, TrackerGuard, Transport, close_code};
 use tokio::net::{TcpListener, ToSocketAddrs};
@@ -99,16 +99,20 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
 }
 
+/// Locks a mutex whose every critical section leaves its data consistent
+/// (a few field updates), so a poisoned lock is still usable: the crate's
+/// one poison-tolerant lock.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Shared {
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Option<Arc<dyn FrameSink>>>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_live(&self) -> MutexGuard<'_, HashMap<u64, Option<Arc<dyn FrameSink>>>> {
+        lock(&self.live)
     }
 
     pub(crate) fn request_sender(&self) -> Option<mpsc::Sender<ConnectionRequest>> {
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.requests).clone()
     }
 }
 
@@ -269,11 +273,7 @@ impl ServerHandle {
     /// does not close existing peers: see [`ServerHandle::shutdown`].
     pub fn stop(&self) {
         self.shared.stop.send_replace(true);
-        self.shared
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        lock(&self.shared.requests).take();
     }
 
     /// Whether [`stop`](ServerHandle::stop) (or a shutdown) was called.
