@@ -1,3 +1,10 @@
+//! [`Room`]: a set of peers under their ids, with the room's data: admitting
+//! a peer under the room's lock (with the duplicate-id policy), taking a
+//! closed peer out, the members' presence, and closing the room (its peers
+//! and the `on_close` hook). A room knows the registry holding it only
+//! through [`RoomRegistry`], so that `rooms` depends on this module and not
+//! the reverse.
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
