@@ -2,11 +2,11 @@
 //!
 //! Each function writes the whole message into one buffer, in protoo's key
 //! order, and hands it back as a shareable [`Frame`]. `data` is anything
-//! serde can serialise, including a received [`Payload`]
+//! serde can serialise, including a received [`Payload`](crate::Payload)
 //! (forwarded as it came). Data JavaScript finds falsy (`null`, `false`, `0`,
 //! `""`) is sent as `{}`, as protoo does with `data || {}`.
 //!
-//! Data that is a received [`Payload`] (or a serde_json `RawValue`) is
+//! Data that is a received [`Payload`](crate::Payload) (or a serde_json `RawValue`) is
 //! recognised before anything is written: the buffer is sized once for it
 //! and its text copied as it is (it is one JSON value by construction), not
 //! scanned again.

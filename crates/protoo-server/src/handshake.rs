@@ -244,4 +244,3 @@ pub(crate) fn hand_over(
         transport.close();
     }
 }
-

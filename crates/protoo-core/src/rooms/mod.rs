@@ -189,7 +189,6 @@ impl<D, R> Slot<D, R> {
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
-
     /// Removes `room` if it is still registered under its id and removable
     /// (and, for a grace timer, has not been used since it became empty),
     /// and closes it.
@@ -217,7 +216,6 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
         }
     }
 }
-
 
 impl<D: Send + Sync + 'static, R: Default + Send + Sync + 'static> Default for Rooms<D, R> {
     fn default() -> Self {
