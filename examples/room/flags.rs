@@ -39,6 +39,20 @@ pub(crate) struct Args {
     /// Burst of `--byte-rate`, in bytes (default: twice the rate).
     #[arg(long)]
     byte_burst: Option<u64>,
+    /// Bytes per second the server may deliver on one peer's behalf (each
+    /// broadcast it causes costs its frame length × the peers it reaches);
+    /// past it the peer's broadcasts are dropped, its requests answered 429
+    /// and its notifications dropped until it has paid back. 0: no limit.
+    #[arg(long, default_value_t = DEFAULT_FAN_OUT_RATE)]
+    fan_out_rate: u64,
+    /// Burst of `--fan-out-rate`, in bytes (default: the rate).
+    #[arg(long)]
+    fan_out_burst: Option<u64>,
+    /// Bytes at most of what one peer is listed with in its room (its
+    /// presence, the encoded JSON every `join` answer carries); past it
+    /// `join` fails.
+    #[arg(long, default_value_t = protoo_server::core::DEFAULT_MAX_PRESENCE_BYTES)]
+    max_presence_bytes: usize,
     /// Bytes of incoming frames a peer may make the server hold (queued
     /// events and unanswered requests); past it a request is answered 503
     /// and a notification dropped.
@@ -99,6 +113,15 @@ const DEFAULT_MESSAGE_RATE: u64 = 200;
 /// on average.
 const DEFAULT_BYTE_RATE: u64 = 2 << 20;
 
+/// Default of `--fan-out-rate`: 20 MB/s delivered on one sender's behalf,
+/// bursts of as much. One sender in a room of 500 (499 recipients) then
+/// makes the server write at most 20 MB/s on average, and over any `t`
+/// seconds at most `20 MB × (t + 1)` plus one broadcast: under 50 MB/s of
+/// egress over a few seconds even with 64 KB messages (32 MB a
+/// broadcast). Ordinary chat (a few hundred bytes × 499) fits 200 messages
+/// a second, the `--message-rate`.
+const DEFAULT_FAN_OUT_RATE: u64 = 20_000_000;
+
 /// Default of `--max-invalid-messages`: a client that sends this many
 /// frames that are not protoo messages is broken or hostile.
 const DEFAULT_MAX_INVALID_MESSAGES: u32 = 100;
@@ -151,7 +174,9 @@ impl Args {
         ServerConfig::default().with_ws(ws)
     }
 
-    /// The per-peer settings: the incoming limits from the flags.
+    /// The per-peer settings: the incoming limits and the fan-out budget
+    /// from the flags (a broadcast is charged when aimed with
+    /// `room.to_all().from(&peer)`).
     pub(crate) fn peer_config(&self) -> PeerConfig {
         let rate = |per_second: u64, burst: Option<u64>| {
             (per_second > 0).then(|| {
@@ -162,6 +187,11 @@ impl Args {
         let mut config = PeerConfig::default().with_incoming_budget(self.incoming_budget);
         config.message_rate = rate(self.message_rate, self.message_burst);
         config.byte_rate = rate(self.byte_rate, self.byte_burst);
+        config.fan_out_rate = (self.fan_out_rate > 0).then(|| {
+            Rate::per_second(self.fan_out_rate)
+                .with_burst(self.fan_out_burst.unwrap_or(self.fan_out_rate))
+        });
+        config.max_presence_bytes = self.max_presence_bytes;
         config.max_invalid_messages =
             (self.max_invalid_messages > 0).then_some(self.max_invalid_messages);
         config

@@ -38,6 +38,7 @@
 //! `--auth-secret` or `--auth-public-key`, every connection needs a token
 //! (`room token` mints one): see auth.rs.
 
+mod alloc;
 mod auth;
 mod cluster;
 mod flags;
@@ -51,8 +52,8 @@ use clap::Parser;
 use protoo_server::codec::EncodeError;
 use protoo_server::handler::{Data, Responder, Router, State};
 use protoo_server::{
-    DuplicatePolicy, ErrorData, IntoErrorData, Members, Payload, Peer, Presence, RequestError,
-    Room, Rooms, ServerError, WebSocketServer, log, remote_warn,
+    DuplicatePolicy, ErrorData, IntoErrorData, Members, Payload, Peer, PeerError, Presence,
+    RequestError, Room, Rooms, ServerError, WebSocketServer, log, remote_warn,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -182,9 +183,7 @@ async fn join(
     let section = |members: &Members<()>| -> Result<(), Box<dyn Error + Send + Sync>> {
         room.set_presence(peer.id(), &join)?;
         let newcomer = json!({ "id": peer.id(), "displayName": join.display_name });
-        room.to_all()
-            .except_peer(&peer)
-            .notify("newPeer", &newcomer)?;
+        room.to_all().from(&peer).notify("newPeer", &newcomer)?;
         responder.accept(&json!({ "peers": others(&peer, members, &elsewhere) }));
         Ok(())
     };
@@ -212,12 +211,14 @@ struct Chat {
 }
 
 /// `chat`, request or notification: the others get `chat {peerId, text}`.
-async fn chat(peer: Peer, room: Room, Data(chat): Data<Chat>) -> Result<(), EncodeError> {
+/// The sender pays for the fan-out (`--fan-out-rate`): past it, 429.
+async fn chat(peer: Peer, room: Room, Data(chat): Data<Chat>) -> Result<(), PeerError> {
     let data = json!({ "peerId": peer.id(), "text": chat.text });
     room.to_all()
-        .except_peer(&peer)
-        .notify("chat", &data)
-        .map(drop)
+        .from(&peer)
+        .notify("chat", &data)?
+        .within_rate()?;
+    Ok(())
 }
 
 /// `echo`: the request's data, as it came (its text copied, not parsed).
@@ -225,12 +226,14 @@ async fn echo(payload: Payload) -> Result<Payload, Infallible> {
     Ok(payload)
 }
 
-/// `broadcast`: the others get `chat` with the request's data as it came.
-async fn broadcast(peer: Peer, room: Room, payload: Payload) -> Result<(), EncodeError> {
+/// `broadcast`: the others get `chat` with the request's data as it came;
+/// the sender pays for the fan-out, as for `chat`.
+async fn broadcast(peer: Peer, room: Room, payload: Payload) -> Result<(), PeerError> {
     room.to_all()
-        .except_peer(&peer)
-        .notify("chat", &payload)
-        .map(drop)
+        .from(&peer)
+        .notify("chat", &payload)?
+        .within_rate()?;
+    Ok(())
 }
 
 #[derive(Deserialize)]

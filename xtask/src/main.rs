@@ -161,7 +161,8 @@ fn ci() -> Result {
             .env("PROTOO_REDIS_CLUSTER", topologies.cluster.addresses())
             .env("PROTOO_REDIS_SERVER", &redis_binary),
     )?;
-    drop(topologies);
+    // The topologies stay up for the interop suites (the cluster suite runs
+    // over each of them too) and stop when `ci` returns.
     run(
         "loom model of the byte queue's wake-ups (tests/loom_queue.rs)",
         cargo()
@@ -211,7 +212,8 @@ fn ci() -> Result {
     check_codec_has_no_runtime()?;
     check_no_metrics_without_the_feature()?;
     check_no_redis_without_the_feature()?;
-    interop(&redis_binary)?;
+    interop(&redis_binary, &topologies)?;
+    drop(topologies);
     browser::run_suites()?;
     println!("\n==> WebSocket conformance (Autobahn cases through kosoku)");
     autobahn::run()?;
@@ -223,8 +225,9 @@ fn ci() -> Result {
 /// (`tests/interop`): the JavaScript protoo-client against our room
 /// example and the sfu_room example (mediasoup-demo's signalling), and our
 /// Rust peer and our Rust client (the bot example) against
-/// the Node protoo-server.
-fn interop(redis_server: &Path) -> Result {
+/// the Node protoo-server. The cluster suite runs over a redis-server of its
+/// own, then over the Sentinel set-up and the Redis Cluster `topologies`.
+fn interop(redis_server: &Path, topologies: &redis_ha::Topologies) -> Result {
     let dir = root().join("tests/interop");
     run(
         "npm ci (tests/interop)",
@@ -261,7 +264,10 @@ fn interop(redis_server: &Path) -> Result {
             .env("PROTOO_SFU_BIN", examples.join("sfu_room"))
             .env("PROTOO_RUST_PEER_BIN", examples.join("rust_peer"))
             .env("PROTOO_BOT_BIN", examples.join("bot"))
-            .env("PROTOO_REDIS_SERVER", redis_server),
+            .env("PROTOO_REDIS_SERVER", redis_server)
+            .env("PROTOO_REDIS_SENTINEL", topologies.sentinel.addresses())
+            .env("PROTOO_REDIS_MASTER", redis_ha::MASTER)
+            .env("PROTOO_REDIS_CLUSTER", topologies.cluster.addresses()),
     )
 }
 

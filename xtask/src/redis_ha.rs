@@ -8,8 +8,11 @@
 //!
 //! `cargo xtask ci` starts both on a thread of their own while clippy runs,
 //! and hands them to the tests as `PROTOO_REDIS_SENTINEL` (+
-//! `PROTOO_REDIS_MASTER`) and `PROTOO_REDIS_CLUSTER`. Tests that kill a
-//! master or move slots start their own.
+//! `PROTOO_REDIS_MASTER`) and `PROTOO_REDIS_CLUSTER`, then, with the same
+//! variables, to the interop suites (the three-process cluster suite runs
+//! over each). Tests that kill a master or move slots start their own. The
+//! benchmarks' `-sentinel` and `-cluster` scenarios start a fresh one per
+//! run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,7 +81,7 @@ fn server(binary: &Path, extra: &[String]) -> Result<Server> {
 }
 
 /// `redis-cli -p PORT ARGS...`'s output, if it ran.
-fn cli(cli: &Path, port: u16, args: &[&str]) -> Option<String> {
+pub(crate) fn cli(cli: &Path, port: u16, args: &[&str]) -> Option<String> {
     let out = Command::new(cli)
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
@@ -185,6 +188,12 @@ impl Sentinel {
         Ok(set)
     }
 
+    /// The master's process id (the one it started as master: a failover
+    /// moves the role, and none is made here).
+    pub(crate) fn master_pid(&self) -> u32 {
+        self.servers[0].pid()
+    }
+
     /// `HOST:PORT,...` of the sentinels.
     pub(crate) fn addresses(&self) -> String {
         self.sentinels
@@ -249,6 +258,52 @@ impl Cluster {
         Ok(set)
     }
 
+    /// Its masters, by the slots they serve (`CLUSTER NODES`), first slot
+    /// first.
+    pub(crate) fn masters(&self, cli_path: &Path) -> Result<Vec<Shard>> {
+        let port = self.nodes[0].port();
+        let listing = cli(cli_path, port, &["CLUSTER", "NODES"])
+            .ok_or_else(|| format!("redis-cli CLUSTER NODES on {port} failed"))?;
+        let mut shards = Vec::new();
+        for line in listing.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].split(',').any(|f| f == "master") {
+                continue;
+            }
+            let address = fields[1].split('@').next().unwrap_or_default();
+            let node_port: u16 = address
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| format!("CLUSTER NODES: no port in {line}"))?;
+            let node = self
+                .nodes
+                .iter()
+                .find(|n| n.port() == node_port)
+                .ok_or_else(|| format!("CLUSTER NODES: unknown node {address}"))?;
+            let mut slots = Vec::new();
+            for range in &fields[8..] {
+                // Slots being moved (`[...]`) are not served yet.
+                if range.starts_with('[') {
+                    continue;
+                }
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                let parse = |v: &str| {
+                    v.parse::<u16>()
+                        .map_err(|e| format!("CLUSTER NODES: slot {v}: {e}"))
+                };
+                slots.push((parse(from)?, parse(to)?));
+            }
+            shards.push(Shard {
+                port: node_port,
+                pid: node.pid(),
+                slots,
+            });
+        }
+        shards.sort_by_key(|s| s.slots.first().map_or(u16::MAX, |r| r.0));
+        Ok(shards)
+    }
+
     /// `HOST:PORT,...` of its nodes.
     pub(crate) fn addresses(&self) -> String {
         self.nodes
@@ -257,6 +312,47 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",")
     }
+}
+
+/// One master of a Redis Cluster: the shard of the slots it serves.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    pub(crate) port: u16,
+    pub(crate) pid: u32,
+    /// Inclusive ranges.
+    pub(crate) slots: Vec<(u16, u16)>,
+}
+
+impl Shard {
+    /// Whether it serves `slot`.
+    pub(crate) fn serves(&self, slot: u16) -> bool {
+        self.slots
+            .iter()
+            .any(|&(from, to)| (from..=to).contains(&slot))
+    }
+}
+
+/// The hash slot of a key, as Redis Cluster computes it: CRC16 (XMODEM) of
+/// its hash tag (`{...}`, when not empty), else of the whole key, modulo
+/// 16384.
+pub(crate) fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    let mut crc: u16 = 0;
+    for &byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 // The processes stop (by pid) as their `Server`s drop, after this.
@@ -295,4 +391,23 @@ pub(crate) fn start_in_background(binary: PathBuf) -> std::thread::JoinHandle<Re
             cluster: cluster.1,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot;
+
+    #[test]
+    fn slots_as_redis_computes_them() {
+        // `CLUSTER KEYSLOT` of these keys on redis-server 7.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("user1000"));
+        assert_eq!(slot("{}foo"), slot("{}foo"));
+        // CRC16/XMODEM check value (below 16384).
+        assert_eq!(slot("123456789"), 0x31C3);
+        // The benchmarks' rooms, as protoo-redis tags them.
+        assert_eq!(slot("{bench:room:s10}"), 14632);
+        assert_eq!(slot("{bench:room:s11}"), 10505);
+        assert_eq!(slot("{bench:room:room-7}"), 1440);
+    }
 }

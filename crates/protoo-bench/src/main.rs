@@ -32,10 +32,19 @@
 //! - `s9`: one sender in a room of `--peers` (1,000) sends `broadcast` as
 //!   fast as it can (`--in-flight` 64 outstanding): what the server sends
 //!   per second against `--rate-limit` (200) × the members.
+//! - `s14`: join amplification: `--names` (16) peers listed with the
+//!   longest display name the server takes (up to `--size`, 1,000,000),
+//!   then `--attackers` (50) peers that never read send `--joins` (2)
+//!   `join`s each: server RSS before, at its peak and after (`--settle`
+//!   later), bytes written, one `join`'s answer against its request.
+//! - `s15`: fan-out in bytes: S9 with `--size` (65,536) broadcasts in a
+//!   room of `--peers` (500): bytes delivered per second against
+//!   `--fan-out-rate` (20,000,000, the room example's default).
 //! - `s10`: S3 across the nodes of a cluster: one `--url` per node (two
 //!   room processes on one Redis), the members split evenly between them,
 //!   the sender on the first; cross-node latency apart; `--redis-pid` adds
-//!   Redis' CPU time to the report.
+//!   Redis' CPU time to the report (once per shard of a Redis Cluster:
+//!   each shard's too).
 //! - `s11`: presence churn across the nodes: connect (to each node in
 //!   turn), `join`, close; 8 concurrent, in one room with one observing
 //!   member per node that must see every session leave, once.
@@ -78,9 +87,10 @@ struct Args {
     #[arg(long)]
     pid: Vec<u32>,
     /// The cluster's redis-server process id: its CPU time is read from
-    /// /proc/PID over the window.
+    /// /proc/PID over the window. Once per shard of a Redis Cluster (its
+    /// masters): the total is reported, and each shard's apart.
     #[arg(long)]
-    redis_pid: Option<u32>,
+    redis_pid: Vec<u32>,
     /// Measurement window of the throughput scenarios (s1, s2, s3, s5, s9, s10, s11), seconds.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -113,6 +123,26 @@ struct Args {
     /// that the result is compared with (200, the room example's default).
     #[arg(long, default_value_t = 200)]
     rate_limit: u64,
+    /// s15: the server's fan-out budget, bytes per second delivered on one
+    /// sender's behalf, that the result is compared with (the room
+    /// example's default).
+    #[arg(long, default_value_t = 20_000_000)]
+    fan_out_rate: u64,
+    /// s14: peers listed with long names (16).
+    #[arg(long, default_value_t = 16)]
+    names: usize,
+    /// s14: attackers that send joins and never read (50).
+    #[arg(long, default_value_t = 50)]
+    attackers: usize,
+    /// s14: joins each attacker sends (2).
+    #[arg(long, default_value_t = 2)]
+    joins: u64,
+    /// s14: seconds the attack lasts (at least).
+    #[arg(long, default_value_t = 3.0)]
+    attack: f64,
+    /// s14: seconds after the attackers left until the memory left is read.
+    #[arg(long, default_value_t = 3.0)]
+    settle: f64,
     /// s6: members that keep reading (3).
     #[arg(long)]
     readers: Option<usize>,
@@ -141,6 +171,8 @@ enum Scenario {
     S9,
     S10,
     S11,
+    S14,
+    S15,
 }
 
 /// Settings shared by every scenario.
@@ -270,6 +302,22 @@ impl Report {
                 self.setf("redis_cpu_us_per_op", cpu as f64 / ops as f64, 3);
             }
         }
+        if !w.redis_shard_cpu_us.is_empty() {
+            let each = |f: &dyn Fn(u64) -> String| {
+                w.redis_shard_cpu_us
+                    .iter()
+                    .map(|&us| f(us))
+                    .collect::<Vec<_>>()
+                    .join("+")
+            };
+            self.set("redis_shard_cpu_pct", each(&|us| format!("{:.1}", pct(us))));
+            if ops > 0 {
+                self.set(
+                    "redis_shard_cpu_us_per_op",
+                    each(&|us| format!("{:.3}", us as f64 / ops as f64)),
+                );
+            }
+        }
         if let Some(cpu) = w.client_cpu_us {
             self.setf("cli_cpu_pct", cpu as f64 / 1e4 / w.secs.max(1e-9), 1);
         }
@@ -350,7 +398,7 @@ fn main() -> ExitCode {
         pid: args.pid.first().copied(),
         procs: Procs {
             servers: args.pid.clone(),
-            redis: args.redis_pid,
+            redis: args.redis_pid.clone(),
         },
         targets,
         duration,
@@ -364,7 +412,7 @@ fn main() -> ExitCode {
         report.set("nodes", run.targets.len());
     }
     let outcome = runtime.block_on(async {
-        use scenarios::{broadcast, churn, flood, idle, rr};
+        use scenarios::{amplify, broadcast, churn, flood, idle, rr};
         match args.scenario {
             Scenario::S1 => {
                 rr::run(
@@ -449,14 +497,35 @@ fn main() -> ExitCode {
                 .await
             }
             Scenario::S9 => {
-                flood::rate_flood(
-                    &run,
-                    args.peers.unwrap_or(1000).max(2),
-                    args.in_flight.unwrap_or(64).max(1),
-                    args.rate_limit.max(1),
-                    &mut report,
-                )
-                .await
+                let opts = flood::Flood {
+                    peers: args.peers.unwrap_or(1000).max(2),
+                    in_flight: args.in_flight.unwrap_or(64).max(1),
+                    rate_limit: args.rate_limit.max(1),
+                    size: None,
+                    fan_out_rate: None,
+                };
+                flood::rate_flood(&run, &opts, &mut report).await
+            }
+            Scenario::S15 => {
+                let opts = flood::Flood {
+                    peers: args.peers.unwrap_or(500).max(2),
+                    in_flight: args.in_flight.unwrap_or(16).max(1),
+                    rate_limit: args.rate_limit.max(1),
+                    size: Some(args.size.unwrap_or(65_536)),
+                    fan_out_rate: Some(args.fan_out_rate.max(1)),
+                };
+                flood::rate_flood(&run, &opts, &mut report).await
+            }
+            Scenario::S14 => {
+                let opts = amplify::Opts {
+                    names: args.names.max(1),
+                    size: args.size.unwrap_or(1_000_000),
+                    attackers: args.attackers,
+                    joins: args.joins.max(1),
+                    attack: Duration::from_secs_f64(args.attack.clamp(0.1, 600.0)),
+                    settle: Duration::from_secs_f64(args.settle.clamp(0.0, 600.0)),
+                };
+                amplify::run(&run, &opts, &mut report).await
             }
         }
     });

@@ -59,6 +59,14 @@ pub(crate) fn status_kb(pid: u32, key: &str) -> Option<u64> {
     })
 }
 
+/// Bytes `pid` has written through `write`-like calls (sockets included):
+/// `wchar` of `/proc/PID/io`.
+pub(crate) fn wchar(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:")?.trim().parse().ok())
+}
+
 /// Resident memory of `pid` in KiB.
 pub(crate) fn rss_kb(pid: Option<u32>) -> Option<u64> {
     status_kb(pid?, "VmRSS")
@@ -70,8 +78,9 @@ pub(crate) fn rss_kb(pid: Option<u32>) -> Option<u64> {
 pub(crate) struct Procs {
     /// Server process ids (`--pid`, one per node).
     pub(crate) servers: Vec<u32>,
-    /// The cluster's redis-server (`--redis-pid`).
-    pub(crate) redis: Option<u32>,
+    /// The cluster's redis-server (`--redis-pid`), or the masters of a
+    /// Redis Cluster, one per shard.
+    pub(crate) redis: Vec<u32>,
 }
 
 /// One reading of the servers, Redis and this process.
@@ -80,7 +89,8 @@ pub(crate) struct Snap {
     at: Instant,
     /// CPU time of each server, in the order of [`Procs::servers`].
     node_cpu_us: Vec<Option<u64>>,
-    redis_cpu_us: Option<u64>,
+    /// CPU time of each Redis process, in the order of [`Procs::redis`].
+    redis_cpu_us: Vec<Option<u64>>,
     client_cpu_us: Option<u64>,
     system_busy_us: Option<u64>,
     /// Server resident memory in KiB (summed over the nodes).
@@ -94,7 +104,7 @@ impl Snap {
         Self {
             at: Instant::now(),
             node_cpu_us: procs.servers.iter().map(|&p| cpu_us(Some(p))).collect(),
-            redis_cpu_us: procs.redis.and_then(|p| cpu_us(Some(p))),
+            redis_cpu_us: procs.redis.iter().map(|&p| cpu_us(Some(p))).collect(),
             client_cpu_us: cpu_us(None),
             system_busy_us: system_busy_us(),
             server_rss_kb: rss.filter(|r| !r.is_empty()).map(|r| r.iter().sum()),
@@ -104,6 +114,12 @@ impl Snap {
     /// CPU time of every server together (`None` when one is unknown).
     fn server_cpu_us(&self) -> Option<u64> {
         let all: Option<Vec<u64>> = self.node_cpu_us.iter().copied().collect();
+        all.filter(|a| !a.is_empty()).map(|a| a.iter().sum())
+    }
+
+    /// CPU time of every Redis process together (`None` when one is unknown).
+    fn redis_cpu_us(&self) -> Option<u64> {
+        let all: Option<Vec<u64>> = self.redis_cpu_us.iter().copied().collect();
         all.filter(|a| !a.is_empty()).map(|a| a.iter().sum())
     }
 }
@@ -117,8 +133,10 @@ pub(crate) struct Window {
     pub(crate) server_cpu_us: Option<u64>,
     /// Each node's CPU time in microseconds, when there are several.
     pub(crate) node_cpu_us: Vec<u64>,
-    /// The cluster's Redis CPU time in microseconds.
+    /// The cluster's Redis CPU time in microseconds (every shard together).
     pub(crate) redis_cpu_us: Option<u64>,
+    /// Each shard's CPU time in microseconds, when there are several.
+    pub(crate) redis_shard_cpu_us: Vec<u64>,
     /// Client (this process) CPU time in microseconds.
     pub(crate) client_cpu_us: Option<u64>,
     /// CPU time of every other process on the machine, microseconds: a
@@ -142,7 +160,16 @@ impl Window {
         } else {
             Vec::new()
         };
-        let redis_cpu_us = delta(b.redis_cpu_us, a.redis_cpu_us);
+        let redis_cpu_us = delta(b.redis_cpu_us(), a.redis_cpu_us());
+        let redis_shard_cpu_us: Vec<u64> = if b.redis_cpu_us.len() > 1 {
+            b.redis_cpu_us
+                .iter()
+                .zip(&a.redis_cpu_us)
+                .map(|(b, a)| delta(*b, *a).unwrap_or(0))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let client_cpu_us = delta(b.client_cpu_us, a.client_cpu_us);
         let other_cpu_us = delta(b.system_busy_us, a.system_busy_us).map(|all| {
             all.saturating_sub(
@@ -154,6 +181,7 @@ impl Window {
             server_cpu_us,
             node_cpu_us,
             redis_cpu_us,
+            redis_shard_cpu_us,
             client_cpu_us,
             other_cpu_us,
             server_rss_kb: b.server_rss_kb,
@@ -213,6 +241,7 @@ mod tests {
         assert!(system_busy_us().is_some());
         assert!(rss_kb(Some(pid)).is_some_and(|k| k > 0));
         assert!(status_kb(pid, "VmHWM").is_some_and(|k| k > 0));
+        assert!(wchar(pid).is_some());
     }
 
     #[test]
@@ -220,7 +249,7 @@ mod tests {
         let pid = std::process::id();
         let procs = Procs {
             servers: vec![pid, pid],
-            redis: Some(pid),
+            redis: vec![pid, pid, pid],
         };
         let a = Snap::take(&procs);
         // Burn a little CPU so that the window is not empty.
@@ -239,17 +268,25 @@ mod tests {
             "{w:?}"
         );
         assert!(w.redis_cpu_us.is_some());
+        // Several Redis processes (a Redis Cluster's masters): each apart too.
+        assert_eq!(w.redis_shard_cpu_us.len(), 3);
+        assert_eq!(
+            w.redis_cpu_us,
+            Some(w.redis_shard_cpu_us.iter().sum::<u64>()),
+            "{w:?}"
+        );
         let single = Window::between(
             &Snap::take(&Procs {
                 servers: vec![pid],
-                redis: None,
+                redis: Vec::new(),
             }),
             &Snap::take(&Procs {
                 servers: vec![pid],
-                redis: None,
+                redis: Vec::new(),
             }),
         );
         assert!(single.node_cpu_us.is_empty() && single.redis_cpu_us.is_none());
+        assert!(single.redis_shard_cpu_us.is_empty());
         assert!(Snap::take(&Procs::default()).server_rss_kb.is_none());
     }
 }

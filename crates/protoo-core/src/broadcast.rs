@@ -9,7 +9,8 @@ use protoo_codec::{EncodeError, Frame, encode};
 use protoo_transport::TransportError;
 use serde::{Deserialize, Serialize};
 
-use crate::peer::lock;
+use crate::log_limit::remote_warn;
+use crate::peer::{Core, lock};
 use crate::{Peer, Room};
 
 /// What a broadcast did, peer by peer of the room.
@@ -24,6 +25,10 @@ pub struct BroadcastReport {
     /// Peers whose outbound queue had no room for it: they have closed
     /// themselves (their own byte limit) and did not get it.
     pub overflowed: usize,
+    /// The sender ([`Broadcast::from`]) owed fan-out bytes
+    /// ([`PeerConfig::fan_out_rate`](crate::PeerConfig::fan_out_rate)):
+    /// nothing was sent, to any node, and every peer counts as skipped.
+    pub rate_limited: bool,
 }
 
 /// Which peers of a room a broadcast reaches: the one value a
@@ -47,6 +52,21 @@ pub struct Target {
     pub local: bool,
 }
 
+impl BroadcastReport {
+    /// This report, or [`PeerError::RateLimited`](crate::PeerError::RateLimited)
+    /// if the broadcast was not sent because its sender owed fan-out bytes
+    /// ([`rate_limited`](Self::rate_limited)): in a handler,
+    /// `room.to_all().from(&peer).notify("chat", &data)?.within_rate()?`
+    /// answers the sender 429 `rate limit exceeded` then.
+    pub fn within_rate(self) -> Result<Self, crate::PeerError> {
+        if self.rate_limited {
+            Err(crate::PeerError::RateLimited)
+        } else {
+            Ok(self)
+        }
+    }
+}
+
 impl Target {
     /// Whether the peer `peer_id` (`listed` or not in its room) is chosen.
     pub fn chooses(&self, peer_id: &str, listed: bool) -> bool {
@@ -61,9 +81,14 @@ type Keep<'a, D> = dyn Fn(&Peer<D>) -> bool + 'a;
 type Predicate<'a, D> = Box<Keep<'a, D>>;
 
 /// A broadcast being aimed: [`Room::to_all`], then
-/// [`except`](Broadcast::except), [`except_peer`](Broadcast::except_peer)
-/// and [`listed`](Broadcast::listed), then [`notify`](Broadcast::notify) or
-/// [`send_frame`](Broadcast::send_frame).
+/// [`from`](Broadcast::from), [`except`](Broadcast::except),
+/// [`except_peer`](Broadcast::except_peer) and [`listed`](Broadcast::listed),
+/// then [`notify`](Broadcast::notify) or [`send_frame`](Broadcast::send_frame).
+///
+/// A broadcast the application makes on a peer's behalf (relaying its chat
+/// message, announcing it) names it with [`from`](Broadcast::from): the
+/// peer is left out and pays for the fan-out, its frame length × the peers
+/// reached, from its [`PeerConfig::fan_out_rate`](crate::PeerConfig::fan_out_rate).
 ///
 /// Its choice is a [`Target`], data, so it reaches the chosen peers of the
 /// room wherever they are (on every node of a cluster). A predicate on
@@ -110,6 +135,8 @@ type Predicate<'a, D> = Box<Keep<'a, D>>;
 pub struct Broadcast<'a, D, R = ()> {
     room: &'a Room<D, R>,
     target: Target,
+    /// The peer on whose behalf it is sent ([`Broadcast::from`]).
+    sender: Option<Arc<Core>>,
 }
 
 impl<'a, D, R> Broadcast<'a, D, R> {
@@ -117,7 +144,53 @@ impl<'a, D, R> Broadcast<'a, D, R> {
         Broadcast {
             room,
             target: Target::default(),
+            sender: None,
         }
+    }
+
+    /// Sends on behalf of `sender`: leaves it out (as
+    /// [`except_peer`](Broadcast::except_peer)) and charges it for the
+    /// fan-out, the frame's length × the peers it reached, against its
+    /// [`PeerConfig::fan_out_rate`](crate::PeerConfig::fan_out_rate) (without
+    /// one, nothing is charged).
+    ///
+    /// While the sender owes fan-out bytes the broadcast is not sent (its
+    /// report says [`rate_limited`](BroadcastReport::rate_limited)) and is
+    /// counted among the sender's [refused messages](Peer::refused_messages),
+    /// and the sender's incoming requests are answered 429 and its
+    /// notifications dropped until it has paid them back. In a room that
+    /// spans several processes, only this node's recipients are charged.
+    ///
+    /// ```
+    /// use protoo_core::{PeerConfig, Rate, Rooms};
+    /// use protoo_transport::memory;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // 10 KB/s delivered on each peer's behalf.
+    /// let config = PeerConfig::default().with_fan_out_rate(Rate::per_second(10_000));
+    /// let rooms: Rooms = Rooms::builder().peer_config(config).build();
+    /// let mut kept = Vec::new();
+    /// for id in ["alice", "bob", "carol"] {
+    ///     let (server_side, client_side) = memory::pair(memory::DEFAULT_QUEUE_LIMIT);
+    ///     let joined = rooms.admit("r", id).join(server_side, ()).await?;
+    ///     kept.push((joined.peer, joined.events, client_side));
+    /// }
+    /// let (alice, room) = (&kept[0].0, rooms.get("r").unwrap());
+    /// let text = "x".repeat(6_000);
+    /// // Bob and carol get it: alice owes 2 KB.
+    /// let report = room.to_all().from(alice).notify("chat", &text)?;
+    /// assert_eq!((report.delivered, report.rate_limited), (2, false));
+    /// // Until she has paid them back, nothing more goes out on her behalf.
+    /// let report = room.to_all().from(alice).notify("chat", &text)?;
+    /// assert_eq!((report.delivered, report.rate_limited), (0, true));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from(mut self, sender: &Peer<D>) -> Self {
+        self.target.except.push(sender.core().id.clone());
+        self.sender = Some(sender.core().clone());
+        self
     }
 
     /// Leaves out the peers with these ids.
@@ -132,7 +205,9 @@ impl<'a, D, R> Broadcast<'a, D, R> {
         self
     }
 
-    /// Leaves out `peer` (its id, shared rather than copied).
+    /// Leaves out `peer` (its id, shared rather than copied), without
+    /// charging it: a broadcast on the peer's behalf is aimed with
+    /// [`from`](Broadcast::from).
     pub fn except_peer(mut self, peer: &Peer<D>) -> Self {
         self.target.except.push(peer.core().id.clone());
         self
@@ -155,6 +230,7 @@ impl<'a, D, R> Broadcast<'a, D, R> {
         LocalBroadcast {
             room: self.room,
             target: self.target,
+            sender: self.sender,
             filter: None,
         }
     }
@@ -179,8 +255,16 @@ impl<'a, D, R> Broadcast<'a, D, R> {
     /// ([`RoomsBuilder::cluster`](crate::RoomsBuilder::cluster)), the frame
     /// is then handed once to the cluster backend with the [`Target`], for
     /// the members on the other nodes; the report counts this node's peers.
+    ///
+    /// A broadcast [`from`](Broadcast::from) a peer that owes fan-out bytes
+    /// is not sent (see there); otherwise the sender is charged for this
+    /// node's deliveries.
     pub fn send_frame(self, frame: &Frame) -> BroadcastReport {
+        if let Some(report) = self.room.refused_fan_out(self.sender.as_deref(), frame) {
+            return report;
+        }
         let report = self.room.deliver(frame, &self.target, None);
+        charge(self.sender.as_deref(), frame, &report);
         if let Some(cluster) = &self.room.inner.cluster {
             cluster.broadcast(self.room.id(), frame, &self.target);
         }
@@ -194,6 +278,7 @@ impl<'a, D, R> Broadcast<'a, D, R> {
 pub struct LocalBroadcast<'a, D, R = ()> {
     room: &'a Room<D, R>,
     target: Target,
+    sender: Option<Arc<Core>>,
     filter: Option<Predicate<'a, D>>,
 }
 
@@ -219,13 +304,54 @@ impl<'a, D, R> LocalBroadcast<'a, D, R> {
     /// Queues an already-encoded frame to this node's chosen peers. With a
     /// predicate, it runs on a snapshot of the peers, outside the room's
     /// lock, so that it may look at the room.
+    ///
+    /// A sender ([`Broadcast::from`]) is charged as there.
     pub fn send_frame(self, frame: &Frame) -> BroadcastReport {
-        self.room
-            .deliver(frame, &self.target, self.filter.as_deref())
+        if let Some(report) = self.room.refused_fan_out(self.sender.as_deref(), frame) {
+            return report;
+        }
+        let report = self
+            .room
+            .deliver(frame, &self.target, self.filter.as_deref());
+        charge(self.sender.as_deref(), frame, &report);
+        report
+    }
+}
+
+/// Charges `sender`, if any, for the deliveries of a broadcast.
+fn charge(sender: Option<&Core>, frame: &Frame, report: &BroadcastReport) {
+    if let Some(sender) = sender {
+        let bytes = u64::try_from(frame.len())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(u64::try_from(report.delivered).unwrap_or(u64::MAX));
+        sender.charge_fan_out(bytes);
     }
 }
 
 impl<D, R> Room<D, R> {
+    /// The report of a broadcast not sent because its sender owes fan-out
+    /// bytes, counted as one of its refused messages; `None` when it may be
+    /// sent.
+    fn refused_fan_out(&self, sender: Option<&Core>, frame: &Frame) -> Option<BroadcastReport> {
+        let sender = sender?;
+        if !sender.fan_out_in_debt() {
+            return None;
+        }
+        sender.budget.count_refused();
+        crate::metrics::refused(true, false);
+        remote_warn!(
+            sender,
+            room_id = %protoo_transport::log::Remote(self.id()),
+            bytes = frame.len(),
+            "broadcast dropped: fan-out rate exceeded"
+        );
+        Some(BroadcastReport {
+            skipped: lock(&self.inner.state).peers.len(),
+            rate_limited: true,
+            ..BroadcastReport::default()
+        })
+    }
+
     /// Queues `frame` to this node's peers that `target` (and `filter`, if
     /// any) chooses: what every broadcast does here, and what a broadcast
     /// from another node does on arrival.
@@ -306,6 +432,7 @@ impl<D, R> fmt::Debug for Broadcast<'_, D, R> {
         f.debug_struct("Broadcast")
             .field("room", &self.room.id())
             .field("target", &self.target)
+            .field("sender", &self.sender.as_ref().map(|sender| &sender.id))
             .finish()
     }
 }
@@ -315,6 +442,7 @@ impl<D, R> fmt::Debug for LocalBroadcast<'_, D, R> {
         f.debug_struct("LocalBroadcast")
             .field("room", &self.room.id())
             .field("target", &self.target)
+            .field("sender", &self.sender.as_ref().map(|sender| &sender.id))
             .field("filter", &self.filter.is_some())
             .finish()
     }

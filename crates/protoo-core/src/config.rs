@@ -124,7 +124,49 @@ pub struct PeerConfig {
     /// `None`, no limit. A message larger than the burst passes when the
     /// bucket is full.
     pub byte_rate: Option<Rate>,
+    /// Bytes per second the application may deliver on this peer's behalf:
+    /// each broadcast aimed with [`Broadcast::from`](crate::Broadcast::from)
+    /// this peer costs its frame length × the peers it reached. Default:
+    /// `None`, no limit.
+    ///
+    /// The limit of fan-out in bytes, which the incoming limits above cannot
+    /// be: within 2 MiB/s of incoming bytes, one sender in a room of 500
+    /// makes the server write 1 GB/s. A broadcast is let through while the
+    /// sender owes nothing and charged its whole cost after it is delivered
+    /// (so one broadcast larger than the burst still goes out, and puts the
+    /// sender in debt). While in debt, the sender's further broadcasts are
+    /// dropped ([`BroadcastReport::rate_limited`](crate::BroadcastReport::rate_limited))
+    /// and what the incoming rate limits do is done to it: its requests are
+    /// answered at once with [`RATE_LIMITED_CODE`](crate::RATE_LIMITED_CODE)
+    /// (429 `rate limit exceeded`), its notifications dropped, both counted
+    /// ([`Peer::refused_messages`](crate::Peer::refused_messages)) with a
+    /// rate-limited warning, until the debt is paid back at
+    /// [`Rate::per_second`]. Over any interval `t`, what is delivered on a
+    /// sender's behalf is at most `burst + per_second × t` plus one
+    /// broadcast.
+    ///
+    /// In a room spanning several processes, the sender is charged for the
+    /// recipients on its own node only: the frame goes once to the cluster
+    /// backend, and the other nodes' recipients (not known when it is sent)
+    /// are not counted. The budget then bounds each sender's egress from
+    /// its own node.
+    pub fan_out_rate: Option<Rate>,
+    /// Bytes at most of the information this peer may be listed with in its
+    /// room ([`Room::set_presence`](crate::Room::set_presence), the encoded
+    /// JSON). Default: [`DEFAULT_MAX_PRESENCE_BYTES`], 4 KiB.
+    ///
+    /// Presence is sent back whole to whoever asks for the member list (a
+    /// mediasoup-demo `join` answers with every listed peer): without a cap,
+    /// 16 peers listed with 1 MiB names make an 84-byte request cost 16 MiB
+    /// of output. Over it, `set_presence` fails with
+    /// [`PeerError::PresenceTooLarge`](crate::PeerError::PresenceTooLarge),
+    /// which a handler's error turns into 400 `presence too large`, and the
+    /// peer stays listed as it was (or unlisted).
+    pub max_presence_bytes: usize,
 }
+
+/// The default of [`PeerConfig::max_presence_bytes`]: 4 KiB.
+pub const DEFAULT_MAX_PRESENCE_BYTES: usize = 4 << 10;
 
 /// The default of [`PeerConfig::incoming_budget`]: 4 MiB.
 pub const DEFAULT_INCOMING_BUDGET: usize = 4 << 20;
@@ -145,6 +187,8 @@ impl Default for PeerConfig {
             max_invalid_messages: None,
             message_rate: None,
             byte_rate: None,
+            fan_out_rate: None,
+            max_presence_bytes: DEFAULT_MAX_PRESENCE_BYTES,
         }
     }
 }
@@ -189,6 +233,18 @@ impl PeerConfig {
     /// Sets [`PeerConfig::byte_rate`].
     pub fn with_byte_rate(mut self, rate: Rate) -> Self {
         self.byte_rate = Some(rate);
+        self
+    }
+
+    /// Sets [`PeerConfig::fan_out_rate`].
+    pub fn with_fan_out_rate(mut self, rate: Rate) -> Self {
+        self.fan_out_rate = Some(rate);
+        self
+    }
+
+    /// Sets [`PeerConfig::max_presence_bytes`].
+    pub fn with_max_presence_bytes(mut self, bytes: usize) -> Self {
+        self.max_presence_bytes = bytes;
         self
     }
 

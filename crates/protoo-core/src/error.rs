@@ -53,7 +53,28 @@ pub enum PeerError {
     /// consumer).
     #[error(transparent)]
     Send(TransportError),
+    /// The information given to [`Room::set_presence`](crate::Room::set_presence)
+    /// is larger than the peer's [`PeerConfig::max_presence_bytes`](crate::PeerConfig::max_presence_bytes);
+    /// nothing was changed. As a handler's error, 400 `presence too large`.
+    #[error("presence too large: {bytes} bytes, at most {max}")]
+    PresenceTooLarge {
+        /// The encoded information's length.
+        bytes: usize,
+        /// The peer's cap.
+        max: usize,
+    },
+    /// A broadcast on the peer's behalf was not sent: it owes fan-out bytes
+    /// ([`PeerConfig::fan_out_rate`](crate::PeerConfig::fan_out_rate);
+    /// [`BroadcastReport::within_rate`](crate::BroadcastReport::within_rate)).
+    /// As a handler's error, 429 `rate limit exceeded`, what the incoming
+    /// rate limits answer.
+    #[error("fan-out rate exceeded")]
+    RateLimited,
 }
+
+/// The reason of the 400 a handler's [`PeerError::PresenceTooLarge`]
+/// answers.
+pub const PRESENCE_TOO_LARGE_REASON: &str = "presence too large";
 
 impl PeerError {
     pub(crate) fn from_transport(error: TransportError) -> Self {

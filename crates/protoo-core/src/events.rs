@@ -527,6 +527,24 @@ impl IntoErrorData for crate::RequestError {
     }
 }
 
+/// Presence over its cap: 400 [`PRESENCE_TOO_LARGE_REASON`](crate::PRESENCE_TOO_LARGE_REASON);
+/// a broadcast over the sender's fan-out rate: 429
+/// [`RATE_LIMITED_REASON`](crate::RATE_LIMITED_REASON); anything else: 500
+/// with the message.
+impl IntoErrorData for crate::PeerError {
+    fn into_error_data(self) -> ErrorData {
+        match self {
+            crate::PeerError::PresenceTooLarge { .. } => {
+                ErrorData::new(400, crate::PRESENCE_TOO_LARGE_REASON)
+            }
+            crate::PeerError::RateLimited => {
+                ErrorData::new(crate::RATE_LIMITED_CODE, crate::RATE_LIMITED_REASON)
+            }
+            other => ErrorData::new(500, other.to_string()),
+        }
+    }
+}
+
 macro_rules! internal_error {
     ($($ty:ty),*) => {$(
         /// 500 with the message.
@@ -542,7 +560,6 @@ internal_error!(
     &str,
     String,
     protoo_codec::EncodeError,
-    crate::PeerError,
     crate::CoreError,
     std::io::Error,
     Box<dyn std::error::Error + Send + Sync>

@@ -178,9 +178,10 @@ mod rooms;
 
 pub use broadcast::{Broadcast, BroadcastReport, LocalBroadcast, Target};
 pub use config::{
-    DEFAULT_EVENT_QUEUE, DEFAULT_INCOMING_BUDGET, DEFAULT_MAX_UNANSWERED_REQUESTS, PeerConfig,
+    DEFAULT_EVENT_QUEUE, DEFAULT_INCOMING_BUDGET, DEFAULT_MAX_PRESENCE_BYTES,
+    DEFAULT_MAX_UNANSWERED_REQUESTS, PeerConfig,
 };
-pub use error::{CoreError, PeerError, RequestError};
+pub use error::{CoreError, PRESENCE_TOO_LARGE_REASON, PeerError, RequestError};
 pub use events::{
     EVENTS_DROPPED_REASON, IncomingNotification, IncomingRequest, IntoErrorData,
     NOT_ANSWERED_REASON, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerEvent, PeerEvents,

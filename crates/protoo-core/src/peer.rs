@@ -24,7 +24,7 @@ use crate::identity::{
 use crate::ids::IdRng;
 use crate::log_limit::remote_warn;
 use crate::metrics::{self as meter, Kind, Outcome as Ended, PeerMetrics, Started};
-use crate::rate::Limiter;
+use crate::rate::{FanOut, Limiter};
 use crate::{
     CoreError, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerConfig, PeerError, RATE_LIMITED_CODE,
     RATE_LIMITED_REASON, RequestError, SHUTTING_DOWN_REASON, TOO_MANY_INVALID_REASON,
@@ -99,6 +99,11 @@ pub(crate) struct Core {
     /// The incoming rate limits, if any (taken by the reader task only);
     /// boxed, so that a peer without them does not carry their size.
     rate: Option<Box<Mutex<Limiter>>>,
+    /// [`PeerConfig::fan_out_rate`]: what broadcasts on this peer's behalf
+    /// spend (taken by them and by the reader task).
+    fan_out: Option<Box<Mutex<FanOut>>>,
+    /// [`PeerConfig::max_presence_bytes`].
+    pub(crate) max_presence_bytes: usize,
     /// Invalid messages received so far.
     invalid: AtomicU32,
     /// The peer's metric handles (nothing without the `metrics` feature).
@@ -279,9 +284,28 @@ impl Core {
     /// Whether one more incoming message of `len` bytes is within the rate
     /// limits.
     fn within_rate(&self, len: usize) -> bool {
-        self.rate
+        !self.fan_out_in_debt()
+            && self
+                .rate
+                .as_ref()
+                .is_none_or(|limiter| lock(limiter).allow(len))
+    }
+
+    /// Whether this peer owes fan-out bytes ([`PeerConfig::fan_out_rate`]):
+    /// nothing more is broadcast on its behalf, and what it sends is
+    /// refused, until it has paid them back.
+    pub(crate) fn fan_out_in_debt(&self) -> bool {
+        self.fan_out
             .as_ref()
-            .is_none_or(|limiter| lock(limiter).allow(len))
+            .is_some_and(|fan_out| lock(fan_out).in_debt())
+    }
+
+    /// Charges `bytes` delivered on this peer's behalf to its fan-out
+    /// budget, if it has one.
+    pub(crate) fn charge_fan_out(&self, bytes: u64) {
+        if let Some(fan_out) = &self.fan_out {
+            lock(fan_out).charge(bytes);
+        }
     }
 
     /// Hands a response to the request waiting for it.
@@ -721,6 +745,10 @@ pub(crate) fn build<D>(
         warned: AtomicBool::new(false),
         rate: Limiter::new(config.message_rate, config.byte_rate)
             .map(|limiter| Box::new(Mutex::new(limiter))),
+        fan_out: config
+            .fan_out_rate
+            .map(|rate| Box::new(Mutex::new(FanOut::new(rate)))),
+        max_presence_bytes: config.max_presence_bytes,
         invalid: AtomicU32::new(0),
         metrics: PeerMetrics::new(),
         identity,

@@ -61,7 +61,10 @@ impl<D, R> Room<D, R> {
     /// with its id is not listed until it sets its own presence.
     ///
     /// Fails with [`PeerError::Closed`] if no open peer has this id in the
-    /// room, and with [`PeerError::Encode`] if `info` cannot be encoded.
+    /// room, with [`PeerError::Encode`] if `info` cannot be encoded, and
+    /// with [`PeerError::PresenceTooLarge`] if the encoded `info` is longer
+    /// than the peer's [`PeerConfig::max_presence_bytes`](crate::PeerConfig::max_presence_bytes)
+    /// (4 KiB by default; a handler returning that error answers 400).
     ///
     /// ```
     /// use protoo_core::Rooms;
@@ -105,6 +108,11 @@ impl<D, R> Room<D, R> {
         };
         if peer.is_closed() {
             return Err(PeerError::Closed);
+        }
+        let max = peer.core().max_presence_bytes;
+        let bytes = info.as_str().len();
+        if bytes > max {
+            return Err(PeerError::PresenceTooLarge { bytes, max });
         }
         let id = id.clone();
         if let Some(cluster) = &self.inner.cluster {

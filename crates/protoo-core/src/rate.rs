@@ -1,4 +1,5 @@
-//! Incoming rate limits: token buckets for messages and bytes per second.
+//! Rate limits: token buckets for incoming messages and bytes per second,
+//! and the fan-out budget a sender spends on broadcasts.
 //!
 //! A small bucket of our own rather than `governor`: it runs on Tokio's
 //! clock, so tests drive it with paused time instead of sleeping, and it is
@@ -52,6 +53,7 @@ pub(crate) struct Bucket {
 }
 
 const MICRO: u128 = 1_000_000;
+const MICRO_SIGNED: i128 = 1_000_000;
 
 impl Bucket {
     pub(crate) fn new(rate: Rate) -> Self {
@@ -116,6 +118,60 @@ impl Limiter {
     }
 }
 
+/// The fan-out budget of one sender ([`PeerConfig::fan_out_rate`]): bytes
+/// delivered on its behalf (frame length × recipients) per second.
+///
+/// Unlike [`Bucket`], it may go into debt: a broadcast is let through while
+/// the balance is not negative, then charged its whole cost (known only once
+/// it is delivered). While in debt, the sender's broadcasts are dropped and
+/// its incoming requests and notifications refused, until the debt is paid
+/// back at the configured rate. Over any interval `t`, what is delivered on
+/// a sender's behalf is at most `burst + per_second × t` plus one
+/// broadcast.
+///
+/// [`PeerConfig::fan_out_rate`]: crate::PeerConfig::fan_out_rate
+#[derive(Debug)]
+pub(crate) struct FanOut {
+    rate: Rate,
+    /// The balance, in millionths of a byte; negative in debt.
+    micro_bytes: i128,
+    last: Instant,
+}
+
+impl FanOut {
+    pub(crate) fn new(rate: Rate) -> Self {
+        FanOut {
+            rate,
+            micro_bytes: i128::from(rate.burst) * MICRO_SIGNED,
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = now;
+        let full = i128::from(self.rate.burst) * MICRO_SIGNED;
+        let refill = i128::try_from(elapsed.as_micros())
+            .unwrap_or(i128::MAX)
+            .saturating_mul(i128::from(self.rate.per_second));
+        self.micro_bytes = self.micro_bytes.saturating_add(refill).min(full);
+    }
+
+    /// Whether the sender owes bytes: nothing more goes out on its behalf.
+    pub(crate) fn in_debt(&mut self) -> bool {
+        self.refill();
+        self.micro_bytes < 0
+    }
+
+    /// Charges `bytes` delivered on the sender's behalf.
+    pub(crate) fn charge(&mut self, bytes: u64) {
+        self.refill();
+        let cost = i128::from(bytes).saturating_mul(MICRO_SIGNED);
+        self.micro_bytes = self.micro_bytes.saturating_sub(cost);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -155,5 +211,23 @@ mod tests {
         tokio::time::advance(SECOND).await;
         assert!(limiter.allow(5000));
         assert!(Limiter::new(None, None).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fan_out_goes_into_debt_and_pays_it_back() {
+        let mut fan_out = FanOut::new(Rate::per_second(1000));
+        assert!(!fan_out.in_debt());
+        // One broadcast larger than the whole burst is let through...
+        fan_out.charge(3000);
+        // ...and the sender owes 2000 bytes: two seconds.
+        assert!(fan_out.in_debt());
+        tokio::time::advance(SECOND).await;
+        assert!(fan_out.in_debt());
+        tokio::time::advance(SECOND).await;
+        assert!(!fan_out.in_debt());
+        // Never more than the burst in hand, however long it waited.
+        tokio::time::advance(SECOND * 100).await;
+        fan_out.charge(1001);
+        assert!(fan_out.in_debt());
     }
 }

@@ -177,3 +177,42 @@ fn a_target_chooses_by_id_and_presence() {
     assert!(!target.chooses("b", false));
     assert!(target.chooses("b", true));
 }
+
+/// A broadcast on a sender's behalf goes to the backend with the sender
+/// left out; the sender is charged for this node's recipients only, and
+/// while it owes fan-out bytes nothing reaches the backend either.
+#[tokio::test(start_paused = true)]
+async fn a_sender_over_its_fan_out_budget_sends_nothing_to_other_nodes() {
+    use protoo_core::{PeerConfig, Rate};
+
+    let backend = Recording::default();
+    let rooms: Rooms = Rooms::builder().cluster(backend.clone()).build();
+    let mut kept = Vec::new();
+    for id in ["a", "b"] {
+        let (server_side, client_side) = pair();
+        let joined = rooms
+            .admit("r", id)
+            .config(PeerConfig::default().with_fan_out_rate(Rate::per_second(100)))
+            .join(server_side, ())
+            .await
+            .expect("admitted");
+        kept.push((joined, client_side));
+    }
+    let room = rooms.get("r").expect("the room");
+    let a = room.peer("a").unwrap();
+    // 67 bytes × one local recipient (b): within 100.
+    let text = "x".repeat(20);
+    let report = room.to_all().from(&a).notify("chat", &text).unwrap();
+    assert_eq!((report.delivered, report.rate_limited), (1, false));
+    let handed = backend.take();
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].2.except, vec![Arc::<str>::from("a")]);
+    // The second puts it in debt; the third is refused, here and elsewhere.
+    let report = room.to_all().from(&a).notify("chat", &text).unwrap();
+    assert!(!report.rate_limited);
+    assert_eq!(backend.take().len(), 1);
+    let report = room.to_all().from(&a).notify("chat", &text).unwrap();
+    assert!(report.rate_limited);
+    assert!(backend.take().is_empty());
+    assert_eq!(a.refused_messages(), 1);
+}

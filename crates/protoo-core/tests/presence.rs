@@ -198,3 +198,63 @@ async fn a_broadcast_can_go_to_the_listed_peers_only() {
     assert_eq!((report.delivered, report.skipped), (1, 2));
     assert_eq!(recv_json(&mut raws[0]).await["method"], "chat");
 }
+
+/// Finding: 16 peers listed with 1 MB names made an 84-byte `join` cost
+/// 16 MB of output. What one peer may be listed with is capped (4 KiB by
+/// default, its `PeerConfig` otherwise); over it nothing changes and the
+/// error answers 400.
+#[tokio::test]
+async fn presence_over_its_cap_is_refused_and_changes_nothing() {
+    use protoo_core::{DEFAULT_MAX_PRESENCE_BYTES, IntoErrorData, PRESENCE_TOO_LARGE_REASON};
+
+    assert_eq!(DEFAULT_MAX_PRESENCE_BYTES, 4096);
+    let room = HeldRoom::new("r").await;
+    let (a, _raw_a) = pair();
+    let (b, _raw_b) = pair();
+    let _alice = room
+        .create_peer("alice", a, (), PeerConfig::default())
+        .await
+        .unwrap();
+    let _bob = room
+        .create_peer(
+            "bob",
+            b,
+            (),
+            PeerConfig::default().with_max_presence_bytes(64),
+        )
+        .await
+        .unwrap();
+
+    // `{"n":"…"}` is 8 bytes around the name: exactly the cap passes.
+    let at_cap = json!({ "n": "a".repeat(DEFAULT_MAX_PRESENCE_BYTES - 8) });
+    room.set_presence("alice", &at_cap).unwrap();
+    let over = json!({ "n": "a".repeat(1 << 20) });
+    let error = room.set_presence("alice", &over).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            PeerError::PresenceTooLarge { bytes, max: DEFAULT_MAX_PRESENCE_BYTES }
+                if bytes == (1 << 20) + 8
+        ),
+        "{error:?}"
+    );
+    let answer = error.into_error_data();
+    assert_eq!(answer.code(), Some(400));
+    assert_eq!(answer.reason().as_deref(), Some(PRESENCE_TOO_LARGE_REASON));
+    // Still listed with what it had.
+    let listed = room.presence().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].info.as_str().len(), DEFAULT_MAX_PRESENCE_BYTES);
+
+    // Bob's own cap; the raw-payload path is capped the same way.
+    room.set_presence("bob", &json!({ "n": "b".repeat(56) }))
+        .unwrap();
+    let payload = protoo_core::Payload::from_serialize(&json!({ "n": "b".repeat(57) })).unwrap();
+    assert!(matches!(
+        room.set_presence_payload("bob", payload),
+        Err(PeerError::PresenceTooLarge { bytes: 65, max: 64 })
+    ));
+    assert_eq!(ids(&room.presence().await), ["alice", "bob"]);
+    // Other errors stay 500.
+    assert_eq!(PeerError::Closed.into_error_data().code(), Some(500));
+}

@@ -19,7 +19,9 @@
 //! # A room server in a few lines
 //!
 //! ```no_run
-//! use protoo_server::{DuplicatePolicy, PeerEvent, Rooms, ServerConfig, WebSocketServer};
+//! use protoo_server::{
+//!     BroadcastReport, DuplicatePolicy, PeerError, PeerEvent, Rooms, ServerConfig, WebSocketServer,
+//! };
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
@@ -36,8 +38,10 @@
 //!             while let Some(event) = events.next().await {
 //!                 match event {
 //!                     PeerEvent::Request(request) if request.method() == "chat" => {
-//!                         let _ = room.to_all().except_peer(&peer).notify("chat", request.payload());
-//!                         request.accept(&());
+//!                         // On the sender's behalf: it is left out, and pays for the
+//!                         // fan-out from its `PeerConfig::fan_out_rate` (429 past it).
+//!                         let sent = room.to_all().from(&peer).notify("chat", request.payload());
+//!                         request.respond(sent.map_err(PeerError::from).and_then(BroadcastReport::within_rate).map(|_| ()));
 //!                     }
 //!                     PeerEvent::Request(request) => request.reject(404, "unknown method"),
 //!                     PeerEvent::Notification(_) => {}

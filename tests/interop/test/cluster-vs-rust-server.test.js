@@ -2,12 +2,15 @@
 
 // Rooms across processes: three room examples (PROTOO_ROOM_BIN, built with its
 // `redis` cargo feature, or PROTOO_ROOM_CMD) on one redis-server that the
-// suite starts, driven by the real protoo-client@4.0.8. See README.md and
+// suite starts, driven by the real protoo-client@4.0.8; then again over
+// Redis Sentinel and over Redis Cluster when PROTOO_REDIS_SENTINEL (with
+// PROTOO_REDIS_MASTER) and PROTOO_REDIS_CLUSTER name running ones (`cargo
+// xtask ci` and `cargo xtask redis-ha` print them). See README.md and
 // lib/cluster-suite.js.
 
 const { test } = require('node:test');
 const { roomServerFromEnv, requireAll } = require('../lib/harness');
-const { defineClusterSuite } = require('../lib/cluster-suite');
+const { defineClusterSuite, redisTopologiesFromEnv } = require('../lib/cluster-suite');
 
 const server = roomServerFromEnv();
 const missing = 'set PROTOO_ROOM_BIN (the room example built with --features redis) or PROTOO_ROOM_CMD';
@@ -22,4 +25,9 @@ if (!server && requireAll())
 else
 {
 	defineClusterSuite(server, { skipReason: missing });
+
+	for (const topology of redisTopologiesFromEnv())
+	{
+		defineClusterSuite(server, { skipReason: missing, topology });
+	}
 }

@@ -17,7 +17,12 @@
 //! S10 and S11 run on a cluster: a fresh `redis-server` per measured server
 //! and two processes of that server on it (ours and the anchor both with
 //! `--redis`); the load generator spreads the members over both and also
-//! reads Redis' CPU time. The room example is built with the `redis`
+//! reads Redis' CPU time. S10 and S11 also run, ours only, over a fresh
+//! Sentinel set-up (`s10-sentinel`, `s11-sentinel`: Redis CPU is the
+//! master's) and a fresh Redis Cluster of three masters with a replica each
+//! (`s10-cluster`, `s11-cluster`: Redis CPU per shard, each master's
+//! `SPUBLISH` calls, and how 1,000 rooms' slots spread over the shards; see
+//! `ha.rs`). The room example is built with the `redis`
 //! feature for every scenario (without `--redis` it behaves exactly as the
 //! build without the feature), so S10 and the one-process S3 it is compared
 //! with run the same binary; the metrics build has it too (`metrics,redis`),
@@ -25,15 +30,17 @@
 //!
 //! ```text
 //! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor|floor]
-//!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9,s10,s11]
+//!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9,s10,s11,
+//!                                s14,s15,s10-sentinel,s11-sentinel,s10-cluster,s11-cluster]
 //!                   [--write | --no-write]
 //! ```
 //!
-//! `--smoke` (CI): tiny versions of S1, S2 at 16 KB, S3, S5, S6, S8, S9, S10
-//! and S11 against our server, against the floor where it serves the
+//! `--smoke` (CI): tiny versions of S1, S2 at 16 KB, S3, S5, S6, S8, S9, S10,
+//! S11, S14 and S15 against our server, against the floor where it serves the
 //! scenario, and against the anchor too when `tests/interop/node_modules`
 //! is installed (smoke never runs npm); dev-profile builds; fails on any
-//! error; writes nothing. Servers and the load generator run under
+//! error; writes nothing. The Sentinel and Redis Cluster variants are not
+//! in the smoke: a fresh topology per run costs about 10 s. Servers and the load generator run under
 //! `ulimit -n <hard limit>`.
 
 use std::collections::BTreeMap;
@@ -43,12 +50,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod ha;
 mod overhead;
 mod process;
 mod report;
 mod rows;
 mod scenarios;
 
+use ha::*;
 use process::*;
 use report::*;
 use rows::*;
@@ -81,7 +90,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             .args(["build", "-p", "protoo-bench", "--bins"])
             .args(profile),
     )?;
-    let metrics_bin = if want_ours {
+    let scenarios = scenarios(&opts);
+    // The metrics build only for the scenarios whose overhead is measured.
+    let measured = scenarios
+        .iter()
+        .any(|sc| overhead::MEASURED.contains(&sc.key));
+    let metrics_bin = if want_ours && measured {
         Some(overhead::build_metrics_room(profile, profile_dir)?)
     } else {
         None
@@ -134,10 +148,19 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         servers.push(ServerKind::Floor { bin: floor_bin });
     }
 
-    let scenarios = scenarios(&opts);
-    // The cluster scenarios' redis-server (not the floor's business).
-    let redis_binary = if scenarios.iter().any(|sc| sc.nodes > 1) && (want_ours || with_anchor) {
-        Some(super::redis::ensure()?)
+    // The cluster scenarios' Redis binaries (not the floor's business);
+    // redis-sentinel and redis-cli for the Sentinel and Cluster variants
+    // (ours only).
+    let redis_tools = if scenarios.iter().any(|sc| sc.nodes > 1) && (want_ours || with_anchor) {
+        let ha = scenarios.iter().any(|sc| sc.topology != Topology::Single) && want_ours;
+        Some(RedisTools {
+            server: super::redis::ensure()?,
+            ha: if ha {
+                Some(super::redis_ha::ensure()?)
+            } else {
+                None
+            },
+        })
     } else {
         None
     };
@@ -157,6 +180,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             if matches!(server, ServerKind::Floor { .. }) && !sc.floor {
                 continue;
             }
+            // The anchor speaks to one redis-server only.
+            if matches!(server, ServerKind::Anchor { .. }) && sc.topology != Topology::Single {
+                continue;
+            }
             order.push(server);
             if matches!(server, ServerKind::Ours { .. })
                 && let Some(metered) = metered
@@ -173,14 +200,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
         for server in order {
             println!("\n==> {} against {}", sc.title, server.name());
-            let outcome = run_one(
-                sc,
-                server,
-                &bench_bin,
-                &logs,
-                redis_binary.as_deref(),
-                &opts,
-            );
+            let outcome = run_one(sc, server, &bench_bin, &logs, redis_tools.as_ref(), &opts);
             match &outcome.result {
                 Ok(r) => {
                     println!("    {}", r.line);
@@ -325,7 +345,8 @@ impl Opts {
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
                                 [--only ours|anchor|floor] \
-                                [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4e,s5,s6,s7,s8,s9,s10,s11] \
+                                [--scenarios s1,s2,...,s10,s11,s14,s15,s10-sentinel,s11-sentinel,\
+                                s10-cluster,s11-cluster] \
                                 [--write|--no-write]"
                         .into());
                 }
@@ -451,6 +472,55 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("| 4.0 | – | not served |"), "{t}");
+    }
+
+    #[test]
+    fn redis_cluster_rows_show_each_shard() {
+        let results = vec![Outcome {
+            scenario: "s10-cluster",
+            server: "ours",
+            result: Ok(parsed(
+                "rate=500000 redis_cpu_us_per_broadcast=12.5 \
+                 redis_shard_cpu_us_per_broadcast=0.100+0.200+12.200 \
+                 redis_shard_cpu_pct=0.1+0.2+30.5 redis_shard_spublish=0+0+4000 room_shard=3 \
+                 foreign_spublish=0 rooms_per_shard=330+340+330 rooms_spread_pct=2.0 \
+                 delivered_pct=100.00",
+            )),
+        }];
+        let o = Opts::parse(&args("--scenarios s10-cluster,s11-sentinel"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sc = scenarios(&o);
+        assert_eq!(
+            sc.iter()
+                .map(|s| (s.key, s.nodes, s.topology))
+                .collect::<Vec<_>>(),
+            [
+                ("s11-sentinel", 2, Topology::Sentinel),
+                ("s10-cluster", 2, Topology::Cluster)
+            ]
+        );
+        let servers = [
+            ServerKind::Ours {
+                bin: PathBuf::new(),
+            },
+            ServerKind::Anchor {
+                dir: PathBuf::new(),
+            },
+        ];
+        let t = table(&sc, &servers, &results, true);
+        for row in [
+            "| deliveries/s | 500000 | not run | – |  |  |  |  |",
+            "| Redis CPU per broadcast, shards 1 / 2 / 3 (µs) | 0.1 / 0.2 / 12.2 |",
+            "| SPUBLISH calls, shards 1 / 2 / 3 (the room's shard) | 0 / 0 / 4000 (shard 3) |",
+            "| SPUBLISH calls on shards the room is not on | 0 |  | – |  |  | ≤ 0 | yes |",
+            "| 1,000 rooms' slots on shards 1 / 2 / 3 | 330 / 340 / 330 |",
+            "| largest deviation from the mean, 1,000 rooms (%) | 2.0 |  | – |  |  | ≤ 25 | yes |",
+        ] {
+            assert!(t.contains(row), "{row}\nnot in\n{t}");
+        }
+        // Sentinel: no shard rows, no anchor targets.
+        assert!(!t.contains("≥ 5× anchor"), "{t}");
+        assert_eq!(t.matches("shards 1 / 2 / 3").count(), 4, "{t}");
     }
 
     #[test]

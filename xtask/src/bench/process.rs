@@ -1,9 +1,10 @@
 //! Process control: starting a fresh server per scenario (ours, the Node
 //! anchor or the floor) under the file-descriptor limit, optionally pinned to a CPU,
 //! running the load generator against it, and stopping both by pid. A
-//! cluster scenario (S10, S11) starts a fresh redis-server (`redis.rs`) and
-//! two servers on it (`--redis URL --redis-prefix bench`), and stops the
-//! servers, then Redis.
+//! cluster scenario (S10, S11) starts a fresh redis-server (`redis.rs`), or
+//! a fresh Sentinel set-up or Redis Cluster (`ha.rs`), and two servers on it
+//! (`--redis URL --redis-prefix bench`, or the Sentinel or Cluster flags),
+//! and stops the servers, then Redis.
 
 use super::*;
 
@@ -244,13 +245,14 @@ pub(super) struct Outcome {
 }
 
 /// Runs scenario `sc` against a fresh `kind` server (a fresh cluster of
-/// `sc.nodes` of them on a fresh redis-server, `redis` being its binary).
+/// `sc.nodes` of them on a fresh Redis of the scenario's topology, `redis`
+/// being its binaries).
 pub(super) fn run_one(
     sc: &Scenario,
     kind: &ServerKind,
     bench: &Path,
     logs: &Path,
-    redis: Option<&Path>,
+    redis: Option<&RedisTools>,
     opts: &Opts,
 ) -> Outcome {
     let outcome = |result| Outcome {
@@ -273,11 +275,11 @@ pub(super) fn run_one(
     // Declared before the servers: dropped (stopped) after them, also on
     // an early return.
     let cluster = if sc.nodes > 1 {
-        let Some(binary) = redis else {
+        let Some(tools) = redis else {
             return outcome(Err("no redis-server for a cluster scenario".into()));
         };
         let log = logs.join(format!("redis-{}-{}.log", kind.short(), sc.key));
-        match crate::redis::Server::start(binary, Some(&log)) {
+        match Backing::start(sc, tools, &log) {
             Ok(r) => Some(r),
             Err(e) => return outcome(Err(e)),
         }
@@ -285,8 +287,8 @@ pub(super) fn run_one(
         None
     };
     if let Some(r) = &cluster {
-        server_args.extend(["--redis".to_owned(), r.url(), "--redis-prefix".to_owned()]);
-        server_args.push(REDIS_PREFIX.to_owned());
+        server_args.extend(r.server_args());
+        server_args.extend(["--redis-prefix".to_owned(), REDIS_PREFIX.to_owned()]);
     }
     let mut servers = Vec::with_capacity(sc.nodes);
     for node in 0..sc.nodes {
@@ -308,7 +310,9 @@ pub(super) fn run_one(
         args.extend(["--pid".to_owned(), server.pid().to_string()]);
     }
     if let Some(r) = &cluster {
-        args.extend(["--redis-pid".to_owned(), r.pid().to_string()]);
+        for pid in r.pids() {
+            args.extend(["--redis-pid".to_owned(), pid.to_string()]);
+        }
     }
     args.extend(sc.args.iter().cloned());
     let limit = Duration::from_secs_f64(if opts.smoke {
@@ -316,7 +320,14 @@ pub(super) fn run_one(
     } else {
         300.0 + opts.duration * 2.0
     });
-    let result = run_bench(bench, &args, bench_cpus, limit);
+    let mut result = run_bench(bench, &args, bench_cpus, limit);
+    // What each shard of a Redis Cluster carried, read before it stops.
+    if let (Ok(parsed), Some(r)) = (&mut result, &cluster) {
+        for (key, value) in r.shard_fields(sc, REDIS_PREFIX) {
+            parsed.line.push_str(&format!(" {key}={value}"));
+            parsed.fields.insert(key, value);
+        }
+    }
     // The nodes leave the cluster while Redis still answers.
     drop(servers);
     drop(cluster);
@@ -418,7 +429,10 @@ mod tests {
             &kind,
             Path::new("/nonexistent"),
             &logs,
-            Some(&redis),
+            Some(&RedisTools {
+                server: redis,
+                ha: None,
+            }),
             &opts,
         );
         assert!(outcome.result.is_err());

@@ -48,6 +48,28 @@ pub(super) fn cell(p: Option<&Parsed>, row: &Row) -> (String, Option<f64>) {
             };
             (s, None)
         }
+        "@spublish" => {
+            let calls = p
+                .get("redis_shard_spublish")
+                .unwrap_or("?")
+                .replace('+', " / ");
+            let owner = p.get("room_shard").unwrap_or("?");
+            (format!("{calls} (shard {owner})"), None)
+        }
+        k if k.starts_with("@shards:") => {
+            let field = &k["@shards:".len()..];
+            let each: Vec<String> = p
+                .get(field)
+                .unwrap_or("?")
+                .split('+')
+                .map(|v| match v.parse::<f64>() {
+                    Ok(v) if v.fract() == 0.0 => format!("{v:.0}"),
+                    Ok(v) => format!("{v:.1}"),
+                    Err(_) => v.to_owned(),
+                })
+                .collect();
+            (each.join(" / "), None)
+        }
         "@s9" => {
             let n = |k| p.num(k).map_or("?".into(), |v| format!("{v:.0}"));
             (
@@ -136,9 +158,11 @@ pub(super) fn table(
             } else {
                 ("–".into(), None)
             };
-            let (a_txt, a) = match (has("anchor"), sc.echo) {
+            let ours_only = sc.echo || sc.topology != Topology::Single;
+            let (a_txt, a) = match (has("anchor"), ours_only) {
                 (true, false) => value("anchor", &row),
-                // The echo example's scenarios have no Node counterpart.
+                // The echo example's scenarios and the Sentinel and Redis
+                // Cluster variants have no Node counterpart.
                 (true, true) if i == 0 => ("not run".into(), None),
                 (true, true) => (String::new(), None),
                 (false, _) => ("–".into(), None),
@@ -223,7 +247,7 @@ pub(super) fn write_benchmarks(
          server with no framework around it (default 128 KiB buffers, one writer \
          task per connection, data forwarded as raw JSON): the least a server on \
          tokio-tungstenite costs for the same messages. It answers `echo` and \
-         `broadcast` only, so it runs in S1, S2 and S3 (\"not served\" elsewhere). {}{}\n\n",
+         `broadcast` only, so it runs in S1, S2 and S3 (\"not served\" elsewhere). {}{}{}\n\n",
         opts.duration,
         if results.iter().any(|o| o.scenario == "s1") && can_pin() {
             PIN_NOTE
@@ -232,6 +256,14 @@ pub(super) fn write_benchmarks(
         },
         if results.iter().any(|o| CLUSTER.contains(&o.scenario)) {
             CLUSTER_NOTE
+        } else {
+            ""
+        },
+        if results
+            .iter()
+            .any(|o| Topology::of(o.scenario) != Topology::Single)
+        {
+            HA_NOTE
         } else {
             ""
         }
@@ -267,6 +299,18 @@ together; the CPU row shows each process, the client, Redis and the rest. S10's 
 \"ours / S3\" compares its deliveries per second with S3 in a room of 100 on one process \
 in the same run (the same binary: the room example is built with its `redis` feature \
 for every scenario).";
+
+/// How the Sentinel and Redis Cluster variants run.
+pub(super) const HA_NOTE: &str = " The `-sentinel` and `-cluster` rows are S10 and S11 \
+over a fresh Sentinel set-up (a master, a replica, three `redis-sentinel`; ours with \
+`--redis-sentinel ... --redis-master protoo`; Redis CPU is the master's) and a fresh Redis \
+Cluster (three masters with a replica each; ours with `--redis-cluster ...`; Redis CPU is \
+the three masters', each apart, shards numbered by their first slot), ours only (the \
+anchor speaks to one redis-server). On Redis Cluster the measured room lives on one shard: \
+the SPUBLISH row counts each master's calls over the whole run (warm-up included) and the \
+shard that owns the room's slot, and the 1,000-room rows count where the slots of rooms \
+`room-0` … `room-999` fall (CRC16 of the hash tag `{bench:room:R}`, as protoo-redis names \
+a room's keys and channel).";
 
 pub(super) const HEADER: &str = "# Benchmarks\n\n\
 protoo-rs (`examples/room/main.rs`) side by side with the Node original \
@@ -321,7 +365,18 @@ for the members on the other process alone), Redis' CPU.\n\
 - **S11** presence churn across the two processes: 8 loops of connect (to each process in \
 turn), `join`, close, in one room where one member per process joined first and watches: \
 every `join` answer must list both watchers, and each watcher must get `newPeer` and \
-`peerClosed` for every session, once. Sessions per second, Redis' CPU per session.\n";
+`peerClosed` for every session, once. Sessions per second, Redis' CPU per session.\n\
+- **S14** join amplification: 16 peers join one room with the longest display name the \
+server takes (1,000,000 bytes, halved until a `join` is accepted: protoo-server takes any), \
+reading everything; one more peer's `join` and its answer (what one small request costs); \
+then 50 peers that never read send 2 `join`s each, every one answered with the member \
+list. Server RSS before, at its peak during the attack (3 s), and 3 s after the attackers \
+dropped their connections (what the allocator gave back); bytes the server wrote during \
+the attack (`/proc/PID/io` `wchar`). Both servers with their defaults.\n\
+- **S15** fan-out in bytes: S9 with 64 KB broadcasts in a room of 500 (16 outstanding): \
+the bytes the members receive per second against our server's fan-out budget \
+(`--fan-out-rate 20000000`, the room example's default: 20 MB/s delivered on one \
+sender's behalf). The anchor has no such budget.\n";
 
 pub(super) fn machine(root: &Path) -> String {
     let cores = std::thread::available_parallelism()

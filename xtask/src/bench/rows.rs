@@ -56,7 +56,99 @@ pub(super) const S10_OF_S3: f64 = 0.8;
 pub(super) const CLUSTER_CPU: &str =
     "CPU in the window, % of a core: nodes 1+2 / client / Redis / other processes";
 
+/// Where 1,000 rooms' slots fall on a Redis Cluster's three shards: within
+/// this % of the mean on each.
+pub(super) const ROOM_SPREAD_PCT: f64 = 25.0;
+
 pub(super) fn rows(key: &str) -> Vec<Row> {
+    if let Some(base) = ["s10", "s11"]
+        .into_iter()
+        .find(|base| key.strip_prefix(base).is_some_and(|t| !t.is_empty()))
+    {
+        return ha_rows(base, Topology::of(key));
+    }
+    plain_rows(key)
+}
+
+/// S10 or S11 (`base`) over Sentinel or Redis Cluster: ours only, so no
+/// anchor targets; on Redis Cluster, what each shard carried too (see
+/// `ha.rs`).
+fn ha_rows(base: &str, topology: Topology) -> Vec<Row> {
+    let mut rows = plain_rows(base);
+    for row in &mut rows {
+        if !matches!(row.target, Target::AtLeast(_)) {
+            row.target = Target::None;
+        }
+    }
+    if topology != Topology::Cluster {
+        return rows;
+    }
+    let shards = |metric, key| Row {
+        scenario: "",
+        metric,
+        key,
+        scale: 1.0,
+        decimals: 0,
+        better: Better::Neither,
+        target: Target::None,
+        of: None,
+    };
+    let cpu = if base == "s10" {
+        shards(
+            "Redis CPU per broadcast, shards 1 / 2 / 3 (µs)",
+            "@shards:redis_shard_cpu_us_per_broadcast",
+        )
+    } else {
+        shards(
+            "Redis CPU per session, shards 1 / 2 / 3 (µs)",
+            "@shards:redis_shard_cpu_us_per_op",
+        )
+    };
+    let mut added = vec![
+        cpu,
+        shards(
+            "Redis CPU, shards 1 / 2 / 3 (% of a core)",
+            "@shards:redis_shard_cpu_pct",
+        ),
+        shards(
+            "SPUBLISH calls, shards 1 / 2 / 3 (the room's shard)",
+            "@spublish",
+        ),
+    ];
+    // S11 also publishes to the nodes' own channels (see `ha.rs`).
+    if base == "s10" {
+        added.push(Row {
+            target: Target::AtMost(0.0),
+            better: Better::Lower,
+            ..shards(
+                "SPUBLISH calls on shards the room is not on",
+                "foreign_spublish",
+            )
+        });
+    }
+    let at = rows.len() - 1;
+    rows.splice(
+        at..at,
+        added.into_iter().chain([
+            shards(
+                "1,000 rooms' slots on shards 1 / 2 / 3",
+                "@shards:rooms_per_shard",
+            ),
+            Row {
+                target: Target::AtMost(ROOM_SPREAD_PCT),
+                better: Better::Lower,
+                decimals: 1,
+                ..shards(
+                    "largest deviation from the mean, 1,000 rooms (%)",
+                    "rooms_spread_pct",
+                )
+            },
+        ]),
+    );
+    rows
+}
+
+fn plain_rows(key: &str) -> Vec<Row> {
     use Better::{Higher, Lower, Neither};
     let r = |metric, key, scale, decimals, better, target| Row {
         scenario: "",
@@ -423,6 +515,84 @@ pub(super) fn rows(key: &str) -> Vec<Row> {
                 Target::AtLeast(100.0),
             ),
             r(CLUSTER_CPU, "@cpu", 1.0, 0, Neither, Target::None),
+        ],
+        "s14" => vec![
+            r(
+                "display name taken (bytes)",
+                "name_bytes",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            r(
+                "one join's answer (bytes)",
+                "join_answer_bytes",
+                1.0,
+                0,
+                Lower,
+                Target::None,
+            ),
+            r(
+                "server RSS, peak during the attack (MB)",
+                "srv_rss_peak_kb",
+                1024.0,
+                1,
+                Lower,
+                Target::None,
+            ),
+            r(
+                "server RSS after the attack (MB)",
+                "srv_rss_after_kb",
+                1024.0,
+                1,
+                Lower,
+                Target::None,
+            ),
+            r(
+                "server RSS before (MB)",
+                "srv_rss_before_kb",
+                1024.0,
+                1,
+                Lower,
+                Target::None,
+            ),
+            r(
+                "bytes written during the attack (MB)",
+                "out_mb",
+                1.0,
+                1,
+                Lower,
+                Target::None,
+            ),
+            load,
+        ],
+        "s15" => vec![
+            r(
+                "MB/s to the members (frame text)",
+                "recv_mb_per_s",
+                1.0,
+                1,
+                Neither,
+                Target::None,
+            ),
+            r(
+                "sent / fan-out budget",
+                "of_fan_out_rate",
+                1.0,
+                3,
+                Neither,
+                Target::AtMost(1.1),
+            ),
+            r(
+                "broadcasts carried out / refused (per s)",
+                "@s9",
+                1.0,
+                0,
+                Neither,
+                Target::None,
+            ),
+            load,
         ],
         _ => Vec::new(),
     }

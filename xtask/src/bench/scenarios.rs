@@ -1,6 +1,7 @@
 //! The scenarios: what each one measures and the load generator's
 //! arguments for it, full size or as a smoke; which of them run on a
-//! cluster of two server processes over Redis (S10, S11).
+//! cluster of two server processes over Redis (S10, S11), and on which
+//! Redis topology (one server, Sentinel, Redis Cluster).
 
 use super::*;
 
@@ -16,15 +17,72 @@ pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 /// our server outpaced the load generator at 4 KB (the run then stalls).
 pub(super) const S3_QUEUE: u64 = 80 * 1024 * 1024;
 
-pub(super) const ALL: [&str; 16] = [
-    "s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k", "s4", "s4e", "s5", "s6", "s7", "s8", "s9",
-    "s10", "s11",
+pub(super) const ALL: [&str; 22] = [
+    "s1",
+    "s2",
+    "s2-4k",
+    "s2-16k",
+    "s3",
+    "s3-4k",
+    "s3k",
+    "s4",
+    "s4e",
+    "s5",
+    "s6",
+    "s7",
+    "s8",
+    "s9",
+    "s10",
+    "s11",
+    "s14",
+    "s15",
+    "s10-sentinel",
+    "s11-sentinel",
+    "s10-cluster",
+    "s11-cluster",
 ];
+
+/// The fan-out budget S15 gives our server (the room example's default,
+/// passed explicitly), bytes per second delivered on one sender's behalf.
+pub(super) const S15_FAN_OUT_RATE: u64 = 20_000_000;
 
 /// The scenarios on a cluster: [`CLUSTER_NODES`] server processes (ours
 /// with `--redis`, or the anchor with `--redis`) on a redis-server of their
-/// own.
-pub(super) const CLUSTER: [&str; 2] = ["s10", "s11"];
+/// own; the `-sentinel` and `-cluster` ones (ours only: the anchor speaks
+/// to one server) on a fresh Sentinel set-up or Redis Cluster
+/// (`redis_ha.rs`) instead.
+pub(super) const CLUSTER: [&str; 6] = [
+    "s10",
+    "s11",
+    "s10-sentinel",
+    "s11-sentinel",
+    "s10-cluster",
+    "s11-cluster",
+];
+
+/// The Redis a cluster scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Topology {
+    /// One redis-server (and the one-process scenarios, which use none).
+    Single,
+    /// A master, a replica and three sentinels.
+    Sentinel,
+    /// Three masters with a replica each.
+    Cluster,
+}
+
+impl Topology {
+    /// The topology of scenario `key` (by its suffix).
+    pub(super) fn of(key: &str) -> Topology {
+        if key.ends_with("-sentinel") {
+            Topology::Sentinel
+        } else if key.ends_with("-cluster") {
+            Topology::Cluster
+        } else {
+            Topology::Single
+        }
+    }
+}
 
 /// Server processes of a cluster scenario.
 pub(super) const CLUSTER_NODES: usize = 2;
@@ -41,8 +99,17 @@ pub(super) const S9_BURST: u64 = 2 * S9_RATE;
 /// incoming rate limits are on by default (200 messages/s per peer), which
 /// would throttle the throughput scenarios' senders (thousands of requests
 /// per second on one connection); they measure the server, not its limits.
-/// S8 thus measures the incoming byte budget alone.
-const NO_RATE_LIMITS: [&str; 4] = ["--message-rate", "0", "--byte-rate", "0"];
+/// S8 thus measures the incoming byte budget alone. The fan-out budget
+/// (20 MB/s delivered on one sender's behalf by default) would cap the
+/// broadcast scenarios the same way: S15 measures it.
+const NO_RATE_LIMITS: [&str; 6] = [
+    "--message-rate",
+    "0",
+    "--byte-rate",
+    "0",
+    "--fan-out-rate",
+    "0",
+];
 
 /// One scenario as run: its key, title and the load generator's arguments.
 #[derive(Debug)]
@@ -63,6 +130,8 @@ pub(super) struct Scenario {
     pub(super) floor: bool,
     /// Server processes: 1, or [`CLUSTER_NODES`] on one Redis (see [`CLUSTER`]).
     pub(super) nodes: usize,
+    /// The Redis of a cluster scenario.
+    pub(super) topology: Topology,
 }
 
 /// Why S1 is pinned.
@@ -83,6 +152,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         echo: false,
         floor: false,
         nodes: 1,
+        topology: Topology::Single,
     };
     let mut list = if o.smoke {
         vec![
@@ -153,6 +223,40 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                     "s9",
                     "--peers",
                     "20",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
+            sc(
+                "s14",
+                "S14 join amplification, 4 names x 100 KB, 5 attackers",
+                &[
+                    "--scenario",
+                    "s14",
+                    "--names",
+                    "4",
+                    "--size",
+                    "100000",
+                    "--attackers",
+                    "5",
+                    "--attack",
+                    "0.3",
+                    "--settle",
+                    "0.2",
+                ],
+            ),
+            sc(
+                "s15",
+                "S15 fan-out in bytes, 16 KB, room of 10",
+                &[
+                    "--scenario",
+                    "s15",
+                    "--peers",
+                    "10",
+                    "--size",
+                    "16384",
                     "--duration",
                     "0.3",
                     "--warmup",
@@ -270,6 +374,25 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 &["--scenario", "s9", "--peers", "1000", "--duration", &d],
             ),
             sc(
+                "s14",
+                "S14 join amplification: 16 names of up to 1 MB, 50 non-reading joiners",
+                &["--scenario", "s14"],
+            ),
+            sc(
+                "s15",
+                "S15 fan-out in bytes: 64 KB broadcasts, room of 500",
+                &[
+                    "--scenario",
+                    "s15",
+                    "--peers",
+                    "500",
+                    "--size",
+                    "65536",
+                    "--duration",
+                    &d,
+                ],
+            ),
+            sc(
                 "s10",
                 "S10 broadcast across 2 nodes, room of 100 (50 + 50)",
                 &["--scenario", "s10", "--peers", "100", "--duration", &d],
@@ -277,6 +400,26 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             sc(
                 "s11",
                 "S11 presence churn across 2 nodes: connect, join, close; 8 concurrent",
+                &["--scenario", "s11", "--clients", "8", "--duration", &d],
+            ),
+            sc(
+                "s10-sentinel",
+                "S10 over Redis Sentinel (master, replica, 3 sentinels), room of 100",
+                &["--scenario", "s10", "--peers", "100", "--duration", &d],
+            ),
+            sc(
+                "s11-sentinel",
+                "S11 over Redis Sentinel: connect, join, close; 8 concurrent",
+                &["--scenario", "s11", "--clients", "8", "--duration", &d],
+            ),
+            sc(
+                "s10-cluster",
+                "S10 over Redis Cluster (3 masters, 3 replicas), room of 100",
+                &["--scenario", "s10", "--peers", "100", "--duration", &d],
+            ),
+            sc(
+                "s11-cluster",
+                "S11 over Redis Cluster: connect, join, close; 8 concurrent",
                 &["--scenario", "s11", "--clients", "8", "--duration", &d],
             ),
         ]
@@ -299,12 +442,23 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             s.args
                 .extend(["--rate-limit".to_owned(), S9_RATE.to_string()]);
         }
+        // S14 and S15 measure the room example as it ships: every limit at
+        // its default (the fan-out budget passed explicitly).
+        if s.key == "s14" {
+            s.ours_args = Vec::new();
+        }
+        if s.key == "s15" {
+            s.ours_args = vec!["--fan-out-rate".into(), S15_FAN_OUT_RATE.to_string()];
+            s.args
+                .extend(["--fan-out-rate".to_owned(), S15_FAN_OUT_RATE.to_string()]);
+        }
         s.pin = s.key == "s1" && can_pin();
         s.echo = s.key == "s4e";
         s.floor = FLOOR.contains(&s.key);
         if CLUSTER.contains(&s.key) {
             s.nodes = CLUSTER_NODES;
         }
+        s.topology = Topology::of(s.key);
     }
     if let Some(only) = &o.scenarios {
         list.retain(|s| only.iter().any(|k| k == s.key));

@@ -297,6 +297,14 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
         if let (Some(cpu), true) = (w.redis_cpu_us, deliveries > 0) {
             let broadcasts = deliveries as f64 / n as f64;
             report.setf("redis_cpu_us_per_broadcast", cpu as f64 / broadcasts, 3);
+            if !w.redis_shard_cpu_us.is_empty() {
+                let shards: Vec<String> = w
+                    .redis_shard_cpu_us
+                    .iter()
+                    .map(|&us| format!("{:.3}", us as f64 / broadcasts))
+                    .collect();
+                report.set("redis_shard_cpu_us_per_broadcast", shards.join("+"));
+            }
         }
     }
     report.set("sent", sent);

@@ -16,6 +16,11 @@
 //! aside). With a rate limit of `--rate-limit` messages per second per
 //! peer, the server may send at most that many broadcasts times the
 //! members per second: the ratio of what it sent to that bound.
+//!
+//! S15 is S9 in bytes: `--size` (64 KB) broadcasts in a room of 500, and
+//! the bytes the members receive per second against the server's fan-out
+//! budget (`--fan-out-rate`, bytes delivered on one sender's behalf per
+//! second).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -191,21 +196,40 @@ struct Counts {
     other_error: AtomicU64,
 }
 
-/// Runs S9: one sender in a room of `peers`, `in_flight` requests
-/// outstanding; `rate_limit` is the server's configured limit (messages per
-/// second per peer) the result is compared with.
-pub(crate) async fn rate_flood(
-    run: &Run,
-    peers: usize,
-    in_flight: usize,
-    rate_limit: u64,
-    report: &mut Report,
-) -> Result<(), String> {
+/// What S9 and S15 are given.
+#[derive(Debug)]
+pub(crate) struct Flood {
+    /// Room size, the sender included.
+    pub(crate) peers: usize,
+    /// Broadcast requests outstanding.
+    pub(crate) in_flight: usize,
+    /// The server's incoming rate limit (messages per second per peer)
+    /// the result is compared with.
+    pub(crate) rate_limit: u64,
+    /// Bytes of each broadcast's data (S9: 64 of padding).
+    pub(crate) size: Option<usize>,
+    /// The server's fan-out budget (bytes per second delivered on one
+    /// sender's behalf) the result is compared with (S15).
+    pub(crate) fan_out_rate: Option<u64>,
+}
+
+/// Runs S9 (or S15): one sender in a room of `peers`, `in_flight`
+/// requests outstanding.
+pub(crate) async fn rate_flood(run: &Run, o: &Flood, report: &mut Report) -> Result<(), String> {
+    let (peers, in_flight, rate_limit) = (o.peers, o.in_flight, o.rate_limit);
+    let room = if o.fan_out_rate.is_some() {
+        "s15"
+    } else {
+        "s9"
+    };
     let receivers = peers.saturating_sub(1).max(1);
     report.set("peers", receivers + 1);
     report.set("rate_limit", rate_limit);
-    let members = connect_many(run, "s9", receivers).await?;
-    let sender = client::connect(&run.target, "s9", "sender", Buffers::Busy).await?;
+    if let Some(size) = o.size {
+        report.set("size", size);
+    }
+    let members = connect_many(run, room, receivers).await?;
+    let sender = client::connect(&run.target, room, "sender", Buffers::Busy).await?;
     let (mut sink, mut sender_stream) = sender.split();
     let counts = Arc::new(Counts::default());
     let (stop, stop_rx) = watch::channel(false);
@@ -273,10 +297,14 @@ pub(crate) async fn rate_flood(
     };
 
     let writer = {
+        let size = o.size;
         let slots = Arc::clone(&slots);
         let stop_rx = stop_rx.clone();
         tokio::spawn(async move {
-            let pad = "x".repeat(64);
+            let pad = match size {
+                Some(size) => client::pad(size, client::BROADCAST_FIXED),
+                None => "x".repeat(64),
+            };
             let mut id = 1u64;
             while !*stop_rx.borrow() {
                 let Ok(permit) = slots.acquire().await else {
@@ -320,6 +348,15 @@ pub(crate) async fn rate_flood(
     if delivered > 0 {
         let frame = bytes as f64 / delivered as f64;
         report.setf("limit_bytes_per_s", limit * frame, 0);
+    }
+    if let Some(budget) = o.fan_out_rate {
+        report.set("fan_out_rate", budget);
+        report.setf("recv_mb_per_s", bytes as f64 / secs / 1e6, 1);
+        report.setf(
+            "of_fan_out_rate",
+            bytes as f64 / secs / budget.max(1) as f64,
+            3,
+        );
     }
     let accepted = counts.accepted.load(Ordering::SeqCst);
     report.setf("accepted_per_s", accepted as f64 / secs, 1);

@@ -1,5 +1,6 @@
 //! The scenarios, and what they share.
 
+pub(crate) mod amplify;
 pub(crate) mod broadcast;
 pub(crate) mod churn;
 pub(crate) mod flood;
