@@ -10,7 +10,8 @@ use protoo_transport::TransportError;
 use serde::{Deserialize, Serialize};
 
 use crate::log_limit::remote_warn;
-use crate::peer::{Core, lock};
+use crate::peer::Core;
+use crate::sync::lock;
 use crate::{Peer, Room};
 
 /// What a broadcast did, peer by peer of the room.

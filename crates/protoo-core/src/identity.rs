@@ -27,7 +27,8 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::peer::{Core, lock};
+use crate::peer::Core;
+use crate::sync::lock;
 
 /// The code of the answer to a request whose method the peer's identity
 /// does not allow.

@@ -175,6 +175,7 @@ mod presence;
 mod rate;
 mod room;
 mod rooms;
+mod sync;
 
 pub use broadcast::{Broadcast, BroadcastReport, LocalBroadcast, Target};
 pub use config::{

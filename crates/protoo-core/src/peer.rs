@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use protoo_codec::{ErrorData, Frame, Id, Message, Payload, Response, encode};
 use protoo_transport::log::{Remote, Source};
@@ -25,16 +25,11 @@ use crate::ids::IdRng;
 use crate::log_limit::remote_warn;
 use crate::metrics::{self as meter, Kind, Outcome as Ended, PeerMetrics, Started};
 use crate::rate::{FanOut, Limiter};
+use crate::sync::lock;
 use crate::{
     CoreError, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerConfig, PeerError, RATE_LIMITED_CODE,
     RATE_LIMITED_REASON, RequestError, SHUTTING_DOWN_REASON, TOO_MANY_INVALID_REASON,
 };
-
-/// Locks a mutex whose every critical section leaves its data consistent,
-/// so a poisoned lock is still usable.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// What a response hands to the request waiting for it.
 type Outcome = Result<Payload, ErrorData>;

@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 
 use crate::cluster::{Admission, ClusterBackend, ClusterFuture};
 use crate::identity::{Expiries, IdentitySlot, may_replace};
-use crate::peer::{Core, Leave, Start, build, lock};
+use crate::peer::{Core, Leave, Start, build};
+use crate::sync::lock;
 use crate::{Broadcast, CoreError, Identity, Peer, PeerConfig, PeerEvents};
 
 /// The hook run once when a room closes

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::cluster::{ClusterBackend, LocalNode, NodeRooms, OnMemberLost};
 use crate::identity::Expiries;
-use crate::peer::lock;
 use crate::room::{DuplicatePolicy, OnClose, RoomRegistry};
+use crate::sync::lock;
 use crate::{CoreError, PeerConfig, Room};
 
 mod admit;

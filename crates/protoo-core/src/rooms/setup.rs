@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use super::Context;
 use super::{RegistryInner, Rooms, Slot};
 use crate::cluster::{ClusterBackend, LostMember, OnMemberLost};
-use crate::peer::lock;
 use crate::room::{DuplicatePolicy, OnClose, RoomRegistry};
+use crate::sync::lock;
 use crate::{CoreError, IntoErrorData, PeerConfig, Room};
 
 /// A boxed setup future.
