@@ -9,8 +9,8 @@ use protoo_codec::{EncodeError, Frame, encode};
 use protoo_transport::TransportError;
 use serde::{Deserialize, Serialize};
 
-use crate::log_limit::remote_warn;
 use crate::peer::Core;
+use crate::peer::remote_warn;
 use crate::sync::lock;
 use crate::{Peer, Room};
 

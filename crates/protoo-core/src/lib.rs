@@ -168,7 +168,6 @@ mod exclusive;
 pub mod handler;
 mod identity;
 mod ids;
-mod log_limit;
 pub mod metrics;
 mod peer;
 mod presence;

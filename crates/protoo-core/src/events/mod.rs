@@ -66,12 +66,12 @@ pub enum PeerEvent {
 /// The events of one peer, for the application's per-peer loop.
 ///
 /// [`PeerEvents::next`] yields every incoming request and notification in
-/// order, then [`PeerEvent::Closed`] once, then `None`. Up to
+/// order, then [`PeerEvent::Closed`](crate::PeerEvent::Closed) once, then `None`. Up to
 /// [`PeerConfig::event_queue`](crate::PeerConfig::event_queue) events wait
 /// here; past that the peer stops reading its transport until the
 /// application catches up.
 ///
-/// Dropping it before it yielded [`PeerEvent::Closed`] means nobody handles
+/// Dropping it before it yielded [`PeerEvent::Closed`](crate::PeerEvent::Closed) means nobody handles
 /// the peer any more (its handler returned early, or its task panicked): the
 /// events still queued are dropped (their requests answer 500 `request not
 /// answered`), then the peer is closed with [`close_code::INTERNAL_ERROR`]
@@ -103,7 +103,7 @@ impl PeerEvents {
         self.detached = true;
     }
 
-    /// The next event; `None` after [`PeerEvent::Closed`]. Cancel-safe.
+    /// The next event; `None` after [`PeerEvent::Closed`](crate::PeerEvent::Closed). Cancel-safe.
     pub async fn next(&mut self) -> Option<PeerEvent> {
         poll_fn(|cx| self.poll_event(cx)).await
     }
