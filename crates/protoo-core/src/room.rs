@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::cluster::{Admission, ClusterBackend, ClusterFuture};
 use crate::identity::{Expiries, IdentitySlot, may_replace};
-use crate::peer::{Core, Leave, Start, build};
+use crate::peer::{Leave, PeerState, Start, build};
 use crate::sync::lock;
 use crate::{Broadcast, CoreError, Identity, Peer, PeerConfig, PeerEvents};
 
@@ -312,7 +312,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Leave for RoomInner<D, R> {
-    fn leave(self: Arc<Self>, core: &Arc<Core>) {
+    fn leave(self: Arc<Self>, core: &Arc<PeerState>) {
         // A closed peer leaves the expiry queue too.
         if let Some(key) = core.identity.as_deref().and_then(IdentitySlot::take_key)
             && let Some(expiries) = self.expiries()
@@ -338,7 +338,7 @@ impl<D, R> Room<D, R> {
     /// Takes a closed peer out of the room, if it is still the one under its
     /// id; a registry room left empty is then removed and closed (at once,
     /// or after the registry's grace).
-    fn remove(&self, core: &Arc<Core>)
+    fn remove(&self, core: &Arc<PeerState>)
     where
         D: Send + Sync + 'static,
         R: Send + Sync + 'static,

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 
 use protoo_transport::{CloseReason, Initiator, close_code};
 
-use crate::peer::Core;
+use crate::peer::PeerState;
 
 /// The reason of a request dropped without an answer.
 pub const NOT_ANSWERED_REASON: &str = "request not answered";
@@ -83,13 +83,13 @@ pub enum PeerEvent {
 /// there receiving broadcasts. To keep a peer without handling its events,
 /// say so with [`PeerEvents::detach`].
 pub struct PeerEvents {
-    core: Arc<Core>,
+    core: Arc<PeerState>,
     closed_reported: bool,
     detached: bool,
 }
 
 impl PeerEvents {
-    pub(crate) fn new(core: Arc<Core>) -> Self {
+    pub(crate) fn new(core: Arc<PeerState>) -> Self {
         PeerEvents {
             core,
             closed_reported: false,

@@ -3,7 +3,7 @@
 //! [`IntoErrorData`], what an error answers with; and
 //! [`IncomingNotification`].
 
-use crate::metrics::Outcome;
+use crate::metrics::RequestEnd;
 use std::fmt;
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::NOT_ANSWERED_REASON;
 use crate::budget::Charge;
-use crate::peer::Core;
+use crate::peer::PeerState;
 
 /// A request from the remote, waiting for its one answer.
 ///
@@ -30,7 +30,7 @@ use crate::peer::Core;
 pub struct IncomingRequest {
     request: Request,
     /// `None` once answered.
-    core: Option<Arc<Core>>,
+    core: Option<Arc<PeerState>>,
     /// Counts this request as in flight until it is answered, when the
     /// transport has a request tracker.
     _in_flight: Option<TrackerGuard>,
@@ -41,7 +41,7 @@ pub struct IncomingRequest {
 impl IncomingRequest {
     pub(crate) fn new(
         request: Request,
-        core: Arc<Core>,
+        core: Arc<PeerState>,
         in_flight: Option<TrackerGuard>,
         charge: Charge,
     ) -> Self {
@@ -102,7 +102,7 @@ impl IncomingRequest {
     /// ```
     pub fn accept(mut self, data: &(impl Serialize + ?Sized)) {
         let (frame, outcome) = match encode::success(&self.request.id, data) {
-            Ok(frame) => (frame, Outcome::Ok),
+            Ok(frame) => (frame, RequestEnd::Ok),
             Err(error) => {
                 tracing::warn!(
                     method = %protoo_transport::log::Remote(self.method()),
@@ -112,7 +112,7 @@ impl IncomingRequest {
                 let error = ErrorData::new(500, error.to_string());
                 (
                     encode::error(&self.request.id, &error),
-                    Outcome::Rejected(500),
+                    RequestEnd::Rejected(500),
                 )
             }
         };
@@ -158,7 +158,7 @@ impl IncomingRequest {
     /// Answers with an error response carrying `error` as it is.
     fn reject_data(mut self, error: ErrorData) {
         let frame = encode::error(&self.request.id, &error);
-        self.answer(frame, Outcome::Rejected(error.code().unwrap_or(0)));
+        self.answer(frame, RequestEnd::Rejected(error.code().unwrap_or(0)));
     }
 
     /// Takes the request data out (leaving `{}`), to answer with it or move
@@ -168,7 +168,7 @@ impl IncomingRequest {
         std::mem::take(&mut self.request.data)
     }
 
-    fn answer(&mut self, frame: protoo_codec::Frame, outcome: Outcome) {
+    fn answer(&mut self, frame: protoo_codec::Frame, outcome: RequestEnd) {
         let Some(core) = self.core.take() else {
             return;
         };
@@ -192,7 +192,7 @@ impl Drop for IncomingRequest {
                 "request dropped unanswered, answering 500"
             );
             let frame = encode::error(&self.request.id, &ErrorData::new(500, NOT_ANSWERED_REASON));
-            self.answer(frame, Outcome::Rejected(500));
+            self.answer(frame, RequestEnd::Rejected(500));
         }
     }
 }

@@ -9,7 +9,7 @@ mod state;
 
 pub use start::{CLUSTER_ADMISSION_WAIT, DUPLICATE_ELSEWHERE_REASON, REPLACEMENT_WAIT};
 pub(crate) use start::{Start, admission, build};
-pub(crate) use state::{Core, Leave, remote_warn};
+pub(crate) use state::{Leave, PeerState, remote_warn};
 
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -23,7 +23,7 @@ use tokio::runtime::Handle;
 
 use crate::events::PeerEvents;
 use crate::identity::Identity;
-use crate::metrics::{Outcome as Ended, Started};
+use crate::metrics::{RequestEnd, Started};
 use crate::sync::lock;
 use crate::{CoreError, PeerConfig, PeerError, RequestError};
 
@@ -75,7 +75,7 @@ pub struct Peer<D = ()> {
 }
 
 struct PeerInner<D> {
-    core: Arc<Core>,
+    core: Arc<PeerState>,
     data: D,
 }
 
@@ -108,7 +108,7 @@ impl<D: Send + Sync + 'static> Peer<D> {
 }
 
 impl<D> Peer<D> {
-    pub(crate) fn core(&self) -> &Arc<Core> {
+    pub(crate) fn core(&self) -> &Arc<PeerState> {
         &self.inner.core
     }
 
@@ -201,15 +201,18 @@ impl<D> Peer<D> {
         let outcome = tokio::time::timeout(timeout, rx).await;
         guard.done = outcome.is_ok();
         let (result, ended) = match outcome {
-            Ok(Ok(Ok(data))) => (Ok(data), Ended::Ok),
+            Ok(Ok(Ok(data))) => (Ok(data), RequestEnd::Ok),
             Ok(Ok(Err(error))) => {
                 let code = error.code().unwrap_or(0);
-                (Err(RequestError::Rejected(error)), Ended::Rejected(code))
+                (
+                    Err(RequestError::Rejected(error)),
+                    RequestEnd::Rejected(code),
+                )
             }
-            Ok(Err(_)) => (Err(RequestError::PeerClosed), Ended::Closed),
+            Ok(Err(_)) => (Err(RequestError::PeerClosed), RequestEnd::Closed),
             Err(_) => {
                 tracing::debug!(peer_id = %Remote(&core.id), method, id, "request timeout");
-                (Err(RequestError::Timeout), Ended::Timeout)
+                (Err(RequestError::Timeout), RequestEnd::Timeout)
             }
         };
         core.metrics.request_ended(started, ended);
@@ -299,7 +302,7 @@ impl<D> Peer<D> {
 /// Forgets a request's pending entry when its future ends without a
 /// response (timeout, error, or the caller dropped it).
 struct PendingGuard<'a> {
-    core: &'a Core,
+    core: &'a PeerState,
     id: u32,
     seq: u64,
     done: bool,
@@ -369,9 +372,9 @@ mod tests {
         let future = read(core, stream).instrument(tracing::Span::none());
         let size = std::mem::size_of_val(&future);
         println!(
-            "reader task future: {size} bytes; PeerEvent: {} bytes; Core: {} bytes",
+            "reader task future: {size} bytes; PeerEvent: {} bytes; PeerState: {} bytes",
             std::mem::size_of::<PeerEvent>(),
-            std::mem::size_of::<Core>()
+            std::mem::size_of::<PeerState>()
         );
         assert!(size <= 128, "reader task future grew to {size} bytes");
     }

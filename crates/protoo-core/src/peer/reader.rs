@@ -11,11 +11,11 @@ use protoo_codec::{ErrorData, Message, encode};
 use protoo_transport::log::Remote;
 use protoo_transport::{Bytes, FrameStream, Inbound, PROTOO_CLOSED_REASON, close_code};
 
-use super::state::{Core, remote_warn};
+use super::state::{PeerState, remote_warn};
 use crate::budget::Over;
 use crate::events::{IncomingNotification, IncomingRequest, PeerEvent};
 use crate::identity::{METHOD_NOT_ALLOWED_CODE, METHOD_NOT_ALLOWED_REASON};
-use crate::metrics::{self as meter, Kind, Outcome as Ended};
+use crate::metrics::{self as meter, Kind, RequestEnd};
 use crate::{
     OVER_BUDGET_CODE, OVER_BUDGET_REASON, RATE_LIMITED_CODE, RATE_LIMITED_REASON,
     SHUTTING_DOWN_REASON,
@@ -33,7 +33,7 @@ use crate::{
 // arguments twice (24 bytes more in every peer's task).
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn read(
-    core: Arc<Core>,
+    core: Arc<PeerState>,
     mut stream: Box<dyn FrameStream>,
 ) -> impl Future<Output = ()> + Send {
     async move {
@@ -79,7 +79,7 @@ pub(crate) fn read(
 /// limits and incoming budget: past either, a request is answered at once
 /// with an error (it never reaches the application) and a notification is
 /// dropped, both counted, with a rate-limited warning.
-fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
+fn receive(core: &Arc<PeerState>, text: Bytes) -> Option<Box<PeerEvent>> {
     if core.is_closed() {
         // Closed locally: the transport is draining, nothing more is
         // delivered.
@@ -137,7 +137,7 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
                             "request during shutdown answered 503"
                         );
                         let error = ErrorData::new(503, SHUTTING_DOWN_REASON);
-                        core.metrics.answered(Ended::Rejected(503));
+                        core.metrics.answered(RequestEnd::Rejected(503));
                         let _ = core.send(encode::error(&request.id, &error));
                         return None;
                     }
@@ -162,7 +162,7 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
         (Message::Request(request), Err((code, reason))) => {
             core.budget.count_refused();
             meter::refused(code == RATE_LIMITED_CODE, true);
-            core.metrics.answered(Ended::Rejected(code));
+            core.metrics.answered(RequestEnd::Rejected(code));
             remote_warn!(
                 core,
                 method = %Remote(&request.method),
@@ -197,13 +197,13 @@ fn receive(core: &Arc<Core>, text: Bytes) -> Option<Box<PeerEvent>> {
 /// A request or notification whose method the peer's identity does not
 /// allow: the request is answered 403 at once, the notification dropped;
 /// both counted, with a rate-limited warning.
-fn not_allowed(core: &Arc<Core>, message: Message) {
+fn not_allowed(core: &Arc<PeerState>, message: Message) {
     core.budget.count_refused();
     match message {
         Message::Request(request) => {
             meter::not_allowed(true);
             core.metrics
-                .answered(Ended::Rejected(METHOD_NOT_ALLOWED_CODE));
+                .answered(RequestEnd::Rejected(METHOD_NOT_ALLOWED_CODE));
             remote_warn!(
                 core,
                 method = %Remote(&request.method),
@@ -229,7 +229,7 @@ fn not_allowed(core: &Arc<Core>, message: Message) {
 /// peer when nobody can use it any more (every handle and its events
 /// dropped).
 fn next_inbound<'a>(
-    core: &'a Arc<Core>,
+    core: &'a Arc<PeerState>,
     stream: &'a mut Box<dyn FrameStream>,
 ) -> impl Future<Output = Inbound> + Send + 'a {
     poll_fn(move |cx| {
@@ -242,7 +242,7 @@ fn next_inbound<'a>(
 }
 
 /// Closes the event queue when the reader task ends.
-struct EndOfEvents<'a>(&'a Core);
+struct EndOfEvents<'a>(&'a PeerState);
 
 impl Drop for EndOfEvents<'_> {
     fn drop(&mut self) {

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::reader::read;
-use super::state::{Core, Pending};
+use super::state::{PeerState, Pending};
 use super::{Peer, PeerInner};
 use crate::budget::Budget;
 use crate::events::{EventQueue, PeerEvents};
@@ -28,7 +28,7 @@ use crate::{CoreError, PeerConfig};
 /// A peer built and not yet started: its reader task is spawned by
 /// [`Start::spawn`], once the peer is where it belongs (its room).
 pub(crate) struct Start {
-    pub(crate) core: Arc<Core>,
+    pub(crate) core: Arc<PeerState>,
     /// Taken by [`Start::spawn`].
     pub(crate) stream: Option<Box<dyn FrameStream>>,
     pub(crate) handle: Handle,
@@ -38,7 +38,7 @@ pub(crate) struct Start {
 }
 
 impl Start {
-    pub(crate) fn core(&self) -> &Arc<Core> {
+    pub(crate) fn core(&self) -> &Arc<PeerState> {
         &self.core
     }
 
@@ -83,7 +83,7 @@ impl Start {
     /// request is handed out.
     pub(crate) fn spawn_after(
         mut self,
-        replaced: Option<Arc<Core>>,
+        replaced: Option<Arc<PeerState>>,
         gate: Option<crate::cluster::ClusterFuture<crate::cluster::Admission>>,
     ) {
         let Some(stream) = self.stream.take() else {
@@ -178,7 +178,7 @@ pub(crate) fn build<D>(
     let requests = transport.request_tracker().cloned();
     let source = Source::of(transport.remote_addr());
     let (sink, stream) = transport.into_parts();
-    let core = Arc::new(Core {
+    let core = Arc::new(PeerState {
         id,
         room_id,
         sink,

@@ -1,4 +1,4 @@
-//! [`Core`]: the state of a peer shared by its handles, its reader task,
+//! [`PeerState`]: the state of a peer shared by its handles, its reader task,
 //! its events and the requests it hands out (pending requests, the close,
 //! the event queue, the incoming budget and rate limits, the identity);
 //! [`Leave`], how a closed peer leaves its room; and `remote_warn!`, the
@@ -48,14 +48,14 @@ macro_rules! remote_warn {
 pub(crate) use remote_warn;
 
 /// What a response hands to the request waiting for it.
-pub(crate) type Outcome = Result<Payload, ErrorData>;
+pub(crate) type Answer = Result<Payload, ErrorData>;
 
 /// The room of a peer, told once when the peer closes so that it takes the
 /// peer out. A trait object behind a `Weak` rather than a boxed closure:
 /// no allocation per peer.
 pub(crate) trait Leave: Send + Sync {
     /// Takes the closed peer `core` out of the room.
-    fn leave(self: Arc<Self>, core: &Arc<Core>);
+    fn leave(self: Arc<Self>, core: &Arc<PeerState>);
 
     /// The expiry queue of the room's registry (peers with an identity).
     fn expiries(&self) -> Option<Arc<Expiries>>;
@@ -65,7 +65,7 @@ pub(crate) trait Leave: Send + Sync {
 pub(crate) struct Pending {
     /// By request id: a sequence number telling apart two requests that got
     /// the same id one after the other, and where to send the response.
-    pub(crate) map: HashMap<u32, (u64, oneshot::Sender<Outcome>)>,
+    pub(crate) map: HashMap<u32, (u64, oneshot::Sender<Answer>)>,
     /// Set when the peer closes: no request is registered after that.
     pub(crate) closed: bool,
     pub(crate) next_seq: u64,
@@ -75,7 +75,7 @@ pub(crate) struct Pending {
 /// The state of a peer shared by its handles, its reader task, its
 /// [`PeerEvents`] and the [`IncomingRequest`]s it hands out. Independent of
 /// the application data type.
-pub(crate) struct Core {
+pub(crate) struct PeerState {
     pub(crate) id: Arc<str>,
     pub(crate) room_id: Option<Arc<str>>,
     pub(crate) sink: Arc<dyn FrameSink>,
@@ -123,7 +123,7 @@ pub(crate) struct Core {
     pub(crate) identity: Option<Box<IdentitySlot>>,
 }
 
-impl Core {
+impl PeerState {
     pub(crate) fn is_closed(&self) -> bool {
         self.reason.get().is_some()
     }
@@ -248,7 +248,7 @@ impl Core {
     /// will come, and how many requests were pending before it.
     pub(crate) fn register(
         &self,
-    ) -> Result<(u32, u64, oneshot::Receiver<Outcome>, usize), RequestError> {
+    ) -> Result<(u32, u64, oneshot::Receiver<Answer>, usize), RequestError> {
         let (tx, rx) = oneshot::channel();
         let mut pending = lock(&self.pending);
         if pending.closed {
@@ -344,9 +344,9 @@ impl Core {
     }
 }
 
-impl fmt::Debug for Core {
+impl fmt::Debug for PeerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Core")
+        f.debug_struct("PeerState")
             .field("id", &self.id)
             .field("room_id", &self.room_id)
             .field("closed", &self.close_reason())
