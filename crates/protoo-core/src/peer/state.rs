@@ -28,10 +28,10 @@ use crate::{RequestError, TOO_MANY_INVALID_REASON};
 
 // Warnings a remote can trigger (invalid frames, responses to unknown ids,
 // binary messages, messages over budget or rate), limited per source
-// through [`protoo_transport::log`]: the peer's client address when its
-// transport names it ([`Transport::with_remote_addr`](protoo_transport::Transport::with_remote_addr)), else the peer's
+// through `protoo_transport::log`: the peer's client address when its
+// transport names it (`Transport::with_remote_addr`), else the peer's
 // connection. A remote cannot flood the log, reconnecting or not.
-//
+
 /// Logs a remote-triggered warning of the peer `$core` within the budget of
 /// its source: at WARN while within it (after the summaries due), at DEBUG
 /// beyond it. The peer's id is a field of every line.
