@@ -1,3 +1,6 @@
+//! Decoding: a frame's text into a [`Message`] (request, response or
+//! notification), reading only the top-level fields protoo uses.
+
 use std::borrow::Cow;
 use std::fmt;
 

@@ -1,3 +1,6 @@
+//! [`DecodeError`] and [`EncodeError`]: why a frame is not a protoo message,
+//! and why a message could not be encoded.
+
 use thiserror::Error;
 
 /// Why a frame is not a protoo message. protoo drops such frames; so do the

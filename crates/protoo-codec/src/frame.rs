@@ -1,3 +1,6 @@
+//! [`Frame`]: one encoded protoo message, a shared buffer of UTF-8 JSON
+//! text.
+
 use std::fmt;
 
 use bytes::Bytes;

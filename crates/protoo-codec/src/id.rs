@@ -1,3 +1,6 @@
+//! [`Id`]: a protoo request id, any JSON number, kept as the remote wrote it
+//! and formatted without allocating.
+
 use std::fmt;
 
 use bytes::Bytes;

@@ -1,3 +1,6 @@
+//! [`Payload`]: the `data` of a message as raw JSON text, parsed only when the
+//! application asks.
+
 use std::fmt;
 
 use bytes::Bytes;

@@ -9,8 +9,9 @@ use protoo_codec::{EncodeError, Frame, encode};
 use protoo_transport::TransportError;
 use serde::{Deserialize, Serialize};
 
-use crate::log_limit::remote_warn;
-use crate::peer::{Core, lock};
+use crate::peer::PeerState;
+use crate::peer::remote_warn;
+use crate::sync::lock;
 use crate::{Peer, Room};
 
 /// What a broadcast did, peer by peer of the room.
@@ -136,7 +137,7 @@ pub struct Broadcast<'a, D, R = ()> {
     room: &'a Room<D, R>,
     target: Target,
     /// The peer on whose behalf it is sent ([`Broadcast::from`]).
-    sender: Option<Arc<Core>>,
+    sender: Option<Arc<PeerState>>,
 }
 
 impl<'a, D, R> Broadcast<'a, D, R> {
@@ -278,7 +279,7 @@ impl<'a, D, R> Broadcast<'a, D, R> {
 pub struct LocalBroadcast<'a, D, R = ()> {
     room: &'a Room<D, R>,
     target: Target,
-    sender: Option<Arc<Core>>,
+    sender: Option<Arc<PeerState>>,
     filter: Option<Predicate<'a, D>>,
 }
 
@@ -319,7 +320,7 @@ impl<'a, D, R> LocalBroadcast<'a, D, R> {
 }
 
 /// Charges `sender`, if any, for the deliveries of a broadcast.
-fn charge(sender: Option<&Core>, frame: &Frame, report: &BroadcastReport) {
+fn charge(sender: Option<&PeerState>, frame: &Frame, report: &BroadcastReport) {
     if let Some(sender) = sender {
         let bytes = u64::try_from(frame.len())
             .unwrap_or(u64::MAX)
@@ -332,7 +333,11 @@ impl<D, R> Room<D, R> {
     /// The report of a broadcast not sent because its sender owes fan-out
     /// bytes, counted as one of its refused messages; `None` when it may be
     /// sent.
-    fn refused_fan_out(&self, sender: Option<&Core>, frame: &Frame) -> Option<BroadcastReport> {
+    fn refused_fan_out(
+        &self,
+        sender: Option<&PeerState>,
+        frame: &Frame,
+    ) -> Option<BroadcastReport> {
         let sender = sender?;
         if !sender.fan_out_in_debt() {
             return None;

@@ -1,3 +1,7 @@
+//! [`PeerConfig`]: each peer's limits and timers (request timeout, event
+//! queue, incoming budget and rates, fan-out rate, presence size), with
+//! their defaults.
+
 use std::time::Duration;
 
 use crate::Rate;

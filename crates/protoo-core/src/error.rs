@@ -1,3 +1,6 @@
+//! The errors of protoo-core: [`CoreError`] (creating or admitting a peer),
+//! [`PeerError`] (sending to one) and [`RequestError`] (a request to one).
+
 use protoo_codec::{EncodeError, ErrorData};
 use protoo_transport::TransportError;
 use thiserror::Error;

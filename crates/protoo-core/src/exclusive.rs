@@ -6,7 +6,7 @@ use std::fmt;
 
 use protoo_codec::Payload;
 
-use crate::peer::lock;
+use crate::sync::lock;
 use crate::{Peer, Room};
 
 impl<D, R> Room<D, R> {

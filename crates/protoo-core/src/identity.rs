@@ -27,7 +27,8 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::peer::{Core, lock};
+use crate::peer::PeerState;
+use crate::sync::lock;
 
 /// The code of the answer to a request whose method the peer's identity
 /// does not allow.
@@ -303,7 +304,7 @@ const SEQ_BITS: u32 = 20;
 
 #[derive(Default)]
 struct ExpiryState {
-    queue: BTreeMap<u64, Weak<Core>>,
+    queue: BTreeMap<u64, Weak<PeerState>>,
     next: u64,
     started: bool,
     closed: bool,
@@ -334,7 +335,7 @@ impl Expiries {
 
     /// Closes `core` (a peer with an identity) at `at`, unless its identity
     /// was refreshed by then; its entry replaces the one it had.
-    pub(crate) fn expire(self: &Arc<Self>, core: &Arc<Core>, at: Instant, handle: &Handle) {
+    pub(crate) fn expire(self: &Arc<Self>, core: &Arc<PeerState>, at: Instant, handle: &Handle) {
         let Some(slot) = core.identity.as_deref() else {
             return;
         };
@@ -355,7 +356,12 @@ impl Expiries {
 
     /// Queues `core` to be closed at `at`, starting the task on `handle`
     /// the first time; its key.
-    fn schedule(self: &Arc<Self>, at: Instant, core: Weak<Core>, handle: &Handle) -> Option<u64> {
+    fn schedule(
+        self: &Arc<Self>,
+        at: Instant,
+        core: Weak<PeerState>,
+        handle: &Handle,
+    ) -> Option<u64> {
         let since = at.saturating_duration_since(self.base);
         // Rounded up: never early. Capped at some 500 years.
         let millis = since.as_nanos().div_ceil(1_000_000);
@@ -428,7 +434,7 @@ async fn run(expiries: Arc<Expiries>) {
             }
         }
         let now = Instant::now();
-        let due: Vec<Weak<Core>> = {
+        let due: Vec<Weak<PeerState>> = {
             let mut state = lock(&expiries.state);
             let later = state.queue.split_off(&expiries.due_before(now));
             std::mem::replace(&mut state.queue, later)

@@ -168,13 +168,13 @@ mod exclusive;
 pub mod handler;
 mod identity;
 mod ids;
-mod log_limit;
 pub mod metrics;
 mod peer;
 mod presence;
 mod rate;
 mod room;
 mod rooms;
+mod sync;
 
 pub use broadcast::{Broadcast, BroadcastReport, LocalBroadcast, Target};
 pub use config::{

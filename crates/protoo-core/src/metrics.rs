@@ -129,7 +129,7 @@ impl Sent {
 /// How a request ended, as labelled.
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-pub(crate) enum Outcome {
+pub(crate) enum RequestEnd {
     Ok,
     /// Answered with an error of this code.
     Rejected(u16),
@@ -138,15 +138,15 @@ pub(crate) enum Outcome {
 }
 
 #[cfg(feature = "metrics")]
-impl Outcome {
+impl RequestEnd {
     fn index(self) -> usize {
         match self {
-            Outcome::Ok => 0,
-            Outcome::Rejected(400..=499) => 1,
-            Outcome::Rejected(500..=599) => 2,
-            Outcome::Rejected(_) => 3,
-            Outcome::Timeout => 4,
-            Outcome::Closed => 5,
+            RequestEnd::Ok => 0,
+            RequestEnd::Rejected(400..=499) => 1,
+            RequestEnd::Rejected(500..=599) => 2,
+            RequestEnd::Rejected(_) => 3,
+            RequestEnd::Timeout => 4,
+            RequestEnd::Closed => 5,
         }
     }
 }
@@ -245,18 +245,18 @@ impl PeerMetrics {
     /// A request of the peer was answered (`outcome` is never a timeout or
     /// a close).
     #[inline]
-    pub(crate) fn answered(&self, _outcome: Outcome) {
+    pub(crate) fn answered(&self, _outcome: RequestEnd) {
         #[cfg(feature = "metrics")]
         shards::add(shards::ANSWERED + _outcome.index().min(3), 1);
     }
 
     /// A request sent to the peer ended.
     #[inline]
-    pub(crate) fn request_ended(&self, _started: Started, _outcome: Outcome) {
+    pub(crate) fn request_ended(&self, _started: Started, _outcome: RequestEnd) {
         #[cfg(feature = "metrics")]
         {
             shards::add(shards::REQUESTS + _outcome.index(), 1);
-            if matches!(_outcome, Outcome::Ok | Outcome::Rejected(_)) {
+            if matches!(_outcome, RequestEnd::Ok | RequestEnd::Rejected(_)) {
                 histogram!(REQUEST_DURATION).record(_started.at.elapsed().as_secs_f64());
             }
         }

@@ -15,7 +15,7 @@ use protoo_codec::{Payload, encode};
 use serde::Serialize;
 
 use crate::cluster::PeerMessage;
-use crate::peer::lock;
+use crate::sync::lock;
 use crate::{Peer, PeerError, RequestError, Room};
 
 /// A listed peer of a room: its id and the information given to

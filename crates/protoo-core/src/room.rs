@@ -1,3 +1,10 @@
+//! [`Room`]: a set of peers under their ids, with the room's data: admitting
+//! a peer under the room's lock (with the duplicate-id policy), taking a
+//! closed peer out, the members' presence, and closing the room (its peers
+//! and the `on_close` hook). A room knows the registry holding it only
+//! through [`RoomRegistry`], so that `rooms` depends on this module and not
+//! the reverse.
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,9 +17,26 @@ use tokio::sync::Notify;
 
 use crate::cluster::{Admission, ClusterBackend, ClusterFuture};
 use crate::identity::{Expiries, IdentitySlot, may_replace};
-use crate::peer::{Core, Leave, Start, build, lock};
-use crate::rooms::{OnClose, RegistryInner};
+use crate::peer::{Leave, PeerState, Start, build};
+use crate::sync::lock;
 use crate::{Broadcast, CoreError, Identity, Peer, PeerConfig, PeerEvents};
+
+/// The hook run once when a room closes
+/// ([`RoomsBuilder::on_close`](crate::RoomsBuilder::on_close)).
+pub(crate) type OnClose<D, R> = dyn Fn(&Room<D, R>) + Send + Sync;
+
+/// What a room asks of the registry holding it (the `rooms` module's
+/// registry implements it): a trait, so that this module depends on no
+/// registry type and `rooms` depends on `room` one way only.
+pub(crate) trait RoomRegistry<D, R>: Send + Sync {
+    /// The registry's expiry queue.
+    fn expiries(&self) -> Arc<Expiries>;
+    /// The registry room `room` has become removable (no peers, no
+    /// reservations; its `emptied`-th time).
+    fn room_emptied(self: Arc<Self>, room: &Room<D, R>, emptied: u64);
+    /// Removes `room` if it is still registered under its id.
+    fn forget(&self, room: &Room<D, R>);
+}
 
 /// What to do when a peer joins a room with the id of a peer already in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -98,7 +122,7 @@ pub(crate) struct RoomInner<D, R> {
     reported: AtomicBool,
     closed_notify: Notify,
     /// The registry holding this room, if any.
-    pub(crate) registry: Weak<RegistryInner<D, R>>,
+    pub(crate) registry: Weak<dyn RoomRegistry<D, R>>,
     /// The registry's cluster backend, if its rooms span several
     /// processes.
     pub(crate) cluster: Option<Arc<dyn ClusterBackend>>,
@@ -175,7 +199,7 @@ impl<D> Admitted<D> {
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
     pub(crate) fn create(
         id: Arc<str>,
-        registry: Weak<RegistryInner<D, R>>,
+        registry: Weak<dyn RoomRegistry<D, R>>,
         cluster: Option<Arc<dyn ClusterBackend>>,
         on_close: Option<Arc<OnClose<D, R>>>,
         data: R,
@@ -293,7 +317,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Leave for RoomInner<D, R> {
-    fn leave(self: Arc<Self>, core: &Arc<Core>) {
+    fn leave(self: Arc<Self>, core: &Arc<PeerState>) {
         // A closed peer leaves the expiry queue too.
         if let Some(key) = core.identity.as_deref().and_then(IdentitySlot::take_key)
             && let Some(expiries) = self.expiries()
@@ -319,7 +343,7 @@ impl<D, R> Room<D, R> {
     /// Takes a closed peer out of the room, if it is still the one under its
     /// id; a registry room left empty is then removed and closed (at once,
     /// or after the registry's grace).
-    fn remove(&self, core: &Arc<Core>)
+    fn remove(&self, core: &Arc<PeerState>)
     where
         D: Send + Sync + 'static,
         R: Send + Sync + 'static,

@@ -1,3 +1,6 @@
+//! [`ServerConfig`]: how the server admits connections (origins, the
+//! connection cap, the WebSocket limits, authentication) and its defaults.
+
 use std::sync::Arc;
 use std::time::Duration;
 

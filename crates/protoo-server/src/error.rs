@@ -1,3 +1,6 @@
+//! [`ServerError`]: what can go wrong between a connection request and a
+//! peer.
+
 use thiserror::Error;
 
 /// What can go wrong between a connection request and a peer.

@@ -83,6 +83,7 @@ pub mod auth;
 mod config;
 mod descriptors;
 mod error;
+mod handshake;
 pub mod metrics;
 mod request;
 mod server;

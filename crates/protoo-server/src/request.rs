@@ -1,3 +1,7 @@
+//! [`ConnectionRequest`]: a WebSocket upgrade request waiting for the
+//! application's decision, with what it carries (path, query, headers,
+//! remote address, verified identity) and how it is accepted or rejected.
+
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;

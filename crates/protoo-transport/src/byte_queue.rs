@@ -222,7 +222,7 @@ impl<T: Weigh, C> ByteQueue<T, C> {
 
     /// Closes the queue and drops what it held. Returns whether this call
     /// closed it (the items are dropped either way).
-    pub fn close_and_clear(&self, close: C) -> bool {
+    pub(crate) fn close_and_clear(&self, close: C) -> bool {
         self.close_inner(close, true)
     }
 
@@ -347,7 +347,7 @@ impl<T: Weigh, C> ByteQueue<T, C> {
     }
 
     /// The close value, once closed.
-    pub fn close_value(&self) -> Option<C>
+    pub(crate) fn close_value(&self) -> Option<C>
     where
         C: Clone,
     {
@@ -370,14 +370,14 @@ impl<T: Weigh, C> ByteQueue<T, C> {
     }
 
     /// The byte limit.
-    pub fn max_bytes(&self) -> usize {
+    pub(crate) fn max_bytes(&self) -> usize {
         self.max_bytes
     }
 
     /// Gives the buffer back if nothing is queued (whatever
     /// `keep_capacity`): for a consumer going idle, so that an idle queue
     /// holds no allocation.
-    pub fn release_if_drained(&self) {
+    pub(crate) fn release_if_drained(&self) {
         let mut state = self.lock();
         if state.items.is_empty() && state.items.capacity() > 0 {
             state.items = VecDeque::new();

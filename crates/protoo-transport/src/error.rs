@@ -1,3 +1,6 @@
+//! [`TransportError`]: what can go wrong when sending on, or opening, a
+//! transport.
+
 use bytes::Bytes;
 use thiserror::Error;
 

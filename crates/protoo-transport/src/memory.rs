@@ -20,10 +20,11 @@
 //! # }
 //! ```
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use crate::queue::{OutboundQueue, Work};
+use crate::sync::{Mutex, lock};
 use crate::{
     CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator, Transport, TransportError,
     close_code,
@@ -44,7 +45,7 @@ struct Link {
 impl Link {
     fn close(&self, side: usize, code: u16, reason: &str) {
         {
-            let mut closer = self.closer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut closer = lock(&self.closer);
             if closer.is_some() {
                 return;
             }
@@ -57,7 +58,7 @@ impl Link {
     }
 
     fn closer(&self) -> Option<usize> {
-        *self.closer.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.closer)
     }
 }
 

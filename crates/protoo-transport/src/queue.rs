@@ -1,3 +1,7 @@
+//! [`OutboundQueue`]: the transport's queue of outbound frames, between
+//! every task that sends to a peer and the one writer task, counted in bytes
+//! and closed as a slow consumer when it holds its limit.
+
 use std::fmt;
 use std::future::poll_fn;
 use std::task::{Context, Poll, Waker};
@@ -25,16 +29,17 @@ impl Outbound {
     }
 }
 
-/// Why a push was refused.
-enum Refused {
+/// Why an outbound message was not queued (the byte queue's
+/// `byte_queue::Refused`, without the item).
+enum NotQueued {
     Closed,
     Full,
 }
 
-fn binary_not_sent(data: Bytes, refused: Refused) -> TransportError {
+fn binary_not_sent(data: Bytes, refused: NotQueued) -> TransportError {
     let reason = match refused {
-        Refused::Closed => "transport closed",
-        Refused::Full => "outbound queue limit exceeded, transport closed",
+        NotQueued::Closed => "transport closed",
+        NotQueued::Full => "outbound queue limit exceeded, transport closed",
     };
     TransportError::BinaryNotSent { data, reason }
 }
@@ -129,8 +134,8 @@ impl OutboundQueue {
         self.push_item(Outbound::Text(frame))
             .map_err(|(refused, item)| match item {
                 Outbound::Text(frame) => match refused {
-                    Refused::Closed => TransportError::Closed(frame),
-                    Refused::Full => TransportError::QueueFull(frame),
+                    NotQueued::Closed => TransportError::Closed(frame),
+                    NotQueued::Full => TransportError::QueueFull(frame),
                 },
                 Outbound::Binary(data) => binary_not_sent(data, refused),
             })
@@ -146,7 +151,7 @@ impl OutboundQueue {
             })
     }
 
-    fn push_item(&self, item: Outbound) -> Result<(), (Refused, Outbound)> {
+    fn push_item(&self, item: Outbound) -> Result<(), (NotQueued, Outbound)> {
         // Only a consumer already behind by the whole limit is closed: one
         // frame, however large, never closes a consumer that keeps up.
         self.queue
@@ -154,10 +159,10 @@ impl OutboundQueue {
                 Closing::new(close_code::POLICY_VIOLATION, SLOW_CONSUMER_REASON)
             })
             .map_err(|refused| match refused {
-                byte_queue::Refused::Closed(item) => (Refused::Closed, item),
+                byte_queue::Refused::Closed(item) => (NotQueued::Closed, item),
                 byte_queue::Refused::Full(item) => {
                     crate::metrics::outbound_queue_closed();
-                    (Refused::Full, item)
+                    (NotQueued::Full, item)
                 }
             })
     }

@@ -1,5 +1,8 @@
-//! The locks of the queues: `std`'s, or loom's when the crate is built with
-//! `--cfg protoo_loom` for the model tests (`tests/loom_queue.rs`).
+//! The crate's locks and its one poison-tolerant lock helper: `std`'s, or
+//! loom's when the crate is built with `--cfg protoo_loom` for the model
+//! tests of the queues (`tests/loom_queue.rs`; the other locks, the memory
+//! transport's and the log limits', are not used there). Each crate of the
+//! workspace keeps exactly one such helper, none exported.
 //!
 //! A cfg of our own rather than loom's customary `--cfg loom`: `RUSTFLAGS`
 //! reaches every crate of the build, and tokio built with `cfg(loom)` leaves

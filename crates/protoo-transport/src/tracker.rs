@@ -1,3 +1,6 @@
+//! [`Tracker`]: a count of work in flight (requests being answered,
+//! connection tasks running) that a graceful shutdown waits on.
+
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

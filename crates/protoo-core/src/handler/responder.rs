@@ -8,7 +8,7 @@ use protoo_codec::ErrorData;
 use serde::Serialize;
 
 use crate::IncomingRequest;
-use crate::peer::lock;
+use crate::sync::lock;
 
 /// Where the request of a handler that took a [`Responder`] waits for its
 /// answer: shared by the responder and the router, which answers the

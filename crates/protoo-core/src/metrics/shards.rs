@@ -9,10 +9,12 @@
 //! shard for one last flush.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use ::metrics::{counter, gauge};
+
+use crate::sync::lock;
 
 use super::{
     BYTES_RECEIVED, BYTES_SENT, MESSAGES_RECEIVED, MESSAGES_SENT, OUTCOMES, PEERS,
@@ -67,10 +69,6 @@ static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 /// destructors): written by any thread, so with atomic adds.
 static SHARED: Shard = Shard::new();
 static SHARED_FLUSHED: Mutex<[u64; SLOTS]> = Mutex::new([0; SLOTS]);
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The current thread's shard, registered on first use.
 struct Local(Arc<Shard>);

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::cluster::{ClusterBackend, LocalNode, NodeRooms, OnMemberLost};
 use crate::identity::Expiries;
-use crate::peer::lock;
-use crate::room::DuplicatePolicy;
+use crate::room::{DuplicatePolicy, OnClose, RoomRegistry};
+use crate::sync::lock;
 use crate::{CoreError, PeerConfig, Room};
 
 /// The longest room id and peer id a registry admits by default, in bytes
@@ -28,7 +28,6 @@ mod setup;
 
 pub use admit::{Admit, Context, Joined, ReadyAdmit, RoomHold};
 use reservation::Reservation;
-pub(crate) use setup::OnClose;
 use setup::{Pending, Setup};
 pub use setup::{RoomSetup, RoomsBuilder};
 
@@ -104,10 +103,50 @@ pub(crate) struct RegistryInner<D, R> {
     expiries: std::sync::OnceLock<Arc<Expiries>>,
 }
 
-impl<D, R> RegistryInner<D, R> {
-    /// The registry's expiry queue.
-    pub(crate) fn expiries(&self) -> Arc<Expiries> {
+impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomRegistry<D, R>
+    for RegistryInner<D, R>
+{
+    fn expiries(&self) -> Arc<Expiries> {
         self.expiries.get_or_init(Default::default).clone()
+    }
+
+    /// A registry room has become removable (no peers, no reservations):
+    /// removes it now, or after the grace if it is still removable then.
+    fn room_emptied(self: Arc<Self>, room: &Room<D, R>, emptied: u64) {
+        if self.grace.is_zero() {
+            return self.remove_if_empty(room, None);
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.remove_if_empty(room, None);
+        };
+        let registry = Arc::downgrade(&self);
+        let room = Room {
+            inner: room.inner.clone(),
+        };
+        let grace = self.grace;
+        tracing::debug!(
+            room_id = %protoo_transport::log::Remote(room.id()),
+            ?grace,
+            "room empty, kept for its grace"
+        );
+        runtime.spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(registry) = registry.upgrade() {
+                registry.remove_if_empty(&room, Some(emptied));
+            }
+        });
+    }
+
+    /// Removes `room` if it is still registered under its id.
+    fn forget(&self, room: &Room<D, R>) {
+        let removed = {
+            let mut rooms = lock(&self.rooms);
+            match rooms.get(&room.inner.id).and_then(Slot::ready) {
+                Some(registered) if Room::ptr_eq(registered, room) => rooms.remove(&room.inner.id),
+                _ => None,
+            }
+        };
+        drop(removed);
     }
 }
 
@@ -156,33 +195,6 @@ impl<D, R> Slot<D, R> {
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
-    /// A registry room has become removable (no peers, no reservations):
-    /// removes it now, or after the grace if it is still removable then.
-    pub(crate) fn room_emptied(self: Arc<Self>, room: &Room<D, R>, emptied: u64) {
-        if self.grace.is_zero() {
-            return self.remove_if_empty(room, None);
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return self.remove_if_empty(room, None);
-        };
-        let registry = Arc::downgrade(&self);
-        let room = Room {
-            inner: room.inner.clone(),
-        };
-        let grace = self.grace;
-        tracing::debug!(
-            room_id = %protoo_transport::log::Remote(room.id()),
-            ?grace,
-            "room empty, kept for its grace"
-        );
-        runtime.spawn(async move {
-            tokio::time::sleep(grace).await;
-            if let Some(registry) = registry.upgrade() {
-                registry.remove_if_empty(&room, Some(emptied));
-            }
-        });
-    }
-
     /// Removes `room` if it is still registered under its id and removable
     /// (and, for a grace timer, has not been used since it became empty),
     /// and closes it.
@@ -208,20 +220,6 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
             tracing::debug!(room_id = %protoo_transport::log::Remote(&removed.inner.id), "last peer left, room removed");
             removed.report_closed();
         }
-    }
-}
-
-impl<D, R> RegistryInner<D, R> {
-    /// Removes `room` if it is still registered under its id.
-    pub(crate) fn forget(&self, room: &Room<D, R>) {
-        let removed = {
-            let mut rooms = lock(&self.rooms);
-            match rooms.get(&room.inner.id).and_then(Slot::ready) {
-                Some(registered) if Room::ptr_eq(registered, room) => rooms.remove(&room.inner.id),
-                _ => None,
-            }
-        };
-        drop(removed);
     }
 }
 
@@ -368,9 +366,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
     }
 
     fn create(&self, room_id: &str, data: R, reserved: usize) -> Room<D, R> {
+        let registry = Arc::downgrade(&self.inner);
         Room::create(
             room_id.into(),
-            Arc::downgrade(&self.inner),
+            registry,
             self.inner.cluster.clone(),
             self.inner.on_close.clone(),
             data,

@@ -8,7 +8,7 @@ use protoo_codec::Frame;
 
 use super::{RegistryInner, Slot};
 use crate::cluster::{ClusterFuture, LostMember, Member, NodeRooms, PeerMessage, PeerReply};
-use crate::peer::lock;
+use crate::sync::lock;
 use crate::{PeerError, RequestError, Room, Target};
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {

@@ -7,8 +7,9 @@ use std::fmt;
 use protoo_transport::Transport;
 
 use super::Joined;
-use crate::peer::{admission, lock};
+use crate::peer::admission;
 use crate::room::{Admitted, DuplicatePolicy};
+use crate::sync::lock;
 use crate::{CoreError, Identity, PeerConfig, Room};
 
 /// A room with its data ready and a place held for one admission

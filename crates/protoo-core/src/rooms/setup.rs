@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use super::Context;
 use super::{RegistryInner, Rooms, Slot};
 use crate::cluster::{ClusterBackend, LostMember, OnMemberLost};
-use crate::peer::lock;
-use crate::room::DuplicatePolicy;
+use crate::room::{DuplicatePolicy, OnClose, RoomRegistry};
+use crate::sync::lock;
 use crate::{CoreError, IntoErrorData, PeerConfig, Room};
 
 /// A boxed setup future.
@@ -28,9 +28,6 @@ pub(crate) enum Setup<R> {
     /// The application's async setup.
     Async(Box<dyn Fn(RoomSetup) -> SetupFuture<R> + Send + Sync>),
 }
-
-/// The hook run once when a room closes ([`RoomsBuilder::on_close`]).
-pub(crate) type OnClose<D, R> = dyn Fn(&Room<D, R>) + Send + Sync;
 
 /// What a room's setup ([`RoomsBuilder::setup`]) is given: the room id,
 /// and the [`Context`] of the admission that started the setup.
@@ -382,9 +379,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Completion<D, R> {
             };
             let (slot, outcome) = match result {
                 Ok(data) => {
+                    let weak = Arc::downgrade(&registry);
                     let room = Room::create(
                         self.room_id.clone(),
-                        Arc::downgrade(&registry),
+                        weak,
                         registry.cluster.clone(),
                         registry.on_close.clone(),
                         data,

@@ -51,7 +51,8 @@ use crate::request::{Decision, Opening, RequestHead};
 
 mod listener;
 
-use crate::server::{Shared, decide, hand_over};
+use crate::handshake::{decide, hand_over};
+use crate::server::Shared;
 use crate::{ServerConfig, WebSocketServer};
 pub use listener::{LimitedIo, LimitedListener, ServeListener, limited};
 

@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::sync::{Mutex, MutexGuard, lock};
 
 /// Remote-triggered warnings logged at WARN per source and [`PERIOD`].
 pub const SOURCE_BURST: u32 = 5;
@@ -111,7 +113,7 @@ impl fmt::Display for Source {
 /// reconnections. [`remote_warn!`](crate::remote_warn) is the usual way in.
 pub fn allow_warn(source: Source) -> bool {
     let now = Instant::now();
-    let (allowed, report) = lock().check(source, now);
+    let (allowed, report) = limits().check(source, now);
     report.log();
     allowed
 }
@@ -123,7 +125,7 @@ pub fn closed(source: Source) {
     if !source.is_connection() {
         return;
     }
-    let held_back = lock()
+    let held_back = limits()
         .sources
         .remove(&source)
         .map_or(0, |entry| entry.held_back);
@@ -134,12 +136,10 @@ pub fn closed(source: Source) {
     .log();
 }
 
-fn lock() -> MutexGuard<'static, Limits> {
+/// The limits of every source, locked.
+fn limits() -> MutexGuard<'static, Limits> {
     static LIMITS: OnceLock<Mutex<Limits>> = OnceLock::new();
-    LIMITS
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+    lock(LIMITS.get_or_init(|| Mutex::new(Limits::default())))
 }
 
 /// One source's budget in its current period.

@@ -1,3 +1,6 @@
+//! [`WsConfig`]: the limits, timers and buffer sizes of WebSocket
+//! connections, client and server side, with their defaults.
+
 use std::time::Duration;
 
 /// Limits, timers and buffer sizes of WebSocket connections, client and
