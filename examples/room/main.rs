@@ -162,7 +162,9 @@ impl Listed {
 /// peer hears after its `join` answer is never of a peer that answer
 /// listed. `newPeer` goes out before the answer: a client that acts on the
 /// answer (another peer of it connects) finds the others told already, so
-/// a peer that arrives later never hears of an earlier one's join.
+/// a peer that arrives later never hears of an earlier one's join. In a
+/// cluster the answer is the cluster's list, read once this peer's own
+/// entry is in Redis.
 async fn join(
     peer: Peer,
     room: Room,
@@ -174,21 +176,27 @@ async fn join(
     if join.display_name.len() > MAX_DISPLAY_NAME {
         return Err(ErrorData::new(400, "displayName too long"));
     }
-    // The peers listed by the other processes of a cluster (across
-    // processes, joins are ordered only as Redis orders them).
-    let elsewhere = match clustered {
-        true => room.presence().await,
-        false => Vec::new(),
-    };
+    let mut responder = Some(responder);
     let section = |members: &Members<()>| -> Result<(), Box<dyn Error + Send + Sync>> {
         room.set_presence(peer.id(), &join)?;
         let newcomer = json!({ "id": peer.id(), "displayName": join.display_name });
         room.to_all().from(&peer).notify("newPeer", &newcomer)?;
-        responder.accept(&json!({ "peers": others(&peer, members, &elsewhere) }));
+        if let Some(responder) = responder.take_if(|_| !clustered) {
+            responder.accept(&json!({ "peers": others(&peer, members, &[]) }));
+        }
         Ok(())
     };
     room.exclusive(section)
-        .map_err(IntoErrorData::into_error_data)
+        .map_err(IntoErrorData::into_error_data)?;
+    if let Some(responder) = responder {
+        // The list is the cluster's, read after this peer's own entry was
+        // written (one link to Redis, in order): a client that acts on the
+        // answer finds the peer listed on every node.
+        let elsewhere = room.presence().await;
+        let peers = room.exclusive(|members| others(&peer, members, &elsewhere));
+        responder.accept(&json!({ "peers": peers }));
+    }
+    Ok(())
 }
 
 /// The listed peers but `peer`, as `join` answers them: this process's
