@@ -261,15 +261,8 @@ impl<'a, D, R> Broadcast<'a, D, R> {
     /// is not sent (see there); otherwise the sender is charged for this
     /// node's deliveries.
     pub fn send_frame(self, frame: &Frame) -> BroadcastReport {
-        if let Some(report) = self.room.refused_fan_out(self.sender.as_deref(), frame) {
-            return report;
-        }
-        let report = self.room.deliver(frame, &self.target, None);
-        charge(self.sender.as_deref(), frame, &report);
-        if let Some(cluster) = &self.room.inner.cluster {
-            cluster.broadcast(self.room.id(), frame, &self.target);
-        }
-        report
+        self.room
+            .send(frame, &self.target, self.sender.as_deref(), None)
     }
 }
 
@@ -308,14 +301,12 @@ impl<'a, D, R> LocalBroadcast<'a, D, R> {
     ///
     /// A sender ([`Broadcast::from`]) is charged as there.
     pub fn send_frame(self, frame: &Frame) -> BroadcastReport {
-        if let Some(report) = self.room.refused_fan_out(self.sender.as_deref(), frame) {
-            return report;
-        }
-        let report = self
-            .room
-            .deliver(frame, &self.target, self.filter.as_deref());
-        charge(self.sender.as_deref(), frame, &report);
-        report
+        self.room.send(
+            frame,
+            &self.target,
+            self.sender.as_deref(),
+            self.filter.as_deref(),
+        )
     }
 }
 
@@ -330,6 +321,28 @@ fn charge(sender: Option<&PeerState>, frame: &Frame, report: &BroadcastReport) {
 }
 
 impl<D, R> Room<D, R> {
+    /// Sends a broadcast (both builders end here): refused while `sender`
+    /// owes fan-out bytes; else delivered to this node's chosen peers, the
+    /// sender charged for them, and, unless the target is
+    /// [`local`](Target::local), handed once to the cluster backend.
+    fn send(
+        &self,
+        frame: &Frame,
+        target: &Target,
+        sender: Option<&PeerState>,
+        filter: Option<&Keep<'_, D>>,
+    ) -> BroadcastReport {
+        if let Some(report) = self.refused_fan_out(sender, frame) {
+            return report;
+        }
+        let report = self.deliver(frame, target, filter);
+        charge(sender, frame, &report);
+        if let (false, Some(cluster)) = (target.local, &self.inner.cluster) {
+            cluster.broadcast(self.id(), frame, target);
+        }
+        report
+    }
+
     /// The report of a broadcast not sent because its sender owes fan-out
     /// bytes, counted as one of its refused messages; `None` when it may be
     /// sent.
