@@ -340,6 +340,8 @@ async fn serve(
             Some(PeerEvent::Request(request)) => ClientEvent::Request(request),
             Some(PeerEvent::Notification(notification)) => ClientEvent::Notification(notification),
             Some(PeerEvent::Closed(reason)) => break Some(reason),
+            // Only peers with a resume window see these.
+            Some(PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. }) => continue,
             None => break None,
         };
         // Events nobody reads are dropped (a request then answers 500).

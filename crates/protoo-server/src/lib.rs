@@ -44,7 +44,7 @@
 //!                         request.respond(sent.map_err(PeerError::from).and_then(BroadcastReport::within_rate).map(|_| ()));
 //!                     }
 //!                     PeerEvent::Request(request) => request.reject(404, "unknown method"),
-//!                     PeerEvent::Notification(_) => {}
+//!                     PeerEvent::Notification(_) | PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
 //!                     PeerEvent::Closed(_) => {
 //!                         let _ = room.to_all().notify("peerClosed", &serde_json::json!({ "peerId": peer.id() }));
 //!                     }

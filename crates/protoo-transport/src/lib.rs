@@ -185,6 +185,10 @@ pub const PROTOO_CLOSED_REASON: &str = "closed by protoo-server";
 /// reconnect, but told apart from any other close.
 pub const REPLACED_REASON: &str = "replaced by a new connection";
 
+/// The reason of a connection dropped because the remote did not answer a
+/// keepalive ping.
+pub const KEEPALIVE_TIMEOUT_REASON: &str = "keepalive timeout";
+
 /// The reason sent with [`close_code::POLICY_VIOLATION`] when a peer's
 /// outbound queue overflows.
 pub const SLOW_CONSUMER_REASON: &str = "outbound queue limit exceeded";
@@ -217,6 +221,15 @@ pub struct CloseReason {
 }
 
 impl CloseReason {
+    /// Whether the connection was lost rather than closed by a decision.
+    pub fn is_lost(&self) -> bool {
+        match (self.initiator, self.code) {
+            (Initiator::Remote, None | Some(1001 | 1006 | 1012)) => true,
+            (Initiator::Local, None) => self.reason == KEEPALIVE_TIMEOUT_REASON,
+            _ => false,
+        }
+    }
+
     /// A close reason.
     pub fn new(code: Option<u16>, reason: impl Into<String>, initiator: Initiator) -> Self {
         CloseReason {
@@ -296,6 +309,16 @@ pub trait FrameSink: Send + Sync + fmt::Debug + 'static {
     /// that address's budget ([`log`]). The default ignores it.
     fn set_remote_addr(&self, addr: SocketAddr) {
         let _ = addr;
+    }
+
+    /// Starts keeping the frames written whose receipt the remote has not
+    /// confirmed, for [`FrameSink::take_unconfirmed`]. Default: nothing.
+    fn retain_unconfirmed(&self) {}
+
+    /// Takes back, in order, every frame the remote has not confirmed;
+    /// afterwards the sink writes nothing more. Default: none.
+    fn take_unconfirmed(&self) -> Vec<Frame> {
+        Vec::new()
     }
 }
 

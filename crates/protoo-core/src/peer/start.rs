@@ -23,6 +23,7 @@ use crate::identity::IdentitySlot;
 use crate::ids::IdRng;
 use crate::metrics::PeerMetrics;
 use crate::rate::{FanOut, Limiter};
+use crate::session::{Parked, Session};
 use crate::{CoreError, PeerConfig};
 
 /// A peer built and not yet started: its reader task is spawned by
@@ -166,6 +167,7 @@ pub(crate) fn admission(id: &str, transport: &Transport) -> Result<Handle, CoreE
 }
 
 /// Builds a peer without starting it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build<D>(
     id: Arc<str>,
     room_id: Option<Arc<str>>,
@@ -174,10 +176,18 @@ pub(crate) fn build<D>(
     config: &PeerConfig,
     handle: Handle,
     identity: Option<Box<IdentitySlot>>,
+    parked: Option<Arc<Parked>>,
 ) -> (Peer<D>, PeerEvents, Start) {
     let requests = transport.request_tracker().cloned();
     let source = Source::of(transport.remote_addr());
     let (sink, stream) = transport.into_parts();
+    let session = config
+        .resume_window
+        .map(|window| Session::new(sink.clone(), window, config.resume_buffer, parked));
+    let sink = match &session {
+        Some(session) => session.clone() as Arc<dyn protoo_transport::FrameSink>,
+        None => sink,
+    };
     let core = Arc::new(PeerState {
         id,
         room_id,
@@ -209,6 +219,7 @@ pub(crate) fn build<D>(
         invalid: AtomicU32::new(0),
         metrics: PeerMetrics::new(),
         identity,
+        session,
     });
     let peer = Peer {
         inner: Arc::new(PeerInner {

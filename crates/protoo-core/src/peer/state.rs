@@ -23,6 +23,7 @@ use crate::identity::{Expiries, IdentitySlot};
 use crate::ids::IdRng;
 use crate::metrics::{self as meter, Kind, PeerMetrics};
 use crate::rate::{FanOut, Limiter};
+use crate::session::Session;
 use crate::sync::lock;
 use crate::{RequestError, TOO_MANY_INVALID_REASON};
 
@@ -121,6 +122,8 @@ pub(crate) struct PeerState {
     pub(crate) metrics: PeerMetrics,
     /// Who the peer is, if its admission said ([`Identity`]).
     pub(crate) identity: Option<Box<IdentitySlot>>,
+    /// The peer's session, with a resume window: `sink` is this one.
+    pub(crate) session: Option<Arc<Session>>,
 }
 
 impl PeerState {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::cluster::{ClusterBackend, LocalNode, NodeRooms, OnMemberLost};
 use crate::identity::Expiries;
 use crate::room::{DuplicatePolicy, OnClose, RoomRegistry};
+use crate::session::Parked;
 use crate::sync::lock;
 use crate::{CoreError, PeerConfig, Room};
 
@@ -101,6 +102,8 @@ pub(crate) struct RegistryInner<D, R> {
     /// The peers that expire ([`Identity`](crate::Identity)), made on
     /// first use.
     expiries: std::sync::OnceLock<Arc<Expiries>>,
+    /// The sessions waiting for their peer, bounded.
+    parked: Arc<Parked>,
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomRegistry<D, R>
@@ -108,6 +111,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomRegistry<D, R>
 {
     fn expiries(&self) -> Arc<Expiries> {
         self.expiries.get_or_init(Default::default).clone()
+    }
+
+    fn parked(&self) -> Arc<Parked> {
+        self.parked.clone()
     }
 
     /// A registry room has become removable (no peers, no reservations):
@@ -271,12 +278,20 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
             on_member_lost: parts.on_member_lost,
             on_close,
             expiries: std::sync::OnceLock::new(),
+            parked: Parked::new(parts.max_parked_sessions, parts.max_parked_bytes),
         });
         if let Some(cluster) = &inner.cluster {
             let weak: std::sync::Weak<dyn NodeRooms> = Arc::downgrade(&inner) as _;
             cluster.attach(LocalNode::new(weak));
         }
         Rooms { inner }
+    }
+
+    /// Sessions waiting for their peer in these rooms (peers with a
+    /// [resume window](PeerConfig::resume_window) whose transport was
+    /// lost), and the bytes they hold.
+    pub fn waiting_sessions(&self) -> (usize, usize) {
+        self.inner.parked.usage()
     }
 
     /// Whether the rooms span several processes (a cluster backend was

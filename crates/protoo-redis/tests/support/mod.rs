@@ -447,7 +447,8 @@ async fn serve(room: Room, peer: Peer, mut events: PeerEvents) {
                 }
                 _ => request.reject(404, "unknown method"),
             },
-            PeerEvent::Notification(_) => {}
+            PeerEvent::Notification(_) | PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {
+            }
             PeerEvent::Closed(_) => {
                 let _ = room
                     .to_all()
@@ -512,6 +513,7 @@ impl Client {
                 }
                 Some(PeerEvent::Request(request)) => request.accept(&json!({ "hi": true })),
                 Some(PeerEvent::Closed(reason)) => return Event::Closed(reason.code),
+                Some(PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. }) => {}
                 None => return Event::Closed(None),
             }
         }
