@@ -204,7 +204,7 @@ pub use rooms::{
 };
 pub use session::{
     DEFAULT_MAX_PARKED_BYTES, DEFAULT_MAX_PARKED_SESSIONS, SESSION_EVICTED_REASON,
-    TAKEN_OVER_REASON,
+    SESSION_MOVED_REASON, TAKEN_OVER_REASON,
 };
 
 pub use protoo_codec::{self as codec, EncodeError, ErrorData, Frame, Id, Method, Payload};

@@ -282,6 +282,7 @@ impl PeerMetrics {
                 Initiator::Local => "local",
                 Initiator::Remote => "remote",
                 Initiator::Replaced => "replaced",
+                Initiator::Moved => "moved",
                 _ => "other",
             };
             counter!(

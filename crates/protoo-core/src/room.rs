@@ -323,6 +323,9 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
         let parked = config
             .resume_window
             .and_then(|_| Some(self.inner.registry.upgrade()?.parked()));
+        // In a room spanning several processes, the peer may resume a
+        // session from another node: its transport waits for the answer.
+        let pending = self.inner.cluster.is_some();
         let (peer, events, mut start) = build(
             id.clone(),
             Some(self.inner.id.clone()),
@@ -332,6 +335,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             handle.clone(),
             slot,
             parked,
+            pending,
         );
         if let (Some(expiries), Some(deadline)) = (expiries, deadline) {
             expiries.expire(start.core(), deadline, &handle);
@@ -347,6 +351,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
                 &id,
                 policy == DuplicatePolicy::Replace,
                 peer.identity().as_deref(),
+                config.resume_window.is_some(),
             )
         });
         let replaced = state.peers.insert(id, peer.clone());
@@ -373,6 +378,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Leave for RoomInner<D, 
 
     fn expiries(&self) -> Option<Arc<Expiries>> {
         Some(self.registry.upgrade()?.expiries())
+    }
+
+    fn restore_presence(self: Arc<Self>, core: &Arc<PeerState>, info: Payload) {
+        let _ = Room { inner: self }.set_presence_payload(&core.id, info);
     }
 }
 

@@ -36,6 +36,10 @@ use crate::sync::lock;
 /// ones: the oldest end first.
 pub const SESSION_EVICTED_REASON: &str = "session evicted: too many disconnected sessions";
 
+/// The close reason of a peer whose session moved to another node, where
+/// its remote resumed it ([`Initiator::Moved`]): nobody left.
+pub const SESSION_MOVED_REASON: &str = "session moved to another node";
+
 /// The reason sent (with 4000, so that a protoo-client does not reconnect)
 /// on a peer's old connection when a new one resumes its session while the
 /// old one still looked open.
@@ -86,6 +90,11 @@ struct Held {
     bytes: usize,
     /// The session's place in [`Parked`].
     key: u64,
+    /// The transport of a peer admitted on this node whose session may
+    /// come from another node ([`Session::new_pending`]): attached once
+    /// the cluster said ([`Session::attach_pending`]). Such a session is
+    /// not waiting for its peer: not counted in [`Parked`].
+    pending: Option<Arc<dyn FrameSink>>,
 }
 
 /// What [`Session::detach`] found.
@@ -129,6 +138,99 @@ impl Session {
         })
     }
 
+    /// A session whose transport is not attached yet: what is sent is held
+    /// until [`Session::attach_pending`] (a peer admitted in a room that
+    /// spans several processes, whose session another node may hand over).
+    pub(crate) fn new_pending(
+        sink: Arc<dyn FrameSink>,
+        window: Duration,
+        limit: usize,
+        parked: Option<Arc<Parked>>,
+    ) -> Arc<Self> {
+        sink.retain_unconfirmed();
+        Arc::new(Session {
+            state: Mutex::new(State {
+                link: Link::Detached(Held {
+                    frames: VecDeque::new(),
+                    bytes: 0,
+                    key: 0,
+                    pending: Some(sink),
+                }),
+                incoming: None,
+                waker: None,
+                ended: None,
+            }),
+            window,
+            limit,
+            parked,
+        })
+    }
+
+    /// Attaches a pending session's transport ([`Session::new_pending`]):
+    /// writes `first` (what another node handed over), then what was held
+    /// meanwhile, then everything sent from now on. Returns how many frames
+    /// of `first` were written (none for a session not pending), or why
+    /// the session ended meanwhile (it held more than its buffer).
+    pub(crate) fn attach_pending(&self, first: Vec<Frame>) -> Result<usize, CloseReason> {
+        let mut state = lock(&self.state);
+        if let Some(reason) = &state.ended {
+            return Err(reason.clone());
+        }
+        let Link::Detached(held) = &mut state.link else {
+            return Ok(0);
+        };
+        let Some(sink) = held.pending.take() else {
+            return Ok(0);
+        };
+        let missed = first.len();
+        let held = std::mem::take(&mut held.frames);
+        for frame in first.into_iter().chain(held) {
+            if sink.send(frame).is_err() {
+                break;
+            }
+        }
+        state.link = Link::Attached(sink);
+        Ok(missed)
+    }
+
+    /// Hands the session over to another node, where its remote resumed
+    /// it: takes what the peer did not get (what is held, or what its
+    /// transport, then closed with 4000 [`TAKEN_OVER_REASON`], did not
+    /// confirm), in order; nothing more is written or held here. `None` if
+    /// the session is over.
+    pub(crate) fn hand_over(&self) -> Option<Vec<Frame>> {
+        let (old, waker) = {
+            let mut state = lock(&self.state);
+            if state.ended.is_some() {
+                return None;
+            }
+            state.incoming = None;
+            (
+                std::mem::replace(&mut state.link, Link::Gone),
+                state.waker.take(),
+            )
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        match old {
+            Link::Attached(sink) => {
+                let frames = sink.take_unconfirmed();
+                sink.close(close_code::PROTOO_CLOSED, TAKEN_OVER_REASON);
+                Some(frames)
+            }
+            Link::Detached(mut held) => {
+                let frames = std::mem::take(&mut held.frames).into();
+                if let Some(sink) = held.pending.take() {
+                    sink.close(close_code::PROTOO_CLOSED, TAKEN_OVER_REASON);
+                }
+                self.forget(held, "moved");
+                Some(frames)
+            }
+            Link::Gone => None,
+        }
+    }
+
     /// The transport was lost: takes back from it what the remote did not
     /// confirm and holds it, from now on with everything sent, until the
     /// peer resumes or the window ends.
@@ -156,7 +258,12 @@ impl Session {
             Some(parked) => parked.park(Arc::downgrade(self), bytes),
             None => 0,
         };
-        state.link = Link::Detached(Held { frames, bytes, key });
+        state.link = Link::Detached(Held {
+            frames,
+            bytes,
+            key,
+            pending: None,
+        });
         drop(state);
         meter::session_parked(bytes);
         if let Some(parked) = &self.parked {
@@ -292,6 +399,14 @@ impl Session {
 
     /// Drops what a session holds, for good.
     fn forget(&self, held: Held, outcome: &'static str) {
+        if let Some(sink) = &held.pending {
+            // Not a waiting session: nothing was counted.
+            sink.close(
+                close_code::PROTOO_CLOSED,
+                protoo_transport::PROTOO_CLOSED_REASON,
+            );
+            return;
+        }
         meter::session_unparked(held.bytes, outcome);
         if let Some(parked) = &self.parked {
             parked.unpark(held.key, held.bytes);
@@ -324,11 +439,14 @@ impl FrameSink for Session {
                     true
                 } else {
                     held.bytes += len;
-                    held.frames.push_back(frame.clone());
+                    held.frames.push_back(frame);
+                    let counted = held.pending.is_none();
                     drop(state);
-                    meter::session_held(len);
-                    if let Some(parked) = &self.parked {
-                        parked.grow(len);
+                    if counted {
+                        meter::session_held(len);
+                        if let Some(parked) = &self.parked {
+                            parked.grow(len);
+                        }
                     }
                     return Ok(());
                 }

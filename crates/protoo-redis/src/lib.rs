@@ -362,11 +362,13 @@ impl ClusterBackend for RedisCluster {
         peer_id: &str,
         replace: bool,
         identity: Option<&Identity>,
+        resume: bool,
     ) -> ClusterFuture<Admission> {
         let shared = self.shared();
         let who = identity.map(shared::fingerprint);
         let (incarnation, first) = shared.add_member(room_id, peer_id, who);
-        let Some(registered) = shared.register(room_id, peer_id, &incarnation, first, replace)
+        let Some(registered) =
+            shared.register(room_id, peer_id, &incarnation, first, replace, resume)
         else {
             return Box::pin(std::future::ready(Admission::Admitted));
         };
@@ -381,8 +383,10 @@ impl ClusterBackend for RedisCluster {
             match (answer.first().map(String::as_str), answer.get(1)) {
                 (Some("refused"), _) => Admission::Refused,
                 (Some("alive"), Some(previous)) => {
-                    shared.replace_elsewhere(&room, &peer, previous).await;
-                    Admission::Admitted
+                    match shared.replace_elsewhere(&room, &peer, previous).await {
+                        Some(handover) => Admission::Resumed(handover),
+                        None => Admission::Admitted,
+                    }
                 }
                 (Some("dead"), Some(previous)) => {
                     // Its node died before it was swept: announced here.

@@ -204,6 +204,9 @@ pub enum Initiator {
     /// This side closed it because a new connection with the same peer id
     /// took its place (sent as 4000 [`REPLACED_REASON`]).
     Replaced,
+    /// This side handed the peer's session to another process, where its
+    /// remote resumed it: the peer goes on there, nobody left.
+    Moved,
 }
 
 /// How a transport ended. Reported once, as the last thing its
@@ -246,6 +249,7 @@ impl fmt::Display for CloseReason {
             Initiator::Local => "locally",
             Initiator::Remote => "by the remote",
             Initiator::Replaced => "for a replacement",
+            Initiator::Moved => "as its session moved",
         };
         match self.code {
             Some(code) => write!(f, "closed {by} with {code} \"{}\"", self.reason),

@@ -110,6 +110,7 @@ impl<D: Send + Sync + 'static> Peer<D> {
             handle,
             None,
             None,
+            false,
         );
         start.spawn();
         Ok((peer, events))
@@ -418,6 +419,7 @@ mod tests {
             Handle::current(),
             None,
             None,
+            false,
         );
         let (core, stream) = (start.core.clone(), start.stream.take().unwrap());
         let future = read(core, stream).instrument(tracing::Span::none());
@@ -444,6 +446,7 @@ mod tests {
             Handle::current(),
             None,
             None,
+            false,
         );
         drop(start);
         let Some(PeerEvent::Closed(reason)) = events.next().await else {

@@ -60,6 +60,10 @@ pub(crate) trait Leave: Send + Sync {
 
     /// The expiry queue of the room's registry (peers with an identity).
     fn expiries(&self) -> Option<Arc<Expiries>>;
+
+    /// Lists the peer `core` with `info` again: what it was listed with on
+    /// the node its session moved from.
+    fn restore_presence(self: Arc<Self>, core: &Arc<PeerState>, info: Payload);
 }
 
 /// Requests waiting for their response.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use protoo_core::cluster::{PeerMessage, PeerReply};
+use protoo_core::cluster::{Handover, PeerMessage, PeerReply};
 use protoo_core::{ErrorData, Frame, Payload, RequestError};
 use redis::{PushInfo, PushKind, Value};
 
@@ -69,6 +69,26 @@ impl Shared {
                 token,
             } => self.on_replace(room, peer, incarnation, reply_to, token),
             Message::Done { token } => self.answer(token, Answer::Done),
+            Message::Handover {
+                token,
+                frames,
+                presence,
+            } => {
+                let frames: Result<Vec<Frame>, _> = frames
+                    .into_iter()
+                    .map(|frame| Frame::try_from_bytes(payload.slice_ref(frame)))
+                    .collect();
+                let presence = presence.and_then(|info| Payload::from_json(info).ok());
+                match frames {
+                    Ok(frames) => {
+                        self.answer(token, Answer::Handover(Handover::new(frames, presence)))
+                    }
+                    Err(_) => {
+                        self.stats.invalid();
+                        self.answer(token, Answer::Done);
+                    }
+                }
+            }
             Message::ToPeer {
                 room,
                 peer,
@@ -105,8 +125,24 @@ impl Shared {
                 let shared = self.clone();
                 let wait = self.config.replace_wait;
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(wait, handled).await;
-                    shared.publish(&channel, &Message::Done { token });
+                    match tokio::time::timeout(wait, handled).await {
+                        Ok(Some(handover)) => {
+                            let frames: Vec<&serde_bytes::Bytes> = handover
+                                .frames
+                                .iter()
+                                .map(|frame| serde_bytes::Bytes::new(frame.as_bytes()))
+                                .collect();
+                            let message = Message::Handover {
+                                token,
+                                frames,
+                                presence: handover.presence.as_ref().map(Payload::as_str),
+                            };
+                            shared.publish(&channel, &message);
+                        }
+                        _ => {
+                            shared.publish(&channel, &Message::Done { token });
+                        }
+                    }
                 });
             }
         }

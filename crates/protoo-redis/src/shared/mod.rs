@@ -89,6 +89,8 @@ enum Class {
 pub(crate) enum Answer {
     /// A replacement is done.
     Done,
+    /// A replacement moved a session here: what the other node handed over.
+    Handover(protoo_core::cluster::Handover),
     /// A request's outcome.
     Reply(PeerReply),
 }
