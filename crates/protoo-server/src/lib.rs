@@ -100,7 +100,7 @@ pub use admit::ServerAdmit;
 pub use config::ServerConfig;
 pub use error::ServerError;
 pub use request::ConnectionRequest;
-pub use server::{SHUTDOWN_REASON, ServerHandle, WebSocketServer};
+pub use server::{DRAIN_REASON, SHUTDOWN_REASON, ServerHandle, WebSocketServer};
 
 pub use protoo_codec as codec;
 pub use protoo_core as core;

@@ -172,6 +172,9 @@ pub mod close_code {
     /// protoo-core, the application dropped the peer's events before they
     /// ended (a handler task that panicked, say), so nobody handles it.
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// The server is restarting: come back (a draining server closes its
+    /// connections with it, and protoo-client reconnects at once).
+    pub const SERVICE_RESTART: u16 = 1012;
     /// The application closed the peer: protoo's `closed by protoo-server`.
     /// The JavaScript protoo-client does not reconnect after this code.
     pub const PROTOO_CLOSED: u16 = 4000;
@@ -229,6 +232,8 @@ impl CloseReason {
         match (self.initiator, self.code) {
             (Initiator::Remote, None | Some(1001 | 1006 | 1012)) => true,
             (Initiator::Local, None) => self.reason == KEEPALIVE_TIMEOUT_REASON,
+            // A draining server asked the remote to come back.
+            (Initiator::Local, Some(close_code::SERVICE_RESTART)) => true,
             _ => false,
         }
     }

@@ -287,6 +287,28 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
         Rooms { inner }
     }
 
+    /// Completes once every room of the registry has closed: every peer
+    /// gone. A session waiting for its peer
+    /// ([`PeerConfig::resume_window`]) counts until it was resumed (here,
+    /// or on another node, which it then moved to) or its window ended.
+    /// What a node that drains (a rolling deploy) awaits before it exits,
+    /// once its server stopped accepting and closed its connections.
+    pub async fn drained(&self) {
+        loop {
+            let rooms: Vec<Room<D, R>> = lock(&self.inner.rooms)
+                .values()
+                .filter_map(Slot::ready)
+                .cloned()
+                .collect();
+            if rooms.is_empty() {
+                return;
+            }
+            for room in rooms {
+                room.closed().await;
+            }
+        }
+    }
+
     /// Sessions waiting for their peer in these rooms (peers with a
     /// [resume window](PeerConfig::resume_window) whose transport was
     /// lost), and the bytes they hold.
