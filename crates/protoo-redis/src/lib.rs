@@ -101,9 +101,16 @@
 //! The queue of commands and publishes waiting for Redis is bounded in
 //! bytes ([`RedisConfig::queue_limit`]): past it, publishes are dropped and
 //! counted, and membership changes are made good by a full registration
-//! once the queue drains. Deliveries from other nodes are not queued: the
-//! subscriber connection hands each message to the members' own bounded
-//! queues as it reads it. Requests from other nodes to this node's peers
+//! once the queue drains. On one server and Sentinel, deliveries from other
+//! nodes are not queued: the subscriber connection hands each message to
+//! the members' own bounded queues as it reads it. On Redis Cluster the
+//! `redis` crate's cluster client reads every shard without backpressure
+//! (into an unbounded channel of its own, which Redis's output buffer
+//! limit cannot bound), so each message it reads goes at once into a
+//! queue bounded in bytes by the same [`RedisConfig::queue_limit`]: past
+//! it, messages are dropped and counted
+//! ([`ClusterStats::dropped_received`]; what waits is
+//! [`ClusterStats::received_bytes`]). Requests from other nodes to this node's peers
 //! are bounded in number ([`RedisConfig::max_incoming_requests`]).
 //!
 //! # Keys
@@ -225,10 +232,15 @@ impl RedisCluster {
             .map_err(Error::Connect)?;
         // Everything the node's tasks log says which node it is.
         let span = tracing::info_span!("protoo_cluster", node_id = %shared.node_id);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(link::run(shared.clone(), connector, first).instrument(span.clone())),
-            tokio::spawn(sweep::run(shared.clone()).instrument(span)),
+            tokio::spawn(sweep::run(shared.clone()).instrument(span.clone())),
         ];
+        if shared.sharded {
+            tasks.push(tokio::spawn(
+                shared::deliver(shared.clone()).instrument(span),
+            ));
+        }
         // Started once registered on the link (if that link breaks at once,
         // the node carries on and registers on the next one).
         let _ = tokio::time::timeout(shared.config.response_timeout, shared.connected()).await;
@@ -285,6 +297,7 @@ impl RedisCluster {
         let shared = self.shared();
         let mut stats = shared.stats.snapshot();
         stats.queued_bytes = shared.queue.queued_bytes();
+        stats.received_bytes = shared.inbound.queued_bytes();
         stats
     }
 
