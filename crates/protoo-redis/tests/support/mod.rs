@@ -9,11 +9,14 @@
 #![allow(dead_code, unreachable_pub)]
 
 mod inspect;
+pub mod setup;
 pub mod topology;
 
 #[allow(unused_imports)]
 pub use inspect::keys_of;
 
+#[allow(unused_imports)]
+pub use setup::{Kind, Setup};
 #[allow(unused_imports)]
 pub use topology::{ClusterSet, SentinelSet, TestConn};
 
@@ -591,11 +594,6 @@ impl RedisServer {
     }
 
     fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().and_then(Child::id).expect("running");
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        topology::signal(self.child.as_ref().expect("running"), signal);
     }
 }

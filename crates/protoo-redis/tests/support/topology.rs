@@ -98,30 +98,56 @@ fn own_dir() -> String {
     dir.to_string_lossy().into_owned()
 }
 
+/// What a redis-server of a set-up runs with, on `port`.
+fn server_args(port: u16, args: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    all.extend(args.iter().cloned());
+    all
+}
+
 /// Starts one redis-server on a free port with `args`; its port.
 async fn server(args: &[&str]) -> (Child, u16) {
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
     for _ in 0..5 {
         let port = free_port();
-        let mut all: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        all.extend(args.iter().map(|arg| (*arg).to_owned()));
-        if let Some(child) = spawn_ready(&all, "Ready to accept connections").await {
+        if let Some(child) =
+            spawn_ready(&server_args(port, &args), "Ready to accept connections").await
+        {
             return (child, port);
         }
     }
     panic!("could not start redis-server on a free port");
+}
+
+/// Starts again, on its port, a redis-server started with `args` (empty:
+/// it saves nothing).
+async fn restart_server(port: u16, args: &[String]) -> Child {
+    spawn_ready(&server_args(port, args), "Ready to accept connections")
+        .await
+        .expect("redis-server restarts on its port")
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `child`.
+pub fn signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("running");
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 /// One command to the Redis at `port`.
@@ -163,6 +189,8 @@ pub struct SentinelSet {
     pub master: String,
     /// The servers: `(process, port)`; the first started as the master.
     pub servers: Vec<(Option<Child>, u16)>,
+    /// What each server was started with (to restart it).
+    args: Vec<Vec<String>>,
     pub sentinels: Vec<(Child, u16)>,
     dir: String,
 }
@@ -173,9 +201,21 @@ impl SentinelSet {
         // A replica keeps the master's data in a file: in a directory of
         // the test's own.
         let dir = own_dir();
-        let (m, mport) = server(&["--dir", &dir]).await;
+        let master_args = ["--dir", &dir, "--dbfilename", "master.rdb"];
+        let (m, mport) = server(&master_args).await;
         let mport_s = mport.to_string();
-        let (r, rport) = server(&["--replicaof", "127.0.0.1", &mport_s, "--dir", &dir]).await;
+        let replica_args = [
+            "--replicaof",
+            "127.0.0.1",
+            &mport_s,
+            "--dir",
+            &dir,
+            "--dbfilename",
+            "replica.rdb",
+        ];
+        let (r, rport) = server(&replica_args).await;
+        let owned = |args: &[&str]| args.iter().map(|arg| (*arg).to_owned()).collect();
+        let args = vec![owned(&master_args), owned(&replica_args)];
         let mut sentinels = Vec::new();
         for i in 0..3 {
             let port = free_port();
@@ -197,6 +237,7 @@ impl SentinelSet {
         let set = SentinelSet {
             master,
             servers: vec![(Some(m), mport), (Some(r), rport)],
+            args,
             sentinels,
             dir,
         };
@@ -258,6 +299,52 @@ impl SentinelSet {
         }
     }
 
+    /// The process at `port`.
+    pub fn child(&self, port: u16) -> &Child {
+        self.servers
+            .iter()
+            .find(|(_, p)| *p == port)
+            .and_then(|(child, _)| child.as_ref())
+            .expect("a live server")
+    }
+
+    /// Kills the server at `port` (SIGKILL).
+    pub async fn kill(&mut self, port: u16) {
+        for (child, p) in &mut self.servers {
+            if *p == port
+                && let Some(mut child) = child.take()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
+    /// Starts the server at `port` again, as it was started (empty).
+    pub async fn restart(&mut self, port: u16) {
+        let i = self.servers.iter().position(|(_, p)| *p == port).unwrap();
+        self.kill(port).await;
+        self.servers[i].0 = Some(restart_server(port, &self.args[i]).await);
+    }
+
+    /// Keeps the sentinels from failing the master over for a minute (a
+    /// master down for 60 s): for outages that are not failovers.
+    pub async fn hold_failover(&self) {
+        for (_, port) in &self.sentinels {
+            run_on(
+                *port,
+                &[
+                    "SENTINEL",
+                    "SET",
+                    &self.master,
+                    "down-after-milliseconds",
+                    "60000",
+                ],
+            )
+            .await
+            .expect("SENTINEL SET");
+        }
+    }
+
     /// Kills the master (SIGKILL); returns its port.
     pub async fn kill_master(&mut self) -> u16 {
         let port = self.master_port().await;
@@ -284,6 +371,8 @@ impl SentinelSet {
 /// timeout 1 s: all of the test's own.
 pub struct ClusterSet {
     pub nodes: Vec<(Option<Child>, u16)>,
+    /// What each node was started with (to restart it).
+    args: Vec<Vec<String>>,
     dir: String,
 }
 
@@ -296,7 +385,8 @@ impl ClusterSet {
             let dir = dir.clone();
             starts.spawn(async move {
                 let conf = format!("nodes-{i}.conf");
-                server(&[
+                let dump = format!("dump-{i}.rdb");
+                let args = [
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
@@ -308,11 +398,22 @@ impl ClusterSet {
                     "0",
                     "--dir",
                     &dir,
-                ])
-                .await
+                    // Each its own file: a replica's full sync writes one.
+                    "--dbfilename",
+                    &dump,
+                ];
+                let (child, port) = server(&args).await;
+                let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+                (child, port, args)
             });
         }
-        let nodes: Vec<(Child, u16)> = starts.join_all().await;
+        let started: Vec<(Child, u16, Vec<String>)> = starts.join_all().await;
+        let mut nodes = Vec::new();
+        let mut args = Vec::new();
+        for (child, port, node_args) in started {
+            nodes.push((child, port));
+            args.push(node_args);
+        }
         let addresses: Vec<String> = nodes
             .iter()
             .map(|(_, port)| format!("127.0.0.1:{port}"))
@@ -331,6 +432,7 @@ impl ClusterSet {
                 .into_iter()
                 .map(|(child, port)| (Some(child), port))
                 .collect(),
+            args,
             dir,
         };
         set.until_ok().await;
@@ -364,6 +466,52 @@ impl ClusterSet {
                 .iter()
                 .map(|(_, port)| format!("127.0.0.1:{port}"))
                 .collect(),
+        }
+    }
+
+    /// The process at `port`.
+    pub fn child(&self, port: u16) -> &Child {
+        self.nodes
+            .iter()
+            .find(|(_, p)| *p == port)
+            .and_then(|(child, _)| child.as_ref())
+            .expect("a live node")
+    }
+
+    /// The ports of the live masters.
+    pub async fn masters(&self) -> Vec<u16> {
+        let mut masters = Vec::new();
+        for port in self.live_ports() {
+            if let Ok(Value::Array(role)) = run_on(port, &["ROLE"]).await
+                && text(Ok(role[0].clone())) == "master"
+            {
+                masters.push(port);
+            }
+        }
+        masters
+    }
+
+    /// Starts the node at `port` again, as it was started: empty, with its
+    /// cluster configuration file (so it takes its place again).
+    pub async fn restart(&mut self, port: u16) {
+        let i = self.nodes.iter().position(|(_, p)| *p == port).unwrap();
+        self.kill(port).await;
+        self.nodes[i].0 = Some(restart_server(port, &self.args[i]).await);
+    }
+
+    /// Keeps every replica from failing its master over: for outages that
+    /// are not failovers.
+    pub async fn hold_failover(&self) {
+        let masters = self.masters().await;
+        for port in self.live_ports() {
+            if !masters.contains(&port) {
+                run_on(
+                    port,
+                    &["CONFIG", "SET", "cluster-replica-no-failover", "yes"],
+                )
+                .await
+                .expect("CONFIG SET");
+            }
         }
     }
 
