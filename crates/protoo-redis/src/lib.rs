@@ -195,7 +195,8 @@ pub enum Error {
 /// [`RoomsBuilder::cluster`](protoo_core::RoomsBuilder::cluster).
 ///
 /// A cheap handle (an `Arc` inside). The node runs two tasks (the link to
-/// Redis, the heartbeat) until [`RedisCluster::shutdown`], or until its
+/// Redis, the heartbeat), and on Redis Cluster a thread that hands what it
+/// receives to its members (see [`ClusterStats::received_bytes`]), until [`RedisCluster::shutdown`], or until its
 /// last handle is dropped (then as if the process had died: the other
 /// nodes sweep it). One `RedisCluster` serves one [`Rooms`](protoo_core::Rooms).
 #[derive(Clone)]
@@ -213,6 +214,8 @@ impl Drop for Handle {
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
+        // Ends the delivery thread (Redis Cluster).
+        self.shared.inbound.close(());
     }
 }
 
@@ -232,15 +235,13 @@ impl RedisCluster {
             .map_err(Error::Connect)?;
         // Everything the node's tasks log says which node it is.
         let span = tracing::info_span!("protoo_cluster", node_id = %shared.node_id);
-        let mut tasks = vec![
-            tokio::spawn(link::run(shared.clone(), connector, first).instrument(span.clone())),
-            tokio::spawn(sweep::run(shared.clone()).instrument(span.clone())),
-        ];
         if shared.sharded {
-            tasks.push(tokio::spawn(
-                shared::deliver(shared.clone()).instrument(span),
-            ));
+            shared::deliver(&shared).map_err(|error| Error::Connect(error.into()))?;
         }
+        let tasks = vec![
+            tokio::spawn(link::run(shared.clone(), connector, first).instrument(span.clone())),
+            tokio::spawn(sweep::run(shared.clone()).instrument(span)),
+        ];
         // Started once registered on the link (if that link breaks at once,
         // the node carries on and registers on the next one).
         let _ = tokio::time::timeout(shared.config.response_timeout, shared.connected()).await;
@@ -323,6 +324,7 @@ impl RedisCluster {
         for task in tasks {
             task.abort();
         }
+        shared.inbound.close(());
         shared.set_up(false);
     }
 
@@ -336,6 +338,7 @@ impl RedisCluster {
         for task in lock(&self.handle.tasks).drain(..) {
             task.abort();
         }
+        self.shared().inbound.close(());
     }
 }
 

@@ -276,3 +276,90 @@ async fn script_flush(setup: Setup) {
     }
     assert!(nodes[1].cluster.stats().disconnects + nodes[0].cluster.stats().disconnects >= 1);
 }
+
+/// On Redis Cluster the `redis` crate's cluster client reads every shard
+/// without backpressure, so Redis's output buffer limit does not bound
+/// what a node holds (on one server and Sentinel it does: see
+/// `a_subscriber_redis_disconnects_for_its_output_buffer_is_made_anew`,
+/// and nothing waits in the node). A flood on a room's channel: what waits
+/// in the node stays within its queue limit (plus one message), and every
+/// message is either handed over or counted as dropped. (The unit test
+/// `a_flood_while_delivery_is_stalled_is_held_within_the_limit` holds the
+/// delivery still for the same flood.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_read_from_redis_cluster_is_held_within_the_queue_limit() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let setup = Setup::start(Kind::Cluster).await;
+    let prefix = unique_prefix();
+    let limit = 64 << 10;
+    let node = Node::start(setup.fast(&prefix).with_queue_limit(limit)).await;
+    let a = node.connect("r", "a").await;
+    a.join("A").await;
+    let channel = room_key(&prefix);
+    let master = setup.master_of(&channel).await;
+    support::topology::until("the node subscribes on the room's shard", || async {
+        match support::topology::run_on(master, &["PUBSUB", "SHARDNUMSUB", &channel]).await {
+            Ok(redis::Value::Array(reply)) => reply.get(1) == Some(&redis::Value::Int(1)),
+            _ => false,
+        }
+    })
+    .await;
+
+    let peak = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Sampled on a thread of its own, so that it is not held up by the
+    // node's tasks.
+    let sampler = std::thread::spawn({
+        let (peak, stop, cluster) = (peak.clone(), stop.clone(), node.cluster.clone());
+        move || {
+            let mut samples = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(cluster.stats().received_bytes, Ordering::Relaxed);
+                samples += 1;
+                std::thread::yield_now();
+            }
+            samples
+        }
+    });
+    // 5,000 messages of 4 KiB (20 MB), in pipelines of 1,000, straight
+    // to the shard (not the backend's own: each is counted invalid when
+    // handed over). Less than Redis's own limit for a subscriber's output
+    // (32 MB), so that Redis never closes it: what the node does not hand
+    // over, it drops and counts.
+    const PIPELINES: u64 = 5;
+    const EACH: u64 = 1000;
+    let payload = vec![b'z'; 4096];
+    let client = redis::Client::open(format!("redis://127.0.0.1:{master}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let started = Instant::now();
+    for _ in 0..PIPELINES {
+        let mut pipe = redis::pipe();
+        for _ in 0..EACH {
+            pipe.cmd("SPUBLISH").arg(&channel).arg(&payload).ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    let sent = PIPELINES * EACH;
+    support::topology::until("every message handed over or dropped", || async {
+        let stats = node.cluster.stats();
+        stats.invalid + stats.dropped_received >= sent || stats.disconnects > 0
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    let stats = node.cluster.stats();
+    let peak = peak.load(Ordering::Relaxed);
+    println!(
+        "flood of {sent} × 4 KiB in {:?}: at most {peak} B waiting (limit {limit} B, \
+         {samples} samples), {} handed over, {} dropped",
+        started.elapsed(),
+        stats.invalid,
+        stats.dropped_received
+    );
+    assert_eq!(stats.disconnects, 0, "Redis closed the subscriber");
+    assert_eq!(stats.invalid + stats.dropped_received, sent, "{stats:?}");
+    assert!(peak <= limit + 4096 + 256, "{peak} B waiting");
+    assert_eq!(stats.received_bytes, 0);
+}

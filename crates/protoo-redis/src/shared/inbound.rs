@@ -18,9 +18,9 @@
 //! channel drained at the pace of a queue push, and [`deliver`] hands them
 //! over in order.
 
-use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use protoo_core::cluster::{PeerMessage, PeerReply};
@@ -62,33 +62,57 @@ impl Received {
     }
 }
 
-/// How many messages [`deliver`] hands over before it lets other tasks run.
-const DELIVER_BURST: usize = 256;
-
-/// On Redis Cluster: hands what [`Shared::receive`] queued to
-/// [`Shared::on_push`], in order, until the queue is closed.
-pub(crate) async fn deliver(shared: Arc<Shared>) {
-    let mut handed = 0usize;
-    loop {
-        let mut taken = Vec::new();
-        // One message at a time: what waits is what is counted.
-        let popped = poll_fn(|cx| {
-            shared
-                .inbound
-                .poll_take(cx, 0, |received| taken.push(received), |_| ())
+/// On Redis Cluster: starts the thread that hands what
+/// [`Shared::receive`] queued to [`Shared::on_push`], in order, until the
+/// queue is closed (the node shut down, aborted, or its last handle
+/// dropped).
+///
+/// A thread of its own, not a task: the crate's task that feeds
+/// [`Shared::receive`] drains its channel in one go while the shards'
+/// readers keep it full, and a task it wakes waits on its worker until it
+/// is done (tokio runs a task woken that way next on the same worker, and
+/// no other worker takes it), so deliveries would wait for whole bursts
+/// and the queue overflow needlessly. The thread runs in the runtime's
+/// context (deliveries spawn tasks).
+pub(crate) fn deliver(shared: &Arc<Shared>) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Handle::current();
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name("protoo-redis-deliver".to_owned())
+        .spawn(move || {
+            let _runtime = runtime.enter();
+            let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+            let cx = Context::from_waker(&waker);
+            let mut taken = Vec::new();
+            loop {
+                // One message at a time: what waits is what is counted.
+                match shared
+                    .inbound
+                    .poll_take(&cx, 0, |received| taken.push(received), |_| ())
+                {
+                    Poll::Ready(Popped::Items) => {
+                        for received in taken.drain(..) {
+                            shared.on_push(received.info);
+                        }
+                    }
+                    Poll::Ready(Popped::Closed(())) => return,
+                    Poll::Pending => std::thread::park(),
+                }
+            }
         })
-        .await;
-        for received in taken {
-            shared.on_push(received.info);
-            handed += 1;
-        }
-        if let Popped::Closed(()) = popped {
-            return;
-        }
-        // A long backlog does not hold a worker thread.
-        if handed.is_multiple_of(DELIVER_BURST) {
-            tokio::task::yield_now().await;
-        }
+        .map(drop)
+}
+
+/// Wakes the delivery thread.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
     }
 }
 
@@ -325,7 +349,10 @@ mod tests {
         // not the backend's messages: counted invalid), then the queue's
         // close ends the task.
         shared.inbound.close(());
-        deliver(shared.clone()).await;
+        deliver(&shared).unwrap();
+        while shared.stats.snapshot().invalid < kept {
+            tokio::task::yield_now().await;
+        }
         assert_eq!(shared.stats.snapshot().invalid, kept);
         assert_eq!(shared.inbound.queued_bytes(), 0);
     }
