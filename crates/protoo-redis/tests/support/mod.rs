@@ -8,7 +8,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+mod cluster_set;
 mod inspect;
+mod sentinel_set;
 pub mod setup;
 pub mod topology;
 
@@ -16,9 +18,13 @@ pub mod topology;
 pub use inspect::keys_of;
 
 #[allow(unused_imports)]
+pub use cluster_set::ClusterSet;
+#[allow(unused_imports)]
+pub use sentinel_set::SentinelSet;
+#[allow(unused_imports)]
 pub use setup::{Kind, Setup};
 #[allow(unused_imports)]
-pub use topology::{ClusterSet, SentinelSet, TestConn};
+pub use topology::TestConn;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
