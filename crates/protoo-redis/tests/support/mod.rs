@@ -8,14 +8,23 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+mod cluster_set;
 mod inspect;
+mod sentinel_set;
+pub mod setup;
 pub mod topology;
 
 #[allow(unused_imports)]
 pub use inspect::keys_of;
 
 #[allow(unused_imports)]
-pub use topology::{ClusterSet, SentinelSet, TestConn};
+pub use cluster_set::ClusterSet;
+#[allow(unused_imports)]
+pub use sentinel_set::SentinelSet;
+#[allow(unused_imports)]
+pub use setup::{Kind, Setup};
+#[allow(unused_imports)]
+pub use topology::TestConn;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -593,11 +602,6 @@ impl RedisServer {
     }
 
     fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().and_then(Child::id).expect("running");
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        topology::signal(self.child.as_ref().expect("running"), signal);
     }
 }
