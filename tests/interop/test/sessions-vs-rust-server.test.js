@@ -447,6 +447,74 @@ else
 			});
 		});
 
+	describe('sessions: no window (--resume-window 0, protoo\'s behaviour)',
+		{ skip: server ? false : missing, timeout: 30000 }, () =>
+		{
+			let srv;
+			let clients;
+			let proxy;
+
+			before(async () =>
+			{
+				srv = await startServer(server, { args: [ ...SERVER_ARGS, '--resume-window', '0' ] });
+			});
+
+			after(async () =>
+			{
+				if (srv)
+					await srv.stop();
+			});
+
+			beforeEach(async () =>
+			{
+				clients = new Clients();
+				proxy = await blipProxy(srv.address);
+			});
+
+			afterEach(async () =>
+			{
+				clients.closeAll();
+				await proxy.close();
+			});
+
+			it('a cut peer leaves at once; the same peerId again replaces (1006 is not resumed)', async () =>
+			{
+				const roomId = freshRoom('no-window');
+				const a = await clients.open(
+					`ws://${proxy.address}/?roomId=${roomId}&peerId=A`, QUICK_RETRY);
+				const b = await clients.open(`ws://${srv.address}/?roomId=${roomId}&peerId=B`);
+				const aSeen = recorder(a);
+				const bSeen = recorder(b);
+
+				await b.request('join', { displayName: 'B' });
+				await a.request('join', { displayName: 'A' });
+				proxy.hold();
+				proxy.cut();
+				const gone = await bSeen.until((n) => n.method === 'peerClosed' && n.data.peerId === 'A',
+					{ what: 'peerClosed A' });
+				const reopened = once(a, 'open');
+
+				proxy.release();
+				await reopened;
+				await a.request('join', { displayName: 'A' });
+				await bSeen.until((n) => n.method === 'newPeer' && n.data.id === 'A',
+					{ from: gone, what: 'newPeer A after it came back' });
+				assert.deepEqual(aSeen.seen.filter((n) => n.method === 'resumed'), []);
+
+				// A second connection with A's id replaces the first.
+				const aClosed = once(a, 'close');
+				const again = await clients.open(`ws://${srv.address}/?roomId=${roomId}&peerId=A`);
+
+				await aClosed;
+				await again.request('join', { displayName: 'A' });
+				const closedAgain = await bSeen.until(
+					(n) => n.method === 'peerClosed' && n.data.peerId === 'A', { from: gone + 1, what: 'peerClosed A' });
+
+				await bSeen.until((n) => n.method === 'newPeer' && n.data.id === 'A',
+					{ from: closedAgain, what: 'newPeer A after the replacement' });
+			});
+		});
+
 	describe('sessions: beyond the window (--resume-window 1)',
 		{ skip: server ? false : missing, timeout: 30000 }, () =>
 		{
