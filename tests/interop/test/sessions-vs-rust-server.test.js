@@ -328,6 +328,44 @@ else
 				assert.deepEqual(c.log, [ 'open' ]);
 			});
 
+			it('reconnections refused for a while: protoo-client retries by itself and resumes once let through', async () =>
+			{
+				const roomId = freshRoom('refused');
+				const a = await connect(roomId, 'A', { via: proxy.address });
+				const b = await connect(roomId, 'B');
+
+				await join(b);
+				await join(a);
+				// Every attempt is reset at once until `allow()`.
+				const refused = new Promise((resolve) =>
+				{
+					a.on('failed', () =>
+					{
+						if (a.log.filter((event) => event === 'failed').length === 3)
+							resolve();
+					});
+				});
+
+				proxy.refuse();
+				proxy.cut();
+				await withTimeout(refused, 5000, 'three refused attempts');
+				for (let seq = 0; seq < 5; seq++)
+				{
+					b.notify('chat', { text: { seq } });
+				}
+				await b.request('echo', {});
+				const resumedAt = a.record.until((n) => n.method === 'resumed', { what: '"resumed"' });
+
+				proxy.allow();
+				const { missed } = a.record.seen[await resumedAt].data;
+
+				assert.equal(missed, 5);
+				assert.deepEqual(sequence(a.record.seen, 'B', 0, 5).seqs, [ 0, 1, 2, 3, 4 ]);
+				assert.deepEqual(a.log.slice(0, 2), [ 'open', 'disconnected' ]);
+				assert.equal(a.log[a.log.length - 1], 'open');
+				assert.deepEqual(b.record.presence(), [ newPeer('A') ]);
+			});
+
 			it('a clean close (protoo-client close()) ends the peer at once, window or not', async () =>
 			{
 				const roomId = freshRoom('clean');
