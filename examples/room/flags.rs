@@ -189,7 +189,14 @@ impl Args {
         if let Some(secs) = self.ping_interval {
             ws = ws.with_ping_interval(Some(Duration::from_secs(secs)));
         }
-        ServerConfig::default().with_ws(ws)
+        ServerConfig::default()
+            .with_ws(ws)
+            .with_drain_period(self.drain_period())
+    }
+
+    /// `--resume-window`.
+    pub(crate) fn resume_window_duration(&self) -> Duration {
+        Duration::from_secs(self.resume_window)
     }
 
     /// `--drain-period`: how long a graceful shutdown spreads the closing

@@ -64,8 +64,8 @@ use clap::Parser;
 use protoo_server::codec::EncodeError;
 use protoo_server::handler::{Data, Missed, Responder, Router, State};
 use protoo_server::{
-    DuplicatePolicy, ErrorData, IntoErrorData, Members, Payload, Peer, PeerError, Presence,
-    RequestError, Room, Rooms, ServerError, WebSocketServer, log, remote_warn,
+    CloseReason, DuplicatePolicy, ErrorData, Initiator, IntoErrorData, Members, Payload, Peer,
+    PeerError, Presence, RequestError, Room, Rooms, ServerError, WebSocketServer, log, remote_warn,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -92,11 +92,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     println!("listening on ws://{local_addr}/");
     let handle = server.handle();
-    // DRAIN PERIOD (`--drain-period`, parsed in flags.rs): the server has
-    // no drain setting yet. Once it has one, hand it over here (or in
-    // `Args::server_config`); until then a shutdown closes every peer at
-    // once, as before.
-    let _drain_period = args.drain_period();
+    // A shutdown (SIGTERM, Ctrl-C) drains: the connections are closed with
+    // 1012 over `--drain-period` (flags.rs), and their clients come back on
+    // other nodes, where their sessions move.
     tokio::spawn(async move {
         ops::shutdown_signal().await;
         handle.shutdown().await;
@@ -112,6 +110,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .on_member_lost(|lost| Some(("peerClosed", json!({ "peerId": lost.peer_id }))));
     let (builder, cluster) = cluster::Cluster::join(&args, builder).await?;
     let rooms: Rooms = builder.build();
+    let draining = rooms.clone();
     #[cfg(feature = "metrics")]
     ops::metrics::start(&args, server.handle(), rooms.clone(), cluster.link()).await?;
 
@@ -144,6 +143,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
     });
     handle.stopped().await;
+    if draining.is_clustered() {
+        // The sessions still here wait for their clients to resume them on
+        // another node (or for their window): the node stays in the cluster
+        // until each moved or ended.
+        let bound = args.resume_window_duration() + std::time::Duration::from_secs(1);
+        let _ = tokio::time::timeout(bound, draining.drained()).await;
+    }
     cluster.leave().await;
     Ok(())
 }
@@ -314,8 +320,14 @@ async fn resumed(peer: Peer, Missed(missed): Missed) -> Result<(), PeerError> {
     peer.notify("resumed", &json!({ "missed": missed }))
 }
 
-/// A peer left (or was replaced): the others get `peerClosed {peerId}`.
-async fn left(peer: Peer, room: Room) -> Result<(), EncodeError> {
+/// A peer left (or was replaced): the others get `peerClosed {peerId}`;
+/// not for a peer whose session moved to another node (a drain, a client
+/// that came back elsewhere), which did not leave.
+async fn left(peer: Peer, room: Room, reason: CloseReason) -> Result<(), EncodeError> {
+    if reason.initiator == Initiator::Moved {
+        // Its session went on on another node: nobody left.
+        return Ok(());
+    }
     room.to_all()
         .except_peer(&peer)
         .notify("peerClosed", &json!({ "peerId": peer.id() }))

@@ -56,6 +56,8 @@ pub const DEFAULT_MAX_PARKED_BYTES: usize = 256 << 20;
 
 /// The sink of a peer with a resume window.
 pub(crate) struct Session {
+    /// This session, for [`Parked`] to end it.
+    me: Weak<Session>,
     state: Mutex<State>,
     /// [`PeerConfig::resume_window`](crate::PeerConfig::resume_window).
     pub(crate) window: Duration,
@@ -125,7 +127,8 @@ impl Session {
         parked: Option<Arc<Parked>>,
     ) -> Arc<Self> {
         sink.retain_unconfirmed();
-        Arc::new(Session {
+        Arc::new_cyclic(|me| Session {
+            me: me.clone(),
             state: Mutex::new(State {
                 link: Link::Attached(sink),
                 incoming: None,
@@ -148,7 +151,8 @@ impl Session {
         parked: Option<Arc<Parked>>,
     ) -> Arc<Self> {
         sink.retain_unconfirmed();
-        Arc::new(Session {
+        Arc::new_cyclic(|me| Session {
+            me: me.clone(),
             state: Mutex::new(State {
                 link: Link::Detached(Held {
                     frames: VecDeque::new(),
@@ -234,16 +238,28 @@ impl Session {
     /// The transport was lost: takes back from it what the remote did not
     /// confirm and holds it, from now on with everything sent, until the
     /// peer resumes or the window ends.
-    pub(crate) fn detach(self: &Arc<Self>) -> Detach {
+    pub(crate) fn detach(&self) -> Detach {
         let mut state = lock(&self.state);
         if let Some((stream, missed)) = state.incoming.take() {
             // A new connection took over while the old one was ending.
             return Detach::Resumed(stream, missed);
         }
-        let sink = match &state.link {
-            Link::Attached(sink) => sink.clone(),
+        match &state.link {
+            Link::Attached(_) => {}
             Link::Detached(_) => return Detach::Waiting,
             Link::Gone => return Detach::Gone,
+        }
+        let bytes = self.detach_locked(&mut state);
+        drop(state);
+        self.parked_now(bytes);
+        Detach::Waiting
+    }
+
+    /// Takes an attached session's transport away, holding what its remote
+    /// did not confirm; the bytes now held. Under the state's lock.
+    fn detach_locked(&self, state: &mut State) -> usize {
+        let Link::Attached(sink) = &state.link else {
+            return 0;
         };
         let mut frames: VecDeque<Frame> = sink.take_unconfirmed().into();
         let mut bytes: usize = frames.iter().map(weight).sum();
@@ -255,7 +271,7 @@ impl Session {
             }
         }
         let key = match &self.parked {
-            Some(parked) => parked.park(Arc::downgrade(self), bytes),
+            Some(parked) => parked.park(self.me.clone(), bytes),
             None => 0,
         };
         state.link = Link::Detached(Held {
@@ -264,12 +280,16 @@ impl Session {
             key,
             pending: None,
         });
-        drop(state);
+        bytes
+    }
+
+    /// Counts a session that started waiting, holding `bytes`, and applies
+    /// the server-wide bounds. Outside the state's lock.
+    fn parked_now(&self, bytes: usize) {
         meter::session_parked(bytes);
         if let Some(parked) = &self.parked {
             parked.enforce();
         }
-        Detach::Waiting
     }
 
     /// Resumes the session on `transport`: what it holds (or, from an old
@@ -430,30 +450,49 @@ fn weight(frame: &Frame) -> usize {
 impl FrameSink for Session {
     fn send(&self, frame: Frame) -> Result<(), TransportError> {
         let mut state = lock(&self.state);
-        let over = match &mut state.link {
-            Link::Attached(sink) => return sink.send(frame),
+        let mut detached = None;
+        let frame = match &state.link {
+            Link::Attached(sink) => match sink.send(frame) {
+                // The transport ended (a drain's close, a reset) before its
+                // reader said so: the session holds from now on, as it
+                // will once the reader sees the end (a clean close then
+                // ends it, and what it holds with it).
+                Err(TransportError::Closed(frame)) if state.ended.is_none() => {
+                    detached = Some(self.detach_locked(&mut state));
+                    frame
+                }
+                other => return other,
+            },
             Link::Gone => return Err(TransportError::Closed(frame)),
-            Link::Detached(held) => {
-                let len = weight(&frame);
-                if held.bytes + len > self.limit {
-                    true
-                } else {
-                    held.bytes += len;
-                    held.frames.push_back(frame);
-                    let counted = held.pending.is_none();
-                    drop(state);
-                    if counted {
-                        meter::session_held(len);
-                        if let Some(parked) = &self.parked {
-                            parked.grow(len);
-                        }
-                    }
-                    return Ok(());
+            Link::Detached(_) => frame,
+        };
+        let Link::Detached(held) = &mut state.link else {
+            return Err(TransportError::Closed(frame));
+        };
+        let len = weight(&frame);
+        let fits = held.bytes + len <= self.limit;
+        let counted = held.pending.is_none();
+        let refused = match fits {
+            true => {
+                held.bytes += len;
+                held.frames.push_back(frame);
+                None
+            }
+            false => Some(frame),
+        };
+        drop(state);
+        if let Some(bytes) = detached {
+            self.parked_now(bytes);
+        }
+        let Some(frame) = refused else {
+            if counted {
+                meter::session_held(len);
+                if let Some(parked) = &self.parked {
+                    parked.grow(len);
                 }
             }
+            return Ok(());
         };
-        debug_assert!(over);
-        drop(state);
         // Past its buffer, a waiting session ends as a slow consumer would.
         self.end(
             CloseReason::new(

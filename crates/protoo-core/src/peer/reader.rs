@@ -11,7 +11,7 @@ use std::task::Poll;
 use protoo_codec::{ErrorData, Message, encode};
 use protoo_transport::log::Remote;
 use protoo_transport::{
-    Bytes, CloseReason, FrameStream, Inbound, PROTOO_CLOSED_REASON, close_code,
+    Bytes, CloseReason, FrameSink, FrameStream, Inbound, PROTOO_CLOSED_REASON, close_code,
 };
 
 use super::state::{PeerState, remote_warn};
@@ -105,6 +105,8 @@ async fn ended(core: &Arc<PeerState>, reason: CloseReason) -> Option<Box<dyn Fra
     }
     if !reason.is_lost() {
         core.finish(reason, false);
+        // What a send held once the transport had ended goes too.
+        session.close(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
         return None;
     }
     match session.detach() {
