@@ -385,7 +385,9 @@ pub trait FrameSink: Send + Sync + fmt::Debug + 'static {
     /// frames queued and not yet written. Afterwards the sink writes nothing
     /// more: later sends fail with [`TransportError::Closed`],
     /// [`queued_bytes`](FrameSink::queued_bytes) is 0, and a later
-    /// [`close`](FrameSink::close) still sends its close frame.
+    /// [`close`](FrameSink::close) still sends its close frame
+    /// ([`is_closed`](FrameSink::is_closed) is unchanged until then). A
+    /// second call returns nothing.
     ///
     /// Works on a transport that already ended (the usual case: called
     /// after the stream reported a [lost](CloseReason::is_lost) connection)
@@ -402,9 +404,12 @@ pub trait FrameSink: Send + Sync + fmt::Debug + 'static {
     /// delay (on a WebSocket, about
     /// [`confirm_interval`](ws::WsConfig::confirm_interval) plus a round
     /// trip). Frames the bound of `retain_unconfirmed` let go are not in
-    /// the result (at most once). Without `retain_unconfirmed`, the result
-    /// is only the frames still queued (on a WebSocket, those not yet taken
-    /// into the write batch).
+    /// the result (at most once), nor are the queued frames a slow
+    /// consumer's overflow dropped (the transport then ended with
+    /// [`close_code::POLICY_VIOLATION`]). Without `retain_unconfirmed`, the
+    /// result is only the frames still queued (on a WebSocket, those not
+    /// yet taken into the write batch), and nothing once the transport
+    /// ended.
     ///
     /// Binary messages are not returned (protoo sends text). The default
     /// returns an empty `Vec` and leaves the sink as it was.
