@@ -81,7 +81,7 @@ where
                     self.pong = Some(payload);
                 }
             }
-            Event::Pong => {}
+            Event::Pong(payload) => self.on_pong(&payload),
             Event::Close(frame) => self.on_close_frame(frame),
         }
     }
