@@ -56,7 +56,11 @@ pub type ClusterFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What a node hands over when the session of one of its peers moves to
 /// another node, where its remote resumed it ([`LocalNode::replace`]).
-#[derive(Clone, Debug, Default)]
+///
+/// The registry it came from counts it as in flight until it is dropped
+/// (every clone of it): [`Rooms::drained`](crate::Rooms::drained) waits for
+/// that, so a backend drops it only once it has sent (or queued) it.
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct Handover {
     /// What was sent to the peer and its remote did not get, in order: the
@@ -64,12 +68,27 @@ pub struct Handover {
     pub frames: Vec<Frame>,
     /// What the peer was listed with in its room, if anything.
     pub presence: Option<Payload>,
+    /// Counts the handover in flight in its registry while it lives.
+    pub(crate) in_flight: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Handover {
     /// A handover of `frames` and `presence`.
     pub fn new(frames: Vec<Frame>, presence: Option<Payload>) -> Self {
-        Handover { frames, presence }
+        Handover {
+            frames,
+            presence,
+            in_flight: None,
+        }
+    }
+}
+
+impl fmt::Debug for Handover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handover")
+            .field("frames", &self.frames.len())
+            .field("presence", &self.presence)
+            .finish_non_exhaustive()
     }
 }
 

@@ -97,6 +97,28 @@ struct Held {
     /// the cluster said ([`Session::attach_pending`]). Such a session is
     /// not waiting for its peer: not counted in [`Parked`].
     pending: Option<Arc<dyn FrameSink>>,
+    /// The transport a send found ended before its reader saw the end:
+    /// what its remote did not confirm is taken once the reader sees it
+    /// (the end of a close handshake confirms what was written before it),
+    /// and goes before what is held.
+    ended: Option<Arc<dyn FrameSink>>,
+}
+
+impl Held {
+    /// Takes what the ended transport's remote did not confirm, before
+    /// what is held; the bytes added.
+    fn collect(&mut self) -> usize {
+        let Some(sink) = self.ended.take() else {
+            return 0;
+        };
+        let first = sink.take_unconfirmed();
+        let added: usize = first.iter().map(weight).sum();
+        for frame in first.into_iter().rev() {
+            self.frames.push_front(frame);
+        }
+        self.bytes += added;
+        added
+    }
 }
 
 /// What [`Session::detach`] found.
@@ -159,6 +181,7 @@ impl Session {
                     bytes: 0,
                     key: 0,
                     pending: Some(sink),
+                    ended: None,
                 }),
                 incoming: None,
                 waker: None,
@@ -224,6 +247,8 @@ impl Session {
                 Some(frames)
             }
             Link::Detached(mut held) => {
+                let added = held.collect();
+                held.bytes -= added;
                 let frames = std::mem::take(&mut held.frames).into();
                 if let Some(sink) = held.pending.take() {
                     sink.close(close_code::PROTOO_CLOSED, TAKEN_OVER_REASON);
@@ -244,24 +269,32 @@ impl Session {
             // A new connection took over while the old one was ending.
             return Detach::Resumed(stream, missed);
         }
-        match &state.link {
-            Link::Attached(_) => {}
+        let bytes = match &mut state.link {
+            // What the remote did not confirm is taken when the session
+            // resumes: a close this side began (a drain's 1012) is
+            // reported at once, and the remote's reply, which confirms
+            // what was written before it, may still be on its way.
+            Link::Attached(_) => self.detach_locked(&mut state, false),
+            // A send found the transport ended first: held already.
             Link::Detached(_) => return Detach::Waiting,
             Link::Gone => return Detach::Gone,
-        }
-        let bytes = self.detach_locked(&mut state);
+        };
         drop(state);
         self.parked_now(bytes);
         Detach::Waiting
     }
 
     /// Takes an attached session's transport away, holding what its remote
-    /// did not confirm; the bytes now held. Under the state's lock.
-    fn detach_locked(&self, state: &mut State) -> usize {
+    /// did not confirm (now, or, when `now` is false, once its reader saw
+    /// its end); the bytes now held. Under the state's lock.
+    fn detach_locked(&self, state: &mut State, now: bool) -> usize {
         let Link::Attached(sink) = &state.link else {
             return 0;
         };
-        let mut frames: VecDeque<Frame> = sink.take_unconfirmed().into();
+        let (mut frames, ended): (VecDeque<Frame>, _) = match now {
+            true => (sink.take_unconfirmed().into(), None),
+            false => (VecDeque::new(), Some(sink.clone())),
+        };
         let mut bytes: usize = frames.iter().map(weight).sum();
         // The oldest beyond the bound are given up: at most once for them.
         while bytes > self.limit {
@@ -279,6 +312,7 @@ impl Session {
             bytes,
             key,
             pending: None,
+            ended,
         });
         bytes
     }
@@ -308,7 +342,11 @@ impl Session {
         let (frames, old, unparked) =
             match std::mem::replace(&mut state.link, Link::Attached(sink.clone())) {
                 Link::Attached(old) => (VecDeque::from(old.take_unconfirmed()), Some(old), None),
-                Link::Detached(held) => (held.frames, None, Some((held.key, held.bytes))),
+                Link::Detached(mut held) => {
+                    // What Parked counted: without what collect adds now.
+                    let added = held.collect();
+                    (held.frames, None, Some((held.key, held.bytes - added)))
+                }
                 Link::Gone => (VecDeque::new(), None, None),
             };
         let missed = frames.len();
@@ -458,7 +496,7 @@ impl FrameSink for Session {
                 // will once the reader sees the end (a clean close then
                 // ends it, and what it holds with it).
                 Err(TransportError::Closed(frame)) if state.ended.is_none() => {
-                    detached = Some(self.detach_locked(&mut state));
+                    detached = Some(self.detach_locked(&mut state, false));
                     frame
                 }
                 other => return other,

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use common::{closed, listen, raw_pair, text};
+use common::{closed, closed_skipping, listen, raw_pair, text};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -548,4 +548,35 @@ async fn memory_cut_without_retain_drops_and_reports_lost() {
         closed(&mut b).await,
         CloseReason::new(Some(4000), "bye", Initiator::Remote)
     );
+}
+
+// ----- a close handshake confirms what was written before it -----
+
+#[tokio::test]
+async fn the_reply_to_our_close_confirms_every_frame_written_before_it() {
+    let (mut server, mut client) = raw_pair(one_ping_config()).await;
+    server.sink().retain_unconfirmed();
+    let frames = series("d", 20, 100);
+    send_all(&server, &frames);
+    // A drain's close: the client reads every frame, then the close, and
+    // answers it.
+    server.sink().close(close_code::SERVICE_RESTART, "service restart");
+    let mut got = Vec::new();
+    loop {
+        match client.next().await {
+            Some(Ok(Message::Text(t))) => got.push(t.as_str().to_owned()),
+            Some(Ok(Message::Ping(_))) => {}
+            Some(Ok(Message::Close(_))) | None => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, texts(&frames));
+    // The stream reports the close at once; the reply confirms: once the
+    // server dropped the socket (the client reads its end), it was read.
+    let reason = closed_skipping(&mut server).await;
+    let _ = client.close(None).await;
+    while let Some(Ok(_)) = client.next().await {}
+    assert_eq!(reason.code, Some(close_code::SERVICE_RESTART));
+    assert!(reason.is_lost(), "{reason:?}");
+    assert!(server.sink().take_unconfirmed().is_empty());
 }

@@ -104,6 +104,9 @@ pub(crate) struct RegistryInner<D, R> {
     expiries: std::sync::OnceLock<Arc<Expiries>>,
     /// The sessions waiting for their peer, bounded.
     parked: Arc<Parked>,
+    /// Sessions handed over to another node whose handover the cluster
+    /// backend has not taken yet ([`Rooms::drained`] waits for them).
+    pub(crate) handovers: tokio::sync::watch::Sender<usize>,
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomRegistry<D, R>
@@ -279,6 +282,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
             on_close,
             expiries: std::sync::OnceLock::new(),
             parked: Parked::new(parts.max_parked_sessions, parts.max_parked_bytes),
+            handovers: tokio::sync::watch::Sender::new(0),
         });
         if let Some(cluster) = &inner.cluster {
             let weak: std::sync::Weak<dyn NodeRooms> = Arc::downgrade(&inner) as _;
@@ -301,12 +305,18 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
                 .cloned()
                 .collect();
             if rooms.is_empty() {
-                return;
+                break;
             }
             for room in rooms {
                 room.closed().await;
             }
         }
+        // A session handed over is out of its room before the backend took
+        // the handover to the node that resumes it.
+        let mut handovers = self.inner.handovers.subscribe();
+        tracing::debug!(handovers = *handovers.borrow(), "rooms closed; waiting for the handovers in flight");
+        let _ = handovers.wait_for(|count| *count == 0).await;
+        tracing::debug!("drained");
     }
 
     /// Sessions waiting for their peer in these rooms (peers with a

@@ -3,6 +3,7 @@
 //! delivered to the peers here.
 
 use std::future::ready;
+use std::sync::Arc;
 
 use protoo_codec::Frame;
 
@@ -59,7 +60,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryI
                     ),
                     false,
                 );
-                Some(Handover::new(frames, presence))
+                let mut handover = Handover::new(frames, presence);
+                // In flight until the backend is done with it.
+                handover.in_flight = Some(Arc::new(Handing::new(&self.handovers)));
+                Some(handover)
             }
             None => {
                 tracing::debug!(
@@ -133,5 +137,21 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryI
             }
         }
         members
+    }
+}
+
+/// One session handed over and not yet taken by the cluster backend.
+struct Handing(tokio::sync::watch::Sender<usize>);
+
+impl Handing {
+    fn new(count: &tokio::sync::watch::Sender<usize>) -> Self {
+        count.send_modify(|count| *count += 1);
+        Handing(count.clone())
+    }
+}
+
+impl Drop for Handing {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count = count.saturating_sub(1));
     }
 }

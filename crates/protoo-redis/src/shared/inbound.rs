@@ -258,7 +258,8 @@ impl Shared {
                                 frames,
                                 presence: handover.presence.as_ref().map(Payload::as_str),
                             };
-                            shared.publish(&channel, &message);
+                            let sent = shared.publish(&channel, &message);
+                            tracing::debug!(sent, "handover published");
                         }
                         _ => {
                             shared.publish(&channel, &Message::Done { token });

@@ -292,6 +292,22 @@ where
         }
     }
 
+    /// The remote answered our close frame: it read every frame written
+    /// before it (a WebSocket reads in order), so every kept frame written
+    /// is confirmed. A drain's close (1012) thus gives back nothing the
+    /// client already has.
+    pub(super) fn on_close_reply(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let Some(tail) = shared.tail.get() else {
+            return;
+        };
+        let mut tail = lock(tail);
+        let written = tail.written;
+        if tail.confirm(written) {
+            self.confirm_check(&mut tail);
+        }
+    }
+
     /// The kept frames written by the last write call: counted (and the
     /// limit applied), then a confirmation ping if one is due.
     pub(super) fn wrote_retained(&mut self, tail: &mut Tail, count: usize) {
