@@ -6,8 +6,10 @@
 //! bytes they hold.
 //!
 //! What a session guarantees: every frame sent to the peer after its
-//! transport was lost is held and written first on the transport that
-//! resumes it, in order, once. Frames written to the lost transport before
+//! transport was lost (including those sent after the transport ended but
+//! before the peer's reader task saw the end, which the transport refused)
+//! is held and written first on the transport that resumes it, in order,
+//! once. Frames written to the lost transport before
 //! the loss are given back by the transport when it can tell that the
 //! remote did not confirm them ([`FrameSink::take_unconfirmed`]: a
 //! WebSocket confirms with the pong to a ping written after them), and are
@@ -70,6 +72,24 @@ struct State {
     waker: Option<Waker>,
     /// Why a waiting session must end now (over its buffer, evicted).
     ended: Option<CloseReason>,
+    /// Frames the attached transport refused because it had ended, before
+    /// the reader task saw the end: held until it does (the session then
+    /// waits, and writes them after those the transport gives back), or
+    /// dropped if the end was a clean close. Bounded by the session's limit.
+    refused: Refused,
+}
+
+#[derive(Default)]
+struct Refused {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+}
+
+impl Refused {
+    fn take(&mut self) -> VecDeque<Frame> {
+        self.bytes = 0;
+        std::mem::take(&mut self.frames)
+    }
 }
 
 enum Link {
@@ -122,6 +142,7 @@ impl Session {
                 incoming: None,
                 waker: None,
                 ended: None,
+                refused: Refused::default(),
             }),
             window,
             limit,
@@ -144,6 +165,7 @@ impl Session {
             Link::Gone => return Detach::Gone,
         };
         let mut frames: VecDeque<Frame> = sink.take_unconfirmed().into();
+        frames.extend(state.refused.take());
         let mut bytes: usize = frames.iter().map(weight).sum();
         // The oldest beyond the bound are given up: at most once for them.
         while bytes > self.limit {
@@ -180,7 +202,11 @@ impl Session {
         sink.retain_unconfirmed();
         let (frames, old, unparked) =
             match std::mem::replace(&mut state.link, Link::Attached(sink.clone())) {
-                Link::Attached(old) => (VecDeque::from(old.take_unconfirmed()), Some(old), None),
+                Link::Attached(old) => {
+                    let mut frames = VecDeque::from(old.take_unconfirmed());
+                    frames.extend(state.refused.take());
+                    (frames, Some(old), None)
+                }
                 Link::Detached(held) => (held.frames, None, Some((held.key, held.bytes))),
                 Link::Gone => (VecDeque::new(), None, None),
             };
@@ -252,6 +278,17 @@ impl Session {
         lock(&self.state).incoming.take()
     }
 
+    /// Reader task: the transport ended with a clean close (not lost), so
+    /// the peer closes: what the transport refused meanwhile is dropped,
+    /// and nothing more is written or held.
+    pub(crate) fn finished(&self) {
+        let mut state = lock(&self.state);
+        if matches!(state.link, Link::Attached(_)) {
+            state.link = Link::Gone;
+        }
+        state.refused.take();
+    }
+
     /// Ends a waiting session now (`reason`; `outcome`, a label of
     /// [`SESSIONS_ENDED`](crate::metrics::SESSIONS_ENDED)): its reader task
     /// closes the peer. Nothing for an attached session.
@@ -316,7 +353,21 @@ impl FrameSink for Session {
     fn send(&self, frame: Frame) -> Result<(), TransportError> {
         let mut state = lock(&self.state);
         let over = match &mut state.link {
-            Link::Attached(sink) => return sink.send(frame),
+            Link::Attached(sink) => {
+                let sink = sink.clone();
+                return match sink.send(frame) {
+                    // The transport ended and the reader task has not seen
+                    // it yet: held until it does, within the limit.
+                    Err(TransportError::Closed(frame))
+                        if state.refused.bytes + weight(&frame) <= self.limit =>
+                    {
+                        state.refused.bytes += weight(&frame);
+                        state.refused.frames.push_back(frame);
+                        Ok(())
+                    }
+                    other => other,
+                };
+            }
             Link::Gone => return Err(TransportError::Closed(frame)),
             Link::Detached(held) => {
                 let len = weight(&frame);
@@ -352,6 +403,7 @@ impl FrameSink for Session {
         let (old, waker) = {
             let mut state = lock(&self.state);
             state.incoming = None;
+            state.refused.take();
             (
                 std::mem::replace(&mut state.link, Link::Gone),
                 state.waker.take(),

@@ -424,3 +424,42 @@ async fn the_router_runs_the_resume_hooks_and_returns_at_once_for_a_resume() {
     peer.close();
     running.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn what_is_sent_after_the_transport_ended_but_before_the_peer_saw_it_is_held() {
+    let rooms = rooms();
+    let (alice, raw_alice) = join(&rooms, "alice").await;
+    let mut events = alice.events;
+    // The transport ends; the peer's reader task has not run yet.
+    cut(raw_alice);
+    alice.peer.notify("right after", &()).unwrap();
+    assert!(matches!(
+        next(&mut events).await,
+        PeerEvent::Disconnected(_)
+    ));
+    alice.peer.notify("later", &()).unwrap();
+    let (local, mut raw_again) = pair();
+    let resumed = rooms.admit("r", "alice").join(local, ()).await.unwrap();
+    assert!(resumed.resumed);
+    assert_eq!(recv_json(&mut raw_again).await["method"], "right after");
+    assert_eq!(recv_json(&mut raw_again).await["method"], "later");
+    assert!(matches!(
+        next(&mut events).await,
+        PeerEvent::Resumed { missed: 2 }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_is_sent_as_the_transport_closes_cleanly_goes_with_the_peer() {
+    let rooms = rooms();
+    let (alice, raw_alice) = join(&rooms, "alice").await;
+    let mut events = alice.events;
+    let (sink, _stream) = raw_alice.into_parts();
+    sink.close(1000, "bye");
+    // Before the peer saw the close: taken, then dropped with the peer.
+    alice.peer.notify("right after", &()).unwrap();
+    let reason = until_closed(&mut events).await;
+    assert_eq!(reason.code, Some(1000));
+    assert!(alice.peer.notify("after the close", &()).is_err());
+    assert_eq!(rooms.waiting_sessions(), (0, 0));
+}

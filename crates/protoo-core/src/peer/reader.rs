@@ -104,6 +104,7 @@ async fn ended(core: &Arc<PeerState>, reason: CloseReason) -> Option<Box<dyn Fra
         return Some(next);
     }
     if !reason.is_lost() {
+        session.finished();
         core.finish(reason, false);
         return None;
     }
