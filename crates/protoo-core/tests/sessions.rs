@@ -463,3 +463,18 @@ async fn what_is_sent_as_the_transport_closes_cleanly_goes_with_the_peer() {
     assert!(alice.peer.notify("after the close", &()).is_err());
     assert_eq!(rooms.waiting_sessions(), (0, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn what_the_ended_transport_refused_goes_to_a_connection_that_takes_over_at_once() {
+    let rooms = rooms();
+    let (alice, raw_alice) = join(&rooms, "alice").await;
+    cut(raw_alice);
+    alice.peer.notify("refused", &()).unwrap();
+    // Resumed directly by the peer (no await in between): the reader task
+    // has not seen the end; the new connection takes over.
+    let (local, mut raw_again) = pair();
+    alice.peer.resume(local).unwrap();
+    alice.peer.notify("after", &()).unwrap();
+    assert_eq!(recv_json(&mut raw_again).await["method"], "refused");
+    assert_eq!(recv_json(&mut raw_again).await["method"], "after");
+}
