@@ -260,3 +260,38 @@ async fn a_local_close_while_disconnected_fails_what_is_held() {
     }
     assert!(events.next().await.is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn what_is_held_while_disconnected_is_bounded_by_the_resume_buffer() {
+    let peer = protoo_core::PeerConfig::default()
+        .with_resume_window(WINDOW)
+        .with_resume_buffer(1_000);
+    let (client, mut events, mut server) = client(ClientConfig::default().with_peer(peer));
+    assert!(matches!(next(&mut events).await, ClientEvent::Open));
+    let remote = server.next().await;
+    server.accept(false);
+    cut(remote);
+    assert!(matches!(next(&mut events).await, ClientEvent::Disconnected));
+    let mut pending = Box::pin(client.request("held", &()));
+    poll_once(&mut pending).await;
+    // Held up to the buffer; past it the session ends (1008), and what it
+    // held with it.
+    let mut sent = 0;
+    let error = loop {
+        match client.notify("away", &json!({ "pad": "x".repeat(100) })) {
+            Ok(()) => sent += 1,
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(error, ClientError::Send(_)), "{error:?}");
+    assert!((4..=6).contains(&sent), "{sent} held");
+    assert!(matches!(pending.await, Err(ClientError::Disconnected)));
+    assert!(matches!(
+        client.notify("x", &()),
+        Err(ClientError::Disconnected)
+    ));
+    // The next connection opens a new session.
+    server.accept(true);
+    assert!(matches!(next(&mut events).await, ClientEvent::Failed(1)));
+    assert!(matches!(next(&mut events).await, ClientEvent::Open));
+}
