@@ -461,3 +461,57 @@ async fn what_is_sent_after_the_transport_ended_but_before_the_peer_noticed_is_h
     assert!(matches!(next(&mut bob_events).await, PeerEvent::Closed(_)));
     assert_eq!(rooms.waiting_sessions(), (0, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn what_is_sent_after_the_transport_ended_but_before_the_peer_saw_it_is_held() {
+    let rooms = rooms();
+    let (alice, raw_alice) = join(&rooms, "alice").await;
+    let mut events = alice.events;
+    // The transport ends; the peer's reader task has not run yet.
+    cut(raw_alice);
+    alice.peer.notify("right after", &()).unwrap();
+    assert!(matches!(
+        next(&mut events).await,
+        PeerEvent::Disconnected(_)
+    ));
+    alice.peer.notify("later", &()).unwrap();
+    let (local, mut raw_again) = pair();
+    let resumed = rooms.admit("r", "alice").join(local, ()).await.unwrap();
+    assert!(resumed.resumed);
+    assert_eq!(recv_json(&mut raw_again).await["method"], "right after");
+    assert_eq!(recv_json(&mut raw_again).await["method"], "later");
+    assert!(matches!(
+        next(&mut events).await,
+        PeerEvent::Resumed { missed: 2 }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_is_sent_as_the_transport_closes_cleanly_goes_with_the_peer() {
+    let rooms = rooms();
+    let (alice, raw_alice) = join(&rooms, "alice").await;
+    let mut events = alice.events;
+    let (sink, _stream) = raw_alice.into_parts();
+    sink.close(1000, "bye");
+    // Before the peer saw the close: taken, then dropped with the peer.
+    alice.peer.notify("right after", &()).unwrap();
+    let reason = until_closed(&mut events).await;
+    assert_eq!(reason.code, Some(1000));
+    assert!(alice.peer.notify("after the close", &()).is_err());
+    assert_eq!(rooms.waiting_sessions(), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_the_ended_transport_refused_goes_to_a_connection_that_takes_over_at_once() {
+    let rooms = rooms();
+    let (alice, raw_alice) = join(&rooms, "alice").await;
+    cut(raw_alice);
+    alice.peer.notify("refused", &()).unwrap();
+    // Resumed directly by the peer (no await in between): the reader task
+    // has not seen the end; the new connection takes over.
+    let (local, mut raw_again) = pair();
+    alice.peer.resume(local).unwrap();
+    alice.peer.notify("after", &()).unwrap();
+    assert_eq!(recv_json(&mut raw_again).await["method"], "refused");
+    assert_eq!(recv_json(&mut raw_again).await["method"], "after");
+}

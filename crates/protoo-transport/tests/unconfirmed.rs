@@ -560,7 +560,9 @@ async fn the_reply_to_our_close_confirms_every_frame_written_before_it() {
     send_all(&server, &frames);
     // A drain's close: the client reads every frame, then the close, and
     // answers it.
-    server.sink().close(close_code::SERVICE_RESTART, "service restart");
+    server
+        .sink()
+        .close(close_code::SERVICE_RESTART, "service restart");
     let mut got = Vec::new();
     loop {
         match client.next().await {

@@ -314,7 +314,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
         // A session handed over is out of its room before the backend took
         // the handover to the node that resumes it.
         let mut handovers = self.inner.handovers.subscribe();
-        tracing::debug!(handovers = *handovers.borrow(), "rooms closed; waiting for the handovers in flight");
+        tracing::debug!(
+            handovers = *handovers.borrow(),
+            "rooms closed; waiting for the handovers in flight"
+        );
         let _ = handovers.wait_for(|count| *count == 0).await;
         tracing::debug!("drained");
     }
