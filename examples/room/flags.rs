@@ -61,6 +61,11 @@ pub(crate) struct Args {
     /// Invalid messages after which a peer is closed with 1008. 0: never.
     #[arg(long, default_value_t = DEFAULT_MAX_INVALID_MESSAGES)]
     max_invalid_messages: u32,
+    /// Seconds a peer whose connection was lost stays in its room, what is
+    /// sent to it held, waiting for a connection with the same room and
+    /// peer id to resume it. 0 (the default): none, it leaves at once.
+    #[arg(long, default_value_t = 0)]
+    resume_window: u64,
     /// Serve `GET /metrics` and `GET /healthz` on this address (built with
     /// the `metrics` feature; see ops.rs).
     #[arg(long)]
@@ -194,6 +199,6 @@ impl Args {
         config.max_presence_bytes = self.max_presence_bytes;
         config.max_invalid_messages =
             (self.max_invalid_messages > 0).then_some(self.max_invalid_messages);
-        config
+        config.with_resume_window(Duration::from_secs(self.resume_window))
     }
 }
