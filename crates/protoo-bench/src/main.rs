@@ -166,6 +166,10 @@ struct Args {
     /// connects again (0: at once).
     #[arg(long, default_value_t = 0.0)]
     away: f64,
+    /// s12: the server resumes sessions: a member cut that the others see
+    /// leaving (`peerClosed`) is an error.
+    #[arg(long)]
+    expect_resume: bool,
     /// s12: the server's Prometheus endpoint, `http://HOST:PORT/metrics`
     /// (the room example's `--metrics`): the bytes it holds for sessions
     /// away are read there.
@@ -568,6 +572,7 @@ fn main() -> ExitCode {
                     away: Duration::from_secs_f64(args.away.clamp(0.0, 600.0)),
                     settle: Duration::from_secs(1),
                     metrics,
+                    expect_resume: args.expect_resume,
                 };
                 blips::run(&run, &opts, &mut report).await
             }

@@ -31,7 +31,9 @@
 //! S12 (blips) runs our server as the metrics build with `--metrics` on a
 //! port of its own, which the load generator reads for the bytes held for
 //! the sessions away (`protoo_session_held_bytes`), and with
-//! `--resume-window 15`; the anchor has no resume (nor metrics), so its
+//! `--resume-window 15`, and the load generator expects every member cut
+//! to be resumed from it (`--expect-resume`: one seen leaving is an error,
+//! which fails the smoke); the anchor has no resume (nor metrics), so its
 //! column shows what a blip costs without one.
 //!
 //! ```text
@@ -496,6 +498,7 @@ mod tests {
         let sc = scenarios(&smoke);
         assert_eq!(sc.len(), 1);
         assert!(sc[0].metrics && !sc[0].ours_only);
+        assert_eq!(sc[0].ours_bench_args, ["--expect-resume"]);
         assert!(
             sc[0]
                 .ours_args

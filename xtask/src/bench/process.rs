@@ -282,8 +282,14 @@ pub(super) fn run_one(
     ) {
         server_args.extend(sc.ours_args.iter().cloned());
     }
-    // The metrics endpoint the load generator reads (one node).
     let mut bench_args = Vec::new();
+    if matches!(
+        kind,
+        ServerKind::Ours { .. } | ServerKind::OursMetrics { .. } | ServerKind::OursObserved { .. }
+    ) {
+        bench_args.extend(sc.ours_bench_args.iter().cloned());
+    }
+    // The metrics endpoint the load generator reads (one node).
     if matches!(kind, ServerKind::OursObserved { .. }) {
         let addr = match free_port() {
             Ok(port) => format!("127.0.0.1:{port}"),

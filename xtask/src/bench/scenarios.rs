@@ -137,6 +137,9 @@ pub(super) struct Scenario {
     pub(super) server_args: Vec<String>,
     /// Extra arguments of our server only (flags the anchor does not have).
     pub(super) ours_args: Vec<String>,
+    /// Extra arguments of the load generator against our server only (what
+    /// it may expect of ours alone).
+    pub(super) ours_bench_args: Vec<String>,
     /// Pin the server to CPU 0 and the load generator to CPU 1 (S1: see
     /// `PIN_NOTE`).
     pub(super) pin: bool,
@@ -170,6 +173,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         args: args.iter().map(|s| (*s).to_owned()).collect(),
         server_args: Vec::new(),
         ours_args: NO_RATE_LIMITS.iter().map(|s| (*s).to_owned()).collect(),
+        ours_bench_args: Vec::new(),
         pin: false,
         echo: false,
         floor: false,
@@ -532,6 +536,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         // S12: the room example as it ships, with a resume window.
         if s.key == "s12" {
             s.ours_args = vec!["--resume-window".into(), S12_RESUME_WINDOW.to_string()];
+            s.ours_bench_args = vec!["--expect-resume".into()];
             s.metrics = true;
         }
         if s.key == "s15" {

@@ -73,6 +73,8 @@ pub(crate) struct Opts {
     pub(crate) settle: Duration,
     /// The server's Prometheus endpoint, if it has one.
     pub(crate) metrics: Option<Endpoint>,
+    /// The server resumes sessions: a member cut seen leaving is an error.
+    pub(crate) expect_resume: bool,
 }
 
 /// What the tasks share.
@@ -251,7 +253,12 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     };
 
     let sent = lock(&shared.sent).clone();
-    tally(&seen, &sent, &cut_ns, report);
+    let left = tally(&seen, &sent, &cut_ns, report);
+    if opts.expect_resume && left > 0 {
+        report.error(format!(
+            "{left} of the {n} members cut were seen leaving (peerClosed): not resumed"
+        ));
+    }
     let mut steady = Window::between(&steady_start, &steady_end);
     let mut blipped = Window::between(&steady_end, &blips_end);
     // The finer reading where there is one.
@@ -442,8 +449,9 @@ async fn receive(
     }
 }
 
-/// The delivery figures and the times of the resumes.
-fn tally(seen: &[Seen], sent: &[u64], cut_ns: &[u64], report: &mut Report) {
+/// The delivery figures and the times of the resumes; returns how many
+/// members cut the others saw leaving.
+fn tally(seen: &[Seen], sent: &[u64], cut_ns: &[u64], report: &mut Report) -> usize {
     let (mut lost, mut after, mut away, mut dups, mut replayed) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut resume, mut detect) = (Hist::default(), Hist::default());
     let mut closed = 0u64;
@@ -492,6 +500,7 @@ fn tally(seen: &[Seen], sent: &[u64], cut_ns: &[u64], report: &mut Report) {
     report.setf("resume_max_ms", ms(resume.quantile(1.0)), 2);
     report.setf("detect_p50_ms", ms(detect.quantile(0.50)), 2);
     report.setf("detect_p99_ms", ms(detect.quantile(0.99)), 2);
+    left.len()
 }
 
 /// The server's CPU: the blip phase less what the steady phase's rate
