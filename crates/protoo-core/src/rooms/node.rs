@@ -52,6 +52,11 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryI
                     "session moved to another node"
                 );
                 let presence = lock(&room.inner.state).presence.get(peer_id).cloned();
+                let mut handover = Handover::new(frames, presence);
+                // In flight until the backend is done with it: counted
+                // before the peer leaves, which may close the room (and let
+                // a drain end).
+                handover.in_flight = Some(Arc::new(Handing::new(&self.handovers)));
                 core.finish(
                     CloseReason::new(
                         Some(close_code::PROTOO_CLOSED),
@@ -60,9 +65,6 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryI
                     ),
                     false,
                 );
-                let mut handover = Handover::new(frames, presence);
-                // In flight until the backend is done with it.
-                handover.in_flight = Some(Arc::new(Handing::new(&self.handovers)));
                 Some(handover)
             }
             None => {
