@@ -160,7 +160,7 @@ mod upgrade;
 pub use http;
 
 pub use client::{ClientOptions, connect, connect_with};
-pub use config::WsConfig;
+pub use config::{DEFAULT_CONFIRM_INTERVAL, WsConfig};
 pub use server::{
     PendingOpen, ServerTransport, ServerTransportBuilder, UpgradeRequest, query_param,
     read_upgrade_request,

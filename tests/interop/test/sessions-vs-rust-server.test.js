@@ -306,16 +306,22 @@ else
 					`around the cut (seq 100-199, in flight): ${100 - around.missing} arrived, ` +
 					`${around.missing} lost, ${around.repeated} twice; while away: ` +
 					`${away.missing} lost, ${away.repeated} twice; resumed {missed: ${missed}}`);
-				assert.deepEqual(beforeCut.seqs, Array.from({ length: 100 }, (_, i) => i));
+				// Read before the cut: at least once, the repeats being what the
+				// client read after its last confirmation (the transport writes
+				// again what the client did not confirm: at least once).
+				const firstsBefore = beforeCut.seqs.filter((seq, i) => beforeCut.seqs.indexOf(seq) === i);
+
+				assert.deepEqual(firstsBefore, Array.from({ length: 100 }, (_, i) => i));
+				t.diagnostic(`read before the cut and written again: ${beforeCut.repeated}`);
 				// Sent after the loss was detected: exactly once, in order.
 				assert.deepEqual(away.seqs, Array.from({ length: 100 }, (_, i) => 200 + i));
 				assert.deepEqual(fromC, Array.from({ length: 10 }, (_, i) => i));
 				assert.deepEqual(afterResume.seqs, Array.from({ length: 11 }, (_, i) => 300 + i));
-				// In flight: none twice before the transport replays, and in
-				// order (the first arrival of each).
+				// In flight: each at least once (written again unless the client
+				// confirmed it), in order of first arrival.
 				const firsts = around.seqs.filter((seq, i) => around.seqs.indexOf(seq) === i);
 
-				assert.deepEqual(firsts, [ ...firsts ].sort((x, y) => x - y));
+				assert.deepEqual(firsts, Array.from({ length: 100 }, (_, i) => 100 + i));
 
 				// One reconnect, no replacement; nobody saw A leave or arrive.
 				assert.deepEqual(a.log, [ 'open', 'disconnected', 'open' ]);
@@ -359,7 +365,9 @@ else
 				proxy.allow();
 				const { missed } = a.record.seen[await resumedAt].data;
 
-				assert.equal(missed, 5);
+				// The 5 held, and what the lost connection's client had not
+				// confirmed (written again).
+				assert.ok(missed >= 5, `missed ${missed}`);
 				assert.deepEqual(sequence(a.record.seen, 'B', 0, 5).seqs, [ 0, 1, 2, 3, 4 ]);
 				assert.deepEqual(a.log.slice(0, 2), [ 'open', 'disconnected' ]);
 				assert.equal(a.log[a.log.length - 1], 'open');
@@ -416,7 +424,9 @@ else
 				await reopened;
 				const { missed } = a.record.seen[await resumedAt].data;
 
-				assert.equal(missed, 0);
+				// Nothing was sent to A meanwhile; what the old socket's client
+				// had not confirmed (the `join` answer, say) is written again.
+				assert.ok(Number.isInteger(missed) && missed <= 2, `missed ${missed}`);
 				assert.deepEqual(await oldClosed, { code: 4000, reason: TAKEN_OVER_REASON });
 				assert.deepEqual((await join(a)).peers.map((p) => p.id), [ 'B' ]);
 				await b.request('chat', { text: 'still here?' });

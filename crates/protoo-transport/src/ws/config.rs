@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// The default of [`WsConfig::confirm_interval`]: 25 ms.
+pub const DEFAULT_CONFIRM_INTERVAL: Duration = Duration::from_millis(25);
+
 /// Limits, timers and buffer sizes of WebSocket connections, client and
 /// server side.
 ///
@@ -157,7 +160,13 @@ pub struct WsConfig {
     /// while written frames wait for confirmation) or for one that does not
     /// retain. Keepalive pings are unchanged (empty, [`ping_interval`](Self::ping_interval)).
     ///
-    /// Default: 1 s.
+    /// Default: 25 ms. A resumed session replays what was written in the
+    /// last interval and round trip before the loss, which the client may
+    /// have read: with 1 s, a chat burst read just before a cut came back
+    /// whole (100 of 100 twice in the interop suite); with 25 ms the
+    /// repeats are those of the last few milliseconds. A connection that
+    /// receives a message a second pays one ping per message; one that
+    /// receives a stream pays 40 pings a second at most.
     pub confirm_interval: Duration,
 }
 
@@ -175,7 +184,7 @@ impl Default for WsConfig {
             handshake_timeout: Duration::from_secs(10),
             max_handshake_bytes: 16 * 1024,
             binary_messages: false,
-            confirm_interval: Duration::from_secs(1),
+            confirm_interval: DEFAULT_CONFIRM_INTERVAL,
         }
     }
 }
