@@ -582,12 +582,28 @@ async fn with_the_default_window_a_second_connection_takes_the_session_over() {
     let (mut bob, _) = server.join("r", "bob", "Bob").await;
     first.notification().await; // newPeer bob
 
-    // The same session on a new connection: nothing was held for it.
+    // The same session on a new connection: nothing was held for it but
+    // what the first connection's client may not have confirmed yet (the
+    // `newPeer` it just read, written again: at least once), then
+    // `resumed` with that count.
     let mut second = server.connect("r", "alice").await;
-    assert_eq!(
-        second.notification().await,
-        ("resumed".to_owned(), json!({ "missed": 0 }))
-    );
+    let mut again = 0;
+    let missed = loop {
+        match second.notification().await {
+            (method, data) if method == "resumed" => break data["missed"].clone(),
+            (method, data) => {
+                assert_eq!(
+                    (method.as_str(), data),
+                    ("newPeer", json!({ "id": "bob", "displayName": "Bob" }))
+                );
+                again += 1;
+            }
+        }
+    };
+    // Also counted: the `join` answer, if it was not confirmed either (a
+    // response the new connection's client does not wait for).
+    let missed = missed.as_u64().expect("a count");
+    assert!(again <= 1 && (again..=2).contains(&missed), "{again} {missed}");
     let reason = first.closed().await;
     assert_eq!(reason.code, Some(close_code::PROTOO_CLOSED));
     assert_eq!(reason.reason, "session resumed on a new connection");
@@ -673,8 +689,30 @@ async fn notifications_keep_each_senders_order() {
 
 #[cfg(unix)]
 #[tokio::test]
+async fn sigterm_drains_with_1012_by_default() {
+    let mut server = RoomServer::start_with(&["--drain-period", "1"]).await;
+    let (mut alice, _) = server.join("r", "alice", "Alice").await;
+    let pid = server.child.id().expect("the example is running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+
+    let reason = alice.closed().await;
+    assert_eq!(reason.code, Some(close_code::SERVICE_RESTART));
+    assert_eq!(reason.reason, "service restart");
+    let exit = guard("the example exits", server.child.wait())
+        .await
+        .unwrap();
+    assert!(exit.success(), "the example exited with {exit}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
 async fn sigterm_shuts_down_gracefully() {
-    let mut server = RoomServer::start().await;
+    // Without a drain period: every peer closed at once with 1001.
+    let mut server = RoomServer::start_with(&["--resume-window", "0", "--drain-period", "0"]).await;
     let (mut alice, _) = server.join("r", "alice", "Alice").await;
     let pid = server.child.id().expect("the example is running");
     let status = std::process::Command::new("kill")

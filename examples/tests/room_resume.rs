@@ -89,7 +89,7 @@ async fn a_peer_back_within_the_resume_window_is_not_seen_leaving() {
 
 #[tokio::test]
 async fn without_a_resume_window_a_lost_peer_leaves() {
-    let (method, data) = blip(&[]).await;
+    let (method, data) = blip(&["--resume-window", "0"]).await;
     assert_eq!(method, "peerClosed", "{data}");
     assert_eq!(data, json!({ "peerId": "a" }));
 }
