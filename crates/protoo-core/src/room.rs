@@ -269,17 +269,11 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             return Err(CoreError::IdentityMismatch(id.to_string()));
         }
         let expiries = identity.as_ref().and_then(|_| self.expiries());
-        let slot = identity.map(|mut identity| {
-            // Share the peer's and the room's ids rather than copies.
-            if identity.subject == id {
-                identity.subject = id.clone();
-            }
-            if identity.room == self.inner.id {
-                identity.room = self.inner.id.clone();
-            }
-            IdentitySlot::new(identity)
-        });
-        let deadline = slot.as_deref().map(IdentitySlot::deadline);
+        // The slot shares the peer's and the room's ids rather than keeping
+        // copies.
+        let (slot, deadline) = identity
+            .map(|identity| IdentitySlot::new(identity, &id, &self.inner.id))
+            .unzip();
         let (peer, events, mut start) = build(
             id.clone(),
             Some(self.inner.id.clone()),
@@ -290,7 +284,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             slot,
         );
         if let (Some(expiries), Some(deadline)) = (expiries, deadline) {
-            expiries.expire(start.core(), deadline, &handle);
+            expiries.expire(start.core(), deadline, Some(&handle));
         }
         let room: Weak<RoomInner<D, R>> = Arc::downgrade(&self.inner);
         start.core().set_leave(room);
