@@ -313,10 +313,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Leave for RoomInner<D, R> {
     fn leave(self: Arc<Self>, core: &Arc<PeerState>) {
         // A closed peer leaves the expiry queue too.
-        if let Some(key) = core.identity.as_deref().and_then(IdentitySlot::take_key)
+        if core.identity.is_some()
             && let Some(expiries) = self.expiries()
         {
-            expiries.cancel(key);
+            expiries.cancel(core);
         }
         Room { inner: self }.remove(core);
     }

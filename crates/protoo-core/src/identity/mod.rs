@@ -268,6 +268,76 @@ mod tests {
         assert_eq!(rooms.expiry_entries(), 0);
     }
 
+    /// Many peers expiring in shuffled order, some closed and some
+    /// refreshed (earlier and later) on the way: each is closed at its
+    /// own deadline (within a second), none early, and the queue empties.
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_closes_each_peer_at_its_own_deadline() {
+        const PEERS: u64 = 60;
+        let rooms: crate::Rooms = crate::Rooms::new();
+        let mut peers = Vec::new();
+        // A permutation of 1..=PEERS: deadlines out of order.
+        let secs = |n: u64| (n * 37) % PEERS + 1;
+        for n in 0..PEERS {
+            let id = format!("p{n}");
+            let (transport, remote) = protoo_transport::memory::pair(1024);
+            let joined = rooms
+                .admit("r", id.as_str())
+                .identity(Identity::new(
+                    id.as_str(),
+                    "r",
+                    SystemTime::now() + Duration::from_secs(10 * secs(n)),
+                ))
+                .join(transport, ())
+                .await
+                .unwrap();
+            peers.push((joined, remote));
+        }
+        // When each peer must close (in tens of seconds); `None`: never
+        // (closed by hand).
+        let mut expected: Vec<Option<u64>> = (0..PEERS).map(|n| Some(secs(n))).collect();
+        for n in (0..PEERS).step_by(7) {
+            peers[n as usize].0.peer.close();
+            expected[n as usize] = None;
+        }
+        for n in (3..PEERS).step_by(5) {
+            if expected[n as usize].is_none() {
+                continue;
+            }
+            let later = (n % 2 == 0).then_some(PEERS + n).unwrap_or(secs(n) / 2 + 1);
+            let id = format!("p{n}");
+            peers[n as usize]
+                .0
+                .peer
+                .refresh_identity(Identity::new(
+                    id.as_str(),
+                    "r",
+                    SystemTime::now() + Duration::from_secs(10 * later),
+                ))
+                .unwrap();
+            expected[n as usize] = Some(later);
+        }
+        let open = expected.iter().flatten().count();
+        assert_eq!(rooms.expiry_entries(), open);
+        // Half a second before each ten seconds, then half a second after.
+        tokio::time::sleep(Duration::from_millis(9_500)).await;
+        for tens in 1..=2 * PEERS + 1 {
+            for (n, (joined, _)) in peers.iter().enumerate() {
+                if let Some(at) = expected[n] {
+                    assert_eq!(joined.peer.is_closed(), at < tens, "p{n} at {tens}0 s");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            for (n, (joined, _)) in peers.iter().enumerate() {
+                if let Some(at) = expected[n] {
+                    assert_eq!(joined.peer.is_closed(), at <= tens, "p{n} after {tens}0 s");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(9_000)).await;
+        }
+        assert_eq!(rooms.expiry_entries(), 0);
+    }
+
     #[test]
     fn identity_is_small() {
         let size = std::mem::size_of::<Identity>();

@@ -21,9 +21,10 @@ pub(crate) struct IdentitySlot {
 struct Held {
     /// Unix time in milliseconds ([`Identity::expires_at`]).
     expires_at: u64,
-    /// Its entry in the registry's [`Expiries`](super::Expiries)
-    /// ([`NO_KEY`]: none), taken out when the peer closes.
-    key: u64,
+    /// The place of its entry in the registry's
+    /// [`Expiries`](super::Expiries) ([`NOT_QUEUED`]: none), taken out
+    /// when the peer closes.
+    position: u32,
     name: Option<Box<str>>,
     allow: Option<Arc<Methods>>,
     custom: Option<Arc<dyn Any + Send + Sync>>,
@@ -34,7 +35,7 @@ struct Held {
 }
 
 /// No entry in the expiry queue.
-pub(super) const NO_KEY: u64 = u64::MAX;
+const NOT_QUEUED: u32 = u32::MAX;
 
 impl IdentitySlot {
     /// The slot of a peer `peer_id` in room `room_id` with `identity`, and
@@ -57,7 +58,7 @@ impl IdentitySlot {
         let slot = Box::new(IdentitySlot {
             current: Mutex::new(Held {
                 expires_at,
-                key: NO_KEY,
+                position: NOT_QUEUED,
                 name,
                 allow,
                 custom,
@@ -88,27 +89,20 @@ impl IdentitySlot {
             .is_none_or(|allow| allow.contains(method))
     }
 
-    /// Records the peer's entry in the expiry queue; the one it had, if
-    /// any.
-    pub(super) fn replace_key(&self, key: u64) -> Option<u64> {
-        let old = std::mem::replace(&mut lock(&self.current).key, key);
-        (old != NO_KEY).then_some(old)
+    /// The place of the peer's entry in the expiry queue, if it has one.
+    pub(super) fn position(&self) -> Option<usize> {
+        let position = lock(&self.current).position;
+        (position != NOT_QUEUED).then_some(position as usize)
     }
 
-    /// Takes the peer's entry in the expiry queue out (it closed).
-    pub(crate) fn take_key(&self) -> Option<u64> {
-        self.replace_key(NO_KEY)
-    }
-
-    /// Whether `key` is the peer's entry in the expiry queue, taking it
-    /// out if so (it is due): not if a refresh replaced it meanwhile.
-    pub(super) fn take_due(&self, key: u64) -> bool {
-        let mut held = lock(&self.current);
-        let due = held.key == key;
-        if due {
-            held.key = NO_KEY;
-        }
-        due
+    /// Records the place of the peer's entry in the expiry queue (`None`:
+    /// out of it). A queue of more than 4 billion entries does not fit in
+    /// memory: a place beyond is recorded as none (the entry then leaves
+    /// at its deadline rather than when the peer closes).
+    pub(super) fn set_position(&self, position: Option<usize>) {
+        lock(&self.current).position = position
+            .and_then(|position| u32::try_from(position).ok())
+            .unwrap_or(NOT_QUEUED);
     }
 
     /// Replaces the identity of the peer `peer_id` in room `room_id` by a
