@@ -121,9 +121,15 @@ impl IdentitySlot {
         }
         let deadline = identity.deadline();
         held.expires_at = identity.expires_at;
-        held.name = identity.name;
-        held.allow = identity.allow;
-        held.custom = identity.custom;
+        // The old claims are dropped once the lock is released (the
+        // application's own claims may do anything when dropped).
+        let old = (
+            std::mem::replace(&mut held.name, identity.name),
+            std::mem::replace(&mut held.allow, identity.allow),
+            std::mem::replace(&mut held.custom, identity.custom),
+        );
+        drop(held);
+        drop(old);
         Ok(deadline)
     }
 }

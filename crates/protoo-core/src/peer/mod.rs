@@ -262,7 +262,9 @@ impl<D> Peer<D> {
 
     /// Who the peer is, if its admission gave an identity
     /// ([`Admit::identity`](crate::Admit::identity)): the latest one, after
-    /// [`Peer::refresh_identity`].
+    /// [`Peer::refresh_identity`]. Made anew on each call from what the
+    /// peer keeps (its ids and allowed methods shared, the display name
+    /// copied).
     pub fn identity(&self) -> Option<Arc<Identity>> {
         let core = &self.inner.core;
         let slot = core.identity.as_deref()?;
