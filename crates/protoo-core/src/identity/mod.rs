@@ -304,7 +304,11 @@ mod tests {
             if expected[n as usize].is_none() {
                 continue;
             }
-            let later = (n % 2 == 0).then_some(PEERS + n).unwrap_or(secs(n) / 2 + 1);
+            let later = if n % 2 == 0 {
+                PEERS + n
+            } else {
+                secs(n) / 2 + 1
+            };
             let id = format!("p{n}");
             peers[n as usize]
                 .0
