@@ -95,6 +95,8 @@ async fn main() -> std::process::ExitCode {
                     );
                     return true;
                 }
+                // No resume window here.
+                PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
             }
         }
         false

@@ -61,6 +61,17 @@ pub(crate) struct Args {
     /// Invalid messages after which a peer is closed with 1008. 0: never.
     #[arg(long, default_value_t = DEFAULT_MAX_INVALID_MESSAGES)]
     max_invalid_messages: u32,
+    /// Seconds a peer whose connection was lost (no close frame, an I/O
+    /// error, a keepalive timeout, 1001/1006/1012) stays in its room,
+    /// waiting for its client to reconnect and resume the session; what is
+    /// sent to it meanwhile is held and delivered on resume. 0: no window
+    /// (protoo's behaviour: the peer leaves at once).
+    #[arg(long, default_value_t = DEFAULT_RESUME_WINDOW)]
+    resume_window: u64,
+    /// Seconds over which a graceful shutdown closes its peers (with 1012,
+    /// spread with jitter), so that their clients resume on other nodes.
+    #[arg(long, default_value_t = DEFAULT_DRAIN_PERIOD)]
+    drain_period: u64,
     /// Serve `GET /metrics` and `GET /healthz` on this address (built with
     /// the `metrics` feature; see ops.rs).
     #[arg(long)]
@@ -122,6 +133,13 @@ const DEFAULT_BYTE_RATE: u64 = 2 << 20;
 /// a second, the `--message-rate`.
 const DEFAULT_FAN_OUT_RATE: u64 = 20_000_000;
 
+/// Default of `--resume-window`: covers protoo-client's first reconnection
+/// attempts after a drop (at once, then after 1, 2, 4 and 8 s).
+const DEFAULT_RESUME_WINDOW: u64 = 15;
+
+/// Default of `--drain-period`.
+const DEFAULT_DRAIN_PERIOD: u64 = 5;
+
 /// Default of `--max-invalid-messages`: a client that sends this many
 /// frames that are not protoo messages is broken or hostile.
 const DEFAULT_MAX_INVALID_MESSAGES: u32 = 100;
@@ -171,12 +189,25 @@ impl Args {
         if let Some(secs) = self.ping_interval {
             ws = ws.with_ping_interval(Some(Duration::from_secs(secs)));
         }
-        ServerConfig::default().with_ws(ws)
+        ServerConfig::default()
+            .with_ws(ws)
+            .with_drain_period(self.drain_period())
     }
 
-    /// The per-peer settings: the incoming limits and the fan-out budget
-    /// from the flags (a broadcast is charged when aimed with
-    /// `room.to_all().from(&peer)`).
+    /// `--resume-window`.
+    pub(crate) fn resume_window_duration(&self) -> Duration {
+        Duration::from_secs(self.resume_window)
+    }
+
+    /// `--drain-period`: how long a graceful shutdown spreads the closing
+    /// of its peers over.
+    pub(crate) fn drain_period(&self) -> Duration {
+        Duration::from_secs(self.drain_period)
+    }
+
+    /// The per-peer settings: the incoming limits, the fan-out budget (a
+    /// broadcast is charged when aimed with `room.to_all().from(&peer)`)
+    /// and the resume window from the flags.
     pub(crate) fn peer_config(&self) -> PeerConfig {
         let rate = |per_second: u64, burst: Option<u64>| {
             (per_second > 0).then(|| {
@@ -194,6 +225,7 @@ impl Args {
         config.max_presence_bytes = self.max_presence_bytes;
         config.max_invalid_messages =
             (self.max_invalid_messages > 0).then_some(self.max_invalid_messages);
-        config
+        // Zero is no window (`with_resume_window` says so too).
+        config.with_resume_window(Duration::from_secs(self.resume_window))
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | `join {displayName}` | `{peers: [{id, displayName}]}` (the other joined peers), once the others got `newPeer {id, displayName}`; a `displayName` over 256 bytes: 400 `displayName too long`, nothing listed or sent (one that is not a string joins with an empty name) |
+//! | `join {displayName}` | `{peers: [{id, displayName}]}` (the other joined peers), once the others got `newPeer {id, displayName}`; a `displayName` over 256 bytes: 400 `displayName too long`, nothing listed or sent (one that is not a string joins with an empty name). Idempotent: a peer already joined gets the current list again, and nobody gets a second `newPeer` (its name stays the first one) |
 //! | `chat {text}` | `{}`; the others get `chat {peerId, text}` |
 //! | `echo` | the request's data, unchanged |
 //! | `broadcast` | `{}`; the others get `chat` with the request's data unchanged |
@@ -26,6 +26,18 @@
 //! A notification `chat {text}` is relayed like the request. When a peer
 //! leaves, the others get `peerClosed {peerId}`. This example is the contract
 //! the interop suites and the benchmarks run against.
+//!
+//! Sessions survive a blip (`--resume-window SECS`, default 15; 0 turns it
+//! off, protoo's behaviour): a peer whose connection is lost without a
+//! close from its client stays in its room for the window, the others see
+//! nothing, and what is sent to it is held. A connection with the same
+//! `roomId` and `peerId` (and token subject, with tokens) within the
+//! window resumes the session: the held notifications and requests come
+//! first, in order, then a notification `resumed {missed}` (how many were
+//! held). An old connection that still looked open is closed with 4000. A
+//! client that runs `join` again on every `open` (idempotent, above) gets
+//! the list without anyone seeing it leave or join. At the end of the
+//! window the peer leaves as before (`peerClosed`).
 //!
 //! Each peer's requests are handled one at a time, in order (`ask` excepted:
 //! it waits for the same peer's answer, so it runs beside the others), by
@@ -50,10 +62,10 @@ use std::error::Error;
 
 use clap::Parser;
 use protoo_server::codec::EncodeError;
-use protoo_server::handler::{Data, Responder, Router, State};
+use protoo_server::handler::{Data, Missed, Responder, Router, State};
 use protoo_server::{
-    DuplicatePolicy, ErrorData, IntoErrorData, Members, Payload, Peer, PeerError, Presence,
-    RequestError, Room, Rooms, ServerError, WebSocketServer, log, remote_warn,
+    CloseReason, DuplicatePolicy, ErrorData, Initiator, IntoErrorData, Members, Payload, Peer,
+    PeerError, Presence, RequestError, Room, Rooms, ServerError, WebSocketServer, log, remote_warn,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -80,6 +92,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     println!("listening on ws://{local_addr}/");
     let handle = server.handle();
+    // A shutdown (SIGTERM, Ctrl-C) drains: the connections are closed with
+    // 1012 over `--drain-period` (flags.rs), and their clients come back on
+    // other nodes, where their sessions move.
     tokio::spawn(async move {
         ops::shutdown_signal().await;
         handle.shutdown().await;
@@ -95,6 +110,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .on_member_lost(|lost| Some(("peerClosed", json!({ "peerId": lost.peer_id }))));
     let (builder, cluster) = cluster::Cluster::join(&args, builder).await?;
     let rooms: Rooms = builder.build();
+    let draining = rooms.clone();
     #[cfg(feature = "metrics")]
     ops::metrics::start(&args, server.handle(), rooms.clone(), cluster.link()).await?;
 
@@ -109,6 +125,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .request("fail", fail)
         .request("crash", crash)
         .request("kick", kick)
+        .on_resumed(resumed)
         .on_close(left)
         .with_state(rooms.is_clustered());
     let handle = server.serve(move |request| {
@@ -126,6 +143,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
     });
     handle.stopped().await;
+    if draining.is_clustered() {
+        // The sessions still here wait for their clients to resume them on
+        // another node (or for their window): the node stays in the cluster
+        // until each moved or ended.
+        let bound = args.resume_window_duration() + std::time::Duration::from_secs(1);
+        let _ = tokio::time::timeout(bound, draining.drained()).await;
+    }
     cluster.leave().await;
     Ok(())
 }
@@ -157,7 +181,8 @@ impl Listed {
 }
 
 /// `join`: lists the peer, tells the others about it, and answers the
-/// other listed peers, all in one exclusive section of the room: of two
+/// other listed peers (a peer listed already is only answered again), all
+/// in one exclusive section of the room: of two
 /// peers joining at once, exactly one lists the other, and a `newPeer` a
 /// peer hears after its `join` answer is never of a peer that answer
 /// listed. `newPeer` goes out before the answer: a client that acts on the
@@ -178,9 +203,15 @@ async fn join(
     }
     let mut responder = Some(responder);
     let section = |members: &Members<()>| -> Result<(), Box<dyn Error + Send + Sync>> {
-        room.set_presence(peer.id(), &join)?;
-        let newcomer = json!({ "id": peer.id(), "displayName": join.display_name });
-        room.to_all().from(&peer).notify("newPeer", &newcomer)?;
+        // Joined already (a client that rejoins on every `open`, after a
+        // resume): the others heard of it once; only the answer again.
+        let joined = (members.get(peer.id()))
+            .is_some_and(|member| member.peer() == &peer && member.is_listed());
+        if !joined {
+            room.set_presence(peer.id(), &join)?;
+            let newcomer = json!({ "id": peer.id(), "displayName": join.display_name });
+            room.to_all().from(&peer).notify("newPeer", &newcomer)?;
+        }
         if let Some(responder) = responder.take_if(|_| !clustered) {
             responder.accept(&json!({ "peers": others(&peer, members, &[]) }));
         }
@@ -282,8 +313,21 @@ async fn kick(peer: Peer, responder: Responder) -> Result<(), ErrorData> {
     Ok(())
 }
 
-/// A peer left (or was replaced): the others get `peerClosed {peerId}`.
-async fn left(peer: Peer, room: Room) -> Result<(), EncodeError> {
+/// A new connection resumed the peer's session, after what was held for
+/// it (`missed` frames) was written: the peer gets `resumed {missed}`, so
+/// that its client tells a resume from a fresh start.
+async fn resumed(peer: Peer, Missed(missed): Missed) -> Result<(), PeerError> {
+    peer.notify("resumed", &json!({ "missed": missed }))
+}
+
+/// A peer left (or was replaced): the others get `peerClosed {peerId}`;
+/// not for a peer whose session moved to another node (a drain, a client
+/// that came back elsewhere), which did not leave.
+async fn left(peer: Peer, room: Room, reason: CloseReason) -> Result<(), EncodeError> {
+    if reason.initiator == Initiator::Moved {
+        // Its session went on on another node: nobody left.
+        return Ok(());
+    }
     room.to_all()
         .except_peer(&peer)
         .notify("peerClosed", &json!({ "peerId": peer.id() }))

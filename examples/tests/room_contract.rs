@@ -31,8 +31,16 @@ struct RoomServer {
 }
 
 impl RoomServer {
+    /// With `--resume-window 0`: protoo's semantics, which most cases pin
+    /// down (a connection that drops ends its peer; the same peer id again
+    /// replaces it). The window's cases use [`RoomServer::start_with`].
     async fn start() -> RoomServer {
-        let room = start_room("127.0.0.1:0", &[]).await;
+        RoomServer::start_with(&["--resume-window", "0"]).await
+    }
+
+    /// With `args` (none: the example's defaults, a 15 s resume window).
+    async fn start_with(args: &[&str]) -> RoomServer {
+        let room = start_room("127.0.0.1:0", args).await;
         RoomServer {
             addr: room.addr,
             child: room.child,
@@ -565,6 +573,57 @@ async fn a_second_connection_with_the_same_peer_id_replaces_the_first() {
         peers,
         vec![peer("alice", "Alice again"), peer("bob", "Bob")]
     );
+}
+
+#[tokio::test]
+async fn with_the_default_window_a_second_connection_takes_the_session_over() {
+    let server = RoomServer::start_with(&[]).await;
+    let (mut first, _) = server.join("r", "alice", "Alice").await;
+    let (mut bob, _) = server.join("r", "bob", "Bob").await;
+    first.notification().await; // newPeer bob
+
+    // The same session on a new connection: nothing was held for it.
+    let mut second = server.connect("r", "alice").await;
+    assert_eq!(
+        second.notification().await,
+        ("resumed".to_owned(), json!({ "missed": 0 }))
+    );
+    let reason = first.closed().await;
+    assert_eq!(reason.code, Some(close_code::PROTOO_CLOSED));
+    assert_eq!(reason.reason, "session resumed on a new connection");
+
+    // Joined already: the list again, and bob hears nothing of it.
+    assert_eq!(second.join("Alice again").await, vec![peer("bob", "Bob")]);
+    bob.assert_quiet().await;
+    second.assert_quiet().await;
+    assert_eq!(
+        bob.request("chat", &json!({ "text": "hi" })).await.unwrap(),
+        json!({})
+    );
+    assert_eq!(
+        second.notification().await,
+        ("chat".to_owned(), json!({ "peerId": "bob", "text": "hi" }))
+    );
+    // Listed once, with the name of its first join.
+    let (_carol, peers) = server.join("r", "carol", "Carol").await;
+    assert_eq!(peers, vec![peer("alice", "Alice"), peer("bob", "Bob")]);
+}
+
+#[tokio::test]
+async fn join_twice_answers_the_list_again_and_announces_once() {
+    let server = RoomServer::start().await;
+    let (mut alice, _) = server.join("r", "alice", "Alice").await;
+    let (bob, peers) = server.join("r", "bob", "Bob").await;
+    assert_eq!(peers, vec![peer("alice", "Alice")]);
+    assert_eq!(
+        alice.notification().await,
+        (
+            "newPeer".to_owned(),
+            json!({ "id": "bob", "displayName": "Bob" })
+        )
+    );
+    assert_eq!(bob.join("Bob again").await, vec![peer("alice", "Alice")]);
+    alice.assert_quiet().await;
 }
 
 #[tokio::test]

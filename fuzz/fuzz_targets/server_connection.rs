@@ -149,7 +149,7 @@ async fn session(input: Vec<u8>) {
                         .except(["p"])
                         .notify(notification.method(), notification.payload());
                 }
-                PeerEvent::Closed(_) => {}
+                PeerEvent::Closed(_) | PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
             }
         }
         for ask in asks {

@@ -145,7 +145,9 @@ fn ci() -> Result {
             .env("PROTOO_REDIS_URL", redis_server.url())
             .env("PROTOO_REDIS_SERVER", &redis_binary),
     )?;
-    // The cluster suite again over each highly available topology.
+    // The cluster suite again over each highly available topology. (The
+    // outage suite, which restarts, stops and reconfigures masters, ran in
+    // the step above on set-ups of its own on each topology.)
     run(
         "protoo-redis cluster suite over Sentinel",
         cargo()

@@ -10,7 +10,10 @@
 //! and hands them to the tests as `PROTOO_REDIS_SENTINEL` (+
 //! `PROTOO_REDIS_MASTER`) and `PROTOO_REDIS_CLUSTER`, then, with the same
 //! variables, to the interop suites (the three-process cluster suite runs
-//! over each). Tests that kill a master or move slots start their own. The
+//! over each). Tests that kill a master or move slots start their own
+//! (protoo-redis's `failover.rs`, and `outage.rs`, whose cases restart,
+//! stop or reconfigure the master on each of the three topologies, so they
+//! run in the plain test step, not over these shared ones). The
 //! benchmarks' `-sentinel` and `-cluster` scenarios start a fresh one per
 //! run.
 

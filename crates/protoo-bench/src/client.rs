@@ -52,6 +52,11 @@ impl Target {
             addr,
         })
     }
+
+    /// `HOST:PORT`.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
 }
 
 /// Read buffer size of clients: small for the mostly idle ones (many

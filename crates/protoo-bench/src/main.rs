@@ -32,6 +32,15 @@
 //! - `s9`: one sender in a room of `--peers` (1,000) sends `broadcast` as
 //!   fast as it can (`--in-flight` 64 outstanding): what the server sends
 //!   per second against `--rate-limit` (200) × the members.
+//! - `s12`: blips: a room of `--peers` (100); one sender `broadcast`s every
+//!   `--interval-ms` (100); every other member is connected through a TCP
+//!   proxy of the harness that cuts each connection once (a reset on both
+//!   sides), the cuts spread over `--spread` (10 s), and each member
+//!   connects again at once to the same URL: deliveries lost (after the
+//!   loss was noticed, in all, while away), duplicates, `peerClosed` heard,
+//!   time to resume, server CPU per resume (the blip phase against the
+//!   steady `--duration` before it) and, with `--metrics-url`, the bytes the
+//!   server held at the peak.
 //! - `s14`: join amplification: `--names` (16) peers listed with the
 //!   longest display name the server takes (up to `--size`, 1,000,000),
 //!   then `--attackers` (50) peers that never read send `--joins` (2)
@@ -57,7 +66,9 @@
 mod client;
 mod hist;
 mod procfs;
+mod proxy;
 mod scenarios;
+mod scrape;
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -91,7 +102,8 @@ struct Args {
     /// masters): the total is reported, and each shard's apart.
     #[arg(long)]
     redis_pid: Vec<u32>,
-    /// Measurement window of the throughput scenarios (s1, s2, s3, s5, s9, s10, s11), seconds.
+    /// Measurement window of the throughput scenarios (s1, s2, s3, s5, s9,
+    /// s10, s11) and s12's steady phase, seconds.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
     /// Warm-up before the window, seconds (default: a fifth of --duration, at most 1).
@@ -103,7 +115,7 @@ struct Args {
     /// Requests in flight per client (s1: 1, s2: 4, s9: 64).
     #[arg(long)]
     in_flight: Option<usize>,
-    /// Peers: room size for s3, s10 (100) and s9 (1,000), connected peers for s4 (10,000) and s7 (15,000).
+    /// Peers: room size for s3, s10, s12 (100) and s9 (1,000), connected peers for s4 (10,000) and s7 (15,000).
     #[arg(long)]
     peers: Option<usize>,
     /// s3/s6: broadcasts not yet delivered to every receiver, at most
@@ -143,6 +155,26 @@ struct Args {
     /// s14: seconds after the attackers left until the memory left is read.
     #[arg(long, default_value_t = 3.0)]
     settle: f64,
+    /// s12: milliseconds between two broadcasts (100).
+    #[arg(long, default_value_t = 100)]
+    interval_ms: u64,
+    /// s12: seconds over which the members' connections are cut, evenly
+    /// spread (10).
+    #[arg(long, default_value_t = 10.0)]
+    spread: f64,
+    /// s12: seconds a member whose connection was cut waits before it
+    /// connects again (0: at once).
+    #[arg(long, default_value_t = 0.0)]
+    away: f64,
+    /// s12: the server resumes sessions: a member cut that the others see
+    /// leaving (`peerClosed`) is an error.
+    #[arg(long)]
+    expect_resume: bool,
+    /// s12: the server's Prometheus endpoint, `http://HOST:PORT/metrics`
+    /// (the room example's `--metrics`): the bytes it holds for sessions
+    /// away are read there.
+    #[arg(long)]
+    metrics_url: Option<String>,
     /// s6: members that keep reading (3).
     #[arg(long)]
     readers: Option<usize>,
@@ -177,6 +209,7 @@ enum Scenario {
     S9,
     S10,
     S11,
+    S12,
     S14,
     S15,
 }
@@ -422,7 +455,7 @@ fn main() -> ExitCode {
         report.set("nodes", run.targets.len());
     }
     let outcome = runtime.block_on(async {
-        use scenarios::{amplify, broadcast, churn, flood, idle, rr};
+        use scenarios::{amplify, blips, broadcast, churn, flood, idle, rr};
         match args.scenario {
             Scenario::S1 => {
                 rr::run(
@@ -525,6 +558,23 @@ fn main() -> ExitCode {
                     fan_out_rate: Some(args.fan_out_rate.max(1)),
                 };
                 flood::rate_flood(&run, &opts, &mut report).await
+            }
+            Scenario::S12 => {
+                let metrics = match args.metrics_url.as_deref().map(scrape::Endpoint::parse) {
+                    Some(Ok(m)) => Some(m),
+                    Some(Err(e)) => return Err(e),
+                    None => None,
+                };
+                let opts = blips::Opts {
+                    peers: args.peers.unwrap_or(100).max(2),
+                    interval: Duration::from_millis(args.interval_ms.clamp(1, 60_000)),
+                    spread: Duration::from_secs_f64(args.spread.clamp(0.0, 3600.0)),
+                    away: Duration::from_secs_f64(args.away.clamp(0.0, 600.0)),
+                    settle: Duration::from_secs(1),
+                    metrics,
+                    expect_resume: args.expect_resume,
+                };
+                blips::run(&run, &opts, &mut report).await
             }
             Scenario::S14 => {
                 let opts = amplify::Opts {

@@ -1,4 +1,5 @@
-//! The client handle, its events, and the task that connects and reconnects.
+//! The client handle and its events; the task that connects and reconnects
+//! is in `run.rs`.
 
 use std::fmt;
 use std::future::Future;
@@ -8,14 +9,15 @@ use std::task::{Context, Poll};
 
 use futures_util::Stream;
 use protoo_core::{
-    CloseReason, IncomingNotification, IncomingRequest, Initiator, Payload, Peer, PeerError,
-    PeerEvent, Transport, TransportError, close_code,
+    CloseReason, IncomingNotification, IncomingRequest, Payload, Peer, PeerError, Transport,
+    TransportError, close_code,
 };
 use protoo_transport::ws::{self, ClientOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc};
 
+use crate::run::run;
 use crate::{ClientConfig, ClientError};
 
 /// How many client events wait for the application before the client stops
@@ -23,15 +25,30 @@ use crate::{ClientConfig, ClientError};
 const EVENT_CHANNEL: usize = 64;
 
 /// The reason a locally closed client gives the server.
-const LOCAL_CLOSE_REASON: &str = "closed by protoo-client";
+pub(crate) const LOCAL_CLOSE_REASON: &str = "closed by protoo-client";
 
 /// What happens to a [`Client`], in order.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientEvent {
     /// A connection is open: sent on the first open and on every reconnect,
-    /// so the application joins (again) here.
+    /// so the application joins (again) here. After a reconnect that
+    /// resumed the client's session, [`ClientEvent::Resumed`] comes just
+    /// before it.
     Open,
+    /// The new connection resumed the client's session (only with
+    /// [`ClientConfig::with_resume_window`](crate::ClientConfig::with_resume_window)):
+    /// requests pending at the loss are still pending, and what was sent
+    /// while disconnected (`missed` frames: requests, notifications,
+    /// responses) was written to it first, in order. [`ClientEvent::Open`]
+    /// follows at once. Whether the server resumed its side of the session
+    /// too is for the application's protocol to say (the room example sends
+    /// a `resumed` notification); a server that did not sees a new peer, and
+    /// the pending requests then end with their timeout.
+    Resumed {
+        /// How many frames were written again on the new connection.
+        missed: usize,
+    },
     /// Attempt `n` of the current round failed before opening (1 for the
     /// first attempt of a round; a round starts at [`Client::connect`] and
     /// after each [`ClientEvent::Disconnected`]). A retry follows unless the
@@ -39,7 +56,10 @@ pub enum ClientEvent {
     Failed(u32),
     /// An open connection was lost; the client reconnects at once with a
     /// fresh retry budget. Requests pending on it have failed with
-    /// [`ClientError::Disconnected`].
+    /// [`ClientError::Disconnected`], unless the client keeps its session
+    /// ([`ClientConfig::with_resume_window`](crate::ClientConfig::with_resume_window)):
+    /// then they stay pending, and requests and notifications sent until
+    /// the next connection are held for it, for the window.
     Disconnected,
     /// The client is closed for good: the server closed with 4000, the
     /// retries ran out, or [`Client::close`] was called. The last event.
@@ -53,35 +73,38 @@ pub enum ClientEvent {
 
 /// Where the client is.
 #[derive(Debug)]
-enum State {
-    /// Connecting (the first round, or again after a loss).
+pub(crate) enum State {
+    /// Connecting (the first round, or again after a loss), no session.
     Connecting,
     /// A connection is open: its peer.
     Open(Peer),
+    /// The connection was lost and the session waits for the next one
+    /// (resume window): its peer, which holds what is sent meanwhile.
+    Resuming(Peer),
     /// Closed for good.
     Closed,
 }
 
 #[derive(Debug)]
-struct Shared {
-    state: Mutex<State>,
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<State>,
     /// Woken by [`Client::close`].
-    close: Notify,
+    pub(crate) close: Notify,
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+pub(crate) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
-    fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         matches!(*lock(&self.state), State::Closed)
     }
 
-    /// The open connection's peer, or why there is none.
+    /// The session's peer, or why there is none.
     fn peer(&self) -> Result<Peer, ClientError> {
         match &*lock(&self.state) {
-            State::Open(peer) => Ok(peer.clone()),
+            State::Open(peer) | State::Resuming(peer) => Ok(peer.clone()),
             State::Connecting => Err(ClientError::Disconnected),
             State::Closed => Err(ClientError::Closed),
         }
@@ -90,7 +113,7 @@ impl Shared {
 
 /// Opens connections: the WebSocket connector of [`Client::connect`], or any
 /// other for a custom transport (tests use in-memory pairs).
-type Connector = Box<
+pub(crate) type Connector = Box<
     dyn FnMut() -> Pin<Box<dyn Future<Output = Result<Transport, TransportError>> + Send>> + Send,
 >;
 
@@ -174,6 +197,13 @@ impl Client {
     /// request pending when the connection is lost fails at once with
     /// [`ClientError::Disconnected`] instead of waiting for its timeout.
     /// After [`ClientEvent::Close`] it fails with [`ClientError::Closed`].
+    ///
+    /// With a resume window ([`ClientConfig::with_resume_window`]) the
+    /// session outlives a lost connection: a request pending at the loss
+    /// stays pending (its timeout runs on) and is answered on the next
+    /// connection; one sent while disconnected is held (up to the peer's
+    /// `resume_buffer`) and written first on it. If no connection comes
+    /// within the window, they fail with [`ClientError::Disconnected`].
     pub async fn request(
         &self,
         method: &str,
@@ -198,7 +228,9 @@ impl Client {
     }
 
     /// Sends a notification to the server. While no connection is open,
-    /// fails with [`ClientError::Disconnected`] (protoo-client throws).
+    /// fails with [`ClientError::Disconnected`] (protoo-client throws),
+    /// except within a resume window ([`ClientConfig::with_resume_window`]):
+    /// then it is held and written first on the next connection.
     pub fn notify(
         &self,
         method: &str,
@@ -218,7 +250,7 @@ impl Client {
     /// reconnect follows, and [`ClientEvent::Close`] is the last event.
     pub fn close(&self) {
         let previous = std::mem::replace(&mut *lock(&self.shared.state), State::Closed);
-        if let State::Open(peer) = previous {
+        if let State::Open(peer) | State::Resuming(peer) = previous {
             peer.close_with(close_code::NORMAL, LOCAL_CLOSE_REASON);
         }
         self.shared.close.notify_one();
@@ -249,114 +281,5 @@ impl Stream for ClientEvents {
 impl fmt::Debug for ClientEvents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientEvents").finish_non_exhaustive()
-    }
-}
-
-/// How a connection ended.
-enum Ended {
-    /// Lost: reconnect.
-    Lost,
-    /// For good (4000, or closed locally).
-    Final(Option<CloseReason>),
-}
-
-/// The client's task: rounds of attempts, each open connection served until
-/// it ends.
-async fn run(
-    shared: Arc<Shared>,
-    mut connect: Connector,
-    config: ClientConfig,
-    tx: mpsc::Sender<ClientEvent>,
-) {
-    let last = 'rounds: loop {
-        let mut attempt: u32 = 1;
-        loop {
-            let result = tokio::select! {
-                result = connect() => result,
-                () = shared.close.notified() => break 'rounds None,
-            };
-            if shared.is_closed() {
-                if let Ok(transport) = result {
-                    transport.close_with(close_code::NORMAL, LOCAL_CLOSE_REASON);
-                }
-                break 'rounds None;
-            }
-            match result {
-                Ok(transport) => match serve(&shared, transport, &config, &tx).await {
-                    Ended::Lost => {
-                        let _ = tx.send(ClientEvent::Disconnected).await;
-                        continue 'rounds;
-                    }
-                    Ended::Final(reason) => break 'rounds reason,
-                },
-                Err(error) => {
-                    tracing::debug!(
-                        attempt,
-                        error = %protoo_transport::log::Remote(&error),
-                        "connection attempt failed"
-                    );
-                    let _ = tx.send(ClientEvent::Failed(attempt)).await;
-                    if attempt > config.retry.retries {
-                        break 'rounds None;
-                    }
-                    let wait = config.retry.delay(attempt - 1);
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = shared.close.notified() => break 'rounds None,
-                    }
-                    attempt += 1;
-                }
-            }
-        }
-    };
-    *lock(&shared.state) = State::Closed;
-    let _ = tx.send(ClientEvent::Close(last)).await;
-}
-
-/// Serves one open connection until it ends.
-async fn serve(
-    shared: &Shared,
-    transport: Transport,
-    config: &ClientConfig,
-    tx: &mpsc::Sender<ClientEvent>,
-) -> Ended {
-    let (peer, mut events) = match Peer::new("server", transport, (), config.peer.clone()) {
-        Ok(pair) => pair,
-        // Only without a runtime, and this task runs on one.
-        Err(_) => return Ended::Final(None),
-    };
-    {
-        let mut state = lock(&shared.state);
-        if matches!(*state, State::Closed) {
-            peer.close_with(close_code::NORMAL, LOCAL_CLOSE_REASON);
-            return Ended::Final(None);
-        }
-        *state = State::Open(peer.clone());
-    }
-    let _ = tx.send(ClientEvent::Open).await;
-    drop(peer);
-    let reason = loop {
-        let event = match events.next().await {
-            Some(PeerEvent::Request(request)) => ClientEvent::Request(request),
-            Some(PeerEvent::Notification(notification)) => ClientEvent::Notification(notification),
-            Some(PeerEvent::Closed(reason)) => break Some(reason),
-            None => break None,
-        };
-        // Events nobody reads are dropped (a request then answers 500).
-        let _ = tx.send(event).await;
-    };
-    let mut state = lock(&shared.state);
-    if matches!(*state, State::Closed) {
-        return Ended::Final(reason);
-    }
-    let final_close = reason.as_ref().is_some_and(|reason| {
-        reason.initiator == Initiator::Remote && reason.code == Some(close_code::PROTOO_CLOSED)
-    });
-    if final_close {
-        *state = State::Closed;
-        Ended::Final(reason)
-    } else {
-        *state = State::Connecting;
-        Ended::Lost
     }
 }

@@ -96,8 +96,9 @@ pub struct ClientConfig {
     pub retry: RetryConfig,
     /// The WebSocket settings of each connection (default [`WsConfig`]'s).
     pub ws: WsConfig,
-    /// The peer settings of each connection: request timeout, event queue
-    /// (default [`PeerConfig`]'s).
+    /// The peer settings of the client's session: request timeout, event
+    /// queue, and the resume window (default [`PeerConfig`]'s: none, a
+    /// session per connection; see [`ClientConfig::with_resume_window`]).
     pub peer: PeerConfig,
 }
 
@@ -118,5 +119,32 @@ impl ClientConfig {
     pub fn with_peer(mut self, peer: PeerConfig) -> Self {
         self.peer = peer;
         self
+    }
+
+    /// Keeps the client's session across a lost connection for `window`
+    /// (its peer's [`PeerConfig::resume_window`]; zero: none, the default):
+    /// requests pending at the loss stay pending and what is sent while
+    /// disconnected is held, for the next connection to resume (see the
+    /// crate's docs). Match the server's window.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use protoo_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default().with_resume_window(Duration::from_secs(15));
+    /// assert!(config.resumes());
+    /// assert!(!ClientConfig::default().resumes());
+    /// ```
+    pub fn with_resume_window(mut self, window: Duration) -> Self {
+        self.peer = self.peer.with_resume_window(window);
+        self
+    }
+
+    /// Whether the client keeps its session across a lost connection
+    /// ([`ClientConfig::with_resume_window`]).
+    pub fn resumes(&self) -> bool {
+        self.peer
+            .resume_window
+            .is_some_and(|window| !window.is_zero())
     }
 }

@@ -11,7 +11,9 @@ pub enum ClientError {
     /// No connection is open (connecting, or reconnecting after a loss), or
     /// the connection was lost while the request waited for its response.
     /// Nothing is queued for later: send again after the next
-    /// [`ClientEvent::Open`](crate::ClientEvent::Open).
+    /// [`ClientEvent::Open`](crate::ClientEvent::Open). With a resume window
+    /// ([`ClientConfig::with_resume_window`](crate::ClientConfig::with_resume_window)):
+    /// the window passed without a connection.
     #[error("disconnected")]
     Disconnected,
     /// The client is closed for good.

@@ -29,6 +29,36 @@
 //! notification while no connection is open fails with
 //! [`ClientError::Disconnected`] instead of throwing.
 //!
+//! # Sessions that survive a lost connection
+//!
+//! With [`ClientConfig::with_resume_window`] (for a server with a resume
+//! window of its own, such as the room example's `--resume-window`) the
+//! client keeps its session across a lost connection, as protoo-client
+//! keeps its pending requests:
+//!
+//! - a connection lost rather than closed (a reset or I/O error, a keepalive
+//!   timeout, a close with 1001, 1006 or 1012: [`CloseReason::is_lost`])
+//!   reports [`ClientEvent::Disconnected`] and reconnects as above, but the
+//!   requests pending on it stay pending (their timeout runs on), and
+//!   requests and notifications sent until the next connection are held
+//!   (up to [`PeerConfig::resume_buffer`](protoo_core::PeerConfig::resume_buffer)
+//!   bytes; past it the session ends, 1008);
+//! - the next connection within the window resumes the session:
+//!   [`ClientEvent::Resumed`] then [`ClientEvent::Open`]; what was held is
+//!   written first, in order, and the pending requests are answered on it;
+//! - when the window passes without a connection, the pending requests
+//!   fail with [`ClientError::Disconnected`], and the next connection opens
+//!   a new session ([`ClientEvent::Open`] alone); when the retries run out
+//!   first, they fail with [`ClientError::Closed`] with the client;
+//! - a clean close (4000 ends the client; any other close frame) ends the
+//!   session at once, as without a window.
+//!
+//! Frames written on a connection just before it was lost, which the server
+//! never read, are not written again: a request among them is answered by
+//! its timeout. Whether the server resumed its side of the session is for
+//! the application's protocol to tell (a server without a window sees a
+//! new peer, and never answers the pending requests).
+//!
 //! The server's requests and notifications arrive as
 //! [`ClientEvent::Request`] and [`ClientEvent::Notification`] in
 //! [`ClientEvents`], a [`Stream`](futures_util::Stream).
@@ -70,6 +100,7 @@
 mod client;
 mod config;
 mod error;
+mod run;
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;

@@ -158,7 +158,7 @@ async fn real_server_drop_reconnect_and_rejection() {
                         PeerEvent::Notification(n) => {
                             let _ = peer.notify("seen", &serde_json::json!({"m": n.method()}));
                         }
-                        PeerEvent::Closed(_) => {}
+                        _ => {}
                     }
                 }
             });

@@ -72,6 +72,7 @@ fn echo_server() -> Transport {
                 }
                 PeerEvent::Notification(_) => {}
                 PeerEvent::Closed(_) => break,
+                PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
             }
         }
     });

@@ -21,7 +21,11 @@
 //!   lists the peers listed on every node;
 //! - a peer id joining on one node replaces (or, under
 //!   [`DuplicatePolicy::Refuse`](crate::DuplicatePolicy::Refuse), is refused by) a peer with that id on
-//!   another node;
+//!   another node; a peer with a [resume window](crate::PeerConfig::resume_window)
+//!   is not replaced but moved: its node hands over what its remote did
+//!   not get ([`Handover`]) and lets it go without a close anybody hears
+//!   of ([`Initiator::Moved`](crate::Initiator::Moved)), and the newcomer
+//!   goes on with its session;
 //! - [`Room::notify_peer`](crate::Room::notify_peer),
 //!   [`request_peer`](crate::Room::request_peer) and
 //!   [`close_peer`](crate::Room::close_peer) reach a peer on whatever node it
@@ -50,9 +54,47 @@ use crate::{Identity, Presence, RequestError, Target};
 /// A boxed future a [`ClusterBackend`] returns.
 pub type ClusterFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// What a node hands over when the session of one of its peers moves to
+/// another node, where its remote resumed it ([`LocalNode::replace`]).
+///
+/// The registry it came from counts it as in flight until it is dropped
+/// (every clone of it): [`Rooms::drained`](crate::Rooms::drained) waits for
+/// that, so a backend drops it only once it has sent (or queued) it.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct Handover {
+    /// What was sent to the peer and its remote did not get, in order: the
+    /// new node writes it first.
+    pub frames: Vec<Frame>,
+    /// What the peer was listed with in its room, if anything.
+    pub presence: Option<Payload>,
+    /// Counts the handover in flight in its registry while it lives.
+    pub(crate) in_flight: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Handover {
+    /// A handover of `frames` and `presence`.
+    pub fn new(frames: Vec<Frame>, presence: Option<Payload>) -> Self {
+        Handover {
+            frames,
+            presence,
+            in_flight: None,
+        }
+    }
+}
+
+impl fmt::Debug for Handover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handover")
+            .field("frames", &self.frames.len())
+            .field("presence", &self.presence)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the backend says of a peer admitted on this node
 /// ([`ClusterBackend::member_added`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Admission {
     /// The peer is a member of the room across the cluster: it may read.
@@ -65,6 +107,10 @@ pub enum Admission {
     /// [`DUPLICATE_ELSEWHERE_REASON`](crate::DUPLICATE_ELSEWHERE_REASON))
     /// before it reads anything, and that peer is left untouched.
     Refused,
+    /// The peer is a member of the room across the cluster, and it resumed
+    /// the session of the peer with its id on another node, which handed it
+    /// over: its frames are written first, its presence kept.
+    Resumed(Handover),
 }
 
 /// A message for one peer of a room, by id, wherever it is
@@ -180,12 +226,20 @@ pub trait ClusterBackend: Send + Sync + 'static {
     /// [`Admission::Refused`] and that peer is not touched, not even told.
     /// A backend keeps what it needs of an identity to compare it (a
     /// fingerprint of its subject and room, say), never the credential.
+    ///
+    /// `resume` is set for a newcomer with a
+    /// [resume window](crate::PeerConfig::resume_window): a peer with its
+    /// id (and identity) on another node that has a session too hands it
+    /// over ([`LocalNode::replace`] there returns a [`Handover`]), answered
+    /// as [`Admission::Resumed`]; meanwhile the member stays listed with
+    /// what it was listed with there, so that its presence shows no gap.
     fn member_added(
         &self,
         room_id: &str,
         peer_id: &str,
         replace: bool,
         identity: Option<&Identity>,
+        resume: bool,
     ) -> ClusterFuture<Admission>;
 
     /// Whether a live peer `peer_id` of `room_id` on another node has
@@ -239,7 +293,7 @@ pub trait ClusterBackend: Send + Sync + 'static {
 /// This node's rooms, as a backend reaches them.
 pub(crate) trait NodeRooms: Send + Sync {
     fn deliver(&self, room_id: &str, frame: &Frame, target: &Target) -> usize;
-    fn replace(&self, room_id: &str, peer_id: &str) -> Option<ClusterFuture<()>>;
+    fn replace(&self, room_id: &str, peer_id: &str) -> Option<ClusterFuture<Option<Handover>>>;
     fn lost_frame(&self, member: &LostMember) -> Option<Frame>;
     fn to_peer(
         &self,
@@ -283,7 +337,14 @@ impl LocalNode {
     /// resolves once the application has handled its close (its events
     /// ended): what it broadcast about the peer is queued by then. `None`
     /// if there is no such open peer here.
-    pub fn replace(&self, room_id: &str, peer_id: &str) -> Option<ClusterFuture<()>> {
+    ///
+    /// A peer with a [resume window](crate::PeerConfig::resume_window) is
+    /// moved rather than replaced: its session is handed over (what its
+    /// remote did not get, its presence) and it closes as
+    /// [`Initiator::Moved`](crate::Initiator::Moved), which an application
+    /// does not announce; the future resolves to the [`Handover`] for the
+    /// new node. A replaced peer's resolves to `None`.
+    pub fn replace(&self, room_id: &str, peer_id: &str) -> Option<ClusterFuture<Option<Handover>>> {
         self.rooms()?.replace(room_id, peer_id)
     }
 

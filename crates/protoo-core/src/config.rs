@@ -167,7 +167,45 @@ pub struct PeerConfig {
     /// which a handler's error turns into 400 `presence too large`, and the
     /// peer stays listed as it was (or unlisted).
     pub max_presence_bytes: usize,
+    /// How long the peer's session outlives a lost transport. Default:
+    /// `None`, protoo's behaviour: the peer closes with its transport.
+    ///
+    /// With a window, a transport that is lost rather than closed (no close
+    /// frame: a reset, an I/O error, a keepalive timeout; or a close with
+    /// 1001, 1006 or 1012, which intermediaries send; see
+    /// [`CloseReason::is_lost`](protoo_transport::CloseReason::is_lost))
+    /// leaves the peer in its room, listed, with its data, for the window:
+    /// the other members see nothing, the application gets
+    /// [`PeerEvent::Disconnected`](crate::PeerEvent::Disconnected). What is
+    /// sent to the peer meanwhile (notifications, requests, responses) is
+    /// held, up to [`PeerConfig::resume_buffer`] bytes. A connection for the
+    /// same room and peer id (and identity) within the window resumes the
+    /// session ([`Rooms::admit`](crate::Rooms::admit),
+    /// [`Peer::resume`](crate::Peer::resume)): what was held is written to
+    /// it first, in order, then [`PeerEvent::Resumed`](crate::PeerEvent::Resumed).
+    /// At the end of the window the peer closes as it would have at the
+    /// loss. A clean close by the remote (a close frame with another code,
+    /// such as protoo-client's 1000) closes the peer at once, as without a
+    /// window.
+    ///
+    /// Frames written to the lost transport that its remote had not
+    /// confirmed are written again (see
+    /// [`FrameSink::take_unconfirmed`](protoo_transport::FrameSink::take_unconfirmed)):
+    /// at least once for those, exactly once for everything sent after the
+    /// loss.
+    pub resume_window: Option<Duration>,
+    /// Bytes at most held for a peer whose session waits for it (frame text
+    /// plus [`FRAME_OVERHEAD`](protoo_transport::FRAME_OVERHEAD) each), as
+    /// its outbound queue limit bounds it while it is connected. Past it,
+    /// the session ends as a slow consumer would (1008
+    /// [`SLOW_CONSUMER_REASON`](protoo_transport::SLOW_CONSUMER_REASON)).
+    /// Default: [`DEFAULT_RESUME_BUFFER`], 4 MiB (the WebSocket transport's
+    /// default outbound queue limit).
+    pub resume_buffer: usize,
 }
+
+/// The default of [`PeerConfig::resume_buffer`]: 4 MiB.
+pub const DEFAULT_RESUME_BUFFER: usize = 4 << 20;
 
 /// The default of [`PeerConfig::max_presence_bytes`]: 4 KiB.
 pub const DEFAULT_MAX_PRESENCE_BYTES: usize = 4 << 10;
@@ -193,6 +231,8 @@ impl Default for PeerConfig {
             byte_rate: None,
             fan_out_rate: None,
             max_presence_bytes: DEFAULT_MAX_PRESENCE_BYTES,
+            resume_window: None,
+            resume_buffer: DEFAULT_RESUME_BUFFER,
         }
     }
 }
@@ -249,6 +289,18 @@ impl PeerConfig {
     /// Sets [`PeerConfig::max_presence_bytes`].
     pub fn with_max_presence_bytes(mut self, bytes: usize) -> Self {
         self.max_presence_bytes = bytes;
+        self
+    }
+
+    /// Sets [`PeerConfig::resume_window`] (a zero window is none).
+    pub fn with_resume_window(mut self, window: Duration) -> Self {
+        self.resume_window = (!window.is_zero()).then_some(window);
+        self
+    }
+
+    /// Sets [`PeerConfig::resume_buffer`].
+    pub fn with_resume_buffer(mut self, bytes: usize) -> Self {
+        self.resume_buffer = bytes;
         self
     }
 

@@ -49,6 +49,11 @@ pub enum CoreError {
     /// identity of another subject or room.
     #[error("peer id {0:?} belongs to another identity")]
     IdentityMismatch(String),
+    /// [`Peer::resume`](crate::Peer::resume) on a peer without a
+    /// [resume window](crate::PeerConfig::resume_window), or whose session
+    /// ended (the peer closed); the transport is closed.
+    #[error("the peer's session cannot be resumed")]
+    NotResumable,
 }
 
 /// Why a notification or a frame was not sent to a peer.

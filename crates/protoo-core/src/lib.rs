@@ -71,6 +71,8 @@
 //!                 let _ = peer.notify("seen", &serde_json::json!({"method": notification.method()}));
 //!             }
 //!             PeerEvent::Closed(reason) => return reason,
+//!             // Only with a resume window (`PeerConfig::resume_window`).
+//!             PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
 //!         }
 //!     }
 //!     unreachable!("Closed is always the last event");
@@ -174,12 +176,13 @@ mod presence;
 mod rate;
 mod room;
 mod rooms;
+mod session;
 mod sync;
 
 pub use broadcast::{Broadcast, BroadcastReport, LocalBroadcast, Target};
 pub use config::{
     DEFAULT_EVENT_QUEUE, DEFAULT_INCOMING_BUDGET, DEFAULT_MAX_PRESENCE_BYTES,
-    DEFAULT_MAX_UNANSWERED_REQUESTS, PeerConfig,
+    DEFAULT_MAX_UNANSWERED_REQUESTS, DEFAULT_RESUME_BUFFER, PeerConfig,
 };
 pub use error::{CoreError, PRESENCE_TOO_LARGE_REASON, PeerError, RequestError};
 pub use events::{
@@ -198,6 +201,10 @@ pub use room::{DuplicatePolicy, Room};
 pub use rooms::{
     Admit, Context, DEFAULT_MAX_ID_BYTES, Joined, ReadyAdmit, RoomHold, RoomSetup, Rooms,
     RoomsBuilder,
+};
+pub use session::{
+    DEFAULT_MAX_PARKED_BYTES, DEFAULT_MAX_PARKED_SESSIONS, SESSION_EVICTED_REASON,
+    SESSION_MOVED_REASON, TAKEN_OVER_REASON,
 };
 
 pub use protoo_codec::{self as codec, EncodeError, ErrorData, Frame, Id, Method, Payload};

@@ -58,6 +58,18 @@ pub const INVALID_MESSAGES: &str = protoo_transport::metrics::INVALID_MESSAGES;
 /// identity does not allow (counter, labels `reason`: `rate_limited`,
 /// `over_budget`, `not_allowed`, and `kind`: `request`, `notification`).
 pub const MESSAGES_REFUSED: &str = "protoo_messages_refused_total";
+/// Sessions waiting for their peer to come back (gauge): peers with a
+/// resume window whose transport was lost
+/// ([`PeerConfig::resume_window`](crate::PeerConfig::resume_window)).
+pub const SESSIONS_WAITING: &str = "protoo_sessions_waiting";
+/// Bytes held for the sessions waiting for their peer (gauge).
+pub const SESSION_HELD_BYTES: &str = "protoo_session_held_bytes";
+/// Sessions that waited for their peer, by how the wait ended (counter,
+/// label `outcome`: `resumed`, a new connection took the session over;
+/// `expired`, the window ended; `evicted`, the server-wide bound ended it;
+/// `overflow`, it held more than its buffer; `closed`, the application
+/// closed the peer meanwhile).
+pub const SESSIONS_ENDED: &str = "protoo_sessions_total";
 
 /// The close codes labelled as themselves; any other is `other`.
 pub const KNOWN_CLOSE_CODES: [u16; 12] = [
@@ -270,6 +282,7 @@ impl PeerMetrics {
                 Initiator::Local => "local",
                 Initiator::Remote => "remote",
                 Initiator::Replaced => "replaced",
+                Initiator::Moved => "moved",
                 _ => "other",
             };
             counter!(
@@ -388,5 +401,34 @@ impl OpenRoom {
 impl Drop for OpenRoom {
     fn drop(&mut self) {
         self.closed();
+    }
+}
+
+/// A session started waiting for its peer, holding `bytes`.
+#[inline]
+pub(crate) fn session_parked(_bytes: usize) {
+    #[cfg(feature = "metrics")]
+    {
+        gauge!(SESSIONS_WAITING).increment(1.0);
+        gauge!(SESSION_HELD_BYTES).increment(_bytes as f64);
+    }
+}
+
+/// A waiting session holds `bytes` more.
+#[inline]
+pub(crate) fn session_held(_bytes: usize) {
+    #[cfg(feature = "metrics")]
+    gauge!(SESSION_HELD_BYTES).increment(_bytes as f64);
+}
+
+/// A session stopped waiting (`outcome`, a label of [`SESSIONS_ENDED`]),
+/// giving back `bytes`.
+#[inline]
+pub(crate) fn session_unparked(_bytes: usize, _outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    {
+        gauge!(SESSIONS_WAITING).decrement(1.0);
+        gauge!(SESSION_HELD_BYTES).decrement(_bytes as f64);
+        counter!(SESSIONS_ENDED, "outcome" => _outcome).increment(1);
     }
 }

@@ -31,6 +31,8 @@ pub(crate) type OnClose<D, R> = dyn Fn(&Room<D, R>) + Send + Sync;
 pub(crate) trait RoomRegistry<D, R>: Send + Sync {
     /// The registry's expiry queue.
     fn expiries(&self) -> Arc<Expiries>;
+    /// The registry's bound on sessions waiting for their peer.
+    fn parked(&self) -> Arc<crate::session::Parked>;
     /// The registry room `room` has become removable (no peers, no
     /// reservations; its `emptied`-th time).
     fn room_emptied(self: Arc<Self>, room: &Room<D, R>, emptied: u64);
@@ -166,6 +168,19 @@ impl<D> RoomState<D> {
     }
 }
 
+/// What an admission into a room came to.
+pub(crate) enum Entry<D> {
+    /// A new peer.
+    New(Admitted<D>),
+    /// The session of the peer in the room went on, on the new transport.
+    Resumed {
+        /// The peer, as it was.
+        peer: Peer<D>,
+        /// The newcomer's identity, fresher than the peer's.
+        identity: Option<Identity>,
+    },
+}
+
 /// A peer admitted into a room, to start once the room's lock is released.
 pub(crate) struct Admitted<D> {
     pub(crate) peer: Peer<D>,
@@ -235,16 +250,41 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
         &self,
         state: &mut RoomState<D>,
         id: Arc<str>,
-        transport: Transport,
+        mut transport: Transport,
         data: D,
         config: &PeerConfig,
         policy: DuplicatePolicy,
         handle: Handle,
         identity: Option<Identity>,
-    ) -> Result<Admitted<D>, CoreError> {
+    ) -> Result<Entry<D>, CoreError> {
         if state.closed {
             transport.close();
             return Err(CoreError::RoomClosed);
+        }
+        if let Some(old) = state.peers.get(&id)
+            && let Some(session) = &old.core().session
+            && !old.is_closed()
+            && may_replace(old.identity().as_deref(), identity.as_ref())
+        {
+            // The same peer (and identity) back within its window, or on a
+            // new connection while the old one still looks open: its
+            // session goes on, on the new transport. The room sees nothing.
+            match session.resume(transport) {
+                Ok(missed) => {
+                    tracing::debug!(
+                        room_id = %protoo_transport::log::Remote(&self.inner.id),
+                        peer_id = %protoo_transport::log::Remote(&id),
+                        missed,
+                        "session resumed"
+                    );
+                    return Ok(Entry::Resumed {
+                        peer: old.clone(),
+                        identity,
+                    });
+                }
+                // Its session just ended: the newcomer is a new peer.
+                Err(back) => transport = back,
+            }
         }
         if policy == DuplicatePolicy::Refuse && state.peers.contains_key(&id) {
             tracing::debug!(
@@ -274,6 +314,12 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
         let (slot, deadline) = identity
             .map(|identity| IdentitySlot::new(identity, &id, &self.inner.id))
             .unzip();
+        let parked = config
+            .resume_window
+            .and_then(|_| Some(self.inner.registry.upgrade()?.parked()));
+        // In a room spanning several processes, the peer may resume a
+        // session from another node: its transport waits for the answer.
+        let pending = self.inner.cluster.is_some();
         let (peer, events, mut start) = build(
             id.clone(),
             Some(self.inner.id.clone()),
@@ -282,6 +328,8 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             config,
             handle.clone(),
             slot,
+            parked,
+            pending,
         );
         if let (Some(expiries), Some(deadline)) = (expiries, deadline) {
             expiries.expire(start.core(), deadline, Some(&handle));
@@ -297,16 +345,17 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
                 &id,
                 policy == DuplicatePolicy::Replace,
                 peer.identity().as_deref(),
+                config.resume_window.is_some(),
             )
         });
         let replaced = state.peers.insert(id, peer.clone());
-        Ok(Admitted {
+        Ok(Entry::New(Admitted {
             peer,
             events,
             start,
             replaced,
             gate,
-        })
+        }))
     }
 }
 
@@ -323,6 +372,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Leave for RoomInner<D, 
 
     fn expiries(&self) -> Option<Arc<Expiries>> {
         Some(self.registry.upgrade()?.expiries())
+    }
+
+    fn restore_presence(self: Arc<Self>, core: &Arc<PeerState>, info: Payload) {
+        let _ = Room { inner: self }.set_presence_payload(&core.id, info);
     }
 }
 

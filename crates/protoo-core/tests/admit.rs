@@ -39,6 +39,7 @@ async fn join_uses_the_registry_defaults_and_the_overrides_win() {
         room,
         peer: old,
         events: _old_events,
+        ..
     } = rooms.admit("r", "p").join(a, "old").await.unwrap();
     assert_eq!((room.id(), old.id(), *old.data()), ("r", "p", "old"));
 

@@ -96,13 +96,16 @@ async fn replacement_order_as_the_others_see_it() {
                             .notify("peerClosed", &serde_json::json!({"id": peer.id()}));
                         return Some(reason);
                     }
+                    PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
                 }
             }
             None
         })
     };
     let (server_side, watcher_side) = pair();
-    let Joined { room, peer, events } = rooms
+    let Joined {
+        room, peer, events, ..
+    } = rooms
         .admit("r", "watcher")
         .policy(DuplicatePolicy::Replace)
         .join(server_side, ())
@@ -112,7 +115,9 @@ async fn replacement_order_as_the_others_see_it() {
     let (_watcher, mut watcher_events) = client(watcher_side);
 
     let (server_side, old_side) = pair();
-    let Joined { room, peer, events } = rooms
+    let Joined {
+        room, peer, events, ..
+    } = rooms
         .admit("r", "p")
         .policy(DuplicatePolicy::Replace)
         .join(server_side, ())
@@ -122,7 +127,9 @@ async fn replacement_order_as_the_others_see_it() {
     let (_old, mut old_events) = client(old_side);
 
     let (server_side, new_side) = pair();
-    let Joined { room, peer, events } = rooms
+    let Joined {
+        room, peer, events, ..
+    } = rooms
         .admit("r", "p")
         .policy(DuplicatePolicy::Replace)
         .join(server_side, ())
@@ -251,6 +258,7 @@ async fn peer_events_is_a_stream() {
             PeerEvent::Notification(n) => n.method().to_owned(),
             PeerEvent::Request(r) => r.method().to_owned(),
             PeerEvent::Closed(_) => "closed".to_owned(),
+            PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => "resume".to_owned(),
         })
         .collect()
         .await;

@@ -42,6 +42,7 @@ impl ClusterBackend for Recording {
         _: &str,
         _: bool,
         _: Option<&protoo_core::Identity>,
+        _: bool,
     ) -> ClusterFuture<Admission> {
         Box::pin(ready(Admission::Admitted))
     }

@@ -85,6 +85,7 @@ fn serve_sender(room: Room, joined_peer: Peer, mut events: protoo_core::PeerEven
                         .notify("chat", notification.payload());
                 }
                 PeerEvent::Closed(_) => break,
+                PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
             }
         }
     });
@@ -130,6 +131,7 @@ async fn one_sender_gets_its_fan_out_budget_in_bytes_and_no_more() {
         room,
         peer: sender,
         events,
+        ..
     } = rooms
         .admit("big", "sender")
         .config(config)
@@ -184,6 +186,7 @@ async fn a_sender_in_debt_broadcasts_nothing_until_it_has_paid() {
         room,
         peer: sender,
         events: _events,
+        ..
     } = rooms
         .admit("r", "sender")
         .config(PeerConfig::default().with_fan_out_rate(Rate::per_second(1000)))

@@ -39,6 +39,7 @@ async fn another_identity_cannot_take_a_peer_id_and_the_victim_is_not_told() {
         room,
         peer: victim,
         events: _victim_events,
+        ..
     } = rooms
         .admit("r", "alice")
         .identity(identity("alice", "r", 600))

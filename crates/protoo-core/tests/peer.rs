@@ -691,6 +691,7 @@ async fn an_event_loop_answers_every_request() {
                 }
                 PeerEvent::Notification(_) => {}
                 PeerEvent::Closed(reason) => return (requests, reason),
+                PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
             }
         }
         unreachable!()

@@ -98,6 +98,7 @@ async fn a_replacing_peer_is_not_listed_until_it_says_so() {
         room,
         peer: _old,
         events: _old_events,
+        ..
     } = rooms.admit("r", "p").join(a, ()).await.unwrap();
     room.set_presence("p", &json!({"displayName": "old"}))
         .unwrap();
@@ -107,6 +108,7 @@ async fn a_replacing_peer_is_not_listed_until_it_says_so() {
         room,
         peer: _new,
         events: _new_events,
+        ..
     } = rooms.admit("r", "p").join(b, ()).await.unwrap();
     assert!(room.presence().await.is_empty());
     room.set_presence("p", &json!({"displayName": "new"}))

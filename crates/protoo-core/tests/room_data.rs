@@ -64,7 +64,9 @@ async fn setup_runs_once_under_100_concurrent_first_joiners() {
     gate.add_permits(1);
     let mut held = Vec::new();
     for join in joins {
-        let Joined { room, peer, events } = join.await.unwrap().expect("joined");
+        let Joined {
+            room, peer, events, ..
+        } = join.await.unwrap().expect("joined");
         assert_eq!(room.data(), "router of r");
         held.push((room, peer, events));
     }
@@ -137,6 +139,7 @@ async fn a_failing_setup_fails_every_waiter_and_the_next_join_runs_it_again() {
         room,
         peer: _peer,
         events: _events,
+        ..
     } = rooms
         .admit("r", "late")
         .join(server_side, ())
@@ -184,6 +187,7 @@ async fn room_data_is_dropped_after_the_last_peer() {
             room,
             peer,
             mut events,
+            ..
         } = rooms.admit("r", id).join(server_side, ()).await.unwrap();
         let log = log.clone();
         // The application's per-peer loop holds the room until its peer's
@@ -234,6 +238,7 @@ async fn an_empty_room_is_kept_for_its_grace() {
         room,
         peer,
         events: _events,
+        ..
     } = rooms
         .admit("r", "alice")
         .join(server_side, ())
@@ -251,6 +256,7 @@ async fn an_empty_room_is_kept_for_its_grace() {
         room: again,
         peer,
         events: _events,
+        ..
     } = rooms
         .admit("r", "alice")
         .join(server_side, ())

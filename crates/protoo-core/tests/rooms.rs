@@ -47,7 +47,9 @@ async fn admit_under_100_concurrent_callers_fills_one_room() {
             tokio::spawn(async move {
                 let (t, raw) = pair();
                 barrier.wait().await;
-                let Joined { room, peer, events } = rooms
+                let Joined {
+                    room, peer, events, ..
+                } = rooms
                     .admit("room", format!("peer-{i}"))
                     .join(t, ())
                     .await
@@ -75,6 +77,7 @@ async fn a_room_is_removed_and_closed_when_its_last_peer_leaves() {
         room,
         peer: alice,
         events: _ae,
+        ..
     } = rooms.admit("r", "alice").join(a, ()).await.unwrap();
     let Joined {
         peer: bob,
@@ -126,6 +129,7 @@ async fn a_room_emptied_under_a_caller_is_refused_and_the_next_admission_gets_a_
         room,
         peer: bob,
         events: _be,
+        ..
     } = rooms.admit("r", "bob").join(c, ()).await.unwrap();
     assert!(!Room::ptr_eq(&room, &stale));
     assert_eq!(room.peer("bob"), Some(bob));
@@ -156,6 +160,7 @@ async fn duplicate_policies_through_the_registry() {
         room,
         peer: old,
         events: mut old_events,
+        ..
     } = rooms.admit("r", "p").join(a, 1).await.unwrap();
     let (b, mut raw_b) = pair();
     let refused = rooms.admit("r", "p").join(b, 2).await;
@@ -167,6 +172,7 @@ async fn duplicate_policies_through_the_registry() {
         room: same_room,
         peer: new,
         events: _new_events,
+        ..
     } = rooms
         .admit("r", "p")
         .policy(DuplicatePolicy::Replace)
@@ -201,7 +207,9 @@ async fn joins_and_leaves_racing_never_lose_a_peer() {
                 for round in 0..50 {
                     let (t, _raw) = pair();
                     let id = format!("{task}-{round}");
-                    let Joined { room, peer, events } = rooms
+                    let Joined {
+                        room, peer, events, ..
+                    } = rooms
                         .admit("busy", id.clone())
                         .join(t, ())
                         .await

@@ -82,6 +82,14 @@ pub struct RedisConfig {
     /// left to the next full re-registration. Default 8 MiB: twice the
     /// outbound queue of one peer, several seconds of a busy node's
     /// traffic.
+    ///
+    /// On Redis Cluster the same limit bounds, apart, the messages read
+    /// from Redis and waiting to be handed to this node's members: past it
+    /// they are dropped and counted
+    /// ([`ClusterStats::dropped_received`](crate::ClusterStats::dropped_received)).
+    /// (On one server and Sentinel nothing waits there: a node that falls
+    /// behind stops reading, and Redis's own output buffer limit for
+    /// subscribers applies.)
     pub queue_limit: usize,
     /// How long a peer joining on this node waits, at most, for another
     /// node to close the peer it replaces (and for that node's application

@@ -101,9 +101,16 @@
 //! The queue of commands and publishes waiting for Redis is bounded in
 //! bytes ([`RedisConfig::queue_limit`]): past it, publishes are dropped and
 //! counted, and membership changes are made good by a full registration
-//! once the queue drains. Deliveries from other nodes are not queued: the
-//! subscriber connection hands each message to the members' own bounded
-//! queues as it reads it. Requests from other nodes to this node's peers
+//! once the queue drains. On one server and Sentinel, deliveries from other
+//! nodes are not queued: the subscriber connection hands each message to
+//! the members' own bounded queues as it reads it. On Redis Cluster the
+//! `redis` crate's cluster client reads every shard without backpressure
+//! (into an unbounded channel of its own, which Redis's output buffer
+//! limit cannot bound), so each message it reads goes at once into a
+//! queue bounded in bytes by the same [`RedisConfig::queue_limit`]: past
+//! it, messages are dropped and counted
+//! ([`ClusterStats::dropped_received`]; what waits is
+//! [`ClusterStats::received_bytes`]). Requests from other nodes to this node's peers
 //! are bounded in number ([`RedisConfig::max_incoming_requests`]).
 //!
 //! # Keys
@@ -188,7 +195,8 @@ pub enum Error {
 /// [`RoomsBuilder::cluster`](protoo_core::RoomsBuilder::cluster).
 ///
 /// A cheap handle (an `Arc` inside). The node runs two tasks (the link to
-/// Redis, the heartbeat) until [`RedisCluster::shutdown`], or until its
+/// Redis, the heartbeat), and on Redis Cluster a thread that hands what it
+/// receives to its members (see [`ClusterStats::received_bytes`]), until [`RedisCluster::shutdown`], or until its
 /// last handle is dropped (then as if the process had died: the other
 /// nodes sweep it). One `RedisCluster` serves one [`Rooms`](protoo_core::Rooms).
 #[derive(Clone)]
@@ -206,6 +214,8 @@ impl Drop for Handle {
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
+        // Ends the delivery thread (Redis Cluster).
+        self.shared.inbound.close(());
     }
 }
 
@@ -225,6 +235,9 @@ impl RedisCluster {
             .map_err(Error::Connect)?;
         // Everything the node's tasks log says which node it is.
         let span = tracing::info_span!("protoo_cluster", node_id = %shared.node_id);
+        if shared.sharded {
+            shared::deliver(&shared).map_err(|error| Error::Connect(error.into()))?;
+        }
         let tasks = vec![
             tokio::spawn(link::run(shared.clone(), connector, first).instrument(span.clone())),
             tokio::spawn(sweep::run(shared.clone()).instrument(span)),
@@ -285,6 +298,7 @@ impl RedisCluster {
         let shared = self.shared();
         let mut stats = shared.stats.snapshot();
         stats.queued_bytes = shared.queue.queued_bytes();
+        stats.received_bytes = shared.inbound.queued_bytes();
         stats
     }
 
@@ -310,6 +324,7 @@ impl RedisCluster {
         for task in tasks {
             task.abort();
         }
+        shared.inbound.close(());
         shared.set_up(false);
     }
 
@@ -323,6 +338,7 @@ impl RedisCluster {
         for task in lock(&self.handle.tasks).drain(..) {
             task.abort();
         }
+        self.shared().inbound.close(());
     }
 }
 
@@ -362,11 +378,13 @@ impl ClusterBackend for RedisCluster {
         peer_id: &str,
         replace: bool,
         identity: Option<&Identity>,
+        resume: bool,
     ) -> ClusterFuture<Admission> {
         let shared = self.shared();
         let who = identity.map(shared::fingerprint);
         let (incarnation, first) = shared.add_member(room_id, peer_id, who);
-        let Some(registered) = shared.register(room_id, peer_id, &incarnation, first, replace)
+        let Some(registered) =
+            shared.register(room_id, peer_id, &incarnation, first, replace, resume)
         else {
             return Box::pin(std::future::ready(Admission::Admitted));
         };
@@ -381,8 +399,10 @@ impl ClusterBackend for RedisCluster {
             match (answer.first().map(String::as_str), answer.get(1)) {
                 (Some("refused"), _) => Admission::Refused,
                 (Some("alive"), Some(previous)) => {
-                    shared.replace_elsewhere(&room, &peer, previous).await;
-                    Admission::Admitted
+                    match shared.replace_elsewhere(&room, &peer, previous).await {
+                        Some(handover) => Admission::Resumed(handover),
+                        None => Admission::Admitted,
+                    }
                 }
                 (Some("dead"), Some(previous)) => {
                     // Its node died before it was swept: announced here.

@@ -11,11 +11,14 @@
 //! after it.
 //!
 //! Bounds: the queue is bounded in bytes (see [`RedisConfig::queue_limit`]).
-//! Deliveries are not queued at all: the subscriber connection hands each
-//! message to this node's peers' own bounded queues as it reads it, so a
-//! node that cannot keep up stops reading, and Redis, past its pub/sub
-//! output buffer limit for the connection (32 MB by default), closes it:
-//! that is a broken link like any other (counted, logged, made anew).
+//! On one server and Sentinel deliveries are not queued at all: the
+//! subscriber connection hands each message to this node's peers' own
+//! bounded queues as it reads it, so a node that cannot keep up stops
+//! reading, and Redis, past its pub/sub output buffer limit for the
+//! connection (32 MB by default), closes it: that is a broken link like any
+//! other (counted, logged, made anew). On Redis Cluster the crate's cluster
+//! client reads without backpressure, so messages go through a queue
+//! bounded by the same limit (see `shared/inbound.rs`).
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -87,7 +90,13 @@ pub(crate) async fn connect(
             if info.kind == PushKind::Disconnection {
                 broken.set();
             } else if let Some(shared) = shared.upgrade() {
-                shared.on_push(info);
+                if shared.sharded {
+                    // Read without backpressure by the crate's cluster
+                    // client: into the bounded inbound queue.
+                    shared.receive(info);
+                } else {
+                    shared.on_push(info);
+                }
             }
         }
     };

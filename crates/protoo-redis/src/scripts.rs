@@ -61,10 +61,13 @@ macro_rules! with_now {
 /// refused under `refuse`, and under `replace` when the entry's identity
 /// fingerprint (what follows `~` before `|`; none without an identity) is
 /// not the newcomer's: no takeover of another's peer id, checked where the
-/// entry is read, atomically.
+/// entry is read, atomically. A newcomer that may resume the session of
+/// the live entry it replaces (`keep`) is listed with that entry's info
+/// meanwhile, so that the member's presence shows no gap.
 ///
 /// KEYS: room, room nodes. ARGV: peer, entry, `replace`/`refuse`, node id,
-/// node TTL (ms), how long the room nodes hash outlives it (ms).
+/// node TTL (ms), how long the room nodes hash outlives it (ms),
+/// `keep`/`new`.
 static REGISTER: Lua = Lua::new(with_now!(
     r"
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
@@ -82,7 +85,11 @@ if prev then
     if who ~= mine then return {'refused', prev} end
   end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local entry = ARGV[2]
+if status == 'alive' and ARGV[7] == 'keep' then
+  entry = entry .. (string.match(prev, '^[^|]*|(.*)$') or '')
+end
+redis.call('HSET', KEYS[1], ARGV[1], entry)
 redis.call('HSET', KEYS[2], ARGV[4], now + tonumber(ARGV[5]))
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 if prev then return {status, prev} end
@@ -348,6 +355,7 @@ pub(crate) mod cmd {
         peer: &str,
         entry: &str,
         replace: bool,
+        resume: bool,
         node_id: &str,
         life: Lifetimes,
     ) -> Cmd {
@@ -357,7 +365,8 @@ pub(crate) mod cmd {
             .arg(if replace { "replace" } else { "refuse" })
             .arg(node_id)
             .arg(life.ttl)
-            .arg(life.keep);
+            .arg(life.keep)
+            .arg(if resume { "keep" } else { "new" });
         cmd
     }
 

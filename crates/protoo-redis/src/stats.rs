@@ -21,6 +21,16 @@ pub struct ClusterStats {
     pub dropped_while_down: u64,
     /// Publishes dropped because the queue to Redis was over its limit.
     pub dropped_over_limit: u64,
+    /// On Redis Cluster: bytes of messages read from Redis and waiting to
+    /// be handed to this node's members now (at most
+    /// [`RedisConfig::queue_limit`](crate::RedisConfig::queue_limit) plus
+    /// one message). Always 0 on one server and on Sentinel, where each
+    /// message is handed over as it is read.
+    pub received_bytes: usize,
+    /// On Redis Cluster: messages read from Redis and dropped because the
+    /// bytes waiting to be handed over were at the limit (this node fell
+    /// behind what it receives).
+    pub dropped_received: u64,
     /// Broadcasts received from other nodes and delivered here.
     pub received: u64,
     /// Received messages that were not the backend's (dropped).
@@ -43,6 +53,7 @@ pub(crate) struct Stats {
     published: AtomicU64,
     dropped_while_down: AtomicU64,
     dropped_over_limit: AtomicU64,
+    dropped_received: AtomicU64,
     received: AtomicU64,
     invalid: AtomicU64,
     disconnects: AtomicU64,
@@ -64,6 +75,8 @@ impl Stats {
             published: get(&self.published),
             dropped_while_down: get(&self.dropped_while_down),
             dropped_over_limit: get(&self.dropped_over_limit),
+            received_bytes: 0,
+            dropped_received: get(&self.dropped_received),
             received: get(&self.received),
             invalid: get(&self.invalid),
             disconnects: get(&self.disconnects),
@@ -96,6 +109,19 @@ impl Stats {
         // a second or so, not one per message.
         if n == 1 || n.is_multiple_of(1000) {
             tracing::warn!(dropped = n, reason, "cluster publishes dropped");
+        }
+    }
+
+    /// A message read from Redis dropped: the bytes waiting to be handed
+    /// over were at the limit.
+    pub(crate) fn received_dropped(&self) {
+        let n = add(&self.dropped_received);
+        meter::count("protoo_cluster_received_dropped_total", None);
+        if n == 1 || n.is_multiple_of(1000) {
+            tracing::warn!(
+                dropped = n,
+                "messages from Redis dropped: this node fell behind what it receives"
+            );
         }
     }
 

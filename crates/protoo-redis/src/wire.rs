@@ -31,6 +31,15 @@ pub(crate) enum Message<'a> {
     },
     /// Something a node waits for is done (a replacement).
     Done { token: u64 },
+    /// A replacement that moved a session (the replaced peer had a resume
+    /// window): what its remote did not get, in order, and what it was
+    /// listed with, for the node that waits with `token`.
+    Handover {
+        token: u64,
+        #[serde(borrow)]
+        frames: Vec<&'a serde_bytes::Bytes>,
+        presence: Option<&'a str>,
+    },
     /// For your peer `peer` of `room`.
     ToPeer {
         room: &'a str,

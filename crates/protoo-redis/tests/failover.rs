@@ -122,8 +122,9 @@ impl Stream {
     }
 
     /// Stops the stream once the receiver saw 100 more than `from`;
-    /// checks the promises; returns (sent, lost).
-    async fn finish(self, from: u64, what: &str) -> (u64, u64) {
+    /// checks the promises (nothing numbered below `since` lost either);
+    /// returns (sent, lost).
+    async fn finish(self, since: u64, from: u64, what: &str) -> (u64, u64) {
         // Everything sent after the link is back arrives.
         let after = from.max(self.next.load(Ordering::SeqCst));
         self.until_seen(after + 100).await;
@@ -150,6 +151,10 @@ impl Stream {
             assert!(
                 missing.iter().all(|&seq| seq < after),
                 "{what}: lost after the link was back: {missing:?}"
+            );
+            assert!(
+                missing.iter().all(|&seq| seq >= since),
+                "{what}: lost before the switch: {missing:?}"
             );
             println!(
                 "{what}, receiver on node {}: sent {sent}, delivered {}, lost {} \
@@ -187,7 +192,7 @@ async fn a_sentinel_failover_loses_only_what_was_sent_during_the_switch() {
     // From the switch (`+switch-master`), both nodes are back within 10 s.
     let took = stream.until_linked().await;
     assert!(took < Duration::from_secs(10), "{took:?}");
-    let (_sent, lost) = stream.finish(0, "Sentinel failover").await;
+    let (_sent, lost) = stream.finish(0, 0, "Sentinel failover").await;
     // The switch takes the sentinels about 2 s (down after 1 s, then the
     // vote): at 500/s, at most what was sent meanwhile, plus the reconnect.
     assert!(lost < 10_000, "lost {lost}");
@@ -233,7 +238,7 @@ async fn a_master_demoted_by_sentinel_is_left_for_the_new_one() {
         .await;
     }
     let (_sent, lost) = stream
-        .finish(0, "Sentinel failover, old master demoted")
+        .finish(0, 0, "Sentinel failover, old master demoted")
         .await;
     assert!(lost < 10_000, "lost {lost}");
 }
@@ -261,7 +266,7 @@ async fn a_cluster_master_failover_loses_only_what_was_sent_during_the_switch() 
     .await;
     let took = stream.until_linked().await;
     assert!(took < Duration::from_secs(10), "{took:?}");
-    let (_sent, lost) = stream.finish(0, "Cluster failover").await;
+    let (_sent, lost) = stream.finish(0, 0, "Cluster failover").await;
     assert!(lost < 10_000, "lost {lost}");
 }
 
@@ -280,6 +285,9 @@ async fn a_room_whose_slot_moves_to_another_shard_keeps_its_stream() {
         assert_eq!(calls > 0, port == owner, "SPUBLISH on {port}: {calls}");
     }
     let to = set.other_master(slot).await;
+    // Only what is published while the slot moves may be lost: from the
+    // move's start until every node subscribed on the new shard.
+    let since = stream.next.load(Ordering::SeqCst);
     set.migrate(slot, to).await;
     // The three nodes follow the slot: their subscriptions move to the
     // new shard (Redis ended them on the old one).
@@ -293,8 +301,14 @@ async fn a_room_whose_slot_moves_to_another_shard_keeps_its_stream() {
     })
     .await;
     let from = stream.next.load(Ordering::SeqCst);
-    let (_sent, lost) = stream.finish(from, "slot migration").await;
-    assert!(lost < 1_000, "lost {lost}");
+    let (_sent, lost) = stream.finish(since, from, "slot migration").await;
+    // The library does not count these (the publish reached the new shard;
+    // no node was subscribed there yet): the test does.
+    println!(
+        "slot migration: {lost} lost of the {} published while the slot moved",
+        from - since
+    );
+    assert!(lost < 1_000 && lost <= from - since, "lost {lost}");
 }
 
 /// The slot of room `r`'s keys.

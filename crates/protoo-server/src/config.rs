@@ -55,6 +55,22 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for requests already received to
     /// be answered before it closes every peer with 1001. Default: 5 s.
     pub shutdown_grace: Duration,
+    /// Over how long a graceful shutdown spreads the closing of its
+    /// connections, each at a random moment within it, with 1012 `service
+    /// restart` instead of 1001: a rolling deploy's drain. Default: zero,
+    /// every connection closed at once with 1001.
+    ///
+    /// protoo-client reconnects at once after a 1012 (as after any code
+    /// but 4000), so behind a load balancer each client lands on another
+    /// node; spreading the closes spreads the reconnects. A peer with a
+    /// [resume window](protoo_core::PeerConfig::resume_window) is not
+    /// closed by it: its session waits, and moves to the node where its
+    /// client comes back (rooms spanning processes, `protoo-redis`), so
+    /// nobody in its room sees it leave. Await
+    /// [`Rooms::drained`](protoo_core::Rooms::drained) after
+    /// [`ServerHandle::shutdown`](crate::ServerHandle::shutdown) to exit
+    /// once every session was claimed or expired.
+    pub drain_period: Duration,
     /// The verifier of connection tokens ([`ServerConfig::with_auth`]).
     pub(crate) auth: Option<Auth>,
 }
@@ -67,6 +83,7 @@ impl Default for ServerConfig {
             max_connections: 20_000,
             request_backlog: 1024,
             shutdown_grace: Duration::from_secs(5),
+            drain_period: Duration::ZERO,
             auth: None,
         }
     }
@@ -106,6 +123,12 @@ impl ServerConfig {
     /// Sets [`ServerConfig::request_backlog`].
     pub fn with_request_backlog(mut self, backlog: usize) -> Self {
         self.request_backlog = backlog.max(1);
+        self
+    }
+
+    /// Sets [`ServerConfig::drain_period`].
+    pub fn with_drain_period(mut self, period: Duration) -> Self {
+        self.drain_period = period;
         self
     }
 

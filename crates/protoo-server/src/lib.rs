@@ -44,7 +44,7 @@
 //!                         request.respond(sent.map_err(PeerError::from).and_then(BroadcastReport::within_rate).map(|_| ()));
 //!                     }
 //!                     PeerEvent::Request(request) => request.reject(404, "unknown method"),
-//!                     PeerEvent::Notification(_) => {}
+//!                     PeerEvent::Notification(_) | PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
 //!                     PeerEvent::Closed(_) => {
 //!                         let _ = room.to_all().notify("peerClosed", &serde_json::json!({ "peerId": peer.id() }));
 //!                     }
@@ -100,7 +100,7 @@ pub use admit::ServerAdmit;
 pub use config::ServerConfig;
 pub use error::ServerError;
 pub use request::ConnectionRequest;
-pub use server::{SHUTDOWN_REASON, ServerHandle, WebSocketServer};
+pub use server::{DRAIN_REASON, SHUTDOWN_REASON, ServerHandle, WebSocketServer};
 
 pub use protoo_codec as codec;
 pub use protoo_core as core;

@@ -23,6 +23,30 @@ use crate::descriptors::{self, AcceptErrors};
 use crate::handshake::connection;
 use crate::{ConnectionRequest, ServerConfig};
 
+/// The reason sent with 1012 to the connections a draining server closes
+/// ([`ServerConfig::drain_period`]).
+pub const DRAIN_REASON: &str = "service restart";
+
+/// Closes `sinks` with 1012 [`DRAIN_REASON`], each at a random moment
+/// within `period`: the clients come back spread over it.
+async fn drain(sinks: Vec<Arc<dyn FrameSink>>, period: std::time::Duration) {
+    let start = tokio::time::Instant::now();
+    let mut timed: Vec<_> = sinks
+        .into_iter()
+        .map(|sink| (period.mul_f64(fastrand::f64()), sink))
+        .collect();
+    timed.sort_by_key(|(at, _)| *at);
+    tracing::info!(
+        connections = timed.len(),
+        period_ms = period.as_millis() as u64,
+        "draining: closing connections with 1012"
+    );
+    for (at, sink) in timed {
+        tokio::time::sleep_until(start + at).await;
+        sink.close(close_code::SERVICE_RESTART, DRAIN_REASON);
+    }
+}
+
 /// The reason sent with 1001 when the server shuts down.
 pub const SHUTDOWN_REASON: &str = "server shutting down";
 
@@ -287,6 +311,10 @@ impl ServerHandle {
     /// 1001 `server shutting down` (frames already queued go out first), and
     /// returns once every connection task has ended.
     ///
+    /// With a [`ServerConfig::drain_period`], the connections are closed
+    /// with 1012 [`DRAIN_REASON`] instead, each at a random moment within
+    /// the period (a rolling deploy's drain: see there).
+    ///
     /// Requests that arrive after it started are not waited for: they are
     /// answered at once with 503
     /// [`SHUTTING_DOWN_REASON`](protoo_core::SHUTTING_DOWN_REASON), so a
@@ -309,8 +337,13 @@ impl ServerHandle {
             self.shared.closing.store(true, Ordering::Release);
             live.values().flatten().cloned().collect()
         };
-        for sink in sinks {
-            sink.close(close_code::GOING_AWAY, SHUTDOWN_REASON);
+        let period = self.shared.config.drain_period;
+        if period.is_zero() {
+            for sink in sinks {
+                sink.close(close_code::GOING_AWAY, SHUTDOWN_REASON);
+            }
+        } else {
+            drain(sinks, period).await;
         }
         self.stopped().await;
     }

@@ -86,6 +86,7 @@ async fn report(mut events: PeerEvents, tx: mpsc::UnboundedSender<String>) {
             PeerEvent::Closed(reason) => {
                 let _ = tx.send(format!("closed {}", reason.reason));
             }
+            PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
         }
     }
 }

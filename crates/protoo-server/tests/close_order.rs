@@ -99,6 +99,7 @@ async fn a_kicked_peer_can_reconnect_at_once_under_the_refuse_policy() {
         room,
         peer,
         events: _events,
+        ..
     } = rooms
         .admit("r", "a")
         .policy(DuplicatePolicy::Refuse)

@@ -552,7 +552,9 @@ async fn admit_creates_and_removes_rooms() {
         let target = format!("/?roomId=r1&peerId={peer_id}");
         let client = tokio::spawn(async move { client(addr, &target).await });
         let request = next_request(&mut server).await;
-        let Joined { room, peer, events } = guard(
+        let Joined {
+            room, peer, events, ..
+        } = guard(
             "admit",
             request
                 .admit(&rooms)

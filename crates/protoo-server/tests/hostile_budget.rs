@@ -423,6 +423,7 @@ async fn one_sender_in_a_room_of_1000_makes_the_server_send_at_most_its_limit_ti
         room,
         peer: sender,
         mut events,
+        ..
     } = rooms
         .admit("big", "sender")
         .config(limited)

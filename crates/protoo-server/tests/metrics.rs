@@ -365,6 +365,7 @@ async fn ten_thousand_names_and_ids_keep_the_series_bounded() {
                         request.reject(code, format!("reason-{n}"));
                     }
                     PeerEvent::Notification(_) | PeerEvent::Closed(_) => {}
+                    PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
                 }
             }
         });

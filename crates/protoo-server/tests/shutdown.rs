@@ -378,3 +378,64 @@ async fn dropping_the_server_stops_accepting_and_keeps_existing_peers() {
     client_peer.close();
     guard("stopped", handle.stopped()).await;
 }
+
+#[tokio::test]
+async fn a_drain_closes_with_1012_spread_over_its_period_and_sessions_wait() {
+    const PEERS: usize = 4;
+    let config = ServerConfig::default().with_drain_period(Duration::from_millis(300));
+    let (server, addr) = server(config).await;
+    let rooms: protoo_server::Rooms = protoo_server::Rooms::builder()
+        .peer_config(PeerConfig::default().with_resume_window(Duration::from_secs(60)))
+        .build();
+    let handle = {
+        let rooms = rooms.clone();
+        server.serve(move |request| {
+            let rooms = rooms.clone();
+            async move {
+                if let Ok(joined) = request.admit(&rooms).join(()).await {
+                    let mut events = joined.events;
+                    while events.next().await.is_some() {}
+                }
+            }
+        })
+    };
+    let mut clients = Vec::new();
+    for i in 0..PEERS {
+        clients.push(client(addr, &format!("/?roomId=r&peerId=p{i}")).await);
+    }
+    let room = loop {
+        match rooms.get("r") {
+            Some(room) if room.len() == PEERS => break room,
+            _ => tokio::task::yield_now().await,
+        }
+    };
+
+    handle.shutdown().await;
+    for (_, events) in &mut clients {
+        let closed = loop {
+            match events.next().await {
+                Some(PeerEvent::Closed(reason)) => break reason,
+                Some(_) => {}
+                None => panic!("no close"),
+            }
+        };
+        assert_eq!(
+            (closed.code, closed.reason.as_str(), closed.initiator),
+            (
+                Some(close_code::SERVICE_RESTART),
+                protoo_server::DRAIN_REASON,
+                Initiator::Remote
+            )
+        );
+    }
+    // Nobody left the room: every session waits for its peer elsewhere.
+    assert_eq!(room.len(), PEERS);
+    assert_eq!(rooms.waiting_sessions().0, PEERS);
+    let drained = rooms.drained();
+    tokio::pin!(drained);
+    assert!((&mut drained).now_or_never().is_none());
+    for peer in room.peers() {
+        peer.close();
+    }
+    drained.await;
+}

@@ -6,6 +6,8 @@
 //! - [`pair`] and the `expect_*` helpers: peers over in-memory transports,
 //!   and the next event of a peer, which must be of a given kind;
 //! - [`logs`]: what a test logs, captured (text or JSON lines);
+//! - [`proxy`]: [`CutProxy`](proxy::CutProxy), a TCP proxy a test can cut,
+//!   black-hole and make refuse connections;
 //! - [`protoo_case`]: protoo's own request and notification cases
 //!   (versatica/protoo's suite), run by the core's suite over memory
 //!   transports and by the server's over real WebSockets.
@@ -23,6 +25,7 @@ use protoo_core::{CloseReason, IncomingNotification, IncomingRequest, PeerEvent,
 mod held_room;
 pub mod logs;
 pub mod protoo_case;
+pub mod proxy;
 
 pub use held_room::HeldRoom;
 

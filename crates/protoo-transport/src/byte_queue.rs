@@ -258,14 +258,21 @@ impl<T: Weigh, C> ByteQueue<T, C> {
     /// The consumer is gone: drops what is queued and refuses every later
     /// push ([`Refused::Closed`]); a waiting producer is woken.
     pub fn discard(&self) {
+        drop(self.take_and_discard());
+    }
+
+    /// Like [`ByteQueue::discard`], handing back what was queued, in
+    /// order, instead of dropping it. The close still works afterwards
+    /// (the consumer then gets the close value).
+    pub fn take_and_discard(&self) -> VecDeque<T> {
         let mut state = self.lock();
         state.discarding = true;
         state.bytes = 0;
         let items = std::mem::take(&mut state.items);
         let producer = state.producer.take();
         drop(state);
-        drop(items);
         wake(producer);
+        items
     }
 
     /// Consumer: the next item, or `on_close`'s view of the close value once

@@ -124,9 +124,9 @@
 //! # Features
 //!
 //! - `tls`: `wss://` with rustls.
-//! - `metrics`: WebSocket connections, outbound-queue closes and dropped
-//!   binary messages reported through the `metrics` facade (see
-//!   [`metrics`]).
+//! - `metrics`: WebSocket connections, outbound-queue closes, dropped
+//!   binary messages and unconfirmed frames let go, reported through the
+//!   `metrics` facade (see [`metrics`]).
 
 use std::fmt;
 use std::future::poll_fn;
@@ -172,6 +172,11 @@ pub mod close_code {
     /// protoo-core, the application dropped the peer's events before they
     /// ended (a handler task that panicked, say), so nobody handles it.
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// The server is restarting (1012 in IANA's WebSocket close code
+    /// registry): a draining server asks its clients to come back, to it or
+    /// to another node. [`CloseReason::is_lost`](crate::CloseReason::is_lost) counts it as a lost
+    /// connection.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// The application closed the peer: protoo's `closed by protoo-server`.
     /// The JavaScript protoo-client does not reconnect after this code.
     pub const PROTOO_CLOSED: u16 = 4000;
@@ -189,6 +194,13 @@ pub const REPLACED_REASON: &str = "replaced by a new connection";
 /// outbound queue overflows.
 pub const SLOW_CONSUMER_REASON: &str = "outbound queue limit exceeded";
 
+/// The reason a WebSocket transport reports when the remote did not answer
+/// a keepalive ping in time: `CloseReason { code: None, reason:
+/// KEEPALIVE_TIMEOUT_REASON, initiator: Local }` (no close frame is sent;
+/// see [`ws::WsConfig::pong_timeout`]). [`CloseReason::is_lost`] counts it
+/// as a lost connection.
+pub const KEEPALIVE_TIMEOUT_REASON: &str = "keepalive timeout";
+
 /// Which side ended a transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -200,6 +212,9 @@ pub enum Initiator {
     /// This side closed it because a new connection with the same peer id
     /// took its place (sent as 4000 [`REPLACED_REASON`]).
     Replaced,
+    /// This side handed the peer's session to another process, where its
+    /// remote resumed it: the peer goes on there, nobody left.
+    Moved,
 }
 
 /// How a transport ended. Reported once, as the last thing its
@@ -225,7 +240,60 @@ impl CloseReason {
             initiator,
         }
     }
+
+    /// Whether the connection was lost rather than closed by someone's
+    /// decision: the case where a client is expected to come back (a resume
+    /// window applies). True for:
+    ///
+    /// - initiator [`Initiator::Remote`] without a close code: the
+    ///   connection reset, ended (EOF) or failed (an I/O error) without a
+    ///   close frame; this is also what a cut [memory pair](memory::Cable)
+    ///   reports;
+    /// - initiator [`Initiator::Remote`] with 1001 (going away: a browser
+    ///   tab closed or navigated away without `protoo.close()`, or an
+    ///   intermediary shutting down), 1006 (abnormal closure, reported by
+    ///   transports that surface it) or 1012
+    ///   ([`close_code::SERVICE_RESTART`]: a proxy or server restarting);
+    /// - initiator [`Initiator::Local`] without a close code and with the
+    ///   reason [`KEEPALIVE_TIMEOUT_REASON`]: the remote stopped answering;
+    /// - initiator [`Initiator::Local`] with 1012: this side is draining (a
+    ///   rolling deploy) and asked the remote to come back, to it or to
+    ///   another node.
+    ///
+    /// Everything else is a decision: a close frame the remote sent with any
+    /// other code (1000 from protoo-client's `close()`, 1005 without a code,
+    /// 4000-4999), a local close (the application, a limit, a slow consumer,
+    /// a shutdown with 1001), a replacement, a session moved.
+    ///
+    /// ```
+    /// use protoo_transport::{CloseReason, Initiator, KEEPALIVE_TIMEOUT_REASON};
+    ///
+    /// assert!(CloseReason::new(None, "connection lost", Initiator::Remote).is_lost());
+    /// assert!(CloseReason::new(Some(1001), "", Initiator::Remote).is_lost());
+    /// assert!(CloseReason::new(None, KEEPALIVE_TIMEOUT_REASON, Initiator::Local).is_lost());
+    /// assert!(!CloseReason::new(Some(1000), "", Initiator::Remote).is_lost());
+    /// assert!(!CloseReason::new(Some(1001), "", Initiator::Local).is_lost());
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        match self.initiator {
+            Initiator::Remote => matches!(
+                self.code,
+                None | Some(
+                    close_code::GOING_AWAY | ABNORMAL_CLOSURE | close_code::SERVICE_RESTART
+                )
+            ),
+            Initiator::Local => match self.code {
+                None => self.reason == KEEPALIVE_TIMEOUT_REASON,
+                Some(code) => code == close_code::SERVICE_RESTART,
+            },
+            Initiator::Replaced | Initiator::Moved => false,
+        }
+    }
 }
+
+/// 1006: a close code never sent in a close frame (RFC 6455 7.4.1), which
+/// some transports report for a connection that ended without one.
+const ABNORMAL_CLOSURE: u16 = 1006;
 
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -233,6 +301,7 @@ impl fmt::Display for CloseReason {
             Initiator::Local => "locally",
             Initiator::Remote => "by the remote",
             Initiator::Replaced => "for a replacement",
+            Initiator::Moved => "as its session moved",
         };
         match self.code {
             Some(code) => write!(f, "closed {by} with {code} \"{}\"", self.reason),
@@ -289,6 +358,73 @@ pub trait FrameSink: Send + Sync + fmt::Debug + 'static {
             data,
             reason: "binary messages are not supported by this transport",
         })
+    }
+
+    /// Starts keeping, from now on, the frames written to the remote whose
+    /// receipt it has not confirmed yet, so that
+    /// [`take_unconfirmed`](FrameSink::take_unconfirmed) can give them back:
+    /// for a session that may resume on another connection after this one
+    /// is lost. Idempotent. Frames already handed to the connection when it
+    /// is called are not kept.
+    ///
+    /// What "confirmed" means is the transport's: the in-memory pair
+    /// confirms a frame when the remote reads it; the WebSocket transport
+    /// when the remote answers a confirmation ping sent after it (see
+    /// [`WsConfig::confirm_interval`](ws::WsConfig::confirm_interval)).
+    ///
+    /// Bounded: the WebSocket transport keeps at most its outbound queue
+    /// limit ([`WsConfig::max_queued_bytes`](ws::WsConfig::max_queued_bytes),
+    /// counted like the queue) of written frames, plus the batch being
+    /// written (128 KiB); past it the oldest written frames are let go
+    /// unconfirmed (they can no longer be given back: at most once for
+    /// them; counted by the `protoo_transport_unconfirmed_released_total`
+    /// metric). A kept frame costs a reference to its bytes (shared with
+    /// every other peer a broadcast goes to) and a slot in a ring buffer;
+    /// the queued frames of a transport that ended are kept too (instead of
+    /// being freed when it ends) until they are taken or the transport is
+    /// dropped.
+    ///
+    /// The default does nothing (nothing is ever confirmed, nor kept).
+    fn retain_unconfirmed(&self) {}
+
+    /// Takes back, in order, every frame the remote has not confirmed
+    /// receiving: the frames written but not confirmed (only if
+    /// [`retain_unconfirmed`](FrameSink::retain_unconfirmed) was called;
+    /// on a WebSocket this includes the frames in the batch being written,
+    /// and the one partly written when the connection died), then the
+    /// frames queued and not yet written. Afterwards the sink writes nothing
+    /// more: later sends fail with [`TransportError::Closed`],
+    /// [`queued_bytes`](FrameSink::queued_bytes) is 0, and a later
+    /// [`close`](FrameSink::close) still sends its close frame
+    /// ([`is_closed`](FrameSink::is_closed) is unchanged until then). A
+    /// second call returns nothing.
+    ///
+    /// Works on a transport that already ended (the usual case: called
+    /// after the stream reported a [lost](CloseReason::is_lost) connection)
+    /// and on one still open (a takeover: the caller closes it next; a
+    /// frame the connection was in the middle of writing is finished, so
+    /// that the close frame can follow, and is in the result too).
+    ///
+    /// Replaying the result on a new connection to the same remote gives:
+    /// exactly once for every frame confirmed before the loss (never in the
+    /// result) and for every frame that never reached the socket; at least
+    /// once for the in-flight tail (frames written after the last
+    /// confirmation: the remote may have read some of them, and gets them
+    /// again). How old a duplicate can be is bounded by the confirmation
+    /// delay (on a WebSocket, about
+    /// [`confirm_interval`](ws::WsConfig::confirm_interval) plus a round
+    /// trip). Frames the bound of `retain_unconfirmed` let go are not in
+    /// the result (at most once), nor are the queued frames a slow
+    /// consumer's overflow dropped (the transport then ended with
+    /// [`close_code::POLICY_VIOLATION`]). Without `retain_unconfirmed`, the
+    /// result is only the frames still queued (on a WebSocket, those not
+    /// yet taken into the write batch), and nothing once the transport
+    /// ended.
+    ///
+    /// Binary messages are not returned (protoo sends text). The default
+    /// returns an empty `Vec` and leaves the sink as it was.
+    fn take_unconfirmed(&self) -> Vec<Frame> {
+        Vec::new()
     }
 
     /// Told the remote's address by [`Transport::with_remote_addr`], so that

@@ -6,6 +6,10 @@
 //! other after the frames sent before it, and each side's stream reports the
 //! close exactly once.
 //!
+//! A pair made with [`pair_with_cable`] can also be cut, as a network cut
+//! would: both sides report a lost connection at once, without a close
+//! frame and without reading the rest ([`Cable::cut`]).
+//!
 //! ```
 //! use protoo_transport::{memory, Frame, Inbound, Initiator};
 //!
@@ -21,6 +25,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
 
 use crate::queue::{OutboundQueue, Work};
@@ -34,43 +39,148 @@ use crate::{
 /// WebSocket transport's outbound queue.
 pub const DEFAULT_QUEUE_LIMIT: usize = 4 << 20;
 
+/// The reason both sides of a cut pair report (with no code, initiator
+/// [`Initiator::Remote`]): the same as a WebSocket that ended without a
+/// close frame.
+pub const CONNECTION_LOST_REASON: &str = "connection lost";
+
+/// [`Link::ended`]: open, cut, or closed by side `s` (`CLOSED_BY + s`).
+const OPEN: u8 = 0;
+const CUT: u8 = 1;
+const CLOSED_BY: u8 = 2;
+/// The queues' close code for a cut.
+const ABNORMAL: u16 = 1006;
+
+/// How a pair ended, decided once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// This side closed it first.
+    Closed(usize),
+    Cut,
+}
+
 #[derive(Debug)]
 struct Link {
     /// Frames from side 0 to side 1, and from side 1 to side 0.
     queues: [OutboundQueue; 2],
-    /// The side that closed the pair first.
-    closer: Mutex<Option<usize>>,
+    /// How the pair ended: decided here, first come first served.
+    end: Mutex<Option<End>>,
+    /// `end`, published once both queues are closed: the streams check it
+    /// on every read, without the lock.
+    ended: AtomicU8,
+    /// Per side: it keeps the frames it sent until the remote reads them
+    /// ([`FrameSink::retain_unconfirmed`]): the remote takes them one at a
+    /// time, and the side's queue is not cleared when the pair ends.
+    retain: [AtomicBool; 2],
 }
 
 impl Link {
+    fn decide(&self, end: End) -> bool {
+        let mut decided = lock(&self.end);
+        if decided.is_some() {
+            return false;
+        }
+        *decided = Some(end);
+        true
+    }
+
     fn close(&self, side: usize, code: u16, reason: &str) {
-        {
-            let mut closer = lock(&self.closer);
-            if closer.is_some() {
-                return;
-            }
-            *closer = Some(side);
+        if !self.decide(End::Closed(side)) {
+            return;
         }
         // The remote still gets what was sent before the close; this side
         // stops receiving at once.
         self.queues[side].close(code, reason);
-        self.queues[1 - side].close_and_clear(code, reason);
+        self.stop(1 - side, code, reason);
+        self.ended.store(CLOSED_BY + side as u8, Ordering::Release);
     }
 
-    fn closer(&self) -> Option<usize> {
-        *lock(&self.closer)
+    /// Cuts the pair: neither side reads anything more.
+    fn cut(&self) {
+        if !self.decide(End::Cut) {
+            return;
+        }
+        self.stop(0, ABNORMAL, CONNECTION_LOST_REASON);
+        self.stop(1, ABNORMAL, CONNECTION_LOST_REASON);
+        self.ended.store(CUT, Ordering::Release);
+    }
+
+    /// Closes what `side` sends, which its remote will not read: freed, or
+    /// kept for `take_unconfirmed` when `side` retains.
+    fn stop(&self, side: usize, code: u16, reason: &str) {
+        if self.retain[side].load(Ordering::Acquire) {
+            self.queues[side].close(code, reason);
+        } else {
+            self.queues[side].close_and_clear(code, reason);
+        }
+    }
+
+    fn end(&self) -> Option<End> {
+        *lock(&self.end)
+    }
+
+    /// Whether `side` reads nothing more: the pair was cut, or `side`
+    /// closed it.
+    fn stops_reading(&self, side: usize) -> bool {
+        let ended = self.ended.load(Ordering::Acquire);
+        ended == CUT || ended == CLOSED_BY + side as u8
+    }
+
+    /// How the pair ended, as `side` reports it (once its inbound queue is
+    /// closed).
+    fn close_reason(&self, side: usize) -> CloseReason {
+        let end = self.end();
+        if end == Some(End::Cut) {
+            return CloseReason::new(None, CONNECTION_LOST_REASON, Initiator::Remote);
+        }
+        let (code, reason) = self.queues[1 - side]
+            .close_reason()
+            .unwrap_or((close_code::NORMAL, String::new()));
+        let initiator = if end == Some(End::Closed(side)) {
+            Initiator::Local
+        } else {
+            Initiator::Remote
+        };
+        CloseReason::new(Some(code), reason, initiator)
     }
 }
 
 /// Two transports connected to each other, each direction's queue limited to
 /// `queue_limit` bytes.
 pub fn pair(queue_limit: usize) -> (Transport, Transport) {
+    let (a, b, _) = pair_with_cable(queue_limit);
+    (a, b)
+}
+
+/// Like [`pair`], with the [`Cable`] between the two sides, to cut it (a
+/// test's lost connection).
+///
+/// ```
+/// use protoo_transport::{memory, Frame, Inbound, Initiator};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (server_side, mut client_side, cable) = memory::pair_with_cable(memory::DEFAULT_QUEUE_LIMIT);
+/// server_side.sink().retain_unconfirmed();
+/// server_side.send(Frame::from_static("{}")).unwrap();
+/// cable.cut();
+/// // Neither side reads anything more; both report a lost connection.
+/// let Inbound::Closed(reason) = client_side.recv().await else { panic!() };
+/// assert!(reason.is_lost());
+/// assert_eq!((reason.code, reason.initiator), (None, Initiator::Remote));
+/// // The frame the client never read is given back.
+/// assert_eq!(server_side.sink().take_unconfirmed(), vec![Frame::from_static("{}")]);
+/// # }
+/// ```
+pub fn pair_with_cable(queue_limit: usize) -> (Transport, Transport, Cable) {
     let link = Arc::new(Link {
         queues: [
             OutboundQueue::new(queue_limit),
             OutboundQueue::new(queue_limit),
         ],
-        closer: Mutex::new(None),
+        end: Mutex::new(None),
+        ended: AtomicU8::new(OPEN),
+        retain: [AtomicBool::new(false), AtomicBool::new(false)],
     });
     let side = |side| {
         Transport::new(
@@ -87,7 +197,35 @@ pub fn pair(queue_limit: usize) -> (Transport, Transport) {
             },
         )
     };
-    (side(0), side(1))
+    let (a, b) = (side(0), side(1));
+    (a, b, Cable { link })
+}
+
+/// The connection between the two sides of a [`pair_with_cable`]: cutting
+/// it ends both sides as a lost connection would. Dropping it does nothing.
+#[derive(Clone, Debug)]
+pub struct Cable {
+    link: Arc<Link>,
+}
+
+impl Cable {
+    /// Cuts the pair, as a network cut would: both streams report
+    /// `CloseReason { code: None, reason: CONNECTION_LOST_REASON, initiator:
+    /// Remote }` at once ([`CloseReason::is_lost`]), without a close frame
+    /// and without yielding what they had not read yet; both sinks are
+    /// closed. The frames each side sent and the other did not read are
+    /// dropped, unless that side called
+    /// [`retain_unconfirmed`](FrameSink::retain_unconfirmed): then
+    /// [`take_unconfirmed`](FrameSink::take_unconfirmed) gives them back.
+    /// No effect on a pair already closed or cut.
+    pub fn cut(&self) {
+        self.link.cut();
+    }
+
+    /// Whether the pair was cut.
+    pub fn is_cut(&self) -> bool {
+        self.link.end() == Some(End::Cut)
+    }
 }
 
 /// The sending half of a [`pair`] side.
@@ -115,11 +253,23 @@ impl FrameSink for MemorySink {
     }
 
     fn is_closed(&self) -> bool {
-        self.link.closer().is_some()
+        self.link.end().is_some()
     }
 
     fn queued_bytes(&self) -> usize {
         self.link.queues[self.side].queued_bytes()
+    }
+
+    /// From now on the remote takes this side's frames one at a time, so
+    /// that a frame is confirmed exactly when the remote's stream yields it.
+    fn retain_unconfirmed(&self) {
+        self.link.retain[self.side].store(true, Ordering::Release);
+    }
+
+    /// The frames this side sent that the remote's stream has not yielded:
+    /// taken out of the remote's queue.
+    fn take_unconfirmed(&self) -> Vec<Frame> {
+        self.link.queues[self.side].take_all()
     }
 }
 
@@ -139,6 +289,12 @@ impl FrameStream for MemoryStream {
             if let Some(reason) = &self.closed {
                 return Poll::Ready(Inbound::Closed(reason.clone()));
             }
+            if self.link.ended.load(Ordering::Acquire) == CUT {
+                // Lost: what was not read yet is not read.
+                self.batch = Vec::new();
+                self.closed = Some(self.link.close_reason(self.side));
+                continue;
+            }
             if self.next < self.batch.len() {
                 let frame = std::mem::replace(&mut self.batch[self.next], Frame::from_static(""));
                 self.next += 1;
@@ -146,19 +302,22 @@ impl FrameStream for MemoryStream {
             }
             self.batch.clear();
             self.next = 0;
-            let inbound = &self.link.queues[1 - self.side];
-            match ready!(inbound.poll_next(cx, &mut self.batch, usize::MAX)) {
+            if self.link.stops_reading(self.side) {
+                self.closed = Some(self.link.close_reason(self.side));
+                continue;
+            }
+            let remote = 1 - self.side;
+            // A remote that retains its frames has them taken one at a
+            // time: each is confirmed when it is yielded.
+            let max_bytes = if self.link.retain[remote].load(Ordering::Acquire) {
+                0
+            } else {
+                usize::MAX
+            };
+            match ready!(self.link.queues[remote].poll_next(cx, &mut self.batch, max_bytes)) {
                 Work::Frames => continue,
                 Work::Close(..) | Work::Done => {
-                    let (code, reason) = inbound
-                        .close_reason()
-                        .unwrap_or((close_code::NORMAL, String::new()));
-                    let initiator = if self.link.closer() == Some(self.side) {
-                        Initiator::Local
-                    } else {
-                        Initiator::Remote
-                    };
-                    self.closed = Some(CloseReason::new(Some(code), reason, initiator));
+                    self.closed = Some(self.link.close_reason(self.side));
                 }
             }
         }

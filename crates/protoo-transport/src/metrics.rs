@@ -1,6 +1,6 @@
 //! What the transport reports through the `metrics` facade (the `metrics`
 //! feature): WebSocket connections open, outbound queues closed on overflow,
-//! binary messages dropped. Without the feature every item here is empty
+//! binary messages dropped, unconfirmed frames let go. Without the feature every item here is empty
 //! and compiles to nothing.
 //!
 //! No label comes from anything a remote sends: the label values are the
@@ -16,6 +16,13 @@ pub const OUTBOUND_QUEUE_CLOSES: &str = "protoo_outbound_queue_closes_total";
 /// transport reports `reason="binary"` for binary WebSocket messages it was
 /// not asked to deliver; `protoo-core` reports the others.
 pub const INVALID_MESSAGES: &str = "protoo_invalid_messages_total";
+/// Frames written to a remote and kept unconfirmed
+/// ([`FrameSink::retain_unconfirmed`](crate::FrameSink::retain_unconfirmed))
+/// that were let go before the remote confirmed them, because the
+/// connection's unconfirmed frames passed its outbound queue limit
+/// (counter): after a loss, these can no longer be given back (at most
+/// once for them).
+pub const UNCONFIRMED_RELEASED: &str = "protoo_transport_unconfirmed_released_total";
 
 /// Counts one WebSocket connection as open while it lives.
 #[derive(Debug)]
@@ -58,4 +65,13 @@ pub(crate) fn outbound_queue_closed() {
 pub(crate) fn binary_dropped() {
     #[cfg(feature = "metrics")]
     ::metrics::counter!(INVALID_MESSAGES, "reason" => "binary").increment(1);
+}
+
+/// `frames` unconfirmed frames were let go over the limit.
+#[inline]
+pub(crate) fn unconfirmed_released(frames: u64) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(UNCONFIRMED_RELEASED).increment(frames);
+    #[cfg(not(feature = "metrics"))]
+    let _ = frames;
 }

@@ -179,6 +179,21 @@ impl OutboundQueue {
         self.queue.close_and_clear(Closing::new(code, reason))
     }
 
+    /// Takes every queued text frame, in order, and refuses every later
+    /// push as [`TransportError::Closed`] (binary messages queued are
+    /// dropped). The close still works afterwards: the consumer gets it
+    /// once the queue is closed.
+    /// ([`FrameSink::take_unconfirmed`](crate::FrameSink::take_unconfirmed).)
+    pub(crate) fn take_all(&self) -> Vec<Frame> {
+        let items = self.queue.take_and_discard();
+        let mut frames = Vec::with_capacity(items.len());
+        frames.extend(items.into_iter().filter_map(|item| match item {
+            Outbound::Text(frame) => Some(frame),
+            Outbound::Binary(_) => None,
+        }));
+        frames
+    }
+
     /// Gives the queue's buffer back if nothing is queued: for a writer
     /// going idle (see [`ByteQueue::release_if_drained`]).
     pub(crate) fn release_if_drained(&self) {

@@ -64,6 +64,25 @@
 //! | invalid UTF-8 in a text message | 1007 | `invalid UTF-8` | `Local` |
 //! | another WebSocket protocol violation | 1002 | `protocol error` | `Local` |
 //!
+//! [`CloseReason::is_lost`](crate::CloseReason::is_lost) tells the ends
+//! where a client is expected to come back (no close frame, a keepalive
+//! timeout, 1001, 1006, 1012) from decisions.
+//!
+//! # Frames the remote has not confirmed
+//!
+//! After [`FrameSink::retain_unconfirmed`](crate::FrameSink::retain_unconfirmed),
+//! the connection keeps each text frame it writes until a pong confirms it:
+//! while kept frames wait, it sends, at most once per
+//! [`WsConfig::confirm_interval`], a ping whose payload is the 8-byte
+//! big-endian count of kept frames written before it; the remote's
+//! WebSocket stack (a browser, protoo-client over `ws`, tungstenite) answers
+//! with the same payload once it has read every frame before the ping, and
+//! the answer lets go of them. [`FrameSink::take_unconfirmed`](crate::FrameSink::take_unconfirmed)
+//! then gives back the frames written and not confirmed, and those still
+//! queued, in order, for a session resumed on another connection: at least
+//! once for the in-flight tail, exactly once for the rest. A connection that
+//! does not retain sends no such ping and keeps nothing.
+//!
 //! [`Transport::is_closed`](crate::Transport::is_closed) is true as soon as
 //! either side closes; sending after that gives the frame back in
 //! [`TransportError::Closed`](crate::TransportError::Closed). Dropping the
@@ -141,7 +160,7 @@ mod upgrade;
 pub use http;
 
 pub use client::{ClientOptions, connect, connect_with};
-pub use config::WsConfig;
+pub use config::{DEFAULT_CONFIRM_INTERVAL, WsConfig};
 pub use server::{
     PendingOpen, ServerTransport, ServerTransportBuilder, UpgradeRequest, query_param,
     read_upgrade_request,

@@ -8,12 +8,21 @@
 // carries are the defaults (the server checks it; the page only reads
 // it). What a remote sends (names, chat text) only ever goes into the page
 // as text.
+//
+// Across a blip (the server keeps the session for its resume window): while
+// protoo-client is disconnected the page says "reconnecting…" and keeps its
+// history; protoo-client reconnects by itself, the page runs `join` again
+// (idempotent: the same list, nobody told), the messages sent meanwhile
+// arrive in order, then `resumed {missed}`. Closing the tab leaves the room
+// at once (a clean close), not after the window.
 'use strict';
 
 (() =>
 {
 	const MAX_MESSAGES = 500;
 	const HUES = 8;
+	// What the status says for a state, when not the state's name.
+	const STATUS_TEXT = { disconnected: 'reconnecting…' };
 
 	const params = new URLSearchParams(location.search);
 	const token = params.get('token');
@@ -76,7 +85,7 @@
 	});
 
 	// Before the first open every failed attempt is still "connecting";
-	// afterwards it is part of reconnecting.
+	// afterwards it is part of reconnecting (shown as "reconnecting…").
 	peer.on('failed', () => setStatus(everOpen ? 'disconnected' : 'connecting'));
 
 	peer.on('disconnected', () =>
@@ -120,6 +129,18 @@
 				peers.delete(data.peerId);
 				renderPeers();
 				notice(`${name} left`);
+				break;
+			}
+
+			// The server kept our session while we were away: what was
+			// sent to us meanwhile came just before this, in order.
+			case 'resumed':
+			{
+				const missed = Number.isSafeInteger(data.missed) && data.missed > 0 ? data.missed : 0;
+
+				notice(missed === 0 ?
+					'Session resumed, nothing missed' :
+					`Session resumed: ${missed} message${missed === 1 ? '' : 's'} held for you while away`);
 				break;
 			}
 
@@ -189,12 +210,24 @@
 		peer.request('kick').catch(() => peer.close());
 	});
 
+	// Closing the tab (or leaving the page) is leaving the room: a clean
+	// close, so the others see it at once rather than after the server's
+	// resume window (a browser closes a page's sockets with 1001, which the
+	// server takes for a lost connection).
+	window.addEventListener('pagehide', () => peer.close());
+	// Back from the back-forward cache: that page's peer is closed; join anew.
+	window.addEventListener('pageshow', (event) =>
+	{
+		if (event.persisted)
+			location.reload();
+	});
+
 	// For the browser tests and the curious: the page's protoo peer.
 	window.protooRoom = { peer, roomId, peerId, displayName };
 
 	function setStatus(state)
 	{
-		statusEl.textContent = state;
+		statusEl.textContent = STATUS_TEXT[state] || state;
 		statusEl.dataset.state = state;
 		const open = state === 'open';
 

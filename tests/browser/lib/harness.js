@@ -136,10 +136,13 @@ class RoomServer
 	}
 }
 
-/** Starts the room example on `listen` (default 127.0.0.1:0), reads its address. */
-async function startRoom(listen = '127.0.0.1:0')
+/**
+ * Starts the room example on `listen` (default 127.0.0.1:0) with `args`,
+ * reads its address.
+ */
+async function startRoom(listen = '127.0.0.1:0', args = [])
 {
-	const child = spawn(roomBinary(), [ '--listen', listen ], {
+	const child = spawn(roomBinary(), [ '--listen', listen, ...args ], {
 		stdio : [ 'ignore', 'pipe', 'inherit' ]
 	});
 

@@ -8,7 +8,7 @@
 //
 //   node anchor/room-server.js --listen 127.0.0.1:PORT [--max-message-size BYTES]
 //                              [--ping-interval SECS] [--max-queue BYTES]
-//                              [--message-rate N] [--byte-rate N]
+//                              [--message-rate N] [--byte-rate N] [--resume-window SECS]
 //                              [--redis redis://HOST:PORT [--redis-prefix P]]
 //
 // Prints `listening on ws://ADDR/` on stdout once ready (ADDR is the bound
@@ -39,6 +39,7 @@ function usage(message)
 		`${message}\n` +
 		'usage: room-server.js --listen HOST:PORT [--max-message-size BYTES] ' +
 		'[--ping-interval SECS] [--max-queue BYTES] [--message-rate N] [--byte-rate N] ' +
+		'[--resume-window SECS] ' +
 		'[--redis redis://HOST:PORT [--redis-prefix P]]\n');
 	process.exit(2);
 }
@@ -52,6 +53,7 @@ function parseArgs(argv)
 		pingInterval   : null,
 		maxQueue       : null,
 		rateLimited    : false,
+		resumeWindow   : false,
 		redis          : null,
 		redisPrefix    : null
 	};
@@ -89,6 +91,11 @@ function parseArgs(argv)
 			case '--message-rate':
 			case '--byte-rate':
 				options.rateLimited = nonNegativeInt(name, value) > 0 || options.rateLimited;
+				break;
+			// Our room example's session window; 0 (none) is what
+			// protoo-server does.
+			case '--resume-window':
+				options.resumeWindow = nonNegativeInt(name, value) > 0;
 				break;
 			case '--redis':
 				if (!/^rediss?:\/\/./.test(value))
@@ -535,6 +542,12 @@ async function main()
 	{
 		process.stderr.write(
 			'note: --message-rate / --byte-rate have no equivalent in protoo-server (no rate limits); ignored\n');
+	}
+
+	if (options.resumeWindow)
+	{
+		process.stderr.write(
+			'note: --resume-window has no equivalent in protoo-server (a lost peer closes at once); ignored\n');
 	}
 
 	const httpServer = http.createServer((req, res) =>

@@ -39,7 +39,12 @@ const {
 // Our room example limits each peer to 200 messages/s by default; the 500
 // pipelined broadcasts below are about delivery, not that limit. The anchor
 // accepts the flag (protoo-server has no limit).
-const SERVER_ARGS = [ '--message-rate', '0' ];
+//
+// `--resume-window 0`: the replacement case pins down protoo's semantics
+// (the same peerId on another node replaces the peer: peerClosed, then
+// newPeer), which the room example's default window (15 s) turns into a
+// resume.
+const SERVER_ARGS = [ '--message-rate', '0', '--resume-window', '0' ];
 const NODES = 3;
 // The contract's bounds (issue 12).
 const ANNOUNCE_WITHIN = 3000;

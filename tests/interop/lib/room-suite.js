@@ -28,7 +28,11 @@ const {
 
 // The server under test runs with this limit so that the size cases are cheap.
 const MAX_MESSAGE_SIZE = 65536;
-const SERVER_ARGS = [ '--max-message-size', String(MAX_MESSAGE_SIZE) ];
+// `--resume-window 0`: protoo's semantics, which these cases pin down (a
+// peer whose connection drops leaves at once; the same peerId again
+// replaces the peer). The room example's default window (15 s) changes
+// both; test/sessions-vs-rust-server.test.js covers it.
+const SERVER_ARGS = [ '--max-message-size', String(MAX_MESSAGE_SIZE), '--resume-window', '0' ];
 const CLOSED_REASON = 'closed by protoo-server';
 // Still 4000 (protoo-client does not reconnect), told apart from other closes.
 const REPLACED_REASON = 'replaced by a new connection';

@@ -28,15 +28,24 @@
 //! with run the same binary; the metrics build has it too (`metrics,redis`),
 //! so the overhead comparison differs in the metrics feature alone.
 //!
+//! S12 (blips) runs our server as the metrics build with `--metrics` on a
+//! port of its own, which the load generator reads for the bytes held for
+//! the sessions away (`protoo_session_held_bytes`), and with
+//! `--resume-window 15`, and the load generator expects every member cut
+//! to be resumed from it (`--expect-resume`: one seen leaving is an error,
+//! which fails the smoke); the anchor has no resume (nor metrics), so its
+//! column shows what a blip costs without one.
+//!
 //! ```text
 //! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor|floor]
 //!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4-auth,s4e,s5,s5-auth,s6,s7,
-//!                                s8,s9,s10,s11,s14,s15,s10-sentinel,s11-sentinel,s10-cluster,s11-cluster]
+//!                                s8,s9,s10,s11,s12,s14,s15,s10-sentinel,s11-sentinel,s10-cluster,
+//!                                s11-cluster]
 //!                   [--write | --no-write]
 //! ```
 //!
 //! `--smoke` (CI): tiny versions of S1, S2 at 16 KB, S3, S5, S6, S8, S9, S10,
-//! S11, S14 and S15 against our server, against the floor where it serves the
+//! S11, S12, S14 and S15 against our server, against the floor where it serves the
 //! scenario, and against the anchor too when `tests/interop/node_modules`
 //! is installed (smoke never runs npm); dev-profile builds; fails on any
 //! error; writes nothing. The Sentinel and Redis Cluster variants are not
@@ -50,6 +59,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod blips;
 mod ha;
 mod overhead;
 mod process;
@@ -91,10 +101,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             .args(profile),
     )?;
     let scenarios = scenarios(&opts);
-    // The metrics build only for the scenarios whose overhead is measured.
+    // The metrics build only for the scenarios whose overhead is measured
+    // and those that read our server's metrics.
     let measured = scenarios
         .iter()
-        .any(|sc| overhead::MEASURED.contains(&sc.key));
+        .any(|sc| overhead::MEASURED.contains(&sc.key) || sc.metrics);
     let metrics_bin = if want_ours && measured {
         Some(overhead::build_metrics_room(profile, profile_dir)?)
     } else {
@@ -128,13 +139,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let logs = target.join("bench-logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
 
-    let metered = match metrics_bin {
+    let metered = match &metrics_bin {
         Some(bin) => {
-            overhead::check_builds(&room_bin, &bin)?;
-            Some(ServerKind::OursMetrics { bin })
+            overhead::check_builds(&room_bin, bin)?;
+            Some(ServerKind::OursMetrics { bin: bin.clone() })
         }
         None => None,
     };
+    let observed = metrics_bin.map(|bin| ServerKind::OursObserved { bin });
     let mut servers = Vec::new();
     if want_ours {
         servers.push(ServerKind::Ours { bin: room_bin });
@@ -180,6 +192,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             if matches!(server, ServerKind::Floor { .. }) && !sc.floor {
                 continue;
             }
+            // The scenarios that read our metrics run the metrics build.
+            let server = match (server, &observed) {
+                (ServerKind::Ours { .. }, Some(observed)) if sc.metrics => observed,
+                _ => server,
+            };
             // The anchor speaks to one redis-server only, and has no tokens.
             let ours_only = sc.ours_only || sc.topology != Topology::Single;
             if ours_only && !matches!(server, ServerKind::Ours { .. }) {
@@ -346,7 +363,7 @@ impl Opts {
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
                                 [--only ours|anchor|floor] \
-                                [--scenarios s1,s2,...,s4-auth,s5-auth,...,s10,s11,s14,s15,\
+                                [--scenarios s1,s2,...,s4-auth,s5-auth,...,s10,s11,s12,s14,s15,\
                                 s10-sentinel,s11-sentinel,s10-cluster,s11-cluster] \
                                 [--write|--no-write]"
                         .into());
@@ -376,7 +393,8 @@ mod tests {
         assert_eq!(o.scenarios, Some(vec!["s1".to_owned(), "s3k".to_owned()]));
         assert!(Opts::parse(&args("--bogus")).is_err());
         assert!(Opts::parse(&args("--scenarios s10,s11")).is_ok());
-        assert!(Opts::parse(&args("--scenarios s12")).is_err());
+        assert!(Opts::parse(&args("--scenarios s12")).is_ok());
+        assert!(Opts::parse(&args("--scenarios s99")).is_err());
         assert!(Opts::parse(&args("--duration")).is_err());
     }
 

@@ -17,6 +17,12 @@ pub(super) enum ServerKind {
     OursMetrics {
         bin: PathBuf,
     },
+    /// The same build, in the scenarios that read its metrics (see
+    /// `Scenario::metrics`): `--metrics` on a port the load generator is
+    /// told (`--metrics-url`); reported in our column.
+    OursObserved {
+        bin: PathBuf,
+    },
     /// The quickstart (`examples/echo.rs`), for the scenarios that measure
     /// the plainest application (S4 on echo); reported in our column.
     Echo {
@@ -37,6 +43,7 @@ impl ServerKind {
         match self {
             ServerKind::Ours { .. } => "protoo-rs",
             ServerKind::OursMetrics { .. } => "protoo-rs with metrics",
+            ServerKind::OursObserved { .. } => "protoo-rs (metrics build, /metrics read)",
             ServerKind::Echo { .. } => "protoo-rs (echo example)",
             ServerKind::Anchor { .. } => "protoo-server",
             ServerKind::Floor { .. } => "floor (bare tokio-tungstenite)",
@@ -45,7 +52,9 @@ impl ServerKind {
 
     pub(super) fn short(&self) -> &'static str {
         match self {
-            ServerKind::Ours { .. } | ServerKind::Echo { .. } => "ours",
+            ServerKind::Ours { .. } | ServerKind::Echo { .. } | ServerKind::OursObserved { .. } => {
+                "ours"
+            }
             ServerKind::OursMetrics { .. } => "metrics",
             ServerKind::Anchor { .. } => "anchor",
             ServerKind::Floor { .. } => "floor",
@@ -54,9 +63,10 @@ impl ServerKind {
 
     pub(super) fn command(&self, listen: &str, extra: &[String], cpus: Option<&str>) -> Command {
         let (program, mut args, dir): (String, Vec<String>, Option<&Path>) = match self {
-            ServerKind::Ours { bin } | ServerKind::Floor { bin } => {
-                (bin.display().to_string(), Vec::new(), None)
-            }
+            // `--metrics` for the observed build: see `run_one`.
+            ServerKind::Ours { bin }
+            | ServerKind::Floor { bin }
+            | ServerKind::OursObserved { bin } => (bin.display().to_string(), Vec::new(), None),
             ServerKind::OursMetrics { bin } => (
                 bin.display().to_string(),
                 vec!["--metrics".to_owned(), "127.0.0.1:0".to_owned()],
@@ -268,9 +278,25 @@ pub(super) fn run_one(
     let mut server_args = sc.server_args.clone();
     if matches!(
         kind,
-        ServerKind::Ours { .. } | ServerKind::OursMetrics { .. }
+        ServerKind::Ours { .. } | ServerKind::OursMetrics { .. } | ServerKind::OursObserved { .. }
     ) {
         server_args.extend(sc.ours_args.iter().cloned());
+    }
+    let mut bench_args = Vec::new();
+    if matches!(
+        kind,
+        ServerKind::Ours { .. } | ServerKind::OursMetrics { .. } | ServerKind::OursObserved { .. }
+    ) {
+        bench_args.extend(sc.ours_bench_args.iter().cloned());
+    }
+    // The metrics endpoint the load generator reads (one node).
+    if matches!(kind, ServerKind::OursObserved { .. }) {
+        let addr = match free_port() {
+            Ok(port) => format!("127.0.0.1:{port}"),
+            Err(e) => return outcome(Err(e)),
+        };
+        server_args.extend(["--metrics".to_owned(), addr.clone()]);
+        bench_args.extend(["--metrics-url".to_owned(), format!("http://{addr}/metrics")]);
     }
     // Declared before the servers: dropped (stopped) after them, also on
     // an early return.
@@ -315,6 +341,7 @@ pub(super) fn run_one(
         }
     }
     args.extend(sc.args.iter().cloned());
+    args.extend(bench_args);
     let limit = Duration::from_secs_f64(if opts.smoke {
         60.0
     } else {

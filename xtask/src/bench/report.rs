@@ -391,6 +391,23 @@ for the members on the other process alone), Redis' CPU.\n\
 turn), `join`, close, in one room where one member per process joined first and watches: \
 every `join` answer must list both watchers, and each watcher must get `newPeer` and \
 `peerClosed` for every session, once. Sessions per second, Redis' CPU per session.\n\
+- **S12** blips: a room of 100 on one process; one member (the sender, connected \
+directly) calls `broadcast` every 100 ms; the other 99 joined through a TCP proxy inside \
+the load generator. After a 5 s steady phase the proxy cuts their connections one at a \
+time, spread evenly over 10 s (`SO_LINGER` 0 on both of its sockets: a reset to the member \
+and to the server, whatever was in flight through the proxy lost); each member notices \
+the loss by its failed read and, as protoo-client does, connects again at once to the \
+same URL (through the proxy), without joining again. Our server runs with \
+`--resume-window 15` and is the build with the `metrics` feature, its `/metrics` read \
+every 20 ms during the blips; the anchor has no resume: each member cut leaves (the \
+others get `peerClosed`) and comes back as a new peer. Deliveries lost, of every \
+broadcast to every member cut: those sent at or after the moment the member noticed the \
+loss (target 0), those sent before (in flight at the cut), and those sent while it was \
+away (cut to the new connection open); duplicates; members seen leaving (target 0); \
+deliveries on the new connection sent before it opened (held while away); time from the cut to the \
+new connection open; server CPU per member cut (the blip phase, until every member is \
+back plus 1 s, less what the steady phase's rate would have used in that time, over 99); \
+the bytes held for the members away at the peak (`protoo_session_held_bytes`).\n\
 - **S14** join amplification: 16 peers join one room with the longest display name the \
 server takes (1,000,000 bytes, halved until a `join` is accepted: protoo-server takes any), \
 reading everything; one more peer's `join` and its answer (what one small request costs); \

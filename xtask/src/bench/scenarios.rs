@@ -1,7 +1,8 @@
 //! The scenarios: what each one measures and the load generator's
 //! arguments for it, full size or as a smoke; which of them run on a
 //! cluster of two server processes over Redis (S10, S11), and on which
-//! Redis topology (one server, Sentinel, Redis Cluster).
+//! Redis topology (one server, Sentinel, Redis Cluster); which read our
+//! server's metrics (S12).
 
 use super::*;
 
@@ -17,7 +18,7 @@ pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 /// our server outpaced the load generator at 4 KB (the run then stalls).
 pub(super) const S3_QUEUE: u64 = 80 * 1024 * 1024;
 
-pub(super) const ALL: [&str; 24] = [
+pub(super) const ALL: [&str; 25] = [
     "s1",
     "s2",
     "s2-4k",
@@ -36,6 +37,7 @@ pub(super) const ALL: [&str; 24] = [
     "s9",
     "s10",
     "s11",
+    "s12",
     "s14",
     "s15",
     "s10-sentinel",
@@ -100,6 +102,10 @@ pub(super) const CLUSTER_NODES: usize = 2;
 /// The scenarios the floor serves (it answers `echo` and `broadcast` only).
 pub(super) const FLOOR: [&str; 7] = ["s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k"];
 
+/// The resume window S12 gives our server (`--resume-window`), seconds:
+/// longer than any blip of the scenario, shorter than its run.
+pub(super) const S12_RESUME_WINDOW: u64 = 15;
+
 /// The incoming rate limit S9 gives our server (the room example's
 /// default, passed explicitly), messages per second per peer, and its burst.
 pub(super) const S9_RATE: u64 = 200;
@@ -131,6 +137,9 @@ pub(super) struct Scenario {
     pub(super) server_args: Vec<String>,
     /// Extra arguments of our server only (flags the anchor does not have).
     pub(super) ours_args: Vec<String>,
+    /// Extra arguments of the load generator against our server only (what
+    /// it may expect of ours alone).
+    pub(super) ours_bench_args: Vec<String>,
     /// Pin the server to CPU 0 and the load generator to CPU 1 (S1: see
     /// `PIN_NOTE`).
     pub(super) pin: bool,
@@ -144,6 +153,10 @@ pub(super) struct Scenario {
     pub(super) topology: Topology,
     /// Run against our server only (see [`AUTH`]).
     pub(super) ours_only: bool,
+    /// Our server is the build with the `metrics` feature, serving
+    /// `/metrics` on a port of its own that the load generator reads
+    /// (`--metrics-url`); reported in our column (S12: the bytes held).
+    pub(super) metrics: bool,
 }
 
 /// Why S1 is pinned.
@@ -160,12 +173,14 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         args: args.iter().map(|s| (*s).to_owned()).collect(),
         server_args: Vec::new(),
         ours_args: NO_RATE_LIMITS.iter().map(|s| (*s).to_owned()).collect(),
+        ours_bench_args: Vec::new(),
         pin: false,
         echo: false,
         floor: false,
         nodes: 1,
         topology: Topology::Single,
         ours_only: false,
+        metrics: false,
     };
     let mut list = if o.smoke {
         vec![
@@ -318,6 +333,24 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                     "0.1",
                 ],
             ),
+            sc(
+                "s12",
+                "S12 blips, room of 10, cuts over 1 s",
+                &[
+                    "--scenario",
+                    "s12",
+                    "--peers",
+                    "10",
+                    "--interval-ms",
+                    "50",
+                    "--spread",
+                    "1",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
         ]
     } else {
         vec![
@@ -411,6 +444,22 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 &["--scenario", "s9", "--peers", "1000", "--duration", &d],
             ),
             sc(
+                "s12",
+                "S12 blips: room of 100, a broadcast every 100 ms, 99 connections cut over 10 s",
+                &[
+                    "--scenario",
+                    "s12",
+                    "--peers",
+                    "100",
+                    "--interval-ms",
+                    "100",
+                    "--spread",
+                    "10",
+                    "--duration",
+                    &d,
+                ],
+            ),
+            sc(
                 "s14",
                 "S14 join amplification: 16 names of up to 1 MB, 50 non-reading joiners",
                 &["--scenario", "s14"],
@@ -484,10 +533,23 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         if s.key == "s14" {
             s.ours_args = Vec::new();
         }
+        // S12: the room example as it ships, with a resume window.
+        if s.key == "s12" {
+            s.ours_args = vec!["--resume-window".into(), S12_RESUME_WINDOW.to_string()];
+            s.ours_bench_args = vec!["--expect-resume".into()];
+            s.metrics = true;
+        }
         if s.key == "s15" {
             s.ours_args = vec!["--fan-out-rate".into(), S15_FAN_OUT_RATE.to_string()];
             s.args
                 .extend(["--fan-out-rate".to_owned(), S15_FAN_OUT_RATE.to_string()]);
+        }
+        // Every other scenario measures protoo's semantics, as the anchor
+        // has them (and as the figures before sessions did): no resume
+        // window, a connection that drops is a peer that leaves.
+        if !matches!(s.key, "s12" | "s14" | "s15") {
+            s.ours_args
+                .extend(["--resume-window".to_owned(), "0".to_owned()]);
         }
         s.pin = s.key == "s1" && can_pin();
         s.echo = s.key == "s4e";

@@ -1,6 +1,7 @@
 //! The scenarios, and what they share.
 
 pub(crate) mod amplify;
+pub(crate) mod blips;
 pub(crate) mod broadcast;
 pub(crate) mod churn;
 pub(crate) mod flood;

@@ -62,6 +62,24 @@ pub enum PeerEvent {
     Request(IncomingRequest),
     /// A notification.
     Notification(IncomingNotification),
+    /// The peer's transport was lost and its session waits for it to come
+    /// back ([`PeerConfig::resume_window`](crate::PeerConfig::resume_window)),
+    /// and why it was lost. The peer stays in its room meanwhile, and what
+    /// is sent to it is held. Followed by [`PeerEvent::Resumed`], or, at the
+    /// end of the window, by [`PeerEvent::Closed`]. Only peers with a resume
+    /// window see it; an application may ignore it.
+    Disconnected(CloseReason),
+    /// A new connection resumed the peer's session after
+    /// [`PeerEvent::Disconnected`], or took it over from a connection that
+    /// still looked open: `missed` frames (notifications, requests and
+    /// responses sent meanwhile, and those the lost connection had not
+    /// confirmed) were written to it first, in order, before anything
+    /// newer. The same [`Peer`](crate::Peer), events and room membership go
+    /// on.
+    Resumed {
+        /// How many frames were written again on the new connection.
+        missed: usize,
+    },
     /// The peer closed, and why. Always the last event, reported exactly
     /// once.
     Closed(CloseReason),
@@ -86,6 +104,8 @@ pub struct PeerEvents {
     core: Arc<PeerState>,
     closed_reported: bool,
     detached: bool,
+    /// A resumed admission's handle: yields nothing, does nothing.
+    inert: bool,
 }
 
 impl PeerEvents {
@@ -94,7 +114,25 @@ impl PeerEvents {
             core,
             closed_reported: false,
             detached: false,
+            inert: false,
         }
+    }
+
+    /// The events of a resumed admission ([`Joined::resumed`](crate::Joined::resumed)):
+    /// none; the peer's real events go on where they went.
+    pub(crate) fn inert(core: Arc<PeerState>) -> Self {
+        PeerEvents {
+            core,
+            closed_reported: true,
+            detached: true,
+            inert: true,
+        }
+    }
+
+    /// Whether these are the inert events of a resumed admission
+    /// ([`Joined::resumed`](crate::Joined::resumed)), which yield nothing.
+    pub fn is_inert(&self) -> bool {
+        self.inert
     }
 
     /// Gives up the events and keeps the peer open: it keeps working
@@ -115,6 +153,9 @@ impl PeerEvents {
     /// Polls for the next event, as [`PeerEvents::next`] waits for it (also
     /// available as [`futures_core::Stream::poll_next`]).
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
+        if self.inert {
+            return Poll::Ready(None);
+        }
         if self.closed_reported {
             // The application came back after the close: it is done with it.
             self.core.events_handled();
@@ -158,6 +199,9 @@ impl futures_core::FusedStream for PeerEvents {
 
 impl Drop for PeerEvents {
     fn drop(&mut self) {
+        if self.inert {
+            return;
+        }
         // Queued requests answer 500 while the transport is still open.
         self.core.events.consumer_dropped();
         if !self.detached && !self.closed_reported && !self.core.is_closed() {

@@ -33,7 +33,7 @@ impl Weigh for PeerEvent {
                 ._charge
                 .as_ref()
                 .map_or(0, |charge| charge.bytes()),
-            PeerEvent::Closed(_) => 0,
+            PeerEvent::Closed(_) | PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => 0,
         }
     }
 }

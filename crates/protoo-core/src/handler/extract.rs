@@ -18,6 +18,8 @@ pub(crate) enum Event<'a> {
     Request(&'a IncomingRequest),
     Notification(&'a IncomingNotification),
     Closed(&'a CloseReason),
+    Disconnected(&'a CloseReason),
+    Resumed(usize),
 }
 
 /// What extractors read: the event being handled, its peer and room, and
@@ -56,7 +58,7 @@ impl<'a, D, R, S> Parts<'a, D, R, S> {
         match self.event {
             Event::Request(request) => Some(request.method_name()),
             Event::Notification(notification) => Some(notification.method_name()),
-            Event::Closed(_) => None,
+            Event::Closed(_) | Event::Disconnected(_) | Event::Resumed(_) => None,
         }
     }
 
@@ -65,7 +67,7 @@ impl<'a, D, R, S> Parts<'a, D, R, S> {
         match self.event {
             Event::Request(request) => Some(request.payload()),
             Event::Notification(notification) => Some(notification.payload()),
-            Event::Closed(_) => None,
+            Event::Closed(_) | Event::Disconnected(_) | Event::Resumed(_) => None,
         }
     }
 
@@ -75,10 +77,21 @@ impl<'a, D, R, S> Parts<'a, D, R, S> {
     }
 
     /// Why the peer closed, for the close handler
-    /// ([`Router::on_close`](super::Router::on_close)).
+    /// ([`Router::on_close`](super::Router::on_close)), or why its
+    /// transport was lost, for the disconnect handler
+    /// ([`Router::on_disconnected`](super::Router::on_disconnected)).
     pub fn close_reason(&self) -> Option<&CloseReason> {
         match self.event {
-            Event::Closed(reason) => Some(reason),
+            Event::Closed(reason) | Event::Disconnected(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// How many frames a resume wrote again, for the resume handler
+    /// ([`Router::on_resumed`](super::Router::on_resumed)).
+    pub fn missed(&self) -> Option<usize> {
+        match self.event {
+            Event::Resumed(missed) => Some(missed),
             _ => None,
         }
     }
@@ -196,7 +209,23 @@ impl<D, R, S> FromRequest<D, R, S> for Room<D, R> {
     }
 }
 
-/// Why the peer closed: for the close handler only.
+/// How many frames the resume of a peer's session wrote again on its new
+/// connection ([`PeerEvent::Resumed`](crate::PeerEvent::Resumed)): for the
+/// resume handler ([`Router::on_resumed`](super::Router::on_resumed)) only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Missed(pub usize);
+
+impl<D, R, S> FromRequest<D, R, S> for Missed {
+    fn from_request(parts: &mut Parts<'_, D, R, S>) -> Result<Self, ErrorData> {
+        parts
+            .missed()
+            .map(Missed)
+            .ok_or_else(|| ErrorData::new(500, "no resume outside the resume handler"))
+    }
+}
+
+/// Why the peer closed, or why its transport was lost: for the close and
+/// disconnect handlers only.
 impl<D, R, S> FromRequest<D, R, S> for CloseReason {
     fn from_request(parts: &mut Parts<'_, D, R, S>) -> Result<Self, ErrorData> {
         parts

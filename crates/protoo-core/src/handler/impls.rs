@@ -110,6 +110,8 @@ fn event_parts<'a, D, R, S>(
         PeerEvent::Request(request) => Event::Request(request),
         PeerEvent::Notification(notification) => Event::Notification(notification),
         PeerEvent::Closed(reason) => Event::Closed(reason),
+        PeerEvent::Disconnected(reason) => Event::Disconnected(reason),
+        PeerEvent::Resumed { missed } => Event::Resumed(*missed),
     };
     Parts::new(event, peer, room, state)
 }

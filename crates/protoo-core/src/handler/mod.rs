@@ -144,7 +144,7 @@ mod impls;
 mod responder;
 mod router;
 
-pub use extract::{Data, FromRequest, Parts, State};
+pub use extract::{Data, FromRequest, Missed, Parts, State};
 pub use impls::{
     HandlerFuture, NotificationHandler, NotificationOutput, RequestHandler, RequestOutput,
 };

@@ -46,6 +46,8 @@ struct Routes<D, R, S> {
     fallback: Option<Route<RequestFn<D, R, S>>>,
     notification_fallback: Option<Route<EventFn<D, R, S>>>,
     on_close: Option<EventFn<D, R, S>>,
+    on_disconnected: Option<EventFn<D, R, S>>,
+    on_resumed: Option<EventFn<D, R, S>>,
     last: Option<Last>,
 }
 
@@ -57,6 +59,8 @@ impl<D, R, S> Clone for Routes<D, R, S> {
             fallback: self.fallback.clone(),
             notification_fallback: self.notification_fallback.clone(),
             on_close: self.on_close.clone(),
+            on_disconnected: self.on_disconnected.clone(),
+            on_resumed: self.on_resumed.clone(),
             last: self.last.clone(),
         }
     }
@@ -109,6 +113,8 @@ where
                 fallback: None,
                 notification_fallback: None,
                 on_close: None,
+                on_disconnected: None,
+                on_resumed: None,
                 last: None,
             }),
         }
@@ -189,6 +195,26 @@ where
         self
     }
 
+    /// Runs `handler` when the peer's transport was lost and its session
+    /// waits for it ([`PeerEvent::Disconnected`], with a
+    /// [resume window](crate::PeerConfig::resume_window)): an async
+    /// function of extractors, [`CloseReason`](crate::CloseReason) (why it
+    /// was lost) among them. Without one, the event is skipped.
+    pub fn on_disconnected<T, H: NotificationHandler<T, D, R, S>>(mut self, handler: H) -> Self {
+        self.routes().on_disconnected = Some(event_fn(handler));
+        self
+    }
+
+    /// Runs `handler` when a new connection resumed the peer's session
+    /// ([`PeerEvent::Resumed`]), after what was held for it was written:
+    /// an async function of extractors, [`Missed`](super::Missed) (how
+    /// many frames were written again) among them. Without one, the event
+    /// is skipped.
+    pub fn on_resumed<T, H: NotificationHandler<T, D, R, S>>(mut self, handler: H) -> Self {
+        self.routes().on_resumed = Some(event_fn(handler));
+        self
+    }
+
     /// Lets the handler registered last (request, notification or
     /// fallback) run concurrently: each of its events is spawned in its own
     /// task, and the peer's loop reads on at once (see the
@@ -255,6 +281,8 @@ where
                 fallback: routes.fallback.map(requests),
                 notification_fallback: routes.notification_fallback.map(event_route),
                 on_close: routes.on_close.map(events),
+                on_disconnected: routes.on_disconnected.map(events),
+                on_resumed: routes.on_resumed.map(events),
                 last: routes.last,
             }),
         }
@@ -278,7 +306,13 @@ where
             room,
             peer,
             mut events,
+            resumed,
+            ..
         } = joined;
+        if resumed {
+            // The peer's events go on in the loop that runs it already.
+            return;
+        }
         let routes = &*self.routes;
         while let Some(event) = events.next().await {
             match event {
@@ -312,6 +346,16 @@ where
                     };
                     let future = (route.handler)(event, &peer, &room, &());
                     dispatch(future, route.concurrent).await;
+                }
+                PeerEvent::Disconnected(_) => {
+                    if let Some(handler) = &routes.on_disconnected {
+                        handler(event, &peer, &room, &()).await;
+                    }
+                }
+                PeerEvent::Resumed { .. } => {
+                    if let Some(handler) = &routes.on_resumed {
+                        handler(event, &peer, &room, &()).await;
+                    }
                 }
                 PeerEvent::Closed(_) => {
                     if let Some(handler) = &routes.on_close {
@@ -365,6 +409,7 @@ impl<D, R, S> fmt::Debug for Router<D, R, S> {
             )
             .field("fallback", &routes.fallback.is_some())
             .field("on_close", &routes.on_close.is_some())
+            .field("on_resumed", &routes.on_resumed.is_some())
             .finish()
     }
 }

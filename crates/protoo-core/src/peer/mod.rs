@@ -101,7 +101,17 @@ impl<D: Send + Sync + 'static> Peer<D> {
     ) -> Result<(Self, PeerEvents), CoreError> {
         let id: String = id.into();
         let handle = admission(&id, &transport)?;
-        let (peer, events, start) = build(id.into(), None, transport, data, &config, handle, None);
+        let (peer, events, start) = build(
+            id.into(),
+            None,
+            transport,
+            data,
+            &config,
+            handle,
+            None,
+            None,
+            false,
+        );
         start.spawn();
         Ok((peer, events))
     }
@@ -293,6 +303,47 @@ impl<D> Peer<D> {
         Ok(())
     }
 
+    /// Resumes the peer's session on a new `transport` (see
+    /// [`PeerConfig::resume_window`]): what was held for the peer since its
+    /// transport was lost is written to the new one first, in order, then
+    /// everything sent from now on; its events go on, with
+    /// [`PeerEvent::Resumed`](crate::PeerEvent::Resumed). A transport still
+    /// open is taken over: closed with 4000
+    /// [`TAKEN_OVER_REASON`](crate::TAKEN_OVER_REASON), what its remote did
+    /// not confirm written again on the new one.
+    ///
+    /// For a peer outside any room (a client that reconnects); in a room,
+    /// [`Rooms::admit`](crate::Rooms::admit) resumes a peer's session by
+    /// itself. Fails with [`CoreError::NotResumable`] (the transport closed)
+    /// for a peer without a window or whose session ended.
+    pub fn resume(&self, transport: Transport) -> Result<(), CoreError> {
+        let core = &self.inner.core;
+        let Some(session) = core.session.as_ref().filter(|_| !core.is_closed()) else {
+            transport.close();
+            return Err(CoreError::NotResumable);
+        };
+        match session.resume(transport) {
+            Ok(missed) => {
+                tracing::debug!(peer_id = %Remote(&core.id), missed, "session resumed");
+                Ok(())
+            }
+            Err(transport) => {
+                transport.close();
+                Err(CoreError::NotResumable)
+            }
+        }
+    }
+
+    /// Whether the peer's transport was lost and its session waits for a
+    /// new one ([`PeerConfig::resume_window`]).
+    pub fn is_disconnected(&self) -> bool {
+        self.inner
+            .core
+            .session
+            .as_ref()
+            .is_some_and(|session| session.is_detached())
+    }
+
     /// Waits until the peer is closed (and out of its room, its pending
     /// requests failed).
     pub async fn closed(&self) {
@@ -368,6 +419,8 @@ mod tests {
             &PeerConfig::default(),
             Handle::current(),
             None,
+            None,
+            false,
         );
         let (core, stream) = (start.core.clone(), start.stream.take().unwrap());
         let future = read(core, stream).instrument(tracing::Span::none());
@@ -393,6 +446,8 @@ mod tests {
             &PeerConfig::default(),
             Handle::current(),
             None,
+            None,
+            false,
         );
         drop(start);
         let Some(PeerEvent::Closed(reason)) = events.next().await else {

@@ -6,16 +6,20 @@
 
 use std::future::{Future, poll_fn};
 use std::sync::Arc;
+use std::task::Poll;
 
 use protoo_codec::{ErrorData, Message, encode};
 use protoo_transport::log::Remote;
-use protoo_transport::{Bytes, FrameStream, Inbound, PROTOO_CLOSED_REASON, close_code};
+use protoo_transport::{
+    Bytes, CloseReason, FrameSink, FrameStream, Inbound, PROTOO_CLOSED_REASON, close_code,
+};
 
 use super::state::{PeerState, remote_warn};
 use crate::budget::Over;
 use crate::events::{IncomingNotification, IncomingRequest, PeerEvent};
 use crate::identity::{METHOD_NOT_ALLOWED_CODE, METHOD_NOT_ALLOWED_REASON};
 use crate::metrics::{self as meter, Kind, RequestEnd};
+use crate::session::{Detach, Wake};
 use crate::{
     OVER_BUDGET_CODE, OVER_BUDGET_REASON, RATE_LIMITED_CODE, RATE_LIMITED_REASON,
     SHUTTING_DOWN_REASON,
@@ -41,11 +45,11 @@ pub(crate) fn read(
         // runtime shutdown), no event comes after it.
         let _end = EndOfEvents(&core);
         loop {
-            // Only `full` (an event, boxed, when the queue is full) lives
-            // across the wait below.
-            let full = match next_inbound(&core, &mut stream).await {
-                Inbound::Text(text) => receive(&core, text),
-                Inbound::Binary(data) => {
+            // Only `full` (an event, boxed, when the queue is full) or
+            // `ending` (boxed too) lives across the waits below.
+            let (full, ending) = match next_inbound(&core, &mut stream).await {
+                Next::Inbound(Inbound::Text(text)) => (receive(&core, text), None),
+                Next::Inbound(Inbound::Binary(data)) => {
                     // Only transports asked to deliver binary messages do
                     // (not protoo's): ignored, as protoo does.
                     remote_warn!(
@@ -55,19 +59,117 @@ pub(crate) fn read(
                     );
                     meter::invalid("binary");
                     core.invalid_message();
-                    None
+                    (None, None)
                 }
-                Inbound::Closed(reason) => {
-                    core.finish(reason, false);
-                    break;
+                // Boxed: what waiting for a resume holds (a timer among it)
+                // must not grow every idle peer's task.
+                Next::Inbound(Inbound::Closed(reason)) => {
+                    (None, Some(Box::pin(ended(&core, reason))))
+                }
+                Next::TakenOver(next, missed) => {
+                    stream = next;
+                    (Some(Box::new(PeerEvent::Resumed { missed })), None)
                 }
             };
+            if let Some(ending) = ending {
+                match ending.await {
+                    Some(next) => {
+                        stream = next;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
             if let Some(event) = full {
                 // The queue is full: wait for room, and stop reading meanwhile.
                 let mut slot = Some(event);
                 poll_fn(|cx| core.events.poll_push(&mut slot, cx)).await;
             }
         }
+    }
+}
+
+/// The peer's transport ended (`reason`): the peer closes, or, with a
+/// resume window and a lost transport, its session waits for a new one.
+/// Returns the new transport's stream once one resumed the session (and
+/// [`PeerEvent::Resumed`] is queued).
+async fn ended(core: &Arc<PeerState>, reason: CloseReason) -> Option<Box<dyn FrameStream>> {
+    let Some(session) = core.session.as_ref().filter(|_| !core.is_closed()) else {
+        core.finish(reason, false);
+        return None;
+    };
+    // A new connection took the session over as this one ended.
+    if let Some((next, missed)) = session.take_incoming() {
+        resumed(core, missed).await;
+        return Some(next);
+    }
+    if !reason.is_lost() {
+        core.finish(reason, false);
+        // What a send held once the transport had ended goes too.
+        session.close(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
+        return None;
+    }
+    match session.detach() {
+        Detach::Waiting => {}
+        Detach::Resumed(next, missed) => {
+            resumed(core, missed).await;
+            return Some(next);
+        }
+        Detach::Gone => {
+            core.finish(reason, false);
+            return None;
+        }
+    }
+    tracing::debug!(reason = %Remote(&reason), "transport lost: the session waits for the peer");
+    queue(core, PeerEvent::Disconnected(reason.clone())).await;
+    let expiry = tokio::time::sleep(session.window);
+    let mut expiry = std::pin::pin!(expiry);
+    let woken = poll_fn(|cx| {
+        if let Poll::Ready(wake) = session.poll_wake(cx) {
+            return Poll::Ready(Some(wake));
+        }
+        if core.is_closed() {
+            return Poll::Ready(None);
+        }
+        if core.events.watch(cx) {
+            tracing::debug!("every handle and the events of the peer dropped: closing it");
+            core.close_locally(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
+            return Poll::Ready(None);
+        }
+        expiry.as_mut().poll(cx).map(|()| None)
+    })
+    .await;
+    match woken {
+        Some(Wake::Resumed(next, missed)) => {
+            tracing::debug!(missed, "session resumed");
+            resumed(core, missed).await;
+            Some(next)
+        }
+        Some(Wake::Ended(why)) => {
+            tracing::debug!(reason = %Remote(&why), "waiting session ended");
+            core.finish(why, false);
+            None
+        }
+        None if core.is_closed() => None,
+        None => {
+            tracing::debug!("resume window over: closing the peer");
+            session.expire();
+            core.finish(reason, false);
+            None
+        }
+    }
+}
+
+/// Queues [`PeerEvent::Resumed`].
+async fn resumed(core: &PeerState, missed: usize) {
+    queue(core, PeerEvent::Resumed { missed }).await;
+}
+
+/// Queues `event`, waiting for room.
+async fn queue(core: &PeerState, event: PeerEvent) {
+    let mut slot = core.events.try_push(event).err();
+    if slot.is_some() {
+        poll_fn(|cx| core.events.poll_push(&mut slot, cx)).await;
     }
 }
 
@@ -225,19 +327,33 @@ fn not_allowed(core: &Arc<PeerState>, message: Message) {
     }
 }
 
-/// The next incoming frame or the transport's end. Meanwhile, closes the
-/// peer when nobody can use it any more (every handle and its events
-/// dropped).
+/// What the reader task reads next.
+enum Next {
+    /// From the transport.
+    Inbound(Inbound),
+    /// A new connection took the peer's session over (and this many frames
+    /// were written to it again): its stream.
+    TakenOver(Box<dyn FrameStream>, usize),
+}
+
+/// The next incoming frame or the transport's end, or a new connection that
+/// took the peer's session over. Meanwhile, closes the peer when nobody can
+/// use it any more (every handle and its events dropped).
 fn next_inbound<'a>(
     core: &'a Arc<PeerState>,
     stream: &'a mut Box<dyn FrameStream>,
-) -> impl Future<Output = Inbound> + Send + 'a {
+) -> impl Future<Output = Next> + Send + 'a {
     poll_fn(move |cx| {
         if core.events.watch(cx) && !core.is_closed() {
             tracing::debug!("every handle and the events of the peer dropped: closing it");
             core.close_locally(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
         }
-        stream.poll_recv(cx)
+        if let Some(session) = &core.session
+            && let Some((next, missed)) = session.poll_takeover(cx)
+        {
+            return Poll::Ready(Next::TakenOver(next, missed));
+        }
+        stream.poll_recv(cx).map(Next::Inbound)
     })
 }
 

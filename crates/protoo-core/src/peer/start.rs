@@ -18,11 +18,14 @@ use super::reader::read;
 use super::state::{PeerState, Pending};
 use super::{Peer, PeerInner};
 use crate::budget::Budget;
+use crate::cluster::{Admission, Handover};
 use crate::events::{EventQueue, PeerEvents};
 use crate::identity::IdentitySlot;
 use crate::ids::IdRng;
 use crate::metrics::PeerMetrics;
 use crate::rate::{FanOut, Limiter};
+use crate::session::{Parked, Session};
+use crate::sync::lock;
 use crate::{CoreError, PeerConfig};
 
 /// A peer built and not yet started: its reader task is spawned by
@@ -102,24 +105,78 @@ impl Start {
                         tracing::debug!("the replaced peer's events were not handled in time");
                     }
                 }
-                if let Some(gate) = gate {
-                    match tokio::time::timeout(CLUSTER_ADMISSION_WAIT, gate).await {
-                        Ok(crate::cluster::Admission::Refused) => {
-                            tracing::debug!("peer id already in the room on another node: refused");
-                            core.close_locally(
-                                close_code::PROTOO_CLOSED,
-                                DUPLICATE_ELSEWHERE_REASON,
-                            );
+                let admission = match gate {
+                    Some(gate) => match tokio::time::timeout(CLUSTER_ADMISSION_WAIT, gate).await {
+                        Ok(admission) => Some(admission),
+                        Err(_) => {
+                            tracing::debug!("the cluster admission did not answer in time");
+                            None
                         }
-                        Ok(_) => {}
-                        Err(_) => tracing::debug!("the cluster admission did not answer in time"),
+                    },
+                    None => None,
+                };
+                let handover = match admission {
+                    Some(Admission::Refused) => {
+                        tracing::debug!("peer id already in the room on another node: refused");
+                        core.close_locally(close_code::PROTOO_CLOSED, DUPLICATE_ELSEWHERE_REASON);
+                        None
                     }
+                    Some(Admission::Resumed(handover)) => Some(handover),
+                    _ => None,
+                };
+                if !resumed_here(&core, handover) {
+                    return;
                 }
                 read(core, stream).await;
             }
             .instrument(span),
         );
     }
+}
+
+/// Attaches the transport of a peer admitted in a clustered room (its
+/// session was pending: [`Session::new_pending`]), writing first what
+/// another node handed over if it resumed a session there, and restores
+/// its presence; queues [`PeerEvent::Resumed`](crate::PeerEvent::Resumed)
+/// for a resume. Whether the peer goes on (its session may have ended
+/// meanwhile, past its buffer).
+fn resumed_here(core: &Arc<PeerState>, handover: Option<Handover>) -> bool {
+    let (frames, presence) = match handover {
+        Some(handover) => (Some(handover.frames), handover.presence),
+        None => (None, None),
+    };
+    let resumed = frames.is_some();
+    let missed = match (&core.session, frames) {
+        (Some(session), frames) => match session.attach_pending(frames.unwrap_or_default()) {
+            Ok(missed) => missed,
+            Err(reason) => {
+                core.finish(reason, true);
+                return false;
+            }
+        },
+        (None, Some(frames)) => {
+            // A newcomer without a window: written as they come.
+            let missed = frames.len();
+            for frame in frames {
+                let _ = core.send_uncounted(frame);
+            }
+            missed
+        }
+        (None, None) => 0,
+    };
+    if resumed {
+        if let Some(info) = presence {
+            let room = lock(&core.leave)
+                .as_ref()
+                .and_then(std::sync::Weak::upgrade);
+            if let Some(room) = room {
+                room.restore_presence(core, info);
+            }
+        }
+        tracing::debug!(missed, "session resumed from another node");
+        let _ = core.events.try_push(crate::PeerEvent::Resumed { missed });
+    }
+    true
 }
 
 /// How long a peer admitted in a clustered room waits, at most, for the
@@ -166,6 +223,7 @@ pub(crate) fn admission(id: &str, transport: &Transport) -> Result<Handle, CoreE
 }
 
 /// Builds a peer without starting it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build<D>(
     id: Arc<str>,
     room_id: Option<Arc<str>>,
@@ -174,10 +232,20 @@ pub(crate) fn build<D>(
     config: &PeerConfig,
     handle: Handle,
     identity: Option<Box<IdentitySlot>>,
+    parked: Option<Arc<Parked>>,
+    pending: bool,
 ) -> (Peer<D>, PeerEvents, Start) {
     let requests = transport.request_tracker().cloned();
     let source = Source::of(transport.remote_addr());
     let (sink, stream) = transport.into_parts();
+    let session = config.resume_window.map(|window| match pending {
+        true => Session::new_pending(sink.clone(), window, config.resume_buffer, parked),
+        false => Session::new(sink.clone(), window, config.resume_buffer, parked),
+    });
+    let sink = match &session {
+        Some(session) => session.clone() as Arc<dyn protoo_transport::FrameSink>,
+        None => sink,
+    };
     let core = Arc::new(PeerState {
         id,
         room_id,
@@ -209,6 +277,7 @@ pub(crate) fn build<D>(
         invalid: AtomicU32::new(0),
         metrics: PeerMetrics::new(),
         identity,
+        session,
     });
     let peer = Peer {
         inner: Arc::new(PeerInner {

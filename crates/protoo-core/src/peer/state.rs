@@ -23,6 +23,7 @@ use crate::identity::{Expiries, IdentitySlot};
 use crate::ids::IdRng;
 use crate::metrics::{self as meter, Kind, PeerMetrics};
 use crate::rate::{FanOut, Limiter};
+use crate::session::Session;
 use crate::sync::lock;
 use crate::{RequestError, TOO_MANY_INVALID_REASON};
 
@@ -59,6 +60,10 @@ pub(crate) trait Leave: Send + Sync {
 
     /// The expiry queue of the room's registry (peers with an identity).
     fn expiries(&self) -> Option<Arc<Expiries>>;
+
+    /// Lists the peer `core` with `info` again: what it was listed with on
+    /// the node its session moved from.
+    fn restore_presence(self: Arc<Self>, core: &Arc<PeerState>, info: Payload);
 }
 
 /// Requests waiting for their response.
@@ -121,6 +126,8 @@ pub(crate) struct PeerState {
     pub(crate) metrics: PeerMetrics,
     /// Who the peer is, if its admission said ([`Identity`]).
     pub(crate) identity: Option<Box<IdentitySlot>>,
+    /// The peer's session, with a resume window: `sink` is this one.
+    pub(crate) session: Option<Arc<Session>>,
 }
 
 impl PeerState {

@@ -93,14 +93,28 @@ impl fmt::Debug for Context {
 }
 
 /// A peer admitted into a room ([`Admit::join`]).
+///
+/// With a [resume window](PeerConfig::resume_window), the admission may
+/// instead resume the session of the peer already in the room with this id
+/// (and identity): then `resumed` is set, `peer` is that peer (its data,
+/// its place in the room and its presence as they were), and `events` is
+/// empty and inert: the peer's events keep going to the loop that took
+/// them when it first joined ([`PeerEvent::Resumed`](crate::PeerEvent::Resumed)
+/// tells it). [`Router::run`](crate::handler::Router::run) returns at once
+/// for such a `Joined`; a hand-written loop must check `resumed` first.
+#[non_exhaustive]
 pub struct Joined<D = (), R = ()> {
     /// The room, its data ready.
     pub room: Room<D, R>,
-    /// The new peer.
+    /// The new peer, or the resumed one.
     pub peer: Peer<D>,
     /// The peer's events: the application's loop (dropping them closes
-    /// the peer).
+    /// the peer). Inert when `resumed`: they yield `None` at once, and
+    /// dropping them does nothing.
     pub events: PeerEvents,
+    /// Whether this admission resumed the session of a peer already in the
+    /// room rather than admitting a new one.
+    pub resumed: bool,
 }
 
 impl<D, R> fmt::Debug for Joined<D, R> {

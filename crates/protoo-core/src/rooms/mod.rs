@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::cluster::{ClusterBackend, LocalNode, NodeRooms, OnMemberLost};
 use crate::identity::Expiries;
 use crate::room::{DuplicatePolicy, OnClose, RoomRegistry};
+use crate::session::Parked;
 use crate::sync::lock;
 use crate::{CoreError, PeerConfig, Room};
 
@@ -101,6 +102,11 @@ pub(crate) struct RegistryInner<D, R> {
     /// The peers that expire ([`Identity`](crate::Identity)), made on
     /// first use.
     expiries: std::sync::OnceLock<Arc<Expiries>>,
+    /// The sessions waiting for their peer, bounded.
+    parked: Arc<Parked>,
+    /// Sessions handed over to another node whose handover the cluster
+    /// backend has not taken yet ([`Rooms::drained`] waits for them).
+    pub(crate) handovers: tokio::sync::watch::Sender<usize>,
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomRegistry<D, R>
@@ -108,6 +114,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomRegistry<D, R>
 {
     fn expiries(&self) -> Arc<Expiries> {
         self.expiries.get_or_init(Default::default).clone()
+    }
+
+    fn parked(&self) -> Arc<Parked> {
+        self.parked.clone()
     }
 
     /// A registry room has become removable (no peers, no reservations):
@@ -271,12 +281,52 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Rooms<D, R> {
             on_member_lost: parts.on_member_lost,
             on_close,
             expiries: std::sync::OnceLock::new(),
+            parked: Parked::new(parts.max_parked_sessions, parts.max_parked_bytes),
+            handovers: tokio::sync::watch::Sender::new(0),
         });
         if let Some(cluster) = &inner.cluster {
             let weak: std::sync::Weak<dyn NodeRooms> = Arc::downgrade(&inner) as _;
             cluster.attach(LocalNode::new(weak));
         }
         Rooms { inner }
+    }
+
+    /// Completes once every room of the registry has closed: every peer
+    /// gone. A session waiting for its peer
+    /// ([`PeerConfig::resume_window`]) counts until it was resumed (here,
+    /// or on another node, which it then moved to) or its window ended.
+    /// What a node that drains (a rolling deploy) awaits before it exits,
+    /// once its server stopped accepting and closed its connections.
+    pub async fn drained(&self) {
+        loop {
+            let rooms: Vec<Room<D, R>> = lock(&self.inner.rooms)
+                .values()
+                .filter_map(Slot::ready)
+                .cloned()
+                .collect();
+            if rooms.is_empty() {
+                break;
+            }
+            for room in rooms {
+                room.closed().await;
+            }
+        }
+        // A session handed over is out of its room before the backend took
+        // the handover to the node that resumes it.
+        let mut handovers = self.inner.handovers.subscribe();
+        tracing::debug!(
+            handovers = *handovers.borrow(),
+            "rooms closed; waiting for the handovers in flight"
+        );
+        let _ = handovers.wait_for(|count| *count == 0).await;
+        tracing::debug!("drained");
+    }
+
+    /// Sessions waiting for their peer in these rooms (peers with a
+    /// [resume window](PeerConfig::resume_window) whose transport was
+    /// lost), and the bytes they hold.
+    pub fn waiting_sessions(&self) -> (usize, usize) {
+        self.inner.parked.usage()
     }
 
     /// Whether the rooms span several processes (a cluster backend was

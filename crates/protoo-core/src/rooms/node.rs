@@ -3,13 +3,18 @@
 //! delivered to the peers here.
 
 use std::future::ready;
+use std::sync::Arc;
 
 use protoo_codec::Frame;
 
 use super::{RegistryInner, Slot};
-use crate::cluster::{ClusterFuture, LostMember, Member, NodeRooms, PeerMessage, PeerReply};
+use crate::cluster::{
+    ClusterFuture, Handover, LostMember, Member, NodeRooms, PeerMessage, PeerReply,
+};
+use crate::session::SESSION_MOVED_REASON;
 use crate::sync::lock;
 use crate::{PeerError, RequestError, Room, Target};
+use protoo_transport::{CloseReason, Initiator, close_code};
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RegistryInner<D, R> {
     /// The room with this id on this node, if any.
@@ -29,17 +34,53 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryI
         room.deliver(frame, target, None).delivered
     }
 
-    fn replace(&self, room_id: &str, peer_id: &str) -> Option<ClusterFuture<()>> {
-        let peer = self.local_room(room_id)?.member(peer_id).ok()?;
+    fn replace(&self, room_id: &str, peer_id: &str) -> Option<ClusterFuture<Option<Handover>>> {
+        let room = self.local_room(room_id)?;
+        let peer = room.member(peer_id).ok()?;
         let core = peer.core().clone();
         drop(peer);
-        tracing::debug!(
-            room_id = %protoo_transport::log::Remote(room_id),
-            peer_id = %protoo_transport::log::Remote(peer_id),
-            "peer replaced by a new one with its id on another node"
-        );
-        core.close_replaced();
-        Some(Box::pin(async move { core.events_finished().await }))
+        let handover = core
+            .session
+            .as_ref()
+            .and_then(|session| session.hand_over());
+        let handover = match handover {
+            Some(frames) => {
+                tracing::debug!(
+                    room_id = %protoo_transport::log::Remote(room_id),
+                    peer_id = %protoo_transport::log::Remote(peer_id),
+                    frames = frames.len(),
+                    "session moved to another node"
+                );
+                let presence = lock(&room.inner.state).presence.get(peer_id).cloned();
+                let mut handover = Handover::new(frames, presence);
+                // In flight until the backend is done with it: counted
+                // before the peer leaves, which may close the room (and let
+                // a drain end).
+                handover.in_flight = Some(Arc::new(Handing::new(&self.handovers)));
+                core.finish(
+                    CloseReason::new(
+                        Some(close_code::PROTOO_CLOSED),
+                        SESSION_MOVED_REASON,
+                        Initiator::Moved,
+                    ),
+                    false,
+                );
+                Some(handover)
+            }
+            None => {
+                tracing::debug!(
+                    room_id = %protoo_transport::log::Remote(room_id),
+                    peer_id = %protoo_transport::log::Remote(peer_id),
+                    "peer replaced by a new one with its id on another node"
+                );
+                core.close_replaced();
+                None
+            }
+        };
+        Some(Box::pin(async move {
+            core.events_finished().await;
+            handover
+        }))
     }
 
     fn lost_frame(&self, member: &LostMember) -> Option<Frame> {
@@ -98,5 +139,21 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> NodeRooms for RegistryI
             }
         }
         members
+    }
+}
+
+/// One session handed over and not yet taken by the cluster backend.
+struct Handing(tokio::sync::watch::Sender<usize>);
+
+impl Handing {
+    fn new(count: &tokio::sync::watch::Sender<usize>) -> Self {
+        count.send_modify(|count| *count += 1);
+        Handing(count.clone())
+    }
+}
+
+impl Drop for Handing {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count = count.saturating_sub(1));
     }
 }

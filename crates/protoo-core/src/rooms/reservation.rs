@@ -8,9 +8,9 @@ use protoo_transport::Transport;
 
 use super::Joined;
 use crate::peer::admission;
-use crate::room::{Admitted, DuplicatePolicy};
+use crate::room::{DuplicatePolicy, Entry};
 use crate::sync::lock;
-use crate::{CoreError, Identity, PeerConfig, Room};
+use crate::{CoreError, Identity, PeerConfig, PeerEvents, Room};
 
 /// A room with its data ready and a place held for one admission
 /// ([`Admit`](super::Admit)), or for a [`RoomHold`](super::RoomHold).
@@ -68,8 +68,30 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Reservation<D, R> {
         if let Some(emptiness) = emptiness {
             room.emptied(emptiness);
         }
-        let (peer, events) = admitted.map(Admitted::start)?;
-        Ok(Joined { room, peer, events })
+        match admitted? {
+            Entry::New(admitted) => {
+                let (peer, events) = admitted.start();
+                Ok(Joined {
+                    room,
+                    peer,
+                    events,
+                    resumed: false,
+                })
+            }
+            Entry::Resumed { peer, identity } => {
+                if let Some(identity) = identity {
+                    // The new connection's credential moves the expiry.
+                    let _ = peer.refresh_identity(identity);
+                }
+                let events = PeerEvents::inert(peer.core().clone());
+                Ok(Joined {
+                    room,
+                    peer,
+                    events,
+                    resumed: true,
+                })
+            }
+        }
     }
 }
 

@@ -87,6 +87,8 @@ pub(super) struct Parts {
     pub(super) max_id_bytes: usize,
     pub(super) cluster: Option<Arc<dyn ClusterBackend>>,
     pub(super) on_member_lost: Option<OnMemberLost>,
+    pub(super) max_parked_sessions: usize,
+    pub(super) max_parked_bytes: usize,
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
@@ -99,6 +101,8 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
                 max_id_bytes: super::DEFAULT_MAX_ID_BYTES,
                 cluster: None,
                 on_member_lost: None,
+                max_parked_sessions: crate::DEFAULT_MAX_PARKED_SESSIONS,
+                max_parked_bytes: crate::DEFAULT_MAX_PARKED_BYTES,
             },
             on_close: None,
         }
@@ -128,6 +132,28 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> RoomsBuilder<D, R> {
     /// a remote must not choose their size.
     pub fn max_id_bytes(mut self, bytes: usize) -> Self {
         self.parts.max_id_bytes = bytes;
+        self
+    }
+
+    /// How many sessions at most wait for their peer in this registry's
+    /// rooms (peers with a [resume window](PeerConfig::resume_window) whose
+    /// transport was lost). Default
+    /// [`DEFAULT_MAX_PARKED_SESSIONS`](crate::DEFAULT_MAX_PARKED_SESSIONS),
+    /// 10,000. Past it the session that has waited longest ends at once, as
+    /// its window would (its peer closes with 4000
+    /// [`SESSION_EVICTED_REASON`](crate::SESSION_EVICTED_REASON)): a remote
+    /// that opens and drops connections cannot make the server hold more.
+    pub fn max_parked_sessions(mut self, sessions: usize) -> Self {
+        self.parts.max_parked_sessions = sessions;
+        self
+    }
+
+    /// How many bytes at most the sessions waiting for their peer hold
+    /// together (what was sent to their peers meanwhile). Default
+    /// [`DEFAULT_MAX_PARKED_BYTES`](crate::DEFAULT_MAX_PARKED_BYTES), 256
+    /// MiB. Past it the sessions that have waited longest end first.
+    pub fn max_parked_bytes(mut self, bytes: usize) -> Self {
+        self.parts.max_parked_bytes = bytes;
         self
     }
 

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use protoo_core::cluster::{LostMember, PeerMessage, PeerReply};
+use protoo_core::cluster::{Handover, LostMember, PeerMessage, PeerReply};
 use protoo_core::{Frame, Payload, RequestError, Target};
 use redis::{Cmd, Value};
 use tokio::sync::oneshot;
@@ -48,6 +48,7 @@ impl Shared {
         incarnation: &Incarnation,
         first: bool,
         replace: bool,
+        resume: bool,
     ) -> Option<oneshot::Receiver<Value>> {
         if first && self.is_up() {
             self.send_control(Op::Subscribe(room.to_owned()));
@@ -60,6 +61,7 @@ impl Shared {
             peer,
             &self.entry_prefix(incarnation),
             replace,
+            resume,
             &self.node_id,
             self.life(),
         );
@@ -236,14 +238,16 @@ impl Shared {
     }
 
     /// After a registration: close the peer with this id on the live node
-    /// that had it, and wait until that node handled its close.
-    pub(crate) async fn replace_elsewhere(&self, room: &str, peer: &str, previous: &str) {
-        let Some((incarnation, _)) = previous.split_once('|') else {
-            return;
-        };
-        let Some((node, _)) = incarnation.split_once(':') else {
-            return;
-        };
+    /// that had it, and wait until that node handled its close; what it
+    /// handed over if it moved the peer's session here instead.
+    pub(crate) async fn replace_elsewhere(
+        &self,
+        room: &str,
+        peer: &str,
+        previous: &str,
+    ) -> Option<Handover> {
+        let (incarnation, _) = previous.split_once('|')?;
+        let (node, _) = incarnation.split_once(':')?;
         let (token, rx) = self.token();
         let message = Message::Replace {
             room,
@@ -254,19 +258,20 @@ impl Shared {
         };
         if !self.publish(&self.keys.node_of(node), &message) {
             self.forget(token);
-            return;
+            return None;
         }
-        if self
-            .wait_for(token, rx, self.config.replace_wait)
-            .await
-            .is_none()
-        {
-            tracing::debug!(
-                room = %protoo_core::transport::log::Remote(room),
-                peer = %protoo_core::transport::log::Remote(peer),
-                node = %protoo_core::transport::log::Remote(node),
-                "the replaced peer's node did not answer in time"
-            );
+        match self.wait_for(token, rx, self.config.replace_wait).await {
+            Some(Answer::Handover(handover)) => Some(handover),
+            Some(_) => None,
+            None => {
+                tracing::debug!(
+                    room = %protoo_core::transport::log::Remote(room),
+                    peer = %protoo_core::transport::log::Remote(peer),
+                    node = %protoo_core::transport::log::Remote(node),
+                    "the replaced peer's node did not answer in time"
+                );
+                None
+            }
         }
     }
 

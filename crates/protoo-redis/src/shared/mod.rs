@@ -7,6 +7,7 @@ mod calls;
 mod inbound;
 
 pub(crate) use calls::strings;
+pub(crate) use inbound::{Received, deliver};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -90,6 +91,8 @@ enum Class {
 pub(crate) enum Answer {
     /// A replacement is done.
     Done,
+    /// A replacement moved a session here: what the other node handed over.
+    Handover(protoo_core::cluster::Handover),
     /// A request's outcome.
     Reply(PeerReply),
 }
@@ -150,6 +153,9 @@ pub(crate) struct Shared {
     pub(crate) sharded: bool,
     /// Commands and publishes for Redis, in order, bounded in bytes.
     pub(crate) queue: ByteQueue<Op>,
+    /// On Redis Cluster: messages read from Redis, in order, waiting for
+    /// [`deliver`] (bounded in bytes by the same limit).
+    pub(crate) inbound: ByteQueue<Received>,
     /// Whether the link to Redis is up (and this node registered on it).
     up: AtomicBool,
     /// The same, for who waits for it.
@@ -181,6 +187,7 @@ impl Shared {
             sharded: config.topology.sharded(),
             // Items are counted in bytes only; an idle node keeps no buffer.
             queue: ByteQueue::new(config.queue_limit, usize::MAX, 64),
+            inbound: ByteQueue::new(config.queue_limit, usize::MAX, 64),
             config,
             up: AtomicBool::new(false),
             up_watch: tokio::sync::watch::Sender::new(false),

@@ -8,14 +8,23 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+mod cluster_set;
 mod inspect;
+mod sentinel_set;
+pub mod setup;
 pub mod topology;
 
 #[allow(unused_imports)]
 pub use inspect::keys_of;
 
 #[allow(unused_imports)]
-pub use topology::{ClusterSet, SentinelSet, TestConn};
+pub use cluster_set::ClusterSet;
+#[allow(unused_imports)]
+pub use sentinel_set::SentinelSet;
+#[allow(unused_imports)]
+pub use setup::{Kind, Setup};
+#[allow(unused_imports)]
+pub use topology::TestConn;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -447,7 +456,8 @@ async fn serve(room: Room, peer: Peer, mut events: PeerEvents) {
                 }
                 _ => request.reject(404, "unknown method"),
             },
-            PeerEvent::Notification(_) => {}
+            PeerEvent::Notification(_) | PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {
+            }
             PeerEvent::Closed(_) => {
                 let _ = room
                     .to_all()
@@ -512,6 +522,7 @@ impl Client {
                 }
                 Some(PeerEvent::Request(request)) => request.accept(&json!({ "hi": true })),
                 Some(PeerEvent::Closed(reason)) => return Event::Closed(reason.code),
+                Some(PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. }) => {}
                 None => return Event::Closed(None),
             }
         }
@@ -591,11 +602,6 @@ impl RedisServer {
     }
 
     fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().and_then(Child::id).expect("running");
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        topology::signal(self.child.as_ref().expect("running"), signal);
     }
 }

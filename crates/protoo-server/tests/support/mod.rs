@@ -165,7 +165,9 @@ impl Fixture {
 }
 
 async fn admit(request: ConnectionRequest, rooms: Rooms, config: PeerConfig, channels: Channels) {
-    let Ok(Joined { room, peer, events }) = request
+    let Ok(Joined {
+        room, peer, events, ..
+    }) = request
         .admit(&rooms)
         .config(config)
         .policy(DuplicatePolicy::Replace)
@@ -200,6 +202,7 @@ async fn run_peer(room: Room, peer: Peer, mut events: PeerEvents, channels: Chan
             PeerEvent::Closed(reason) => {
                 let _ = channels.closed.send((peer.id().to_owned(), reason));
             }
+            PeerEvent::Disconnected(_) | PeerEvent::Resumed { .. } => {}
         }
     }
 }

@@ -27,6 +27,9 @@ pub(super) const MAX_HEADER: usize = 14;
 pub(super) struct Wire {
     header: [u8; MAX_HEADER],
     header_len: u8,
+    /// A frame also kept unconfirmed ([`super::unconfirmed::Tail`]): its
+    /// write is counted there. Fits in the header's padding.
+    pub(super) retained: bool,
     pub(super) payload: Bytes,
 }
 
@@ -53,6 +56,7 @@ impl Wire {
         Wire {
             header: bytes,
             header_len: header_len as u8,
+            retained: false,
             payload: masked.freeze(),
         }
     }
@@ -80,6 +84,7 @@ impl Wire {
         Wire {
             header,
             header_len,
+            retained: false,
             payload,
         }
     }
@@ -94,6 +99,19 @@ impl Wire {
 
     pub(super) fn ping(role: Role) -> Wire {
         Wire::new(role, OpCode::Control(Control::Ping), Bytes::new())
+    }
+
+    /// A confirmation ping: its payload is `count`, 8 bytes big-endian
+    /// (keepalive pings are empty).
+    pub(super) fn confirm_ping(role: Role, count: u64) -> Wire {
+        let payload = Bytes::copy_from_slice(&count.to_be_bytes());
+        Wire::new(role, OpCode::Control(Control::Ping), payload)
+    }
+
+    /// This data frame is also kept unconfirmed.
+    pub(super) fn retained(mut self) -> Wire {
+        self.retained = true;
+        self
     }
 
     pub(super) fn pong(role: Role, payload: Bytes) -> Wire {
@@ -126,6 +144,12 @@ impl Wire {
 
     pub(super) fn is_pong(&self) -> bool {
         self.header[0] & 0x0F == u8::from(OpCode::Control(Control::Pong))
+    }
+
+    /// A confirmation ping ([`Wire::confirm_ping`]) not written yet (a
+    /// written frame's payload is let go).
+    pub(super) fn is_confirm_ping(&self) -> bool {
+        self.header[0] & 0x0F == u8::from(OpCode::Control(Control::Ping)) && self.payload.len() == 8
     }
 }
 

@@ -67,6 +67,16 @@ impl FrameSink for WsSink {
     fn set_remote_addr(&self, addr: std::net::SocketAddr) {
         self.shared.set_remote_addr(addr);
     }
+
+    /// Text frames written are kept until a pong confirms them (see the
+    /// trait, and [`WsConfig::confirm_interval`]).
+    fn retain_unconfirmed(&self) {
+        self.shared.retain_unconfirmed();
+    }
+
+    fn take_unconfirmed(&self) -> Vec<Frame> {
+        self.shared.take_unconfirmed()
+    }
 }
 
 impl Drop for WsSink {

@@ -13,7 +13,10 @@
 //! - [`write`]: the write side (queued frames written with vectored writes,
 //!   one flush);
 //! - [`codec`]: frames on the wire (headers, masking);
-//! - [`timer`]: the one timer: keepalive pings, then the close deadline.
+//! - [`timer`]: the one timer: keepalive pings, then the close deadline
+//!   (and the confirmation pings' due time);
+//! - [`unconfirmed`]: the frames kept until the remote confirms them
+//!   (`retain_unconfirmed`, `take_unconfirmed`).
 
 use std::fmt;
 use std::future::Future;
@@ -36,6 +39,7 @@ mod read;
 mod reader;
 mod shared;
 mod timer;
+mod unconfirmed;
 mod write;
 
 use codec::Wire;
@@ -45,7 +49,7 @@ use super::WsConfig;
 use crate::queue::{Outbound, OutboundQueue, Work};
 use crate::{
     ByteQueue, CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator,
-    SLOW_CONSUMER_REASON, Transport, TransportError, Weigh, close_code,
+    KEEPALIVE_TIMEOUT_REASON, SLOW_CONSUMER_REASON, Transport, TransportError, Weigh, close_code,
 };
 
 /// Incoming messages the task holds for a reader that is behind. When the
@@ -75,8 +79,6 @@ const ABNORMAL: u16 = 1006;
 
 /// The reason reported when the connection ends without a close frame.
 const CONNECTION_LOST: &str = "connection lost";
-/// The reason reported when the remote did not answer a keepalive ping.
-const KEEPALIVE_TIMEOUT: &str = "keepalive timeout";
 use halves::{WsSink, WsStream};
 use shared::{Shared, close};
 
@@ -210,6 +212,9 @@ pub(crate) struct Conn<S> {
     deadline: Option<Instant>,
     /// `deadline` changed since the timer was last set.
     rearm: bool,
+    /// A confirmation ping is due at the tail's `confirm_at` ([`unconfirmed`]):
+    /// the timer fires at the earlier of that and `deadline`.
+    confirm_armed: bool,
     /// The one timer: keepalive, then the close deadline. Boxed so that the
     /// connection (the task's future) is `Unpin`.
     sleep: Pin<Box<Sleep>>,
@@ -287,6 +292,7 @@ where
             ping_interval: config.ping_interval,
             pong_timeout: config.pong_timeout,
             close_timeout: config.close_timeout,
+            confirm_armed: false,
             _open: crate::metrics::OpenConnection::new(),
         }
     }
@@ -322,12 +328,14 @@ where
             }
             if self.rearm {
                 self.rearm = false;
-                if let Some(at) = self.deadline {
+                if let Some(at) = self.wake_at() {
                     self.sleep.as_mut().reset(at);
                 }
             }
-            if self.deadline.is_some() && self.sleep.as_mut().poll(cx).is_ready() {
-                self.on_timer();
+            if (self.deadline.is_some() || self.confirm_armed)
+                && self.sleep.as_mut().poll(cx).is_ready()
+            {
+                self.on_wake();
                 if self.state == State::Done {
                     return Poll::Ready(());
                 }
@@ -388,6 +396,11 @@ mod tests {
 
         let tcp = std::mem::size_of::<Conn<tokio::net::TcpStream>>();
         println!("Conn<TcpStream>: {tcp} bytes");
+        println!(
+            "Shared: {} bytes, Wire: {} bytes",
+            std::mem::size_of::<Shared>(),
+            std::mem::size_of::<Wire>()
+        );
     }
 
     /// A stream that takes at most 7 bytes per write (vectored), so that

@@ -81,7 +81,7 @@ where
                     self.pong = Some(payload);
                 }
             }
-            Event::Pong => {}
+            Event::Pong(payload) => self.on_pong(&payload),
             Event::Close(frame) => self.on_close_frame(frame),
         }
     }
@@ -89,8 +89,10 @@ where
     fn on_close_frame(&mut self, frame: Option<(u16, String)>) {
         match self.state {
             State::Open => {}
-            // The reply to our close frame: the handshake is complete.
+            // The reply to our close frame: the handshake is complete, and
+            // the remote read everything written before our close.
             State::Closing => {
+                self.on_close_reply();
                 self.state = State::Done;
                 return;
             }

@@ -60,7 +60,8 @@ pub(super) enum Event {
     Binary(Bytes),
     /// A ping with its payload (to be answered with a pong).
     Ping(Bytes),
-    Pong,
+    /// A pong with its payload (at most 125 bytes, as every control frame).
+    Pong(Bytes),
     /// The remote's close frame: its code and reason, `None` without a
     /// code.
     Close(Option<(u16, String)>),
@@ -266,7 +267,7 @@ impl Reader {
         let fin = header.is_final;
         let binary = match header.opcode {
             OpCode::Control(Control::Ping) => return Ok(Some(Event::Ping(payload.freeze()))),
-            OpCode::Control(Control::Pong) => return Ok(Some(Event::Pong)),
+            OpCode::Control(Control::Pong) => return Ok(Some(Event::Pong(payload.freeze()))),
             OpCode::Control(Control::Close) => return close_event(&payload).map(Some),
             OpCode::Data(Data::Continue) => {
                 let Some(partial) = self.partial.as_mut() else {

@@ -3,8 +3,10 @@
 
 use std::sync::OnceLock;
 
+use super::unconfirmed::Tail;
 use super::*;
 use crate::log::Source;
+use crate::sync::Mutex;
 
 /// State shared by the sink, the stream and the connection task.
 pub(crate) struct Shared {
@@ -12,8 +14,9 @@ pub(crate) struct Shared {
     pub(super) queue: OutboundQueue,
     /// Incoming messages for the reader (the consumer; the connection task
     /// is the producer, waiting for room before it reads the socket), and
-    /// how the transport ended.
-    pub(super) inbox: ByteQueue<Incoming, CloseReason>,
+    /// how the transport ended (boxed: allocated once, when it ends, so
+    /// that an open connection holds a pointer rather than the reason).
+    pub(super) inbox: ByteQueue<Incoming, Box<CloseReason>>,
     /// The sink and the stream still alive (2, 1, 0): when both are gone
     /// nobody can use the connection, and it is closed.
     pub(super) handles: AtomicU8,
@@ -22,6 +25,14 @@ pub(crate) struct Shared {
     /// Where the remote's warnings count: its address once told
     /// ([`FrameSink::set_remote_addr`]), or else this connection.
     source: OnceLock<Source>,
+    /// The frames kept until the remote confirms them, once
+    /// [`FrameSink::retain_unconfirmed`] was called (allocated then: a
+    /// connection that never retains holds the empty cell).
+    pub(super) tail: OnceLock<Box<Mutex<Tail>>>,
+    /// [`WsConfig::confirm_interval`] in nanoseconds (saturated), for the
+    /// tail: 8 bytes rather than a `Duration`'s 16 keep this struct (and
+    /// its `Arc`) in the allocation size class it had before.
+    confirm_nanos: u64,
 }
 
 /// An incoming message waiting for the reader.
@@ -45,7 +56,14 @@ impl Shared {
             handles: AtomicU8::new(2),
             binary: config.binary_messages,
             source: OnceLock::new(),
+            tail: OnceLock::new(),
+            confirm_nanos: u64::try_from(config.confirm_interval.as_nanos()).unwrap_or(u64::MAX),
         }
+    }
+
+    /// [`WsConfig::confirm_interval`].
+    pub(super) fn confirm_interval(&self) -> Duration {
+        Duration::from_nanos(self.confirm_nanos)
     }
 
     /// Where the remote's warnings count.
@@ -75,25 +93,32 @@ impl Shared {
     /// like the memory transport; a remote one delivers them first.
     pub(super) fn set_closed(&self, reason: CloseReason) {
         if reason.initiator == Initiator::Local {
-            self.inbox.close_and_clear(reason);
+            self.inbox.close_and_clear(Box::new(reason));
         } else {
-            self.inbox.close(reason);
+            self.inbox.close(Box::new(reason));
         }
     }
 
     /// Ends the transport from the task's side: closes the queue (freeing
     /// what it held) and reports `reason`, unless the application or an
     /// overflow closed it first.
+    /// A connection that retains keeps its queued frames for
+    /// [`FrameSink::take_unconfirmed`].
     pub(super) fn end(&self, reason: CloseReason) {
         let code = reason.code.unwrap_or(ABNORMAL);
-        if self.queue.close_and_clear(code, &reason.reason) {
+        let closed = if self.tail.get().is_some() {
+            self.queue.close(code, &reason.reason)
+        } else {
+            self.queue.close_and_clear(code, &reason.reason)
+        };
+        if closed {
             self.set_closed(reason);
         }
     }
 
     pub(super) fn poll_recv(&self, cx: &Context<'_>) -> Poll<Inbound> {
         self.inbox
-            .poll_pop(cx, |reason| reason.clone())
+            .poll_pop(cx, |reason| CloseReason::clone(reason))
             .map(|next| match next {
                 Ok(Incoming { binary: true, data }) => Inbound::Binary(data),
                 Ok(Incoming {
@@ -122,6 +147,7 @@ impl fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("queue", &self.queue)
             .field("inbox", &self.inbox)
+            .field("retains", &self.tail.get().is_some())
             .finish()
     }
 }

@@ -1,5 +1,7 @@
 //! The connection task's one timer: a keepalive ping every interval, a
-//! bound on the pong, then a bound on the close handshake.
+//! bound on the pong, then a bound on the close handshake; and, on a
+//! connection that keeps unconfirmed frames, the due time of the next
+//! confirmation ping (the timer fires at the earlier of the two).
 
 use super::*;
 
@@ -20,7 +22,34 @@ where
         }
     }
 
-    pub(super) fn on_timer(&mut self) {
+    /// When the timer is to fire: the earlier of the deadline and the
+    /// confirmation ping's due time.
+    pub(super) fn wake_at(&self) -> Option<Instant> {
+        let confirm = if self.confirm_armed {
+            self.confirm_at()
+        } else {
+            None
+        };
+        match (self.deadline, confirm) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The timer fired: whichever of the two is due runs; the timer is
+    /// then set again for what is left.
+    pub(super) fn on_wake(&mut self) {
+        let now = Instant::now();
+        self.rearm = true;
+        if self.confirm_armed {
+            self.on_confirm_timer(now);
+        }
+        if self.deadline.is_some_and(|at| at <= now) {
+            self.on_timer();
+        }
+    }
+
+    fn on_timer(&mut self) {
         self.deadline = None;
         if self.linger || self.state != State::Open {
             tracing::debug!("WebSocket close timed out: dropping the connection");
@@ -44,7 +73,11 @@ where
             }
             Keepalive::AwaitingPong { .. } => {
                 tracing::debug!("no answer to the keepalive ping: dropping the connection");
-                self.finish(CloseReason::new(None, KEEPALIVE_TIMEOUT, Initiator::Local));
+                self.finish(CloseReason::new(
+                    None,
+                    KEEPALIVE_TIMEOUT_REASON,
+                    Initiator::Local,
+                ));
             }
         }
     }

@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::io::IoSlice;
 
+use super::unconfirmed::{self, Tail};
 use super::*;
 
 /// Payloads at least this large go to the socket from where they are (a
@@ -91,15 +92,19 @@ where
                     }
                     let role = self.role;
                     let out = &mut self.out;
-                    let taken =
-                        self.shared
-                            .queue
-                            .poll_next_with(cx, BATCH_BYTES - pending, |item| {
-                                out.push(match item {
-                                    Outbound::Text(frame) => Wire::text(role, frame.into_bytes()),
-                                    Outbound::Binary(data) => Wire::binary(role, data),
-                                })
-                            });
+                    let budget = BATCH_BYTES - pending;
+                    let queue = &self.shared.queue;
+                    let taken = match self.shared.tail.get() {
+                        None => queue.poll_next_with(cx, budget, |item| {
+                            out.push(match item {
+                                Outbound::Text(frame) => Wire::text(role, frame.into_bytes()),
+                                Outbound::Binary(data) => Wire::binary(role, data),
+                            })
+                        }),
+                        Some(tail) => {
+                            unconfirmed::take_retained(queue, tail, out, role, cx, budget)
+                        }
+                    };
                     match taken {
                         Poll::Ready(Work::Frames) => took = true,
                         Poll::Ready(Work::Close(code, reason)) => {
@@ -176,7 +181,26 @@ where
     /// of the server's time in S3 at 40 B (2 % for the floor's contiguous
     /// buffer).
     pub(super) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Ready {
+        if self.shared.tail.get().is_some() {
+            return self.poll_write_retained(cx);
+        }
+        self.write_loop(cx, None)
+    }
+
+    /// The loop of [`Conn::poll_write_out`]; with the tail of a connection
+    /// that keeps unconfirmed frames (locked), the kept frames written are
+    /// counted there.
+    pub(super) fn write_loop(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut tail: Option<&mut Tail>,
+    ) -> Ready {
         loop {
+            if self.head == self.out.len() {
+                self.out.clear();
+                self.head = 0;
+                return Ready::Yes;
+            }
             // The staging buffer is the worker thread's (no connection holds
             // one); a stream that writes through another connection on the
             // same thread would find it taken and use one of its own.
@@ -190,7 +214,12 @@ where
                 Poll::Pending => return Ready::Blocked,
             };
             self.flush = true;
-            self.advance(written);
+            let retained = self.advance(written);
+            if retained > 0
+                && let Some(tail) = tail.as_deref_mut()
+            {
+                self.wrote_retained(tail, retained);
+            }
             if self.head == self.out.len() {
                 self.out.clear();
                 self.head = 0;
@@ -249,21 +278,25 @@ where
         n
     }
 
-    /// `written` more bytes of `out[head..]` went out.
-    fn advance(&mut self, mut written: usize) {
+    /// `written` more bytes of `out[head..]` went out; returns how many
+    /// kept frames ([`Wire::retained`]) that completed.
+    fn advance(&mut self, mut written: usize) -> usize {
+        let mut retained = 0;
         while written > 0 {
             let wire = &mut self.out[self.head];
             let left = wire.len() - self.partial;
             if written < left {
                 self.partial += written;
-                return;
+                break;
             }
             written -= left;
             // Written: its payload (shared with other peers) is let go now.
             wire.payload = Bytes::new();
+            retained += usize::from(wire.retained);
             self.head += 1;
             self.partial = 0;
         }
+        retained
     }
 
     pub(super) fn begin_close(&mut self, code: u16, reason: String) {

@@ -1,0 +1,402 @@
+//! Frames kept until the remote confirms them
+//! ([`FrameSink::retain_unconfirmed`], [`FrameSink::take_unconfirmed`]).
+//!
+//! The evidence of receipt is the pong: a WebSocket stack answers a ping
+//! only after it has read every frame before it. Once a connection retains,
+//! every text frame it takes from the queue is also kept in the [`Tail`]
+//! (shared with the sink, so that it can be taken after the task ended),
+//! numbered in the order written; the task counts the kept frames fully
+//! written. While kept frames wait, a confirmation ping carrying the count
+//! of kept frames written before it goes out at most once per
+//! [`WsConfig::confirm_interval`]; a pong with such a count `n` (no more
+//! than were written) lets go of the first `n`.
+//!
+//! The tail is locked by the task around each batch it takes from the
+//! queue (the queue's lock nested inside: a frame is always in the queue or
+//! in the tail, never between), around each write call, and by
+//! `take_unconfirmed`, which takes the tail and then the queue under it: a
+//! frame taken is never written afterwards (the one being written is
+//! finished, so that the close frame can follow). None of this runs for a
+//! connection that does not retain: the task checks one pointer.
+
+use std::collections::VecDeque;
+
+use super::*;
+use crate::FRAME_OVERHEAD;
+use crate::sync::{Mutex, lock};
+
+/// A drained tail whose buffer grew past this many frames gives it back.
+const KEEP_CAPACITY: usize = 16;
+
+/// The frames taken from the queue and not confirmed by the remote: written
+/// (`seq < written`) or in the task's write batch.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    /// Oldest first; `frames[i]` is kept frame number `first + i`.
+    frames: VecDeque<Frame>,
+    first: u64,
+    /// Kept frames fully written so far.
+    written: u64,
+    /// The frames' bytes, counted like the queue's (text plus
+    /// [`FRAME_OVERHEAD`]).
+    bytes: usize,
+    /// Past this many bytes, the oldest written frames are let go.
+    limit: usize,
+    /// Written frames let go unconfirmed over the limit.
+    released: u64,
+    /// When the last confirmation ping was queued.
+    pinged_at: Option<Instant>,
+    /// When the next one is due, while kept frames wait (the task's timer
+    /// fires then; the task's `confirm_armed` mirrors it).
+    confirm_at: Option<Instant>,
+    /// [`WsConfig::confirm_interval`].
+    interval: Duration,
+    /// [`FrameSink::take_unconfirmed`] was called: nothing kept is written
+    /// any more.
+    taken: bool,
+}
+
+fn weight(frame: &Frame) -> usize {
+    frame.len() + FRAME_OVERHEAD
+}
+
+impl Tail {
+    pub(super) fn new(limit: usize, interval: Duration) -> Self {
+        Tail {
+            confirm_at: None,
+            interval,
+            frames: VecDeque::new(),
+            first: 0,
+            written: 0,
+            bytes: 0,
+            limit,
+            released: 0,
+            pinged_at: None,
+            taken: false,
+        }
+    }
+
+    /// A frame taken into the write batch.
+    fn push(&mut self, frame: Frame) {
+        self.bytes += weight(&frame);
+        self.frames.push_back(frame);
+    }
+
+    /// `count` more kept frames were fully written. Over the limit, the
+    /// oldest written frames are let go.
+    fn wrote(&mut self, count: usize) {
+        self.written += count as u64;
+        let mut released = 0;
+        while self.bytes > self.limit && self.first < self.written {
+            let Some(frame) = self.frames.pop_front() else {
+                break;
+            };
+            self.bytes -= weight(&frame);
+            self.first += 1;
+            released += 1;
+        }
+        if released > 0 {
+            self.released += released;
+            crate::metrics::unconfirmed_released(released);
+        }
+    }
+
+    /// The remote confirmed the first `count` kept frames. Refused (false)
+    /// when more than were written, or once taken.
+    fn confirm(&mut self, count: u64) -> bool {
+        if self.taken || count > self.written {
+            return false;
+        }
+        while self.first < count {
+            let Some(frame) = self.frames.pop_front() else {
+                break;
+            };
+            self.bytes -= weight(&frame);
+            self.first += 1;
+        }
+        if self.frames.is_empty() && self.frames.capacity() > KEEP_CAPACITY {
+            self.frames = VecDeque::new();
+        }
+        true
+    }
+
+    /// Every frame kept, in order; nothing kept is written afterwards.
+    fn take(&mut self) -> Vec<Frame> {
+        self.taken = true;
+        self.bytes = 0;
+        self.first += self.frames.len() as u64;
+        Vec::from(std::mem::take(&mut self.frames))
+    }
+
+    /// Written frames let go unconfirmed over the limit.
+    #[cfg(test)]
+    pub(super) fn released(&self) -> u64 {
+        self.released
+    }
+}
+
+impl Shared {
+    /// [`FrameSink::retain_unconfirmed`].
+    pub(super) fn retain_unconfirmed(&self) {
+        self.tail.get_or_init(|| {
+            Box::new(Mutex::new(Tail::new(
+                self.queue.limit(),
+                self.confirm_interval(),
+            )))
+        });
+    }
+
+    /// [`FrameSink::take_unconfirmed`]: the tail, then the queue, taken
+    /// under the tail's lock (the task moves frames from one to the other
+    /// under it).
+    pub(super) fn take_unconfirmed(&self) -> Vec<Frame> {
+        let Some(tail) = self.tail.get() else {
+            return self.queue.take_all();
+        };
+        let mut tail = lock(tail);
+        let mut frames = tail.take();
+        frames.extend(self.queue.take_all());
+        frames
+    }
+}
+
+/// Takes queued frames into `out` as [`Conn::write_step`] does, keeping the
+/// text frames in `tail` too (the queue's lock nested in the tail's).
+pub(super) fn take_retained(
+    queue: &OutboundQueue,
+    tail: &Mutex<Tail>,
+    out: &mut Vec<Wire>,
+    role: Role,
+    cx: &mut Context<'_>,
+    max_bytes: usize,
+) -> Poll<Work> {
+    let mut tail = lock(tail);
+    queue.poll_next_with(cx, max_bytes, |item| {
+        out.push(match item {
+            Outbound::Text(frame) => {
+                tail.push(frame.clone());
+                Wire::text(role, frame.into_bytes()).retained()
+            }
+            Outbound::Binary(data) => Wire::binary(role, data),
+        })
+    })
+}
+
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Writes `out[head..]` like [`Conn::poll_write_out`], under the tail's
+    /// lock: drops what was taken, counts the kept frames written, and
+    /// queues a confirmation ping when one is due.
+    pub(super) fn poll_write_retained(&mut self, cx: &mut Context<'_>) -> Ready {
+        let shared = Arc::clone(&self.shared);
+        let Some(tail) = shared.tail.get() else {
+            return self.write_loop(cx, None);
+        };
+        let mut tail = lock(tail);
+        if tail.taken {
+            self.drop_taken();
+        }
+        self.write_loop(cx, Some(&mut tail))
+    }
+
+    /// After `take_unconfirmed`: the kept frames not started yet are not
+    /// written (the one being written is finished, so that the stream
+    /// stays well-formed and a close frame can follow).
+    fn drop_taken(&mut self) {
+        let keep = self.head + usize::from(self.partial > 0);
+        let mut index = 0;
+        self.out.retain(|wire| {
+            let kept = index < keep || !wire.retained;
+            index += 1;
+            kept
+        });
+    }
+
+    /// After a write or a pong: queues a confirmation ping when kept frames
+    /// wait and the last ping is at least an interval old, and keeps the
+    /// confirmation timer on the next one due (off once nothing waits).
+    pub(super) fn confirm_check(&mut self, tail: &mut Tail) {
+        if tail.taken || self.state != State::Open || tail.frames.is_empty() {
+            self.set_confirm_at(tail, None);
+            return;
+        }
+        let now = Instant::now();
+        if let Some(at) = tail.pinged_at {
+            let due = at + tail.interval;
+            if due > now {
+                self.set_confirm_at(tail, Some(due));
+                return;
+            }
+        }
+        let waiting = &self.out[self.head..];
+        // One confirmation ping waits at a time (on a socket that takes
+        // nothing, the next one goes when it did).
+        if !waiting.iter().any(Wire::is_confirm_ping) {
+            // Appended: every kept frame in `out` is written before it.
+            let count = tail.written + waiting.iter().filter(|wire| wire.retained).count() as u64;
+            self.out.push(Wire::confirm_ping(self.role, count));
+            tail.pinged_at = Some(now);
+        }
+        // Unless the answer lets everything go first, ask again then (an
+        // answer can be lost: a remote may answer only the latest of two
+        // pings, RFC 6455 5.5.3).
+        let next = now + tail.interval;
+        self.set_confirm_at(tail, Some(next));
+    }
+
+    fn set_confirm_at(&mut self, tail: &mut Tail, at: Option<Instant>) {
+        if tail.confirm_at != at {
+            tail.confirm_at = at;
+            self.confirm_armed = at.is_some();
+            self.rearm = true;
+        }
+    }
+
+    /// When the next confirmation ping is due, if one is.
+    pub(super) fn confirm_at(&self) -> Option<Instant> {
+        self.shared
+            .tail
+            .get()
+            .and_then(|tail| lock(tail).confirm_at)
+    }
+
+    /// The timer fired at `now` while a confirmation ping is due: checks
+    /// again if it is.
+    pub(super) fn on_confirm_timer(&mut self, now: Instant) {
+        let shared = Arc::clone(&self.shared);
+        let Some(tail) = shared.tail.get() else {
+            return;
+        };
+        let mut tail = lock(tail);
+        if tail.confirm_at.is_some_and(|at| at <= now) {
+            tail.confirm_at = None;
+            self.confirm_armed = false;
+            self.confirm_check(&mut tail);
+        }
+    }
+
+    /// A pong: one carrying a count of kept frames written confirms them.
+    pub(super) fn on_pong(&mut self, payload: &[u8]) {
+        let Ok(count) = <[u8; 8]>::try_from(payload) else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let Some(tail) = shared.tail.get() else {
+            return;
+        };
+        let mut tail = lock(tail);
+        if tail.confirm(u64::from_be_bytes(count)) {
+            self.confirm_check(&mut tail);
+        }
+    }
+
+    /// The remote answered our close frame: it read every frame written
+    /// before it (a WebSocket reads in order), so every kept frame written
+    /// is confirmed. A drain's close (1012) thus gives back nothing the
+    /// client already has.
+    pub(super) fn on_close_reply(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let Some(tail) = shared.tail.get() else {
+            return;
+        };
+        let mut tail = lock(tail);
+        let written = tail.written;
+        if tail.confirm(written) {
+            self.confirm_check(&mut tail);
+        }
+    }
+
+    /// The kept frames written by the last write call: counted (and the
+    /// limit applied), then a confirmation ping if one is due.
+    pub(super) fn wrote_retained(&mut self, tail: &mut Tail, count: usize) {
+        tail.wrote(count);
+        self.confirm_check(tail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Frame {
+        Frame::from("x".repeat(n))
+    }
+
+    fn cost(n: usize) -> usize {
+        n + FRAME_OVERHEAD
+    }
+
+    #[test]
+    fn confirmed_frames_are_let_go_and_the_rest_taken_in_order() {
+        let mut tail = Tail::new(1 << 20, Duration::from_secs(1));
+        for i in 0..5 {
+            tail.push(Frame::from(format!("{i}")));
+        }
+        tail.wrote(3);
+        // More than were written: refused.
+        assert!(!tail.confirm(4));
+        assert_eq!(tail.frames.len(), 5);
+        assert!(tail.confirm(2));
+        assert_eq!(tail.bytes, 3 * cost(1));
+        // An older count changes nothing.
+        assert!(tail.confirm(1));
+        assert_eq!(tail.frames.len(), 3);
+        let taken = tail.take();
+        let texts: Vec<&[u8]> = taken.iter().map(Frame::as_bytes).collect();
+        assert_eq!(texts, [b"2", b"3", b"4"]);
+        assert_eq!(tail.bytes, 0);
+        // Nothing is confirmed once taken.
+        tail.wrote(2);
+        assert!(!tail.confirm(5));
+    }
+
+    #[test]
+    fn over_the_limit_the_oldest_written_frames_are_released() {
+        let limit = 10 * cost(100);
+        let mut tail = Tail::new(limit, Duration::from_secs(1));
+        for _ in 0..12 {
+            tail.push(frame(100));
+        }
+        // Over the limit, but nothing written yet: frames in the write
+        // batch are never let go.
+        tail.wrote(0);
+        assert_eq!((tail.frames.len(), tail.released()), (12, 0));
+        tail.wrote(1);
+        assert_eq!((tail.frames.len(), tail.released(), tail.first), (11, 1, 1));
+        tail.wrote(5);
+        // Down to the limit: two released in all.
+        assert_eq!((tail.frames.len(), tail.released(), tail.first), (10, 2, 2));
+        assert_eq!(tail.bytes, limit);
+        // A confirmation of frames already released is fine.
+        assert!(tail.confirm(1));
+        assert!(tail.confirm(6));
+        assert_eq!((tail.frames.len(), tail.first), (6, 6));
+        assert_eq!(tail.bytes, 6 * cost(100));
+    }
+
+    #[test]
+    fn one_large_frame_is_released_once_written() {
+        let mut tail = Tail::new(1000, Duration::from_secs(1));
+        tail.push(frame(5000));
+        tail.push(frame(10));
+        tail.wrote(1);
+        assert_eq!((tail.frames.len(), tail.released()), (1, 1));
+        assert_eq!(tail.bytes, cost(10));
+        let taken = tail.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].len(), 10);
+    }
+
+    #[test]
+    fn a_drained_large_buffer_is_given_back() {
+        let mut tail = Tail::new(1 << 20, Duration::from_secs(1));
+        for _ in 0..100 {
+            tail.push(frame(1));
+        }
+        tail.wrote(100);
+        assert!(tail.confirm(100));
+        assert_eq!(tail.frames.capacity(), 0);
+    }
+}
