@@ -309,17 +309,11 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             return Err(CoreError::IdentityMismatch(id.to_string()));
         }
         let expiries = identity.as_ref().and_then(|_| self.expiries());
-        let slot = identity.map(|mut identity| {
-            // Share the peer's and the room's ids rather than copies.
-            if identity.subject == id {
-                identity.subject = id.clone();
-            }
-            if identity.room == self.inner.id {
-                identity.room = self.inner.id.clone();
-            }
-            IdentitySlot::new(identity)
-        });
-        let deadline = slot.as_deref().map(IdentitySlot::deadline);
+        // The slot shares the peer's and the room's ids rather than keeping
+        // copies.
+        let (slot, deadline) = identity
+            .map(|identity| IdentitySlot::new(identity, &id, &self.inner.id))
+            .unzip();
         let parked = config
             .resume_window
             .and_then(|_| Some(self.inner.registry.upgrade()?.parked()));
@@ -338,7 +332,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
             pending,
         );
         if let (Some(expiries), Some(deadline)) = (expiries, deadline) {
-            expiries.expire(start.core(), deadline, &handle);
+            expiries.expire(start.core(), deadline, Some(&handle));
         }
         let room: Weak<RoomInner<D, R>> = Arc::downgrade(&self.inner);
         start.core().set_leave(room);
@@ -368,10 +362,10 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Room<D, R> {
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> Leave for RoomInner<D, R> {
     fn leave(self: Arc<Self>, core: &Arc<PeerState>) {
         // A closed peer leaves the expiry queue too.
-        if let Some(key) = core.identity.as_deref().and_then(IdentitySlot::take_key)
+        if core.identity.is_some()
             && let Some(expiries) = self.expiries()
         {
-            expiries.cancel(key);
+            expiries.cancel(core);
         }
         Room { inner: self }.remove(core);
     }

@@ -272,9 +272,13 @@ impl<D> Peer<D> {
 
     /// Who the peer is, if its admission gave an identity
     /// ([`Admit::identity`](crate::Admit::identity)): the latest one, after
-    /// [`Peer::refresh_identity`].
+    /// [`Peer::refresh_identity`]. Made anew on each call from what the
+    /// peer keeps (its ids and allowed methods shared, the display name
+    /// copied).
     pub fn identity(&self) -> Option<Arc<Identity>> {
-        Some(self.inner.core.identity.as_deref()?.identity())
+        let core = &self.inner.core;
+        let slot = core.identity.as_deref()?;
+        Some(Arc::new(slot.identity(&core.id, core.room_id.as_ref())))
     }
 
     /// Replaces the peer's identity by a fresh one (a new token, verified
@@ -287,16 +291,13 @@ impl<D> Peer<D> {
         let Some(slot) = core.identity.as_deref() else {
             return Err(CoreError::IdentityMismatch(core.id.to_string()));
         };
-        let earlier = slot
-            .refresh(identity)
+        let at = slot
+            .refresh(identity, &core.id, core.room_id.as_ref())
             .map_err(|_| CoreError::IdentityMismatch(core.id.to_string()))?;
-        if let Some(at) = earlier {
-            let room = lock(&core.leave).as_ref().and_then(Weak::upgrade);
-            if let (Some(expiries), Ok(handle)) =
-                (room.and_then(|room| room.expiries()), Handle::try_current())
-            {
-                expiries.expire(core, at, &handle);
-            }
+        // The new expiry replaces the peer's entry in the queue.
+        let room = lock(&core.leave).as_ref().and_then(Weak::upgrade);
+        if let Some(expiries) = room.and_then(|room| room.expiries()) {
+            expiries.expire(core, at, Handle::try_current().ok().as_ref());
         }
         tracing::debug!(peer_id = %Remote(&core.id), "identity refreshed");
         Ok(())

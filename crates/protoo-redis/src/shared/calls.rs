@@ -11,7 +11,7 @@ use protoo_core::{Frame, Payload, RequestError, Target};
 use redis::{Cmd, Value};
 use tokio::sync::oneshot;
 
-use super::{Answer, Class, Incarnation, Op, Shared, lock};
+use super::{Answer, Class, Fingerprint, Incarnation, Op, Shared, lock};
 use crate::scripts;
 use crate::wire::{self, Message, ToPeer};
 
@@ -23,11 +23,11 @@ impl Shared {
         &self,
         room: &str,
         peer: &str,
-        who: Option<Box<str>>,
+        who: Option<Fingerprint>,
     ) -> (Incarnation, bool) {
         let incarnation = Incarnation {
             number: self.next_incarnation.fetch_add(1, Ordering::Relaxed),
-            who,
+            who: who.map(Box::new),
         };
         let mut local = lock(&self.local);
         let first = !local.rooms.contains_key(room);
@@ -164,12 +164,17 @@ impl Shared {
     /// Whether a live member `peer` of `room` on another node has another
     /// identity than the fingerprint `who`; `false` when Redis cannot tell
     /// now (the registration decides).
-    pub(crate) async fn taken(self: Arc<Self>, room: String, peer: String, who: Box<str>) -> bool {
+    pub(crate) async fn taken(
+        self: Arc<Self>,
+        room: String,
+        peer: String,
+        who: Fingerprint,
+    ) -> bool {
         let (tx, rx) = oneshot::channel();
         let cmd = scripts::cmd::taken(
             self.keys.room_names(&room).keys(),
             &peer,
-            &who,
+            &who.to_string(),
             &self.node_id,
         );
         if !self.send(Op::cmd(cmd, Some(tx)), Class::Query) {

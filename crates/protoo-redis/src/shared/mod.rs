@@ -10,6 +10,7 @@ pub(crate) use calls::strings;
 pub(crate) use inbound::{Received, deliver};
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
@@ -109,20 +110,39 @@ struct Local {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Incarnation {
     pub(crate) number: u64,
-    pub(crate) who: Option<Box<str>>,
+    /// Boxed: a member without an identity pays a pointer.
+    pub(crate) who: Option<Box<Fingerprint>>,
 }
 
-/// The fingerprint of an identity that a member's entry carries: 32 hex
-/// digits of the SHA-1 of its subject and room (the subject's length
-/// first, so that no two pairs meet). Never the credential.
-pub(crate) fn fingerprint(identity: &protoo_core::Identity) -> Box<str> {
+/// The fingerprint of an identity that a member's entry carries: the first
+/// 16 bytes of the SHA-1 of its subject and room (the subject's length
+/// first, so that no two pairs meet), written as 32 hex digits. Never the
+/// credential.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint([u8; 16]);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The fingerprint of `identity`.
+pub(crate) fn fingerprint(identity: &protoo_core::Identity) -> Fingerprint {
     let mut hash = sha1_smol::Sha1::new();
     hash.update(&(identity.subject().len() as u64).to_le_bytes());
     hash.update(identity.subject().as_bytes());
     hash.update(identity.room().as_bytes());
-    let mut hex = hash.digest().to_string();
-    hex.truncate(32);
-    hex.into_boxed_str()
+    let digest = hash.digest().bytes();
+    let mut prefix = [0; 16];
+    prefix.copy_from_slice(&digest[..16]);
+    Fingerprint(prefix)
 }
 
 pub(crate) struct Shared {
@@ -388,5 +408,30 @@ impl Shared {
         let answer = tokio::time::timeout(wait, rx).await;
         self.forget(token);
         answer.ok()?.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    /// The fingerprint reads as the first 32 hex digits of the SHA-1, as
+    /// the member entries of every node carry it.
+    #[test]
+    fn a_fingerprint_reads_as_32_hex_digits_of_the_sha1() {
+        let identity = protoo_core::Identity::new(
+            "alice",
+            "room-1",
+            SystemTime::now() + Duration::from_secs(60),
+        );
+        let mut hash = sha1_smol::Sha1::new();
+        hash.update(&5u64.to_le_bytes());
+        hash.update(b"alice");
+        hash.update(b"room-1");
+        let hex = hash.digest().to_string();
+        assert_eq!(fingerprint(&identity).to_string(), hex[..32]);
+        assert_eq!(std::mem::size_of::<Incarnation>(), 16);
     }
 }

@@ -17,18 +17,20 @@
 //!   [`Identity::expires_at`] (within a second), unless
 //!   [`Peer::refresh_identity`](crate::Peer::refresh_identity) moved it.
 
+mod expiry;
+mod methods;
+mod slot;
+
 use std::any::Any;
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::runtime::Handle;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::peer::PeerState;
-use crate::sync::lock;
+pub(crate) use expiry::Expiries;
+use methods::Methods;
+pub(crate) use slot::IdentitySlot;
 
 /// The code of the answer to a request whose method the peer's identity
 /// does not allow.
@@ -52,7 +54,7 @@ pub const TOKEN_EXPIRED_REASON: &str = "token expired";
 /// makes one from a JWT), given to the admission
 /// ([`Admit::identity`](crate::Admit::identity)), and read back with
 /// [`Peer::identity`](crate::Peer::identity). Cheap to clone (its lists are
-/// shared).
+/// shared; the allowed methods with every identity allowing the same).
 ///
 /// ```
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,7 +81,8 @@ pub struct Identity {
     /// Unix time in milliseconds.
     expires_at: u64,
     name: Option<Box<str>>,
-    allow: Option<Arc<[Box<str>]>>,
+    /// Shared with every identity of the same list ([`methods`]).
+    allow: Option<Arc<Methods>>,
     custom: Option<Arc<dyn Any + Send + Sync>>,
 }
 
@@ -119,7 +122,9 @@ impl Identity {
         I: IntoIterator<Item = S>,
         S: Into<Box<str>>,
     {
-        self.allow = Some(methods.into_iter().map(Into::into).collect());
+        self.allow = Some(methods::intern(
+            methods.into_iter().map(Into::into).collect(),
+        ));
         self
     }
 
@@ -153,14 +158,14 @@ impl Identity {
 
     /// The methods the peer may send (the token's `allow`); `None`: all.
     pub fn allow(&self) -> Option<&[Box<str>]> {
-        self.allow.as_deref()
+        self.allow.as_deref().map(Methods::as_slice)
     }
 
     /// Whether the peer may send `method`.
     pub fn allows(&self, method: &str) -> bool {
         self.allow
             .as_ref()
-            .is_none_or(|allow| allow.iter().any(|allowed| **allowed == *method))
+            .is_none_or(|allow| allow.contains(method))
     }
 
     /// The application's own claims, if they are of type `T`.
@@ -212,258 +217,6 @@ pub(crate) fn may_replace(old: Option<&Identity>, new: Option<&Identity>) -> boo
     }
 }
 
-/// A peer's identity, held by its core (boxed: a peer without one pays a
-/// pointer).
-pub(crate) struct IdentitySlot {
-    current: Mutex<Current>,
-}
-
-struct Current {
-    identity: Arc<Identity>,
-    /// When the peer expires, on Tokio's clock.
-    deadline: Instant,
-    /// Its entry in the registry's [`Expiries`] ([`NO_KEY`]: none), taken
-    /// out when the peer closes.
-    key: u64,
-}
-
-/// No entry in the expiry queue.
-const NO_KEY: u64 = u64::MAX;
-
-impl IdentitySlot {
-    pub(crate) fn new(identity: Identity) -> Box<Self> {
-        let deadline = identity.deadline();
-        Box::new(IdentitySlot {
-            current: Mutex::new(Current {
-                identity: Arc::new(identity),
-                deadline,
-                key: NO_KEY,
-            }),
-        })
-    }
-
-    pub(crate) fn identity(&self) -> Arc<Identity> {
-        lock(&self.current).identity.clone()
-    }
-
-    pub(crate) fn deadline(&self) -> Instant {
-        lock(&self.current).deadline
-    }
-
-    pub(crate) fn allows(&self, method: &str) -> bool {
-        lock(&self.current).identity.allows(method)
-    }
-
-    /// Records the peer's entry in the expiry queue; the one it had, if
-    /// any.
-    fn replace_key(&self, key: u64) -> Option<u64> {
-        let old = std::mem::replace(&mut lock(&self.current).key, key);
-        (old != NO_KEY).then_some(old)
-    }
-
-    /// Takes the peer's entry in the expiry queue out (it closed).
-    pub(crate) fn take_key(&self) -> Option<u64> {
-        self.replace_key(NO_KEY)
-    }
-
-    /// Replaces the identity by a fresh one of the same subject and room,
-    /// moving the expiry; the new deadline if it is earlier than the old
-    /// one (to be scheduled).
-    pub(crate) fn refresh(&self, identity: Identity) -> Result<Option<Instant>, Identity> {
-        let mut current = lock(&self.current);
-        if !current.identity.same_subject(&identity) {
-            return Err(identity);
-        }
-        let deadline = identity.deadline();
-        let earlier = (deadline < current.deadline).then_some(deadline);
-        // Keep sharing the ids.
-        let identity = Identity {
-            subject: current.identity.subject.clone(),
-            room: current.identity.room.clone(),
-            ..identity
-        };
-        current.identity = Arc::new(identity);
-        current.deadline = deadline;
-        Ok(earlier)
-    }
-}
-
-/// The peers of a registry that expire, by deadline, and the one task that
-/// closes them: a peer with an identity pays an entry here, not a timer
-/// task of its own.
-pub(crate) struct Expiries {
-    state: Mutex<ExpiryState>,
-    wake: Notify,
-    /// What the keys count milliseconds from.
-    base: Instant,
-}
-
-/// The queue's keys: milliseconds since `base` (rounded up) in the high
-/// bits, a sequence number in the low ones: 16 bytes an entry.
-const SEQ_BITS: u32 = 20;
-
-#[derive(Default)]
-struct ExpiryState {
-    queue: BTreeMap<u64, Weak<PeerState>>,
-    next: u64,
-    started: bool,
-    closed: bool,
-}
-
-impl Default for Expiries {
-    fn default() -> Self {
-        Expiries {
-            state: Mutex::default(),
-            wake: Notify::new(),
-            base: Instant::now(),
-        }
-    }
-}
-
-impl Expiries {
-    /// The key's time.
-    fn at(&self, key: u64) -> Instant {
-        self.base + Duration::from_millis(key >> SEQ_BITS)
-    }
-
-    /// The first key after every key due at `now`.
-    fn due_before(&self, now: Instant) -> u64 {
-        let millis = now.saturating_duration_since(self.base).as_millis();
-        let millis = u64::try_from(millis).unwrap_or(u64::MAX >> SEQ_BITS);
-        (millis + 1) << SEQ_BITS
-    }
-
-    /// Closes `core` (a peer with an identity) at `at`, unless its identity
-    /// was refreshed by then; its entry replaces the one it had.
-    pub(crate) fn expire(self: &Arc<Self>, core: &Arc<PeerState>, at: Instant, handle: &Handle) {
-        let Some(slot) = core.identity.as_deref() else {
-            return;
-        };
-        let Some(key) = self.schedule(at, Arc::downgrade(core), handle) else {
-            return;
-        };
-        if let Some(old) = slot.replace_key(key) {
-            self.cancel(old);
-        }
-    }
-
-    /// Forgets the entry `key` (its peer closed): no closed peer's memory
-    /// is kept until its token would have expired.
-    pub(crate) fn cancel(&self, key: u64) {
-        let removed = lock(&self.state).queue.remove(&key);
-        drop(removed);
-    }
-
-    /// Queues `core` to be closed at `at`, starting the task on `handle`
-    /// the first time; its key.
-    fn schedule(
-        self: &Arc<Self>,
-        at: Instant,
-        core: Weak<PeerState>,
-        handle: &Handle,
-    ) -> Option<u64> {
-        let since = at.saturating_duration_since(self.base);
-        // Rounded up: never early. Capped at some 500 years.
-        let millis = since.as_nanos().div_ceil(1_000_000);
-        let millis = u64::try_from(millis)
-            .unwrap_or(u64::MAX)
-            .min(u64::MAX >> SEQ_BITS >> 1);
-        let (key, first) = {
-            let mut state = lock(&self.state);
-            if state.closed {
-                return None;
-            }
-            let mut key;
-            loop {
-                key = (millis << SEQ_BITS) | (state.next & ((1 << SEQ_BITS) - 1));
-                state.next = state.next.wrapping_add(1);
-                if !state.queue.contains_key(&key) {
-                    break;
-                }
-            }
-            state.queue.insert(key, core);
-            if !state.started {
-                state.started = true;
-                handle.spawn(run(self.clone()));
-            }
-            let first = state
-                .queue
-                .first_key_value()
-                .is_some_and(|(first, _)| *first == key);
-            (key, first)
-        };
-        if first {
-            self.wake.notify_one();
-        }
-        Some(key)
-    }
-
-    /// Entries queued.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.state).queue.len()
-    }
-
-    /// The registry is gone: the task ends.
-    pub(crate) fn close(&self) {
-        lock(&self.state).closed = true;
-        self.wake.notify_one();
-    }
-}
-
-/// The expiry task: sleeps until the first deadline, closes what is due.
-async fn run(expiries: Arc<Expiries>) {
-    loop {
-        let next = {
-            let state = lock(&expiries.state);
-            if state.closed {
-                return;
-            }
-            state
-                .queue
-                .first_key_value()
-                .map(|(key, _)| expiries.at(*key))
-        };
-        match next {
-            None => expiries.wake.notified().await,
-            Some(at) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
-                    () = expiries.wake.notified() => continue,
-                }
-            }
-        }
-        let now = Instant::now();
-        let due: Vec<Weak<PeerState>> = {
-            let mut state = lock(&expiries.state);
-            let later = state.queue.split_off(&expiries.due_before(now));
-            std::mem::replace(&mut state.queue, later)
-                .into_values()
-                .collect()
-        };
-        for core in due {
-            let Some(core) = core.upgrade() else { continue };
-            let Some(slot) = core.identity.as_deref() else {
-                continue;
-            };
-            let deadline = slot.deadline();
-            if deadline > now {
-                // Refreshed meanwhile.
-                expiries.expire(&core, deadline, &Handle::current());
-            } else if !core.is_closed() {
-                tracing::debug!(
-                    peer_id = %protoo_transport::log::Remote(&core.id),
-                    "identity expired: closing the peer"
-                );
-                core.close_locally(
-                    protoo_transport::close_code::PROTOO_CLOSED,
-                    TOKEN_EXPIRED_REASON,
-                );
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +265,80 @@ mod tests {
         peers[1].0.peer.close();
         assert_eq!(rooms.expiry_entries(), 1);
         drop(peers);
+        assert_eq!(rooms.expiry_entries(), 0);
+    }
+
+    /// Many peers expiring in shuffled order, some closed and some
+    /// refreshed (earlier and later) on the way: each is closed at its
+    /// own deadline (within a second), none early, and the queue empties.
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_closes_each_peer_at_its_own_deadline() {
+        const PEERS: u64 = 60;
+        let rooms: crate::Rooms = crate::Rooms::new();
+        let mut peers = Vec::new();
+        // A permutation of 1..=PEERS: deadlines out of order.
+        let secs = |n: u64| (n * 37) % PEERS + 1;
+        for n in 0..PEERS {
+            let id = format!("p{n}");
+            let (transport, remote) = protoo_transport::memory::pair(1024);
+            let joined = rooms
+                .admit("r", id.as_str())
+                .identity(Identity::new(
+                    id.as_str(),
+                    "r",
+                    SystemTime::now() + Duration::from_secs(10 * secs(n)),
+                ))
+                .join(transport, ())
+                .await
+                .unwrap();
+            peers.push((joined, remote));
+        }
+        // When each peer must close (in tens of seconds); `None`: never
+        // (closed by hand).
+        let mut expected: Vec<Option<u64>> = (0..PEERS).map(|n| Some(secs(n))).collect();
+        for n in (0..PEERS).step_by(7) {
+            peers[n as usize].0.peer.close();
+            expected[n as usize] = None;
+        }
+        for n in (3..PEERS).step_by(5) {
+            if expected[n as usize].is_none() {
+                continue;
+            }
+            let later = if n % 2 == 0 {
+                PEERS + n
+            } else {
+                secs(n) / 2 + 1
+            };
+            let id = format!("p{n}");
+            peers[n as usize]
+                .0
+                .peer
+                .refresh_identity(Identity::new(
+                    id.as_str(),
+                    "r",
+                    SystemTime::now() + Duration::from_secs(10 * later),
+                ))
+                .unwrap();
+            expected[n as usize] = Some(later);
+        }
+        let open = expected.iter().flatten().count();
+        assert_eq!(rooms.expiry_entries(), open);
+        // Half a second before each ten seconds, then half a second after.
+        tokio::time::sleep(Duration::from_millis(9_500)).await;
+        for tens in 1..=2 * PEERS + 1 {
+            for (n, (joined, _)) in peers.iter().enumerate() {
+                if let Some(at) = expected[n] {
+                    assert_eq!(joined.peer.is_closed(), at < tens, "p{n} at {tens}0 s");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            for (n, (joined, _)) in peers.iter().enumerate() {
+                if let Some(at) = expected[n] {
+                    assert_eq!(joined.peer.is_closed(), at <= tens, "p{n} after {tens}0 s");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(9_000)).await;
+        }
         assert_eq!(rooms.expiry_entries(), 0);
     }
 
