@@ -603,7 +603,10 @@ async fn with_the_default_window_a_second_connection_takes_the_session_over() {
     // Also counted: the `join` answer, if it was not confirmed either (a
     // response the new connection's client does not wait for).
     let missed = missed.as_u64().expect("a count");
-    assert!(again <= 1 && (again..=2).contains(&missed), "{again} {missed}");
+    assert!(
+        again <= 1 && (again..=2).contains(&missed),
+        "{again} {missed}"
+    );
     let reason = first.closed().await;
     assert_eq!(reason.code, Some(close_code::PROTOO_CLOSED));
     assert_eq!(reason.reason, "session resumed on a new connection");

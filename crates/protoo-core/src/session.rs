@@ -93,7 +93,7 @@ struct Held {
     /// The session's place in [`Parked`].
     key: u64,
     /// The transport of a peer admitted on this node whose session may
-    /// come from another node ([`Session::new_pending`]): attached once
+    /// come from another node ([`Session::new`]): attached once
     /// the cluster said ([`Session::attach_pending`]). Such a session is
     /// not waiting for its peer: not counted in [`Parked`].
     pending: Option<Arc<dyn FrameSink>>,
@@ -142,17 +142,32 @@ pub(crate) enum Wake {
 }
 
 impl Session {
+    /// A session on `sink`, attached (`pending` false) or, when `pending`,
+    /// not yet: then what is sent is held until [`Session::attach_pending`]
+    /// (a peer admitted in a room that spans several processes, whose
+    /// session another node may hand over).
     pub(crate) fn new(
         sink: Arc<dyn FrameSink>,
+        pending: bool,
         window: Duration,
         limit: usize,
         parked: Option<Arc<Parked>>,
     ) -> Arc<Self> {
         sink.retain_unconfirmed();
+        let link = match pending {
+            false => Link::Attached(sink),
+            true => Link::Detached(Held {
+                frames: VecDeque::new(),
+                bytes: 0,
+                key: 0,
+                pending: Some(sink),
+                ended: None,
+            }),
+        };
         Arc::new_cyclic(|me| Session {
             me: me.clone(),
             state: Mutex::new(State {
-                link: Link::Attached(sink),
+                link,
                 incoming: None,
                 waker: None,
                 ended: None,
@@ -163,37 +178,7 @@ impl Session {
         })
     }
 
-    /// A session whose transport is not attached yet: what is sent is held
-    /// until [`Session::attach_pending`] (a peer admitted in a room that
-    /// spans several processes, whose session another node may hand over).
-    pub(crate) fn new_pending(
-        sink: Arc<dyn FrameSink>,
-        window: Duration,
-        limit: usize,
-        parked: Option<Arc<Parked>>,
-    ) -> Arc<Self> {
-        sink.retain_unconfirmed();
-        Arc::new_cyclic(|me| Session {
-            me: me.clone(),
-            state: Mutex::new(State {
-                link: Link::Detached(Held {
-                    frames: VecDeque::new(),
-                    bytes: 0,
-                    key: 0,
-                    pending: Some(sink),
-                    ended: None,
-                }),
-                incoming: None,
-                waker: None,
-                ended: None,
-            }),
-            window,
-            limit,
-            parked,
-        })
-    }
-
-    /// Attaches a pending session's transport ([`Session::new_pending`]):
+    /// Attaches a pending session's transport ([`Session::new`]):
     /// writes `first` (what another node handed over), then what was held
     /// meanwhile, then everything sent from now on. Returns how many frames
     /// of `first` were written (none for a session not pending), or why

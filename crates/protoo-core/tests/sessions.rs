@@ -426,43 +426,6 @@ async fn the_router_runs_the_resume_hooks_and_returns_at_once_for_a_resume() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn what_is_sent_after_the_transport_ended_but_before_the_peer_noticed_is_held() {
-    let rooms = rooms();
-    let (alice, raw_alice) = join(&rooms, "alice").await;
-    let mut events = alice.events;
-    cut(raw_alice);
-    // The reader task has not run yet: the send finds the transport ended.
-    alice.peer.notify("just after", &()).unwrap();
-    assert!(matches!(
-        next(&mut events).await,
-        PeerEvent::Disconnected(_)
-    ));
-    let (local, mut raw_again) = pair();
-    assert!(
-        rooms
-            .admit("r", "alice")
-            .join(local, ())
-            .await
-            .unwrap()
-            .resumed
-    );
-    assert_eq!(recv_json(&mut raw_again).await["method"], "just after");
-    assert!(matches!(
-        next(&mut events).await,
-        PeerEvent::Resumed { missed: 1 }
-    ));
-    assert_eq!(rooms.waiting_sessions(), (0, 0));
-
-    // A clean close after such a send ends the session, and what it held.
-    let (bob, raw_bob) = join(&rooms, "bob").await;
-    let mut bob_events = bob.events;
-    raw_bob.close();
-    bob.peer.notify("lost with it", &()).unwrap();
-    assert!(matches!(next(&mut bob_events).await, PeerEvent::Closed(_)));
-    assert_eq!(rooms.waiting_sessions(), (0, 0));
-}
-
-#[tokio::test(start_paused = true)]
 async fn what_is_sent_after_the_transport_ended_but_before_the_peer_saw_it_is_held() {
     let rooms = rooms();
     let (alice, raw_alice) = join(&rooms, "alice").await;

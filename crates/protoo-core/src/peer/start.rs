@@ -135,7 +135,7 @@ impl Start {
 }
 
 /// Attaches the transport of a peer admitted in a clustered room (its
-/// session was pending: [`Session::new_pending`]), writing first what
+/// session was pending: [`Session::new`]), writing first what
 /// another node handed over if it resumed a session there, and restores
 /// its presence; queues [`PeerEvent::Resumed`](crate::PeerEvent::Resumed)
 /// for a resume. Whether the peer goes on (its session may have ended
@@ -238,10 +238,9 @@ pub(crate) fn build<D>(
     let requests = transport.request_tracker().cloned();
     let source = Source::of(transport.remote_addr());
     let (sink, stream) = transport.into_parts();
-    let session = config.resume_window.map(|window| match pending {
-        true => Session::new_pending(sink.clone(), window, config.resume_buffer, parked),
-        false => Session::new(sink.clone(), window, config.resume_buffer, parked),
-    });
+    let session = config
+        .resume_window
+        .map(|window| Session::new(sink.clone(), pending, window, config.resume_buffer, parked));
     let sink = match &session {
         Some(session) => session.clone() as Arc<dyn protoo_transport::FrameSink>,
         None => sink,
