@@ -20,7 +20,9 @@
 //! `resumed` (p50 and the last), until node A's process exited, the
 //! deliveries lost and duplicated (each chat must reach every other member
 //! of its room), the chats whose sender never got an answer and nobody got
-//! (lost with the sender's connection), the `peerClosed` heard and the
+//! (lost with the sender's connection), those a node shutting down refused
+//! (sent again on the sender's next connection, as an app would retry),
+//! the `peerClosed` heard and the
 //! members of node A seen leaving, node B's CPU during the drain against
 //! the steady phase.
 
@@ -77,6 +79,10 @@ struct Seen {
     acked: Vec<u64>,
     /// Its own chats sent, by sequence number.
     sent: Vec<u64>,
+    /// Its chats refused by a node shutting down, and those of them to
+    /// send again once connected again.
+    refused: u64,
+    retry: Vec<u64>,
     /// Connections lost, and how the last one ended.
     losses: u32,
     ended: Option<String>,
@@ -390,6 +396,12 @@ async fn member(
             return seen;
         }
         seen.losses += 1;
+        if ended.starts_with("close") {
+            // The close handshake completes, as a browser's WebSocket
+            // (under protoo-client) completes it: the answer tells the
+            // server everything it wrote before its close arrived.
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        }
         seen.ended = Some(ended);
         if seen.gone {
             // Ended for good: nothing more to wait for.
@@ -412,6 +424,11 @@ async fn member(
         if on_a {
             shared.back.fetch_add(1, Ordering::SeqCst);
         }
+        for s in std::mem::take(&mut seen.retry) {
+            if let Err(e) = ws.send(client::broadcast(s, s, "")).await {
+                seen.errors.push(format!("{me}: send chat {s} again: {e}"));
+            }
+        }
     }
 }
 
@@ -433,6 +450,17 @@ fn handle(
             // chat's, numbered by its sequence number.
             (Some(true), Some(id)) => seen.acked.push(id),
             (Some(true), None) => {}
+            // A node that drains refuses what comes in meanwhile: sent
+            // again on the next connection, as an app would retry.
+            (_, Some(id))
+                if inc
+                    .error_reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("shutting down")) =>
+            {
+                seen.refused += 1;
+                seen.retry.push(id);
+            }
             _ => seen.errors.push(format!(
                 "request {:?} refused: {}",
                 inc.id,
@@ -513,6 +541,7 @@ fn tally(
     }
     report.set("chats", chats.iter().sum::<u64>());
     report.set("chats_unconfirmed", unconfirmed);
+    report.set("chats_refused", seen.iter().map(|s| s.refused).sum::<u64>());
     report.set("deliveries_expected", expected);
     report.set("lost", lost);
     report.set("duplicates", dups);
