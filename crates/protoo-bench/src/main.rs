@@ -163,7 +163,8 @@ struct Args {
     #[arg(long, default_value_t = 3.0)]
     attack: f64,
     /// s14: seconds after the attackers left until the memory left is read;
-    /// s13: seconds the chat goes on after the drain.
+    /// s13: seconds the chat goes on after the SIGTERM (at least a second
+    /// after the drain).
     #[arg(long, default_value_t = 3.0)]
     settle: f64,
     /// s12: milliseconds between two broadcasts (100); s13: between two

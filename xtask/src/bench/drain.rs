@@ -60,7 +60,7 @@ pub(super) fn rows() -> Vec<Row> {
             "a_exit_ms",
             1.0,
             0,
-            Lower,
+            Neither,
             Target::None,
         ),
         r(

@@ -426,7 +426,9 @@ peers with 4000 and exits. Time from the SIGTERM until each member of A got `res
 (each chat must reach every other member of its room; target 0) and duplicated; chats \
 lost with their sender (no answer, and no member got it); members of A seen leaving \
 (`peerClosed`; target 0); process B's CPU from the SIGTERM until every member of A is \
-back and A exited, against the steady phase.\n\
+back and A exited, against the steady phase. The chat goes on until 8 s after the \
+SIGTERM for both servers (at least 1 s after the drain), so what is lost is counted over \
+the same time.\n\
 - **S14** join amplification: 16 peers join one room with the longest display name the \
 server takes (1,000,000 bytes, halved until a `join` is accepted: protoo-server takes any), \
 reading everything; one more peer's `join` and its answer (what one small request costs); \

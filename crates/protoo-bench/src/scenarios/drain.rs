@@ -52,7 +52,9 @@ pub(crate) struct Opts {
     pub(crate) rooms: usize,
     /// Between two chats of a room.
     pub(crate) interval: Duration,
-    /// After node A is drained, chat goes on this long.
+    /// Chat goes on until this long after the SIGTERM (and at least a
+    /// second after the drain), the same for every server: what a server
+    /// that loses the sessions loses is counted over the same time.
     pub(crate) settle: Duration,
     /// The server moves sessions: a member of node A seen leaving is an error.
     pub(crate) expect_resume: bool,
@@ -216,7 +218,8 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let drain_end = Snap::take(&run.procs);
-    tokio::time::sleep(opts.settle).await;
+    let until = (term + opts.settle).max(Instant::now() + Duration::from_secs(1));
+    tokio::time::sleep_until(until.into()).await;
 
     // The last chats reach everyone still there, then the end.
     let _ = stop_chat.send(true);
