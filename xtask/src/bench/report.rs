@@ -424,7 +424,9 @@ each session moves to process B when its member comes back there (which sends it
 peers with 4000 and exits. Time from the SIGTERM until each member of A got `resumed` \
 (p50, and the last), until A's process exited, and its exit status; chat deliveries lost \
 (each chat must reach every other member of its room; target 0) and duplicated; chats \
-lost with their sender (no answer, and no member got it); members of A seen leaving \
+lost with their sender (no answer, and no member got it); chats refused by A while it \
+drained (`server shutting down`: the member sends it again once back, on B, as an app \
+would retry); members of A seen leaving \
 (`peerClosed`; target 0); process B's CPU from the SIGTERM until every member of A is \
 back and A exited, against the steady phase. The chat goes on until 8 s after the \
 SIGTERM for both servers (at least 1 s after the drain), so what is lost is counted over \

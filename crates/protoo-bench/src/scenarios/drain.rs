@@ -253,8 +253,6 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
             resumed.record(r.saturating_sub(term_ns));
         }
     }
-    report.set("unit", "session moved");
-    report.set("ops", resumed.count());
     report.set("resumed", resumed.count());
     if resumed.count() > 0 {
         report.setf("resume_p50_ms", resumed.quantile(0.5) as f64 / 1e6, 0);
@@ -542,6 +540,10 @@ fn tally(
         closed += s.closed.len() as u64;
         left.extend(s.closed.iter().filter(|id| a_ids.contains(*id)).cloned());
     }
+    // The work done, for any server: the chats (a server that loses the
+    // sessions resumes none).
+    report.set("unit", "chat");
+    report.set("ops", chats.iter().sum::<u64>());
     report.set("chats", chats.iter().sum::<u64>());
     report.set("chats_unconfirmed", unconfirmed);
     report.set("chats_refused", seen.iter().map(|s| s.refused).sum::<u64>());
