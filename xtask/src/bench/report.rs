@@ -428,7 +428,7 @@ lost with their sender (no answer, and no member got it); chats refused by A whi
 drained (`server shutting down`: the member sends it again once back, on B, as an app \
 would retry); members of A seen leaving \
 (`peerClosed`; target 0); process B's CPU from the SIGTERM until every member of A is \
-back and A exited, against the steady phase. The chat goes on until 8 s after the \
+back and A exited, over the 8 s after the SIGTERM, and in the steady phase. The chat goes on until 8 s after the \
 SIGTERM for both servers (at least 1 s after the drain), so what is lost is counted over \
 the same time.\n\
 - **S14** join amplification: 16 peers join one room with the longest display name the \

@@ -23,8 +23,9 @@
 //! (lost with the sender's connection), those a node shutting down refused
 //! (sent again on the sender's next connection, as an app would retry),
 //! the `peerClosed` heard and the
-//! members of node A seen leaving, node B's CPU during the drain against
-//! the steady phase.
+//! members of node A seen leaving, node B's CPU during the drain and over
+//! the whole time after the SIGTERM (`settle`, the same for every server)
+//! against the steady phase.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -183,9 +184,13 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     let chat = tokio::spawn(ticks(cmds, per_room, opts.interval, stop_chat_rx));
 
     tokio::time::sleep(run.warmup).await;
-    let steady_start = Snap::take(&run.procs);
+    // Node B's CPU, finer than the clock ticks of `Snap` (the anchor's
+    // drain lasts a few of them).
+    let pid_b = run.procs.servers.get(1).copied();
+    let b_ns = || pid_b.and_then(procfs::sched_ns);
+    let (steady_start, b0) = (Snap::take(&run.procs), b_ns());
     tokio::time::sleep(run.duration).await;
-    let steady_end = Snap::take(&run.procs);
+    let (steady_end, b1) = (Snap::take(&run.procs), b_ns());
 
     // The drain.
     lb.remove(0);
@@ -217,9 +222,10 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let drain_end = Snap::take(&run.procs);
+    let (drain_end, b2) = (Snap::take(&run.procs), b_ns());
     let until = (term + opts.settle).max(Instant::now() + Duration::from_secs(1));
     tokio::time::sleep_until(until.into()).await;
+    let (after_end, b3) = (Instant::now(), b_ns());
 
     // The last chats reach everyone still there, then the end.
     let _ = stop_chat.send(true);
@@ -271,11 +277,28 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
             report.error(format!("{left} members of node A were seen leaving"));
         }
     }
-    cpu(
-        &Window::between(&steady_start, &steady_end),
-        &Window::between(&steady_end, &drain_end),
-        report,
+    let (steady, drain) = (
+        Window::between(&steady_start, &steady_end),
+        Window::between(&steady_end, &drain_end),
     );
+    cpu(&steady, &drain, report);
+    // Node B: the steady phase, the drain, and the same time after the
+    // SIGTERM for every server.
+    let pct = |a: Option<u64>, b: Option<u64>, secs: f64| {
+        a.zip(b)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / 1e7 / secs.max(1e-9))
+    };
+    let after = after_end.duration_since(term).as_secs_f64();
+    for (key, v) in [
+        ("b_cpu_steady_pct", pct(b0, b1, steady.secs)),
+        ("b_cpu_drain_pct", pct(b1, b2, drain.secs)),
+        ("b_cpu_after_pct", pct(b1, b3, after)),
+    ] {
+        if let Some(v) = v {
+            report.setf(key, v, 1);
+        }
+    }
+    report.setf("after_s", after, 2);
     for (i, s) in seen.iter_mut().enumerate() {
         let expected = u32::from(on_a[i]);
         if s.losses != expected && !s.gone {
@@ -556,17 +579,9 @@ fn tally(
     left.len()
 }
 
-/// Node B's CPU during the drain against the steady phase (node A's is
-/// no longer there to read at the end).
+/// This process' and the other processes' CPU during the drain.
 fn cpu(steady: &Window, drain: &Window, report: &mut Report) {
     let pct = |us: u64, secs: f64| us as f64 / 1e4 / secs.max(1e-9);
-    if let Some(&b) = steady.node_cpu_us.get(1) {
-        report.setf("b_cpu_steady_pct", pct(b, steady.secs), 1);
-    }
-    if let Some(&b) = drain.node_cpu_us.get(1) {
-        report.setf("b_cpu_drain_pct", pct(b, drain.secs), 1);
-        report.setf("b_cpu_drain_ms", b as f64 / 1e3, 0);
-    }
     if let Some(c) = drain.client_cpu_us {
         report.setf("cli_cpu_pct", pct(c, drain.secs), 1);
     }
