@@ -41,6 +41,15 @@
 //!   time to resume, server CPU per resume (the blip phase against the
 //!   steady `--duration` before it) and, with `--metrics-url`, the bytes the
 //!   server held at the peak.
+//! - `s13`: rolling drain: `--peers` (1,000) in `--rooms` (100) across
+//!   two nodes (two `--url`s, both `--pid`s), every connection through a
+//!   round-robin TCP balancer of the harness; in each room one member in
+//!   turn `broadcast`s every `--interval-ms` (1,000). After the steady
+//!   `--duration`, node A (the first) leaves the balancer's rotation and
+//!   gets SIGTERM; its members reconnect at once through the balancer
+//!   (not on a 4000 close): the time until each got `resumed` and until
+//!   node A exited, deliveries lost and duplicated, `peerClosed` heard,
+//!   node B's CPU during the drain.
 //! - `s14`: join amplification: `--names` (16) peers listed with the
 //!   longest display name the server takes (up to `--size`, 1,000,000),
 //!   then `--attackers` (50) peers that never read send `--joins` (2)
@@ -63,6 +72,7 @@
 //! (member 0, the sender where there is one, on the first); server CPU and
 //! RSS are summed over the nodes.
 
+mod balancer;
 mod client;
 mod hist;
 mod procfs;
@@ -152,10 +162,13 @@ struct Args {
     /// s14: seconds the attack lasts (at least).
     #[arg(long, default_value_t = 3.0)]
     attack: f64,
-    /// s14: seconds after the attackers left until the memory left is read.
+    /// s14: seconds after the attackers left until the memory left is read;
+    /// s13: seconds the chat goes on after the SIGTERM (at least a second
+    /// after the drain).
     #[arg(long, default_value_t = 3.0)]
     settle: f64,
-    /// s12: milliseconds between two broadcasts (100).
+    /// s12: milliseconds between two broadcasts (100); s13: between two
+    /// chats of a room (pass 1000).
     #[arg(long, default_value_t = 100)]
     interval_ms: u64,
     /// s12: seconds over which the members' connections are cut, evenly
@@ -167,7 +180,9 @@ struct Args {
     #[arg(long, default_value_t = 0.0)]
     away: f64,
     /// s12: the server resumes sessions: a member cut that the others see
-    /// leaving (`peerClosed`) is an error.
+    /// leaving (`peerClosed`) is an error; s13: the server moves sessions
+    /// between nodes: a member of the drained node not resumed on the
+    /// other, or seen leaving, is an error.
     #[arg(long)]
     expect_resume: bool,
     /// s12: the server's Prometheus endpoint, `http://HOST:PORT/metrics`
@@ -175,6 +190,9 @@ struct Args {
     /// away are read there.
     #[arg(long)]
     metrics_url: Option<String>,
+    /// s13: rooms the members are split into (100).
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
     /// s6: members that keep reading (3).
     #[arg(long)]
     readers: Option<usize>,
@@ -210,6 +228,7 @@ enum Scenario {
     S10,
     S11,
     S12,
+    S13,
     S14,
     S15,
 }
@@ -455,7 +474,7 @@ fn main() -> ExitCode {
         report.set("nodes", run.targets.len());
     }
     let outcome = runtime.block_on(async {
-        use scenarios::{amplify, blips, broadcast, churn, flood, idle, rr};
+        use scenarios::{amplify, blips, broadcast, churn, drain, flood, idle, rr};
         match args.scenario {
             Scenario::S1 => {
                 rr::run(
@@ -575,6 +594,16 @@ fn main() -> ExitCode {
                     expect_resume: args.expect_resume,
                 };
                 blips::run(&run, &opts, &mut report).await
+            }
+            Scenario::S13 => {
+                let opts = drain::Opts {
+                    peers: args.peers.unwrap_or(1000).max(2),
+                    rooms: args.rooms.max(1),
+                    interval: Duration::from_millis(args.interval_ms.clamp(1, 60_000)),
+                    settle: Duration::from_secs_f64(args.settle.clamp(0.0, 600.0)),
+                    expect_resume: args.expect_resume,
+                };
+                drain::run(&run, &opts, &mut report).await
             }
             Scenario::S14 => {
                 let opts = amplify::Opts {

@@ -60,6 +60,18 @@ pub(crate) fn sched_ns(pid: u32) -> Option<u64> {
     any.then_some(total)
 }
 
+/// Whether process `pid` has exited: gone from `/proc`, or a zombie its
+/// parent has not reaped yet.
+pub(crate) fn exited(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the command name, which is in parentheses.
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_ascii_whitespace().next())
+        .is_some_and(|state| matches!(state, "Z" | "X" | "x"))
+}
+
 /// CPU time spent by the whole machine (all processes, all cores) outside
 /// idle and I/O wait, in microseconds, from `/proc/stat`.
 pub(crate) fn system_busy_us() -> Option<u64> {

@@ -36,16 +36,26 @@
 //! which fails the smoke); the anchor has no resume (nor metrics), so its
 //! column shows what a blip costs without one.
 //!
+//! S13 (rolling drain) runs two nodes on one redis-server, as S10 and S11
+//! do, ours with `--resume-window 15 --drain-period 5`; the load generator
+//! puts a round-robin balancer of its own in front of them, and takes the
+//! first node out of its rotation and stops it (SIGTERM, by its `--pid`);
+//! here its exit status is read once the load generator is done. Against
+//! ours the load generator expects every session of that node to resume on
+//! the other (`--expect-resume`); the anchor closes its peers with 4000 on
+//! SIGTERM, so its column shows what such a deployment costs without
+//! sessions that move.
+//!
 //! ```text
 //! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor|floor]
 //!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4-auth,s4e,s5,s5-auth,s6,s7,
-//!                                s8,s9,s10,s11,s12,s14,s15,s10-sentinel,s11-sentinel,s10-cluster,
+//!                                s8,s9,s10,s11,s12,s13,s14,s15,s10-sentinel,s11-sentinel,s10-cluster,
 //!                                s11-cluster]
 //!                   [--write | --no-write]
 //! ```
 //!
 //! `--smoke` (CI): tiny versions of S1, S2 at 16 KB, S3, S5, S6, S8, S9, S10,
-//! S11, S12, S14 and S15 against our server, against the floor where it serves the
+//! S11, S12, S13, S14 and S15 against our server, against the floor where it serves the
 //! scenario, and against the anchor too when `tests/interop/node_modules`
 //! is installed (smoke never runs npm); dev-profile builds; fails on any
 //! error; writes nothing. The Sentinel and Redis Cluster variants are not
@@ -60,6 +70,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod blips;
+mod drain;
 mod ha;
 mod overhead;
 mod process;
@@ -363,7 +374,7 @@ impl Opts {
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
                                 [--only ours|anchor|floor] \
-                                [--scenarios s1,s2,...,s4-auth,s5-auth,...,s10,s11,s12,s14,s15,\
+                                [--scenarios s1,s2,...,s4-auth,s5-auth,...,s10,s11,s12,s13,s14,s15,\
                                 s10-sentinel,s11-sentinel,s10-cluster,s11-cluster] \
                                 [--write|--no-write]"
                         .into());

@@ -355,6 +355,17 @@ pub(super) fn run_one(
             parsed.fields.insert(key, value);
         }
     }
+    // S13: how the node the load generator stopped (SIGTERM) exited.
+    if let (Ok(parsed), true, Some(a)) = (&mut result, sc.key == "s13", servers.first_mut()) {
+        let status = match a.child.try_wait() {
+            Ok(Some(status)) => status
+                .code()
+                .map_or_else(|| "signal".to_owned(), |c| c.to_string()),
+            _ => "running".to_owned(),
+        };
+        parsed.line.push_str(&format!(" a_exit_status={status}"));
+        parsed.fields.insert("a_exit_status".to_owned(), status);
+    }
     // The nodes leave the cluster while Redis still answers.
     drop(servers);
     drop(cluster);

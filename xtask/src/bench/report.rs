@@ -408,6 +408,29 @@ deliveries on the new connection sent before it opened (held while away); time f
 new connection open; server CPU per member cut (the blip phase, until every member is \
 back plus 1 s, less what the steady phase's rate would have used in that time, over 99); \
 the bytes held for the members away at the peak (`protoo_session_held_bytes`).\n\
+- **S13** rolling drain: two processes on one Redis, as S10, behind a round-robin TCP \
+balancer inside the load generator (each new connection to the next node in its rotation); \
+1,000 peers in 100 rooms of 10, connected one after the other so that each room has 5 \
+members on each process, all joined; in each room one member in turn calls `broadcast` \
+once a second (the rooms' turns spread over the second), and the others record what \
+they get by sequence number. After a 5 s steady phase the load generator takes process A \
+out of the balancer's rotation (no new connection goes to it, as a load balancer \
+deregisters a node being deployed) and sends it SIGTERM. Each member, as protoo-client \
+does, connects again at once through the balancer on a close other than 4000, without \
+joining again; one closed with 4000 stays closed. Our server runs with `--resume-window \
+15 --drain-period 5`: on SIGTERM it closes its connections with 1012 spread over 5 s, and \
+each session moves to process B when its member comes back there (which sends it \
+`resumed`); the process exits once every session moved or ended. The anchor closes its \
+peers with 4000 and exits. Time from the SIGTERM until each member of A got `resumed` \
+(p50, and the last), until A's process exited, and its exit status; chat deliveries lost \
+(each chat must reach every other member of its room; target 0) and duplicated; chats \
+lost with their sender (no answer, and no member got it); chats refused by A while it \
+drained (`server shutting down`: the member sends it again once back, on B, as an app \
+would retry); members of A seen leaving \
+(`peerClosed`; target 0); process B's CPU from the SIGTERM until every member of A is \
+back and A exited, over the 8 s after the SIGTERM, and in the steady phase. The chat goes on until 8 s after the \
+SIGTERM for both servers (at least 1 s after the drain), so what is lost is counted over \
+the same time.\n\
 - **S14** join amplification: 16 peers join one room with the longest display name the \
 server takes (1,000,000 bytes, halved until a `join` is accepted: protoo-server takes any), \
 reading everything; one more peer's `join` and its answer (what one small request costs); \

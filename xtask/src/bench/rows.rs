@@ -562,6 +562,7 @@ fn plain_rows(key: &str) -> Vec<Row> {
             r(CLUSTER_CPU, "@cpu", 1.0, 0, Neither, Target::None),
         ],
         "s12" => super::blips::rows(),
+        "s13" => super::drain::rows(),
         "s14" => vec![
             r(
                 "display name taken (bytes)",

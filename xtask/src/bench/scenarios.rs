@@ -2,7 +2,7 @@
 //! arguments for it, full size or as a smoke; which of them run on a
 //! cluster of two server processes over Redis (S10, S11), and on which
 //! Redis topology (one server, Sentinel, Redis Cluster); which read our
-//! server's metrics (S12).
+//! server's metrics (S12); which drain a node (S13).
 
 use super::*;
 
@@ -18,7 +18,7 @@ pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 /// our server outpaced the load generator at 4 KB (the run then stalls).
 pub(super) const S3_QUEUE: u64 = 80 * 1024 * 1024;
 
-pub(super) const ALL: [&str; 25] = [
+pub(super) const ALL: [&str; 26] = [
     "s1",
     "s2",
     "s2-4k",
@@ -38,6 +38,7 @@ pub(super) const ALL: [&str; 25] = [
     "s10",
     "s11",
     "s12",
+    "s13",
     "s14",
     "s15",
     "s10-sentinel",
@@ -63,9 +64,10 @@ const AUTH_SECRET: &str = "protoo-bench-secret";
 /// own; the `-sentinel` and `-cluster` ones (ours only: the anchor speaks
 /// to one server) on a fresh Sentinel set-up or Redis Cluster
 /// (`redis_ha.rs`) instead.
-pub(super) const CLUSTER: [&str; 6] = [
+pub(super) const CLUSTER: [&str; 7] = [
     "s10",
     "s11",
+    "s13",
     "s10-sentinel",
     "s11-sentinel",
     "s10-cluster",
@@ -105,6 +107,10 @@ pub(super) const FLOOR: [&str; 7] = ["s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k
 /// The resume window S12 gives our server (`--resume-window`), seconds:
 /// longer than any blip of the scenario, shorter than its run.
 pub(super) const S12_RESUME_WINDOW: u64 = 15;
+
+/// S13's drain period of our server (`--drain-period`), seconds: the room
+/// example's default (passed explicitly); a second in the smoke.
+pub(super) const S13_DRAIN_PERIOD: u64 = 5;
 
 /// The incoming rate limit S9 gives our server (the room example's
 /// default, passed explicitly), messages per second per peer, and its burst.
@@ -351,6 +357,26 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                     "0.1",
                 ],
             ),
+            sc(
+                "s13",
+                "S13 rolling drain, 2 rooms of 10 across 2 nodes",
+                &[
+                    "--scenario",
+                    "s13",
+                    "--peers",
+                    "20",
+                    "--rooms",
+                    "2",
+                    "--interval-ms",
+                    "200",
+                    "--settle",
+                    "2",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
         ]
     } else {
         vec![
@@ -460,6 +486,25 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 ],
             ),
             sc(
+                "s13",
+                "S13 rolling drain: 1,000 peers in 100 rooms across 2 nodes behind a \
+                 balancer, a chat per room per second; one node drained",
+                &[
+                    "--scenario",
+                    "s13",
+                    "--peers",
+                    "1000",
+                    "--rooms",
+                    "100",
+                    "--interval-ms",
+                    "1000",
+                    "--settle",
+                    "8",
+                    "--duration",
+                    &d,
+                ],
+            ),
+            sc(
                 "s14",
                 "S14 join amplification: 16 names of up to 1 MB, 50 non-reading joiners",
                 &["--scenario", "s14"],
@@ -539,6 +584,18 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             s.ours_bench_args = vec!["--expect-resume".into()];
             s.metrics = true;
         }
+        // S13: the room example as it ships, with a resume window and a
+        // drain period.
+        if s.key == "s13" {
+            let drain = if o.smoke { 1 } else { S13_DRAIN_PERIOD };
+            s.ours_args = vec![
+                "--resume-window".into(),
+                S12_RESUME_WINDOW.to_string(),
+                "--drain-period".into(),
+                drain.to_string(),
+            ];
+            s.ours_bench_args = vec!["--expect-resume".into()];
+        }
         if s.key == "s15" {
             s.ours_args = vec!["--fan-out-rate".into(), S15_FAN_OUT_RATE.to_string()];
             s.args
@@ -547,7 +604,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         // Every other scenario measures protoo's semantics, as the anchor
         // has them (and as the figures before sessions did): no resume
         // window, a connection that drops is a peer that leaves.
-        if !matches!(s.key, "s12" | "s14" | "s15") {
+        if !matches!(s.key, "s12" | "s13" | "s14" | "s15") {
             s.ours_args
                 .extend(["--resume-window".to_owned(), "0".to_owned()]);
         }

@@ -4,6 +4,7 @@ pub(crate) mod amplify;
 pub(crate) mod blips;
 pub(crate) mod broadcast;
 pub(crate) mod churn;
+pub(crate) mod drain;
 pub(crate) mod flood;
 pub(crate) mod idle;
 pub(crate) mod rr;
