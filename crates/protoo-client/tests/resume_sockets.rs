@@ -197,13 +197,17 @@ async fn a_request_sent_before_a_cut_is_answered_after_it_and_nothing_sent_meanw
     server.notify(0..20);
 
     proxy.refuse(false);
+    // `away`, held; and the `hold` request again if the server had not
+    // confirmed it before the cut (at least once).
     assert!(matches!(
         next_but_failures(&mut events).await,
-        ClientEvent::Resumed { missed: 1 }
+        ClientEvent::Resumed { missed: 1 | 2 }
     ));
     assert!(matches!(next(&mut events).await, ClientEvent::Open));
     assert!(matches!(server.next_seen().await, Seen::Admitted(true)));
-    assert!(matches!(server.next_seen().await, Seen::Resumed(21)));
+    // The answer and the 20 chats, held; and what the client had not
+    // confirmed before the cut, again.
+    assert!(matches!(server.next_seen().await, Seen::Resumed(n) if n >= 21));
     assert!(matches!(server.next_seen().await, Seen::Notification(method) if method == "away"));
     // What the server sent while the client was away, in order, once.
     assert_eq!(
@@ -245,9 +249,12 @@ async fn the_client_keepalive_finds_a_black_hole_and_its_reconnect_takes_the_ses
     // Written to the black-holed socket: in flight.
     server.notify(0..10);
     assert!(matches!(next(&mut events).await, ClientEvent::Disconnected));
+    // The client wrote nothing while away; what the server had not yet
+    // confirmed of its old connection (the `hold` request, if the black
+    // hole came first) is written again: at least once.
     assert!(matches!(
         next(&mut events).await,
-        ClientEvent::Resumed { missed: 0 }
+        ClientEvent::Resumed { missed: 0 | 1 }
     ));
     assert!(matches!(next(&mut events).await, ClientEvent::Open));
     assert!(matches!(server.next_seen().await, Seen::Admitted(true)));

@@ -195,7 +195,14 @@ impl Session {
             return Ok(0);
         };
         let missed = first.len();
-        let held = std::mem::take(&mut held.frames);
+        let mut held = std::mem::take(&mut held.frames);
+        // While the session moved, a broadcast reached both nodes: the old
+        // one held it for the handover, this one for the newcomer. The
+        // overlap is the end of `first` and the start of `held` (one
+        // room's broadcasts reach every node in the same order): written
+        // once.
+        let overlap = overlap(&first, &held);
+        held.drain(..overlap);
         for frame in first.into_iter().chain(held) {
             if sink.send(frame).is_err() {
                 break;
@@ -465,6 +472,20 @@ impl Session {
     }
 }
 
+/// The longest run of frames that ends `first` and starts `then`.
+fn overlap(first: &[Frame], then: &VecDeque<Frame>) -> usize {
+    let longest = first.len().min(then.len());
+    (1..=longest)
+        .rev()
+        .find(|&n| {
+            first[first.len() - n..]
+                .iter()
+                .zip(then.iter())
+                .all(|(a, b)| a.as_bytes() == b.as_bytes())
+        })
+        .unwrap_or(0)
+}
+
 /// The bytes a frame counts for in a session's buffer.
 fn weight(frame: &Frame) -> usize {
     frame.as_bytes().len() + protoo_transport::FRAME_OVERHEAD
@@ -703,5 +724,27 @@ impl fmt::Debug for Parked {
             .field("max_sessions", &self.max_sessions)
             .field("max_bytes", &self.max_bytes)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(texts: &[&str]) -> Vec<Frame> {
+        texts.iter().map(|t| Frame::from((*t).to_owned())).collect()
+    }
+
+    #[test]
+    fn the_overlap_of_a_handover_and_what_was_held_is_written_once() {
+        let first = frames(&["a", "b", "c"]);
+        let held = |texts: &[&str]| VecDeque::from(frames(texts));
+        assert_eq!(overlap(&first, &held(&["b", "c", "d"])), 2);
+        assert_eq!(overlap(&first, &held(&["c"])), 1);
+        assert_eq!(overlap(&first, &held(&["d", "e"])), 0);
+        assert_eq!(overlap(&first, &held(&[])), 0);
+        assert_eq!(overlap(&[], &held(&["a"])), 0);
+        // Only a run that ends the handover counts.
+        assert_eq!(overlap(&first, &held(&["a", "b"])), 0);
     }
 }

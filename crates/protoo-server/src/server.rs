@@ -313,7 +313,10 @@ impl ServerHandle {
     ///
     /// With a [`ServerConfig::drain_period`], the connections are closed
     /// with 1012 [`DRAIN_REASON`] instead, each at a random moment within
-    /// the period (a rolling deploy's drain: see there).
+    /// the period (a rolling deploy's drain: see there), and each is served
+    /// as usual until then: no request is answered 503 and there is no
+    /// grace to wait for (a peer with a resume window gets its answers on
+    /// the node it comes back to).
     ///
     /// Requests that arrive after it started are not waited for: they are
     /// answered at once with 503
@@ -321,6 +324,21 @@ impl ServerHandle {
     /// busy server does not spend the whole grace.
     pub async fn shutdown(&self) {
         self.stop();
+        let period = self.shared.config.drain_period;
+        if !period.is_zero() {
+            // A drain: each connection is served as usual until it is
+            // closed; what a peer with a resume window is answered after
+            // goes with its session to where its client comes back.
+            let sinks: Vec<Arc<dyn FrameSink>> = {
+                let live = self.shared.lock_live();
+                self.shared.closing.store(true, Ordering::Release);
+                live.values().flatten().cloned().collect()
+            };
+            drain(sinks, period).await;
+            self.shared.in_flight.close();
+            self.stopped().await;
+            return;
+        }
         self.shared.in_flight.close();
         let grace = self.shared.config.shutdown_grace;
         if tokio::time::timeout(grace, self.shared.in_flight.idle())
@@ -337,13 +355,8 @@ impl ServerHandle {
             self.shared.closing.store(true, Ordering::Release);
             live.values().flatten().cloned().collect()
         };
-        let period = self.shared.config.drain_period;
-        if period.is_zero() {
-            for sink in sinks {
-                sink.close(close_code::GOING_AWAY, SHUTDOWN_REASON);
-            }
-        } else {
-            drain(sinks, period).await;
+        for sink in sinks {
+            sink.close(close_code::GOING_AWAY, SHUTDOWN_REASON);
         }
         self.stopped().await;
     }
