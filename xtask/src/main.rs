@@ -116,28 +116,35 @@ fn ci() -> Result {
     // returns, however it returns.
     let redis_binary = redis::ensure()?;
     let topologies = redis_ha::start_in_background(redis_binary.clone());
-    run(
+    let checks = run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
-    )?;
-    run(
-        "clippy",
-        cargo().args([
+    )
+    .and_then(|()| {
+        run(
             "clippy",
-            "--workspace",
-            "--all-targets",
-            "--all-features",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )
+    });
+    // Joined whatever the checks said: what the thread started is then
+    // ours to stop, also when a check failed (a process that exits while
+    // the thread still runs would leave its servers behind).
+    let topologies = topologies
+        .join()
+        .map_err(|_| "starting the Redis topologies panicked".to_owned())?;
+    checks?;
+    let topologies = topologies?;
     // One redis-server for the cluster tests, stopped (by pid) when `ci`
     // returns, however it returns.
     let redis_server = redis::Server::start(&redis_binary, None)?;
-    let topologies = topologies
-        .join()
-        .map_err(|_| "starting the Redis topologies panicked".to_owned())??;
     run(
         "tests",
         cargo()
