@@ -77,7 +77,13 @@ async fn next_line(
 
 #[tokio::test]
 async fn metrics_and_health_of_the_room_example() {
-    let room = start_room("127.0.0.1:0", &["--metrics", "127.0.0.1:0"]).await;
+    // Without a drain period: a shutdown waits for requests in flight
+    // (its grace), then closes every peer with 1001.
+    let room = start_room(
+        "127.0.0.1:0",
+        &["--metrics", "127.0.0.1:0", "--drain-period", "0"],
+    )
+    .await;
     let (mut child, ws_addr, mut stdout) = (room.child, room.addr, room.stdout);
     let second = next_line(&mut stdout).await;
     let metrics_addr: SocketAddr = second
