@@ -166,20 +166,7 @@ pub(super) fn rows() -> Vec<Row> {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_owned).collect()
-    }
-
-    fn parsed(line: &str) -> Parsed {
-        Parsed {
-            line: line.to_owned(),
-            fields: line
-                .split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        }
-    }
+    use crate::bench::tests::{args, parsed};
 
     #[test]
     fn drain_runs_two_nodes_and_holds_ours_to_no_loss() {

@@ -390,7 +390,9 @@ impl Opts {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
+    /// Command-line words, for `Opts::parse` (shared with the scenario
+    /// modules' tests).
+    pub(in crate::bench) fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
     }
 
@@ -410,7 +412,7 @@ mod tests {
     }
 
     /// A load generator's RESULT line, parsed.
-    fn parsed(line: &str) -> Parsed {
+    pub(in crate::bench) fn parsed(line: &str) -> Parsed {
         Parsed {
             line: line.to_owned(),
             fields: line
