@@ -132,19 +132,11 @@ impl ClientConfig {
     /// use protoo_client::ClientConfig;
     ///
     /// let config = ClientConfig::default().with_resume_window(Duration::from_secs(15));
-    /// assert!(config.resumes());
-    /// assert!(!ClientConfig::default().resumes());
+    /// assert_eq!(config.peer.resume_window, Some(Duration::from_secs(15)));
+    /// assert_eq!(ClientConfig::default().peer.resume_window, None);
     /// ```
     pub fn with_resume_window(mut self, window: Duration) -> Self {
         self.peer = self.peer.with_resume_window(window);
         self
-    }
-
-    /// Whether the client keeps its session across a lost connection
-    /// ([`ClientConfig::with_resume_window`]).
-    pub fn resumes(&self) -> bool {
-        self.peer
-            .resume_window
-            .is_some_and(|window| !window.is_zero())
     }
 }

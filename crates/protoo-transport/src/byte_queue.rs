@@ -264,7 +264,7 @@ impl<T: Weigh, C> ByteQueue<T, C> {
     /// Like [`ByteQueue::discard`], handing back what was queued, in
     /// order, instead of dropping it. The close still works afterwards
     /// (the consumer then gets the close value).
-    pub fn take_and_discard(&self) -> VecDeque<T> {
+    pub(crate) fn take_and_discard(&self) -> VecDeque<T> {
         let mut state = self.lock();
         state.discarding = true;
         state.bytes = 0;

@@ -129,12 +129,6 @@ impl PeerEvents {
         }
     }
 
-    /// Whether these are the inert events of a resumed admission
-    /// ([`Joined::resumed`](crate::Joined::resumed)), which yield nothing.
-    pub fn is_inert(&self) -> bool {
-        self.inert
-    }
-
     /// Gives up the events and keeps the peer open: it keeps working
     /// (requests sent to it still get their responses, it stays in its
     /// room), and the requests it receives from then on are answered 500
