@@ -690,17 +690,23 @@ async fn notifications_keep_each_senders_order() {
     carol.assert_quiet().await;
 }
 
+/// Sends the example SIGTERM.
 #[cfg(unix)]
-#[tokio::test]
-async fn sigterm_drains_with_1012_by_default() {
-    let mut server = RoomServer::start_with(&["--drain-period", "1"]).await;
-    let (mut alice, _) = server.join("r", "alice", "Alice").await;
+fn sigterm(server: &RoomServer) {
     let pid = server.child.id().expect("the example is running");
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
         .expect("run kill");
     assert!(status.success());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_drains_with_1012_by_default() {
+    let mut server = RoomServer::start_with(&["--drain-period", "1"]).await;
+    let (mut alice, _) = server.join("r", "alice", "Alice").await;
+    sigterm(&server);
 
     let reason = alice.closed().await;
     assert_eq!(reason.code, Some(close_code::SERVICE_RESTART));
@@ -717,12 +723,7 @@ async fn sigterm_shuts_down_gracefully() {
     // Without a drain period: every peer closed at once with 1001.
     let mut server = RoomServer::start_with(&["--resume-window", "0", "--drain-period", "0"]).await;
     let (mut alice, _) = server.join("r", "alice", "Alice").await;
-    let pid = server.child.id().expect("the example is running");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    sigterm(&server);
 
     let reason = alice.closed().await;
     assert_eq!(reason.code, Some(close_code::GOING_AWAY));

@@ -423,6 +423,27 @@ mod tests {
         }
     }
 
+    /// Asserts that the table of `sc` and `results`, for `ours` beside the
+    /// anchor, has each of `rows`; the table.
+    pub(in crate::bench) fn assert_rows(
+        sc: &[Scenario],
+        ours: ServerKind,
+        results: &[Outcome],
+        rows: &[&str],
+    ) -> String {
+        let servers = [
+            ours,
+            ServerKind::Anchor {
+                dir: PathBuf::new(),
+            },
+        ];
+        let t = table(sc, &servers, results, true);
+        for row in rows {
+            assert!(t.contains(row), "{row}\nnot in\n{t}");
+        }
+        t
+    }
+
     #[test]
     fn table_marks_targets() {
         let results = vec![
@@ -531,25 +552,21 @@ mod tests {
                 ("s10-cluster", 2, Topology::Cluster)
             ]
         );
-        let servers = [
+        let t = assert_rows(
+            &sc,
             ServerKind::Ours {
                 bin: PathBuf::new(),
             },
-            ServerKind::Anchor {
-                dir: PathBuf::new(),
-            },
-        ];
-        let t = table(&sc, &servers, &results, true);
-        for row in [
-            "| deliveries/s | 500000 | not run | – |  |  |  |  |",
-            "| Redis CPU per broadcast, shards 1 / 2 / 3 (µs) | 0.1 / 0.2 / 12.2 |",
-            "| SPUBLISH calls, shards 1 / 2 / 3 (the room's shard) | 0 / 0 / 4000 (shard 3) |",
-            "| SPUBLISH calls on shards the room is not on | 0 |  | – |  |  | ≤ 0 | yes |",
-            "| 1,000 rooms' slots on shards 1 / 2 / 3 | 330 / 340 / 330 |",
-            "| largest deviation from the mean, 1,000 rooms (%) | 2.0 |  | – |  |  | ≤ 25 | yes |",
-        ] {
-            assert!(t.contains(row), "{row}\nnot in\n{t}");
-        }
+            &results,
+            &[
+                "| deliveries/s | 500000 | not run | – |  |  |  |  |",
+                "| Redis CPU per broadcast, shards 1 / 2 / 3 (µs) | 0.1 / 0.2 / 12.2 |",
+                "| SPUBLISH calls, shards 1 / 2 / 3 (the room's shard) | 0 / 0 / 4000 (shard 3) |",
+                "| SPUBLISH calls on shards the room is not on | 0 |  | – |  |  | ≤ 0 | yes |",
+                "| 1,000 rooms' slots on shards 1 / 2 / 3 | 330 / 340 / 330 |",
+                "| largest deviation from the mean, 1,000 rooms (%) | 2.0 |  | – |  |  | ≤ 25 | yes |",
+            ],
+        );
         // Sentinel: no shard rows, no anchor targets.
         assert!(!t.contains("≥ 5× anchor"), "{t}");
         assert_eq!(t.matches("shards 1 / 2 / 3").count(), 4, "{t}");

@@ -392,11 +392,7 @@ async fn receive(
                     let Some(stamp) = inc.stamp().filter(|s| s.s > 0) else {
                         return;
                     };
-                    let i = (stamp.s - 1) as usize;
-                    if seen.got.len() <= i {
-                        seen.got.resize(i + 1, 0);
-                    }
-                    seen.got[i] += 1;
+                    super::count_arrival(&mut seen.got, stamp.s);
                     if stamp.t < opened_ns {
                         seen.replayed += 1;
                     }

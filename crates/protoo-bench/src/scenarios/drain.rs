@@ -501,11 +501,7 @@ fn handle(
             let Some(stamp) = inc.stamp().filter(|s| s.s > 0) else {
                 return;
             };
-            let k = (stamp.s - 1) as usize;
-            if seen.got.len() <= k {
-                seen.got.resize(k + 1, 0);
-            }
-            seen.got[k] += 1;
+            super::count_arrival(&mut seen.got, stamp.s);
         }
         Some("resumed") => {
             seen.resumed_ns.get_or_insert_with(now_ns);

@@ -70,6 +70,15 @@ pub(crate) async fn measure(
     report.latency(&h);
 }
 
+/// Counts one more arrival of the chat numbered `seq` (from 1) in `got`.
+pub(crate) fn count_arrival(got: &mut Vec<u32>, seq: u64) {
+    let i = (seq - 1) as usize;
+    if got.len() <= i {
+        got.resize(i + 1, 0);
+    }
+    got[i] += 1;
+}
+
 /// Before the measurement window: traffic flows, nothing is recorded.
 pub(crate) const WARMUP: u8 = 0;
 /// Inside the window: completed operations are counted and timed.
