@@ -71,9 +71,13 @@ async fn fifty_peers_times_a_thousand_notifications_nothing_lost_order_kept() {
     let tasks = alive_tasks();
     let addr = fixture.addr;
 
+    // Each echo waits behind the 49,000 notifications sent to its client:
+    // the exchange's bound is `LONG`, not protoo's request timeout.
+    let patient = PeerConfig::default().with_request_timeout(LONG);
     let mut clients = Vec::new();
     for i in 0..PEERS {
-        clients.push(client(addr, &Fixture::target("busy", &format!("p{i}"))).await);
+        let target = Fixture::target("busy", &format!("p{i}"));
+        clients.push(client_with(addr, &target, patient.clone()).await);
     }
     eventually("every peer in the room", || {
         fixture

@@ -194,13 +194,18 @@ pub fn raw_upgrade(target: &str) -> String {
 /// Connects a protoo client (our client transport and a `Peer` named
 /// `server`, the way an application would) to `ws://addr{target}`.
 pub async fn client(addr: SocketAddr, target: &str) -> (Peer, PeerEvents) {
+    client_with(addr, target, PeerConfig::default()).await
+}
+
+/// A client peer with `config` (say, a longer request timeout).
+pub async fn client_with(addr: SocketAddr, target: &str, config: PeerConfig) -> (Peer, PeerEvents) {
     let transport = guard(
         "connect",
         ws::connect(&format!("ws://{addr}{target}"), &WsConfig::default()),
     )
     .await
     .expect("connect");
-    Peer::new("server", transport, (), PeerConfig::default()).expect("client peer")
+    Peer::new("server", transport, (), config).expect("client peer")
 }
 
 /// The next event, which must be a request (guarded).
