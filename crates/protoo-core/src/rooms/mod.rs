@@ -23,11 +23,13 @@ use crate::{CoreError, PeerConfig, Room};
 pub const DEFAULT_MAX_ID_BYTES: usize = 256;
 
 mod admit;
+mod connecting;
 mod node;
 mod reservation;
 mod setup;
 
-pub use admit::{Admit, Context, Joined, ReadyAdmit, RoomHold};
+pub use admit::{Admit, Context, Joined, RoomHold};
+pub use connecting::Connecting;
 use reservation::Reservation;
 use setup::{Pending, Setup};
 pub use setup::{RoomSetup, RoomsBuilder};
