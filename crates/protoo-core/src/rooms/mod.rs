@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cluster::{ClusterBackend, LocalNode, NodeRooms, OnMemberLost};
-use crate::identity::Expiries;
+use crate::peer::Expiries;
 use crate::room::{DuplicatePolicy, OnClose, RoomRegistry};
 use crate::session::Parked;
 use crate::sync::lock;
