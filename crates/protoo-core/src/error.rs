@@ -41,6 +41,11 @@ pub enum CoreError {
     /// its code as the HTTP status (500 when it is not one).
     #[error("room setup failed: {0}")]
     RoomSetup(ErrorData),
+    /// The room's setup outlasted the deadline of the connection being
+    /// admitted ([`Connecting::deadline`](crate::Connecting::deadline):
+    /// `protoo_server`'s handshake timeout, answered with 503).
+    #[error("room setup timed out")]
+    SetupTimedOut,
     /// The peer id is taken in the room by a peer of another identity (or
     /// one of the two has none): a connection may replace a peer only as
     /// the same subject in the same room

@@ -199,7 +199,7 @@ pub use presence::Presence;
 pub use rate::Rate;
 pub use room::{DuplicatePolicy, Room};
 pub use rooms::{
-    Admit, Context, DEFAULT_MAX_ID_BYTES, Joined, ReadyAdmit, RoomHold, RoomSetup, Rooms,
+    Admit, Connecting, Context, DEFAULT_MAX_ID_BYTES, Joined, RoomHold, RoomSetup, Rooms,
     RoomsBuilder,
 };
 pub use session::{

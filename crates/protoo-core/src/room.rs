@@ -16,7 +16,8 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use crate::cluster::{Admission, ClusterBackend, ClusterFuture};
-use crate::identity::{Expiries, IdentitySlot, may_replace};
+use crate::identity::{IdentitySlot, may_replace};
+use crate::peer::Expiries;
 use crate::peer::{Leave, PeerState, Start, build};
 use crate::sync::lock;
 use crate::{Broadcast, CoreError, Identity, Peer, PeerConfig, PeerEvents};

@@ -332,11 +332,18 @@ async fn every_close_path_runs_on_close_exactly_once() {
     let (t, _raw) = pair();
     let joined = rooms.admit("r", "p").join(t, ()).await.unwrap();
     let (_room, hold) = rooms.admit("r", "").hold().await.unwrap();
-    let ready = rooms.admit("r", "q").reserve().await.unwrap();
+    let (t, _raw_q) = pair();
+    let (connection, held, release) = HeldConnection::new(t);
+    let waiting = tokio::spawn({
+        let rooms = rooms.clone();
+        async move { rooms.admit("r", "q").join(connection, ()).await }
+    });
+    held.await.unwrap();
     joined.room.close();
     joined.peer.closed().await;
     drop(hold);
-    drop(ready);
+    release.release();
+    assert!(matches!(waiting.await.unwrap(), Err(CoreError::RoomClosed)));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 

@@ -164,7 +164,13 @@ async fn room_close_closes_every_peer_then_the_room() {
         async move { room.closed().await }
     });
     // An admission that has its place when the room closes.
-    let late = room.rooms.admit(room.id(), "d").reserve().await.unwrap();
+    let (t, mut raw) = pair();
+    let (connection, held, release) = HeldConnection::new(t);
+    let late = tokio::spawn({
+        let (rooms, id) = (room.rooms.clone(), room.id().to_owned());
+        async move { rooms.admit(id, "d").join(connection, ()).await }
+    });
+    held.await.unwrap();
     room.close();
     room.close(); // no effect
     waiter.await.unwrap();
@@ -184,8 +190,8 @@ async fn room_close_closes_every_peer_then_the_room() {
     }
 
     // A closed room takes no new peer, and closes its transport.
-    let (t, mut raw) = pair();
-    let result = late.join(t, ());
+    release.release();
+    let result = late.await.unwrap();
     assert!(matches!(result, Err(CoreError::RoomClosed)));
     assert_eq!(recv_close(&mut raw).await.code, Some(4000));
 }

@@ -310,10 +310,16 @@ async fn a_joiner_that_gives_up_during_the_setup_leaves_nothing_behind() {
     // removed at once.
     assert!(rooms.is_empty());
     // An admission dropped unused gives its place back too.
-    let ready = rooms.admit("r", "p").reserve().await.unwrap();
-    let room = ready.room().clone();
+    let (server_side, _client_side) = pair();
+    let (connection, held, _release) = protoo_testkit::HeldConnection::new(server_side);
+    let waiting = tokio::spawn({
+        let rooms = rooms.clone();
+        async move { rooms.admit("r", "p").join(connection, ()).await }
+    });
+    held.await.unwrap();
+    let room = rooms.get("r").unwrap();
     assert_eq!(rooms.len(), 1);
-    drop(ready);
+    waiting.abort();
     room.closed().await;
     assert!(rooms.is_empty());
 }

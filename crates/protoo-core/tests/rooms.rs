@@ -116,10 +116,16 @@ async fn a_room_emptied_under_a_caller_is_refused_and_the_next_admission_gets_a_
 
     // An admission whose room closes under it is refused (and the
     // transport closed).
-    let ready = rooms.admit("r", "bob").reserve().await.unwrap();
-    ready.room().close();
     let (b, mut raw_b) = pair();
-    let result = ready.join(b, ());
+    let (connection, held, release) = HeldConnection::new(b);
+    let waiting = tokio::spawn({
+        let rooms = rooms.clone();
+        async move { rooms.admit("r", "bob").join(connection, ()).await }
+    });
+    held.await.unwrap();
+    rooms.get("r").unwrap().close();
+    release.release();
+    let result = waiting.await.unwrap();
     assert!(matches!(result, Err(CoreError::RoomClosed)));
     assert_eq!(recv_close(&mut raw_b).await.code, Some(4000));
 

@@ -6,10 +6,14 @@
 use std::fmt;
 use std::future::Future;
 
-use protoo_core::{Context, CoreError, DuplicatePolicy, Joined, PeerConfig, ReadyAdmit, Rooms};
+use protoo_core::{
+    Admit, Connecting, Context, CoreError, DuplicatePolicy, Joined, PeerConfig, Rooms,
+};
+use protoo_transport::Transport;
+use tokio::time::Instant;
 
 use crate::auth::AuthError;
-use crate::request::Decision;
+use crate::request::{Decision, Opening};
 use crate::{ConnectionRequest, ServerError};
 
 /// The query parameter the room id comes from by default.
@@ -152,17 +156,14 @@ where
         data: D,
     ) -> impl Future<Output = Result<Joined<D, R>, ServerError>> + Send + 'a {
         Box::pin(async move {
-            let (request, ready) = self.ready().await?;
-            let (transport, opening) = request.accept_pending().await?;
-            let joined = ready.join(transport, data);
-            opening.open();
-            Ok(joined?)
+            let (admit, handshake) = self.admission()?;
+            admit.join(handshake, data).await
         })
     }
 
-    /// Checks the ids and waits for the room, rejecting the connection when
-    /// either fails.
-    async fn ready(self) -> Result<(ConnectionRequest, ReadyAdmit<D, R>), ServerError> {
+    /// Checks the ids (rejecting the connection when one is missing or not
+    /// the identity's) and builds the core's admission.
+    fn admission(self) -> Result<(Admit<'a, D, R>, Handshake), ServerError> {
         let ServerAdmit {
             mut request,
             rooms,
@@ -224,15 +225,42 @@ where
         if let Some(policy) = policy {
             admit = admit.policy(policy);
         }
-        let room_id = admit.room_id().to_owned();
-        let reserved = tokio::time::timeout_at(request.deadline(), async {
-            let ready = admit.reserve().await?;
-            let takeover = ready.is_takeover().await;
-            Ok::<_, CoreError>((ready, takeover))
-        })
-        .await;
-        let (status, reason, error) = match reserved {
-            Ok(Ok((_, true))) => {
+        let handshake = Handshake {
+            request,
+            room_id: admit.room_id().to_owned(),
+        };
+        Ok((admit, handshake))
+    }
+}
+
+/// A connection request as the core admits it: accepted (the upgrade
+/// completes, the client sees it open once the peer is in its room) or
+/// rejected with an HTTP status the client can read.
+struct Handshake {
+    request: ConnectionRequest,
+    /// For the log of a failed room setup.
+    room_id: String,
+}
+
+impl Connecting for Handshake {
+    type Error = ServerError;
+    type Opening = Opening;
+
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.request.deadline())
+    }
+
+    fn accept(self) -> impl Future<Output = Result<(Transport, Opening), ServerError>> + Send {
+        self.request.accept_pending()
+    }
+
+    fn open(opening: Opening) {
+        opening.open();
+    }
+
+    fn refuse(mut self, error: CoreError) -> ServerError {
+        let (status, reason, error) = match error {
+            CoreError::IdentityMismatch(_) => {
                 // Checked again when the peer joins; refused here with a
                 // status the client can read.
                 tracing::debug!("connection refused: peer id of another identity");
@@ -240,10 +268,9 @@ where
                 let error = ServerError::Auth(AuthError::Forbidden(reason.to_owned()));
                 (403, reason.to_owned(), error)
             }
-            Ok(Ok((ready, false))) => return Ok((request, ready)),
-            Ok(Err(CoreError::RoomSetup(error))) => {
+            CoreError::RoomSetup(error) => {
                 tracing::debug!(
-                    room_id = %protoo_transport::log::Remote(room_id),
+                    room_id = %protoo_transport::log::Remote(&self.room_id),
                     error = %protoo_transport::log::Remote(&error),
                     "room setup failed: connection rejected"
                 );
@@ -252,19 +279,19 @@ where
                 let error = ServerError::Core(CoreError::RoomSetup(error));
                 (status.unwrap_or(500), reason, error)
             }
-            // An id over the registry's limit: the client's fault.
-            Ok(Err(error @ CoreError::IdTooLong { .. })) => {
-                (400, error.to_string(), ServerError::Core(error))
-            }
-            Ok(Err(error)) => (500, error.to_string(), ServerError::Core(error)),
-            Err(_) => (
+            CoreError::SetupTimedOut => (
                 503,
                 "room setup timed out".to_owned(),
                 ServerError::HandshakeTimeout,
             ),
+            // An id over the registry's limit: the client's fault.
+            error @ CoreError::IdTooLong { .. } => {
+                (400, error.to_string(), ServerError::Core(error))
+            }
+            error => (500, error.to_string(), ServerError::Core(error)),
         };
-        request.decide(Decision::Reject(status, reason));
-        Err(error)
+        self.request.decide(Decision::Reject(status, reason));
+        error
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! - [`guard`], [`guard_for`]: a failure guard around one step of a test
 //!   (never a way to wait for something);
+//! - [`HeldConnection`]: an admission held while its room is ready and
+//!   its connection not yet accepted;
 //! - [`pair`] and the `expect_*` helpers: peers over in-memory transports,
 //!   and the next event of a peer, which must be of a given kind;
 //! - [`logs`]: what a test logs, captured (text or JSON lines);
@@ -22,11 +24,13 @@ use std::time::Duration;
 use protoo_core::transport::{Transport, memory};
 use protoo_core::{CloseReason, IncomingNotification, IncomingRequest, PeerEvent, PeerEvents};
 
+mod held_connection;
 mod held_room;
 pub mod logs;
 pub mod protoo_case;
 pub mod proxy;
 
+pub use held_connection::{HeldConnection, Release};
 pub use held_room::HeldRoom;
 
 /// The longest one step of a test on real time may take (a failure guard).

@@ -16,9 +16,29 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use protoo_transport::{CloseReason, Initiator, close_code};
+use protoo_codec::Frame;
+use protoo_transport::{CloseReason, Initiator, TransportError, close_code};
 
-use crate::peer::PeerState;
+use crate::metrics::RequestEnd;
+
+/// What a peer's events, and the requests they carry, reach of their peer:
+/// its state implements it, so this module stays below the peer's.
+pub(crate) trait EventSource: Send + Sync + 'static {
+    /// The peer's id.
+    fn id(&self) -> &str;
+    /// The queue the peer's reader fills.
+    fn events(&self) -> &EventQueue;
+    /// Why the peer closed, once it has.
+    fn close_reason(&self) -> Option<&CloseReason>;
+    /// Whether the peer has closed.
+    fn is_closed(&self) -> bool;
+    /// Closes the peer from this side.
+    fn close_locally(self: Arc<Self>, code: u16, reason: &str);
+    /// The application is done with the events.
+    fn events_handled(&self);
+    /// Sends a request's answer, counting it as `outcome`.
+    fn answer(&self, frame: Frame, outcome: RequestEnd) -> Result<(), TransportError>;
+}
 
 /// The reason of a request dropped without an answer.
 pub const NOT_ANSWERED_REASON: &str = "request not answered";
@@ -101,7 +121,7 @@ pub enum PeerEvent {
 /// there receiving broadcasts. To keep a peer without handling its events,
 /// say so with [`PeerEvents::detach`].
 pub struct PeerEvents {
-    core: Arc<PeerState>,
+    core: Arc<dyn EventSource>,
     closed_reported: bool,
     detached: bool,
     /// A resumed admission's handle: yields nothing, does nothing.
@@ -109,7 +129,7 @@ pub struct PeerEvents {
 }
 
 impl PeerEvents {
-    pub(crate) fn new(core: Arc<PeerState>) -> Self {
+    pub(crate) fn new(core: Arc<dyn EventSource>) -> Self {
         PeerEvents {
             core,
             closed_reported: false,
@@ -120,7 +140,7 @@ impl PeerEvents {
 
     /// The events of a resumed admission ([`Joined::resumed`](crate::Joined::resumed)):
     /// none; the peer's real events go on where they went.
-    pub(crate) fn inert(core: Arc<PeerState>) -> Self {
+    pub(crate) fn inert(core: Arc<dyn EventSource>) -> Self {
         PeerEvents {
             core,
             closed_reported: true,
@@ -155,7 +175,7 @@ impl PeerEvents {
             self.core.events_handled();
             return Poll::Ready(None);
         }
-        match self.core.events.poll_pop(cx) {
+        match self.core.events().poll_pop(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(event)) => Poll::Ready(Some(event)),
             Poll::Ready(None) => {
@@ -173,7 +193,7 @@ impl PeerEvents {
 
     /// The id of the peer these events come from.
     pub fn peer_id(&self) -> &str {
-        &self.core.id
+        self.core.id()
     }
 }
 
@@ -197,14 +217,13 @@ impl Drop for PeerEvents {
             return;
         }
         // Queued requests answer 500 while the transport is still open.
-        self.core.events.consumer_dropped();
+        self.core.events().consumer_dropped();
         if !self.detached && !self.closed_reported && !self.core.is_closed() {
             tracing::warn!(
-                peer_id = %protoo_transport::log::Remote(&self.core.id),
+                peer_id = %protoo_transport::log::Remote(self.core.id()),
                 "peer events dropped before the peer closed: closing it"
             );
-            self.core
-                .close_locally(close_code::INTERNAL_ERROR, EVENTS_DROPPED_REASON);
+            (self.core.clone()).close_locally(close_code::INTERNAL_ERROR, EVENTS_DROPPED_REASON);
         }
         self.core.events_handled();
     }
@@ -213,8 +232,8 @@ impl Drop for PeerEvents {
 impl fmt::Debug for PeerEvents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerEvents")
-            .field("peer_id", &self.core.id)
-            .field("queued", &self.core.events.len())
+            .field("peer_id", &self.core.id())
+            .field("queued", &self.core.events().len())
             .field("closed_reported", &self.closed_reported)
             .finish()
     }

@@ -12,9 +12,9 @@ use protoo_transport::TrackerGuard;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::EventSource;
 use super::NOT_ANSWERED_REASON;
 use crate::budget::Charge;
-use crate::peer::PeerState;
 
 /// A request from the remote, waiting for its one answer.
 ///
@@ -30,7 +30,7 @@ use crate::peer::PeerState;
 pub struct IncomingRequest {
     request: Request,
     /// `None` once answered.
-    core: Option<Arc<PeerState>>,
+    core: Option<Arc<dyn EventSource>>,
     /// Counts this request as in flight until it is answered, when the
     /// transport has a request tracker.
     _in_flight: Option<TrackerGuard>,
@@ -41,7 +41,7 @@ pub struct IncomingRequest {
 impl IncomingRequest {
     pub(crate) fn new(
         request: Request,
-        core: Arc<PeerState>,
+        core: Arc<dyn EventSource>,
         in_flight: Option<TrackerGuard>,
         charge: Charge,
     ) -> Self {
@@ -80,7 +80,7 @@ impl IncomingRequest {
 
     /// The id of the peer that sent the request.
     pub fn peer_id(&self) -> &str {
-        self.core.as_ref().map_or("", |core| &core.id)
+        self.core.as_ref().map_or("", |core| core.id())
     }
 
     /// Answers with a success response carrying `data` (`&()` sends `{}`).
@@ -172,10 +172,9 @@ impl IncomingRequest {
         let Some(core) = self.core.take() else {
             return;
         };
-        core.metrics.answered(outcome);
-        if let Err(error) = core.send(frame) {
+        if let Err(error) = core.answer(frame, outcome) {
             tracing::debug!(
-                peer_id = %protoo_transport::log::Remote(&core.id),
+                peer_id = %protoo_transport::log::Remote(core.id()),
                 method = %protoo_transport::log::Remote(self.method()),
                 %error,
                 "response not sent"

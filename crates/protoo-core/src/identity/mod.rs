@@ -17,7 +17,6 @@
 //!   [`Identity::expires_at`] (within a second), unless
 //!   [`Peer::refresh_identity`](crate::Peer::refresh_identity) moved it.
 
-mod expiry;
 mod methods;
 mod slot;
 
@@ -28,7 +27,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-pub(crate) use expiry::Expiries;
 use methods::Methods;
 pub(crate) use slot::IdentitySlot;
 

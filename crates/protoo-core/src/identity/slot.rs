@@ -90,7 +90,7 @@ impl IdentitySlot {
     }
 
     /// The place of the peer's entry in the expiry queue, if it has one.
-    pub(super) fn position(&self) -> Option<usize> {
+    pub(crate) fn position(&self) -> Option<usize> {
         let position = lock(&self.current).position;
         (position != NOT_QUEUED).then_some(position as usize)
     }
@@ -99,7 +99,7 @@ impl IdentitySlot {
     /// out of it). A queue of more than 4 billion entries does not fit in
     /// memory: a place beyond is recorded as none (the entry then leaves
     /// at its deadline rather than when the peer closes).
-    pub(super) fn set_position(&self, position: Option<usize>) {
+    pub(crate) fn set_position(&self, position: Option<usize>) {
         lock(&self.current).position = position
             .and_then(|position| u32::try_from(position).ok())
             .unwrap_or(NOT_QUEUED);

@@ -3,10 +3,12 @@
 //! state is in `state`, its reader task in `reader`, how it is built and
 //! started in `start`.
 
+mod expiry;
 mod reader;
 mod start;
 mod state;
 
+pub(crate) use expiry::Expiries;
 pub use start::{CLUSTER_ADMISSION_WAIT, DUPLICATE_ELSEWHERE_REASON, REPLACEMENT_WAIT};
 pub(crate) use start::{Start, admission, build};
 pub(crate) use state::{Leave, PeerState, remote_warn};

@@ -17,9 +17,10 @@ use protoo_transport::{
 };
 use tokio::sync::{Notify, oneshot};
 
+use super::Expiries;
 use crate::budget::Budget;
-use crate::events::EventQueue;
-use crate::identity::{Expiries, IdentitySlot};
+use crate::events::{EventQueue, EventSource};
+use crate::identity::IdentitySlot;
 use crate::ids::IdRng;
 use crate::metrics::{self as meter, Kind, PeerMetrics};
 use crate::rate::{FanOut, Limiter};
@@ -348,6 +349,37 @@ impl PeerState {
                 self.invalid_message();
             }
         }
+    }
+}
+
+impl EventSource for PeerState {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn events(&self) -> &EventQueue {
+        &self.events
+    }
+
+    fn close_reason(&self) -> Option<&CloseReason> {
+        PeerState::close_reason(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        PeerState::is_closed(self)
+    }
+
+    fn close_locally(self: Arc<Self>, code: u16, reason: &str) {
+        PeerState::close_locally(&self, code, reason);
+    }
+
+    fn events_handled(&self) {
+        PeerState::events_handled(self);
+    }
+
+    fn answer(&self, frame: Frame, outcome: meter::RequestEnd) -> Result<(), TransportError> {
+        self.metrics.answered(outcome);
+        self.send(frame)
     }
 }
 

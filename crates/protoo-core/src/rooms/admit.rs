@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use protoo_transport::Transport;
 
+use super::Connecting;
 use super::Rooms;
 use super::reservation::Reservation;
 use crate::identity::may_replace;
@@ -266,7 +267,10 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
     }
 
     /// Finds or creates the room (waiting for its setup) and admits a new
-    /// peer on `transport` into it: the room cannot be removed in between.
+    /// peer on `connection` into it: the room cannot be removed in between.
+    /// `connection` is a peer's [`Transport`], or a handshake still to be
+    /// answered (see [`Connecting`]: `protoo_server`'s admission), which is
+    /// accepted only once the room is ready and the peer id is free for it.
     ///
     /// Refuses an empty peer id ([`CoreError::EmptyId`]) and a room or peer
     /// id over the registry's [`max_id_bytes`](crate::Rooms::max_id_bytes)
@@ -275,23 +279,38 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
     /// takeover of a peer of another identity, here or on another node
     /// ([`CoreError::IdentityMismatch`]: see [`Identity`]) and a closed room
     /// ([`CoreError::RoomClosed`]); fails with [`CoreError::RoomSetup`] if
-    /// the room's setup failed. The transport is closed on every failure.
-    /// Dropping the future stops only this admission's wait.
-    pub async fn join(self, transport: Transport, data: D) -> Result<Joined<D, R>, CoreError> {
+    /// the room's setup failed, and with [`CoreError::SetupTimedOut`] if it
+    /// outlasted the connection's [deadline](Connecting::deadline). A
+    /// transport is closed on every failure. Dropping the future stops only
+    /// this admission's wait.
+    pub async fn join<C: Connecting>(
+        self,
+        connection: C,
+        data: D,
+    ) -> Result<Joined<D, R>, C::Error> {
         if self.peer_id.is_empty() {
-            transport.close();
-            return Err(CoreError::EmptyId);
+            return Err(connection.refuse(CoreError::EmptyId));
         }
-        match self.reserve().await {
-            Ok(ready) if ready.is_takeover().await => {
-                transport.close();
-                Err(CoreError::IdentityMismatch(ready.peer_id))
+        let ready = async {
+            let ready = self.ready().await?;
+            let takeover = ready.is_takeover().await;
+            Ok::<_, CoreError>((ready, takeover))
+        };
+        let ready = match connection.deadline() {
+            Some(deadline) => tokio::time::timeout_at(deadline, ready)
+                .await
+                .unwrap_or(Err(CoreError::SetupTimedOut)),
+            None => ready.await,
+        };
+        match ready {
+            Ok((ready, false)) => {
+                let (transport, opening) = connection.accept().await?;
+                let joined = ready.join(transport, data);
+                C::open(opening);
+                Ok(joined?)
             }
-            Ok(ready) => ready.join(transport, data),
-            Err(error) => {
-                transport.close();
-                Err(error)
-            }
+            Ok((ready, true)) => Err(connection.refuse(CoreError::IdentityMismatch(ready.peer_id))),
+            Err(error) => Err(connection.refuse(error)),
         }
     }
 
@@ -299,7 +318,7 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
     /// for a member that is not a protoo peer: see [`RoomHold`]. Fails with
     /// [`CoreError::RoomSetup`] if the room's setup failed.
     pub async fn hold(self) -> Result<(Room<D, R>, RoomHold), CoreError> {
-        let ready = self.reserve().await?;
+        let ready = self.ready().await?;
         let room = ready.reservation.room().clone();
         let hold = RoomHold {
             place: Box::new(ready.reservation),
@@ -308,12 +327,8 @@ impl<'a, D: Send + Sync + 'static, R: Send + Sync + 'static> Admit<'a, D, R> {
     }
 
     /// Waits for the room (its setup) and holds a place in it for this
-    /// admission, to join later with [`ReadyAdmit::join`]: for a server
-    /// that must know the room before it completes a handshake
-    /// (`protoo_server`'s admission). Not for applications: use
-    /// [`Admit::join`].
-    #[doc(hidden)]
-    pub async fn reserve(self) -> Result<ReadyAdmit<D, R>, CoreError> {
+    /// admission, to join once the connection is accepted.
+    async fn ready(self) -> Result<ReadyAdmit<D, R>, CoreError> {
         self.check_length(&self.room_id, "room id")?;
         self.check_length(&self.peer_id, "peer id")?;
         let Admit {
@@ -360,9 +375,8 @@ impl<D, R> fmt::Debug for Admit<'_, D, R> {
     }
 }
 
-/// An admission whose room is ready, its place held ([`Admit::reserve`]).
-#[doc(hidden)]
-pub struct ReadyAdmit<D: Send + Sync + 'static, R: Send + Sync + 'static> {
+/// An admission whose room is ready, its place held.
+struct ReadyAdmit<D: Send + Sync + 'static, R: Send + Sync + 'static> {
     reservation: Reservation<D, R>,
     peer_id: String,
     config: PeerConfig,
@@ -371,20 +385,14 @@ pub struct ReadyAdmit<D: Send + Sync + 'static, R: Send + Sync + 'static> {
 }
 
 impl<D: Send + Sync + 'static, R: Send + Sync + 'static> ReadyAdmit<D, R> {
-    /// The room.
-    pub fn room(&self) -> &Room<D, R> {
-        self.reservation.room()
-    }
-
     /// Whether joining now would be refused as a takeover (a peer of this
     /// id, of another identity, is in the room, on this node or, for a
-    /// newcomer with an identity under
-    /// [`DuplicatePolicy::Replace`], on another:
-    /// [`ClusterBackend::taken_elsewhere`](crate::cluster::ClusterBackend::taken_elsewhere)):
-    /// for a server that answers it with an HTTP status before the
-    /// upgrade. The join checks it again under the room's lock, and the
+    /// newcomer with an identity under [`DuplicatePolicy::Replace`], on
+    /// another: `ClusterBackend::taken_elsewhere`), checked before the
+    /// connection is accepted so a server can answer it with an HTTP
+    /// status. The join checks it again under the room's lock, and the
     /// cluster backend when it registers the peer.
-    pub async fn is_takeover(&self) -> bool {
+    async fn is_takeover(&self) -> bool {
         let room = self.reservation.room();
         if let Some(old) = room.peer(&self.peer_id) {
             return !may_replace(old.identity().as_deref(), self.identity.as_ref());
@@ -401,7 +409,7 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> ReadyAdmit<D, R> {
 
     /// Admits the peer on `transport`; fails as [`Admit::join`] does,
     /// closing the transport.
-    pub fn join(self, transport: Transport, data: D) -> Result<Joined<D, R>, CoreError> {
+    fn join(self, transport: Transport, data: D) -> Result<Joined<D, R>, CoreError> {
         self.reservation.join(
             self.peer_id,
             transport,
@@ -410,14 +418,5 @@ impl<D: Send + Sync + 'static, R: Send + Sync + 'static> ReadyAdmit<D, R> {
             self.policy,
             self.identity,
         )
-    }
-}
-
-impl<D: Send + Sync + 'static, R: Send + Sync + 'static> fmt::Debug for ReadyAdmit<D, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReadyAdmit")
-            .field("room_id", &self.room().id())
-            .field("peer_id", &self.peer_id)
-            .finish_non_exhaustive()
     }
 }

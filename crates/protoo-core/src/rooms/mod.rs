@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cluster::{ClusterBackend, LocalNode, NodeRooms, OnMemberLost};
-use crate::identity::Expiries;
+use crate::peer::Expiries;
 use crate::room::{DuplicatePolicy, OnClose, RoomRegistry};
 use crate::session::Parked;
 use crate::sync::lock;
@@ -23,11 +23,13 @@ use crate::{CoreError, PeerConfig, Room};
 pub const DEFAULT_MAX_ID_BYTES: usize = 256;
 
 mod admit;
+mod connecting;
 mod node;
 mod reservation;
 mod setup;
 
-pub use admit::{Admit, Context, Joined, ReadyAdmit, RoomHold};
+pub use admit::{Admit, Context, Joined, RoomHold};
+pub use connecting::Connecting;
 use reservation::Reservation;
 use setup::{Pending, Setup};
 pub use setup::{RoomSetup, RoomsBuilder};

@@ -8,7 +8,8 @@ use std::task::{Context, Poll, Waker};
 
 use protoo_core::{CloseReason, Peer, PeerConfig, PeerEvents};
 pub(crate) use protoo_testkit::{
-    HeldRoom, expect_closed, expect_notification, expect_request, pair, until_closed,
+    HeldConnection, HeldRoom, expect_closed, expect_notification, expect_request, pair,
+    until_closed,
 };
 use protoo_transport::{
     Frame, FrameSink, FrameStream, Inbound, Initiator, Transport, TransportError,

@@ -1,5 +1,6 @@
 //! The expiry queue of a registry: the peers whose identity expires, by
-//! deadline, and the one task that closes them.
+//! deadline, and the one task that closes them. Beside the peer's state it
+//! closes, not in `identity`, which stays below the peer.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -8,8 +9,8 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{IdentitySlot, TOKEN_EXPIRED_REASON};
-use crate::peer::PeerState;
+use super::PeerState;
+use crate::identity::{IdentitySlot, TOKEN_EXPIRED_REASON};
 use crate::sync::lock;
 
 /// The peers of a registry that expire, by deadline, and the one task that
