@@ -178,7 +178,7 @@ fn ci() -> Result {
             .args([
                 "test",
                 "-p",
-                "protoo-transport",
+                "protoo-queue",
                 "--release",
                 "--test",
                 "loom_queue",
@@ -206,6 +206,8 @@ fn ci() -> Result {
             .args([
                 "-p",
                 "protoo-codec",
+                "-p",
+                "protoo-queue",
                 "-p",
                 "protoo-transport",
                 "-p",

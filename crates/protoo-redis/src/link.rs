@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use protoo_core::transport::Popped;
+use protoo_queue::Popped;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 

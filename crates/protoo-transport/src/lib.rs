@@ -137,7 +137,6 @@ use std::task::{Context, Poll};
 pub use bytes::Bytes;
 pub use protoo_codec::Frame;
 
-mod byte_queue;
 mod error;
 pub mod log;
 pub mod memory;
@@ -147,7 +146,6 @@ mod sync;
 mod tracker;
 pub mod ws;
 
-pub use byte_queue::{ByteQueue, Popped, Refused, Weigh};
 pub use error::TransportError;
 pub use queue::{FRAME_OVERHEAD, OutboundQueue, Work};
 pub use tracker::{Tracker, TrackerGuard};

@@ -8,8 +8,8 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
-use crate::byte_queue::{self, ByteQueue, Popped, Weigh};
 use crate::{Frame, SLOW_CONSUMER_REASON, TransportError, close_code};
+use protoo_queue::{ByteQueue, Popped, Refused, Weigh};
 
 /// One queued outbound message: a protoo text frame, or (only on a WebSocket
 /// transport with [`WsConfig::binary_messages`](crate::ws::WsConfig::binary_messages))
@@ -159,8 +159,8 @@ impl OutboundQueue {
                 Closing::new(close_code::POLICY_VIOLATION, SLOW_CONSUMER_REASON)
             })
             .map_err(|refused| match refused {
-                byte_queue::Refused::Closed(item) => (NotQueued::Closed, item),
-                byte_queue::Refused::Full(item) => {
+                Refused::Closed(item) => (NotQueued::Closed, item),
+                Refused::Full(item) => {
                     crate::metrics::outbound_queue_closed();
                     (NotQueued::Full, item)
                 }

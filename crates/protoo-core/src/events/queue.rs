@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
-use protoo_transport::{ByteQueue, Refused, Weigh};
+use protoo_queue::{ByteQueue, Refused, Weigh};
 
 use super::PeerEvent;
 

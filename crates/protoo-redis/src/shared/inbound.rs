@@ -24,8 +24,8 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use protoo_core::cluster::{Handover, PeerMessage, PeerReply};
-use protoo_core::transport::{Popped, Refused, Weigh};
 use protoo_core::{ErrorData, Frame, Payload, RequestError};
+use protoo_queue::{Popped, Refused, Weigh};
 use redis::{PushInfo, PushKind, Value};
 
 use super::{Answer, Shared};

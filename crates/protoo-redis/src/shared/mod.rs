@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use protoo_core::cluster::{LocalNode, PeerReply};
-use protoo_core::transport::{ByteQueue, Refused, Weigh};
+use protoo_queue::{ByteQueue, Refused, Weigh};
 use redis::{Cmd, Value};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;

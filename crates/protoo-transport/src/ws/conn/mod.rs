@@ -48,8 +48,8 @@ use reader::{Event, ReadError, Reader};
 use super::WsConfig;
 use crate::queue::{Outbound, OutboundQueue, Work};
 use crate::{
-    ByteQueue, CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator,
-    KEEPALIVE_TIMEOUT_REASON, SLOW_CONSUMER_REASON, Transport, TransportError, Weigh, close_code,
+    CloseReason, Frame, FrameSink, FrameStream, Inbound, Initiator, KEEPALIVE_TIMEOUT_REASON,
+    SLOW_CONSUMER_REASON, Transport, TransportError, close_code,
 };
 
 /// Incoming messages the task holds for a reader that is behind. When the

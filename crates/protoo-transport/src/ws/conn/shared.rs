@@ -3,6 +3,8 @@
 
 use std::sync::OnceLock;
 
+use protoo_queue::{ByteQueue, Weigh};
+
 use super::unconfirmed::Tail;
 use super::*;
 use crate::log::Source;

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! RUSTFLAGS="--cfg protoo_loom" LOOM_MAX_PREEMPTIONS=3 \
-//!     cargo test -p protoo-transport --release --target-dir target/loom --test loom_queue
+//!     cargo test -p protoo-queue --release --target-dir target/loom --test loom_queue
 //! ```
 #![cfg(protoo_loom)]
 
@@ -12,7 +12,7 @@ use std::future::poll_fn;
 use loom::future::block_on;
 use loom::sync::Arc;
 use loom::thread;
-use protoo_transport::{ByteQueue, Refused, Weigh};
+use protoo_queue::{ByteQueue, Refused, Weigh};
 
 #[derive(Debug, PartialEq, Eq)]
 struct Item(usize);

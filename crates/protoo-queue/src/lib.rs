@@ -1,13 +1,66 @@
-//! [`ByteQueue`]: the one bounded queue under the transport's outbound queue
-//! and the WebSocket inbox: a `VecDeque` behind a mutex, counted in bytes,
-//! with a close and one waker for its consumer (and one for a producer that
-//! waits for room).
+//! # protoo-queue
+//!
+//! The bottom of the protoo-rs stack, beside `protoo-codec`: [`ByteQueue`],
+//! the one bounded queue of the workspace, counted in bytes. Every queue a
+//! remote can fill is one: the transport's outbound queue and WebSocket
+//! inbox (`protoo-transport`), a peer's event queue (`protoo-core`), and
+//! `protoo-redis`'s command and inbound queues. No async runtime: a
+//! `VecDeque` behind a mutex, with a close and one waker for its consumer
+//! (and one for a producer that waits for room), driven by `poll_*`
+//! methods any executor can call.
+//!
+//! Its wake-ups are checked by a loom model (`tests/loom_queue.rs`, built
+//! with `--cfg protoo_loom`).
+//!
+//! ```
+//! use std::task::{Context, Poll, Waker};
+//! use protoo_queue::{ByteQueue, Refused, Weigh};
+//!
+//! #[derive(Debug)]
+//! struct Frame(Vec<u8>);
+//! impl Weigh for Frame {
+//!     fn weight(&self) -> usize { self.0.len() }
+//! }
+//!
+//! // At most 8 bytes (plus one item) before a producer that can wait must.
+//! let queue: ByteQueue<Frame, &str> = ByteQueue::new(8, usize::MAX, 0);
+//! queue.push(Frame(vec![0; 6])).unwrap();
+//! assert!(matches!(queue.try_push(Frame(vec![0; 6])), Ok(())));
+//! assert!(matches!(queue.try_push(Frame(vec![0; 1])), Err(Refused::Full(_))));
+//! assert_eq!(queue.queued_bytes(), 12);
+//!
+//! let cx = Context::from_waker(Waker::noop());
+//! let popped = queue.poll_pop(&cx, |close| *close);
+//! assert!(matches!(popped, Poll::Ready(Ok(Frame(bytes))) if bytes.len() == 6));
+//! // Closed, the queue still hands out what it held, then the close value.
+//! queue.close("done");
+//! assert!(matches!(queue.poll_pop(&cx, |close| *close), Poll::Ready(Ok(_))));
+//! assert!(matches!(queue.poll_pop(&cx, |close| *close), Poll::Ready(Err("done"))));
+//! ```
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::task::{Context, Poll, Waker};
 
-use crate::sync::{Mutex, MutexGuard, lock};
+use sync::{Mutex, MutexGuard, lock};
+
+/// The queue's lock: `std`'s, or loom's when built with `--cfg protoo_loom`
+/// for the model tests (a cfg of our own rather than loom's customary
+/// `--cfg loom`: `RUSTFLAGS` reaches every crate of the build, and tokio
+/// built with `cfg(loom)` leaves out `tokio::net`).
+mod sync {
+    #[cfg(protoo_loom)]
+    pub(crate) use loom::sync::{Mutex, MutexGuard};
+    #[cfg(not(protoo_loom))]
+    pub(crate) use std::sync::{Mutex, MutexGuard};
+
+    /// Locks a mutex whose every critical section leaves its data
+    /// consistent (a handful of field updates), so a poisoned lock is
+    /// still usable.
+    pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+        mutex.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// What an item counts against a [`ByteQueue`]'s byte limit.
 pub trait Weigh {
@@ -222,7 +275,7 @@ impl<T: Weigh, C> ByteQueue<T, C> {
 
     /// Closes the queue and drops what it held. Returns whether this call
     /// closed it (the items are dropped either way).
-    pub(crate) fn close_and_clear(&self, close: C) -> bool {
+    pub fn close_and_clear(&self, close: C) -> bool {
         self.close_inner(close, true)
     }
 
@@ -264,7 +317,7 @@ impl<T: Weigh, C> ByteQueue<T, C> {
     /// Like [`ByteQueue::discard`], handing back what was queued, in
     /// order, instead of dropping it. The close still works afterwards
     /// (the consumer then gets the close value).
-    pub(crate) fn take_and_discard(&self) -> VecDeque<T> {
+    pub fn take_and_discard(&self) -> VecDeque<T> {
         let mut state = self.lock();
         state.discarding = true;
         state.bytes = 0;
@@ -354,7 +407,7 @@ impl<T: Weigh, C> ByteQueue<T, C> {
     }
 
     /// The close value, once closed.
-    pub(crate) fn close_value(&self) -> Option<C>
+    pub fn close_value(&self) -> Option<C>
     where
         C: Clone,
     {
@@ -377,14 +430,14 @@ impl<T: Weigh, C> ByteQueue<T, C> {
     }
 
     /// The byte limit.
-    pub(crate) fn max_bytes(&self) -> usize {
+    pub fn max_bytes(&self) -> usize {
         self.max_bytes
     }
 
     /// Gives the buffer back if nothing is queued (whatever
     /// `keep_capacity`): for a consumer going idle, so that an idle queue
     /// holds no allocation.
-    pub(crate) fn release_if_drained(&self) {
+    pub fn release_if_drained(&self) {
         let mut state = self.lock();
         if state.items.is_empty() && state.items.capacity() > 0 {
             state.items = VecDeque::new();
