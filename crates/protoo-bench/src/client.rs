@@ -10,10 +10,12 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
@@ -120,18 +122,96 @@ pub(crate) async fn connect(
     request
         .headers_mut()
         .insert("sec-websocket-protocol", HeaderValue::from_static("protoo"));
+    let (ws, _response) = client_async_with_config(request, tcp, Some(config(buffers)))
+        .await
+        .map_err(|e| format!("handshake ({room}/{peer}): {e}"))?;
+    Ok(ws)
+}
+
+/// The `Sec-WebSocket-Key` of every [`connect_lean`] connection (the
+/// server only derives its answer from it).
+const LEAN_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// Longest response head [`connect_lean`] reads.
+const LEAN_MAX_HEAD: usize = 8 * 1024;
+
+/// Connects as [`connect`] does ([`Buffers::Idle`]), with the HTTP upgrade
+/// written and checked here instead of by tungstenite's client handshake
+/// (a URL parsed, a request built, a response parsed into header maps:
+/// about a third of the load generator's work per S5 cycle). The request
+/// is the same upgrade; the answer must be `101` with the accept key of
+/// [`LEAN_KEY`] and subprotocol `protoo`. The frames are tungstenite's, as
+/// for every other connection.
+pub(crate) async fn connect_lean(target: &Target, room: &str, peer: &str) -> Result<Ws, String> {
+    static ACCEPT: OnceLock<String> = OnceLock::new();
+    let accept = ACCEPT.get_or_init(|| derive_accept_key(LEAN_KEY.as_bytes()));
+    let mut tcp = TcpStream::connect(&target.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", target.addr))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| format!("set_nodelay: {e}"))?;
+    let token = token_param(room, peer)?;
+    let mut request = String::with_capacity(256 + token.len());
+    let _ = write!(
+        request,
+        "GET /?roomId={room}&peerId={peer}{token} HTTP/1.1\r\nHost: {}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: {LEAN_KEY}\r\nSec-WebSocket-Protocol: protoo\r\n\r\n",
+        target.addr
+    );
+    let failed = |e: std::io::Error| format!("handshake ({room}/{peer}): {e}");
+    tcp.write_all(request.as_bytes()).await.map_err(failed)?;
+    let mut buf = Vec::with_capacity(512);
+    let end = loop {
+        if tcp.read_buf(&mut buf).await.map_err(failed)? == 0 {
+            return Err(format!(
+                "handshake ({room}/{peer}): closed before the answer"
+            ));
+        }
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if buf.len() > LEAN_MAX_HEAD {
+            return Err(format!("handshake ({room}/{peer}): answer head too long"));
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    if !status.starts_with("HTTP/1.1 101 ") {
+        return Err(format!("handshake ({room}/{peer}): {status}"));
+    }
+    let (mut accepted, mut protoo) = (false, false);
+    for (name, value) in lines.filter_map(|line| line.split_once(':')) {
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("sec-websocket-accept") {
+            accepted = value == accept;
+        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            protoo = value == "protoo";
+        }
+    }
+    if !accepted || !protoo {
+        return Err(format!(
+            "handshake ({room}/{peer}): no valid accept key or subprotocol protoo in {head:?}"
+        ));
+    }
+    let rest = buf.split_off(end);
+    Ok(
+        WebSocketStream::from_partially_read(tcp, rest, Role::Client, Some(config(Buffers::Idle)))
+            .await,
+    )
+}
+
+/// The WebSocket settings of the load generator's connections.
+fn config(buffers: Buffers) -> WebSocketConfig {
     let read = match buffers {
         Buffers::Idle => 4 * 1024,
         Buffers::Busy => 8 * 1024,
     };
-    let config = WebSocketConfig::default()
+    WebSocketConfig::default()
         .read_buffer_size(read)
         .write_buffer_size(64 * 1024)
-        .max_message_size(Some(16 << 20));
-    let (ws, _response) = client_async_with_config(request, tcp, Some(config))
-        .await
-        .map_err(|e| format!("handshake ({room}/{peer}): {e}"))?;
-    Ok(ws)
+        .max_message_size(Some(16 << 20))
 }
 
 fn text(s: String) -> Message {

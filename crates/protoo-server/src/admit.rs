@@ -173,8 +173,18 @@ where
             policy,
             context,
         } = self;
-        let room_id = room_id.or_else(|| request.query_param(ROOM_ID_PARAM));
-        let peer_id = peer_id.or_else(|| request.query_param(PEER_ID_PARAM));
+        // The query is parsed once: its parameters are the context (unless
+        // the application gave one) and the ids come from there.
+        let query_context = match context {
+            Some(_) => None,
+            None => Some(request.query_context()),
+        };
+        let from_query = |name: &str| match &query_context {
+            Some(params) => params.param(name).map(str::to_owned),
+            None => request.query_param(name),
+        };
+        let room_id = room_id.or_else(|| from_query(ROOM_ID_PARAM));
+        let peer_id = peer_id.or_else(|| from_query(PEER_ID_PARAM));
         let identity = request.identity().cloned();
         let (room_id, peer_id) = match &identity {
             None => (room_id, peer_id),
@@ -211,7 +221,7 @@ where
                 return Err(ServerError::MissingId(missing));
             }
         };
-        let mut context = context.unwrap_or_else(|| request.query_context());
+        let mut context = context.or(query_context).unwrap_or_default();
         if let Some(identity) = &identity {
             context.insert(identity.clone());
         }

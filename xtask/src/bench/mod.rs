@@ -528,6 +528,42 @@ mod tests {
     }
 
     #[test]
+    fn churn_is_held_to_the_floor() {
+        let results = vec![
+            Outcome {
+                scenario: "s5",
+                server: "ours",
+                result: Ok(parsed("rate=20000 srv_cpu_us_per_op=55")),
+            },
+            Outcome {
+                scenario: "s5",
+                server: "floor",
+                result: Ok(parsed("rate=21000 srv_cpu_us_per_op=50")),
+            },
+        ];
+        let o = Opts::parse(&args("--scenarios s5,s5-auth")).unwrap_or_else(|e| panic!("{e}"));
+        let sc = scenarios(&o);
+        assert!(sc.iter().any(|s| s.key == "s5" && s.floor));
+        assert!(sc.iter().any(|s| s.key == "s5-auth" && !s.floor));
+        let servers = [
+            ServerKind::Ours {
+                bin: PathBuf::new(),
+            },
+            ServerKind::Floor {
+                bin: PathBuf::new(),
+            },
+        ];
+        let t = table(&sc, &servers, &results, true);
+        // 55 / 50 = 1.10 ≤ 1.2.
+        assert!(
+            t.contains(
+                "| server CPU per connection (µs) | 55.00 | – | 50.00 |  | 1.10× | ≤ 1.20× floor | yes |"
+            ),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn redis_cluster_rows_show_each_shard() {
         let results = vec![Outcome {
             scenario: "s10-cluster",

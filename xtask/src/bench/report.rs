@@ -272,7 +272,7 @@ pub(super) fn write_benchmarks(
          server with no framework around it (default 128 KiB buffers, one writer \
          task per connection, data forwarded as raw JSON): the least a server on \
          tokio-tungstenite costs for the same messages. It answers `echo` and \
-         `broadcast` only, so it runs in S1, S2 and S3 (\"not served\" elsewhere). {}{}{}\n\n",
+         `broadcast` only, so it runs in S1, S2, S3 and S5 (\"not served\" elsewhere). {}{}{}\n\n",
         opts.duration,
         if results.iter().any(|o| o.scenario == "s1") && can_pin() {
             PIN_NOTE
@@ -346,10 +346,10 @@ cargo xtask bench --smoke    # two-second check of the harness (CI)\n```\n\n";
 
 pub(super) const SCENARIOS: &str = "\n## Scenarios\n\n\
 The **floor** (`crates/protoo-bench/src/bin/floor.rs`) runs beside ours and the anchor in \
-S1, S2 and S3: a bare tokio-tungstenite protoo server (default 128 KiB buffers, one writer \
+S1, S2, S3 and S5: a bare tokio-tungstenite protoo server (default 128 KiB buffers, one writer \
 task per connection, data forwarded as raw JSON); `ours / floor` is what the framework \
-costs above it. Target: server CPU per message ≤ 1.10× the floor in S2 and S3 at every \
-size.\n\n\
+costs above it. Targets: server CPU per message ≤ 1.10× the floor in S2 and S3 at every \
+size, and server CPU per connection ≤ 1.2× the floor in S5.\n\n\
 - **S1** request/response (`echo`), 1 client, 1 request in flight: latency.\n\
 - **S2** request/response, 50 clients x 4 requests in flight (closed loop); also with \
 the request's data padded to 4 KB and 16 KB (a mediasoup `join` carries \

@@ -101,8 +101,9 @@ impl Topology {
 /// Server processes of a cluster scenario.
 pub(super) const CLUSTER_NODES: usize = 2;
 
-/// The scenarios the floor serves (it answers `echo` and `broadcast` only).
-pub(super) const FLOOR: [&str; 7] = ["s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k"];
+/// The scenarios the floor serves (it answers `echo` and `broadcast` only;
+/// S5's churn is connections that each make one `echo`).
+pub(super) const FLOOR: [&str; 8] = ["s1", "s2", "s2-4k", "s2-16k", "s3", "s3-4k", "s3k", "s5"];
 
 /// The resume window S12 gives our server (`--resume-window`), seconds:
 /// longer than any blip of the scenario, shorter than its run.

@@ -4,8 +4,9 @@
 //! of protoo-rs around it, so that `cargo xtask bench` can show what our
 //! server costs above the least a tokio-tungstenite protoo server must do
 //! for the same messages (the `ours / floor` column). It speaks only the part
-//! of the room contract (`examples/room/main.rs`) that scenarios S1, S2 and
-//! S3 of `protoo-bench` use:
+//! of the room contract (`examples/room/main.rs`) that scenarios S1, S2, S3
+//! and S5 (connect, one `echo`, close: the cost of a connection's life) of
+//! `protoo-bench` use:
 //!
 //! | request | answer |
 //! | --- | --- |

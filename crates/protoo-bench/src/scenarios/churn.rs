@@ -5,7 +5,10 @@
 //! one cycle.
 //!
 //! - S5 ([`Cycle::Echo`]): the request is `echo`; each worker in a room of
-//!   its own.
+//!   its own. The upgrade is written and checked by hand
+//!   ([`client::connect_lean`]): the load generator shares the cores with
+//!   the server, so what it spends per cycle bounds the rate of every
+//!   server measured.
 //! - S11 ([`Cycle::Join`]): the request is `join`; every worker in one room,
 //!   worker `w`'s session `i` on node `(w + i) mod nodes`, so sessions keep
 //!   moving between the nodes. Before the workers start, one observer per
@@ -165,8 +168,7 @@ impl Worker {
             Cycle::Echo => {
                 let room = format!("churn-{}", self.w);
                 let mut ws =
-                    client::connect(&self.targets[0], &room, &format!("p{i}"), Buffers::Idle)
-                        .await?;
+                    client::connect_lean(&self.targets[0], &room, &format!("p{i}")).await?;
                 echo_once(&mut ws, 1, WAIT).await?;
                 close(ws, WAIT).await;
                 Ok(None)

@@ -194,24 +194,29 @@ struct Scan {
 
 impl Scan {
     /// Scans `bytes`: the length of the head's part in them when it ends
-    /// there.
+    /// there. Line by line (the newlines found with `memchr`), not byte by
+    /// byte: every connection's head passes here.
     fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &byte) in bytes.iter().enumerate() {
-            match byte {
-                b'\n' if self.line_start && self.content => {
-                    self.len += i + 1;
-                    return Some(i + 1);
-                }
-                b'\n' => self.line_start = true,
-                b'\r' => {}
-                _ => {
-                    self.line_start = false;
-                    self.content = true;
-                }
+        let mut at = 0;
+        loop {
+            let rest = &bytes[at..];
+            let line_end = memchr::memchr(b'\n', rest);
+            let line = &rest[..line_end.unwrap_or(rest.len())];
+            if line.iter().any(|&byte| byte != b'\r') {
+                self.line_start = false;
+                self.content = true;
             }
+            let Some(end) = line_end else {
+                self.len += bytes.len();
+                return None;
+            };
+            at += end + 1;
+            if self.line_start && self.content {
+                self.len += at;
+                return Some(at);
+            }
+            self.line_start = true;
         }
-        self.len += bytes.len();
-        None
     }
 }
 
@@ -422,5 +427,56 @@ mod tests {
         assert_eq!(scan.len, 29);
         let mut bare = Scan::default();
         assert_eq!(bare.feed(b"GET / HTTP/1.1\nHost: x\n\nnext"), Some(24));
+    }
+
+    /// The head's end, byte by byte: the definition the scan must match.
+    fn reference(input: &[u8]) -> Option<usize> {
+        let (mut content, mut line_start) = (false, false);
+        for (i, &byte) in input.iter().enumerate() {
+            match byte {
+                b'\n' if line_start && content => return Some(i + 1),
+                b'\n' => line_start = true,
+                b'\r' => {}
+                _ => {
+                    line_start = false;
+                    content = true;
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_scan_finds_the_end_the_byte_by_byte_definition_finds() {
+        let inputs: [&[u8]; 8] = [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest",
+            b"\r\n\n\r\nGET / HTTP/1.1\n\r\r\nafter",
+            b"GET\n\rX\n\r\r\r\n",
+            b"\n\n\n\r\n",
+            b"a\n\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n",
+            b"x\r\n\ry\r\n\r\n",
+            b"",
+        ];
+        for input in inputs {
+            let want = reference(input);
+            // Fed whole, and cut in two at every point.
+            for cut in 0..=input.len() {
+                let mut scan = Scan::default();
+                let got = match scan.feed(&input[..cut]) {
+                    Some(end) => Some(end),
+                    None => scan.feed(&input[cut..]).map(|end| cut + end),
+                };
+                assert_eq!(
+                    got,
+                    want,
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(input)
+                );
+                if let Some(end) = want {
+                    assert_eq!(scan.len, end);
+                }
+            }
+        }
     }
 }

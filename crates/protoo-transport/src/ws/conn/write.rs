@@ -23,6 +23,10 @@ const KEEP_FRAMES: usize = 16;
 /// Most bytes copied into the staging buffer for one vectored write.
 const MAX_STAGE: usize = 16 * 1024;
 
+/// At most this many frames to write (a peer's answer and a close, say)
+/// take the small slice arrays of one write; more take [`MAX_SLICES`].
+const FEW_FRAMES: usize = 8;
+
 thread_local! {
     /// The staging buffer of the connections on this thread, filled and
     /// written within one call: at most [`MAX_STAGE`] plus one small frame,
@@ -32,7 +36,12 @@ thread_local! {
 
 /// Copies `bytes` into `stage`, extending the last segment when it ends
 /// where they start.
-fn copy(stage: &mut Vec<u8>, bytes: &[u8], segments: &mut [Segment; MAX_SLICES], n: &mut usize) {
+fn copy<const N: usize>(
+    stage: &mut Vec<u8>,
+    bytes: &[u8],
+    segments: &mut [Segment; N],
+    n: &mut usize,
+) {
     let start = stage.len();
     stage.extend_from_slice(bytes);
     match segments[..*n].last_mut() {
@@ -204,9 +213,17 @@ where
             // The staging buffer is the worker thread's (no connection holds
             // one); a stream that writes through another connection on the
             // same thread would find it taken and use one of its own.
-            let written = STAGE.with(|stage| match stage.try_borrow_mut() {
-                Ok(mut stage) => self.write_staged(cx, &mut stage),
-                Err(_) => self.write_staged(cx, &mut Vec::new()),
+            // A few frames (an answer, a close) take a few slices: their
+            // arrays are laid out small, not at `MAX_SLICES`.
+            let few = self.out.len() - self.head <= FEW_FRAMES;
+            let written = STAGE.with(|stage| {
+                let (mut taken, mut own) = (stage.try_borrow_mut().ok(), Vec::new());
+                let stage = taken.as_deref_mut().unwrap_or(&mut own);
+                if few {
+                    self.write_staged::<{ 2 * FEW_FRAMES }>(cx, stage)
+                } else {
+                    self.write_staged::<MAX_SLICES>(cx, stage)
+                }
             });
             let written = match written {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Ready::Failed,
@@ -229,14 +246,14 @@ where
     }
 
     /// One vectored write of `out[head..]`, staged in `stage`.
-    fn write_staged(
+    fn write_staged<const N: usize>(
         &mut self,
         cx: &mut Context<'_>,
         stage: &mut Vec<u8>,
     ) -> Poll<std::io::Result<usize>> {
-        let mut segments = [Segment::Staged { start: 0, end: 0 }; MAX_SLICES];
+        let mut segments = [Segment::Staged { start: 0, end: 0 }; N];
         let n = self.stage_out(stage, &mut segments);
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut slices = [IoSlice::new(&[]); N];
         for (slice, segment) in slices.iter_mut().zip(&segments[..n]) {
             *slice = IoSlice::new(match *segment {
                 Segment::Staged { start, end } => &stage[start..end],
@@ -249,12 +266,12 @@ where
     /// Lays out the next vectored write of `out[head..]` (skipping the
     /// `partial` bytes written already) in `segments`, copying into
     /// `stage`; returns how many segments.
-    fn stage_out(&self, stage: &mut Vec<u8>, segments: &mut [Segment; MAX_SLICES]) -> usize {
+    fn stage_out<const N: usize>(&self, stage: &mut Vec<u8>, segments: &mut [Segment; N]) -> usize {
         stage.clear();
         let mut n = 0;
         let mut skip = self.partial;
         for (index, wire) in self.out.iter().enumerate().skip(self.head) {
-            if n + 2 > MAX_SLICES || stage.len() >= MAX_STAGE {
+            if n + 2 > N || stage.len() >= MAX_STAGE {
                 break;
             }
             let header = wire.header();
