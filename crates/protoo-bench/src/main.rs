@@ -17,7 +17,10 @@
 //!   request's data (4 KB, 16 KB: a mediasoup `join` carries 5-20 KB).
 //! - `s3`: one sender `broadcast`s in a room of `--peers` (100, 1000); the
 //!   others receive `chat`; deliveries per second and send-to-receive latency;
-//!   `--size` pads each broadcast's data.
+//!   `--size` pads each broadcast's data; `--rooms` (1) runs that many
+//!   such rooms side by side, each with its own sender, each wholly on one
+//!   node (room `r` on the `r % nodes`-th `--url`): several processes on
+//!   one box, each serving its own rooms.
 //! - `s4`: `--peers` (10,000) idle peers, each verified by one echo; server
 //!   RSS per peer.
 //! - `s5`: churn: connect, one echo, close; 8 concurrent.
@@ -190,9 +193,11 @@ struct Args {
     /// away are read there.
     #[arg(long)]
     metrics_url: Option<String>,
-    /// s13: rooms the members are split into (100).
-    #[arg(long, default_value_t = 100)]
-    rooms: usize,
+    /// s13: rooms the members are split into (100); s3: rooms of `--peers`
+    /// each, with a sender of its own, room `r` wholly on node `r % nodes`
+    /// (1: one room, split over the nodes as in s10).
+    #[arg(long)]
+    rooms: Option<usize>,
     /// s6: members that keep reading (3).
     #[arg(long)]
     readers: Option<usize>,
@@ -506,6 +511,7 @@ fn main() -> ExitCode {
                     count: None,
                     size: args.size.unwrap_or(0),
                     window,
+                    rooms: args.rooms.unwrap_or(1).max(1),
                 };
                 broadcast::run(&run, &opts, &mut report).await
             }
@@ -516,6 +522,7 @@ fn main() -> ExitCode {
                     count: Some(args.messages.unwrap_or(50_000).max(1)),
                     size: args.size.unwrap_or(1024),
                     window: args.window.unwrap_or(64),
+                    rooms: 1,
                 };
                 broadcast::run(&run, &opts, &mut report).await
             }
@@ -598,7 +605,7 @@ fn main() -> ExitCode {
             Scenario::S13 => {
                 let opts = drain::Opts {
                     peers: args.peers.unwrap_or(1000).max(2),
-                    rooms: args.rooms.max(1),
+                    rooms: args.rooms.unwrap_or(100).max(1),
                     interval: Duration::from_millis(args.interval_ms.clamp(1, 60_000)),
                     settle: Duration::from_secs_f64(args.settle.clamp(0.0, 600.0)),
                     expect_resume: args.expect_resume,

@@ -46,16 +46,25 @@
 //! SIGTERM, so its column shows what such a deployment costs without
 //! sessions that move.
 //!
+//! Several processes per box (`s3-2rooms`, `s3-2procs`, `s3-2procs-w1`,
+//! `s10-w1`; ours only): S3 with two rooms of 100, a sender each, on one
+//! process and then on two processes without Redis (each serving its own
+//! room), the two with tokio's default runtime each (a worker per core) and
+//! with one worker each (`TOKIO_WORKER_THREADS=1`); and S10, one room across
+//! the two over Redis, with one worker each. What sizing workers per
+//! process costs (the README's deployment notes).
+//!
 //! ```text
 //! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor|floor]
 //!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4-auth,s4e,s5,s5-auth,s6,s7,
-//!                                s8,s9,s10,s11,s12,s13,s14,s15,s10-sentinel,s11-sentinel,s10-cluster,
-//!                                s11-cluster]
+//!                                s8,s9,s10,s11,s12,s13,s14,s15,s3-2rooms,s3-2procs,s3-2procs-w1,
+//!                                s10-w1,s10-sentinel,s11-sentinel,s10-cluster,s11-cluster]
 //!                   [--write | --no-write]
 //! ```
 //!
 //! `--smoke` (CI): tiny versions of S1, S2 at 16 KB, S3, S5, S6, S8, S9, S10,
-//! S11, S12, S13, S14 and S15 against our server, against the floor where it serves the
+//! S3 on two processes of one worker each, S11, S12, S13, S14 and S15
+//! against our server, against the floor where it serves the
 //! scenario, and against the anchor too when `tests/interop/node_modules`
 //! is installed (smoke never runs npm); dev-profile builds; fails on any
 //! error; writes nothing. The Sentinel and Redis Cluster variants are not
@@ -74,12 +83,14 @@ mod drain;
 mod ha;
 mod overhead;
 mod process;
+mod procs;
 mod report;
 mod rows;
 mod scenarios;
 
 use ha::*;
 use process::*;
+use procs::{ONE_WORKER, OWN_ROOMS, PROCS, PROCS_NOTE};
 use report::*;
 use rows::*;
 use scenarios::*;
@@ -174,7 +185,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // The cluster scenarios' Redis binaries (not the floor's business);
     // redis-sentinel and redis-cli for the Sentinel and Cluster variants
     // (ours only).
-    let redis_tools = if scenarios.iter().any(|sc| sc.nodes > 1) && (want_ours || with_anchor) {
+    let redis_tools = if scenarios.iter().any(|sc| sc.redis) && (want_ours || with_anchor) {
         let ha = scenarios.iter().any(|sc| sc.topology != Topology::Single) && want_ours;
         Some(RedisTools {
             server: super::redis::ensure()?,
@@ -375,7 +386,7 @@ impl Opts {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
                                 [--only ours|anchor|floor] \
                                 [--scenarios s1,s2,...,s4-auth,s5-auth,...,s10,s11,s12,s13,s14,s15,\
-                                s10-sentinel,s11-sentinel,s10-cluster,s11-cluster] \
+                                s3-2rooms,s3-2procs,s3-2procs-w1,s10-w1,s10-sentinel,s11-sentinel,s10-cluster,s11-cluster] \
                                 [--write|--no-write]"
                         .into());
                 }

@@ -4,7 +4,9 @@
 //! cluster scenario (S10, S11) starts a fresh redis-server (`redis.rs`), or
 //! a fresh Sentinel set-up or Redis Cluster (`ha.rs`), and two servers on it
 //! (`--redis URL --redis-prefix bench`, or the Sentinel or Cluster flags),
-//! and stops the servers, then Redis.
+//! and stops the servers, then Redis. The scenarios of several processes
+//! per box (`PROCS`) start two servers without Redis, each serving its own
+//! rooms, and set their worker threads (`TOKIO_WORKER_THREADS`).
 
 use super::*;
 
@@ -129,17 +131,26 @@ pub(super) struct Server {
 }
 
 impl Server {
+    /// Starts `kind` with `extra` arguments, pinned to `cpus`, with
+    /// `workers` tokio worker threads (`TOKIO_WORKER_THREADS`; `None`:
+    /// tokio's default, one per core), its stderr to `log`.
     pub(super) fn start(
         kind: &ServerKind,
         extra: &[String],
         cpus: Option<&str>,
+        workers: Option<usize>,
         log: &Path,
     ) -> Result<Server> {
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
         let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut child = kind
-            .command(&listen, extra, cpus)
+        let mut cmd = kind.command(&listen, extra, cpus);
+        match workers {
+            Some(n) => cmd.env("TOKIO_WORKER_THREADS", n.to_string()),
+            // Not inherited from the caller's environment either.
+            None => cmd.env_remove("TOKIO_WORKER_THREADS"),
+        };
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -300,7 +311,7 @@ pub(super) fn run_one(
     }
     // Declared before the servers: dropped (stopped) after them, also on
     // an early return.
-    let cluster = if sc.nodes > 1 {
+    let cluster = if sc.redis {
         let Some(tools) = redis else {
             return outcome(Err("no redis-server for a cluster scenario".into()));
         };
@@ -323,7 +334,7 @@ pub(super) fn run_one(
         } else {
             logs.join(format!("{}-{}.log", kind.short(), sc.key))
         };
-        match Server::start(kind, &server_args, server_cpus, &log) {
+        match Server::start(kind, &server_args, server_cpus, sc.workers, &log) {
             Ok(s) => servers.push(s),
             Err(e) => return outcome(Err(e)),
         }

@@ -11,7 +11,7 @@ pub(super) fn cell(p: Option<&Parsed>, row: &Row) -> (String, Option<f64>) {
         return ("failed".into(), None);
     };
     match row.key {
-        "@cpu" => {
+        "@cpu" | "@procs-cpu" => {
             let s = p
                 .num("srv_cpu_pct")
                 .map_or("?".into(), |v| format!("{v:.0}"));
@@ -21,17 +21,21 @@ pub(super) fn cell(p: Option<&Parsed>, row: &Row) -> (String, Option<f64>) {
             let x = p
                 .num("other_cpu_pct")
                 .map_or("?".into(), |v| format!("{v:.0}"));
-            // A cluster: each node, and Redis apart.
+            // Several processes: each, and (a cluster) Redis apart.
             match p.get("node_cpu_pct") {
                 Some(nodes) => {
                     let nodes: Vec<String> = nodes
                         .split('+')
                         .map(|v| v.parse::<f64>().map_or("?".into(), |v| format!("{v:.0}")))
                         .collect();
+                    let nodes = nodes.join("+");
+                    if row.key == "@procs-cpu" {
+                        return (format!("{nodes} / {c} / {x}"), None);
+                    }
                     let r = p
                         .num("redis_cpu_pct")
                         .map_or("?".into(), |v| format!("{v:.0}"));
-                    (format!("{} / {c} / {r} / {x}", nodes.join("+")), None)
+                    (format!("{nodes} / {c} / {r} / {x}"), None)
                 }
                 None => (format!("{s} / {c} / {x}"), None),
             }
@@ -272,7 +276,7 @@ pub(super) fn write_benchmarks(
          server with no framework around it (default 128 KiB buffers, one writer \
          task per connection, data forwarded as raw JSON): the least a server on \
          tokio-tungstenite costs for the same messages. It answers `echo` and \
-         `broadcast` only, so it runs in S1, S2, S3 and S5 (\"not served\" elsewhere). {}{}{}\n\n",
+         `broadcast` only, so it runs in S1, S2, S3 and S5 (\"not served\" elsewhere). {}{}{}{}\n\n",
         opts.duration,
         if results.iter().any(|o| o.scenario == "s1") && can_pin() {
             PIN_NOTE
@@ -289,6 +293,11 @@ pub(super) fn write_benchmarks(
             .any(|o| Topology::of(o.scenario) != Topology::Single)
         {
             HA_NOTE
+        } else {
+            ""
+        },
+        if results.iter().any(|o| PROCS.contains(&o.scenario)) {
+            PROCS_NOTE
         } else {
             ""
         }
@@ -391,6 +400,12 @@ for the members on the other process alone), Redis' CPU.\n\
 turn), `join`, close, in one room where one member per process joined first and watches: \
 every `join` answer must list both watchers, and each watcher must get `newPeer` and \
 `peerClosed` for every session, once. Sessions per second, Redis' CPU per session.\n\
+- **Several processes per box** (`s3-2rooms`, `s3-2procs`, `s3-2procs-w1`, `s10-w1`; ours \
+only): S3 in two rooms of 100 (a sender each) on one process; on two processes without \
+Redis, each serving its own room, with tokio's default runtime each (a worker per core) \
+and with one worker each (`TOKIO_WORKER_THREADS=1`); and S10 with one worker per process. \
+Server CPU per delivery of both processes together against S3 (or S10) in the same run, \
+and each process's CPU.\n\
 - **S12** blips: a room of 100 on one process; one member (the sender, connected \
 directly) calls `broadcast` every 100 ms; the other 99 joined through a TCP proxy inside \
 the load generator. After a 5 s steady phase the proxy cuts their connections one at a \

@@ -76,6 +76,9 @@ pub(super) const CLUSTER_CPU: &str =
 pub(super) const ROOM_SPREAD_PCT: f64 = 25.0;
 
 pub(super) fn rows(key: &str) -> Vec<Row> {
+    if PROCS.contains(&key) {
+        return super::procs::rows(key);
+    }
     if let Some(base) = ["s10", "s11"]
         .into_iter()
         .find(|base| key.strip_prefix(base).is_some_and(|t| !t.is_empty()))

@@ -2,7 +2,9 @@
 //! arguments for it, full size or as a smoke; which of them run on a
 //! cluster of two server processes over Redis (S10, S11), and on which
 //! Redis topology (one server, Sentinel, Redis Cluster); which read our
-//! server's metrics (S12); which drain a node (S13).
+//! server's metrics (S12); which drain a node (S13); which run several
+//! processes per box, each serving its own rooms, and with how many
+//! workers each (`PROCS`).
 
 use super::*;
 
@@ -18,7 +20,7 @@ pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 /// our server outpaced the load generator at 4 KB (the run then stalls).
 pub(super) const S3_QUEUE: u64 = 80 * 1024 * 1024;
 
-pub(super) const ALL: [&str; 26] = [
+pub(super) const ALL: [&str; 30] = [
     "s1",
     "s2",
     "s2-4k",
@@ -41,6 +43,10 @@ pub(super) const ALL: [&str; 26] = [
     "s13",
     "s14",
     "s15",
+    "s3-2rooms",
+    "s3-2procs",
+    "s3-2procs-w1",
+    "s10-w1",
     "s10-sentinel",
     "s11-sentinel",
     "s10-cluster",
@@ -64,10 +70,11 @@ const AUTH_SECRET: &str = "protoo-bench-secret";
 /// own; the `-sentinel` and `-cluster` ones (ours only: the anchor speaks
 /// to one server) on a fresh Sentinel set-up or Redis Cluster
 /// (`redis_ha.rs`) instead.
-pub(super) const CLUSTER: [&str; 7] = [
+pub(super) const CLUSTER: [&str; 8] = [
     "s10",
     "s11",
     "s13",
+    "s10-w1",
     "s10-sentinel",
     "s11-sentinel",
     "s10-cluster",
@@ -154,8 +161,15 @@ pub(super) struct Scenario {
     pub(super) echo: bool,
     /// Run against the floor too (see [`FLOOR`]).
     pub(super) floor: bool,
-    /// Server processes: 1, or [`CLUSTER_NODES`] on one Redis (see [`CLUSTER`]).
+    /// Server processes: 1, or [`CLUSTER_NODES`] (see [`CLUSTER`] and
+    /// [`OWN_ROOMS`]).
     pub(super) nodes: usize,
+    /// The processes share a Redis (see [`CLUSTER`]); else each serves its
+    /// own rooms.
+    pub(super) redis: bool,
+    /// `TOKIO_WORKER_THREADS` of our server processes; `None`: tokio's
+    /// default, a worker per core.
+    pub(super) workers: Option<usize>,
     /// The Redis of a cluster scenario.
     pub(super) topology: Topology,
     /// Run against our server only (see [`AUTH`]).
@@ -185,6 +199,8 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         echo: false,
         floor: false,
         nodes: 1,
+        redis: false,
+        workers: None,
         topology: Topology::Single,
         ours_only: false,
         metrics: false,
@@ -320,6 +336,22 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                     "s10",
                     "--peers",
                     "10",
+                    "--duration",
+                    "0.3",
+                    "--warmup",
+                    "0.1",
+                ],
+            ),
+            sc(
+                "s3-2procs-w1",
+                "S3 on 2 processes with 1 worker each, a room of 10 on each",
+                &[
+                    "--scenario",
+                    "s3",
+                    "--peers",
+                    "10",
+                    "--rooms",
+                    "2",
                     "--duration",
                     "0.3",
                     "--warmup",
@@ -535,6 +567,53 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 &["--scenario", "s11", "--clients", "8", "--duration", &d],
             ),
             sc(
+                "s3-2rooms",
+                "S3 on 1 process, 2 rooms of 100 (a sender each)",
+                &[
+                    "--scenario",
+                    "s3",
+                    "--peers",
+                    "100",
+                    "--rooms",
+                    "2",
+                    "--duration",
+                    &d,
+                ],
+            ),
+            sc(
+                "s3-2procs",
+                "S3 on 2 processes, default runtime (a worker per core) each, a room of 100 on each",
+                &[
+                    "--scenario",
+                    "s3",
+                    "--peers",
+                    "100",
+                    "--rooms",
+                    "2",
+                    "--duration",
+                    &d,
+                ],
+            ),
+            sc(
+                "s3-2procs-w1",
+                "S3 on 2 processes, 1 worker each (TOKIO_WORKER_THREADS=1), a room of 100 on each",
+                &[
+                    "--scenario",
+                    "s3",
+                    "--peers",
+                    "100",
+                    "--rooms",
+                    "2",
+                    "--duration",
+                    &d,
+                ],
+            ),
+            sc(
+                "s10-w1",
+                "S10 with 1 worker per process (TOKIO_WORKER_THREADS=1), room of 100 (50 + 50)",
+                &["--scenario", "s10", "--peers", "100", "--duration", &d],
+            ),
+            sc(
                 "s10-sentinel",
                 "S10 over Redis Sentinel (master, replica, 3 sentinels), room of 100",
                 &["--scenario", "s10", "--peers", "100", "--duration", &d],
@@ -620,6 +699,16 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         s.floor = FLOOR.contains(&s.key);
         if CLUSTER.contains(&s.key) {
             s.nodes = CLUSTER_NODES;
+            s.redis = true;
+        }
+        if OWN_ROOMS.contains(&s.key) {
+            s.nodes = CLUSTER_NODES;
+        }
+        if PROCS.contains(&s.key) {
+            s.ours_only = true;
+        }
+        if s.key.ends_with("-w1") {
+            s.workers = Some(ONE_WORKER);
         }
         s.topology = Topology::of(s.key);
     }

@@ -19,6 +19,12 @@
 //! between them in equal runs (the sender and the first receivers on the
 //! first node), so some deliveries stay on the sender's node and the others
 //! cross Redis; their latency is also reported apart (`remote_*`).
+//!
+//! S3 in several rooms (`Opts::rooms`): each room has a sender and
+//! receivers of its own, all on one node (room `r` on node `r % nodes`), so
+//! that two processes without Redis each serve their own rooms (how several
+//! processes share one box); the rooms run side by side, each with its own
+//! flow control, and are counted together.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,10 +33,11 @@ use std::time::{Duration, Instant};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::{DONE, MEASURE, Phase, WARMUP, connect_many, read_batch};
+use super::{DONE, MEASURE, Phase, WARMUP, connect_many_on, read_batch};
 use crate::client::{self, Buffers, Incoming, Ws, now_ns};
 use crate::hist::{Local, Shared};
 use crate::procfs::{self, Snap, Window};
@@ -47,8 +54,12 @@ pub(crate) struct Opts {
     pub(crate) count: Option<u64>,
     /// Padding added to each broadcast's data so that it is about this many bytes.
     pub(crate) size: usize,
-    /// Broadcasts not yet delivered to every receiver, at most.
+    /// Broadcasts not yet delivered to every receiver, at most (per room).
     pub(crate) window: u64,
+    /// Rooms, each with `receivers` and a sender of its own, each served
+    /// by one node; 1: one room (split over the nodes when there are
+    /// several: S10).
+    pub(crate) rooms: usize,
 }
 
 /// Flow control and shared counters.
@@ -118,138 +129,239 @@ struct Seen {
     errors: Errors,
 }
 
-/// Runs S3, S10 (S3 on several nodes) or S6.
+/// One room as the run drives it: its sender's sink (until the writer
+/// takes it), its flow control and its members' reading tasks.
+struct Room {
+    flow: Arc<Flow>,
+    sink: Option<SplitSink<Ws, Message>>,
+    readers: Vec<JoinHandle<Seen>>,
+    responses: JoinHandle<Seen>,
+    /// The sender's next request id.
+    id: u64,
+}
+
+impl Room {
+    /// Connects room `name`'s receivers and sender (all on `node` when
+    /// given, else split over the nodes) and starts their reading tasks.
+    async fn open(
+        run: &Run,
+        name: &str,
+        opts: &Opts,
+        node: Option<usize>,
+        hists: (&Shared, &Shared),
+        stop_rx: &watch::Receiver<bool>,
+    ) -> Result<(Room, usize), String> {
+        let receivers = connect_many_on(run, name, opts.receivers, node).await?;
+        let sender = client::connect(
+            &run.targets[node.unwrap_or(0)],
+            name,
+            "sender",
+            Buffers::Busy,
+        )
+        .await?;
+        let (sink, sender_stream) = sender.split();
+        let flow = Arc::new(Flow::default());
+        let (hist, remote_hist) = hists;
+        let mut readers = Vec::with_capacity(receivers.len());
+        let mut remote_receivers = 0usize;
+        for (k, ws) in receivers.into_iter().enumerate() {
+            let remote = node.is_none() && run.node_of(k + 1, opts.receivers + 1) != 0;
+            remote_receivers += usize::from(remote);
+            readers.push(tokio::spawn(read_loop(
+                ws,
+                Arc::clone(&flow),
+                Hists {
+                    all: hist.clone(),
+                    remote: remote.then(|| remote_hist.clone()),
+                },
+                stop_rx.clone(),
+                true,
+            )));
+        }
+        let responses = tokio::spawn(read_loop(
+            sender_stream,
+            Arc::clone(&flow),
+            Hists {
+                all: hist.clone(),
+                remote: None,
+            },
+            stop_rx.clone(),
+            false,
+        ));
+        let room = Room {
+            flow,
+            sink: Some(sink),
+            readers,
+            responses,
+            id: 1,
+        };
+        Ok((room, remote_receivers))
+    }
+}
+
+/// Moves every room to phase `p`.
+fn set_phase(rooms: &[Room], p: u8) {
+    for room in rooms {
+        room.flow.phase.set(p);
+    }
+}
+
+/// Runs S3, S10 (S3 on several nodes), S3 in several rooms (each served
+/// by one node: node `r % nodes` serves room `r`) or S6.
 pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(), String> {
-    let room = match (opts.stalled, run.targets.len()) {
-        (true, _) => "s6",
-        (false, 1) => "s3",
-        (false, _) => "s10",
+    let base = match (opts.stalled, run.targets.len(), opts.rooms) {
+        (true, _, _) => "s6",
+        (false, 1, _) | (false, _, 2..) => "s3",
+        (false, _, _) => "s10",
     };
+    let n_rooms = opts.rooms.max(1);
+    if opts.stalled && n_rooms > 1 {
+        return Err("s6 runs in one room".into());
+    }
     report.set("peers", opts.receivers + 1 + usize::from(opts.stalled));
+    if n_rooms > 1 {
+        report.set("rooms", n_rooms);
+    }
     report.set("window", opts.window);
     report.set("size", opts.size);
 
     // The stalled member joins first and is never polled until the end.
     let stalled = if opts.stalled {
-        Some(client::connect(&run.target, room, "stalled", Buffers::Busy).await?)
+        Some(client::connect(&run.target, base, "stalled", Buffers::Busy).await?)
     } else {
         None
     };
-    let receivers = connect_many(run, room, opts.receivers).await?;
-    let sender = client::connect(&run.target, room, "sender", Buffers::Busy).await?;
-    let (mut sink, sender_stream) = sender.split();
-
-    let flow = Arc::new(Flow::default());
     let hist = Shared::default();
     // Deliveries to the members on other nodes than the sender's.
     let remote_hist = Shared::default();
     let (stop, stop_rx) = watch::channel(false);
-    let mut readers = Vec::with_capacity(receivers.len() + 1);
+    let mut rooms = Vec::with_capacity(n_rooms);
     let mut remote_receivers = 0usize;
-    for (k, ws) in receivers.into_iter().enumerate() {
-        let remote = run.node_of(k + 1, opts.receivers + 1) != 0;
-        remote_receivers += usize::from(remote);
-        readers.push(tokio::spawn(read_loop(
-            ws,
-            Arc::clone(&flow),
-            Hists {
-                all: hist.clone(),
-                remote: remote.then(|| remote_hist.clone()),
-            },
-            stop_rx.clone(),
-            true,
-        )));
+    for r in 0..n_rooms {
+        let (name, node) = if n_rooms == 1 {
+            (base.to_owned(), None)
+        } else {
+            (format!("{base}-{r}"), Some(r % run.targets.len()))
+        };
+        let (room, remote) =
+            Room::open(run, &name, opts, node, (&hist, &remote_hist), &stop_rx).await?;
+        remote_receivers += remote;
+        rooms.push(room);
     }
-    let responses = tokio::spawn(read_loop(
-        sender_stream,
-        Arc::clone(&flow),
-        Hists {
-            all: hist.clone(),
-            remote: None,
-        },
-        stop_rx.clone(),
-        false,
-    ));
 
     // Warm-up: sequence number 0 until every receiver has one.
     let n = opts.receivers;
     let warm = Instant::now();
-    let mut id = 1u64;
-    while flow.started.load(Ordering::SeqCst) < n {
+    while rooms
+        .iter()
+        .any(|r| r.flow.started.load(Ordering::SeqCst) < n)
+    {
         if warm.elapsed() > Duration::from_secs(15) {
             let _ = stop.send(true);
+            let started: usize = rooms
+                .iter()
+                .map(|r| r.flow.started.load(Ordering::SeqCst))
+                .sum();
             return Err(format!(
-                "only {} of {n} receivers got a broadcast within 15 s",
-                flow.started.load(Ordering::SeqCst)
+                "only {started} of {} receivers got a broadcast within 15 s",
+                n * n_rooms
             ));
         }
-        sink.send(client::broadcast(id, 0, ""))
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        id += 1;
+        for room in &mut rooms {
+            if let Some(sink) = &mut room.sink {
+                sink.send(client::broadcast(room.id, 0, ""))
+                    .await
+                    .map_err(|e| format!("send: {e}"))?;
+            }
+            room.id += 1;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let base = flow.delivered.load(Ordering::SeqCst);
 
     let pad = client::pad(opts.size, client::BROADCAST_FIXED);
     let sampler = procfs::PeakRss::start(run.pid, stop_rx.clone(), Duration::from_millis(10));
     let hwm_before = run.pid.and_then(|p| procfs::status_kb(p, "VmHWM"));
     let before = Snap::take(&run.procs);
-    flow.run_start_ns.store(now_ns(), Ordering::SeqCst);
-    let writer = {
-        let flow = Arc::clone(&flow);
+    let mut bases = Vec::with_capacity(n_rooms);
+    let mut writers = Vec::with_capacity(n_rooms);
+    for room in &mut rooms {
+        let base = room.flow.delivered.load(Ordering::SeqCst);
+        bases.push(base);
+        room.flow.run_start_ns.store(now_ns(), Ordering::SeqCst);
+        let Some(mut sink) = room.sink.take() else {
+            return Err("a room's sender is gone".into());
+        };
+        let flow = Arc::clone(&room.flow);
         let per_send = n as u64;
         let window = opts.window.max(1);
         let count = opts.count;
-        tokio::spawn(async move {
+        let id = room.id;
+        let pad = pad.clone();
+        writers.push(tokio::spawn(async move {
             write_loop(&mut sink, &flow, base, per_send, window, count, id, &pad).await
-        })
+        }));
+    }
+    // Every broadcast sent delivered to every receiver, by `deadline`.
+    let wait_all = |deadline: Instant| {
+        let rooms = &rooms;
+        let bases = &bases;
+        async move {
+            for (room, base) in rooms.iter().zip(bases) {
+                let all = base + room.flow.sent.load(Ordering::SeqCst) * n as u64;
+                if tokio::time::timeout_at(deadline.into(), room.flow.wait_for(all))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            true
+        }
     };
 
     let (a, b) = if opts.count.is_some() {
         // S6: everything counts; the run ends when every reader has every notification.
-        flow.phase.set(MEASURE);
+        set_phase(&rooms, MEASURE);
         let deadline = Instant::now() + run.timeout;
-        let writer_done = writer.await.map_err(|e| format!("writer: {e}"))?;
-        let sent = writer_done.as_ref().copied().unwrap_or(0);
-        if let Err(e) = writer_done {
-            report.error(e);
+        for writer in writers {
+            match writer.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => report.error(e),
+                Err(e) => report.error(format!("writer: {e}")),
+            }
         }
-        let all = base + sent * n as u64;
-        if tokio::time::timeout_at(deadline.into(), flow.wait_for(all))
-            .await
-            .is_err()
-        {
+        if !wait_all(deadline).await {
             report.error("not every notification reached every reader in time");
         }
-        flow.phase.set(DONE);
+        set_phase(&rooms, DONE);
         let end = Snap::take(&run.procs);
         (before.clone(), end)
     } else {
         // S3: warm-up, then the measurement window.
-        flow.phase.set(WARMUP);
+        set_phase(&rooms, WARMUP);
         tokio::time::sleep(run.warmup).await;
         let a = Snap::take(&run.procs);
-        flow.phase.set(MEASURE);
+        set_phase(&rooms, MEASURE);
         tokio::time::sleep(run.duration).await;
-        flow.phase.set(DONE);
+        set_phase(&rooms, DONE);
         let b = Snap::take(&run.procs);
-        match writer.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => report.error(e),
-            Err(e) => report.error(format!("writer: {e}")),
+        for writer in writers {
+            match writer.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => report.error(e),
+                Err(e) => report.error(format!("writer: {e}")),
+            }
         }
-        let all = base + flow.sent.load(Ordering::SeqCst) * n as u64;
-        if tokio::time::timeout(Duration::from_secs(10), flow.wait_for(all))
-            .await
-            .is_err()
-        {
+        if !wait_all(Instant::now() + Duration::from_secs(10)).await {
             report.error("broadcasts still undelivered 10 s after the window");
         }
         (a, b)
     };
-    let sent = flow.sent.load(Ordering::SeqCst);
+    let sent: u64 = rooms
+        .iter()
+        .map(|r| r.flow.sent.load(Ordering::SeqCst))
+        .sum();
 
     // Memory after the run, with a moment for a late close of the stalled member.
     if opts.stalled {
@@ -260,18 +372,39 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     let _ = stop.send(true);
     let sampled = sampler.finish().await;
 
-    let mut seen = Vec::with_capacity(readers.len());
-    for r in readers {
-        match tokio::time::timeout(Duration::from_secs(10), r).await {
-            Ok(Ok(s)) => seen.push(s),
-            Ok(Err(e)) => report.error(format!("reader: {e}")),
-            Err(_) => report.error("reader did not stop"),
+    // What each room's members saw; the smallest share of its room's
+    // broadcasts one receiver got.
+    let mut seen = Vec::with_capacity(n * n_rooms);
+    let mut sender_seen = Vec::with_capacity(n_rooms);
+    let mut min_pct = 100.0f64;
+    // S6's one room: when its stalled member was closed.
+    let flow = rooms
+        .first()
+        .map(|r| Arc::clone(&r.flow))
+        .unwrap_or_default();
+    for room in rooms {
+        let from = seen.len();
+        for r in room.readers {
+            match tokio::time::timeout(Duration::from_secs(10), r).await {
+                Ok(Ok(s)) => seen.push(s),
+                Ok(Err(e)) => report.error(format!("reader: {e}")),
+                Err(_) => report.error("reader did not stop"),
+            }
         }
+        sender_seen.push(
+            match tokio::time::timeout(Duration::from_secs(10), room.responses).await {
+                Ok(Ok(s)) => s,
+                _ => Seen::default(),
+            },
+        );
+        let room_sent = room.flow.sent.load(Ordering::SeqCst);
+        let min = seen[from..].iter().map(|s| s.chats).min().unwrap_or(0);
+        min_pct = min_pct.min(if room_sent == 0 {
+            0.0
+        } else {
+            100.0 * min as f64 / room_sent as f64
+        });
     }
-    let sender_seen = match tokio::time::timeout(Duration::from_secs(10), responses).await {
-        Ok(Ok(s)) => s,
-        _ => Seen::default(),
-    };
 
     let w = Window::between(&a, &b);
     let deliveries = if opts.count.is_some() {
@@ -308,26 +441,18 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
         }
     }
     report.set("sent", sent);
-    let min = seen.iter().map(|s| s.chats).min().unwrap_or(0);
-    report.setf(
-        "delivered_pct",
-        if sent == 0 {
-            0.0
-        } else {
-            100.0 * min as f64 / sent as f64
-        },
-        2,
+    report.setf("delivered_pct", min_pct, 2);
+    report.set(
+        "responses_ok",
+        sender_seen.iter().map(|s| s.responses_ok).sum::<u64>(),
     );
-    report.set("responses_ok", sender_seen.responses_ok);
     let out_of_order: u64 = seen.iter().map(|s| s.out_of_order).sum();
     if out_of_order > 0 {
         report.error(format!("{out_of_order} notifications out of order"));
     }
-    if sender_seen.responses_err > 0 {
-        report.error(format!(
-            "{} broadcast requests rejected",
-            sender_seen.responses_err
-        ));
+    let rejected: u64 = sender_seen.iter().map(|s| s.responses_err).sum();
+    if rejected > 0 {
+        report.error(format!("{rejected} broadcast requests rejected"));
     }
     for s in &mut seen {
         if let Some(e) = s.ended.take() {
@@ -335,7 +460,9 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
         }
         report.errors(std::mem::take(&mut s.errors));
     }
-    report.errors(sender_seen.errors);
+    for s in sender_seen {
+        report.errors(s.errors);
+    }
 
     if let Some(stalled) = stalled {
         let rss_before = before.server_rss_kb.unwrap_or(0);

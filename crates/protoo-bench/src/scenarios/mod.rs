@@ -144,13 +144,25 @@ where
 /// time; returned in order (receiver `k` is member `k + 1` of `n + 1`, the
 /// sender being member 0: see [`Run::node_of`] for the node it is on).
 pub(crate) async fn connect_many(run: &Run, room: &str, n: usize) -> Result<Vec<Ws>, String> {
+    connect_many_on(run, room, n, None).await
+}
+
+/// [`connect_many`], every member on node `node` when it is given (a room
+/// served by one process of several).
+pub(crate) async fn connect_many_on(
+    run: &Run,
+    room: &str,
+    n: usize,
+    node: Option<usize>,
+) -> Result<Vec<Ws>, String> {
     let mut out = Vec::with_capacity(n);
     let mut i = 0;
     while i < n {
         let chunk = (n - i).min(run.connect_concurrency);
         let mut set = tokio::task::JoinSet::new();
         for k in i..i + chunk {
-            let target = run.targets[run.node_of(k + 1, n + 1)].clone();
+            let node = node.unwrap_or_else(|| run.node_of(k + 1, n + 1));
+            let target = run.targets[node].clone();
             let room = room.to_owned();
             set.spawn(async move {
                 let ws = client::connect(&target, &room, &format!("r{k}"), Buffers::Busy).await;
