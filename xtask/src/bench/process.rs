@@ -94,7 +94,9 @@ impl ServerKind {
 }
 
 /// `sh -c 'ulimit -n <hard>; exec [taskset -c CPUS] PROGRAM ARGS...'`: the
-/// exec (and taskset's own exec) keeps the pid.
+/// exec (and taskset's own exec) keeps the pid. A hard limit below
+/// [`NOFILE`] is raised to it first where allowed (root): S16's 100,000
+/// connections need more descriptors than a default hard limit gives.
 pub(super) fn with_fd_limit(program: &str, args: &[String], cpus: Option<&str>) -> Command {
     let pin = match cpus {
         Some(c) => format!("taskset -c {c} "),
@@ -103,12 +105,16 @@ pub(super) fn with_fd_limit(program: &str, args: &[String], cpus: Option<&str>) 
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(format!(
-            r#"ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec {pin}"$0" "$@""#
+            r#"h="$(ulimit -Hn)"; [ "$h" = unlimited ] || [ "$h" -ge {NOFILE} ] || ulimit -Hn {NOFILE} 2>/dev/null; ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec {pin}"$0" "$@""#
         ))
         .arg(program)
         .args(args);
     cmd
 }
+
+/// The descriptor limit the servers and the load generator are given
+/// (where the hard limit is lower and may be raised).
+pub(super) const NOFILE: u64 = 262_144;
 
 /// Whether `taskset` exists and there are two CPUs to pin to.
 pub(super) fn can_pin() -> bool {
@@ -288,6 +294,9 @@ pub(super) fn run_one(
         ServerKind::Ours { .. } | ServerKind::OursMetrics { .. } | ServerKind::OursObserved { .. }
     ) {
         bench_args.extend(sc.ours_bench_args.iter().cloned());
+    }
+    if matches!(kind, ServerKind::Anchor { .. }) {
+        bench_args.extend(sc.anchor_bench_args.iter().cloned());
     }
     // The metrics endpoint the load generator reads (one node).
     if matches!(kind, ServerKind::OursObserved { .. }) {

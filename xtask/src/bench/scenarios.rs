@@ -18,7 +18,7 @@ pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 /// our server outpaced the load generator at 4 KB (the run then stalls).
 pub(super) const S3_QUEUE: u64 = 80 * 1024 * 1024;
 
-pub(super) const ALL: [&str; 26] = [
+pub(super) const ALL: [&str; 27] = [
     "s1",
     "s2",
     "s2-4k",
@@ -41,6 +41,7 @@ pub(super) const ALL: [&str; 26] = [
     "s13",
     "s14",
     "s15",
+    "s16",
     "s10-sentinel",
     "s11-sentinel",
     "s10-cluster",
@@ -134,7 +135,7 @@ const NO_RATE_LIMITS: [&str; 6] = [
 ];
 
 /// One scenario as run: its key, title and the load generator's arguments.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Scenario {
     pub(super) key: &'static str,
     pub(super) title: &'static str,
@@ -146,6 +147,8 @@ pub(super) struct Scenario {
     /// Extra arguments of the load generator against our server only (what
     /// it may expect of ours alone).
     pub(super) ours_bench_args: Vec<String>,
+    /// Extra arguments of the load generator against the anchor only.
+    pub(super) anchor_bench_args: Vec<String>,
     /// Pin the server to CPU 0 and the load generator to CPU 1 (S1: see
     /// `PIN_NOTE`).
     pub(super) pin: bool,
@@ -180,6 +183,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         server_args: Vec::new(),
         ours_args: NO_RATE_LIMITS.iter().map(|s| (*s).to_owned()).collect(),
         ours_bench_args: Vec::new(),
+        anchor_bench_args: Vec::new(),
         pin: false,
         echo: false,
         floor: false,
@@ -377,6 +381,26 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                     "0.1",
                 ],
             ),
+            sc(
+                "s16",
+                "S16 production shape, 2,000 peers in 20 rooms of 100",
+                &[
+                    "--scenario",
+                    "s16",
+                    "--peers",
+                    "2000",
+                    "--room-size",
+                    "100",
+                    "--interval-ms",
+                    "1000",
+                    "--churn",
+                    "1",
+                    "--duration",
+                    "2",
+                    "--warmup",
+                    "1",
+                ],
+            ),
         ]
     } else {
         vec![
@@ -524,6 +548,29 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 ],
             ),
             sc(
+                "s16",
+                "S16 production shape: 100,000 peers in 1,000 rooms of 100, a chat per room \
+                 per second, keepalive at the server's default, 1 % of the peers replaced per second",
+                &[
+                    "--scenario",
+                    "s16",
+                    "--peers",
+                    "100000",
+                    "--room-size",
+                    "100",
+                    "--interval-ms",
+                    "1000",
+                    "--churn",
+                    "1",
+                    "--duration",
+                    "30",
+                    "--warmup",
+                    "5",
+                    "--connect-concurrency",
+                    "128",
+                ],
+            ),
+            sc(
                 "s10",
                 "S10 broadcast across 2 nodes, room of 100 (50 + 50)",
                 &["--scenario", "s10", "--peers", "100", "--duration", &d],
@@ -596,6 +643,18 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             ];
             s.ours_bench_args = vec!["--expect-resume".into()];
         }
+        // S16: the room example as it ships; each server's own keepalive
+        // (a ping every second in the smoke, to see the clients answer).
+        if s.key == "s16" {
+            s.ours_args = Vec::new();
+            if o.smoke {
+                s.server_args = vec!["--ping-interval".into(), "1".into()];
+            } else {
+                let keepalive = |secs: u64| vec!["--keepalive".to_owned(), secs.to_string()];
+                s.ours_bench_args = keepalive(super::shape::OURS_KEEPALIVE);
+                s.anchor_bench_args = keepalive(super::shape::ANCHOR_KEEPALIVE);
+            }
+        }
         if s.key == "s15" {
             s.ours_args = vec!["--fan-out-rate".into(), S15_FAN_OUT_RATE.to_string()];
             s.args
@@ -604,7 +663,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         // Every other scenario measures protoo's semantics, as the anchor
         // has them (and as the figures before sessions did): no resume
         // window, a connection that drops is a peer that leaves.
-        if !matches!(s.key, "s12" | "s13" | "s14" | "s15") {
+        if !matches!(s.key, "s12" | "s13" | "s14" | "s15" | "s16") {
             s.ours_args
                 .extend(["--resume-window".to_owned(), "0".to_owned()]);
         }
