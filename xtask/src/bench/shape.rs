@@ -237,6 +237,15 @@ pub(super) fn rows() -> Vec<Row> {
             Target::None,
         ),
         r(
+            "confirmation pings/s seen by the clients (ours, sessions that resume: one per \
+             notification at most every 25 ms)",
+            "confirm_pings_per_s",
+            1.0,
+            0,
+            Neither,
+            Target::None,
+        ),
+        r(
             "peers replaced/s (close, connect, join)",
             "replaced_per_s",
             1.0,

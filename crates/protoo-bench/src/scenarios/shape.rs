@@ -13,8 +13,10 @@
 //! - `churn` % of the peers per second are replaced: the member closes
 //!   (close handshake: its room hears `peerClosed`) and a new connection
 //!   with a new peer id joins the same room at once;
-//! - every member keeps reading, which answers the server's keepalive pings
-//!   (counted).
+//! - every member keeps reading, which answers the server's pings: the
+//!   keepalive ones, and the confirmation pings our server sends on a
+//!   connection whose frames it keeps for a resume (8 bytes of payload),
+//!   counted apart.
 //!
 //! The window starts `--warmup` after the fill and no earlier than
 //! `keepalive` after the first connection, so that it sees the server's
@@ -34,7 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{DONE, MEASURE, Phase, WARMUP, request_once};
@@ -90,10 +92,14 @@ struct Ctx {
     /// Members whose first connection joined, or failed to.
     joined: AtomicUsize,
     fill_failed: AtomicUsize,
-    /// In the window: chats received, chats sent, pings, replacements done.
+    /// In the window: chats received, chats sent, keepalive pings (no
+    /// payload, or any but 8 bytes), confirmation pings (8 bytes: our
+    /// server's, on a connection whose frames it keeps for a resume),
+    /// replacements done.
     delivered: AtomicU64,
     sent: AtomicU64,
     pings: AtomicU64,
+    confirm_pings: AtomicU64,
     replaced: AtomicU64,
     /// Over the whole run: connections that ended unasked, replacements
     /// that failed, connections that missed chats, and the chats missed.
@@ -174,6 +180,7 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
         delivered: AtomicU64::new(0),
         sent: AtomicU64::new(0),
         pings: AtomicU64::new(0),
+        confirm_pings: AtomicU64::new(0),
         replaced: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         replace_failed: AtomicU64::new(0),
@@ -221,11 +228,13 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     }
 
     // Chat and churn, then the window.
+    let (stop, stop_rx) = watch::channel(false);
     let ticker = tokio::spawn(ticks(
         cmds,
         per_room,
         opts.interval,
         n as f64 * opts.churn_pct / 100.0,
+        stop_rx,
     ));
     let start = (Instant::now() + run.warmup).max(fill_start + opts.keepalive);
     tokio::time::sleep_until(start.into()).await;
@@ -236,11 +245,12 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     let b = Snap::take(&run.procs);
     let cli_rss = procfs::rss_kb(Some(std::process::id()));
 
-    // The last chats reach everyone, then the members check what they got
-    // and close.
-    ticker.abort();
-    let _ = ticker.await;
+    // The last chats reach everyone, then the members (their commands'
+    // senders dropped) check what they got and close.
+    let _ = stop.send(true);
+    let cmds = ticker.await.map_err(|e| format!("ticker: {e}"))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(cmds);
     let mut stuck = 0usize;
     for t in tasks {
         if tokio::time::timeout(Duration::from_secs(10), t)
@@ -265,6 +275,7 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     let per_s = |x: &AtomicU64| x.load(Ordering::SeqCst) as f64 / w.secs.max(1e-9);
     report.setf("chats_per_s", per_s(&ctx.sent), 1);
     report.setf("pings_per_s", per_s(&ctx.pings), 1);
+    report.setf("confirm_pings_per_s", per_s(&ctx.confirm_pings), 1);
     report.setf("replaced_per_s", per_s(&ctx.replaced), 1);
     let rejoin = ctx
         .rejoin
@@ -292,6 +303,13 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     report.set("lost_replace", get(&ctx.replace_failed));
     report.set("lost_missed", get(&ctx.missed_peers));
     report.set("missed", get(&ctx.missed));
+    if get(&ctx.missed) > 0 {
+        report.error(format!(
+            "{} chats missed, by {} connections",
+            get(&ctx.missed),
+            get(&ctx.missed_peers)
+        ));
+    }
     if get(&ctx.disorder) > 0 {
         report.error(format!(
             "{} chats received twice or out of order",
@@ -308,14 +326,15 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
 
 /// Each `interval`, one chat per room, by its members in turn, the rooms
 /// spread over the interval; `churn` replacements per second, spread
-/// evenly, over the members in a scattered order. Runs until aborted
-/// (which drops the senders: the members then stop).
+/// evenly, over the members in a scattered order. Runs until `stop`;
+/// returns the senders (dropping them stops the members).
 async fn ticks(
     cmds: Vec<mpsc::UnboundedSender<Cmd>>,
     per_room: usize,
     interval: Duration,
     churn: f64,
-) {
+    mut stop: watch::Receiver<bool>,
+) -> Vec<mpsc::UnboundedSender<Cmd>> {
     let n = cmds.len();
     let rooms = n / per_room;
     // A stride coprime with `n`: every member is picked once per `n` picks.
@@ -329,7 +348,11 @@ async fn ticks(
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return cmds,
+            _ = tick.tick() => {}
+        }
         let secs = start.elapsed().as_secs_f64();
         let chats_due = (secs / interval.as_secs_f64().max(1e-6) * rooms as f64) as u64;
         while chats < chats_due {
@@ -554,9 +577,14 @@ async fn member(
                         .record(now_ns().saturating_sub(stamp.t));
                 }
             }
-            Step::Msg(Some(Ok(Message::Ping(_)))) => {
+            Step::Msg(Some(Ok(Message::Ping(payload)))) => {
                 if ctx.measuring() {
-                    ctx.pings.fetch_add(1, Ordering::Relaxed);
+                    let count = if payload.len() == 8 {
+                        &ctx.confirm_pings
+                    } else {
+                        &ctx.pings
+                    };
+                    count.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Step::Msg(Some(Ok(Message::Close(f)))) => {
@@ -603,6 +631,7 @@ mod tests {
             delivered: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             pings: AtomicU64::new(0),
+            confirm_pings: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             replace_failed: AtomicU64::new(0),
