@@ -295,9 +295,6 @@ pub(super) fn run_one(
     ) {
         bench_args.extend(sc.ours_bench_args.iter().cloned());
     }
-    if matches!(kind, ServerKind::Anchor { .. }) {
-        bench_args.extend(sc.anchor_bench_args.iter().cloned());
-    }
     // The metrics endpoint the load generator reads (one node).
     if matches!(kind, ServerKind::OursObserved { .. }) {
         let addr = match free_port() {

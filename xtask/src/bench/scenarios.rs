@@ -147,8 +147,6 @@ pub(super) struct Scenario {
     /// Extra arguments of the load generator against our server only (what
     /// it may expect of ours alone).
     pub(super) ours_bench_args: Vec<String>,
-    /// Extra arguments of the load generator against the anchor only.
-    pub(super) anchor_bench_args: Vec<String>,
     /// Pin the server to CPU 0 and the load generator to CPU 1 (S1: see
     /// `PIN_NOTE`).
     pub(super) pin: bool,
@@ -183,7 +181,6 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         server_args: Vec::new(),
         ours_args: NO_RATE_LIMITS.iter().map(|s| (*s).to_owned()).collect(),
         ours_bench_args: Vec::new(),
-        anchor_bench_args: Vec::new(),
         pin: false,
         echo: false,
         floor: false,
@@ -643,16 +640,17 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             ];
             s.ours_bench_args = vec!["--expect-resume".into()];
         }
-        // S16: the room example as it ships; each server's own keepalive
-        // (a ping every second in the smoke, to see the clients answer).
+        // S16: the room example as it ships, with its keepalive (a ping
+        // every second in the smoke, to see the clients answer).
         if s.key == "s16" {
             s.ours_args = Vec::new();
             if o.smoke {
                 s.server_args = vec!["--ping-interval".into(), "1".into()];
             } else {
-                let keepalive = |secs: u64| vec!["--keepalive".to_owned(), secs.to_string()];
-                s.ours_bench_args = keepalive(super::shape::OURS_KEEPALIVE);
-                s.anchor_bench_args = keepalive(super::shape::ANCHOR_KEEPALIVE);
+                s.ours_bench_args = vec![
+                    "--keepalive".to_owned(),
+                    super::shape::OURS_KEEPALIVE.to_string(),
+                ];
             }
         }
         if s.key == "s15" {

@@ -107,8 +107,11 @@ struct Ctx {
     replace_failed: AtomicU64,
     missed_peers: AtomicU64,
     missed: AtomicU64,
-    /// Chats received twice or out of order; broadcasts refused.
+    /// Chats received twice, after their place left the span (or before
+    /// the first), and out of order (but in time); broadcasts refused.
+    duplicates: AtomicU64,
     disorder: AtomicU64,
+    reordered: AtomicU64,
     refused: AtomicU64,
     errors: Mutex<Errors>,
 }
@@ -141,9 +144,29 @@ pub(crate) fn raise_nofile(want: u64) -> u64 {
 
 /// Runs S16.
 pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(), String> {
-    let rooms = opts.rooms.max(1);
-    let per_room = (opts.peers / rooms).max(2);
+    let per_room = (opts.peers / opts.rooms.max(1)).max(2);
+    let wanted = per_room * opts.rooms.max(1);
+    // One descriptor per peer on each side, and some to spare: where the
+    // limits (this process', the server's) cannot be raised that far, as
+    // many whole rooms as fit.
+    let mut limit = raise_nofile(wanted as u64 + 4096);
+    for &pid in &run.procs.servers {
+        if let Some(l) = procfs::nofile(pid) {
+            limit = limit.min(l);
+        }
+    }
+    let fits = (limit.saturating_sub(1024) as usize / per_room).max(1);
+    let rooms = opts.rooms.max(1).min(fits);
     let n = per_room * rooms;
+    if n < wanted {
+        report.set("peers_wanted", wanted);
+        report.set("nofile", limit);
+        eprintln!(
+            "protoo-bench: S16: the descriptor limit is {limit} (the lower of this process' \
+             and the server's, hard limit included): {n} peers instead of {wanted}; raise the \
+             hard limit (`ulimit -Hn`, as root with CAP_SYS_RESOURCE) for the full count"
+        );
+    }
     let sources = if opts.sources == 0 {
         n / 10_000 + 2
     } else {
@@ -153,13 +176,6 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     report.set("peers", n);
     report.set("rooms", rooms);
     report.set("sources", sources);
-    let limit = raise_nofile(262_144);
-    if limit < n as u64 + 1024 {
-        return Err(format!(
-            "the descriptor limit is {limit}: {n} peers need more (raise the hard limit, \
-             e.g. `ulimit -Hn 262144` as root)"
-        ));
-    }
 
     // Fail fast when the server cannot be reached at all.
     let probe = client::connect(&run.target, "s16-probe", "probe", Buffers::Lean).await?;
@@ -186,7 +202,9 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
         replace_failed: AtomicU64::new(0),
         missed_peers: AtomicU64::new(0),
         missed: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
         disorder: AtomicU64::new(0),
+        reordered: AtomicU64::new(0),
         refused: AtomicU64::new(0),
         errors: Mutex::new(Errors::default()),
     });
@@ -310,9 +328,11 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
             get(&ctx.missed_peers)
         ));
     }
-    if get(&ctx.disorder) > 0 {
+    report.set("reordered", get(&ctx.reordered));
+    if get(&ctx.duplicates) + get(&ctx.disorder) > 0 {
         report.error(format!(
-            "{} chats received twice or out of order",
+            "{} chats received twice, {} too late to place",
+            get(&ctx.duplicates),
             get(&ctx.disorder)
         ));
     }
@@ -470,25 +490,76 @@ async fn join(ctx: &Ctx, i: usize, room: usize, generation: u32) -> Result<Ws, S
     Ok(ws)
 }
 
-/// What one connection saw of its room's chats.
+/// What one connection saw of its room's chats. Chats of one room come
+/// from different members' connections, so two sent a few milliseconds
+/// apart may reach the server in either order: a chat is missed only when
+/// it has not come by the time one [`Track::SPAN`] chats later has (or
+/// when the connection ends).
 #[derive(Default)]
 struct Track {
-    /// The highest sequence number received or sent; 0: none yet.
+    /// The first sequence number received or sent; 0: none yet.
+    first: u64,
+    /// The highest sequence number received or sent.
     last: u64,
+    /// Bit `i`: chat `last - i` arrived (or was sent by this member).
+    seen: u64,
     missed: u64,
 }
 
 impl Track {
+    const SPAN: u64 = 64;
+
     /// Chat `s` arrived (or was sent by this member).
     fn saw(&mut self, s: u64, ctx: &Ctx) {
-        if self.last > 0 {
-            if s > self.last + 1 {
-                self.missed += s - self.last - 1;
-            } else if s <= self.last {
-                ctx.disorder.fetch_add(1, Ordering::Relaxed);
+        if self.first == 0 {
+            (self.first, self.last, self.seen) = (s, s, 1);
+            return;
+        }
+        if s > self.last {
+            let shift = s - self.last;
+            // The chats that leave the span without having come.
+            for k in 0..shift.min(Self::SPAN) {
+                let bit = Self::SPAN - 1 - k;
+                let placed = self.last >= bit && self.last - bit >= self.first;
+                if placed && self.seen >> bit & 1 == 0 {
+                    self.missed += 1;
+                }
+            }
+            // Those skipped past the span entirely.
+            if shift > Self::SPAN {
+                self.missed += shift - Self::SPAN;
+            }
+            self.seen = if shift >= Self::SPAN {
+                0
+            } else {
+                self.seen << shift
+            } | 1;
+            self.last = s;
+            return;
+        }
+        let back = self.last - s;
+        if s < self.first || back >= Self::SPAN {
+            ctx.disorder.fetch_add(1, Ordering::Relaxed);
+        } else if self.seen >> back & 1 == 1 {
+            ctx.duplicates.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.seen |= 1 << back;
+            ctx.reordered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The chats up to `last` (the room's last) not come by the end.
+    fn close(&mut self, last: u64) {
+        if self.first == 0 {
+            return;
+        }
+        for back in 0..Self::SPAN.min(self.last - self.first + 1) {
+            if self.seen >> back & 1 == 0 {
+                self.missed += 1;
             }
         }
-        self.last = self.last.max(s);
+        self.missed += last.saturating_sub(self.last);
+        self.first = 0;
     }
 }
 
@@ -534,6 +605,8 @@ async fn member(
                 }
             }
             Step::Cmd(Some(Cmd::Leave)) => {
+                let last = track.last;
+                track.close(last);
                 settle(ctx, &track);
                 super::close(ws, Duration::from_secs(5)).await;
                 return End::Replaced;
@@ -541,10 +614,12 @@ async fn member(
             Step::Cmd(None) => {
                 // The end: every chat of the room has had 2 s to arrive.
                 let last = ctx.room_seq[room].load(Ordering::SeqCst);
-                if track.last < last && joined_at.elapsed() > Duration::from_secs(3) {
+                let old = joined_at.elapsed() > Duration::from_secs(3);
+                if track.first == 0 && old && last > 0 {
                     // Never any chat in 3 s counts as one missed.
-                    track.missed += if track.last > 0 { last - track.last } else { 1 };
+                    track.missed += 1;
                 }
+                track.close(if old { last } else { track.last });
                 settle(ctx, &track);
                 super::close(ws, Duration::from_secs(2)).await;
                 return End::Stop;
@@ -637,21 +712,35 @@ mod tests {
             replace_failed: AtomicU64::new(0),
             missed_peers: AtomicU64::new(0),
             missed: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             disorder: AtomicU64::new(0),
+            reordered: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             errors: Mutex::new(Errors::default()),
         };
         let mut t = Track::default();
-        // The first chat seen sets the start; 7 and 8 never came.
-        for s in [5, 6, 9, 10] {
+        // The first chat seen sets the start; 8 comes late, 7 never.
+        for s in [5, 6, 9, 10, 8] {
             t.saw(s, &ctx);
         }
-        assert_eq!((t.last, t.missed), (10, 2));
+        assert_eq!((t.last, t.missed), (10, 0));
+        assert_eq!(ctx.reordered.load(Ordering::SeqCst), 1);
         t.saw(10, &ctx);
+        assert_eq!(ctx.duplicates.load(Ordering::SeqCst), 1);
+        // 7 leaves the span once 71 has come; 11..=70 are still in it.
+        t.saw(71, &ctx);
+        assert_eq!(t.missed, 1);
+        // 200: 11..=70 leave it, 72..=136 never were in it.
+        t.saw(200, &ctx);
+        assert_eq!(t.missed, 1 + 60 + 65);
+        t.saw(3, &ctx);
         assert_eq!(ctx.disorder.load(Ordering::SeqCst), 1);
+        // At the end: the room's last was 202: 137..=199, 201, 202 never came.
+        t.close(202);
+        assert_eq!(t.missed, 126 + 63 + 2);
         settle(&ctx, &t);
         assert_eq!(ctx.missed_peers.load(Ordering::SeqCst), 1);
-        assert_eq!(ctx.missed.load(Ordering::SeqCst), 2);
+        assert_eq!(ctx.missed.load(Ordering::SeqCst), 191);
         assert_eq!(gcd(61_803, 100_000), 1);
     }
 }
