@@ -28,8 +28,11 @@
 //! A peer is lost when its connection ends without its asking (a close or
 //! an error), when a replacement fails to connect and join, or when it
 //! misses a chat of its room: a gap in the sequence numbers it received
-//! after its first, or, at the end (2 s after the last chat), a sequence
-//! number below the room's last while joined for longer than 3 s.
+//! after its first that has not come by 64 chats later (chats of a room
+//! come from different members' connections, so two sent close together
+//! may arrive in either order), or, at the end (once no chat has arrived
+//! for 2 s), one not come, or below the room's last while joined for
+//! longer than 3 s.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -92,6 +95,8 @@ struct Ctx {
     /// Members whose first connection joined, or failed to.
     joined: AtomicUsize,
     fill_failed: AtomicUsize,
+    /// When a chat last arrived ([`now_ns`]).
+    last_chat_ns: AtomicU64,
     /// In the window: chats received, chats sent, keepalive pings (no
     /// payload, or any but 8 bytes), confirmation pings (8 bytes: our
     /// server's, on a connection whose frames it keeps for a resume),
@@ -193,6 +198,7 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
         rejoin: Mutex::new(Hist::default()),
         joined: AtomicUsize::new(0),
         fill_failed: AtomicUsize::new(0),
+        last_chat_ns: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         sent: AtomicU64::new(0),
         pings: AtomicU64::new(0),
@@ -267,7 +273,14 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     // senders dropped) check what they got and close.
     let _ = stop.send(true);
     let cmds = ticker.await.map_err(|e| format!("ticker: {e}"))?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let quiet = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let since = now_ns().saturating_sub(ctx.last_chat_ns.load(Ordering::Relaxed));
+        if since > 2_000_000_000 || Instant::now() > quiet {
+            break;
+        }
+    }
     drop(cmds);
     let mut stuck = 0usize;
     for t in tasks {
@@ -605,14 +618,14 @@ async fn member(
                 }
             }
             Step::Cmd(Some(Cmd::Leave)) => {
-                let last = track.last;
-                track.close(last);
+                // Only the chats missed for sure: a few still in flight,
+                // out of order, are not counted.
                 settle(ctx, &track);
                 super::close(ws, Duration::from_secs(5)).await;
                 return End::Replaced;
             }
             Step::Cmd(None) => {
-                // The end: every chat of the room has had 2 s to arrive.
+                // The end: no chat has arrived for 2 s.
                 let last = ctx.room_seq[room].load(Ordering::SeqCst);
                 let old = joined_at.elapsed() > Duration::from_secs(3);
                 if track.first == 0 && old && last > 0 {
@@ -644,6 +657,7 @@ async fn member(
                     continue;
                 };
                 track.saw(stamp.s, ctx);
+                ctx.last_chat_ns.store(now_ns(), Ordering::Relaxed);
                 if ctx.measuring() {
                     ctx.delivered.fetch_add(1, Ordering::Relaxed);
                     shard
@@ -703,6 +717,7 @@ mod tests {
             rejoin: Mutex::new(Hist::default()),
             joined: AtomicUsize::new(0),
             fill_failed: AtomicUsize::new(0),
+            last_chat_ns: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             pings: AtomicU64::new(0),
