@@ -68,7 +68,8 @@
 //! is installed (smoke never runs npm); dev-profile builds; fails on any
 //! error; writes nothing. The Sentinel and Redis Cluster variants are not
 //! in the smoke: a fresh topology per run costs about 10 s. Servers and the load generator run under
-//! `ulimit -n <hard limit>`.
+//! `ulimit -n <hard limit>`, the hard limit first raised to 262,144 where
+//! it is lower and may be (root with CAP_SYS_RESOURCE).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

@@ -588,6 +588,10 @@ async fn member(
     let joined_at = Instant::now();
     let mut track = Track::default();
     let mut id = 1u64;
+    // Broadcasts not yet answered; told to leave while some are: leaves
+    // once they are (as a client that waits for its requests).
+    let mut unanswered = 0u32;
+    let mut leaving = false;
     let shard = &ctx.latency[i % SHARDS];
     let lost = |track: &Track, why: String| {
         ctx.closed.fetch_add(1, Ordering::SeqCst);
@@ -613,10 +617,12 @@ async fn member(
                     return End::Stop;
                 }
                 track.saw(s, ctx);
+                unanswered += 1;
                 if ctx.measuring() {
                     ctx.sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Step::Cmd(Some(Cmd::Leave)) if unanswered > 0 => leaving = true,
             Step::Cmd(Some(Cmd::Leave)) => {
                 // Only the chats missed for sure: a few still in flight,
                 // out of order, are not counted.
@@ -646,6 +652,12 @@ async fn member(
                     if inc.ok != Some(true) {
                         ctx.refused.fetch_add(1, Ordering::Relaxed);
                         ctx.error(format!("broadcast refused: {}", t.as_str()));
+                    }
+                    unanswered = unanswered.saturating_sub(1);
+                    if leaving && unanswered == 0 {
+                        settle(ctx, &track);
+                        super::close(ws, Duration::from_secs(5)).await;
+                        return End::Replaced;
                     }
                     continue;
                 }
