@@ -283,16 +283,14 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     }
     drop(cmds);
     let mut stuck = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     for t in tasks {
-        if tokio::time::timeout(Duration::from_secs(10), t)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
             stuck += 1;
         }
     }
     if stuck > 0 {
-        report.error(format!("{stuck} members did not stop within 10 s"));
+        report.error(format!("{stuck} members did not stop within 15 s"));
     }
 
     let w = Window::between(&a, &b);
