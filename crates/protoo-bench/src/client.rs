@@ -5,13 +5,14 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -68,6 +69,8 @@ impl Target {
 /// buffer costs a 64 KiB memset per wake-up.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Buffers {
+    /// 1 KiB: the production shape's (S16) 100,000 mostly quiet members.
+    Lean,
     /// 4 KiB.
     Idle,
     /// 8 KiB.
@@ -110,9 +113,44 @@ pub(crate) async fn connect(
     peer: &str,
     buffers: Buffers,
 ) -> Result<Ws, String> {
-    let tcp = TcpStream::connect(&target.addr)
-        .await
-        .map_err(|e| format!("connect {}: {e}", target.addr))?;
+    connect_from(target, room, peer, buffers, None).await
+}
+
+/// [`connect`] from `source` (a local address the socket is bound to
+/// first; port 0): one loopback address has about 28,000 ephemeral ports,
+/// so the scenarios with more peers spread them over 127.0.0.2 and up.
+pub(crate) async fn connect_from(
+    target: &Target,
+    room: &str,
+    peer: &str,
+    buffers: Buffers,
+    source: Option<IpAddr>,
+) -> Result<Ws, String> {
+    let tcp = match source {
+        None => TcpStream::connect(&target.addr)
+            .await
+            .map_err(|e| format!("connect {}: {e}", target.addr))?,
+        Some(ip) => {
+            let addr: SocketAddr = tokio::net::lookup_host(&target.addr)
+                .await
+                .map_err(|e| format!("resolve {}: {e}", target.addr))?
+                .find(|a| a.is_ipv4() == ip.is_ipv4())
+                .ok_or_else(|| format!("{}: no address of {ip}'s family", target.addr))?;
+            let socket = if ip.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .map_err(|e| format!("socket: {e}"))?;
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| format!("bind {ip}: {e}"))?;
+            socket
+                .connect(addr)
+                .await
+                .map_err(|e| format!("connect {} from {ip}: {e}", target.addr))?
+        }
+    };
     tcp.set_nodelay(true)
         .map_err(|e| format!("set_nodelay: {e}"))?;
     let token = token_param(room, peer)?;
@@ -205,6 +243,7 @@ pub(crate) async fn connect_lean(target: &Target, room: &str, peer: &str) -> Res
 /// The WebSocket settings of the load generator's connections.
 fn config(buffers: Buffers) -> WebSocketConfig {
     let read = match buffers {
+        Buffers::Lean => 1024,
         Buffers::Idle => 4 * 1024,
         Buffers::Busy => 8 * 1024,
     };

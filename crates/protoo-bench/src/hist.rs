@@ -37,6 +37,12 @@ impl Hist {
         self.0.len()
     }
 
+    /// Adds every value of `other`.
+    pub(crate) fn merge(&mut self, other: &Hist) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.0.add(&other.0);
+    }
+
     /// The value at quantile `q` (0.0..=1.0), or 0 when empty.
     pub(crate) fn quantile(&self, q: f64) -> u64 {
         if self.0.is_empty() {

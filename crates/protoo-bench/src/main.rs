@@ -61,6 +61,16 @@
 //! - `s15`: fan-out in bytes: S9 with `--size` (65,536) broadcasts in a
 //!   room of `--peers` (500): bytes delivered per second against
 //!   `--fan-out-rate` (20,000,000, the room example's default).
+//! - `s16`: production shape: `--peers` (100,000) in rooms of
+//!   `--room-size` (100), every one joined; in each room a chat every
+//!   `--interval-ms` (pass 1000); `--churn` (1) % of the peers replaced per
+//!   second; every member reading (answering keepalive pings). The window
+//!   starts no earlier than `--keepalive` seconds after the first
+//!   connection (the server's ping interval): server CPU and RSS per peer,
+//!   send→receive latency, pings per second, peers lost, and this
+//!   process' CPU and RSS. Clients connect from `--sources` loopback
+//!   addresses (127.0.0.2 and up; 0: one per 10,000 peers plus two), and
+//!   the descriptor limit is raised (as root, the hard one too).
 //! - `s10`: S3 across the nodes of a cluster: one `--url` per node (two
 //!   room processes on one Redis), the members split evenly between them,
 //!   the sender on the first; cross-node latency apart; `--redis-pid` adds
@@ -171,7 +181,7 @@ struct Args {
     #[arg(long, default_value_t = 3.0)]
     settle: f64,
     /// s12: milliseconds between two broadcasts (100); s13: between two
-    /// chats of a room (pass 1000).
+    /// chats of a room (pass 1000); s16: the same.
     #[arg(long, default_value_t = 100)]
     interval_ms: u64,
     /// s12: seconds over which the members' connections are cut, evenly
@@ -198,10 +208,25 @@ struct Args {
     /// (1: one room, split over the nodes as in s10).
     #[arg(long)]
     rooms: Option<usize>,
+    /// s16: peers per room (100).
+    #[arg(long, default_value_t = 100)]
+    room_size: usize,
+    /// s16: peers replaced per second, % of the peers (1).
+    #[arg(long, default_value_t = 1.0)]
+    churn: f64,
+    /// s16: the window starts no earlier than this many seconds after the
+    /// first connection: the server's keepalive interval, so that the
+    /// window sees its pings (0: right after the warm-up).
+    #[arg(long, default_value_t = 0.0)]
+    keepalive: f64,
+    /// s16: loopback source addresses the clients connect from (127.0.0.2
+    /// and up; 0: one per 10,000 peers, plus two).
+    #[arg(long, default_value_t = 0)]
+    sources: usize,
     /// s6: members that keep reading (3).
     #[arg(long)]
     readers: Option<usize>,
-    /// s4/s7: connection attempts in flight at once.
+    /// s4/s7/s16: connection attempts in flight at once.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
     /// Worker threads of the client runtime (default: available cores).
@@ -236,6 +261,7 @@ enum Scenario {
     S13,
     S14,
     S15,
+    S16,
 }
 
 /// Settings shared by every scenario.
@@ -479,7 +505,7 @@ fn main() -> ExitCode {
         report.set("nodes", run.targets.len());
     }
     let outcome = runtime.block_on(async {
-        use scenarios::{amplify, blips, broadcast, churn, drain, flood, idle, rr};
+        use scenarios::{amplify, blips, broadcast, churn, drain, flood, idle, rr, shape};
         match args.scenario {
             Scenario::S1 => {
                 rr::run(
@@ -611,6 +637,18 @@ fn main() -> ExitCode {
                     expect_resume: args.expect_resume,
                 };
                 drain::run(&run, &opts, &mut report).await
+            }
+            Scenario::S16 => {
+                let peers = args.peers.unwrap_or(100_000).max(2);
+                let opts = shape::Opts {
+                    peers,
+                    rooms: (peers / args.room_size.max(2)).max(1),
+                    interval: Duration::from_millis(args.interval_ms.clamp(1, 60_000)),
+                    churn_pct: args.churn.clamp(0.0, 100.0),
+                    keepalive: Duration::from_secs_f64(args.keepalive.clamp(0.0, 3600.0)),
+                    sources: args.sources,
+                };
+                shape::run(&run, &opts, &mut report).await
             }
             Scenario::S14 => {
                 let opts = amplify::Opts {

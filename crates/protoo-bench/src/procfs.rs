@@ -95,6 +95,19 @@ pub(crate) fn status_kb(pid: u32, key: &str) -> Option<u64> {
     })
 }
 
+/// The soft descriptor limit of `pid` (`Max open files` of
+/// `/proc/PID/limits`; `None` when unknown or unlimited).
+pub(crate) fn nofile(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    limits.lines().find_map(|l| {
+        l.strip_prefix("Max open files")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
 /// Bytes `pid` has written through `write`-like calls (sockets included):
 /// `wchar` of `/proc/PID/io`.
 pub(crate) fn wchar(pid: u32) -> Option<u64> {

@@ -54,22 +54,31 @@
 //! the two over Redis, with one worker each. What sizing workers per
 //! process costs (the README's deployment notes).
 //!
+//! S16 (production shape: 100,000 peers in rooms of 100, chat, keepalive,
+//! churn) runs our server as it ships; the anchor runs at growing peer
+//! counts, a fresh server each, until its p99 passes 50 ms (see `shape.rs`;
+//! the smoke runs it once at the smoke's 2,000). Its load generator
+//! connects from many loopback addresses, and every server and load
+//! generator runs with the descriptor limit raised (as root, the hard one
+//! too, to 262,144).
+//!
 //! ```text
 //! cargo xtask bench [--smoke] [--duration SECS] [--only ours|anchor|floor]
 //!                   [--scenarios s1,s2,s2-4k,s2-16k,s3,s3-4k,s3k,s4,s4-auth,s4e,s5,s5-auth,s6,s7,
-//!                                s8,s9,s10,s11,s12,s13,s14,s15,s3-2rooms,s3-2procs,s3-2procs-w1,
+//!                                s8,s9,s10,s11,s12,s13,s14,s15,s16,s3-2rooms,s3-2procs,s3-2procs-w1,
 //!                                s10-w1,s10-sentinel,s11-sentinel,s10-cluster,s11-cluster]
 //!                   [--write | --no-write]
 //! ```
 //!
 //! `--smoke` (CI): tiny versions of S1, S2 at 16 KB, S3, S5, S6, S8, S9, S10,
-//! S3 on two processes of one worker each, S11, S12, S13, S14 and S15
-//! against our server, against the floor where it serves the
+//! S3 on two processes of one worker each, S11, S12, S13, S14, S15 and S16
+//! (2,000 peers) against our server, against the floor where it serves the
 //! scenario, and against the anchor too when `tests/interop/node_modules`
 //! is installed (smoke never runs npm); dev-profile builds; fails on any
 //! error; writes nothing. The Sentinel and Redis Cluster variants are not
 //! in the smoke: a fresh topology per run costs about 10 s. Servers and the load generator run under
-//! `ulimit -n <hard limit>`.
+//! `ulimit -n <hard limit>`, the hard limit first raised to 262,144 where
+//! it is lower and may be (root with CAP_SYS_RESOURCE).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -87,6 +96,7 @@ mod procs;
 mod report;
 mod rows;
 mod scenarios;
+mod shape;
 
 use ha::*;
 use process::*;
@@ -240,7 +250,21 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
         for server in order {
             println!("\n==> {} against {}", sc.title, server.name());
-            let outcome = run_one(sc, server, &bench_bin, &logs, redis_tools.as_ref(), &opts);
+            let outcome = match (sc.key, server) {
+                // S16: the anchor at growing peer counts (see `shape`).
+                ("s16", ServerKind::Anchor { .. }) if !opts.smoke => {
+                    shape::step_anchor(sc, server, &bench_bin, &logs, &opts)
+                }
+                ("s16", _) => shape::annotate(run_one(
+                    sc,
+                    server,
+                    &bench_bin,
+                    &logs,
+                    redis_tools.as_ref(),
+                    &opts,
+                )),
+                _ => run_one(sc, server, &bench_bin, &logs, redis_tools.as_ref(), &opts),
+            };
             match &outcome.result {
                 Ok(r) => {
                     println!("    {}", r.line);
@@ -385,7 +409,7 @@ impl Opts {
                 "-h" | "--help" => {
                     return Err("usage: cargo xtask bench [--smoke] [--duration SECS] \
                                 [--only ours|anchor|floor] \
-                                [--scenarios s1,s2,...,s4-auth,s5-auth,...,s10,s11,s12,s13,s14,s15,\
+                                [--scenarios s1,s2,...,s4-auth,s5-auth,...,s10,s11,s12,s13,s14,s15,s16,\
                                 s3-2rooms,s3-2procs,s3-2procs-w1,s10-w1,s10-sentinel,s11-sentinel,s10-cluster,s11-cluster] \
                                 [--write|--no-write]"
                         .into());

@@ -96,7 +96,9 @@ impl ServerKind {
 }
 
 /// `sh -c 'ulimit -n <hard>; exec [taskset -c CPUS] PROGRAM ARGS...'`: the
-/// exec (and taskset's own exec) keeps the pid.
+/// exec (and taskset's own exec) keeps the pid. A hard limit below
+/// [`NOFILE`] is raised to it first where allowed (root): S16's 100,000
+/// connections need more descriptors than a default hard limit gives.
 pub(super) fn with_fd_limit(program: &str, args: &[String], cpus: Option<&str>) -> Command {
     let pin = match cpus {
         Some(c) => format!("taskset -c {c} "),
@@ -105,12 +107,16 @@ pub(super) fn with_fd_limit(program: &str, args: &[String], cpus: Option<&str>) 
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(format!(
-            r#"ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec {pin}"$0" "$@""#
+            r#"h="$(ulimit -Hn)"; [ "$h" = unlimited ] || [ "$h" -ge {NOFILE} ] || ulimit -Hn {NOFILE} 2>/dev/null; ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec {pin}"$0" "$@""#
         ))
         .arg(program)
         .args(args);
     cmd
 }
+
+/// The descriptor limit the servers and the load generator are given
+/// (where the hard limit is lower and may be raised).
+pub(super) const NOFILE: u64 = 262_144;
 
 /// Whether `taskset` exists and there are two CPUs to pin to.
 pub(super) fn can_pin() -> bool {

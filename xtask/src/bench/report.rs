@@ -40,6 +40,15 @@ pub(super) fn cell(p: Option<&Parsed>, row: &Row) -> (String, Option<f64>) {
                 None => (format!("{s} / {c} / {x}"), None),
             }
         }
+        "@gen" => {
+            let c = p
+                .num("cli_cpu_pct")
+                .map_or("?".into(), |v| format!("{v:.0}"));
+            let m = p
+                .num("cli_rss_kb")
+                .map_or("?".into(), |v| format!("{:.0}", v / 1024.0));
+            (format!("{c} / {m}"), None)
+        }
         "@stalled" => {
             let end = p.get("stalled_end").unwrap_or("?");
             let s = match (
@@ -276,7 +285,7 @@ pub(super) fn write_benchmarks(
          server with no framework around it (default 128 KiB buffers, one writer \
          task per connection, data forwarded as raw JSON): the least a server on \
          tokio-tungstenite costs for the same messages. It answers `echo` and \
-         `broadcast` only, so it runs in S1, S2, S3 and S5 (\"not served\" elsewhere). {}{}{}{}\n\n",
+         `broadcast` only, so it runs in S1, S2, S3 and S5 (\"not served\" elsewhere). {}{}{}{}{}\n\n",
         opts.duration,
         if results.iter().any(|o| o.scenario == "s1") && can_pin() {
             PIN_NOTE
@@ -298,6 +307,11 @@ pub(super) fn write_benchmarks(
         },
         if results.iter().any(|o| PROCS.contains(&o.scenario)) {
             PROCS_NOTE
+        } else {
+            ""
+        },
+        if results.iter().any(|o| o.scenario == "s16") {
+            super::shape::NOTE
         } else {
             ""
         }
@@ -456,7 +470,26 @@ the attack (`/proc/PID/io` `wchar`). Both servers with their defaults.\n\
 - **S15** fan-out in bytes: S9 with 64 KB broadcasts in a room of 500 (16 outstanding): \
 the bytes the members receive per second against our server's fan-out budget \
 (`--fan-out-rate 20000000`, the room example's default: 20 MB/s delivered on one \
-sender's behalf). The anchor has no such budget.\n";
+sender's behalf). The anchor has no such budget.\n\
+- **S16** production shape: 100,000 peers in 1,000 rooms of 100, every one joined (listed in \
+its room's presence); in each room one member in turn calls `broadcast` once a second (the \
+rooms spread over the second: about 100,000 deliveries a second in all); 1 % of the peers a \
+second leave (close handshake: their room hears `peerClosed`) and are replaced by a new \
+connection with a new peer id that joins the same room; every member keeps reading, so \
+the server's pings are answered (and counted: the keepalive ones, and apart the \
+confirmation pings with which our server, with the resume window it ships with, learns \
+what a connection received). The clients connect from \
+127.0.0.2 and up (one address per 10,000 peers, plus two: one address has about 28,000 \
+ephemeral ports), 128 handshakes at a time, and the servers and the load generator run \
+with the descriptor limit raised to 262,144 (where the hard limit cannot be raised, with \
+as many whole rooms as it allows). The 30 s window starts 5 s after the fill and \
+no earlier than one keepalive interval after the first connection. Server RSS at the \
+window's end against before the first connection (per peer; target ≤ 2 KB), server CPU \
+(target ≤ 50 % of a core), send→receive latency (target p99 ≤ 50 ms), pings and \
+replacements per second, peers lost (a connection closed unasked, a replacement that \
+failed to join, or a chat of its room missed: target 0), and the load generator's own \
+CPU and RSS. The anchor runs at 5,000 to 100,000 peers until its p99 passes 50 ms: the \
+largest count that held, and ours / that.\n";
 
 pub(super) fn machine(root: &Path) -> String {
     let cores = std::thread::available_parallelism()

@@ -579,6 +579,7 @@ fn plain_rows(key: &str) -> Vec<Row> {
         ],
         "s12" => super::blips::rows(),
         "s13" => super::drain::rows(),
+        "s16" => super::shape::rows(),
         "s14" => vec![
             r(
                 "display name taken (bytes)",

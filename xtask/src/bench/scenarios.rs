@@ -20,7 +20,7 @@ pub(super) const S6_QUEUE: u64 = 1024 * 1024;
 /// our server outpaced the load generator at 4 KB (the run then stalls).
 pub(super) const S3_QUEUE: u64 = 80 * 1024 * 1024;
 
-pub(super) const ALL: [&str; 30] = [
+pub(super) const ALL: [&str; 31] = [
     "s1",
     "s2",
     "s2-4k",
@@ -43,6 +43,7 @@ pub(super) const ALL: [&str; 30] = [
     "s13",
     "s14",
     "s15",
+    "s16",
     "s3-2rooms",
     "s3-2procs",
     "s3-2procs-w1",
@@ -142,7 +143,7 @@ const NO_RATE_LIMITS: [&str; 6] = [
 ];
 
 /// One scenario as run: its key, title and the load generator's arguments.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Scenario {
     pub(super) key: &'static str,
     pub(super) title: &'static str,
@@ -410,6 +411,26 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                     "0.1",
                 ],
             ),
+            sc(
+                "s16",
+                "S16 production shape, 2,000 peers in 20 rooms of 100",
+                &[
+                    "--scenario",
+                    "s16",
+                    "--peers",
+                    "2000",
+                    "--room-size",
+                    "100",
+                    "--interval-ms",
+                    "1000",
+                    "--churn",
+                    "1",
+                    "--duration",
+                    "2",
+                    "--warmup",
+                    "1",
+                ],
+            ),
         ]
     } else {
         vec![
@@ -557,6 +578,29 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
                 ],
             ),
             sc(
+                "s16",
+                "S16 production shape: 100,000 peers in 1,000 rooms of 100, a chat per room \
+                 per second, keepalive at the server's default, 1 % of the peers replaced per second",
+                &[
+                    "--scenario",
+                    "s16",
+                    "--peers",
+                    "100000",
+                    "--room-size",
+                    "100",
+                    "--interval-ms",
+                    "1000",
+                    "--churn",
+                    "1",
+                    "--duration",
+                    "30",
+                    "--warmup",
+                    "5",
+                    "--connect-concurrency",
+                    "128",
+                ],
+            ),
+            sc(
                 "s10",
                 "S10 broadcast across 2 nodes, room of 100 (50 + 50)",
                 &["--scenario", "s10", "--peers", "100", "--duration", &d],
@@ -676,6 +720,19 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             ];
             s.ours_bench_args = vec!["--expect-resume".into()];
         }
+        // S16: the room example as it ships, with its keepalive (a ping
+        // every second in the smoke, to see the clients answer).
+        if s.key == "s16" {
+            s.ours_args = Vec::new();
+            if o.smoke {
+                s.server_args = vec!["--ping-interval".into(), "1".into()];
+            } else {
+                s.ours_bench_args = vec![
+                    "--keepalive".to_owned(),
+                    super::shape::OURS_KEEPALIVE.to_string(),
+                ];
+            }
+        }
         if s.key == "s15" {
             s.ours_args = vec!["--fan-out-rate".into(), S15_FAN_OUT_RATE.to_string()];
             s.args
@@ -684,7 +741,7 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
         // Every other scenario measures protoo's semantics, as the anchor
         // has them (and as the figures before sessions did): no resume
         // window, a connection that drops is a peer that leaves.
-        if !matches!(s.key, "s12" | "s13" | "s14" | "s15") {
+        if !matches!(s.key, "s12" | "s13" | "s14" | "s15" | "s16") {
             s.ours_args
                 .extend(["--resume-window".to_owned(), "0".to_owned()]);
         }

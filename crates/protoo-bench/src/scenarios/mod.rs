@@ -8,6 +8,7 @@ pub(crate) mod drain;
 pub(crate) mod flood;
 pub(crate) mod idle;
 pub(crate) mod rr;
+pub(crate) mod shape;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
