@@ -458,6 +458,73 @@ mod tests {
         }
     }
 
+    /// A stream that hands each write call's bytes to the test.
+    struct Calls(tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
+
+    impl AsyncRead for Calls {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Calls {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let call: Vec<u8> = bufs.iter().flat_map(|buf| buf.iter().copied()).collect();
+            let len = call.len();
+            let _ = self.0.send(call);
+            Poll::Ready(Ok(len))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A kept frame on a quiet connection and the confirmation ping due
+    /// after it leave in one write call, not two.
+    #[tokio::test]
+    async fn a_due_confirmation_ping_goes_in_the_write_of_its_frames() {
+        let (calls, mut written) = tokio::sync::mpsc::unbounded_channel();
+        let config = WsConfig::default().with_ping_interval(None);
+        let (transport, conn) = start(Calls(calls), Vec::new(), Role::Server, &config);
+        transport.sink().retain_unconfirmed();
+        transport.send(Frame::from("hello")).unwrap();
+        let task = tokio::spawn(conn);
+        let call = written.recv().await.unwrap();
+        task.abort();
+        // The text frame (0x81, 5, "hello"), then a ping (0x89) with the
+        // count of kept frames written before it: 1.
+        let mut expected = vec![0x81, 5];
+        expected.extend_from_slice(b"hello");
+        expected.extend_from_slice(&[0x89, 8]);
+        expected.extend_from_slice(&1u64.to_be_bytes());
+        assert_eq!(call, expected);
+    }
+
     #[tokio::test]
     async fn frames_cut_anywhere_by_partial_writes_arrive_whole() {
         let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -161,17 +161,20 @@ impl Shared {
 }
 
 /// Takes queued frames into `out` as [`Conn::write_step`] does, keeping the
-/// text frames in `tail` too (the queue's lock nested in the tail's).
+/// text frames in `tail` too (the queue's lock nested in the tail's); a
+/// confirmation ping due now is appended to the batch, so that it goes out
+/// in the same write (`head`: the first frame of `out` not written yet).
 pub(super) fn take_retained(
     queue: &OutboundQueue,
     tail: &Mutex<Tail>,
     out: &mut Vec<Wire>,
+    head: usize,
     role: Role,
     cx: &mut Context<'_>,
     max_bytes: usize,
 ) -> Poll<Work> {
     let mut tail = lock(tail);
-    queue.poll_next_with(cx, max_bytes, |item| {
+    let taken = queue.poll_next_with(cx, max_bytes, |item| {
         out.push(match item {
             Outbound::Text(frame) => {
                 tail.push(frame.clone());
@@ -179,7 +182,34 @@ pub(super) fn take_retained(
             }
             Outbound::Binary(data) => Wire::binary(role, data),
         })
-    })
+    });
+    if let Poll::Ready(Work::Frames) = taken {
+        ping_with_batch(&mut tail, out, head, role, Instant::now());
+    }
+    taken
+}
+
+/// Appends a confirmation ping to the batch just taken when one is due
+/// (kept frames wait, the last ping is an interval old, none waits in
+/// `out[head..]`): a peer that gets a message now and then would otherwise
+/// pay a write call for the message and another for its ping. After the
+/// write, [`Conn::confirm_check`] finds the ping just sent and only arms
+/// the timer that asks again.
+fn ping_with_batch(tail: &mut Tail, out: &mut Vec<Wire>, head: usize, role: Role, now: Instant) {
+    if tail.taken
+        || tail.frames.is_empty()
+        || tail.pinged_at.is_some_and(|at| at + tail.interval > now)
+    {
+        return;
+    }
+    let waiting = &out[head..];
+    if waiting.iter().any(Wire::is_confirm_ping) {
+        return;
+    }
+    // Appended: every kept frame in `out` is written before it.
+    let count = tail.written + waiting.iter().filter(|wire| wire.retained).count() as u64;
+    out.push(Wire::confirm_ping(role, count));
+    tail.pinged_at = Some(now);
 }
 
 impl<S> Conn<S>

@@ -99,7 +99,7 @@ where
                         // One allocation for a typical batch, not four.
                         self.out.reserve(KEEP_FRAMES);
                     }
-                    let role = self.role;
+                    let (role, head) = (self.role, self.head);
                     let out = &mut self.out;
                     let budget = BATCH_BYTES - pending;
                     let queue = &self.shared.queue;
@@ -111,7 +111,7 @@ where
                             })
                         }),
                         Some(tail) => {
-                            unconfirmed::take_retained(queue, tail, out, role, cx, budget)
+                            unconfirmed::take_retained(queue, tail, out, head, role, cx, budget)
                         }
                     };
                     match taken {
