@@ -171,20 +171,30 @@
 //! | peer id (`Arc<str>`, `peer-123`) | 24 | 24 |
 //! | reader task (its future: 120 bytes) | 256 | 256 |
 //! | the application's loop task (echo: `while let` over the events; room: [`Router::run`](handler::Router::run)) | 256 | 384 |
-//! | incoming rate limits (message and byte rate, boxed) | - | 112 |
-//! | fan-out budget (boxed) | - | 64 |
+//! | incoming rate limits (message and byte rate, boxed; the example's defaults, off in `cargo xtask bench`) | - | 112 |
+//! | fan-out budget (boxed; the same) | - | 64 |
 //! | room entry (the peer by id; amortised over a room of 100) | - | 35 |
 //! | presence (`{"displayName":"p1234"}` and its entry) | - | 118 |
 //! | **total** | **1,064** (6 allocations) | **1,521** (10 allocations) |
 //! | a 15 s resume window (the room example's default; `Session`) | - | +216 |
 //!
-//! Before issue #25's changes the room peer held 1,913 bytes: its loop task
-//! was 768 bytes ([`Router::run`](handler::Router::run) kept the event being
-//! handled, 128 bytes, and `Joined` beside its parts in its state; it now
-//! routes each event synchronously and keeps only the handler it awaits),
-//! and the peer state 440 bytes (456 with its `Arc`: jemalloc, the room
-//! example's allocator, rounds that to 512; two limits stored in 4 bytes
-//! each make it 448, a size class of its own).
+//! Before issue #25's changes the room peer held 1,913 bytes. What changed,
+//! and what it costs elsewhere:
+//! - its loop task was 768 bytes: [`Router::run`](handler::Router::run)
+//!   kept the event being handled (128 bytes) and `Joined` beside its
+//!   parts in its state; it now routes each event synchronously and keeps
+//!   only the handler it awaits (384). Nothing per message: the same work
+//!   and allocations (`cargo bench -p protoo-core --bench allocations`: 3.0
+//!   per request through the router before and after);
+//! - the peer state was 440 bytes (456 with its `Arc`, which jemalloc, the
+//!   room example's allocator, rounds to 512); two limits stored in 4 bytes
+//!   each make it 448, a size class of its own. A presence limit above 4
+//!   GiB counts as 4 GiB;
+//! - a connection's task and the server's per-connection task carry a
+//!   tracing span only when one is enabled where they start (40 bytes less
+//!   each; the room example's connection task, behind axum's upgrade, went
+//!   from 640 to 512 bytes). Nothing when a span is enabled: the task is
+//!   instrumented as before.
 //!
 //! Below this crate, the WebSocket transport of an idle connection holds
 //! 1,232 bytes in 6 allocations (its task, the state its halves share,
@@ -198,22 +208,25 @@
 //! and the same server entry.
 //!
 //! In resident memory (S4 of `cargo xtask bench`: 10,000 idle peers in
-//! rooms of 100, RSS after a second's settling, on a shared 2-core
-//! machine), with the allocator's own overhead:
+//! rooms of 100, RSS after a second's settling; `protoo-bench --scenario
+//! s4`, on a shared 2-core machine where two runs differ by up to 150
+//! bytes), with the allocator's own overhead, in KB per peer:
 //!
 //! | server | before #25 | now |
 //! | --- | ---: | ---: |
-//! | echo example (glibc) | 2.91 KB | 2.91 KB |
-//! | room example (jemalloc), admitted, not listed (S4 as `cargo xtask bench` runs it) | 3.94 KB | 3.41 KB |
-//! | room example, joined (`protoo-bench --join`: listed, others told) | 4.04 KB | 3.54 KB |
+//! | echo example (glibc) | 2.90, 2.91 | 2.91 |
+//! | room example (jemalloc) as `cargo xtask bench` runs it (no rate limits, no resume window), admitted, not listed | 3.53 (`BENCHMARKS.md`) | 3.05, 3.22 |
+//! | the same, joined (`protoo-bench --join`: listed, the others told) | - | 3.31, 3.40 |
+//! | room example with its default rate limits, not listed | 3.94 | 3.41 |
+//! | room example with its default rate limits, joined | 4.03, 4.04 | 3.54 |
 //!
-//! What stands between these and 2 KB per peer is mostly tasks: an idle
-//! joined peer has three (its connection's, 512 bytes; its reader's, 256;
-//! its loop's, 384), and the state its connection shares with the peer is
-//! held twice (the transport's 320 bytes, the peer's 448). Merging the
-//! reader into the loop task, and the peer's state with the transport's,
-//! would save about 600 bytes more; both change who runs what, and are not
-//! done.
+//! What stands between these and 2 KB per peer is mostly tasks and
+//! separate states: an idle joined peer has three tasks (its connection's,
+//! 512 bytes; its reader's, 256; its loop's, 384) and two shared states
+//! (the transport's, 320 bytes, and the peer's, 448), beside tokio's 256
+//! bytes for the socket. Running the reader inside the loop's task, and
+//! the transport's state beside the peer's, would save about 600 bytes
+//! more; both change which task runs what, and are not done.
 //!
 //! # Features
 //!
