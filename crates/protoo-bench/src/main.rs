@@ -21,8 +21,8 @@
 //!   such rooms side by side, each with its own sender, each wholly on one
 //!   node (room `r` on the `r % nodes`-th `--url`): several processes on
 //!   one box, each serving its own rooms.
-//! - `s4`: `--peers` (10,000) idle peers, each verified by one echo; server
-//!   RSS per peer.
+//! - `s4`: `--peers` (10,000) idle peers, each verified by one echo (and,
+//!   with `--join`, listed in its room by a `join`); server RSS per peer.
 //! - `s5`: churn: connect, one echo, close; 8 concurrent.
 //! - `s6`: one member of a room stops reading while another broadcasts 50,000
 //!   notifications of 1 KB: server memory growth, delivery to the readers,
@@ -226,6 +226,11 @@ struct Args {
     /// s6: members that keep reading (3).
     #[arg(long)]
     readers: Option<usize>,
+    /// s4/s7: each peer also `join`s its room after its echo (listed in
+    /// the room's presence; the others hear `newPeer`), as a real client
+    /// does; without it the peers are admitted in their rooms, not listed.
+    #[arg(long)]
+    join: bool,
     /// s4/s7/s16: connection attempts in flight at once.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
@@ -553,16 +558,18 @@ fn main() -> ExitCode {
                 broadcast::run(&run, &opts, &mut report).await
             }
             Scenario::S4 => {
-                idle::run(
-                    &run,
-                    args.peers.unwrap_or(10_000).max(1),
-                    false,
-                    &mut report,
-                )
-                .await
+                let idle = idle::Idle {
+                    round: false,
+                    join: args.join,
+                };
+                idle::run(&run, args.peers.unwrap_or(10_000).max(1), idle, &mut report).await
             }
             Scenario::S7 => {
-                idle::run(&run, args.peers.unwrap_or(15_000).max(1), true, &mut report).await
+                let idle = idle::Idle {
+                    round: true,
+                    join: args.join,
+                };
+                idle::run(&run, args.peers.unwrap_or(15_000).max(1), idle, &mut report).await
             }
             Scenario::S5 => {
                 churn::run(

@@ -153,6 +153,81 @@
 //! ```
 
 //!
+//! # Memory per idle peer
+//!
+//! What an idle peer holds above its transport, in heap bytes as
+//! requested from the allocator (`tests/idle_bytes.rs` counts them with a
+//! counting global allocator over 1,000 peers, prints this table's figures
+//! and bounds their totals; debug build, x86-64). Tokio rounds every task
+//! up to a multiple of 128 bytes (its header and trailer take 104), so a
+//! task's figure is its future's size rounded up; a state in an `Arc` adds
+//! the two counts (16 bytes).
+//!
+//! | item | echo example | room example, joined |
+//! | --- | ---: | ---: |
+//! | peer state (`Arc`: pending requests, close, event queue, budgets, room link) | 448 | 448 |
+//! | `Peer` handle (`Arc` of the state and the application data) | 24 | 24 |
+//! | incoming budget (`Arc`) | 56 | 56 |
+//! | peer id (`Arc<str>`, `peer-123`) | 24 | 24 |
+//! | reader task (its future: 120 bytes) | 256 | 256 |
+//! | the application's loop task (echo: `while let` over the events; room: [`Router::run`](handler::Router::run)) | 256 | 384 |
+//! | incoming rate limits (message and byte rate, boxed; the example's defaults, off in `cargo xtask bench`) | - | 112 |
+//! | fan-out budget (boxed; the same) | - | 64 |
+//! | room entry (the peer by id; amortised over a room of 100) | - | 35 |
+//! | presence (`{"displayName":"p1234"}` and its entry) | - | 118 |
+//! | **total** | **1,064** (6 allocations) | **1,521** (10 allocations) |
+//! | a 15 s resume window (the room example's default; `Session`) | - | +216 |
+//!
+//! Before issue #25's changes the room peer held 1,913 bytes. What changed,
+//! and what it costs elsewhere:
+//! - its loop task was 768 bytes: [`Router::run`](handler::Router::run)
+//!   kept the event being handled (128 bytes) and `Joined` beside its
+//!   parts in its state; it now routes each event synchronously and keeps
+//!   only the handler it awaits (384). Nothing per message: the same work
+//!   and allocations (`cargo bench -p protoo-core --bench allocations`: 3.0
+//!   per request through the router before and after);
+//! - the peer state was 440 bytes (456 with its `Arc`, which jemalloc, the
+//!   room example's allocator, rounds to 512); two limits stored in 4 bytes
+//!   each make it 448, a size class of its own. A presence limit above 4
+//!   GiB counts as 4 GiB;
+//! - a connection's task and the server's per-connection task carry a
+//!   tracing span only when one is enabled where they start (40 bytes less
+//!   each; the room example's connection task, behind axum's upgrade, went
+//!   from 640 to 512 bytes). Nothing when a span is enabled: the task is
+//!   instrumented as before.
+//!
+//! Below this crate, the WebSocket transport of an idle connection holds
+//! 1,232 bytes in 6 allocations (its task, the state its halves share,
+//! its timer, tokio's registration of the socket: the table is in
+//! `protoo_transport::ws`, `Memory`). The echo example's whole server
+//! side, transport, peer, its task and the server's entry for it, holds
+//! 2,342 bytes in 12 allocations (protoo-server's `tests/idle_bytes.rs`):
+//! 1,232 + 808 + a 256-byte task + 46 of the server's table of live
+//! connections. The room example's joined peer adds, to its 1,232-byte
+//! transport and the 1,521 bytes above, hyper's upgraded stream (boxed)
+//! and the same server entry.
+//!
+//! In resident memory (S4 of `cargo xtask bench`: 10,000 idle peers in
+//! rooms of 100, RSS after a second's settling; `protoo-bench --scenario
+//! s4`, on a shared 2-core machine where two runs differ by up to 150
+//! bytes), with the allocator's own overhead, in KB per peer:
+//!
+//! | server | before #25 | now |
+//! | --- | ---: | ---: |
+//! | echo example (glibc) | 2.90, 2.91 | 2.91 |
+//! | room example (jemalloc) as `cargo xtask bench` runs it (no rate limits, no resume window), admitted, not listed | 3.53 (`BENCHMARKS.md`) | 3.05, 3.22 |
+//! | the same, joined (`protoo-bench --join`: listed, the others told) | - | 3.31, 3.40 |
+//! | room example with its default rate limits, not listed | 3.94 | 3.41 |
+//! | room example with its default rate limits, joined | 4.03, 4.04 | 3.54 |
+//!
+//! What stands between these and 2 KB per peer is mostly tasks and
+//! separate states: an idle joined peer has three tasks (its connection's,
+//! 512 bytes; its reader's, 256; its loop's, 384) and two shared states
+//! (the transport's, 320 bytes, and the peer's, 448), beside tokio's 256
+//! bytes for the socket. Running the reader inside the loop's task, and
+//! the transport's state beside the peer's, would save about 600 bytes
+//! more; both change which task runs what, and are not done.
+//!
 //! # Features
 //!
 //! - `metrics`: peers, rooms, messages, requests and closes reported

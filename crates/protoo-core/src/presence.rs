@@ -109,7 +109,7 @@ impl<D, R> Room<D, R> {
         if peer.is_closed() {
             return Err(PeerError::Closed);
         }
-        let max = peer.core().max_presence_bytes;
+        let max = peer.core().max_presence_bytes as usize;
         let bytes = info.as_str().len();
         if bytes > max {
             return Err(PeerError::PresenceTooLarge { bytes, max });

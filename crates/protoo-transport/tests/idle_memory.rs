@@ -3,11 +3,16 @@
 //! thread (so the clients cost the process almost nothing), answers one
 //! echo (so both buffers have been used), then stays idle; once with a small
 //! message, once with a 16 KB one (what a connection keeps of its largest
-//! message). Not a timed test: run it by hand,
+//! message). The RSS measurements are not timed tests: run them by hand,
 //!
 //! ```text
 //! cargo test -p protoo-transport --release --test idle_memory -- --ignored --nocapture
 //! ```
+//!
+//! `idle_connection_heap_bytes` runs always: it counts, with a counting
+//! global allocator (`stats_alloc`), the heap bytes and allocations each
+//! idle connection holds (the table of the `ws` module's documentation,
+//! `Memory`), and bounds them.
 
 #![cfg(target_os = "linux")]
 
@@ -18,6 +23,10 @@ use std::net::SocketAddr;
 
 use protoo_transport::ws::{self, WsConfig};
 use protoo_transport::{Frame, Inbound, Transport};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
@@ -127,5 +136,48 @@ async fn measure(pad: usize) {
         (after - before) / 1024
     );
     assert!(held.iter().all(|t| !t.is_closed()));
+    drop(sockets);
+}
+
+/// Heap bytes and allocations one idle server-side connection holds: its
+/// transport (held here as an application holds it), its task, its
+/// socket's registration with tokio. The blocking clients keep only their
+/// sockets (in a vector sized beforehand), so what is counted is the
+/// server side's.
+#[tokio::test(flavor = "current_thread")]
+async fn idle_connection_heap_bytes() {
+    const WARMUP: usize = 200;
+    const N: usize = 1000;
+    let (listener, addr) = common::listen().await;
+    let mut held = Vec::with_capacity(WARMUP + N);
+    let warmup = tokio::task::spawn_blocking(move || clients(addr, WARMUP, 0));
+    serve(&listener, WARMUP, &mut held).await;
+    let mut sockets = warmup.await.unwrap();
+    sockets.reserve(N);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let region = Region::new(GLOBAL);
+    let measured = tokio::task::spawn_blocking(move || clients(addr, N, 0));
+    serve(&listener, N, &mut held).await;
+    // Into the room reserved above; the clients' own vector is freed.
+    sockets.extend(measured.await.unwrap());
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let change = region.change();
+    let bytes = (change.bytes_allocated as isize - change.bytes_deallocated as isize) / N as isize;
+    let allocations = (change.allocations as isize - change.deallocations as isize) / N as isize;
+    println!(
+        "idle WebSocket connection (server side): {bytes} heap bytes in {allocations} allocations"
+    );
+    assert!(held.iter().all(|t| !t.is_closed()));
+    // The table in `ws`'s documentation (`Memory`): 1,232 bytes in 6
+    // allocations.
+    assert!(
+        allocations <= 6,
+        "an idle connection holds {allocations} allocations"
+    );
+    assert!(bytes <= 1280, "an idle connection holds {bytes} heap bytes");
     drop(sockets);
 }

@@ -1,7 +1,9 @@
 //! S4 (idle peers) and S7 (capacity).
 //!
 //! `n` peers connect (at most `--connect-concurrency` handshakes at once), in
-//! rooms of 100, and each is verified by one echo. Once all are in, the
+//! rooms of 100, and each is verified by one echo (with `--join`, then a
+//! `join`: listed in its room's presence, and the room's earlier peers hear
+//! `newPeer`). Once all are in, the
 //! server settles for a second and its RSS is read: RSS per peer is
 //! (RSS now - RSS before the first connection) / n. For S7 every peer then
 //! sends one more echo at the same moment and each must be answered.
@@ -14,7 +16,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::echo_once;
+use super::{echo_once, request_once};
 use crate::client::{self, Buffers, Target, Ws};
 use crate::hist::{Local, Shared};
 use crate::procfs::{Snap, Window};
@@ -45,14 +47,26 @@ impl Counters {
     }
 }
 
-/// Runs `n` peers; `round`: S7's simultaneous echo from every peer.
+/// How the peers of S4 and S7 behave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Idle {
+    /// S7's simultaneous echo from every peer.
+    pub(crate) round: bool,
+    /// Each peer `join`s its room after its first echo.
+    pub(crate) join: bool,
+}
+
+/// Runs `n` peers.
 pub(crate) async fn run(
     run: &Run,
     n: usize,
-    round: bool,
+    Idle { round, join }: Idle,
     report: &mut Report,
 ) -> Result<(), String> {
     report.set("peers", n);
+    if join {
+        report.set("joined", 1);
+    }
     // Fail fast when the server cannot be reached at all.
     let probe = client::connect(&run.target, "idle-probe", "probe", Buffers::Idle).await?;
     super::close(probe, Duration::from_secs(2)).await;
@@ -71,9 +85,9 @@ pub(crate) async fn run(
                 i,
                 Arc::clone(&sem),
                 Arc::clone(&counters),
-                connect_hist.clone(),
-                round_hist.clone(),
+                (connect_hist.clone(), round_hist.clone()),
                 signal_rx.clone(),
+                join,
             ))
         })
         .collect();
@@ -175,9 +189,9 @@ async fn peer(
     i: usize,
     sem: Arc<Semaphore>,
     counters: Arc<Counters>,
-    connect_hist: Shared,
-    round_hist: Shared,
+    (connect_hist, round_hist): (Shared, Shared),
     mut signal: watch::Receiver<u8>,
+    join: bool,
 ) {
     let connected = async {
         let _permit = sem.acquire().await.map_err(|e| e.to_string())?;
@@ -191,6 +205,10 @@ async fn peer(
         .map_err(|_| format!("connect {room}/{peer}: timed out"))??;
         let rtt = echo_once(&mut ws, 1, Duration::from_secs(20)).await?;
         Local::new(&connect_hist).record(rtt);
+        if join {
+            let request = client::join(3, &peer);
+            request_once(&mut ws, 3, "join", request, Duration::from_secs(20)).await?;
+        }
         Ok::<Ws, String>(ws)
     };
     let mut ws = match connected.await {

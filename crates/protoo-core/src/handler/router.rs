@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::sync::Arc;
 
 use super::impls::{HandlerFuture, NotificationHandler, RequestHandler};
@@ -301,7 +302,11 @@ where
     ///
     /// Run it in the peer's own task, with what
     /// [`Rooms::admit`](crate::Rooms::admit) gave.
-    pub async fn run(&self, joined: Joined<D, R>) {
+    pub fn run(&self, joined: Joined<D, R>) -> impl Future<Output = ()> + Send + '_ {
+        // What this future holds while the peer is idle is, with its task,
+        // every joined peer's cost: only the peer, its room, its events and
+        // the handler running, never an event (`Routes::route` takes each
+        // one synchronously), nor `joined` beside its parts.
         let Joined {
             room,
             peer,
@@ -309,58 +314,18 @@ where
             resumed,
             ..
         } = joined;
-        if resumed {
-            // The peer's events go on in the loop that runs it already.
-            return;
-        }
         let routes = &*self.routes;
-        while let Some(event) = events.next().await {
-            match event {
-                PeerEvent::Request(request) => {
-                    let route = match routes.requests.get(request.method()) {
-                        Some(route) => route,
-                        None => match &routes.fallback {
-                            Some(route) => route,
-                            None => {
-                                request.reject(404, UNKNOWN_METHOD_REASON);
-                                continue;
-                            }
-                        },
-                    };
-                    let future = (route.handler)(request, &peer, &room, &());
-                    dispatch(future, route.concurrent).await;
+        async move {
+            if resumed {
+                // The peer's events go on in the loop that runs it already.
+                return;
+            }
+            while let Some(event) = poll_fn(|cx| events.poll_event(cx)).await {
+                let last = matches!(event, PeerEvent::Closed(_));
+                if let Some(handler) = routes.route(event, &peer, &room) {
+                    handler.await;
                 }
-                PeerEvent::Notification(ref notification) => {
-                    let route = match routes.notifications.get(notification.method()) {
-                        Some(route) => route,
-                        None => match &routes.notification_fallback {
-                            Some(route) => route,
-                            None => {
-                                tracing::debug!(
-                                    method = notification.method(),
-                                    "notification with no handler dropped"
-                                );
-                                continue;
-                            }
-                        },
-                    };
-                    let future = (route.handler)(event, &peer, &room, &());
-                    dispatch(future, route.concurrent).await;
-                }
-                PeerEvent::Disconnected(_) => {
-                    if let Some(handler) = &routes.on_disconnected {
-                        handler(event, &peer, &room, &()).await;
-                    }
-                }
-                PeerEvent::Resumed { .. } => {
-                    if let Some(handler) = &routes.on_resumed {
-                        handler(event, &peer, &room, &()).await;
-                    }
-                }
-                PeerEvent::Closed(_) => {
-                    if let Some(handler) = &routes.on_close {
-                        handler(event, &peer, &room, &()).await;
-                    }
+                if last {
                     break;
                 }
             }
@@ -368,12 +333,60 @@ where
     }
 }
 
-/// Awaits a one-at-a-time handler; spawns a concurrent one.
-async fn dispatch(future: HandlerFuture, concurrent: bool) {
+impl<D, R> Routes<D, R, ()> {
+    /// The handler of `event`, to await in the loop (`None`: none to run
+    /// there; a concurrent one is spawned, an unknown method answered 404).
+    fn route(&self, event: PeerEvent, peer: &Peer<D>, room: &Room<D, R>) -> Option<HandlerFuture> {
+        match event {
+            PeerEvent::Request(request) => {
+                let route = match self.requests.get(request.method()) {
+                    Some(route) => route,
+                    None => match &self.fallback {
+                        Some(route) => route,
+                        None => {
+                            request.reject(404, UNKNOWN_METHOD_REASON);
+                            return None;
+                        }
+                    },
+                };
+                dispatch((route.handler)(request, peer, room, &()), route.concurrent)
+            }
+            PeerEvent::Notification(ref notification) => {
+                let route = match self.notifications.get(notification.method()) {
+                    Some(route) => route,
+                    None => match &self.notification_fallback {
+                        Some(route) => route,
+                        None => {
+                            tracing::debug!(
+                                method = notification.method(),
+                                "notification with no handler dropped"
+                            );
+                            return None;
+                        }
+                    },
+                };
+                dispatch((route.handler)(event, peer, room, &()), route.concurrent)
+            }
+            PeerEvent::Disconnected(_) => {
+                (self.on_disconnected.as_ref()).map(|handler| handler(event, peer, room, &()))
+            }
+            PeerEvent::Resumed { .. } => {
+                (self.on_resumed.as_ref()).map(|handler| handler(event, peer, room, &()))
+            }
+            PeerEvent::Closed(_) => {
+                (self.on_close.as_ref()).map(|handler| handler(event, peer, room, &()))
+            }
+        }
+    }
+}
+
+/// A one-at-a-time handler, to await; a concurrent one is spawned.
+fn dispatch(future: HandlerFuture, concurrent: bool) -> Option<HandlerFuture> {
     if concurrent {
         tokio::spawn(future);
+        None
     } else {
-        future.await;
+        Some(future)
     }
 }
 

@@ -433,6 +433,18 @@ mod tests {
             std::mem::size_of::<PeerState>()
         );
         assert!(size <= 128, "reader task future grew to {size} bytes");
+        // With its `Arc`'s two counts, 448 bytes: jemalloc's (the room
+        // example's allocator) size class of 448 rather than 512.
+        println!(
+            "Budget: {} B, Limiter: {} B, FanOut: {} B, PeerInner<()>: {} B, Session: {} B",
+            std::mem::size_of::<crate::budget::Budget>(),
+            std::mem::size_of::<std::sync::Mutex<crate::rate::Limiter>>(),
+            std::mem::size_of::<std::sync::Mutex<crate::rate::FanOut>>(),
+            std::mem::size_of::<PeerInner<()>>(),
+            std::mem::size_of::<crate::session::Session>(),
+        );
+        let state = std::mem::size_of::<PeerState>();
+        assert!(state <= 432, "PeerState grew to {state} bytes");
     }
 
     /// A peer whose reader task never ran reports the end of its events,

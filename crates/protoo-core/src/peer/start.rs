@@ -251,7 +251,8 @@ pub(crate) fn build<D>(
         sink,
         requests,
         request_timeout: config.request_timeout,
-        max_invalid_messages: config.max_invalid_messages,
+        max_invalid_messages: (config.max_invalid_messages)
+            .map(|max| std::num::NonZeroU32::MIN.saturating_add(max.saturating_sub(1))),
         pending: Mutex::new(Pending {
             map: HashMap::new(),
             closed: false,
@@ -272,7 +273,7 @@ pub(crate) fn build<D>(
         fan_out: config
             .fan_out_rate
             .map(|rate| Box::new(Mutex::new(FanOut::new(rate)))),
-        max_presence_bytes: config.max_presence_bytes,
+        max_presence_bytes: u32::try_from(config.max_presence_bytes).unwrap_or(u32::MAX),
         invalid: AtomicU32::new(0),
         metrics: PeerMetrics::new(),
         identity,

@@ -91,8 +91,9 @@ pub(crate) struct PeerState {
     /// [`PeerConfig::request_timeout`]: what a peer keeps of its config
     /// (the rest is used when it is built), as every idle peer holds it.
     pub(crate) request_timeout: Option<std::time::Duration>,
-    /// [`PeerConfig::max_invalid_messages`].
-    pub(crate) max_invalid_messages: Option<u32>,
+    /// [`PeerConfig::max_invalid_messages`] (0 and 1 close alike: the
+    /// count is at least 1 when it is checked), 4 bytes with its `None`.
+    pub(crate) max_invalid_messages: Option<std::num::NonZeroU32>,
     pub(crate) pending: Mutex<Pending>,
     /// Set once, by whoever closes the peer first.
     pub(crate) reason: OnceLock<CloseReason>,
@@ -119,8 +120,10 @@ pub(crate) struct PeerState {
     /// [`PeerConfig::fan_out_rate`]: what broadcasts on this peer's behalf
     /// spend (taken by them and by the reader task).
     pub(crate) fan_out: Option<Box<Mutex<FanOut>>>,
-    /// [`PeerConfig::max_presence_bytes`].
-    pub(crate) max_presence_bytes: usize,
+    /// [`PeerConfig::max_presence_bytes`], at most `u32::MAX` (4 GiB,
+    /// beyond any frame): 4 bytes rather than 8 put this state in a
+    /// smaller allocator size class (448 bytes with its `Arc`, not 512).
+    pub(crate) max_presence_bytes: u32,
     /// Invalid messages received so far.
     pub(crate) invalid: AtomicU32,
     /// The peer's metric handles (nothing without the `metrics` feature).
@@ -293,7 +296,7 @@ impl PeerState {
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
         if let Some(max) = self.max_invalid_messages
-            && count >= max
+            && count >= max.get()
             && !self.is_closed()
         {
             // Once per connection, but a remote may reconnect at will.

@@ -108,15 +108,28 @@ where
 /// Runs `conn` on a new tokio task, in the caller's tracing span, keeping
 /// `guard` alive until the task ends (the task drops its future, and so the
 /// guard, as soon as the connection is done).
+///
+/// Outside any enabled span (the usual case: a server's spans are at
+/// DEBUG) the task carries no span: an instrumented future is 40 bytes
+/// larger, and in the room example's connections that made the task's
+/// allocation 640 bytes instead of 512 (tokio rounds a task up to 128).
 pub(crate) fn spawn<S, G>(conn: Conn<S>, guard: G)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     G: Send + 'static,
 {
-    tokio::spawn(Holding {
-        task: conn.instrument(tracing::Span::current()),
-        _guard: guard,
-    });
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        tokio::spawn(Holding {
+            task: conn,
+            _guard: guard,
+        });
+    } else {
+        tokio::spawn(Holding {
+            task: conn.instrument(span),
+            _guard: guard,
+        });
+    }
 }
 
 /// A connection task and what it keeps alive. Polled in place: no box, and
