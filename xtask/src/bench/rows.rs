@@ -59,6 +59,9 @@ pub(super) const FLOOR_CHURN_CPU: f64 = 1.2;
 /// one process (room of 100, same run).
 pub(super) const S10_OF_S3: f64 = 0.8;
 
+/// An idle joined room peer's server RSS, KB, at most (S4, S16).
+pub(super) const JOINED_PEER_KB: f64 = 2.0;
+
 /// What an identity may add to an idle peer's memory, bytes (S4 with
 /// tokens against S4).
 pub(super) const AUTH_IDLE_BYTES: f64 = 200.0;
@@ -303,7 +306,9 @@ fn plain_rows(key: &str) -> Vec<Row> {
                 1000.0,
                 1,
                 Lower,
-                Target::AtMost(4.0),
+                // A joined room peer's target (issue 25); the echo
+                // example's stays the earlier 4 KB.
+                Target::AtMost(if key == "s4" { JOINED_PEER_KB } else { 4.0 }),
             ),
             r(
                 "peers connected and echoed",

@@ -480,13 +480,13 @@ pub(super) fn scenarios(o: &Opts) -> Vec<Scenario> {
             ),
             sc(
                 "s4",
-                "S4 10,000 idle peers",
-                &["--scenario", "s4", "--peers", "10000"],
+                "S4 10,000 idle peers, joined (listed in their rooms' presence)",
+                &["--scenario", "s4", "--peers", "10000", "--join"],
             ),
             sc(
                 "s4-auth",
-                "S4 10,000 idle peers, each with a verified identity (HS256 token)",
-                &["--scenario", "s4", "--peers", "10000"],
+                "S4 10,000 idle joined peers, each with a verified identity (HS256 token)",
+                &["--scenario", "s4", "--peers", "10000", "--join"],
             ),
             sc(
                 "s4e",

@@ -11,10 +11,6 @@ pub(super) const P99_MS: f64 = 50.0;
 /// Server CPU S16 holds a server to, % of a core.
 pub(super) const CPU_PCT: f64 = 50.0;
 
-/// Server RSS per peer S16 holds a server to, KB (above the base before
-/// the first connection).
-pub(super) const RSS_KB: f64 = 2.0;
-
 /// The peers S16 is run with (and held to: fewer where the descriptor
 /// limits cannot be raised that far).
 pub(super) const PEERS: f64 = 100_000.0;
@@ -191,7 +187,8 @@ pub(super) fn rows() -> Vec<Row> {
             1000.0,
             2,
             Lower,
-            Target::AtMost(RSS_KB),
+            // Above the base before the first connection, as S4's.
+            Target::AtMost(super::rows::JOINED_PEER_KB),
         ),
         r(
             "server RSS at the window's end (MB)",
