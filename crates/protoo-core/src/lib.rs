@@ -262,14 +262,16 @@ pub use config::{
 pub use error::{CoreError, PRESENCE_TOO_LARGE_REASON, PeerError, RequestError};
 pub use events::{
     EVENTS_DROPPED_REASON, IncomingNotification, IncomingRequest, IntoErrorData,
-    NOT_ANSWERED_REASON, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerEvent, PeerEvents,
-    RATE_LIMITED_CODE, RATE_LIMITED_REASON, SHUTTING_DOWN_REASON, TOO_MANY_INVALID_REASON,
+    NOT_ANSWERED_REASON, OVER_BUDGET_CODE, OVER_BUDGET_REASON, PeerEvent, RATE_LIMITED_CODE,
+    RATE_LIMITED_REASON, SHUTTING_DOWN_REASON, TOO_MANY_INVALID_REASON,
 };
 pub use exclusive::{Member, Members};
 pub use identity::{
     Identity, METHOD_NOT_ALLOWED_CODE, METHOD_NOT_ALLOWED_REASON, TOKEN_EXPIRED_REASON,
 };
-pub use peer::{CLUSTER_ADMISSION_WAIT, DUPLICATE_ELSEWHERE_REASON, Peer, REPLACEMENT_WAIT};
+pub use peer::{
+    CLUSTER_ADMISSION_WAIT, DUPLICATE_ELSEWHERE_REASON, Peer, PeerEvents, REPLACEMENT_WAIT,
+};
 pub use presence::Presence;
 pub use rate::Rate;
 pub use room::{DuplicatePolicy, Room};

@@ -7,6 +7,8 @@ use std::task::{Context, Poll, ready};
 use protoo_queue::{ByteQueue, Refused, Weigh};
 
 use super::PeerEvent;
+#[cfg(doc)]
+use crate::PeerEvents;
 
 /// The queue between a peer's reader task (the one producer) and its
 /// [`PeerEvents`] (the one consumer), bounded by

@@ -12,7 +12,7 @@ use protoo_transport::TrackerGuard;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::EventSource;
+use super::Answer;
 use super::NOT_ANSWERED_REASON;
 use crate::budget::Charge;
 
@@ -30,7 +30,7 @@ use crate::budget::Charge;
 pub struct IncomingRequest {
     request: Request,
     /// `None` once answered.
-    core: Option<Arc<dyn EventSource>>,
+    core: Option<Arc<dyn Answer>>,
     /// Counts this request as in flight until it is answered, when the
     /// transport has a request tracker.
     _in_flight: Option<TrackerGuard>,
@@ -41,7 +41,7 @@ pub struct IncomingRequest {
 impl IncomingRequest {
     pub(crate) fn new(
         request: Request,
-        core: Arc<dyn EventSource>,
+        core: Arc<dyn Answer>,
         in_flight: Option<TrackerGuard>,
         charge: Charge,
     ) -> Self {
@@ -80,7 +80,7 @@ impl IncomingRequest {
 
     /// The id of the peer that sent the request.
     pub fn peer_id(&self) -> &str {
-        self.core.as_ref().map_or("", |core| core.id())
+        self.core.as_ref().map_or("", |core| core.peer_id())
     }
 
     /// Answers with a success response carrying `data` (`&()` sends `{}`).
@@ -174,7 +174,7 @@ impl IncomingRequest {
         };
         if let Err(error) = core.answer(frame, outcome) {
             tracing::debug!(
-                peer_id = %protoo_transport::log::Remote(core.id()),
+                peer_id = %protoo_transport::log::Remote(core.peer_id()),
                 method = %protoo_transport::log::Remote(self.method()),
                 %error,
                 "response not sent"

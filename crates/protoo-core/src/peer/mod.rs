@@ -3,11 +3,13 @@
 //! state is in `state`, its reader task in `reader`, how it is built and
 //! started in `start`.
 
+mod events;
 mod expiry;
 mod reader;
 mod start;
 mod state;
 
+pub use events::PeerEvents;
 pub(crate) use expiry::Expiries;
 pub use start::{CLUSTER_ADMISSION_WAIT, DUPLICATE_ELSEWHERE_REASON, REPLACEMENT_WAIT};
 pub(crate) use start::{Start, admission, build};
@@ -23,7 +25,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::Handle;
 
-use crate::events::PeerEvents;
 use crate::identity::Identity;
 use crate::metrics::{RequestEnd, Started};
 use crate::sync::lock;

@@ -14,12 +14,13 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use super::PeerEvents;
 use super::reader::read;
 use super::state::{PeerState, Pending};
 use super::{Peer, PeerInner};
 use crate::budget::Budget;
 use crate::cluster::{Admission, Handover};
-use crate::events::{EventQueue, PeerEvents};
+use crate::events::EventQueue;
 use crate::identity::IdentitySlot;
 use crate::ids::IdRng;
 use crate::metrics::PeerMetrics;

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::Expiries;
 use crate::budget::Budget;
-use crate::events::{EventQueue, EventSource};
+use crate::events::{self, EventQueue};
 use crate::identity::IdentitySlot;
 use crate::ids::IdRng;
 use crate::metrics::{self as meter, Kind, PeerMetrics};
@@ -355,29 +355,9 @@ impl PeerState {
     }
 }
 
-impl EventSource for PeerState {
-    fn id(&self) -> &str {
+impl events::Answer for PeerState {
+    fn peer_id(&self) -> &str {
         &self.id
-    }
-
-    fn events(&self) -> &EventQueue {
-        &self.events
-    }
-
-    fn close_reason(&self) -> Option<&CloseReason> {
-        PeerState::close_reason(self)
-    }
-
-    fn is_closed(&self) -> bool {
-        PeerState::is_closed(self)
-    }
-
-    fn close_locally(self: Arc<Self>, code: u16, reason: &str) {
-        PeerState::close_locally(&self, code, reason);
-    }
-
-    fn events_handled(&self) {
-        PeerState::events_handled(self);
     }
 
     fn answer(&self, frame: Frame, outcome: meter::RequestEnd) -> Result<(), TransportError> {
