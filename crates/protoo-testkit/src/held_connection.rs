@@ -7,7 +7,7 @@ use protoo_core::{Connecting, CoreError};
 use tokio::sync::oneshot;
 
 /// A [`Connecting`] transport whose [`accept`](Connecting::accept) tells
-/// [`HeldConnection::held`] and then waits for [`Release`] (or for the
+/// the receiver [`HeldConnection::new`] gave and then waits for [`Release`] (or for the
 /// release to be dropped).
 #[derive(Debug)]
 pub struct HeldConnection {
