@@ -213,7 +213,9 @@ async fn join(
             room.to_all().from(&peer).notify("newPeer", &newcomer)?;
         }
         if let Some(responder) = responder.take_if(|_| !clustered) {
-            responder.accept(&json!({ "peers": others(&peer, members, &[]) }));
+            responder.accept(&Peers {
+                peers: others(&peer, members, &[]),
+            });
         }
         Ok(())
     };
@@ -224,22 +226,44 @@ async fn join(
         // written (one link to Redis, in order): a client that acts on the
         // answer finds the peer listed on every node.
         let elsewhere = room.presence().await;
-        let peers = room.exclusive(|members| others(&peer, members, &elsewhere));
-        responder.accept(&json!({ "peers": peers }));
+        room.exclusive(|members| {
+            let peers = others(&peer, members, &elsewhere);
+            responder.accept(&Peers { peers });
+        });
     }
     Ok(())
 }
 
+/// `join`'s answer: `{"peers": [{"displayName", "id"}, ..]}`, written
+/// straight from the list (no `Value` tree per peer: a join in a room of
+/// 100 built and dropped 99 maps).
+#[derive(Serialize)]
+struct Peers<'a> {
+    peers: Vec<Other<'a>>,
+}
+
+/// One listed peer in `join`'s answer (keys in the order `json!` wrote
+/// them).
+#[derive(Serialize)]
+struct Other<'a> {
+    #[serde(rename = "displayName")]
+    display_name: String,
+    id: &'a str,
+}
+
 /// The listed peers but `peer`, as `join` answers them: this process's
 /// (`members`), then the other processes' (`elsewhere`).
-fn others(peer: &Peer, members: &Members<()>, elsewhere: &[Presence]) -> Vec<Value> {
+fn others<'a>(peer: &Peer, members: &'a Members<()>, elsewhere: &'a [Presence]) -> Vec<Other<'a>> {
     let here = (members.listed()).filter_map(|m| Some((m.id(), m.presence()?.deserialize().ok()?)));
     let there = (elsewhere.iter())
         .filter(|listed| members.get(&listed.peer_id).is_none())
         .filter_map(|listed| Some((listed.peer_id.as_str(), listed.info_as().ok()?)));
     (here.chain(there))
         .filter(|(id, _)| *id != peer.id())
-        .map(|(id, listed): (&str, Listed)| json!({ "id": id, "displayName": listed.display_name }))
+        .map(|(id, listed): (&str, Listed)| Other {
+            display_name: listed.display_name,
+            id,
+        })
         .collect()
 }
 
