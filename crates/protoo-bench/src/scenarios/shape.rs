@@ -122,6 +122,37 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The run's shared state: `rooms` rooms of `per_room`, every counter
+    /// at zero.
+    fn new(target: Target, per_room: usize, sources: usize, rooms: usize) -> Ctx {
+        Ctx {
+            target,
+            per_room,
+            sources,
+            phase: Phase::default(),
+            room_seq: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            latency: (0..SHARDS).map(|_| Mutex::new(Hist::default())).collect(),
+            rejoin: Mutex::new(Hist::default()),
+            joined: AtomicUsize::new(0),
+            fill_failed: AtomicUsize::new(0),
+            last_chat_ns: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            pings: AtomicU64::new(0),
+            confirm_pings: AtomicU64::new(0),
+            replaced: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            replace_failed: AtomicU64::new(0),
+            missed_peers: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            disorder: AtomicU64::new(0),
+            reordered: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            errors: Mutex::new(Errors::default()),
+        }
+    }
+
     fn error(&self, e: String) {
         self.errors
             .lock()
@@ -188,32 +219,7 @@ pub(crate) async fn run(run: &Run, opts: &Opts, report: &mut Report) -> Result<(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = Snap::take(&run.procs);
 
-    let ctx = Arc::new(Ctx {
-        target: run.target.clone(),
-        per_room,
-        sources,
-        phase: Phase::default(),
-        room_seq: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
-        latency: (0..SHARDS).map(|_| Mutex::new(Hist::default())).collect(),
-        rejoin: Mutex::new(Hist::default()),
-        joined: AtomicUsize::new(0),
-        fill_failed: AtomicUsize::new(0),
-        last_chat_ns: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-        sent: AtomicU64::new(0),
-        pings: AtomicU64::new(0),
-        confirm_pings: AtomicU64::new(0),
-        replaced: AtomicU64::new(0),
-        closed: AtomicU64::new(0),
-        replace_failed: AtomicU64::new(0),
-        missed_peers: AtomicU64::new(0),
-        missed: AtomicU64::new(0),
-        duplicates: AtomicU64::new(0),
-        disorder: AtomicU64::new(0),
-        reordered: AtomicU64::new(0),
-        refused: AtomicU64::new(0),
-        errors: Mutex::new(Errors::default()),
-    });
+    let ctx = Arc::new(Ctx::new(run.target.clone(), per_room, sources, rooms));
     ctx.phase.set(WARMUP);
 
     // The fill.
@@ -717,32 +723,8 @@ mod tests {
 
     #[test]
     fn gaps_count_as_missed() {
-        let ctx = Ctx {
-            target: Target::parse("ws://127.0.0.1:9/").unwrap_or_else(|e| panic!("{e}")),
-            per_room: 2,
-            sources: 1,
-            phase: Phase::default(),
-            room_seq: Vec::new(),
-            latency: Vec::new(),
-            rejoin: Mutex::new(Hist::default()),
-            joined: AtomicUsize::new(0),
-            fill_failed: AtomicUsize::new(0),
-            last_chat_ns: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            pings: AtomicU64::new(0),
-            confirm_pings: AtomicU64::new(0),
-            replaced: AtomicU64::new(0),
-            closed: AtomicU64::new(0),
-            replace_failed: AtomicU64::new(0),
-            missed_peers: AtomicU64::new(0),
-            missed: AtomicU64::new(0),
-            duplicates: AtomicU64::new(0),
-            disorder: AtomicU64::new(0),
-            reordered: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-            errors: Mutex::new(Errors::default()),
-        };
+        let target = Target::parse("ws://127.0.0.1:9/").unwrap_or_else(|e| panic!("{e}"));
+        let ctx = Ctx::new(target, 2, 1, 0);
         let mut t = Track::default();
         // The first chat seen sets the start; 8 comes late, 7 never.
         for s in [5, 6, 9, 10, 8] {
