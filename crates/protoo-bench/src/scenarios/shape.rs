@@ -27,12 +27,13 @@
 //!
 //! A peer is lost when its connection ends without its asking (a close or
 //! an error), when a replacement fails to connect and join, or when it
-//! misses a chat of its room: a gap in the sequence numbers it received
-//! after its first that has not come by 64 chats later (chats of a room
-//! come from different members' connections, so two sent close together
-//! may arrive in either order), or, at the end (once no chat has arrived
-//! for 2 s), one not come, or below the room's last while joined for
-//! longer than 3 s.
+//! misses a chat of its room that was due to it: one sent after its `join`
+//! was answered (a sequence number above the room's last chat then; one
+//! sent before may come too, as the server admits a connection before its
+//! `join`, but need not). A due chat is missed when it has not come by 64
+//! chats later (chats of a room come from different members' connections,
+//! so two sent close together may arrive in either order), or, at the end
+//! (once no chat has arrived for 2 s), when it has not come at all.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -440,8 +441,8 @@ async fn slot(
             };
             join(&ctx, i, room, generation).await
         };
-        let ws = match joined {
-            Ok(ws) => ws,
+        let (ws, floor) = match joined {
+            Ok(joined) => joined,
             Err(e) => {
                 if generation == 0 {
                     ctx.fill_failed.fetch_add(1, Ordering::SeqCst);
@@ -463,7 +464,7 @@ async fn slot(
                 .unwrap_or_else(PoisonError::into_inner)
                 .record(now_ns().saturating_sub(t0));
         }
-        match member(&ctx, i, room, ws, &mut cmds).await {
+        match member(&ctx, i, room, ws, Track::after(floor), &mut cmds).await {
             End::Replaced => generation += 1,
             End::Stop => {
                 while cmds.recv().await.is_some() {}
@@ -473,8 +474,10 @@ async fn slot(
     }
 }
 
-/// Connects (from the slot's source address) and joins.
-async fn join(ctx: &Ctx, i: usize, room: usize, generation: u32) -> Result<Ws, String> {
+/// Connects (from the slot's source address) and joins. Returns the
+/// connection and the room's last chat once the `join` was answered: the
+/// chats after it are due to the member.
+async fn join(ctx: &Ctx, i: usize, room: usize, generation: u32) -> Result<(Ws, u64), String> {
     let source = std::net::Ipv4Addr::new(
         127,
         0,
@@ -482,19 +485,19 @@ async fn join(ctx: &Ctx, i: usize, room: usize, generation: u32) -> Result<Ws, S
         2 + ((i + generation as usize) % ctx.sources) as u8,
     );
     let peer = format!("p{i}-{generation}");
-    let room = format!("s16-{room}");
+    let name = format!("s16-{room}");
     let mut ws = tokio::time::timeout(
         Duration::from_secs(30),
         client::connect_from(
             &ctx.target,
-            &room,
+            &name,
             &peer,
             Buffers::Lean,
             Some(source.into()),
         ),
     )
     .await
-    .map_err(|_| format!("connect {room}/{peer}: timed out"))??;
+    .map_err(|_| format!("connect {name}/{peer}: timed out"))??;
     request_once(
         &mut ws,
         1,
@@ -503,22 +506,27 @@ async fn join(ctx: &Ctx, i: usize, room: usize, generation: u32) -> Result<Ws, S
         Duration::from_secs(30),
     )
     .await
-    .map_err(|e| format!("{room}/{peer}: {e}"))?;
-    Ok(ws)
+    .map_err(|e| format!("{name}/{peer}: {e}"))?;
+    // Read once the answer has come: a chat numbered above it was sent
+    // after that, so it reached the server with the member in the room.
+    let floor = ctx.room_seq[room].load(Ordering::SeqCst);
+    Ok((ws, floor))
 }
 
-/// What one connection saw of its room's chats. Chats of one room come
-/// from different members' connections, so two sent a few milliseconds
-/// apart may reach the server in either order: a chat is missed only when
-/// it has not come by the time one [`Track::SPAN`] chats later has (or
-/// when the connection ends).
-#[derive(Default)]
+/// What one connection saw of its room's chats. It is due every chat
+/// sent after its `join` was answered (numbered above `floor`); one sent
+/// before may come (the server admits a connection before its `join`) or
+/// not. Chats of one room come from different members' connections, so
+/// two sent a few milliseconds apart may reach the server in either order:
+/// a due chat is missed only when it has not come by the time one
+/// [`Track::SPAN`] chats later has (or when the run ends).
 struct Track {
-    /// The first sequence number received or sent; 0: none yet.
-    first: u64,
-    /// The highest sequence number received or sent.
+    /// The room's last chat when the `join` was answered.
+    floor: u64,
+    /// The highest sequence number received or sent (`floor` until then).
     last: u64,
-    /// Bit `i`: chat `last - i` arrived (or was sent by this member).
+    /// Bit `i`: chat `last - i` arrived (or was sent by this member), or
+    /// was not due (at or below `floor`).
     seen: u64,
     missed: u64,
 }
@@ -526,19 +534,29 @@ struct Track {
 impl Track {
     const SPAN: u64 = 64;
 
+    /// A member whose `join` was answered when its room's last chat was
+    /// `floor`.
+    fn after(floor: u64) -> Track {
+        Track {
+            floor,
+            last: floor,
+            seen: u64::MAX,
+            missed: 0,
+        }
+    }
+
     /// Chat `s` arrived (or was sent by this member).
     fn saw(&mut self, s: u64, ctx: &Ctx) {
-        if self.first == 0 {
-            (self.first, self.last, self.seen) = (s, s, 1);
+        if s <= self.floor {
+            // Sent before the `join` was answered: not due.
             return;
         }
         if s > self.last {
             let shift = s - self.last;
-            // The chats that leave the span without having come.
+            // The due chats that leave the span without having come.
             for k in 0..shift.min(Self::SPAN) {
                 let bit = Self::SPAN - 1 - k;
-                let placed = self.last >= bit && self.last - bit >= self.first;
-                if placed && self.seen >> bit & 1 == 0 {
+                if self.seen >> bit & 1 == 0 {
                     self.missed += 1;
                 }
             }
@@ -555,7 +573,7 @@ impl Track {
             return;
         }
         let back = self.last - s;
-        if s < self.first || back >= Self::SPAN {
+        if back >= Self::SPAN {
             ctx.disorder.fetch_add(1, Ordering::Relaxed);
         } else if self.seen >> back & 1 == 1 {
             ctx.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -565,32 +583,24 @@ impl Track {
         }
     }
 
-    /// The chats up to `last` (the room's last) not come by the end.
+    /// The due chats up to `last` (the room's last) not come by the end.
     fn close(&mut self, last: u64) {
-        if self.first == 0 {
-            return;
-        }
-        for back in 0..Self::SPAN.min(self.last - self.first + 1) {
-            if self.seen >> back & 1 == 0 {
-                self.missed += 1;
-            }
-        }
-        self.missed += last.saturating_sub(self.last);
-        self.first = 0;
+        self.missed += u64::from((!self.seen).count_ones()) + last.saturating_sub(self.last);
+        (self.last, self.seen) = (self.last.max(last), u64::MAX);
     }
 }
 
 /// A joined member: reads (answering pings), sends its room's chat when
-/// told, leaves when told; at the end checks it got its room's last chat.
+/// told, leaves when told; at the end checks it got every chat due to it
+/// (`track`, from its `join`'s answer).
 async fn member(
     ctx: &Ctx,
     i: usize,
     room: usize,
     mut ws: Ws,
+    mut track: Track,
     cmds: &mut mpsc::UnboundedReceiver<Cmd>,
 ) -> End {
-    let joined_at = Instant::now();
-    let mut track = Track::default();
     let mut id = 1u64;
     // Broadcasts not yet answered; told to leave while some are: leaves
     // once they are (as a client that waits for its requests).
@@ -635,14 +645,9 @@ async fn member(
                 return End::Replaced;
             }
             Step::Cmd(None) => {
-                // The end: no chat has arrived for 2 s.
-                let last = ctx.room_seq[room].load(Ordering::SeqCst);
-                let old = joined_at.elapsed() > Duration::from_secs(3);
-                if track.first == 0 && old && last > 0 {
-                    // Never any chat in 3 s counts as one missed.
-                    track.missed += 1;
-                }
-                track.close(if old { last } else { track.last });
+                // The end: no chat has arrived for 2 s, so every one due
+                // has come.
+                track.close(ctx.room_seq[room].load(Ordering::SeqCst));
                 settle(ctx, &track);
                 super::close(ws, Duration::from_secs(2)).await;
                 return End::Stop;
@@ -725,8 +730,8 @@ mod tests {
     fn gaps_count_as_missed() {
         let target = Target::parse("ws://127.0.0.1:9/").unwrap_or_else(|e| panic!("{e}"));
         let ctx = Ctx::new(target, 2, 1, 0);
-        let mut t = Track::default();
-        // The first chat seen sets the start; 8 comes late, 7 never.
+        // Joined when the room's last chat was 4; 8 comes late, 7 never.
+        let mut t = Track::after(4);
         for s in [5, 6, 9, 10, 8] {
             t.saw(s, &ctx);
         }
@@ -740,7 +745,8 @@ mod tests {
         // 200: 11..=70 leave it, 72..=136 never were in it.
         t.saw(200, &ctx);
         assert_eq!(t.missed, 1 + 60 + 65);
-        t.saw(3, &ctx);
+        // 100 comes after its place left the span.
+        t.saw(100, &ctx);
         assert_eq!(ctx.disorder.load(Ordering::SeqCst), 1);
         // At the end: the room's last was 202: 137..=199, 201, 202 never came.
         t.close(202);
@@ -749,5 +755,53 @@ mod tests {
         assert_eq!(ctx.missed_peers.load(Ordering::SeqCst), 1);
         assert_eq!(ctx.missed.load(Ordering::SeqCst), 191);
         assert_eq!(gcd(61_803, 100_000), 1);
+    }
+
+    #[test]
+    fn only_chats_sent_after_the_join_answer_are_due() {
+        let target = Target::parse("ws://127.0.0.1:9/").unwrap_or_else(|e| panic!("{e}"));
+        let ctx = Ctx::new(target, 2, 1, 0);
+        // A replacement answered when its room's last chat was 5, and the
+        // run ended before the room's next: nothing was due.
+        let mut t = Track::after(5);
+        t.close(5);
+        assert_eq!(t.missed, 0);
+        // Chats sent before the answer may come (it was admitted before
+        // its `join`), in any order, or not: none counts, either way.
+        let mut t = Track::after(5);
+        for s in [7, 4, 5, 8, 3] {
+            t.saw(s, &ctx);
+        }
+        // 6, sent after the answer, never came.
+        t.close(8);
+        assert_eq!(t.missed, 1);
+        let count = |x: &AtomicU64| x.load(Ordering::SeqCst);
+        assert_eq!(
+            (
+                count(&ctx.disorder),
+                count(&ctx.duplicates),
+                count(&ctx.reordered)
+            ),
+            (0, 0, 0)
+        );
+        // A member left out of its room gets nothing: every chat sent
+        // after its answer is missed, however recently it joined.
+        let mut t = Track::after(5);
+        t.close(8);
+        assert_eq!(t.missed, 3);
+        // Its own chat counts as come; closing twice counts nothing twice.
+        let mut t = Track::after(0);
+        t.saw(1, &ctx);
+        t.close(2);
+        t.close(2);
+        assert_eq!(t.missed, 1);
+        // Leaving: only the chats gone out of the span are missed for sure.
+        let mut t = Track::after(10);
+        t.saw(12, &ctx);
+        assert_eq!(t.missed, 0);
+        t.saw(12 + Track::SPAN, &ctx);
+        assert_eq!(t.missed, 1);
+        settle(&ctx, &t);
+        assert_eq!((count(&ctx.missed_peers), count(&ctx.missed)), (1, 1));
     }
 }
