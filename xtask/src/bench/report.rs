@@ -487,8 +487,8 @@ no earlier than one keepalive interval after the first connection. Server RSS at
 window's end against before the first connection (per peer; target ≤ 2 KB), server CPU \
 (target ≤ 50 % of a core), send→receive latency (target p99 ≤ 50 ms), pings and \
 replacements per second, peers lost (a connection closed unasked, a replacement that \
-failed to join, or a chat of its room missed: target 0), and the load generator's own \
-CPU and RSS. The anchor runs at 5,000 to 100,000 peers until its p99 passes 50 ms: the \
+failed to join, or a chat of its room sent after its `join` was answered and never \
+received: target 0), and the load generator's own CPU and RSS. The anchor runs at 5,000 to 100,000 peers until its p99 passes 50 ms: the \
 largest count that held, and ours / that.\n";
 
 pub(super) fn machine(root: &Path) -> String {
