@@ -27,10 +27,30 @@ pub(super) const MAX_HEADER: usize = 14;
 pub(super) struct Wire {
     header: [u8; MAX_HEADER],
     header_len: u8,
-    /// A frame also kept unconfirmed ([`super::unconfirmed::Tail`]): its
-    /// write is counted there. Fits in the header's padding.
-    pub(super) retained: bool,
+    /// Whether the frame is also kept unconfirmed, and where its payload
+    /// is. Fits in the header's padding.
+    pub(super) kept: Kept,
+    /// Empty for [`Kept::InTail`].
     pub(super) payload: Bytes,
+}
+
+/// Whether a [`Wire`] is kept unconfirmed ([`super::unconfirmed::Tail`]):
+/// its write is then counted there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kept {
+    /// Not kept.
+    No,
+    /// Kept, with a payload of its own (the client's, masked).
+    Copy,
+    /// Kept, and its payload is the tail's frame, read from there when it is
+    /// written (the server's: one owner, no clone of the frame per write).
+    InTail,
+}
+
+impl Kept {
+    pub(super) fn is_kept(self) -> bool {
+        self != Kept::No
+    }
 }
 
 impl Wire {
@@ -56,7 +76,7 @@ impl Wire {
         Wire {
             header: bytes,
             header_len: header_len as u8,
-            retained: false,
+            kept: Kept::No,
             payload: masked.freeze(),
         }
     }
@@ -66,9 +86,20 @@ impl Wire {
     /// `io::Write`; checked by a test): it runs for every frame to every
     /// peer, under the queue's lock, and took 3 % of the server's time in S3.
     fn unmasked(opcode: OpCode, payload: Bytes) -> Wire {
+        Wire::unmasked_header(opcode, payload.len(), payload)
+    }
+
+    /// A server's text frame of `len` bytes kept in the tail
+    /// ([`Kept::InTail`]): its payload is read from there when written.
+    pub(super) fn text_in_tail(len: usize) -> Wire {
+        let mut wire = Wire::unmasked_header(OpCode::Data(Data::Text), len, Bytes::new());
+        wire.kept = Kept::InTail;
+        wire
+    }
+
+    fn unmasked_header(opcode: OpCode, len: usize, payload: Bytes) -> Wire {
         let mut header = [0u8; MAX_HEADER];
         header[0] = 0x80 | u8::from(opcode);
-        let len = payload.len();
         let header_len = if len < 126 {
             header[1] = len as u8;
             2
@@ -84,7 +115,7 @@ impl Wire {
         Wire {
             header,
             header_len,
-            retained: false,
+            kept: Kept::No,
             payload,
         }
     }
@@ -108,9 +139,9 @@ impl Wire {
         Wire::new(role, OpCode::Control(Control::Ping), payload)
     }
 
-    /// This data frame is also kept unconfirmed.
+    /// This data frame is also kept unconfirmed, with its own payload.
     pub(super) fn retained(mut self) -> Wire {
-        self.retained = true;
+        self.kept = Kept::Copy;
         self
     }
 
@@ -139,7 +170,24 @@ impl Wire {
 
     /// Header and payload bytes.
     pub(super) fn len(&self) -> usize {
-        usize::from(self.header_len) + self.payload.len()
+        usize::from(self.header_len) + self.payload_len()
+    }
+
+    /// The payload's bytes: for [`Kept::InTail`], the length in the header
+    /// (a server's: no mask).
+    fn payload_len(&self) -> usize {
+        if self.kept != Kept::InTail {
+            return self.payload.len();
+        }
+        let h = &self.header;
+        match h[1] & 0x7F {
+            126 => usize::from(u16::from_be_bytes([h[2], h[3]])),
+            127 => {
+                let len = u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]);
+                usize::try_from(len).unwrap_or(usize::MAX)
+            }
+            len => usize::from(len),
+        }
     }
 
     pub(super) fn is_pong(&self) -> bool {
@@ -228,6 +276,17 @@ mod tests {
             &Wire::close(Role::Server, Some((1000, "bye"))).payload[..],
             b"\x03\xe8bye"
         );
+    }
+
+    #[test]
+    fn a_frame_in_the_tail_has_the_header_and_length_of_its_payload() {
+        for len in [0usize, 125, 126, 65_535, 65_536] {
+            let wire = Wire::text_in_tail(len);
+            let full = Wire::text(Role::Server, Bytes::from(vec![0; len]));
+            assert_eq!(wire.header(), full.header(), "length {len}");
+            assert_eq!(wire.len(), full.len(), "length {len}");
+            assert!(wire.payload.is_empty() && wire.kept.is_kept());
+        }
     }
 
     #[test]

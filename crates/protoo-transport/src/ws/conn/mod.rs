@@ -42,7 +42,7 @@ mod timer;
 mod unconfirmed;
 mod write;
 
-use codec::Wire;
+use codec::{Kept, Wire};
 use reader::{Event, ReadError, Reader};
 
 use super::WsConfig;

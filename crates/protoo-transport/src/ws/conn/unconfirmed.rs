@@ -54,6 +54,9 @@ pub(crate) struct Tail {
     /// [`FrameSink::take_unconfirmed`] was called: nothing kept is written
     /// any more.
     taken: bool,
+    /// Once taken: the first kept frame not fully written when it was (the
+    /// one being written is finished; [`Kept::InTail`] wires read it here).
+    finishing: Option<Frame>,
 }
 
 fn weight(frame: &Frame) -> usize {
@@ -73,6 +76,7 @@ impl Tail {
             released: 0,
             pinged_at: None,
             taken: false,
+            finishing: None,
         }
     }
 
@@ -86,6 +90,10 @@ impl Tail {
     /// oldest written frames are let go.
     fn wrote(&mut self, count: usize) {
         self.written += count as u64;
+        if count > 0 {
+            // Taken, the frame being finished is out.
+            self.finishing = None;
+        }
         let mut released = 0;
         while self.bytes > self.limit && self.first < self.written {
             let Some(frame) = self.frames.pop_front() else {
@@ -122,10 +130,31 @@ impl Tail {
 
     /// Every frame kept, in order; nothing kept is written afterwards.
     fn take(&mut self) -> Vec<Frame> {
+        if !self.taken {
+            // The frame being written, if any, is finished (its payload
+            // read from here): a clone, on this rare path only.
+            let next = usize::try_from(self.written - self.first).unwrap_or(usize::MAX);
+            self.finishing = self.frames.get(next).cloned();
+        }
         self.taken = true;
         self.bytes = 0;
         self.first += self.frames.len() as u64;
         Vec::from(std::mem::take(&mut self.frames))
+    }
+
+    /// The payload of the `k`-th kept frame not fully written yet (in the
+    /// order of the write batch), for a [`Kept::InTail`] wire; once taken,
+    /// only the one being finished. `None` if there is none.
+    pub(super) fn unwritten(&self, k: usize) -> Option<&[u8]> {
+        if self.taken {
+            return self
+                .finishing
+                .as_ref()
+                .filter(|_| k == 0)
+                .map(Frame::as_bytes);
+        }
+        let next = usize::try_from(self.written - self.first).ok()?;
+        self.frames.get(next.checked_add(k)?).map(Frame::as_bytes)
     }
 
     /// Written frames let go unconfirmed over the limit.
@@ -176,6 +205,12 @@ pub(super) fn take_retained(
     let mut tail = lock(tail);
     let taken = queue.poll_next_with(cx, max_bytes, |item| {
         out.push(match item {
+            // The server's payload is written from the tail: one owner.
+            Outbound::Text(frame) if role == Role::Server => {
+                let wire = Wire::text_in_tail(frame.len());
+                tail.push(frame);
+                wire
+            }
             Outbound::Text(frame) => {
                 tail.push(frame.clone());
                 Wire::text(role, frame.into_bytes()).retained()
@@ -207,7 +242,7 @@ fn ping_with_batch(tail: &mut Tail, out: &mut Vec<Wire>, head: usize, role: Role
         return;
     }
     // Appended: every kept frame in `out` is written before it.
-    let count = tail.written + waiting.iter().filter(|wire| wire.retained).count() as u64;
+    let count = tail.written + waiting.iter().filter(|wire| wire.kept.is_kept()).count() as u64;
     out.push(Wire::confirm_ping(role, count));
     tail.pinged_at = Some(now);
 }
@@ -238,7 +273,7 @@ where
         let keep = self.head + usize::from(self.partial > 0);
         let mut index = 0;
         self.out.retain(|wire| {
-            let kept = index < keep || !wire.retained;
+            let kept = index < keep || !wire.kept.is_kept();
             index += 1;
             kept
         });
@@ -265,7 +300,8 @@ where
         // nothing, the next one goes when it did).
         if !waiting.iter().any(Wire::is_confirm_ping) {
             // Appended: every kept frame in `out` is written before it.
-            let count = tail.written + waiting.iter().filter(|wire| wire.retained).count() as u64;
+            let count =
+                tail.written + waiting.iter().filter(|wire| wire.kept.is_kept()).count() as u64;
             self.out.push(Wire::confirm_ping(self.role, count));
             tail.pinged_at = Some(now);
         }
