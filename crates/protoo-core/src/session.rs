@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -59,6 +60,10 @@ pub(crate) struct Session {
     /// This session, for [`Parked`] to end it.
     me: Weak<Session>,
     state: Mutex<State>,
+    /// Set (under the lock) when a new connection's stream is stored in
+    /// `incoming`; cleared by [`Session::poll_takeover`]. Lets the reader
+    /// skip the lock on every frame ([`Session::takeover_hint`]).
+    incoming_hint: AtomicBool,
     /// [`PeerConfig::resume_window`](crate::PeerConfig::resume_window).
     pub(crate) window: Duration,
     /// [`PeerConfig::resume_buffer`](crate::PeerConfig::resume_buffer).
@@ -172,6 +177,7 @@ impl Session {
                 waker: None,
                 ended: None,
             }),
+            incoming_hint: AtomicBool::new(false),
             window,
             limit,
             parked,
@@ -354,6 +360,7 @@ impl Session {
         // A stream it did not take yet (two resumes in a row) is dropped:
         // its transport was just taken over.
         state.incoming = Some((stream, missed));
+        self.incoming_hint.store(true, Ordering::Release);
         if let Some(old) = old {
             old.close(close_code::PROTOO_CLOSED, TAKEN_OVER_REASON);
         }
@@ -393,6 +400,7 @@ impl Session {
     /// over; else registers the task to be woken for one.
     pub(crate) fn poll_takeover(&self, cx: &Context<'_>) -> Option<(Box<dyn FrameStream>, usize)> {
         let mut state = lock(&self.state);
+        self.incoming_hint.store(false, Ordering::Relaxed);
         if let Some(incoming) = state.incoming.take() {
             return Some(incoming);
         }
@@ -401,6 +409,14 @@ impl Session {
             _ => state.waker = Some(cx.waker().clone()),
         }
         None
+    }
+
+    /// Reader task, while frames arrive: whether a new connection's stream
+    /// may be waiting ([`Session::poll_takeover`] then finds it), without
+    /// the lock. Once the reader idles it calls `poll_takeover` anyway, to
+    /// be woken for one.
+    pub(crate) fn takeover_hint(&self) -> bool {
+        self.incoming_hint.load(Ordering::Acquire)
     }
 
     /// Reader task, once its transport ended: a new connection's stream,

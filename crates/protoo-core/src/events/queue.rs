@@ -94,6 +94,13 @@ impl EventQueue {
         consumer_gone && self.handles_gone.load(Ordering::Acquire)
     }
 
+    /// Reader, while frames arrive: whether every [`Peer`](crate::Peer)
+    /// handle was dropped, without the queue's lock (only then can
+    /// [`EventQueue::watch`] find that nobody can use the peer).
+    pub(crate) fn handles_gone(&self) -> bool {
+        self.handles_gone.load(Ordering::Acquire)
+    }
+
     /// Consumer: the next event; `None` once the queue is closed and
     /// drained. Cancel-safe.
     pub(crate) fn poll_pop(&self, cx: &Context<'_>) -> Poll<Option<PeerEvent>> {

@@ -343,18 +343,40 @@ fn next_inbound<'a>(
     core: &'a Arc<PeerState>,
     stream: &'a mut Box<dyn FrameStream>,
 ) -> impl Future<Output = Next> + Send + 'a {
+    // While frames arrive, the checks below cost an atomic load each; the
+    // locks that register the task's waker are taken once it idles.
     poll_fn(move |cx| {
-        if core.events.watch(cx) && !core.is_closed() {
-            tracing::debug!("every handle and the events of the peer dropped: closing it");
-            core.close_locally(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
+        if core.events.handles_gone() {
+            unused(core, cx);
         }
+        if let Some(session) = &core.session
+            && session.takeover_hint()
+            && let Some((next, missed)) = session.poll_takeover(cx)
+        {
+            return Poll::Ready(Next::TakenOver(next, missed));
+        }
+        if let Poll::Ready(inbound) = stream.poll_recv(cx) {
+            return Poll::Ready(Next::Inbound(inbound));
+        }
+        // Idle: to be woken when nobody can use the peer any more, or a
+        // new connection takes the session over.
+        unused(core, cx);
         if let Some(session) = &core.session
             && let Some((next, missed)) = session.poll_takeover(cx)
         {
             return Poll::Ready(Next::TakenOver(next, missed));
         }
-        stream.poll_recv(cx).map(Next::Inbound)
+        Poll::Pending
     })
+}
+
+/// Closes the peer when every handle and its events were dropped (nobody
+/// can use it any more); registers the reader to be woken for that.
+fn unused(core: &Arc<PeerState>, cx: &std::task::Context<'_>) {
+    if core.events.watch(cx) && !core.is_closed() {
+        tracing::debug!("every handle and the events of the peer dropped: closing it");
+        core.close_locally(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);
+    }
 }
 
 /// Closes the event queue when the reader task ends.
