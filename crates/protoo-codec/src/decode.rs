@@ -195,7 +195,18 @@ fn parse_fields(input: &[u8]) -> Result<Fields<'_>, DecodeError> {
             Err(e) => DecodeError::Json(e),
         });
     }
-    let mut de = serde_json::Deserializer::from_slice(input);
+    // Checked as UTF-8 once, the text is parsed as a `str`: serde_json
+    // then checks no string and no raw value again (from bytes, it checks
+    // each of them). Text that is not UTF-8 fails the same way either way.
+    match std::str::from_utf8(input) {
+        Ok(text) => fields_of(serde_json::Deserializer::from_str(text)),
+        Err(_) => fields_of(serde_json::Deserializer::from_slice(input)),
+    }
+}
+
+fn fields_of<'a, R: serde_json::de::Read<'a>>(
+    mut de: serde_json::Deserializer<R>,
+) -> Result<Fields<'a>, DecodeError> {
     let fields = de
         .deserialize_map(FieldsVisitor)
         .map_err(DecodeError::Json)?;
