@@ -186,6 +186,22 @@ impl<T: Weigh, C> ByteQueue<T, C> {
         Ok(())
     }
 
+    /// [`ByteQueue::push`] for the one producer that asks for room before
+    /// each push ([`ByteQueue::poll_room`]): also says whether the queue
+    /// still has room after the item, under the same lock. Only this
+    /// producer's pushes take room away, so until a push says there is
+    /// none it need not ask again.
+    pub fn push_has_room(&self, item: T) -> Result<bool, Refused<T>> {
+        let state = self.lock();
+        if state.close.is_some() || state.discarding {
+            return Err(Refused::Closed(item));
+        }
+        let full = state.bytes.saturating_add(item.weight()) >= self.max_bytes
+            || state.items.len().saturating_add(1) >= self.max_items as usize;
+        Self::append(state, item);
+        Ok(!full)
+    }
+
     /// Queues `item` if the queue has room (under both limits); refuses it
     /// as [`Refused::Full`] otherwise, leaving the queue open (the producer
     /// waits with [`ByteQueue::poll_room`], then [`ByteQueue::push`]es).

@@ -216,6 +216,8 @@ pub(crate) struct Conn<S> {
     keepalive: Keepalive,
     /// Reading stopped because the inbox was full, since the last ping.
     paused: bool,
+    /// The last delivery left room in the inbox (see `read_step`).
+    room: bool,
     /// The deadline is a close deadline (not a keepalive one).
     linger: bool,
     /// A remote-triggered warning was logged (its source is told when the
@@ -295,6 +297,7 @@ where
             state: State::Open,
             keepalive: Keepalive::Idle,
             paused: false,
+            room: false,
             linger: false,
             warned: false,
             deadline,

@@ -11,7 +11,9 @@ where
     pub(super) fn read_step(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         for _ in 0..READ_BUDGET {
-            if self.state == State::Open && !self.shared.has_room(cx) {
+            // Room is asked for (a lock) only once a delivery said there
+            // was none left: only this task's deliveries take it away.
+            if self.state == State::Open && !self.room && !self.shared.has_room(cx) {
                 // The reader is behind: stop reading (TCP backpressure).
                 self.paused = true;
                 return progress;
@@ -54,12 +56,12 @@ where
         match event {
             Event::Text(text) => {
                 if self.state == State::Open {
-                    self.shared.deliver(false, text);
+                    self.room = self.shared.deliver(false, text);
                 }
             }
             Event::Binary(data) if self.shared.binary => {
                 if self.state == State::Open {
-                    self.shared.deliver(true, data);
+                    self.room = self.shared.deliver(true, data);
                 }
             }
             Event::Binary(data) => {

@@ -84,10 +84,13 @@ impl Shared {
         self.inbox.poll_room(cx).is_ready()
     }
 
-    pub(super) fn deliver(&self, binary: bool, data: Bytes) {
-        // Refused when the transport ended or the stream was dropped: the
-        // message is dropped.
-        let _ = self.inbox.push(Incoming { binary, data });
+    /// Queues a message for the stream; returns whether the inbox has
+    /// room for another (it has when the message was refused: the
+    /// transport ended or the stream was dropped, and the message with it).
+    pub(super) fn deliver(&self, binary: bool, data: Bytes) -> bool {
+        self.inbox
+            .push_has_room(Incoming { binary, data })
+            .unwrap_or(true)
     }
 
     /// Records how the transport ended (called once, by whoever closed the
