@@ -348,10 +348,10 @@ where
                     self.sleep.as_mut().reset(at);
                 }
             }
-            if (self.deadline.is_some() || self.confirm_armed)
-                && self.sleep.as_mut().poll(cx).is_ready()
-            {
-                self.on_wake();
+            // The timer is polled when the task is about to wait (to be
+            // woken by it) rather than after every round that made
+            // progress: one poll of it per wake-up, not two.
+            if !progress && self.timer_fired(cx) {
                 if self.state == State::Done {
                     return Poll::Ready(());
                 }
@@ -369,9 +369,25 @@ where
                 return Poll::Pending;
             }
         }
-        // Busy: let other tasks run, then continue.
+        // Busy: let other tasks run, then continue. A remote that keeps the
+        // task busy does not keep its timer (the close deadline) from
+        // firing.
+        if self.timer_fired(cx) && self.state == State::Done {
+            return Poll::Ready(());
+        }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Polls the timer, when one is set; handles it if it fired.
+    fn timer_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if (self.deadline.is_some() || self.confirm_armed)
+            && self.sleep.as_mut().poll(cx).is_ready()
+        {
+            self.on_wake();
+            return true;
+        }
+        false
     }
 }
 
