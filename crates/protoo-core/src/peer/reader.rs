@@ -6,7 +6,7 @@
 
 use std::future::{Future, poll_fn};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use protoo_codec::{ErrorData, Message, encode};
 use protoo_transport::log::Remote;
@@ -345,15 +345,20 @@ fn next_inbound<'a>(
 ) -> impl Future<Output = Next> + Send + 'a {
     // While frames arrive, the checks below cost an atomic load each; the
     // locks that register the task's waker are taken once it idles.
+    let taken_over = |cx: &Context<'_>, idle: bool| {
+        let session = core.session.as_ref()?;
+        if !idle && !session.takeover_hint() {
+            return None;
+        }
+        let (next, missed) = session.poll_takeover(cx)?;
+        Some(Next::TakenOver(next, missed))
+    };
     poll_fn(move |cx| {
         if core.events.handles_gone() {
             unused(core, cx);
         }
-        if let Some(session) = &core.session
-            && session.takeover_hint()
-            && let Some((next, missed)) = session.poll_takeover(cx)
-        {
-            return Poll::Ready(Next::TakenOver(next, missed));
+        if let Some(next) = taken_over(cx, false) {
+            return Poll::Ready(next);
         }
         if let Poll::Ready(inbound) = stream.poll_recv(cx) {
             return Poll::Ready(Next::Inbound(inbound));
@@ -361,18 +366,13 @@ fn next_inbound<'a>(
         // Idle: to be woken when nobody can use the peer any more, or a
         // new connection takes the session over.
         unused(core, cx);
-        if let Some(session) = &core.session
-            && let Some((next, missed)) = session.poll_takeover(cx)
-        {
-            return Poll::Ready(Next::TakenOver(next, missed));
-        }
-        Poll::Pending
+        taken_over(cx, true).map_or(Poll::Pending, Poll::Ready)
     })
 }
 
 /// Closes the peer when every handle and its events were dropped (nobody
 /// can use it any more); registers the reader to be woken for that.
-fn unused(core: &Arc<PeerState>, cx: &std::task::Context<'_>) {
+fn unused(core: &Arc<PeerState>, cx: &Context<'_>) {
     if core.events.watch(cx) && !core.is_closed() {
         tracing::debug!("every handle and the events of the peer dropped: closing it");
         core.close_locally(close_code::PROTOO_CLOSED, PROTOO_CLOSED_REASON);

@@ -46,13 +46,10 @@ impl Track {
         }
         if s > self.last {
             let shift = s - self.last;
-            // The due chats that leave the span without having come.
-            for k in 0..shift.min(Self::SPAN) {
-                let bit = Self::SPAN - 1 - k;
-                if self.seen >> bit & 1 == 0 {
-                    self.missed += 1;
-                }
-            }
+            // The due chats that leave the span without having come: its
+            // top `shift` bits, those not set.
+            let leaving = shift.min(Self::SPAN);
+            self.missed += u64::from((!self.seen >> (Self::SPAN - leaving)).count_ones());
             // Those skipped past the span entirely.
             if shift > Self::SPAN {
                 self.missed += shift - Self::SPAN;

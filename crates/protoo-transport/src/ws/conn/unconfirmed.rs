@@ -237,11 +237,17 @@ fn ping_with_batch(tail: &mut Tail, out: &mut Vec<Wire>, head: usize, role: Role
     {
         return;
     }
+    push_confirm_ping(tail, out, head, role, now);
+}
+
+/// Appends a confirmation ping to `out` unless one waits in `out[head..]`
+/// already (one waits at a time: on a socket that takes nothing, the next
+/// goes when it did). Appended, it counts every kept frame in `out`.
+fn push_confirm_ping(tail: &mut Tail, out: &mut Vec<Wire>, head: usize, role: Role, now: Instant) {
     let waiting = &out[head..];
     if waiting.iter().any(Wire::is_confirm_ping) {
         return;
     }
-    // Appended: every kept frame in `out` is written before it.
     let count = tail.written + waiting.iter().filter(|wire| wire.kept.is_kept()).count() as u64;
     out.push(Wire::confirm_ping(role, count));
     tail.pinged_at = Some(now);
@@ -295,16 +301,7 @@ where
                 return;
             }
         }
-        let waiting = &self.out[self.head..];
-        // One confirmation ping waits at a time (on a socket that takes
-        // nothing, the next one goes when it did).
-        if !waiting.iter().any(Wire::is_confirm_ping) {
-            // Appended: every kept frame in `out` is written before it.
-            let count =
-                tail.written + waiting.iter().filter(|wire| wire.kept.is_kept()).count() as u64;
-            self.out.push(Wire::confirm_ping(self.role, count));
-            tail.pinged_at = Some(now);
-        }
+        push_confirm_ping(tail, &mut self.out, self.head, self.role, now);
         // Unless the answer lets everything go first, ask again then (an
         // answer can be lost: a remote may answer only the latest of two
         // pings, RFC 6455 5.5.3).
