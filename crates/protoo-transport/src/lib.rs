@@ -411,7 +411,7 @@ pub trait FrameSink: Send + Sync + fmt::Debug + 'static {
     /// again). How old a duplicate can be is bounded by the confirmation
     /// delay (on a WebSocket, about
     /// [`confirm_interval`](ws::WsConfig::confirm_interval) plus a round
-    /// trip). Frames the bound of `retain_unconfirmed` let go are not in
+    /// trip, up to 4 intervals under a steady stream). Frames the bound of `retain_unconfirmed` let go are not in
     /// the result (at most once), nor are the queued frames a slow
     /// consumer's overflow dropped (the transport then ended with
     /// [`close_code::POLICY_VIOLATION`]). Without `retain_unconfirmed`, the

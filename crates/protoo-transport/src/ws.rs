@@ -72,8 +72,9 @@
 //!
 //! After [`FrameSink::retain_unconfirmed`](crate::FrameSink::retain_unconfirmed),
 //! the connection keeps each text frame it writes until a pong confirms it:
-//! while kept frames wait, it sends, at most once per
-//! [`WsConfig::confirm_interval`], a ping whose payload is the 8-byte
+//! while kept frames wait, it sends, about once per
+//! [`WsConfig::confirm_interval`] (with the first frame after a pause, and
+//! spaced out to 4 intervals under a steady stream), a ping whose payload is the 8-byte
 //! big-endian count of kept frames written before it; the remote's
 //! WebSocket stack (a browser, protoo-client over `ws`, tungstenite) answers
 //! with the same payload once it has read every frame before the ping, and

@@ -151,22 +151,34 @@ pub struct WsConfig {
     /// read every frame before the ping. The answer lets go of the frames
     /// it covers.
     ///
-    /// It bounds how old a duplicate can be: a frame is confirmed at most
-    /// about one interval plus a round trip after it is written, so a
-    /// session resumed after a loss replays at most that much of what the
-    /// remote may already have read. It costs at most one ping (10 bytes
-    /// out, 10 or 14 back, one timer) per interval per connection that
+    /// When the pings go:
+    /// - a frame written after a pause (nothing written for an interval)
+    ///   takes a ping along in its own write: it is confirmed one round
+    ///   trip after it is written, at no extra write call;
+    /// - frames that follow within the interval are confirmed by the next
+    ///   ping, one interval after the last;
+    /// - under a steady stream, each ping goes twice as long after the one
+    ///   before, up to 4 intervals (100 ms at the default); the first
+    ///   pause brings the spacing back to one interval.
+    ///
+    /// It bounds how old a duplicate can be: a resumed session replays what
+    /// was written after the last confirmation, which the remote may have
+    /// read already. A message now and then is confirmed within a round
+    /// trip; frames that follow closely within about one interval plus a
+    /// round trip; a steady stream's, within about 4. It costs at most one
+    /// ping (10 bytes out, 10 or 14 back) per spacing per connection that
     /// receives traffic, and nothing for an idle one (a ping is sent only
     /// while written frames wait for confirmation) or for one that does not
     /// retain. Keepalive pings are unchanged (empty, [`ping_interval`](Self::ping_interval)).
     ///
-    /// Default: 25 ms. A resumed session replays what was written in the
-    /// last interval and round trip before the loss, which the client may
-    /// have read: with 1 s, a chat burst read just before a cut came back
-    /// whole (100 of 100 twice in the interop suite); with 25 ms the
-    /// repeats are those of the last few milliseconds. A connection that
+    /// Default: 25 ms. With 1 s, a chat burst read just before a cut came
+    /// back whole (100 of 100 twice in the interop suite); with 25 ms the
+    /// repeats are those of the last few milliseconds. With a flat 100 ms,
+    /// the `newPeer` notifications written just before a chat stream were
+    /// repeated after a cut, which the stream spacing avoids: it grows only
+    /// once the stream has gone on for an interval. A connection that
     /// receives a message a second pays one ping per message; one that
-    /// receives a stream pays 40 pings a second at most.
+    /// receives a steady stream pays 10 pings a second.
     pub confirm_interval: Duration,
 }
 

@@ -557,6 +557,72 @@ mod tests {
         assert_eq!(call, expected);
     }
 
+    /// The confirmation pings in one write call's bytes (server frames:
+    /// unmasked, short).
+    fn pings_in(call: &[u8]) -> usize {
+        let (mut at, mut pings) = (0, 0);
+        while at + 2 <= call.len() {
+            pings += usize::from(call[at] == 0x89);
+            at += 2 + usize::from(call[at + 1] & 0x7f);
+        }
+        pings
+    }
+
+    /// Under a steady stream (a frame every millisecond, nothing answered)
+    /// the pings space out: one with the first frame, then 25, 50 and 100 ms
+    /// apart, and no further apart than that. A frame after a pause takes a
+    /// ping along in its own write, and the spacing starts again from one
+    /// interval.
+    #[tokio::test(start_paused = true)]
+    async fn confirmation_pings_space_out_under_a_stream_and_not_after_a_pause() {
+        let (calls, mut written) = tokio::sync::mpsc::unbounded_channel();
+        let config = WsConfig::default().with_ping_interval(None);
+        let (transport, conn) = start(Calls(calls), Vec::new(), Role::Server, &config);
+        transport.sink().retain_unconfirmed();
+        let task = tokio::spawn(conn);
+        let start = Instant::now();
+        let mut pinged = Vec::new();
+        let collect = |written: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+                       pinged: &mut Vec<u128>| {
+            while let Ok(call) = written.try_recv() {
+                let ms = start.elapsed().as_millis();
+                pinged.extend(std::iter::repeat_n(ms, pings_in(&call)));
+            }
+        };
+        for _ in 0..400 {
+            transport.send(Frame::from("x")).unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            collect(&mut written, &mut pinged);
+        }
+        // Collected a millisecond late: the first ping went with the first
+        // frame.
+        let gaps: Vec<u128> = pinged.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!((pinged[0], &gaps[..]), (1, &[25, 50, 100, 100, 100][..]));
+        // The stream stops: the last frames are asked for again at the
+        // spacing reached.
+        for _ in 0..150 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            collect(&mut written, &mut pinged);
+        }
+        assert_eq!(pinged[6..], [476]);
+        // After a pause, one frame takes a ping along in its own write.
+        transport.send(Frame::from("y")).unwrap();
+        let call = written.recv().await.unwrap();
+        let y = start.elapsed().as_millis();
+        assert_eq!((call[0], call[3], pings_in(&call)), (0x81, 0x89, 1));
+        // Another right after it: a burst, not a stream; the next ping is
+        // one interval after the last, and the one after that too.
+        transport.send(Frame::from("z")).unwrap();
+        pinged.clear();
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            collect(&mut written, &mut pinged);
+        }
+        task.abort();
+        // (Collected a millisecond late.)
+        assert_eq!(pinged, [y + 26, y + 51]);
+    }
+
     #[tokio::test]
     async fn frames_cut_anywhere_by_partial_writes_arrive_whole() {
         let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

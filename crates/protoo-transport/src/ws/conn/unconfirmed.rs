@@ -7,9 +7,21 @@
 //! (shared with the sink, so that it can be taken after the task ended),
 //! numbered in the order written; the task counts the kept frames fully
 //! written. While kept frames wait, a confirmation ping carrying the count
-//! of kept frames written before it goes out at most once per
-//! [`WsConfig::confirm_interval`]; a pong with such a count `n` (no more
-//! than were written) lets go of the first `n`.
+//! of kept frames written before it goes out; a pong with such a count `n`
+//! (no more than were written) lets go of the first `n`.
+//!
+//! When the pings go ([`WsConfig::confirm_interval`], the interval):
+//! - kept frames taken after a pause (nothing kept was taken for an
+//!   interval) take a ping along in their own write: a message now and then
+//!   is confirmed one round trip after it is written, at no extra write;
+//! - frames that follow within the interval wait for the next ping, one
+//!   interval after the last;
+//! - while they keep following (a stream: several batches between two
+//!   pings), each ping goes twice as long after the one before, up to
+//!   [`STREAM_SPACING`] intervals: a connection
+//!   under a steady stream answers 10 pings a second at the default instead
+//!   of 40, and repeats at most that much more of a stream after a loss. The
+//!   first pause brings the spacing back to one interval.
 //!
 //! The tail is locked by the task around each batch it takes from the
 //! queue (the queue's lock nested inside: a frame is always in the queue or
@@ -27,6 +39,14 @@ use crate::sync::{Mutex, lock};
 
 /// A drained tail whose buffer grew past this many frames gives it back.
 const KEEP_CAPACITY: usize = 16;
+
+/// Under a steady stream, confirmation pings space out to at most this many
+/// intervals (see the module's docs).
+pub(crate) const STREAM_SPACING: u32 = 4;
+
+/// Batches of kept frames between two pings that make a stream (fewer are
+/// a burst: the spacing stays).
+const STREAM_BATCHES: u32 = 4;
 
 /// The frames taken from the queue and not confirmed by the remote: written
 /// (`seq < written`) or in the task's write batch.
@@ -46,6 +66,13 @@ pub(crate) struct Tail {
     released: u64,
     /// When the last confirmation ping was queued.
     pinged_at: Option<Instant>,
+    /// How long after it the next one is due: the interval, doubled by each
+    /// ping under a stream up to [`STREAM_SPACING`] intervals.
+    spacing: Duration,
+    /// When kept frames were last taken from the queue.
+    taken_at: Option<Instant>,
+    /// Batches of kept frames taken since the last ping.
+    batches: u32,
     /// When the next one is due, while kept frames wait (the task's timer
     /// fires then; the task's `confirm_armed` mirrors it).
     confirm_at: Option<Instant>,
@@ -75,6 +102,9 @@ impl Tail {
             limit,
             released: 0,
             pinged_at: None,
+            spacing: interval,
+            taken_at: None,
+            batches: 0,
             taken: false,
             finishing: None,
         }
@@ -203,6 +233,7 @@ pub(super) fn take_retained(
     max_bytes: usize,
 ) -> Poll<Work> {
     let mut tail = lock(tail);
+    let kept_before = tail.frames.len();
     let taken = queue.poll_next_with(cx, max_bytes, |item| {
         out.push(match item {
             // The server's payload is written from the tail: one owner.
@@ -218,39 +249,65 @@ pub(super) fn take_retained(
             Outbound::Binary(data) => Wire::binary(role, data),
         })
     });
-    if let Poll::Ready(Work::Frames) = taken {
+    if tail.frames.len() > kept_before {
         ping_with_batch(&mut tail, out, head, role, Instant::now());
     }
     taken
 }
 
-/// Appends a confirmation ping to the batch just taken when one is due
-/// (kept frames wait, the last ping is an interval old, none waits in
-/// `out[head..]`): a peer that gets a message now and then would otherwise
-/// pay a write call for the message and another for its ping. After the
-/// write, [`Conn::confirm_check`] finds the ping just sent and only arms
-/// the timer that asks again.
+/// Kept frames were just taken into the batch: a confirmation ping goes
+/// with them when they come after a pause (nothing kept taken for an
+/// interval; the spacing starts again from one interval) or when the next
+/// ping is due anyway (and none waits in `out[head..]`). A peer that gets a
+/// message now and then would otherwise pay a write call for the message
+/// and another for its ping. After the write, [`Conn::confirm_check`] finds
+/// the ping just sent and only arms the timer that asks again.
 fn ping_with_batch(tail: &mut Tail, out: &mut Vec<Wire>, head: usize, role: Role, now: Instant) {
-    if tail.taken
-        || tail.frames.is_empty()
-        || tail.pinged_at.is_some_and(|at| at + tail.interval > now)
-    {
+    let paused = tail.taken_at.is_none_or(|at| at + tail.interval <= now);
+    tail.taken_at = Some(now);
+    tail.batches = tail.batches.saturating_add(1);
+    if tail.taken {
         return;
     }
-    push_confirm_ping(tail, out, head, role, now);
+    if paused {
+        tail.spacing = tail.interval;
+        push_confirm_ping(tail, out, head, role, now);
+    } else if tail.pinged_at.is_none_or(|at| at + tail.spacing <= now) {
+        paced_ping(tail, out, head, role, now);
+    }
+}
+
+/// A ping due by the spacing: under a stream (at least [`STREAM_BATCHES`]
+/// batches of kept frames since the last ping, the last within an
+/// interval), the next one goes twice as long after it, up to
+/// [`STREAM_SPACING`] intervals.
+fn paced_ping(tail: &mut Tail, out: &mut Vec<Wire>, head: usize, role: Role, now: Instant) {
+    let stream =
+        tail.batches >= STREAM_BATCHES && tail.taken_at.is_some_and(|at| at + tail.interval > now);
+    if push_confirm_ping(tail, out, head, role, now) && stream {
+        tail.spacing = (tail.spacing * 2).min(tail.interval * STREAM_SPACING);
+    }
 }
 
 /// Appends a confirmation ping to `out` unless one waits in `out[head..]`
 /// already (one waits at a time: on a socket that takes nothing, the next
-/// goes when it did). Appended, it counts every kept frame in `out`.
-fn push_confirm_ping(tail: &mut Tail, out: &mut Vec<Wire>, head: usize, role: Role, now: Instant) {
+/// goes when it did). Appended (true), it counts every kept frame in `out`.
+fn push_confirm_ping(
+    tail: &mut Tail,
+    out: &mut Vec<Wire>,
+    head: usize,
+    role: Role,
+    now: Instant,
+) -> bool {
     let waiting = &out[head..];
     if waiting.iter().any(Wire::is_confirm_ping) {
-        return;
+        return false;
     }
     let count = tail.written + waiting.iter().filter(|wire| wire.kept.is_kept()).count() as u64;
     out.push(Wire::confirm_ping(role, count));
     tail.pinged_at = Some(now);
+    tail.batches = 0;
+    true
 }
 
 impl<S> Conn<S>
@@ -286,7 +343,7 @@ where
     }
 
     /// After a write or a pong: queues a confirmation ping when kept frames
-    /// wait and the last ping is at least an interval old, and keeps the
+    /// wait and the last ping is at least the spacing old, and keeps the
     /// confirmation timer on the next one due (off once nothing waits).
     pub(super) fn confirm_check(&mut self, tail: &mut Tail) {
         if tail.taken || self.state != State::Open || tail.frames.is_empty() {
@@ -295,17 +352,17 @@ where
         }
         let now = Instant::now();
         if let Some(at) = tail.pinged_at {
-            let due = at + tail.interval;
+            let due = at + tail.spacing;
             if due > now {
                 self.set_confirm_at(tail, Some(due));
                 return;
             }
         }
-        push_confirm_ping(tail, &mut self.out, self.head, self.role, now);
+        paced_ping(tail, &mut self.out, self.head, self.role, now);
         // Unless the answer lets everything go first, ask again then (an
         // answer can be lost: a remote may answer only the latest of two
         // pings, RFC 6455 5.5.3).
-        let next = now + tail.interval;
+        let next = now + tail.spacing;
         self.set_confirm_at(tail, Some(next));
     }
 
