@@ -198,7 +198,7 @@ fn parse_fields(input: &[u8]) -> Result<Fields<'_>, DecodeError> {
     // Checked as UTF-8 once, the text is parsed as a `str`: serde_json
     // then checks no string and no raw value again (from bytes, it checks
     // each of them). Text that is not UTF-8 fails the same way either way.
-    match std::str::from_utf8(input) {
+    match simdutf8::basic::from_utf8(input) {
         Ok(text) => fields_of(serde_json::Deserializer::from_str(text)),
         Err(_) => fields_of(serde_json::Deserializer::from_slice(input)),
     }

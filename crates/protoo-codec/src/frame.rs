@@ -41,6 +41,14 @@ impl Frame {
         self.0.is_empty()
     }
 
+    /// Whether no other `Frame` (or other handle) shares this frame's
+    /// buffer: true for a message encoded for one peer, false for a
+    /// broadcast queued to several. A transport that holds frames can tell
+    /// memory held for this peer alone from memory shared with others.
+    pub fn is_unique(&self) -> bool {
+        self.0.is_unique()
+    }
+
     /// The shared buffer, for a transport that writes it out.
     pub fn into_bytes(self) -> Bytes {
         self.0

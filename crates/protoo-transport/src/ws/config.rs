@@ -159,7 +159,10 @@ pub struct WsConfig {
     ///   ping, one interval after the last;
     /// - under a steady stream, each ping goes twice as long after the one
     ///   before, up to 4 intervals (100 ms at the default); the first
-    ///   pause brings the spacing back to one interval.
+    ///   pause brings the spacing back to one interval;
+    /// - whatever the spacing, every 64 KiB of frames held for this
+    ///   connection alone (answers, not broadcasts) make a ping due at
+    ///   once, so that a fast stream of large answers holds little memory.
     ///
     /// It bounds how old a duplicate can be: a resumed session replays what
     /// was written after the last confirmation, which the remote may have

@@ -557,13 +557,16 @@ mod tests {
         assert_eq!(call, expected);
     }
 
-    /// The confirmation pings in one write call's bytes (server frames:
-    /// unmasked, short).
+    /// The confirmation pings in one write call's bytes (whole server
+    /// frames: unmasked, under 64 KiB).
     fn pings_in(call: &[u8]) -> usize {
         let (mut at, mut pings) = (0, 0);
         while at + 2 <= call.len() {
             pings += usize::from(call[at] == 0x89);
-            at += 2 + usize::from(call[at + 1] & 0x7f);
+            at += match call[at + 1] & 0x7f {
+                126 => 4 + usize::from(u16::from_be_bytes([call[at + 2], call[at + 3]])),
+                len => 2 + usize::from(len),
+            };
         }
         pings
     }
@@ -621,6 +624,41 @@ mod tests {
         task.abort();
         // (Collected a millisecond late.)
         assert_eq!(pinged, [y + 26, y + 51]);
+    }
+
+    /// Frames of this connection's own (answers, not broadcasts) make a
+    /// ping due every 64 KiB of text, so that a fast stream of large
+    /// messages is not held for the whole spacing; frames shared with other
+    /// connections (a broadcast: the memory is held anyway) count nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_ping_is_due_every_64_kib_of_frames_held_for_this_connection_alone() {
+        for shared in [false, true] {
+            let (calls, mut written) = tokio::sync::mpsc::unbounded_channel();
+            let config = WsConfig::default().with_ping_interval(None);
+            let (transport, conn) = start(Calls(calls), Vec::new(), Role::Server, &config);
+            transport.sink().retain_unconfirmed();
+            let task = tokio::spawn(conn);
+            let start = Instant::now();
+            let (mut pinged, mut held) = (Vec::new(), Vec::new());
+            for _ in 0..20 {
+                let frame = Frame::from("x".repeat(16 * 1024));
+                if shared {
+                    held.push(frame.clone());
+                }
+                transport.send(frame).unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                while let Ok(call) = written.try_recv() {
+                    let ms = start.elapsed().as_millis();
+                    pinged.extend(std::iter::repeat_n(ms, pings_in(&call)));
+                }
+            }
+            task.abort();
+            // Collected a millisecond late: the first with the first frame,
+            // then with every fourth frame of its own; shared, none before
+            // the interval.
+            let expected: &[u128] = if shared { &[1] } else { &[1, 5, 9, 13, 17] };
+            assert_eq!(pinged, expected, "shared: {shared}");
+        }
     }
 
     #[tokio::test]

@@ -308,7 +308,7 @@ impl Reader {
             if binary {
                 return Ok(Some(Event::Binary(data)));
             }
-            std::str::from_utf8(&data).map_err(|_| ReadError::Utf8)?;
+            simdutf8::basic::from_utf8(&data).map_err(|_| ReadError::Utf8)?;
             return Ok(Some(Event::Text(data)));
         }
         let mut partial = Partial {
@@ -328,7 +328,7 @@ impl Reader {
 /// it at once; a character cut at the end of a fragment waits for the
 /// next one (and fails the final fragment).
 fn check_utf8(data: &[u8], checked: &mut usize, fin: bool) -> Result<(), ReadError> {
-    match std::str::from_utf8(&data[*checked..]) {
+    match simdutf8::compat::from_utf8(&data[*checked..]) {
         Ok(_) => {
             *checked = data.len();
             Ok(())
