@@ -183,7 +183,7 @@ mod tests {
             for (frame, expected) in frames {
                 assert_eq!(frame.as_str(), expected, "{text}");
                 let vec: Vec<u8> = frame.into_bytes().into();
-                assert_eq!(vec.capacity(), vec.len());
+                assert!(vec.capacity() <= vec.len() + vec.len() / 8 + 64);
             }
             // As the text, serde_json's own RawValue encodes the same.
             let raw = serde_json::value::RawValue::from_string(p.as_str().to_owned()).unwrap();
@@ -192,14 +192,18 @@ mod tests {
     }
 
     #[test]
-    fn frames_hold_no_spare_capacity() {
-        // A frame's buffer costs its length, whatever the serialiser grew
-        // it to on the way (the queue limits count frame lengths).
+    fn frames_hold_little_spare_capacity() {
+        // A frame's buffer costs about its length, whatever the serialiser
+        // grew it to on the way (the queue limits count frame lengths).
         let data = serde_json::json!({ "text": "x".repeat(1100) });
         let frame = notification("chat", &data).unwrap();
         // The only handle: the buffer comes back as it was allocated.
         let vec: Vec<u8> = frame.into_bytes().into();
         assert_eq!(vec.capacity(), vec.len());
+        // Sized up front for raw data: kept as it is, a few bytes over.
+        let raw = Payload::from_json(format!(r#"{{"text":"{}"}}"#, "x".repeat(4096))).unwrap();
+        let vec: Vec<u8> = notification("chat", &raw).unwrap().into_bytes().into();
+        assert!(vec.capacity() > vec.len() && vec.capacity() <= vec.len() + 64);
     }
 
     #[test]

@@ -5,6 +5,10 @@ use std::fmt;
 
 use bytes::Bytes;
 
+/// Unused bytes an encoded frame keeps beyond an eighth of its length
+/// ([`Frame::from_encoded`]).
+const SLACK: usize = 64;
+
 /// One encoded protoo message: the UTF-8 JSON text of a WebSocket text frame.
 ///
 /// Cloning a `Frame` shares its buffer (a reference count), so a notification
@@ -64,13 +68,18 @@ impl Frame {
 
     /// A frame over an encoder's buffer (valid UTF-8 by construction).
     ///
-    /// The buffer is shrunk to its length first: a `Vec` that grew while
-    /// the data was serialised can hold up to twice its length, and a frame
-    /// queued to many slow peers must cost what its byte count says
-    /// (shrinking in place is cheap with the usual allocators).
+    /// A buffer with more than an eighth of its length (plus 64 bytes)
+    /// unused is shrunk to its length first: a `Vec` that grew while the
+    /// data was serialised can hold up to twice its length, and a frame
+    /// queued to many slow peers must cost about what its byte count says.
+    /// A buffer sized for its message up front (raw JSON data) is not: the
+    /// few bytes saved would cost a call into the allocator (a copy for a
+    /// small one) per message, for less than the allocator's own rounding.
     pub(crate) fn from_encoded(mut buf: Vec<u8>) -> Self {
         debug_assert!(std::str::from_utf8(&buf).is_ok());
-        buf.shrink_to_fit();
+        if buf.capacity() - buf.len() > buf.len() / 8 + SLACK {
+            buf.shrink_to_fit();
+        }
         Frame(Bytes::from(buf))
     }
 }

@@ -126,10 +126,11 @@ impl Tail {
         }
     }
 
-    /// A frame taken into the write batch.
-    fn push(&mut self, frame: Frame) {
+    /// A frame taken into the write batch; `own`: held for this connection
+    /// alone (not shared with other connections' queues).
+    fn push(&mut self, frame: Frame, own: bool) {
         self.bytes += weight(&frame);
-        if frame.is_unique() {
+        if own {
             let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
             self.unpinged = self.unpinged.saturating_add(len);
         }
@@ -264,11 +265,14 @@ pub(super) fn take_retained(
             // The server's payload is written from the tail: one owner.
             Outbound::Text(frame) if role == Role::Server => {
                 let wire = Wire::text_in_tail(frame.len());
-                tail.push(frame);
+                let own = frame.is_unique();
+                tail.push(frame, own);
                 wire
             }
             Outbound::Text(frame) => {
-                tail.push(frame.clone());
+                // The write's clone shares the buffer with the kept one.
+                let own = frame.is_unique();
+                tail.push(frame.clone(), own);
                 Wire::text(role, frame.into_bytes()).retained()
             }
             Outbound::Binary(data) => Wire::binary(role, data),
@@ -480,7 +484,7 @@ mod tests {
     fn confirmed_frames_are_let_go_and_the_rest_taken_in_order() {
         let mut tail = Tail::new(1 << 20, Duration::from_secs(1));
         for i in 0..5 {
-            tail.push(Frame::from(format!("{i}")));
+            tail.push(Frame::from(format!("{i}")), true);
         }
         tail.wrote(3);
         // More than were written: refused.
@@ -505,7 +509,7 @@ mod tests {
         let limit = 10 * cost(100);
         let mut tail = Tail::new(limit, Duration::from_secs(1));
         for _ in 0..12 {
-            tail.push(frame(100));
+            tail.push(frame(100), true);
         }
         // Over the limit, but nothing written yet: frames in the write
         // batch are never let go.
@@ -527,8 +531,8 @@ mod tests {
     #[test]
     fn one_large_frame_is_released_once_written() {
         let mut tail = Tail::new(1000, Duration::from_secs(1));
-        tail.push(frame(5000));
-        tail.push(frame(10));
+        tail.push(frame(5000), true);
+        tail.push(frame(10), true);
         tail.wrote(1);
         assert_eq!((tail.frames.len(), tail.released()), (1, 1));
         assert_eq!(tail.bytes, cost(10));
@@ -541,7 +545,7 @@ mod tests {
     fn a_drained_large_buffer_is_given_back() {
         let mut tail = Tail::new(1 << 20, Duration::from_secs(1));
         for _ in 0..100 {
-            tail.push(frame(1));
+            tail.push(frame(1), true);
         }
         tail.wrote(100);
         assert!(tail.confirm(100));
