@@ -256,8 +256,8 @@ pub(super) fn rows() -> Vec<Row> {
             Target::None,
         ),
         r(
-            "confirmation pings/s seen by the clients (ours, sessions that resume: one per \
-             notification at most every 25 ms)",
+            "confirmation pings/s seen by the clients (ours, sessions that resume: one with \
+             a notification after a pause, 25-100 ms apart under a stream)",
             "confirm_pings_per_s",
             1.0,
             0,
