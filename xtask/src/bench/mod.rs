@@ -118,6 +118,16 @@ fn held_to_the_floor(key: &str) -> bool {
         .any(|row| matches!(row.target, Target::FloorRatioAtMost(_)))
 }
 
+/// Whether a row of scenario `key` has a target on its difference from a
+/// scenario held to the floor (S5 with a token, against S5).
+fn against_a_held_one(key: &str) -> bool {
+    rows(key).iter().any(|row| {
+        row.delta
+            && !matches!(row.target, Target::None)
+            && row.of.is_some_and(|(of, _)| held_to_the_floor(of))
+    })
+}
+
 /// Entry point: `args` are those after `bench`.
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let opts = Opts::parse(args)?;
@@ -262,7 +272,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         // The scenarios held to the floor's CPU run ours and the floor
         // again, interleaved: the table shows each one's median run (see
         // `report::pick`), less at the mercy of a burst of other load.
-        if !opts.smoke && held_to_the_floor(sc.key) {
+        // A scenario whose target is a difference from one of those (the
+        // token's cost over S5) runs ours as often, so that the difference
+        // is between medians.
+        if !opts.smoke && (held_to_the_floor(sc.key) || against_a_held_one(sc.key)) {
             let ours = order
                 .iter()
                 .copied()
@@ -271,11 +284,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 .iter()
                 .copied()
                 .find(|s| matches!(s, ServerKind::Floor { .. }));
-            if let (Some(ours), Some(floor)) = (ours, floor) {
-                for _ in 1..FLOOR_RUNS {
-                    order.push(ours);
-                    order.push(floor);
-                }
+            for _ in 1..FLOOR_RUNS {
+                order.extend(ours);
+                order.extend(floor);
             }
         }
         for server in order {
@@ -550,6 +561,7 @@ mod tests {
     fn the_table_shows_the_median_of_repeated_runs() {
         assert!(held_to_the_floor("s2") && held_to_the_floor("s3k") && held_to_the_floor("s5"));
         assert!(!held_to_the_floor("s1") && !held_to_the_floor("s4"));
+        assert!(against_a_held_one("s5-auth") && !against_a_held_one("s4-auth"));
         let run = |server, cpu: f64, rate: u32| Outcome {
             scenario: "s2-16k",
             server,

@@ -298,8 +298,10 @@ pub(super) fn write_benchmarks(
          `broadcast` only, so it runs in S1, S2, S3 and S5 (\"not served\" elsewhere). \
          The scenarios held to the floor's CPU (S2, S3, S5) run ours and the floor \
          three times each, interleaved (ours, the anchor, the floor, then ours and \
-         the floor twice more): the table shows each one's run with the median \
-         server CPU per operation, and the raw results below list every run. {}{}{}{}{}\n\n",
+         the floor twice more), and S5 with a token, whose target is its difference \
+         from S5, runs ours three times: the table shows each one's run with the \
+         median server CPU per operation, and the raw results below list every \
+         run. {}{}{}{}{}\n\n",
         opts.duration,
         if results.iter().any(|o| o.scenario == "s1") && can_pin() {
             PIN_NOTE
