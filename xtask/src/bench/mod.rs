@@ -487,6 +487,27 @@ mod tests {
         assert!(Opts::parse(&args("--duration")).is_err());
     }
 
+    /// Our server and the floor, as a run against both lists them.
+    fn ours_and_floor() -> [ServerKind; 2] {
+        [
+            ServerKind::Ours {
+                bin: PathBuf::new(),
+            },
+            ServerKind::Floor {
+                bin: PathBuf::new(),
+            },
+        ]
+    }
+
+    /// The scenarios of a default run with these keys.
+    fn only(keys: &[&str]) -> Vec<Scenario> {
+        let o = Opts::parse(&[]).unwrap_or_else(|e| panic!("{e}"));
+        scenarios(&o)
+            .into_iter()
+            .filter(|s| keys.contains(&s.key))
+            .collect()
+    }
+
     /// A load generator's RESULT line, parsed.
     pub(in crate::bench) fn parsed(line: &str) -> Parsed {
         Parsed {
@@ -534,11 +555,7 @@ mod tests {
                 result: Ok(parsed("rate=100 p50_us=20")),
             },
         ];
-        let o = Opts::parse(&[]).unwrap_or_else(|e| panic!("{e}"));
-        let sc: Vec<_> = scenarios(&o)
-            .into_iter()
-            .filter(|s| s.key == "s2")
-            .collect();
+        let sc = only(&["s2"]);
         let servers = [
             ServerKind::Ours {
                 bin: PathBuf::new(),
@@ -586,20 +603,8 @@ mod tests {
             Some(300.0)
         );
         assert!(pick(&results, "s2", "ours").is_none());
-        let o = Opts::parse(&[]).unwrap_or_else(|e| panic!("{e}"));
-        let sc: Vec<_> = scenarios(&o)
-            .into_iter()
-            .filter(|s| s.key == "s2-16k")
-            .collect();
-        let servers = [
-            ServerKind::Ours {
-                bin: PathBuf::new(),
-            },
-            ServerKind::Floor {
-                bin: PathBuf::new(),
-            },
-        ];
-        let t = table(&sc, &servers, &results, true);
+        let sc = only(&["s2-16k"]);
+        let t = table(&sc, &ours_and_floor(), &results, true);
         assert!(
             t.contains(
                 "| server CPU per request (µs) | 10.50 | – | 10.00 |  | 1.05× | ≤ 1.10× floor | yes |"
@@ -627,22 +632,10 @@ mod tests {
                 result: Ok(parsed("rss_per_peer_bytes=4000")),
             },
         ];
-        let o = Opts::parse(&[]).unwrap_or_else(|e| panic!("{e}"));
-        let sc: Vec<_> = scenarios(&o)
-            .into_iter()
-            .filter(|s| s.key == "s2-16k" || s.key == "s4")
-            .collect();
+        let sc = only(&["s2-16k", "s4"]);
         assert!(sc.iter().any(|s| s.key == "s2-16k" && s.floor));
         assert!(sc.iter().any(|s| s.key == "s4" && !s.floor));
-        let servers = [
-            ServerKind::Ours {
-                bin: PathBuf::new(),
-            },
-            ServerKind::Floor {
-                bin: PathBuf::new(),
-            },
-        ];
-        let t = table(&sc, &servers, &results, true);
+        let t = table(&sc, &ours_and_floor(), &results, true);
         // 11.5 / 10 = 1.15 > 1.10; no anchor target at 16 KB.
         assert!(
             t.contains(
@@ -675,15 +668,7 @@ mod tests {
         let sc = scenarios(&o);
         assert!(sc.iter().any(|s| s.key == "s5" && s.floor));
         assert!(sc.iter().any(|s| s.key == "s5-auth" && !s.floor));
-        let servers = [
-            ServerKind::Ours {
-                bin: PathBuf::new(),
-            },
-            ServerKind::Floor {
-                bin: PathBuf::new(),
-            },
-        ];
-        let t = table(&sc, &servers, &results, true);
+        let t = table(&sc, &ours_and_floor(), &results, true);
         // 55 / 50 = 1.10 ≤ 1.2.
         assert!(
             t.contains(

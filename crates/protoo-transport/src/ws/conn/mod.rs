@@ -571,6 +571,46 @@ mod tests {
         pings
     }
 
+    /// A server connection that keeps unconfirmed frames (no keepalive)
+    /// over [`Calls`], its task running, and when (in ms since it started)
+    /// its write calls carried confirmation pings.
+    struct Pinging {
+        transport: Transport,
+        task: tokio::task::JoinHandle<()>,
+        written: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+        start: Instant,
+        pinged: Vec<u128>,
+    }
+
+    impl Pinging {
+        fn start() -> Self {
+            let (calls, written) = tokio::sync::mpsc::unbounded_channel();
+            let config = WsConfig::default().with_ping_interval(None);
+            let (transport, conn) = start(Calls(calls), Vec::new(), Role::Server, &config);
+            transport.sink().retain_unconfirmed();
+            let task = tokio::spawn(conn);
+            Pinging {
+                transport,
+                task,
+                written,
+                start: Instant::now(),
+                pinged: Vec::new(),
+            }
+        }
+
+        /// `ms` milliseconds, one at a time, noting the pings written (a
+        /// millisecond late at most).
+        async fn idle(&mut self, ms: u32) {
+            for _ in 0..ms {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                while let Ok(call) = self.written.try_recv() {
+                    let at = self.start.elapsed().as_millis();
+                    self.pinged.extend(std::iter::repeat_n(at, pings_in(&call)));
+                }
+            }
+        }
+    }
+
     /// Under a steady stream (a frame every millisecond, nothing answered)
     /// the pings space out: one with the first frame, then 25, 50 and 100 ms
     /// apart, and no further apart than that. A frame after a pause takes a
@@ -578,52 +618,35 @@ mod tests {
     /// interval.
     #[tokio::test(start_paused = true)]
     async fn confirmation_pings_space_out_under_a_stream_and_not_after_a_pause() {
-        let (calls, mut written) = tokio::sync::mpsc::unbounded_channel();
-        let config = WsConfig::default().with_ping_interval(None);
-        let (transport, conn) = start(Calls(calls), Vec::new(), Role::Server, &config);
-        transport.sink().retain_unconfirmed();
-        let task = tokio::spawn(conn);
-        let start = Instant::now();
-        let mut pinged = Vec::new();
-        let collect = |written: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
-                       pinged: &mut Vec<u128>| {
-            while let Ok(call) = written.try_recv() {
-                let ms = start.elapsed().as_millis();
-                pinged.extend(std::iter::repeat_n(ms, pings_in(&call)));
-            }
-        };
+        let mut conn = Pinging::start();
         for _ in 0..400 {
-            transport.send(Frame::from("x")).unwrap();
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            collect(&mut written, &mut pinged);
+            conn.transport.send(Frame::from("x")).unwrap();
+            conn.idle(1).await;
         }
         // Collected a millisecond late: the first ping went with the first
         // frame.
-        let gaps: Vec<u128> = pinged.windows(2).map(|w| w[1] - w[0]).collect();
-        assert_eq!((pinged[0], &gaps[..]), (1, &[25, 50, 100, 100, 100][..]));
+        let gaps: Vec<u128> = conn.pinged.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(
+            (conn.pinged[0], &gaps[..]),
+            (1, &[25, 50, 100, 100, 100][..])
+        );
         // The stream stops: the last frames are asked for again at the
         // spacing reached.
-        for _ in 0..150 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            collect(&mut written, &mut pinged);
-        }
-        assert_eq!(pinged[6..], [476]);
+        conn.idle(150).await;
+        assert_eq!(conn.pinged[6..], [476]);
         // After a pause, one frame takes a ping along in its own write.
-        transport.send(Frame::from("y")).unwrap();
-        let call = written.recv().await.unwrap();
-        let y = start.elapsed().as_millis();
+        conn.transport.send(Frame::from("y")).unwrap();
+        let call = conn.written.recv().await.unwrap();
+        let y = conn.start.elapsed().as_millis();
         assert_eq!((call[0], call[3], pings_in(&call)), (0x81, 0x89, 1));
         // Another right after it: a burst, not a stream; the next ping is
         // one interval after the last, and the one after that too.
-        transport.send(Frame::from("z")).unwrap();
-        pinged.clear();
-        for _ in 0..60 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            collect(&mut written, &mut pinged);
-        }
-        task.abort();
+        conn.transport.send(Frame::from("z")).unwrap();
+        conn.pinged.clear();
+        conn.idle(60).await;
+        conn.task.abort();
         // (Collected a millisecond late.)
-        assert_eq!(pinged, [y + 26, y + 51]);
+        assert_eq!(conn.pinged, [y + 26, y + 51]);
     }
 
     /// Frames of this connection's own (answers, not broadcasts) make a
@@ -633,31 +656,22 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_ping_is_due_every_64_kib_of_frames_held_for_this_connection_alone() {
         for shared in [false, true] {
-            let (calls, mut written) = tokio::sync::mpsc::unbounded_channel();
-            let config = WsConfig::default().with_ping_interval(None);
-            let (transport, conn) = start(Calls(calls), Vec::new(), Role::Server, &config);
-            transport.sink().retain_unconfirmed();
-            let task = tokio::spawn(conn);
-            let start = Instant::now();
-            let (mut pinged, mut held) = (Vec::new(), Vec::new());
+            let mut conn = Pinging::start();
+            let mut held = Vec::new();
             for _ in 0..20 {
                 let frame = Frame::from("x".repeat(16 * 1024));
                 if shared {
                     held.push(frame.clone());
                 }
-                transport.send(frame).unwrap();
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                while let Ok(call) = written.try_recv() {
-                    let ms = start.elapsed().as_millis();
-                    pinged.extend(std::iter::repeat_n(ms, pings_in(&call)));
-                }
+                conn.transport.send(frame).unwrap();
+                conn.idle(1).await;
             }
-            task.abort();
+            conn.task.abort();
             // Collected a millisecond late: the first with the first frame,
             // then with every fourth frame of its own; shared, none before
             // the interval.
             let expected: &[u128] = if shared { &[1] } else { &[1, 5, 9, 13, 17] };
-            assert_eq!(pinged, expected, "shared: {shared}");
+            assert_eq!(conn.pinged, expected, "shared: {shared}");
         }
     }
 
